@@ -1,0 +1,734 @@
+"""PyTorch NASViT: a weight-sharing supernet of MBConv and transformer stages, and its subnets.
+
+NASViT: Neural Architecture Search for Efficient Vision Transformers with Gradient Conflict-Aware Supernet
+Training (Gong et al., ICLR 2022). Reference code: https://github.com/facebookresearch/NASViT.
+
+Every layer is *dynamic* in the once-for-all sense: it stores the largest weight of its search space and runs the
+active sizes by slicing it (`weight[:out, :in]`, centre crop of depthwise kernels, `[:C]` of normalisation
+parameters and statistics). A subnet extracted with `extract_subnet` is the same classes with a search space that
+has one choice per dimension, so supernet and subnet share one code path. This file is Hub-portable: it imports only
+torch, transformers and its sibling files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPoolingAndNoAttention,
+    ImageClassifierOutputWithNoAttention,
+)
+
+from .configuration_nasvit import (
+    BODY_STAGES,
+    STAGE_NAMES,
+    TRANSFORMER_STAGES,
+    NASViTConfig,
+    make_divisible,
+)
+
+__all__ = [
+    "NASViTForImageClassification",
+    "NASViTModel",
+    "NASViTPreTrainedModel",
+]
+
+# The reference multiplies the switchable scaling tables by 8 / width (8 being its head dimension).
+_LAYER_SCALE_NUMERATOR = 8.0
+
+
+def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample (residual branch dropped with probability `drop_prob`)."""
+    if drop_prob == 0.0 or not training:
+        return hidden_states
+    keep_prob = 1.0 - drop_prob
+    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+    mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+    return hidden_states * mask / keep_prob
+
+
+def _centre_crop_kernel(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    full = weight.shape[-1]
+    if kernel_size == full:
+        return weight
+    start = (full - kernel_size) // 2
+    return weight[:, :, start : start + kernel_size, start : start + kernel_size]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Dynamic layers: a max-size weight plus the active sizes
+# ------------------------------------------------------------------------------------------------------------------
+class NASViTDynamicConv2d(nn.Module):
+    """A convolution whose input channels follow the input, output channels and kernel size are chosen per call."""
+
+    def __init__(
+        self,
+        max_in_channels: int,
+        max_out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        depthwise: bool = False,
+        bias: bool = False,
+    ):
+        super().__init__()
+        self.max_in_channels = max_in_channels
+        self.max_out_channels = max_out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.depthwise = depthwise
+        in_per_group = 1 if depthwise else max_in_channels
+        self.weight = nn.Parameter(torch.empty(max_out_channels, in_per_group, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(max_out_channels)) if bias else None
+
+    def forward(
+        self, hidden_states: torch.Tensor, out_channels: int | None = None, kernel_size: int | None = None
+    ) -> torch.Tensor:
+        in_channels = hidden_states.shape[1]
+        kernel_size = kernel_size or self.kernel_size
+        if self.depthwise:
+            out_channels, groups = in_channels, in_channels
+            weight = self.weight if in_channels == self.max_out_channels else self.weight[:in_channels]
+        else:
+            out_channels, groups = out_channels or self.max_out_channels, 1
+            weight = self.weight
+            if out_channels != self.max_out_channels or in_channels != self.max_in_channels:
+                weight = weight[:out_channels, :in_channels]
+        weight = _centre_crop_kernel(weight, kernel_size)
+        bias = None
+        if self.bias is not None:
+            bias = self.bias if out_channels == self.max_out_channels else self.bias[:out_channels]
+        return F.conv2d(hidden_states, weight, bias, self.stride, kernel_size // 2, 1, groups)
+
+    def extra_repr(self) -> str:
+        kind = "depthwise, " if self.depthwise else ""
+        return f"{kind}max_in={self.max_in_channels}, max_out={self.max_out_channels}, k={self.kernel_size}, s={self.stride}"
+
+
+class NASViTDynamicBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the first C channels of the stored parameters and running statistics."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        channels = hidden_states.shape[1]
+        if channels == self.num_features:
+            return super().forward(hidden_states)
+        exponential_average_factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                exponential_average_factor = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or self.running_mean is None
+        return F.batch_norm(
+            hidden_states,
+            self.running_mean[:channels] if self.running_mean is not None else None,
+            self.running_var[:channels] if self.running_var is not None else None,
+            self.weight[:channels],
+            self.bias[:channels],
+            use_batch_stats,
+            exponential_average_factor,
+            self.eps,
+        )
+
+
+class NASViTDynamicLinear(nn.Linear):
+    """A linear layer whose input features follow the input and output features are chosen per call."""
+
+    def forward(self, hidden_states: torch.Tensor, out_features: int | None = None) -> torch.Tensor:
+        in_features = hidden_states.shape[-1]
+        out_features = out_features or self.out_features
+        if in_features == self.in_features and out_features == self.out_features:
+            return F.linear(hidden_states, self.weight, self.bias)
+        bias = self.bias[:out_features] if self.bias is not None else None
+        return F.linear(hidden_states, self.weight[:out_features, :in_features], bias)
+
+
+class NASViTConvBN(nn.Module):
+    """Dynamic convolution followed by dynamic BatchNorm and an optional swish."""
+
+    def __init__(
+        self,
+        config: NASViTConfig,
+        max_in_channels: int,
+        max_out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        depthwise: bool = False,
+        activation: bool = True,
+    ):
+        super().__init__()
+        self.conv = NASViTDynamicConv2d(max_in_channels, max_out_channels, kernel_size, stride, depthwise)
+        self.norm = NASViTDynamicBatchNorm2d(
+            max_out_channels, eps=config.batch_norm_eps, momentum=config.batch_norm_momentum
+        )
+        self.activation = activation
+
+    def forward(
+        self, hidden_states: torch.Tensor, out_channels: int | None = None, kernel_size: int | None = None
+    ) -> torch.Tensor:
+        hidden_states = self.norm(self.conv(hidden_states, out_channels, kernel_size))
+        return F.silu(hidden_states) if self.activation else hidden_states
+
+
+class NASViTSqueezeExcite(nn.Module):
+    """Squeeze-excite: mean → 1×1 conv → ReLU → 1×1 conv → hard-sigmoid → scale, hidden = make_divisible(C // 4)."""
+
+    def __init__(self, max_channels: int):
+        super().__init__()
+        max_hidden = make_divisible(max_channels // 4, 8)
+        self.reduce = NASViTDynamicConv2d(max_channels, max_hidden, bias=True)
+        self.expand = NASViTDynamicConv2d(max_hidden, max_channels, bias=True)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        channels = hidden_states.shape[1]
+        scale = hidden_states.mean(dim=(2, 3), keepdim=True)
+        scale = F.relu(self.reduce(scale, make_divisible(channels // 4, 8)))
+        scale = F.hardsigmoid(self.expand(scale, channels))
+        return hidden_states * scale
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Blocks
+# ------------------------------------------------------------------------------------------------------------------
+class NASViTMBConvBlock(nn.Module):
+    """Inverted-residual block: [1×1 expansion] → depthwise k×k → [SE] → 1×1 projection, plus a shortcut."""
+
+    def __init__(
+        self,
+        config: NASViTConfig,
+        in_channel_choices: list[int],
+        out_channel_choices: list[int],
+        kernel_sizes: list[int],
+        expand_ratios: list[int],
+        stride: int,
+        use_se: bool,
+    ):
+        super().__init__()
+        max_in, max_out = max(in_channel_choices), max(out_channel_choices)
+        self.stride = stride
+        self.has_expansion = max(expand_ratios) != 1
+        max_mid = make_divisible(round(max_in * max(expand_ratios)), 8) if self.has_expansion else max_in
+        self.expansion = NASViTConvBN(config, max_in, max_mid) if self.has_expansion else None
+        self.depthwise = NASViTConvBN(config, max_mid, max_mid, max(kernel_sizes), stride, depthwise=True)
+        self.squeeze_excite = NASViTSqueezeExcite(max_mid) if use_se else None
+        self.projection = NASViTConvBN(config, max_mid, max_out, activation=False)
+        # A 1×1 shortcut conv exists only where it can run: some active input width differs from the output width.
+        can_differ = any(i != o for i in in_channel_choices for o in out_channel_choices)
+        self.shortcut = NASViTDynamicConv2d(max_in, max_out) if can_differ else None
+        self.drop_prob = config.drop_connect_rate
+        self.active_out_channels = max_out
+        self.active_kernel_size = max(kernel_sizes)
+        self.active_expand_ratio = max(expand_ratios)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        in_channels = hidden_states.shape[1]
+        out_channels = self.active_out_channels
+        residual = hidden_states
+        if self.expansion is not None:
+            mid_channels = make_divisible(round(in_channels * self.active_expand_ratio), 8)
+            hidden_states = self.expansion(hidden_states, mid_channels)
+        hidden_states = self.depthwise(hidden_states, kernel_size=self.active_kernel_size)
+        if self.squeeze_excite is not None:
+            hidden_states = self.squeeze_excite(hidden_states)
+        hidden_states = self.projection(hidden_states, out_channels)
+        hidden_states = drop_path(hidden_states, self.drop_prob, self.training)
+        return hidden_states + self._shortcut(residual, out_channels)
+
+    def _shortcut(self, residual: torch.Tensor, out_channels: int) -> torch.Tensor:
+        if self.stride == 2:
+            padding = 1 if residual.shape[-1] % 2 == 1 else 0
+            residual = F.avg_pool2d(residual, kernel_size=2, stride=2, padding=padding, count_include_pad=True)
+        if residual.shape[1] != out_channels:
+            if self.shortcut is None:
+                raise RuntimeError(f"no shortcut conv for {residual.shape[1]} -> {out_channels} channels")
+            residual = self.shortcut(residual, out_channels)
+        return residual
+
+
+class NASViTTokenNorm(nn.Module):
+    """Layer norm over (tokens, channels) jointly per sample (one-group GroupNorm) with per-channel affine."""
+
+    def __init__(self, max_channels: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(max_channels))
+        self.bias = nn.Parameter(torch.zeros(max_channels))
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        channels = hidden_states.shape[-1]
+        hidden_states = F.layer_norm(hidden_states, hidden_states.shape[1:], eps=self.eps)
+        return hidden_states * self.weight[:channels] + self.bias[:channels]
+
+
+class NASViTMLP(nn.Module):
+    """Linear(C→C) → swish → Linear(C→C) (MLP ratio 1, as in the reference)."""
+
+    def __init__(self, max_channels: int):
+        super().__init__()
+        self.fc1 = NASViTDynamicLinear(max_channels, max_channels)
+        self.fc2 = NASViTDynamicLinear(max_channels, max_channels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        channels = hidden_states.shape[-1]
+        return self.fc2(F.silu(self.fc1(hidden_states, channels)), channels)
+
+
+class NASViTAttention(nn.Module):
+    """Multi-head attention with a depthwise-convolved value, relative position bias and talking heads.
+
+    q, k: C → C (heads of `head_dim`); v: C → value_expansion·C, then a 3×3 depthwise conv on the token grid;
+    scores = q·kᵀ/√head_dim + bias → talking heads (proj_l) → softmax → talking heads (proj_w) → ·v → swish → proj.
+    """
+
+    def __init__(self, config: NASViTConfig, max_channels: int):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.value_expansion = config.value_expansion
+        self.max_heads = max_channels // config.head_dim
+        self.window = config.max_relative_position
+        self.q = NASViTDynamicLinear(max_channels, max_channels)
+        self.k = NASViTDynamicLinear(max_channels, max_channels)
+        self.v = NASViTDynamicLinear(max_channels, config.value_expansion * max_channels)
+        self.value_conv = nn.Parameter(torch.empty(config.value_expansion * max_channels, 1, 3, 3))
+        self.proj = NASViTDynamicLinear(config.value_expansion * max_channels, max_channels)
+        self.talking_heads_pre = NASViTDynamicLinear(self.max_heads, self.max_heads)
+        self.talking_heads_post = NASViTDynamicLinear(self.max_heads, self.max_heads)
+        side = 2 * self.window - 1
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(side * side, self.max_heads))
+        self.register_buffer("relative_position_index", self._relative_position_index(self.window), persistent=False)
+        self._bias_cache: dict[Any, torch.Tensor] = {}
+
+    @staticmethod
+    def _relative_position_index(window: int) -> torch.Tensor:
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        relative = coords[:, :, None] - coords[:, None, :] + (window - 1)
+        return relative[0] * (2 * window - 1) + relative[1]
+
+    def relative_position_bias(self, height: int, width: int, num_heads: int) -> torch.Tensor:
+        """The (num_heads, L, L) bias for an height×width token grid."""
+        if height > self.window or width > self.window:
+            raise ValueError(
+                f"a {height}x{width} token grid exceeds the relative position table ({self.window}x{self.window}); "
+                "use a smaller input resolution or a config with a larger max_relative_position."
+            )
+        table = self.relative_position_bias_table
+        cacheable = not (table.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
+        key = (height, width, num_heads, table._version, table.device, table.dtype) if cacheable else None
+        if key is not None and key in self._bias_cache:
+            return self._bias_cache[key]
+        window = self.window
+        index = self.relative_position_index.view(window, window, window, window)[:height, :width, :height, :width]
+        length = height * width
+        bias = table[index.reshape(-1), :num_heads].view(length, length, num_heads).permute(2, 0, 1).contiguous()
+        if key is not None:
+            self._bias_cache.clear()
+            self._bias_cache[key] = bias
+        return bias
+
+    def _talking_heads(self, scores: torch.Tensor, layer: NASViTDynamicLinear) -> torch.Tensor:
+        heads = scores.shape[1]
+        weight, bias = layer.weight[:heads, :heads], layer.bias[:heads]
+        return torch.einsum("bhij,gh->bgij", scores, weight) + bias.view(1, heads, 1, 1)
+
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        batch, length, channels = hidden_states.shape
+        heads = channels // self.head_dim
+        value_channels = self.value_expansion * channels
+        query = self.q(hidden_states, channels).view(batch, length, heads, self.head_dim).transpose(1, 2)
+        key = self.k(hidden_states, channels).view(batch, length, heads, self.head_dim).transpose(1, 2)
+        value = self.v(hidden_states, value_channels).transpose(1, 2).reshape(batch, value_channels, height, width)
+        value = F.conv2d(value, self.value_conv[:value_channels], padding=1, groups=value_channels)
+        value = value.reshape(batch, heads, value_channels // heads, length).transpose(-2, -1)
+
+        scores = (query * self.head_dim**-0.5) @ key.transpose(-2, -1)
+        scores = scores + self.relative_position_bias(height, width, heads).unsqueeze(0)
+        scores = self._talking_heads(scores, self.talking_heads_pre).softmax(dim=-1)
+        scores = self._talking_heads(scores, self.talking_heads_post)
+        context = (scores @ value).transpose(1, 2).reshape(batch, length, value_channels)
+        return self.proj(F.silu(context), channels)
+
+
+class NASViTTransformerLayer(nn.Module):
+    """x += attn(norm1(x))·s_attn; x += mlp2(norm3(x))·s_mlp; x += mlp1(norm2(x))·s_mlp (the reference's order)."""
+
+    def __init__(self, config: NASViTConfig, width_choices: list[int]):
+        super().__init__()
+        max_channels = max(width_choices)
+        self.width_choices = list(width_choices)
+        self.layer_scale = config.layer_scale
+        self.norm1 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
+        self.norm2 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
+        self.norm3 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
+        self.attention = NASViTAttention(config, max_channels)
+        self.mlp1 = NASViTMLP(max_channels)
+        self.mlp2 = NASViTMLP(max_channels)
+        if config.layer_scale in ("tokens", "width"):
+            table_shape = (config.layer_scale_depth_slots, 8, max_channels)
+        else:
+            table_shape = (1, 1, max_channels)
+        if config.layer_scale == "none":
+            self.layer_scale_attn = self.layer_scale_mlp = None
+        else:
+            self.layer_scale_attn = nn.Parameter(torch.full(table_shape, config.layer_scale_init))
+            self.layer_scale_mlp = nn.Parameter(torch.full(table_shape, config.layer_scale_init))
+        self.drop_prob = config.drop_path_rate
+        self.active_depth = 1
+
+    def _scale(self, table: torch.Tensor | None, length: int, channels: int) -> torch.Tensor | float:
+        if table is None:
+            return 1.0
+        if self.layer_scale == "tokens":
+            row = table[self.active_depth, length % 8]
+        elif self.layer_scale == "width":
+            row = table[self.active_depth, self.width_choices.index(channels)]
+        else:
+            row = table[0, 0]
+        return row[:channels] * (_LAYER_SCALE_NUMERATOR / channels)
+
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        length, channels = hidden_states.shape[1:]
+        scale_attn = self._scale(self.layer_scale_attn, length, channels)
+        scale_mlp = self._scale(self.layer_scale_mlp, length, channels)
+        attention = self.attention(self.norm1(hidden_states), height, width)
+        hidden_states = hidden_states + drop_path(attention * scale_attn, self.drop_prob, self.training)
+        hidden_states = hidden_states + drop_path(
+            self.mlp2(self.norm3(hidden_states)) * scale_mlp, self.drop_prob, self.training
+        )
+        hidden_states = hidden_states + drop_path(
+            self.mlp1(self.norm2(hidden_states)) * scale_mlp, self.drop_prob, self.training
+        )
+        return hidden_states
+
+
+class NASViTStage(nn.Module):
+    """One body stage: its first block is an MBConv with the stage stride; the rest are MBConv blocks or, in a
+    transformer stage, transformer layers over the stage's token grid. Only the first `active_depth` blocks run."""
+
+    def __init__(self, config: NASViTConfig, name: str, in_channel_choices: list[int]):
+        super().__init__()
+        spec = config.search_space[name]
+        self.name = name
+        self.is_transformer = name in TRANSFORMER_STAGES
+        max_depth = max(spec["d"])
+        blocks: list[nn.Module] = [
+            NASViTMBConvBlock(config, in_channel_choices, spec["c"], spec["k"], spec["t"], spec["s"], spec["se"])
+        ]
+        for _ in range(max_depth - 1):
+            if self.is_transformer:
+                blocks.append(NASViTTransformerLayer(config, spec["c"]))
+            else:
+                blocks.append(NASViTMBConvBlock(config, spec["c"], spec["c"], spec["k"], spec["t"], 1, spec["se"]))
+        self.blocks = nn.ModuleList(blocks)
+        self.active_depth = max_depth
+
+    def set_active(self, width: int, depth: int, kernel_size: int, expand_ratio: int) -> None:
+        self.active_depth = depth
+        for block in self.blocks:
+            if isinstance(block, NASViTMBConvBlock):
+                block.active_out_channels = width
+                block.active_kernel_size = kernel_size
+                block.active_expand_ratio = expand_ratio
+            else:
+                block.active_depth = depth
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.blocks[0](hidden_states)
+        if self.active_depth == 1:
+            return hidden_states
+        if not self.is_transformer:
+            for block in self.blocks[1 : self.active_depth]:
+                hidden_states = block(hidden_states)
+            return hidden_states
+        batch, channels, height, width = hidden_states.shape
+        tokens = hidden_states.flatten(2).transpose(1, 2)
+        for layer in self.blocks[1 : self.active_depth]:
+            tokens = layer(tokens, height, width)
+        return tokens.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+class NASViTHead(nn.Module):
+    """MBPool head: 1×1 conv to 6·C → BN → swish → global average pool → 1×1 conv (no BN) → swish."""
+
+    def __init__(self, config: NASViTConfig, in_channel_choices: list[int]):
+        super().__init__()
+        max_in = max(in_channel_choices)
+        self.final_expand = NASViTConvBN(config, max_in, 6 * max_in)
+        self.feature_mix = NASViTDynamicConv2d(6 * max_in, max(config.search_space["last_conv"]["c"]))
+        self.active_out_channels = max(config.search_space["last_conv"]["c"])
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.final_expand(hidden_states, 6 * hidden_states.shape[1])
+        hidden_states = hidden_states.mean(dim=(2, 3), keepdim=True)
+        hidden_states = F.silu(self.feature_mix(hidden_states, self.active_out_channels))
+        return hidden_states.flatten(1)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Pretrained-model plumbing and the supernet API
+# ------------------------------------------------------------------------------------------------------------------
+class NASViTPreTrainedModel(PreTrainedModel):
+    config_class = NASViTConfig
+    config: NASViTConfig
+    base_model_prefix = "nasvit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = ["NASViTTransformerLayer", "NASViTMBConvBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, NASViTDynamicConv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+            if module.running_mean is not None:
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0)
+                module.num_batches_tracked.zero_()
+        elif isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, NASViTTokenNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, NASViTAttention):
+            nn.init.trunc_normal_(module.relative_position_bias_table, std=std)
+            nn.init.kaiming_normal_(module.value_conv, mode="fan_out")
+            module.relative_position_index.copy_(module._relative_position_index(module.window))
+        elif isinstance(module, NASViTTransformerLayer):
+            for table in (module.layer_scale_attn, module.layer_scale_mlp):
+                if table is not None:
+                    table.fill_(self.config.layer_scale_init)
+        if isinstance(module, NASViTMBConvBlock):
+            # The projection BN starts at zero so every block starts as its shortcut (as in the reference).
+            nn.init.zeros_(module.projection.norm.weight)
+
+    # The supernet API lives on the base class so the bare model and every head share it.
+    @property
+    def _body(self) -> NASViTModel:
+        return getattr(self, self.base_model_prefix) if hasattr(self, self.base_model_prefix) else self
+
+    @property
+    def active_arch(self) -> dict[str, Any]:
+        """The architecture the model currently runs (a copy)."""
+        return {key: (list(value) if isinstance(value, list) else value) for key, value in self.config.arch.items()}
+
+    def set_active_subnet(self, arch: dict[str, Any]) -> dict[str, Any]:
+        """Run the subnet `arch` (validated against the search space) from now on; returns the clean arch."""
+        arch = self.config.validate_arch(arch)
+        self._body._apply_arch(arch)
+        self.config.arch = arch
+        return self.active_arch
+
+    def sample_max_subnet(self) -> dict[str, Any]:
+        return self.set_active_subnet(self.config.largest_arch())
+
+    def sample_min_subnet(self) -> dict[str, Any]:
+        return self.set_active_subnet(self.config.smallest_arch())
+
+    def sample_active_subnet(self, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Activate a uniformly random subnet (each stage's choices drawn independently) and return its arch."""
+        space = self.config.search_space
+
+        def pick(choices: list[int]) -> int:
+            return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+
+        arch = {
+            "resolution": pick(space["resolutions"]),
+            "width": [pick(space[name]["c"]) for name in STAGE_NAMES],
+            "depth": [pick(space[name]["d"]) for name in BODY_STAGES],
+            "kernel_size": [pick(space[name]["k"]) for name in BODY_STAGES],
+            "expand_ratio": [pick(space[name]["t"]) for name in BODY_STAGES],
+        }
+        return self.set_active_subnet(arch)
+
+    @torch.no_grad()
+    def extract_subnet(self, arch: dict[str, Any] | None = None) -> NASViTPreTrainedModel:
+        """A standalone model of the same class holding only the weights of `arch` (default: the active arch).
+
+        Its config is this config with the search space collapsed to `arch`; in eval mode it computes exactly what
+        this supernet computes when set to `arch`.
+        """
+        arch = self.config.validate_arch(arch if arch is not None else self.config.arch)
+        subnet = self.__class__(self.config.subnet_config(arch))
+        source = self.state_dict()
+        target = subnet.state_dict()
+        for name, tensor in target.items():
+            if name not in source:
+                raise RuntimeError(f"cannot extract {name!r}: it is not in the supernet's state dict")
+            tensor.copy_(_slice_to_shape(source[name], tensor.shape))
+        if self.config.layer_scale == "width":
+            widths = dict(zip(STAGE_NAMES, arch["width"]))
+            for sub_stage, sup_stage in zip(subnet._body.stages, self._body.stages):
+                for sub_block, sup_block in zip(sub_stage.blocks, sup_stage.blocks):
+                    if isinstance(sub_block, NASViTTransformerLayer):
+                        column = sup_block.width_choices.index(widths[sup_stage.name])
+                        for attr in ("layer_scale_attn", "layer_scale_mlp"):
+                            row = getattr(sup_block, attr)[:, column, : widths[sup_stage.name]]
+                            getattr(sub_block, attr)[:, 0].copy_(row)
+        subnet.to(device=next(self.parameters()).device, dtype=next(self.parameters()).dtype)
+        subnet.train(self.training)
+        return subnet
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus a matching `preprocessor_config.json` when the folder has none,
+        so the folder works with `pipeline("image-classification")` straight away."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if save_image_processor and not os.path.exists(os.path.join(save_directory, "preprocessor_config.json")):
+            from .image_processing_nasvit import NASViTImageProcessor
+
+            processor = NASViTImageProcessor.for_resolution(self.config.arch["resolution"])
+            if getattr(self.__class__, "_auto_class", None) is not None:
+                processor.register_for_auto_class("AutoImageProcessor")
+            processor.save_pretrained(save_directory)
+
+
+def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Top-left slice of `tensor` to `shape`; the spatial dims of 4-D (conv) weights are centre-cropped."""
+    if tensor.ndim == 0:
+        return tensor
+    if tensor.ndim == 4:
+        tensor = _centre_crop_kernel(tensor[: shape[0], : shape[1]], shape[-1])
+        return tensor
+    return tensor[tuple(slice(0, size) for size in shape)]
+
+
+class NASViTModel(NASViTPreTrainedModel):
+    """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features)."""
+
+    def __init__(self, config: NASViTConfig):
+        super().__init__(config)
+        space = config.search_space
+        self.stem = NASViTConvBN(
+            config, config.num_channels, max(space["first_conv"]["c"]), 3, space["first_conv"]["s"]
+        )
+        stages = []
+        in_choices = space["first_conv"]["c"]
+        for name in BODY_STAGES:
+            stages.append(NASViTStage(config, name, in_choices))
+            in_choices = space[name]["c"]
+        self.stages = nn.ModuleList(stages)
+        self.head = NASViTHead(config, in_choices)
+        self.post_init()
+        self._apply_arch(config.arch)
+
+    def _apply_arch(self, arch: dict[str, Any]) -> None:
+        self.active_resolution = arch["resolution"]
+        self.active_stem_channels = arch["width"][0]
+        for index, stage in enumerate(self.stages):
+            stage.set_active(
+                arch["width"][index + 1], arch["depth"][index], arch["kernel_size"][index], arch["expand_ratio"][index]
+            )
+        self.head.active_out_channels = arch["width"][-1]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        pixel_values = self._check_pixel_values(pixel_values)
+        resolution = self.active_resolution
+        if pixel_values.shape[-2:] != (resolution, resolution):
+            pixel_values = F.interpolate(
+                pixel_values, size=(resolution, resolution), mode="bicubic", align_corners=False
+            )
+        hidden_states = self.stem(pixel_values, self.active_stem_channels)
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        for stage in self.stages:
+            hidden_states = stage(hidden_states)
+            if all_hidden_states is not None:
+                all_hidden_states.append(hidden_states)
+        pooled_output = self.head(hidden_states)
+        if not return_dict:
+            output = (hidden_states, pooled_output)
+            return output + (tuple(all_hidden_states),) if all_hidden_states is not None else output
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled_output,
+            hidden_states=tuple(all_hidden_states) if all_hidden_states is not None else None,
+        )
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        if pixel_values is None:
+            raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.config.num_channels}, height, width), got "
+                f"{tuple(pixel_values.shape)}; use the NASViTImageProcessor (it converts grayscale/RGBA to RGB)."
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"pixel_values must be a float tensor, got dtype {pixel_values.dtype}.")
+        return pixel_values
+
+
+class NASViTForImageClassification(NASViTPreTrainedModel):
+    """NASViT with a linear classifier on the pooled features (identity when `num_labels == 0`)."""
+
+    def __init__(self, config: NASViTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.nasvit = NASViTModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        last_width = max(config.search_space["last_conv"]["c"])
+        self.classifier = (
+            NASViTDynamicLinear(last_width, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutputWithNoAttention | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.nasvit(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = self._loss(logits, labels) if labels is not None else None
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int) and labels.ndim == 1:
+                problem_type = "single_label_classification"
+            elif labels.ndim == 2 and labels.shape == logits.shape and labels.is_floating_point():
+                problem_type = "soft_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).squeeze(-1))
+        if problem_type == "single_label_classification":
+            if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+                raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_labels):
+                raise ValueError(
+                    f"labels must be class indices in [0, {self.num_labels}), got values in "
+                    f"[{int(labels.min())}, {int(labels.max())}]."
+                )
+            return F.cross_entropy(logits, labels)
+        if problem_type == "soft_label_classification":
+            return torch.sum(-labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
