@@ -2,19 +2,30 @@
 
 `import nasvit_hf` registers the `nasvit` model type with transformers' Auto classes (config, models, image
 processor), so NASViT folders load with `AutoModelForImageClassification.from_pretrained` and
-`pipeline("image-classification")`. Saved folders also carry their code (`trust_remote_code=True`).
+`pipeline("image-classification")`, as `AutoBackbone` and, with `AutoModelForSemanticSegmentation`,
+`pipeline("image-segmentation")`. Saved folders also carry their code (`trust_remote_code=True`).
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+from transformers import (
+    AutoBackbone,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+)
 
 from .macs import count_macs, count_parameters
 from .models import (
     REFERENCE_SEARCH_SPACE,
+    NASViTBackbone,
     NASViTConfig,
     NASViTForImageClassification,
+    NASViTForSemanticSegmentation,
     NASViTImageProcessor,
     NASViTModel,
     NASViTPreTrainedModel,
+    NASViTSegmentationImageProcessor,
 )
 
 __version__ = "0.1.0"
@@ -24,18 +35,36 @@ AutoModel.register(NASViTConfig, NASViTModel, exist_ok=True)
 AutoModelForImageClassification.register(NASViTConfig, NASViTForImageClassification, exist_ok=True)
 AutoImageProcessor.register(NASViTConfig, fast_image_processor_class=NASViTImageProcessor, exist_ok=True)
 
+
+class _SegmentationImageProcessorKey(NASViTConfig):
+    """Registration key only. `AutoImageProcessor` resolves a saved `image_processor_type` by finding that class name
+    among the registered processors, one per config class; the segmentation processor needs a key of its own."""
+
+
+AutoImageProcessor.register(
+    _SegmentationImageProcessorKey, fast_image_processor_class=NASViTSegmentationImageProcessor, exist_ok=True
+)
+AutoBackbone.register(NASViTConfig, NASViTBackbone, exist_ok=True)
+AutoModelForSemanticSegmentation.register(NASViTConfig, NASViTForSemanticSegmentation, exist_ok=True)
+
 NASViTConfig.register_for_auto_class()
 NASViTModel.register_for_auto_class("AutoModel")
 NASViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 NASViTImageProcessor.register_for_auto_class("AutoImageProcessor")
+NASViTBackbone.register_for_auto_class("AutoBackbone")
+NASViTForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+NASViTSegmentationImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "REFERENCE_SEARCH_SPACE",
+    "NASViTBackbone",
     "NASViTConfig",
     "NASViTForImageClassification",
+    "NASViTForSemanticSegmentation",
     "NASViTImageProcessor",
     "NASViTModel",
     "NASViTPreTrainedModel",
+    "NASViTSegmentationImageProcessor",
     "count_macs",
     "count_parameters",
 ]
