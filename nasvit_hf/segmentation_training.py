@@ -259,7 +259,7 @@ def load_segmentation_splits(config: SegmentationTrainingConfig) -> tuple[Any, A
 def _image_tensor(image: Any) -> torch.Tensor:
     if hasattr(image, "convert"):
         image = image.convert("RGB")
-    array = np.asarray(image)
+    array = np.array(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
