@@ -557,13 +557,19 @@ class NASViTPreTrainedModel(PreTrainedModel):
         this supernet computes when set to `arch`.
         """
         arch = self.config.validate_arch(arch if arch is not None else self.config.arch)
-        subnet = self.__class__(self.config.subnet_config(arch))
+        reference = next(self.parameters())
+        with torch.device("meta"):  # every tensor is overwritten below: skip initialisation
+            subnet = self.__class__(self.config.subnet_config(arch))
+        subnet.to_empty(device=reference.device)
         source = self.state_dict()
         target = subnet.state_dict()
         for name, tensor in target.items():
             if name not in source:
                 raise RuntimeError(f"cannot extract {name!r}: it is not in the supernet's state dict")
             tensor.copy_(_slice_to_shape(source[name], tensor.shape))
+        for module in subnet.modules():
+            if isinstance(module, NASViTAttention):
+                module.relative_position_index.copy_(module._relative_position_index(module.window))
         if self.config.layer_scale == "width":
             widths = dict(zip(STAGE_NAMES, arch["width"]))
             for sub_stage, sup_stage in zip(subnet._body.stages, self._body.stages):
@@ -573,7 +579,7 @@ class NASViTPreTrainedModel(PreTrainedModel):
                         for attr in ("layer_scale_attn", "layer_scale_mlp"):
                             row = getattr(sup_block, attr)[:, column, : widths[sup_stage.name]]
                             getattr(sub_block, attr)[:, 0].copy_(row)
-        subnet.to(device=next(self.parameters()).device, dtype=next(self.parameters()).dtype)
+        subnet.to(dtype=reference.dtype)
         subnet.train(self.training)
         return subnet
 
