@@ -328,10 +328,13 @@ class NASViTAttention(nn.Module):
             self._bias_cache[key] = bias
         return bias
 
-    def _talking_heads(self, scores: torch.Tensor, layer: NASViTDynamicLinear) -> torch.Tensor:
-        heads = scores.shape[1]
+    @staticmethod
+    def _talking_heads(scores: torch.Tensor, layer: NASViTDynamicLinear) -> torch.Tensor:
+        """A linear map over the head axis of (B, h, L, L) scores, as one (h×h)·(h×L²) matmul per sample."""
+        batch, heads, length, _ = scores.shape
         weight, bias = layer.weight[:heads, :heads], layer.bias[:heads]
-        return torch.einsum("bhij,gh->bgij", scores, weight) + bias.view(1, heads, 1, 1)
+        mixed = torch.baddbmm(bias.view(1, heads, 1), weight.expand(batch, heads, heads), scores.reshape(batch, heads, -1))
+        return mixed.view(batch, heads, length, length)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
         batch, length, channels = hidden_states.shape
@@ -344,7 +347,7 @@ class NASViTAttention(nn.Module):
         value = value.reshape(batch, heads, value_channels // heads, length).transpose(-2, -1)
 
         scores = (query * self.head_dim**-0.5) @ key.transpose(-2, -1)
-        scores = scores + self.relative_position_bias(height, width, heads).unsqueeze(0)
+        scores = scores.add_(self.relative_position_bias(height, width, heads))  # the matmul output is not saved
         scores = self._talking_heads(scores, self.talking_heads_pre).softmax(dim=-1)
         scores = self._talking_heads(scores, self.talking_heads_post)
         context = (scores @ value).transpose(1, 2).reshape(batch, length, value_channels)
