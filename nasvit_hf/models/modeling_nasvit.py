@@ -333,7 +333,9 @@ class NASViTAttention(nn.Module):
         """A linear map over the head axis of (B, h, L, L) scores, as one (h×h)·(h×L²) matmul per sample."""
         batch, heads, length, _ = scores.shape
         weight, bias = layer.weight[:heads, :heads], layer.bias[:heads]
-        mixed = torch.baddbmm(bias.view(1, heads, 1), weight.expand(batch, heads, heads), scores.reshape(batch, heads, -1))
+        mixed = torch.baddbmm(
+            bias.view(1, heads, 1), weight.expand(batch, heads, heads), scores.reshape(batch, heads, -1)
+        )
         return mixed.view(batch, heads, length, length)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
