@@ -58,7 +58,9 @@ def main() -> None:
     for batch_size in args.batch_sizes:
         pixel_values = torch.randn(batch_size, 3, 224, 224)
         repeats = args.repeats if batch_size < 8 else max(3, args.repeats // 4)
-        times = time_callables({name: (lambda m=m: m(pixel_values)) for name, m in models.items()}, repeats=repeats)
+        times = time_callables(
+            {name: (lambda m=m, x=pixel_values: m(x)) for name, m in models.items()}, repeats=repeats
+        )
         base = times["nasvit extracted A1"]
         print(f"\nbatch {batch_size} ({repeats} interleaved repeats, median)")
         print(f"{'model':<22} {'ms':>9} {'extracted A1 / model':>22}")
