@@ -85,7 +85,7 @@ def main() -> None:
         "batch": 1,
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,
-        "nasvit_arch": arch,
+        "nasvit_arch": json.dumps(arch),
         "nasvit_classification_macs_at_224_millions": round(count_macs(NASViTConfig(), arch) / 1e6, 1),
         "gmacs": {name: round(value / 1e9, 3) for name, value in macs.items()},
         "params_millions": {
