@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 import pytest
 import torch
@@ -336,3 +338,31 @@ def test_count_segmentation_macs_matches_a_traced_count(num_windows, size, out_f
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(1, 3, *size))
     assert counter.get_total_flops() == 2 * count_segmentation_macs(model.config, arch, size)
+
+
+def test_saved_segmentation_folder_loads_with_trust_remote_code_without_nasvit(tmp_path):
+    from .conftest import run_without_nasvit
+
+    model = seeded(NASViTForSemanticSegmentation(tiny_config(num_labels=3, id2label={0: "bg", 1: "x", 2: "y"})))
+    folder = tmp_path / "seg"
+    model.save_pretrained(folder)
+    pixel_values = torch.randn(1, 3, 50, 70)
+    with torch.no_grad():
+        expected = model(pixel_values).logits
+    torch.save(pixel_values, tmp_path / "x.pt")
+    code = f"""
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+model = AutoModelForSemanticSegmentation.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+processor = AutoImageProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+assert type(processor).__name__ == "NASViTSegmentationImageProcessor", type(processor)
+with torch.no_grad():
+    torch.save(model(torch.load({str(tmp_path / "x.pt")!r})).logits, {str(tmp_path / "remote.pt")!r})
+segmenter = pipeline("image-segmentation", model={str(folder)!r}, trust_remote_code=True)
+print(sorted(item["label"] for item in segmenter(Image.new("RGB", (40, 30), (90, 20, 200)))))
+"""
+    output = run_without_nasvit(code, cwd=tmp_path)
+    assert set(ast.literal_eval(output.strip().splitlines()[-1])) <= {"bg", "x", "y"}
+    torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected, rtol=1e-3, atol=1e-4)
