@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from .macs import count_macs, count_parameters
+from .macs_segmentation import count_segmentation_macs
 from .models import (
     REFERENCE_SEARCH_SPACE,
     NASViTBackbone,
@@ -67,4 +68,5 @@ __all__ = [
     "NASViTSegmentationImageProcessor",
     "count_macs",
     "count_parameters",
+    "count_segmentation_macs",
 ]
