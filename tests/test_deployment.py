@@ -23,7 +23,9 @@ from nasvit_hf.deployment import (
 )
 from nasvit_hf.presets import get_named_arch, get_search_space
 
-RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+from .conftest import REPO_ROOT, run_without_nasvit
+
+RECIPES = str(REPO_ROOT / "recipes")
 ATOL = 1e-4
 
 
@@ -131,6 +133,23 @@ def test_exported_program_matches_eager_at_batch_1_and_4(tiny_export):
         )
 
 
+def test_exported_files_run_without_nasvit_hf(tiny_export):
+    size = tiny_export["size"]
+    code = f"""
+import numpy as np, onnxruntime, torch
+pixel_values = torch.randn(3, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
+session = onnxruntime.InferenceSession({str(tiny_export["folder"] / "model.onnx")!r})
+onnx_logits = session.run(["logits"], {{"pixel_values": pixel_values.numpy()}})[0]
+(program_logits,) = torch.export.load({str(tiny_export["folder"] / "model.pt2")!r}).module()(pixel_values)
+np.save("logits.npy", np.stack([onnx_logits, program_logits.detach().numpy()]))
+"""
+    run_without_nasvit(code, cwd=tiny_export["folder"])
+    onnx_logits, program_logits = np.load(tiny_export["folder"] / "logits.npy")
+    expected = eager_logits(tiny_export["model"], random_pixels(3, size, 0))
+    np.testing.assert_allclose(onnx_logits, expected, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(program_logits, expected, atol=ATOL, rtol=0)
+
+
 def test_parity_check_is_not_vacuous(tiny_export):
     # Different inputs give clearly different logits, so agreement within 1e-4 means something.
     first, second = (eager_logits(tiny_export["model"], random_pixels(2, tiny_export["size"], s)) for s in (0, 1))
@@ -173,6 +192,16 @@ def test_fixed_batch_onnx_export_uses_requested_opset_and_batch(tiny_export, tmp
     )
     with pytest.raises(ValueError, match="fixed batch size of 2.*dynamic_batch"):
         runner(random_pixels(4, size, 5))
+
+
+def test_backbone_program_exports_hidden_state_and_pooled_output(tiny_export, tmp_path):
+    backbone = tiny_export["model"].nasvit  # a NASViTModel with the subnet's config
+    report = export_program(backbone, tmp_path / "backbone.pt2", batch_size=2)
+    assert report.output_names == ["last_hidden_state", "pooler_output"]
+    assert report.max_abs_diff[2] <= ATOL
+    outputs = ProgramRunner(report.path)(random_pixels(2, tiny_export["size"], 0))
+    assert list(outputs) == ["last_hidden_state", "pooler_output"]
+    assert outputs["pooler_output"].shape == (2, backbone.config.arch["width"][-1])
 
 
 def test_runners_reject_other_resolutions(tiny_export):
