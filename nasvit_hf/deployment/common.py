@@ -116,9 +116,7 @@ def supernet_choices(config: NASViTConfig) -> list[str]:
 
 
 def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
-    import nasvit_hf  # the Auto classes and every NASViT head
-
-    from ..models.configuration_nasvit import NASViTConfig
+    import nasvit_hf  # every NASViT model class, by the name in config.architectures
 
     try:
         config = NASViTConfig.from_pretrained(path)
