@@ -2,7 +2,7 @@
 """CPU latency of an NASViT-A1-sized backbone + Segformer all-MLP head vs transformers' Segformer-B0 (built from
 config, random weights) at 512x512, batch 1, eval mode, 150 classes (ADE20K).
 
-    PYTHONPATH=. python benchmarks/bench_segmentation.py [--repeats 15] [--threads N] [--size 512]
+    PYTHONPATH=. python benchmarks/bench_segmentation.py [--repeats 15] [--threads 1] [--size 512]
 
 The NASViT arch is A1-sized: the paper's Table 6 gives A1 309 M MACs at 224 px, but publishes no A1 architecture
 (Table 13's columns do not match Table 6's counts, see nasvit_hf.presets), so we use Table 13's "A2" column with
@@ -11,7 +11,8 @@ transformer depths 3, 3, 3 and the mb3 expand ratio 5: 311.3 M MACs at 224 px by
 
 Baseline and candidate are timed interleaved in the same process (one forward each per round, after warm-up), so
 machine load hits both alike; the report is the median per model and the ratio of medians, plus MACs (NASViT:
-`count_segmentation_macs`, checked against torch's FlopCounterMode; Segformer: FlopCounterMode / 2).
+`count_segmentation_macs`, checked against torch's FlopCounterMode; Segformer: FlopCounterMode / 2). One thread by
+default: on a shared, oversubscribed machine multi-thread barriers swamp the models' own differences.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's choice); default 1")
     parser.add_argument("--num_labels", type=int, default=150)
     args = parser.parse_args()
     if args.threads:
