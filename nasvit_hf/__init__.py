@@ -13,6 +13,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForSemanticSegmentation,
+    AutoVideoProcessor,
 )
 
 from .macs import count_macs, count_parameters
@@ -45,6 +46,9 @@ class _SegmentationImageProcessorKey(NASViTConfig):
 AutoImageProcessor.register(
     _SegmentationImageProcessorKey, fast_image_processor_class=NASViTSegmentationImageProcessor, exist_ok=True
 )
+# NASViT has no video processor. Saying so keeps `pipeline(...)` from deriving a remote "NASViTVideoProcessor" from
+# the image processor's auto_map and prompting the user to trust remote code for it.
+AutoVideoProcessor.register(NASViTConfig, video_processor_classes={}, exist_ok=True)
 AutoBackbone.register(NASViTConfig, NASViTBackbone, exist_ok=True)
 AutoModelForSemanticSegmentation.register(NASViTConfig, NASViTForSemanticSegmentation, exist_ok=True)
 
