@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("datasets", "evaluate", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     set_seed(config.seed, deterministic=config.deterministic)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

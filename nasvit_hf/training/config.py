@@ -81,6 +81,7 @@ class TrainingConfig:
     mixed_precision: str | None = None  # "no" | "fp16" | "bf16"; None = as `accelerate launch` says
     max_consecutive_nonfinite: int = 5
     deterministic: bool = False
+    num_threads: int | None = None  # torch intra-op threads; None = torch's default (1 is faster on a busy CPU)
     # ---- evaluation, logging, checkpoints
     output_dir: str = "outputs/digits_tiny"
     eval_every_epochs: int = 1
