@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from _training_helpers import micro_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +82,9 @@ def test_accelerate_launch_trains_logs_and_saves_an_auto_loadable_supernet(tmp_p
     assert list((output_dir / "nasvit_train").rglob("events.out.tfevents*"))
     assert (output_dir / "checkpoints" / "step_3").is_dir()
 
-    import nasvit_hf  # noqa: F401
     from transformers import AutoModelForImageClassification
+
+    import nasvit_hf  # noqa: F401
 
     model = AutoModelForImageClassification.from_pretrained(output_dir / "final")
     assert model.config.num_labels == 10 and model.config.is_supernet
