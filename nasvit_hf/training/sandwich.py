@@ -6,7 +6,7 @@ Each optimizer step:
 2. the smallest subnet and `num_random_subnets` random subnets are distilled from the largest subnet's *detached*
    logits (adaptive α-divergence by default); their gradients are summed into g_sub;
 3. with several processes, g_sup and g_sub are all-reduced separately (the backward passes run without DDP's own
-   synchronisation), so every rank combines the same averaged gradients;
+   synchronisation), so every rank combines the same averaged gradients; BN running statistics are averaged too;
 4. g_sub is clipped to a global norm (the reference clips the subnet gradient), the conflict ratio is measured, the
    two are combined (`combine_gradients`: projection "sub" / "sup" or plain sum) and the optimizer steps.
 
@@ -261,6 +261,24 @@ class SandwichTrainer:
         return losses
 
     @torch.no_grad()
+    def _average_buffers(self) -> None:
+        """Average floating-point buffers (BN running statistics) over processes, so every rank holds the same
+        model state after each step (DDP only broadcasts rank 0's buffers at the next forward)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        world = torch.distributed.get_world_size()
+        buffers = [b for b in self.module.buffers() if b.is_floating_point()]
+        if world == 1 or not buffers:
+            return
+        flat = torch.cat([b.reshape(-1).float() for b in buffers])
+        torch.distributed.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for buffer in buffers:
+            buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
+            offset += buffer.numel()
+
+    @torch.no_grad()
     def step(
         self,
         optimizer: torch.optim.Optimizer,
@@ -281,6 +299,7 @@ class SandwichTrainer:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(nonfinite)
         sup_grads, sub_grads = all_reduce_gradients([self.sup_grads, self.sub_grads], self.parameters)
+        self._average_buffers()
         if count > 1:
             sup_grads = [g / count if g is not None else None for g in sup_grads]
             sub_grads = [g / count if g is not None else None for g in sub_grads]
