@@ -177,9 +177,17 @@ def validate(model, archs: dict[str, dict], calibration_loader, validation_loade
     return results
 
 
+def _multi_cpu_launch() -> bool:
+    """True for a multi-process launch on a machine without GPUs. Accelerate then needs `cpu=True` to run MULTI_CPU
+    (gloo): without it, `accelerate launch --multi_gpu` / torchrun on CPU gives every process a one-process state."""
+    has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return not has_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_args(argv)
     accelerator = Accelerator(
+        cpu=_multi_cpu_launch(),
         mixed_precision=config.mixed_precision,
         log_with=None if config.report_to == "none" else config.report_to,
         project_dir=config.output_dir,
