@@ -196,6 +196,11 @@ def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:
     base = args[0]
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if base is float and isinstance(value, str):  # YAML reads "1e-5" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if base is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if base is bool and isinstance(value, bool):

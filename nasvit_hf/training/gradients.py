@@ -45,15 +45,18 @@ def _check_pair(sup_grads: GradList, sub_grads: GradList) -> None:
 
 
 def _dots_and_norms(sup_grads: GradList, sub_grads: GradList):
-    """Per-tensor (a·b, ‖a‖², ‖b‖²) as float64 tensors over the entries where both are present."""
+    """Per-tensor (a·b, ‖a‖², ‖b‖²) as float64 tensors over the entries where both gradients are present (BLAS dot
+    products and fused `_foreach_norm`; accumulation in the gradients' dtype, results in float64)."""
     pairs = [(i, a, b) for i, (a, b) in enumerate(zip(sup_grads, sub_grads)) if a is not None and b is not None]
     if not pairs:
         empty = torch.zeros(0, dtype=torch.float64)
         return [], empty, empty, empty
     indices = [i for i, _, _ in pairs]
-    dots = torch.stack([torch.vdot(a.reshape(-1).double(), b.reshape(-1).double()) for _, a, b in pairs])
-    sup_sq = torch.stack([a.double().pow(2).sum() for _, a, _ in pairs])
-    sub_sq = torch.stack([b.double().pow(2).sum() for _, _, b in pairs])
+    sups = [a.reshape(-1) for _, a, _ in pairs]
+    subs = [b.reshape(-1) for _, _, b in pairs]
+    dots = torch.stack([torch.dot(a, b) for a, b in zip(sups, subs)]).double()
+    sup_sq = torch.stack(torch._foreach_norm(sups)).double().pow(2)
+    sub_sq = torch.stack(torch._foreach_norm(subs)).double().pow(2)
     return indices, dots, sup_sq, sub_sq
 
 
