@@ -1,0 +1,113 @@
+"""Shared test fixtures. Tests run offline on CPU; the parity fixtures are read from ../shared beside the clone."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("NASVIT_SHARED_DIR", REPO_ROOT.parent / "shared"))
+FIXTURES_DIR = SHARED_DIR / "fixtures"
+OFFICIAL_TINY_DIR = FIXTURES_DIR / "official_tiny"
+
+
+def _require_fixtures() -> None:
+    if not OFFICIAL_TINY_DIR.is_dir():
+        message = f"parity fixtures not found at {OFFICIAL_TINY_DIR} (set NASVIT_SHARED_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def official_cases() -> dict:
+    _require_fixtures()
+    return json.loads((OFFICIAL_TINY_DIR / "cases.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def official_tensors() -> dict[str, torch.Tensor]:
+    _require_fixtures()
+    from safetensors.torch import load_file
+
+    return load_file(OFFICIAL_TINY_DIR / "cases.safetensors")
+
+
+@pytest.fixture(scope="session")
+def official_state_dict_path() -> Path:
+    _require_fixtures()
+    return OFFICIAL_TINY_DIR / "official_state_dict.safetensors"
+
+
+@pytest.fixture(scope="session")
+def reference_manifest() -> dict:
+    _require_fixtures()
+    return json.loads((FIXTURES_DIR / "official_supernet_manifest.json").read_text())
+
+
+@pytest.fixture
+def tiny_config():
+    import nasvit_hf
+    from nasvit_hf.presets import get_search_space
+
+    return nasvit_hf.NASViTConfig(search_space=get_search_space("tiny"), num_labels=10)
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    import nasvit_hf
+
+    torch.manual_seed(0)
+    return nasvit_hf.NASViTForImageClassification(tiny_config).eval()
+
+
+def randomize_batchnorm_and_scales(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give BN statistics/affines, layer scales and zero-initialised weights non-trivial values, so parity tests
+    exercise every slice (a fresh model has zero projection-BN weights and identical layer scales)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif name.endswith(("running_mean", "norm.bias", "layer_scale_attn", "layer_scale_mlp")):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
+            elif name.endswith("norm.weight"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+
+
+_BLOCK_NASVIT = """
+import sys
+class _BlockNASViT:
+    def find_spec(self, name, path=None, target=None):
+        if name == "nasvit_hf" or name.startswith("nasvit_hf."):
+            raise ImportError("nasvit_hf is blocked in this interpreter")
+        return None
+sys.meta_path.insert(0, _BlockNASViT())
+"""
+
+
+def run_without_nasvit(code: str, cwd: Path) -> str:
+    """Run `code` in a fresh Python where `import nasvit_hf` fails (the package is blocked on the meta path and the
+    repo is off sys.path); returns stdout, raises AssertionError with stderr on failure."""
+    import subprocess
+    import sys
+
+    script = (
+        _BLOCK_NASVIT + "\ntry:\n    import nasvit_hf\nexcept ImportError:\n    pass\nelse:\n"
+        "    raise SystemExit('nasvit_hf must not be importable here')\n" + code
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"subprocess failed:\n{result.stderr[-4000:]}"
+    return result.stdout
