@@ -2,10 +2,11 @@ import math
 
 import pytest
 import torch
-from _training_helpers import batch, micro_model
 
 from nasvit_hf.training import ArchSampler, ModelEMA, SandwichConfig, SandwichTrainer, set_regularization
 from nasvit_hf.training import sandwich as sandwich_module
+
+from ._training_helpers import batch, micro_model
 
 
 def _setup(priority="sub", **kwargs):
