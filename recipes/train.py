@@ -399,12 +399,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "weights and optimizer state untouched",
                     main_process_only=True,
                 )
-                if state.consecutive_nonfinite >= config.max_consecutive_nonfinite:
-                    raise RuntimeError(
-                        f"{state.consecutive_nonfinite} consecutive steps had non-finite losses or gradients (last: "
-                        f"{output.skip_reason}). Lower learning_rate, enable max_grad_norm, or use bf16/fp32 instead "
-                        "of fp16."
-                    )
             else:
                 state.consecutive_nonfinite = 0
                 lr_scheduler.step()
@@ -431,6 +425,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     with open(log_path, "a") as handle:
                         handle.write(json.dumps(line) + "\n")
                 progress.set_postfix(loss=f"{output.losses['total']:.3f}", conflict=f"{output.conflict_ratio:.2f}")
+            if state.consecutive_nonfinite >= config.max_consecutive_nonfinite:
+                raise RuntimeError(
+                    f"{state.consecutive_nonfinite} consecutive steps had non-finite losses or gradients (last: "
+                    f"{output.skip_reason}). Lower learning_rate, enable max_grad_norm, or use bf16/fp32 instead "
+                    "of fp16."
+                )
             epoch_done = state.global_step % steps_per_epoch == 0 or state.global_step == max_steps
             if epoch_done and validation_loader is not None:
                 finished_epoch = (state.global_step - 1) // steps_per_epoch + 1

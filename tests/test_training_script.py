@@ -70,7 +70,7 @@ def _log(output_dir):
 
 def test_accelerate_launch_trains_logs_and_saves_an_auto_loadable_supernet(tmp_path):
     config = _config(tmp_path, report_to="tensorboard", ema_decay=0.9)
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]  # no flags, no saved config: as in the README
     result = _run(["--config", config, "--max_steps", 3], launcher=accelerate)
     output_dir = tmp_path / "run"
     assert "Trained 3 sandwich steps" in result.stdout
@@ -143,3 +143,14 @@ def test_arch_outside_the_space_fails_at_start_up(tmp_path):
     arch = {"resolution": 999, "width": [8] * 9, "depth": [1] * 7, "kernel_size": [3] * 7, "expand_ratio": [4] * 7}
     with pytest.raises(SystemExit, match=r"eval_archs\[0\] is not in the search space.*resolution"):
         _load_script().main(["--config", str(_config(tmp_path, eval_archs=[arch], deterministic=False))])
+
+
+def test_consecutive_non_finite_steps_stop_the_run_with_a_clear_error(tmp_path):
+    # lr 1e30: the first step blows the weights up, every later loss is NaN, each such step is skipped.
+    config = _config(tmp_path, learning_rate=1e30, max_grad_norm=None, max_consecutive_nonfinite=2)
+    result = _run(["--config", config, "--max_steps", 6], check=False)
+    assert result.returncode != 0
+    assert "2 consecutive steps had non-finite losses or gradients" in result.stderr
+    assert "step skipped, weights and optimizer state untouched" in result.stderr
+    records = _log(tmp_path / "run")
+    assert [records[step]["skipped"] for step in sorted(records)] == [0, 1, 1]
