@@ -103,3 +103,15 @@ def test_combine_gradients_rejects_bad_arguments():
         combine_gradients([torch.ones(1)], [torch.ones(1)], "sub", "layer")
     with pytest.raises(ValueError, match="one entry per parameter"):
         combine_gradients([torch.ones(1)], [], "sub")
+
+
+def test_all_reduce_gradients_is_a_copy_without_a_process_group():
+    from nasvit_hf.training import all_reduce_gradients
+
+    params = [torch.zeros(2), torch.zeros(3)]
+    sup, sub = [torch.ones(2), None], [None, torch.ones(3)]
+    reduced_sup, reduced_sub = all_reduce_gradients([sup, sub], params)
+    assert reduced_sup[1] is None and reduced_sub[0] is None
+    torch.testing.assert_close(reduced_sup[0], torch.ones(2))
+    with pytest.raises(ValueError, match="one per parameter"):
+        all_reduce_gradients([[None]], params)
