@@ -183,3 +183,17 @@ def test_model_ema_tracks_the_weights_and_round_trips_its_state():
     clone.load_state_dict(ema.state_dict())
     assert clone.decay == 0.5 and clone.num_updates == 1
     torch.testing.assert_close(dict(clone.module.named_parameters())[name], param - 0.5)
+
+
+def test_teacher_probabilities_replace_the_labels_for_the_largest_subnet():
+    model, optimizer, trainer, sampler = _setup(num_random_subnets=0)
+    pixel_values, labels = batch()
+    teacher_probs = torch.softmax(torch.randn(2, 4, generator=torch.Generator().manual_seed(3)), dim=-1)
+    archs = sampler.sample()[:1]
+    losses = trainer.accumulate(pixel_values, labels, archs, teacher_probs=teacher_probs)
+    model.set_active_subnet(archs[0][1])
+    with torch.no_grad():
+        torch.manual_seed(0)
+        logits = model(pixel_values=pixel_values).logits
+    expected = -(teacher_probs * logits.log_softmax(-1)).sum(-1).mean().item()
+    assert losses["largest"] == pytest.approx(expected, rel=1e-4)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from ._training_helpers import micro_space
+from ._training_helpers import micro_model, micro_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "recipes" / "train.py"
@@ -69,7 +69,9 @@ def _log(output_dir):
 
 
 def test_accelerate_launch_trains_logs_and_saves_an_auto_loadable_supernet(tmp_path):
-    config = _config(tmp_path, report_to="tensorboard", ema_decay=0.9)
+    teacher = micro_model(num_labels=10)  # any AutoModelForImageClassification folder can be the teacher
+    teacher.save_pretrained(tmp_path / "teacher")
+    config = _config(tmp_path, report_to="tensorboard", ema_decay=0.9, teacher=str(tmp_path / "teacher"))
     accelerate = [sys.executable, "-m", "accelerate.commands.launch"]  # no flags, no saved config: as in the README
     result = _run(["--config", config, "--max_steps", 3], launcher=accelerate)
     output_dir = tmp_path / "run"
