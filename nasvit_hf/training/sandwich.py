@@ -197,7 +197,8 @@ class SandwichTrainer:
             grad = param.grad
             if grad is None:
                 continue
-            into[index] = grad.detach().clone() if into[index] is None else into[index].add_(grad)
+            # The buffer takes the .grad tensor itself (no copy); later micro-batches add into it.
+            into[index] = grad.detach() if into[index] is None else into[index].add_(grad)
             param.grad = None
 
     def distillation_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
