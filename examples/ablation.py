@@ -135,7 +135,7 @@ def write_report(results: list[dict], args) -> str:
     left.set_xticks(list(positions), [TITLES[n] for n in names], rotation=20, ha="right")
     left.set_ylabel("validation top-1 (%)")
     left.set_title(f"Digits, tiny space, {args.epochs} epochs")
-    left.legend()
+    left.legend(loc="lower right")
     window = 10
     for r in results:
         curve = r["conflict_curve"]
@@ -160,8 +160,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--report_only", action="store_true", help="rewrite table and plot from ablation.json")
     args = parser.parse_args(argv)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        print(write_report(json.loads((Path(args.output_dir) / "ablation.json").read_text()), args))
+        return
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda name: run_variant(name, VARIANTS[name], args), args.variants))
     table = write_report(results, args)
