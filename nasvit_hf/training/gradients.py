@@ -72,15 +72,16 @@ def gradient_cosines(sup_grads: GradList, sub_grads: GradList) -> torch.Tensor:
     return cosines
 
 
-def conflict_ratio(sup_grads: GradList, sub_grads: GradList) -> float:
+def conflict_ratio(sup_grads: GradList, sub_grads: GradList, _stats=None) -> float:
     """The paper's gradient-conflict ratio (Tables 4 and 7): the share of parameter tensors whose cosine between the
     supernet and the subnet gradient is negative, among the tensors where both gradients are present and non-zero.
     Returns NaN when no tensor qualifies."""
-    cosines = gradient_cosines(sup_grads, sub_grads)
-    defined = ~torch.isnan(cosines)
+    _check_pair(sup_grads, sub_grads)
+    _, dots, sup_sq, sub_sq = _stats if _stats is not None else _dots_and_norms(sup_grads, sub_grads)
+    defined = (sup_sq > 0) & (sub_sq > 0)
     if not bool(defined.any()):
         return float("nan")
-    return float((cosines[defined] < 0).double().mean())
+    return float((dots[defined] < 0).double().mean())
 
 
 def _coefficient(dot: torch.Tensor, norm_sq: torch.Tensor, max_coefficient: float | None, eps: float):
@@ -98,6 +99,7 @@ def combine_gradients(
     granularity: str = "tensor",
     max_coefficient: float | None = 2.0,
     eps: float = 1e-6,
+    _stats=None,
 ) -> list[torch.Tensor | None]:
     """Combine the supernet and (summed) subnet gradients; returns new tensors (inputs are not modified).
 
@@ -131,7 +133,7 @@ def combine_gradients(
         return combined
     # Prioritize "sub": the supernet gradient is projected, so the coefficient multiplies the subnet gradient.
     keep, project = (sub_grads, sup_grads) if priority == "sub" else (sup_grads, sub_grads)
-    indices, dots, sup_sq, sub_sq = _dots_and_norms(sup_grads, sub_grads)
+    indices, dots, sup_sq, sub_sq = _stats if _stats is not None else _dots_and_norms(sup_grads, sub_grads)
     if not indices:
         return combined
     keep_sq = sub_sq if priority == "sub" else sup_sq

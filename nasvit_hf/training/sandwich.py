@@ -25,7 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .gradients import GRANULARITIES, PRIORITIES, all_reduce_gradients, combine_gradients, conflict_ratio
+from .gradients import (
+    GRANULARITIES,
+    PRIORITIES,
+    _dots_and_norms,
+    all_reduce_gradients,
+    combine_gradients,
+    conflict_ratio,
+)
 from .losses import adaptive_alpha_divergence, kl_distillation, soft_target_cross_entropy
 
 __all__ = [
@@ -331,10 +338,11 @@ class SandwichTrainer:
         if config.max_grad_norm is not None and sub_norm > config.max_grad_norm:
             factor = config.max_grad_norm / (sub_norm + 1e-6)
             sub_grads = [g.mul_(factor) if g is not None else None for g in sub_grads]
-        ratio = conflict_ratio(sup_grads, sub_grads)
+        stats = _dots_and_norms(sup_grads, sub_grads)  # shared by the conflict ratio and the projection
+        ratio = conflict_ratio(sup_grads, sub_grads, _stats=stats)
         priority = config.priority if project else "none"
         combined = combine_gradients(
-            sup_grads, sub_grads, priority, config.granularity, config.max_projection_coefficient
+            sup_grads, sub_grads, priority, config.granularity, config.max_projection_coefficient, _stats=stats
         )
         for param, grad in zip(self.parameters, combined):
             param.grad = grad
