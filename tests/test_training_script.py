@@ -97,11 +97,16 @@ def test_accelerate_launch_trains_logs_and_saves_an_auto_loadable_supernet(tmp_p
 
 
 def test_sigkill_then_resume_logs_the_same_losses_as_an_uninterrupted_run(tmp_path):
-    reference = _config(tmp_path / "a", checkpointing_steps=2)
+    # 12 images in batches of 4: 3 steps per epoch, so the resumed run crosses an epoch boundary (validation, a new
+    # shuffle) and the projection switch (projection_start_epoch=1).
+    settings = {"checkpointing_steps": 2, "max_train_samples": 12, "projection_start_epoch": 1}
+    reference = _config(tmp_path / "a", **settings)
     _run(["--config", reference, "--max_steps", 5])
     expected = _log(tmp_path / "a" / "run")
 
-    killed = _config(tmp_path / "b", checkpointing_steps=2)
+    assert [expected[step]["projected"] for step in range(1, 6)] == [0, 0, 0, 1, 1]
+
+    killed = _config(tmp_path / "b", **settings)
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--config", str(killed), "--max_steps", "5"],
         env=_env(),
@@ -120,7 +125,8 @@ def test_sigkill_then_resume_logs_the_same_losses_as_an_uninterrupted_run(tmp_pa
     assert (tmp_path / "b" / "run" / "checkpoints" / "step_2").is_dir()
     assert not (tmp_path / "b" / "run" / "final").exists()
 
-    _run(["--config", killed, "--max_steps", 5, "--resume_from_checkpoint", "latest"])
+    result = _run(["--config", killed, "--max_steps", 5, "--resume_from_checkpoint", "latest"])
+    assert "step_2 at step 2" in result.stderr  # resumed from the checkpoint before the kill, mid-epoch
     resumed = _log(tmp_path / "b" / "run")
     for step in (3, 4, 5):
         for key in ("loss/largest", "loss/smallest", "loss/random0", "loss/random1", "conflict_ratio", "lr"):
