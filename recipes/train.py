@@ -193,6 +193,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         project_dir=config.output_dir,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise SystemExit(
+            f"{accelerator.distributed_type.value} shards gradients, but the gradient combination needs every "
+            "parameter's full supernet and subnet gradients on each rank: launch with DDP (--multi_gpu) instead."
+        )
     for noisy in ("datasets", "evaluate", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if config.num_threads:
