@@ -196,4 +196,4 @@ def test_teacher_probabilities_replace_the_labels_for_the_largest_subnet():
         torch.manual_seed(0)
         logits = model(pixel_values=pixel_values).logits
     expected = -(teacher_probs * logits.log_softmax(-1)).sum(-1).mean().item()
-    assert losses["largest"] == pytest.approx(expected, rel=1e-4)
+    assert losses["largest"].item() == pytest.approx(expected, rel=1e-4)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -162,7 +162,6 @@ class SandwichStepOutput:
     projected: bool
     skipped: bool
     skip_reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class SandwichTrainer:
@@ -190,8 +189,7 @@ class SandwichTrainer:
         self.sup_grads: list[torch.Tensor | None] = [None] * len(self.parameters)
         self.sub_grads: list[torch.Tensor | None] = [None] * len(self.parameters)
         self.num_micro_batches = 0
-        self.loss_sums: dict[str, float] = {}
-        self.nonfinite = False
+        self.loss_sums: dict[str, torch.Tensor] = {}
         self.archs: list[tuple[str, dict[str, Any]]] = []
 
     def _sync_context(self):
@@ -216,11 +214,11 @@ class SandwichTrainer:
             student_logits, teacher_logits, config.alpha_min, config.alpha_max, config.iw_clip
         )
 
-    def _record(self, name: str, loss: torch.Tensor) -> None:
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            self.nonfinite = True
-        self.loss_sums[name] = self.loss_sums.get(name, 0.0) + value
+    def _record(self, name: str, loss: torch.Tensor) -> torch.Tensor:
+        # Kept on the device: one host sync per optimizer step (in `step`), not one per forward.
+        value = loss.detach().float()
+        self.loss_sums[name] = self.loss_sums[name] + value if name in self.loss_sums else value
+        return value
 
     def accumulate(
         self,
@@ -228,18 +226,18 @@ class SandwichTrainer:
         targets: torch.Tensor,
         archs: list[tuple[str, dict[str, Any]]],
         teacher_probs: torch.Tensor | None = None,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         """Forward and backward every arch of the sandwich on one micro-batch; gradients go to the two buffers.
 
         `archs`: [(name, arch)], the largest first (e.g. from `ArchSampler.sample`). `targets`: class indices or
         soft labels (mixup/cutmix). `teacher_probs`: an external teacher's probabilities for the largest subnet.
-        Returns this micro-batch's losses.
+        Returns this micro-batch's losses (detached 0-d tensors).
         """
         if not archs or archs[0][0] != "largest":
             raise ValueError("archs must start with the largest subnet, named 'largest' (use ArchSampler.sample()).")
         config, module = self.config, self.module
         self.archs = archs
-        losses: dict[str, float] = {}
+        losses: dict[str, torch.Tensor] = {}
         if any(param.grad is not None for param in self.parameters):
             raise RuntimeError("parameters hold gradients from outside the sandwich step; zero them first.")
         with self._sync_context():
@@ -248,8 +246,7 @@ class SandwichTrainer:
             logits = self.model(pixel_values=pixel_values).logits
             target = teacher_probs if teacher_probs is not None else targets
             loss = soft_target_cross_entropy(logits, target)
-            self._record("largest", loss)
-            losses["largest"] = float(loss.detach())
+            losses["largest"] = self._record("largest", loss)
             self.backward(loss)
             self._harvest(self.sup_grads)
             teacher_logits = logits.detach()
@@ -259,8 +256,7 @@ class SandwichTrainer:
                 module.set_active_subnet(arch)
                 student_logits = self.model(pixel_values=pixel_values).logits
                 loss = self.distillation_loss(student_logits, teacher_logits)
-                self._record(name, loss)
-                losses[name] = float(loss.detach())
+                losses[name] = self._record(name, loss)
                 self.backward(loss)
                 del student_logits, loss
             self._harvest(self.sub_grads)
@@ -301,9 +297,11 @@ class SandwichTrainer:
             raise RuntimeError("step() called before accumulate().")
         config = self.config
         count = self.num_micro_batches
-        losses = {name: value / count for name, value in self.loss_sums.items()}
-        losses["total"] = sum(losses.values())
-        nonfinite = torch.tensor([float(self.nonfinite)], device=self.parameters[0].device)
+        names = list(self.loss_sums)
+        values = (torch.stack([self.loss_sums[name] for name in names]) / count).tolist()
+        losses = dict(zip(names, values))
+        losses["total"] = sum(values)
+        nonfinite = torch.tensor([float(not all(math.isfinite(v) for v in values))], device=self.parameters[0].device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(nonfinite)
         sup_grads, sub_grads = all_reduce_gradients([self.sup_grads, self.sub_grads], self.parameters)
