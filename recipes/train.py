@@ -281,8 +281,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         teacher.to(accelerator.device)
 
     # ---- optimisation
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or "layer_scale" in n or "bias_table" in n]
-    decay = [p for n, p in model.named_parameters() if not (p.ndim <= 1 or "layer_scale" in n or "bias_table" in n)]
+    # No weight decay on norms, biases, scaling tables and position-bias tables (as the reference).
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        skip = param.ndim <= 1 or "layer_scale" in name or "bias_table" in name
+        (no_decay if skip else decay).append(param)
     learning_rate = config.learning_rate
     total_batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     if config.scale_lr:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -21,8 +22,8 @@ __all__ = [
     "build_train_transform",
 ]
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGENET_MEAN = list(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = list(IMAGENET_DEFAULT_STD)
 
 
 def build_train_transform(
@@ -59,24 +60,17 @@ def build_train_transform(
     return T.Compose(steps)
 
 
-def build_eval_transform(
-    image_size: int,
-    crop_fraction: float = 0.875,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> Callable:
-    """The evaluation transform of `NASViTImageProcessor`: resize the short side to image_size / 0.875 (bicubic),
-    centre crop, normalise."""
-    return T.Compose(
-        [
-            T.ToImage(),
-            T.RGB(),
-            T.Resize(int(image_size / crop_fraction), interpolation=InterpolationMode.BICUBIC, antialias=True),
-            T.CenterCrop(image_size),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(mean, std),
-        ]
-    )
+def build_eval_transform(image_size: int, crop_fraction: float = 0.875) -> Callable:
+    """PIL image → normalised float tensor through `NASViTImageProcessor.for_resolution` itself (short side to
+    image_size / 0.875, bicubic, centre crop, ImageNet mean/std), so validation sees exactly what deployment sees."""
+    from ..models.image_processing_nasvit import NASViTImageProcessor
+
+    processor = NASViTImageProcessor.for_resolution(image_size, crop_pct=crop_fraction)
+
+    def transform(image) -> torch.Tensor:
+        return processor(image, return_tensors="pt")["pixel_values"][0]
+
+    return transform
 
 
 def build_batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> Callable | None:
