@@ -13,7 +13,6 @@ losses and EMA live there.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -153,12 +152,12 @@ def validate(model, archs: dict[str, dict], calibration_loader, validation_loade
     norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
     results: dict[str, dict[str, float]] = {}
+    metric = load_accuracy_metric()  # compute() empties it for the next arch
     with torch.random.fork_rng(devices=[]):
         for name, arch in archs.items():
             module.set_active_subnet(arch)
             calibrate_batchnorm(module, calibration_loader, config.calibration_batches)
             module.eval()
-            metric = load_accuracy_metric()
             for batch in validation_loader:
                 with accelerator.autocast():
                     logits = module(pixel_values=batch["pixel_values"]).logits.float()
@@ -499,5 +498,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        main(sys.argv[1:])
+    main(sys.argv[1:])
