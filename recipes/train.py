@@ -63,9 +63,30 @@ def parse_args(argv: list[str] | None = None) -> TrainingConfig:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: digits_tiny.yaml)")
     args, rest = parser.parse_known_args(argv)
     try:
-        return TrainingConfig.from_yaml(args.config, parse_overrides(rest))
+        config = TrainingConfig.from_yaml(args.config, parse_overrides(rest))
+        if not config.model_name_or_path:  # otherwise the space comes with the model: checked once it is loaded
+            space = nasvit_hf.NASViTConfig(search_space=_search_space(config), num_labels=1).search_space
+            _check_eval_archs(config.eval_archs, space)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
+    return config
+
+
+def _search_space(config: TrainingConfig) -> dict:
+    return get_search_space(config.search_space) if isinstance(config.search_space, str) else config.search_space
+
+
+def _check_eval_archs(archs: list, search_space: dict) -> dict[str, dict]:
+    """eval_archs validated against the search space, named arch0, arch1, ...; a ValueError says which is wrong."""
+    from nasvit_hf.models.configuration_nasvit import validate_arch
+
+    checked = {}
+    for index, arch in enumerate(archs):
+        try:
+            checked[f"arch{index}"] = validate_arch(search_space, arch)
+        except ValueError as error:
+            raise ValueError(f"eval_archs[{index}] is not in the search space: {error}") from None
+    return checked
 
 
 class TrainState:
@@ -85,7 +106,7 @@ class TrainState:
 
 
 def build_model(config: TrainingConfig, label_names: list[str]):
-    space = get_search_space(config.search_space) if isinstance(config.search_space, str) else config.search_space
+    space = _search_space(config)
     id2label = {i: name for i, name in enumerate(label_names)}
     label2id = {name: i for i, name in id2label.items()}
     if config.model_name_or_path:
@@ -220,12 +241,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     model = build_model(config, label_names)
     model_config = model.config
-    extra_archs = {}
-    for index, arch in enumerate(config.eval_archs):
-        try:
-            extra_archs[f"arch{index}"] = model_config.validate_arch(arch)
-        except ValueError as error:
-            raise SystemExit(f"eval_archs[{index}] is not in the search space: {error}") from None
+    try:
+        extra_archs = _check_eval_archs(config.eval_archs, model_config.search_space)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     image_size = config.image_size or max(model_config.search_space["resolutions"])
     train_transform = build_train_transform(
         image_size,
