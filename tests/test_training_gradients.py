@@ -115,3 +115,13 @@ def test_all_reduce_gradients_is_a_copy_without_a_process_group():
     torch.testing.assert_close(reduced_sup[0], torch.ones(2))
     with pytest.raises(ValueError, match="one per parameter"):
         all_reduce_gradients([[None]], params)
+
+
+def test_global_projection_spans_tensors_where_only_the_kept_gradient_exists():
+    sup = [torch.tensor([-2.0, 0.0]), None]
+    sub = [torch.tensor([1.0, 0.0]), torch.tensor([1.0])]
+    combined = combine_gradients(sup, sub, "sub", "global", max_coefficient=None, eps=0.0)
+    flat_sub = torch.cat([g.flatten() for g in sub])
+    flat_projected = torch.cat([(c - b).flatten() for c, b in zip(combined, sub)])
+    assert _flat_cos(flat_projected, flat_sub) == pytest.approx(0.0, abs=1e-7)
+    torch.testing.assert_close(combined[1], torch.tensor([2.0]))  # 1 + (2 / 2) * 1

@@ -132,18 +132,21 @@ def combine_gradients(
     if priority == "none":
         return combined
     # Prioritize "sub": the supernet gradient is projected, so the coefficient multiplies the subnet gradient.
-    keep, project = (sub_grads, sup_grads) if priority == "sub" else (sup_grads, sub_grads)
+    keep = sub_grads if priority == "sub" else sup_grads
     indices, dots, sup_sq, sub_sq = _stats if _stats is not None else _dots_and_norms(sup_grads, sub_grads)
     if not indices:
         return combined
-    keep_sq = sub_sq if priority == "sub" else sup_sq
     if granularity == "global":
-        coefficient = _coefficient(dots.sum(), keep_sq.sum(), max_coefficient, eps)
-        coefficients = coefficient.expand(len(indices))
+        # One coefficient for the whole flattened gradient: ‖keep‖² counts every tensor that has a keep gradient,
+        # and the correction applies to all of them (where the other gradient is None, a·b is 0 there).
+        keep_present = [i for i, g in enumerate(keep) if g is not None]
+        keep_norm_sq = torch.stack(torch._foreach_norm([keep[i] for i in keep_present])).double().pow(2).sum()
+        coefficient = float(_coefficient(dots.sum(), keep_norm_sq, max_coefficient, eps))
+        targets = [(i, coefficient) for i in keep_present]
     else:
-        coefficients = _coefficient(dots, keep_sq, max_coefficient, eps)
-    del project
-    for index, coefficient in zip(indices, coefficients.tolist()):
+        keep_sq = sub_sq if priority == "sub" else sup_sq
+        targets = list(zip(indices, _coefficient(dots, keep_sq, max_coefficient, eps).tolist()))
+    for index, coefficient in targets:
         if coefficient > 0.0:
             combined[index].add_(keep[index], alpha=coefficient)
     return combined
