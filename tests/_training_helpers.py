@@ -7,9 +7,6 @@ import torch
 from nasvit_hf import NASViTConfig, NASViTForImageClassification
 from nasvit_hf.presets import get_search_space
 
-# The CI machine is small and shared: one intra-op thread is several times faster than oversubscribed threads.
-torch.set_num_threads(1)
-
 
 def micro_space(resolutions=(32,)):
     space = copy.deepcopy(get_search_space("tiny"))

@@ -13,6 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# The suite runs as `pytest -n 2` on a 2-core machine: one intra-op thread per worker avoids oversubscription (several
+# times faster here) and makes results independent of which worker ran what before.
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("NASVIT_SHARED_DIR", REPO_ROOT.parent / "shared"))
 FIXTURES_DIR = SHARED_DIR / "fixtures"
@@ -108,6 +112,7 @@ def run_without_nasvit(code: str, cwd: Path) -> str:
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # same kernels as this process
     result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"subprocess failed:\n{result.stderr[-4000:]}"
     return result.stdout

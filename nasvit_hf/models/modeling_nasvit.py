@@ -668,6 +668,20 @@ class NASViTPreTrainedModel(PreTrainedModel):
         subnet.train(self.training)
         return subnet
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with every tensor moved to freshly allocated (aligned) memory.
+
+        Tensors loaded from safetensors can sit at unaligned addresses, and CPU kernels then take other vectorised
+        paths: outputs would differ from the saved model's in the last float bits. Re-allocating makes a save → load
+        round trip give identical outputs (and detaches the weights from the memory-mapped file)."""
+        model = super().from_pretrained(*args, **kwargs)
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % 64:
+                    tensor.data = tensor.data.clone()
+        return model
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a matching `preprocessor_config.json` when the folder has none,
         so the folder works with `pipeline("image-classification")` straight away."""
