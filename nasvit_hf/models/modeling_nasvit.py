@@ -34,6 +34,7 @@ from .configuration_nasvit import (
 )
 
 __all__ = [
+    "sample_arch",
     "NASViTForImageClassification",
     "NASViTModel",
     "NASViTPreTrainedModel",
@@ -620,19 +621,7 @@ class NASViTPreTrainedModel(PreTrainedModel):
 
     def sample_active_subnet(self, generator: torch.Generator | None = None) -> dict[str, Any]:
         """Activate a uniformly random subnet (each stage's choices drawn independently) and return its arch."""
-        space = self.config.search_space
-
-        def pick(choices: list[int]) -> int:
-            return choices[int(torch.randint(len(choices), (1,), generator=generator))]
-
-        arch = {
-            "resolution": pick(space["resolutions"]),
-            "width": [pick(space[name]["c"]) for name in STAGE_NAMES],
-            "depth": [pick(space[name]["d"]) for name in BODY_STAGES],
-            "kernel_size": [pick(space[name]["k"]) for name in BODY_STAGES],
-            "expand_ratio": [pick(space[name]["t"]) for name in BODY_STAGES],
-        }
-        return self.set_active_subnet(arch)
+        return self.set_active_subnet(sample_arch(self.config.search_space, generator))
 
     @torch.no_grad()
     def extract_subnet(self, arch: dict[str, Any] | None = None) -> NASViTPreTrainedModel:
@@ -693,6 +682,21 @@ class NASViTPreTrainedModel(PreTrainedModel):
             if getattr(self.__class__, "_auto_class", None) is not None:
                 processor.register_for_auto_class("AutoImageProcessor")
             processor.save_pretrained(save_directory)
+
+
+def sample_arch(search_space: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
+    """A uniformly random arch of `search_space`: each choice drawn independently, from `generator`."""
+
+    def pick(choices: list[int]) -> int:
+        return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+
+    return {
+        "resolution": pick(search_space["resolutions"]),
+        "width": [pick(search_space[name]["c"]) for name in STAGE_NAMES],
+        "depth": [pick(search_space[name]["d"]) for name in BODY_STAGES],
+        "kernel_size": [pick(search_space[name]["k"]) for name in BODY_STAGES],
+        "expand_ratio": [pick(search_space[name]["t"]) for name in BODY_STAGES],
+    }
 
 
 def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.modeling_nasvit import sample_arch
 from .gradients import (
     GRANULARITIES,
     PRIORITIES,
@@ -93,22 +94,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
-
-
-def sample_arch(search_space: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
-    """A uniformly random arch of `search_space` (each stage's choices drawn independently) from `generator`."""
-    from ..models.configuration_nasvit import BODY_STAGES, STAGE_NAMES
-
-    def pick(choices: list[int]) -> int:
-        return choices[int(torch.randint(len(choices), (1,), generator=generator))]
-
-    return {
-        "resolution": pick(search_space["resolutions"]),
-        "width": [pick(search_space[name]["c"]) for name in STAGE_NAMES],
-        "depth": [pick(search_space[name]["d"]) for name in BODY_STAGES],
-        "kernel_size": [pick(search_space[name]["k"]) for name in BODY_STAGES],
-        "expand_ratio": [pick(search_space[name]["t"]) for name in BODY_STAGES],
-    }
 
 
 class ArchSampler:
