@@ -16,6 +16,8 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
+
 from nasvit_hf.search import SearchConfig, SearchRun, load_supernet, supernet_fingerprint
 
 logger = logging.getLogger("nasvit_hf.search")
@@ -44,6 +46,8 @@ def main(argv=None) -> dict:
         raw_config["device"] = args.device
     config = SearchConfig.from_dict(raw_config)
     supernet_dir = Path(args.supernet)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
     supernet = load_supernet(supernet_dir, device=config.device)
     output_dir = Path(args.output_dir or supernet_dir / f"search_{Path(args.config).stem}")
     run = SearchRun(

@@ -1,8 +1,16 @@
+"""Shared fixtures. Search/export: a toy supernet trained in-session, a small search config, a complete search."""
+
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One intra-op thread: on a shared, loaded CPU, OpenMP threads of these tiny models spin against other processes and
+# run 10-20x slower than one thread (measured on the 2-core CI machine).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -11,3 +19,46 @@ def toy_supernet_dir(tmp_path_factory):
     from toy_supernet import train_toy_supernet
 
     return train_toy_supernet(tmp_path_factory.mktemp("toy_supernet") / "supernet")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SEARCH_CONFIG = {
+    "seed": 0,
+    "data": {"dataset": "digits", "batch_size": 32, "max_evaluation_samples": 60},
+    "calibration": {"num_batches": 2},
+    "predictor": {"num_subnets": 8, "n_estimators": 20},
+    "evolution": {"population_size": 128, "parents": 16, "mutations": 16, "crossovers": 16, "generations": 5},
+    "latency": {"warmup": 1, "repeats": 3, "num_archs": 6, "holdout_fraction": 0.34},
+    "budgets": [
+        {"name": "a0", "macs_fraction": 0.0108},
+        {"name": "a2", "macs_fraction": 0.1367},
+        {"name": "b0", "latency_of": "a0"},
+    ],
+}
+
+
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def search_config_file(tmp_path_factory):
+    import yaml
+
+    path = tmp_path_factory.mktemp("search_config") / "search_test.yaml"
+    path.write_text(yaml.safe_dump(SEARCH_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="session")
+def search_dir(toy_supernet_dir, search_config_file, tmp_path_factory):
+    """A complete search of the toy supernet through recipes/search.py."""
+    output = tmp_path_factory.mktemp("search") / "results"
+    load_recipe("search").main(
+        ["--supernet", toy_supernet_dir, "--config", str(search_config_file), "--output_dir", str(output)]
+    )
+    return output

@@ -109,6 +109,7 @@ class LatencyConfig:
 class SearchConfig:
     seed: int = 0
     device: str = "cpu"  # where candidates are evaluated
+    num_threads: int | None = None  # torch intra-op threads for evaluation (None: torch's default)
     data: DataConfig = field(default_factory=DataConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
@@ -129,7 +130,17 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SearchConfig:
         raw = copy.deepcopy(raw or {})
-        known = {"seed", "device", "data", "calibration", "predictor", "evolution", "latency", "budgets"}
+        known = {
+            "seed",
+            "device",
+            "num_threads",
+            "data",
+            "calibration",
+            "predictor",
+            "evolution",
+            "latency",
+            "budgets",
+        }
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"search config has unknown sections {sorted(unknown)}; known: {sorted(known)}.")
@@ -160,6 +171,7 @@ class SearchConfig:
         return cls(
             seed=seed,
             device=str(raw.get("device", "cpu")),
+            num_threads=raw.get("num_threads"),
             data=build(DataConfig, "data", data),
             predictor=build(PredictorConfig, "predictor", raw.get("predictor")),
             evolution=build(EvolutionConfig, "evolution", raw.get("evolution")),
@@ -182,6 +194,7 @@ class SearchConfig:
         return {
             "seed": self.seed,
             "device": self.device,
+            "num_threads": self.num_threads,
             "data": data,
             "predictor": asdict(self.predictor),
             "evolution": asdict(self.evolution),
