@@ -14,7 +14,11 @@ from nasvit_hf.presets import get_search_space
 TRAIN_RESOLUTION = 32
 
 
-def train_toy_supernet(output_dir, steps: int = 24, batch_size: int = 32, seed: int = 0) -> str:
+def train_toy_supernet(
+    output_dir, steps: int = 24, batch_size: int = 32, seed: int = 0, fixed_resolution: bool = True
+) -> str:
+    """Train and save the toy supernet; `fixed_resolution=False` trains every subnet at its own resolution (slower,
+    for demos: the images are upsampled inside the model)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     data = load_digits_dataset(seed=0)["train"]
@@ -32,7 +36,7 @@ def train_toy_supernet(output_dir, steps: int = 24, batch_size: int = 32, seed: 
     model.train()
 
     def at_train_resolution(arch):
-        return model.set_active_subnet({**arch, "resolution": TRAIN_RESOLUTION})
+        return model.set_active_subnet({**arch, "resolution": TRAIN_RESOLUTION} if fixed_resolution else arch)
 
     for _ in range(steps):
         index = torch.randint(len(labels), (batch_size,), generator=generator)

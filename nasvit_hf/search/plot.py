@@ -40,16 +40,13 @@ def plot_pareto(
             markersize=3,
             label="Pareto front",
         )
+        labels: dict[tuple[float, float], list[str]] = {}
         for p in points:
             if p.get("name"):
-                axis.scatter([p[key] * scale], [p["accuracy"]], marker="*", s=90, color="C2")
-                axis.annotate(
-                    p["name"].upper(),
-                    (p[key] * scale, p["accuracy"]),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=8,
-                )
+                labels.setdefault((p[key] * scale, p["accuracy"]), []).append(p["name"].upper())
+        for (x, y), names in labels.items():
+            axis.scatter([x], [y], marker="*", s=90, color="C2")
+            axis.annotate("/".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         axis.set_xlabel(label)
         axis.set_ylabel("top-1 (%) after BN recalibration")
         axis.grid(alpha=0.3)

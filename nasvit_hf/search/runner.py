@@ -339,6 +339,30 @@ class SearchRun:
     # ---------------------------------------------------------------------------------------------------------------
     # Step 4: evolution per budget
     # ---------------------------------------------------------------------------------------------------------------
+    def budget_value(
+        self, budget: BudgetSpec, named: dict[str, Any], latency: LatencyEfficiency
+    ) -> tuple[float, float | None]:
+        """The budget in the efficiency function's units (MACs, or ms of predicted latency), and for `latency_of`
+        budgets the nominal (measured) latency of the reference subnet."""
+        if budget.metric == "macs":
+            return self.resolve_macs_budget(budget), None
+        nominal = None
+        if budget.latency_ms is not None:
+            value = budget.latency_ms
+        else:
+            # "No slower than A0" is judged by one yardstick: the latency model's prediction for A0's arch (its
+            # measured latency, the nominal budget, is recorded too; measurement noise would otherwise let the
+            # budget fall below what the model predicts for archs as fast as A0).
+            nominal = named[budget.latency_of]["latency_ms"]
+            value = named[budget.latency_of]["predicted_latency_ms"]
+        smallest = latency(self.encoder.encode(self.model_config.smallest_arch())[None])[0]
+        if value < smallest:
+            raise ValueError(
+                f"budget {budget.name!r} ({value:.3f} ms) is below the predicted latency of the smallest subnet "
+                f"({smallest:.3f} ms, {self.model_config.smallest_arch()}); no subnet fits: raise the budget."
+            )
+        return value, nominal
+
     def search_budget(
         self,
         budget: BudgetSpec,
@@ -347,27 +371,8 @@ class SearchRun:
         latency: LatencyEfficiency,
         named: dict[str, Any],
     ) -> dict[str, Any]:
-        if budget.metric == "macs":
-            value, efficiency = self.resolve_macs_budget(budget), self.macs
-        else:
-            nominal = None
-            if budget.latency_ms is not None:
-                value = budget.latency_ms
-            else:
-                # "No slower than A0" is judged by one yardstick: the latency model's prediction for A0's arch (its
-                # measured latency, the nominal budget, is recorded too; measurement noise would otherwise let the
-                # budget fall below what the model predicts for archs as fast as A0).
-                nominal = named[budget.latency_of]["latency_ms"]
-                value = named[budget.latency_of]["predicted_latency_ms"]
-            smallest = latency(self.encoder.encode(self.model_config.smallest_arch())[None])[0]
-            if value < smallest:
-                raise ValueError(
-                    f"budget {budget.name!r} ({value:.3f} ms) is below the predicted latency of the smallest subnet "
-                    f"({smallest:.3f} ms, {self.model_config.smallest_arch()}); no subnet fits: raise the budget."
-                )
-            efficiency = latency
-        if budget.metric == "macs":
-            nominal = None
+        value, nominal = self.budget_value(budget, named, latency)
+        efficiency = self.macs if budget.metric == "macs" else latency
         rng = np.random.default_rng([self.config.seed, 2, index])
         start = time.perf_counter()
         anchor = self.encoder.encode(self.model_config.smallest_arch())
@@ -395,7 +400,12 @@ class SearchRun:
             "latency_ms": measurement["median_ms"],
             "latency_measurement": measurement,
             "predicted_latency_ms": float(latency(result.genes[None])[0]),
-            "evolution": {**result.summary(), "seconds": seconds, "seed": [self.config.seed, 2, index]},
+            "evolution": {
+                **result.summary(),
+                "seconds": seconds,
+                "seed": [self.config.seed, 2, index],
+                "config_fingerprint": self.config.fingerprint("evolution"),
+            },
             "provenance": self.provenance,
             "supernet": self.supernet_name,
             "supernet_fingerprint": self.supernet_id,
@@ -429,9 +439,10 @@ class SearchRun:
             if (
                 previous is not None
                 and previous["budget"].get("metric") == budget.metric
-                and all(previous["budget"].get(k) == v for k, v in budget.to_dict().items())
+                and previous["budget"].get("value") == self.budget_value(budget, named, latency)[0]
+                and previous["evolution"].get("config_fingerprint") == self.config.fingerprint("evolution")
             ):
-                continue
+                continue  # done with the same budget and evolution settings
             named[budget.name] = self.search_budget(budget, order.index(budget.name), predictor, latency, named)
             self.results.write_json("named.json", named)
         self.write_pareto(candidates, named, latency)
