@@ -61,45 +61,75 @@ def _transformer_macs(channels: int, tokens: int, head_dim: int, value_expansion
     return linear + value_conv + talking_heads + matmuls
 
 
+class _SpacePlan:
+    """What the counters need from a search space, precomputed once per space (search calls them ~10^4 times)."""
+
+    def __init__(self, space: dict[str, Any]):
+        self.space = space  # held so the id used as cache key stays unique
+        self.stem_stride = space["first_conv"]["s"]
+        self.stages = [
+            (name, max(space[name]["t"]) != 1, space[name]["se"], space[name]["s"], name in TRANSFORMER_STAGES)
+            for name in BODY_STAGES
+        ]
+
+
+_PLANS: dict[int, _SpacePlan] = {}
+
+
+def _plan(config: NASViTConfig) -> _SpacePlan:
+    space = config.search_space
+    plan = _PLANS.get(id(space))
+    if plan is None or plan.space is not space:
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        plan = _PLANS[id(space)] = _SpacePlan(space)
+    return plan
+
+
 def stage_macs(
-    config: NASViTConfig, arch: dict[str, Any] | None = None, image_size: tuple[int, int] | None = None
+    config: NASViTConfig,
+    arch: dict[str, Any] | None = None,
+    image_size: tuple[int, int] | None = None,
+    validate: bool = True,
 ) -> list[tuple[str, int, tuple[int, int]]]:
     """MACs of the stem and of every body stage, with each one's output feature-map size: `[(name, macs, (h, w))]`.
 
-    `image_size` overrides the arch's square resolution (e.g. for dense prediction on larger inputs).
+    `image_size` overrides the arch's square resolution (e.g. for dense prediction on larger inputs). `validate=False`
+    skips checking the arch against the search space (for callers that generated it from the space themselves).
     """
-    arch = config.validate_arch(arch) if arch is not None else config.arch
-    space = config.search_space
+    if arch is None:
+        arch = config.arch
+    elif validate:
+        arch = config.validate_arch(arch)
+    plan = _plan(config)
     height, width = image_size if image_size is not None else (arch["resolution"], arch["resolution"])
-    stride = space["first_conv"]["s"]
-    height, width = _out_size(height, stride), _out_size(width, stride)
+    height, width = _out_size(height, plan.stem_stride), _out_size(width, plan.stem_stride)
     channels = arch["width"][0]
     result = [("first_conv", height * width * channels * config.num_channels * 9, (height, width))]
-    for index, name in enumerate(BODY_STAGES):
-        spec = space[name]
-        c_out, depth = arch["width"][index + 1], arch["depth"][index]
-        kernel, expand = arch["kernel_size"][index], arch["expand_ratio"][index]
-        has_expansion = max(spec["t"]) != 1
-        macs, height, width = _mbconv_macs(
-            channels, c_out, kernel, expand, has_expansion, spec["se"], spec["s"], height, width
-        )
+    widths, depths, kernels, expands = arch["width"], arch["depth"], arch["kernel_size"], arch["expand_ratio"]
+    for index, (name, has_expansion, se, stride, is_transformer) in enumerate(plan.stages):
+        c_out, depth, kernel, expand = widths[index + 1], depths[index], kernels[index], expands[index]
+        macs, height, width = _mbconv_macs(channels, c_out, kernel, expand, has_expansion, se, stride, height, width)
         channels = c_out
-        if name in TRANSFORMER_STAGES:
-            macs += (depth - 1) * _transformer_macs(channels, height * width, config.head_dim, config.value_expansion)
-        else:
-            for _ in range(depth - 1):
-                macs += _mbconv_macs(channels, channels, kernel, expand, has_expansion, spec["se"], 1, height, width)[
-                    0
-                ]
+        if depth > 1:
+            if is_transformer:
+                layer = _transformer_macs(channels, height * width, config.head_dim, config.value_expansion)
+            else:
+                layer = _mbconv_macs(channels, channels, kernel, expand, has_expansion, se, 1, height, width)[0]
+            macs += (depth - 1) * layer
         result.append((name, macs, (height, width)))
     return result
 
 
-def count_macs(config: NASViTConfig, arch: dict[str, Any] | None = None, num_labels: int | None = None) -> int:
+def count_macs(
+    config: NASViTConfig, arch: dict[str, Any] | None = None, num_labels: int | None = None, validate: bool = True
+) -> int:
     """Multiply-accumulates per image of the subnet `arch` (default: the config's active arch), the paper's
-    convention, including the MBPool head and the classifier (`num_labels` defaults to the config's)."""
-    arch = config.validate_arch(arch) if arch is not None else config.arch
-    stages = stage_macs(config, arch)
+    convention, including the MBPool head and the classifier (`num_labels` defaults to the config's).
+    `validate=False` skips checking the arch against the search space (for archs generated from the space)."""
+    stages = stage_macs(config, arch, validate=validate)
+    if arch is None:
+        arch = config.arch
     height, width = stages[-1][2]
     c7, c_last = arch["width"][-2], arch["width"][-1]
     num_labels = config.num_labels if num_labels is None else num_labels

@@ -1,6 +1,8 @@
-"""Shared fixtures. Search/export: a toy supernet trained in-session, a small search config, a complete search."""
+"""Shared test fixtures. Tests run offline on CPU; the parity fixtures are read from ../shared beside the clone."""
 
-import importlib.util
+from __future__ import annotations
+
+import json
 import os
 from pathlib import Path
 
@@ -8,57 +10,111 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# One intra-op thread: on a shared, loaded CPU, OpenMP threads of these tiny models spin against other processes and
-# run 10-20x slower than one thread (measured on the 2-core CI machine).
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One intra-op thread: on the shared, loaded 2-core CPU, OpenMP threads of these tiny models spin against other
+# processes and run 10-20x slower than one thread (measured: 0.2 s vs 3-5 s per training step of the tiny supernet).
 torch.set_num_threads(1)
 
-
-@pytest.fixture(scope="session")
-def toy_supernet_dir(tmp_path_factory):
-    """A tiny supernet trained for a few dozen steps on the digits (session-scoped: trained once per run)."""
-    from toy_supernet import train_toy_supernet
-
-    return train_toy_supernet(tmp_path_factory.mktemp("toy_supernet") / "supernet")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("NASVIT_SHARED_DIR", REPO_ROOT.parent / "shared"))
+FIXTURES_DIR = SHARED_DIR / "fixtures"
+OFFICIAL_TINY_DIR = FIXTURES_DIR / "official_tiny"
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-SEARCH_CONFIG = {
-    "seed": 0,
-    "data": {"dataset": "digits", "batch_size": 32, "max_evaluation_samples": 60},
-    "calibration": {"num_batches": 2},
-    "predictor": {"num_subnets": 8, "n_estimators": 20},
-    "evolution": {"population_size": 128, "parents": 16, "mutations": 16, "crossovers": 16, "generations": 5},
-    "latency": {"warmup": 1, "repeats": 3, "num_archs": 6, "holdout_fraction": 0.34},
-    "budgets": [
-        {"name": "a0", "macs_fraction": 0.0108},
-        {"name": "a2", "macs_fraction": 0.1367},
-        {"name": "b0", "latency_of": "a0"},
-    ],
-}
-
-
-def load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _require_fixtures() -> None:
+    if not OFFICIAL_TINY_DIR.is_dir():
+        message = f"parity fixtures not found at {OFFICIAL_TINY_DIR} (set NASVIT_SHARED_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
-def search_config_file(tmp_path_factory):
-    import yaml
-
-    path = tmp_path_factory.mktemp("search_config") / "search_test.yaml"
-    path.write_text(yaml.safe_dump(SEARCH_CONFIG))
-    return path
+def official_cases() -> dict:
+    _require_fixtures()
+    return json.loads((OFFICIAL_TINY_DIR / "cases.json").read_text())
 
 
 @pytest.fixture(scope="session")
-def search_dir(toy_supernet_dir, search_config_file, tmp_path_factory):
-    """A complete search of the toy supernet through recipes/search.py."""
-    output = tmp_path_factory.mktemp("search") / "results"
-    load_recipe("search").main(
-        ["--supernet", toy_supernet_dir, "--config", str(search_config_file), "--output_dir", str(output)]
+def official_tensors() -> dict[str, torch.Tensor]:
+    _require_fixtures()
+    from safetensors.torch import load_file
+
+    return load_file(OFFICIAL_TINY_DIR / "cases.safetensors")
+
+
+@pytest.fixture(scope="session")
+def official_state_dict_path() -> Path:
+    _require_fixtures()
+    return OFFICIAL_TINY_DIR / "official_state_dict.safetensors"
+
+
+@pytest.fixture(scope="session")
+def reference_manifest() -> dict:
+    _require_fixtures()
+    return json.loads((FIXTURES_DIR / "official_supernet_manifest.json").read_text())
+
+
+@pytest.fixture
+def tiny_config():
+    import nasvit_hf
+    from nasvit_hf.presets import get_search_space
+
+    return nasvit_hf.NASViTConfig(search_space=get_search_space("tiny"), num_labels=10)
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    import nasvit_hf
+
+    torch.manual_seed(0)
+    return nasvit_hf.NASViTForImageClassification(tiny_config).eval()
+
+
+def randomize_batchnorm_and_scales(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give BN statistics/affines, layer scales and zero-initialised weights non-trivial values, so parity tests
+    exercise every slice (a fresh model has zero projection-BN weights and identical layer scales)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif name.endswith(("running_mean", "norm.bias", "layer_scale_attn", "layer_scale_mlp")):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
+            elif name.endswith("norm.weight"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+
+
+_BLOCK_NASVIT = """
+import sys
+class _BlockNASViT:
+    def find_spec(self, name, path=None, target=None):
+        if name == "nasvit_hf" or name.startswith("nasvit_hf."):
+            raise ImportError("nasvit_hf is blocked in this interpreter")
+        return None
+sys.meta_path.insert(0, _BlockNASViT())
+"""
+
+
+def run_without_nasvit(code: str, cwd: Path) -> str:
+    """Run `code` in a fresh Python where `import nasvit_hf` fails (the package is blocked on the meta path and the
+    repo is off sys.path); returns stdout, raises AssertionError with stderr on failure."""
+    import subprocess
+    import sys
+
+    script = (
+        _BLOCK_NASVIT + "\ntry:\n    import nasvit_hf\nexcept ImportError:\n    pass\nelse:\n"
+        "    raise SystemExit('nasvit_hf must not be importable here')\n" + code
     )
-    return output
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"subprocess failed:\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+# Search and export fixtures (toy supernet, search config, a complete search), computed once per session.
+from tests.search_fixtures import search_config_file, search_dir, toy_supernet_dir  # noqa: E402, F401

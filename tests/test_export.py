@@ -4,17 +4,15 @@ trust_remote_code and without nasvit_hf), pushing to the Hub (without network), 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import load_recipe
 
 from nasvit_hf.hub import push_folder_to_hub, resolve_named_archs
 from nasvit_hf.search import DataConfig, load_evaluation_data, top1_accuracy
+from tests.conftest import run_without_nasvit
+from tests.search_fixtures import load_recipe
 
 
 @pytest.fixture(scope="session")
@@ -83,57 +81,37 @@ def test_exported_folder_loads_with_auto_classes_and_pipeline(export_dir):
     assert len(predictions) == 5 and predictions[0]["label"] in [str(i) for i in range(10)]
 
 
-def test_exported_folder_loads_with_trust_remote_code_without_nasvit_hf(export_dir, tmp_path):
-    """In a fresh interpreter where `import nasvit_hf` fails (isolated mode, no PYTHONPATH, a meta-path blocker:
-    the package is installed editable, so plain isolation is not enough)."""
-    folder = export_dir / "nasvit-a0"
-    script = tmp_path / "load_without_nasvit_hf.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import json, sys
-
-            class BlockNasvitHf:
-                def find_spec(self, name, path=None, target=None):
-                    if name == "nasvit_hf" or name.startswith("nasvit_hf."):
-                        raise ImportError("nasvit_hf is blocked in this interpreter")
-                    return None
-
-            sys.meta_path.insert(0, BlockNasvitHf())
-            try:
-                import nasvit_hf  # noqa: F401
-                sys.exit("nasvit_hf is importable: the check would prove nothing")
-            except ImportError:
-                pass
-            import torch
-            from PIL import Image
-            from transformers import AutoModelForImageClassification, pipeline
-
-            folder = sys.argv[1]
-            model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
-            pixel_values = torch.load(sys.argv[2])
-            with torch.no_grad():
-                logits = model(pixel_values=pixel_values).logits
-            predictions = pipeline("image-classification", model=folder, trust_remote_code=True)(Image.new("L", (8, 8)))
-            loaded = sorted(name for name in sys.modules if name.startswith("nasvit_hf"))
-            print(json.dumps({"logits": logits.tolist(), "module": type(model).__module__, "nasvit_hf": loaded,
-                              "label": predictions[0]["label"]}))
-            """
-        )
-    )
+def test_exported_folder_loads_with_trust_remote_code_without_nasvit_hf(export_dir, tmp_path, monkeypatch):
+    """In a fresh interpreter where `import nasvit_hf` fails (conftest.run_without_nasvit: no PYTHONPATH, a
+    meta-path blocker, since the package is installed editable)."""
     from transformers import AutoModelForImageClassification
 
+    folder = export_dir / "nasvit-a0"
     pixel_values = torch.randn(2, 3, 32, 32)
     torch.save(pixel_values, tmp_path / "pixels.pt")
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
-    completed = subprocess.run(
-        [sys.executable, "-I", str(script), str(folder), str(tmp_path / "pixels.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        import torch
+        from PIL import Image
+        from transformers import AutoModelForImageClassification, pipeline
+
+        folder = {str(folder)!r}
+        model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        with torch.no_grad():
+            logits = model(pixel_values=torch.load({str(tmp_path / "pixels.pt")!r})).logits
+        classify = pipeline("image-classification", model=folder, trust_remote_code=True)
+        predictions = classify(Image.new("L", (8, 8)))
+        loaded = sorted(name for name in sys.modules if name.startswith("nasvit_hf"))
+        print(json.dumps({{"logits": logits.tolist(), "module": type(model).__module__, "nasvit_hf": loaded,
+                          "label": predictions[0]["label"]}}))
+        """
+    )
+    result = json.loads(run_without_nasvit(code, cwd=tmp_path).strip().splitlines()[-1])
     assert result["nasvit_hf"] == [] and result["module"].startswith("transformers_modules.")
+    assert result["label"] in [str(i) for i in range(10)]
     expected = AutoModelForImageClassification.from_pretrained(folder).eval()(pixel_values=pixel_values).logits
     torch.testing.assert_close(torch.tensor(result["logits"]), expected.detach(), rtol=1e-4, atol=1e-4)
 

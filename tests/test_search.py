@@ -8,10 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SEARCH_CONFIG, load_recipe
 
-from nasvit_hf import NASViTConfig, NASViTForImageClassification, count_macs
-from nasvit_hf.presets import get_search_space
+from nasvit_hf import NASViTForImageClassification, count_macs
 from nasvit_hf.search import (
     AccuracyPredictor,
     ArchEncoder,
@@ -30,11 +28,7 @@ from nasvit_hf.search import (
     pareto_front,
     sample_within_budget,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_config():
-    return NASViTConfig(search_space=get_search_space("tiny"), num_labels=10)
+from tests.search_fixtures import SEARCH_CONFIG, load_recipe
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -328,10 +328,15 @@ class NASViTAttention(nn.Module):
             self._bias_cache[key] = bias
         return bias
 
-    def _talking_heads(self, scores: torch.Tensor, layer: NASViTDynamicLinear) -> torch.Tensor:
-        heads = scores.shape[1]
+    @staticmethod
+    def _talking_heads(scores: torch.Tensor, layer: NASViTDynamicLinear) -> torch.Tensor:
+        """A linear map over the head axis of (B, h, L, L) scores, as one (h×h)·(h×L²) matmul per sample."""
+        batch, heads, length, _ = scores.shape
         weight, bias = layer.weight[:heads, :heads], layer.bias[:heads]
-        return torch.einsum("bhij,gh->bgij", scores, weight) + bias.view(1, heads, 1, 1)
+        mixed = torch.baddbmm(
+            bias.view(1, heads, 1), weight.expand(batch, heads, heads), scores.reshape(batch, heads, -1)
+        )
+        return mixed.view(batch, heads, length, length)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
         batch, length, channels = hidden_states.shape
@@ -344,7 +349,7 @@ class NASViTAttention(nn.Module):
         value = value.reshape(batch, heads, value_channels // heads, length).transpose(-2, -1)
 
         scores = (query * self.head_dim**-0.5) @ key.transpose(-2, -1)
-        scores = scores + self.relative_position_bias(height, width, heads).unsqueeze(0)
+        scores = scores.add_(self.relative_position_bias(height, width, heads))  # the matmul output is not saved
         scores = self._talking_heads(scores, self.talking_heads_pre).softmax(dim=-1)
         scores = self._talking_heads(scores, self.talking_heads_post)
         context = (scores @ value).transpose(1, 2).reshape(batch, length, value_channels)
@@ -557,13 +562,19 @@ class NASViTPreTrainedModel(PreTrainedModel):
         this supernet computes when set to `arch`.
         """
         arch = self.config.validate_arch(arch if arch is not None else self.config.arch)
-        subnet = self.__class__(self.config.subnet_config(arch))
+        reference = next(self.parameters())
+        with torch.device("meta"):  # every tensor is overwritten below: skip initialisation
+            subnet = self.__class__(self.config.subnet_config(arch))
+        subnet.to_empty(device=reference.device)
         source = self.state_dict()
         target = subnet.state_dict()
         for name, tensor in target.items():
             if name not in source:
                 raise RuntimeError(f"cannot extract {name!r}: it is not in the supernet's state dict")
             tensor.copy_(_slice_to_shape(source[name], tensor.shape))
+        for module in subnet.modules():
+            if isinstance(module, NASViTAttention):
+                module.relative_position_index.copy_(module._relative_position_index(module.window))
         if self.config.layer_scale == "width":
             widths = dict(zip(STAGE_NAMES, arch["width"]))
             for sub_stage, sup_stage in zip(subnet._body.stages, self._body.stages):
@@ -573,7 +584,7 @@ class NASViTPreTrainedModel(PreTrainedModel):
                         for attr in ("layer_scale_attn", "layer_scale_mlp"):
                             row = getattr(sup_block, attr)[:, column, : widths[sup_stage.name]]
                             getattr(sub_block, attr)[:, 0].copy_(row)
-        subnet.to(device=next(self.parameters()).device, dtype=next(self.parameters()).dtype)
+        subnet.to(dtype=reference.dtype)
         subnet.train(self.training)
         return subnet
 

@@ -20,11 +20,11 @@ LATENCY_FEATURE_NAMES = ["conv_macs", "transformer_macs", "head_macs", "mbconv_b
 
 
 def latency_features(config: NASViTConfig, arch: dict[str, Any]) -> np.ndarray:
-    """What a subnet's latency is regressed on: MACs of the convolutional part (stem, MBConv stages, the MBConv
+    """What a subnet's latency is regressed on (`arch` must come from the config's space: it is not re-validated): MACs of the convolutional part (stem, MBConv stages, the MBConv
     block opening each transformer stage), of the transformer layers, of the head, and the block counts (per-op
     overhead dominates small models at batch 1)."""
-    stages = stage_macs(config, arch)
-    total = count_macs(config, arch)
+    stages = stage_macs(config, arch, validate=False)
+    total = count_macs(config, arch, validate=False)
     conv = stages[0][1]
     transformer = 0
     mbconv_blocks = 0
@@ -74,4 +74,4 @@ class MacsEfficiency(CachedEfficiency):
     unit = "MACs"
 
     def value(self, arch: dict[str, Any]) -> float:
-        return float(count_macs(self.config, arch))
+        return float(count_macs(self.config, arch, validate=False))  # decoded from the space: valid

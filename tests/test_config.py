@@ -1,0 +1,113 @@
+"""NASViTConfig: defaults, validation with clear messages, JSON round trips."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+import nasvit_hf
+from nasvit_hf import REFERENCE_SEARCH_SPACE, NASViTConfig
+from nasvit_hf.presets import get_search_space
+
+from .conftest import FIXTURES_DIR
+
+
+def test_default_config_is_the_reference_supernet_at_its_largest_arch():
+    config = NASViTConfig()
+    assert config.model_type == "nasvit"
+    assert config.num_labels == 1000
+    assert config.search_space == REFERENCE_SEARCH_SPACE
+    assert config.arch == config.largest_arch()
+    assert config.arch["resolution"] == 288 and config.arch["width"][-1] == 1984
+    assert config.is_supernet
+
+
+def test_reference_space_matches_the_shared_fixture():
+    if not (FIXTURES_DIR / "official_search_space.json").exists():
+        pytest.skip("shared fixtures not available")
+    official = json.loads((FIXTURES_DIR / "official_search_space.json").read_text())
+    assert NASViTConfig(search_space=official).search_space == NASViTConfig().search_space
+
+
+def test_config_json_round_trip(tmp_path):
+    config = NASViTConfig(search_space=get_search_space("tiny"), num_labels=10, layer_scale="width")
+    config.arch = config.smallest_arch()
+    config.save_pretrained(tmp_path)
+    loaded = NASViTConfig.from_pretrained(tmp_path)
+    assert loaded.search_space == config.search_space
+    assert loaded.arch == config.arch
+    assert loaded.layer_scale == "width" and loaded.num_labels == 10
+
+
+def test_arch_value_outside_the_space_names_stage_field_and_allowed_values():
+    config = NASViTConfig()
+    arch = config.largest_arch()
+    arch["depth"][4] = 10
+    with pytest.raises(
+        ValueError, match=r"arch\['depth'\] for stage 'mb5' is 10; allowed values: \[3, 4, 5, 6, 7, 8, 9\]"
+    ):
+        config.validate_arch(arch)
+    arch = config.largest_arch()
+    arch["resolution"] = 300
+    with pytest.raises(ValueError, match=r"resolution.*allowed: \[192, 224, 256, 288\]"):
+        NASViTConfig(arch=arch)
+
+
+def test_arch_with_wrong_lengths_or_missing_keys_is_rejected():
+    config = NASViTConfig()
+    arch = config.largest_arch()
+    arch["width"] = arch["width"][:-1]
+    with pytest.raises(ValueError, match=r"arch\['width'\] must be a list of 9 values"):
+        config.validate_arch(arch)
+    arch = config.largest_arch()
+    del arch["kernel_size"]
+    with pytest.raises(ValueError, match=r"missing \['kernel_size'\]"):
+        config.validate_arch(arch)
+    arch = config.largest_arch()
+    arch["windows"] = 4
+    with pytest.raises(ValueError, match="unknown keys"):
+        config.validate_arch(arch)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda s: s.pop("mb3"), "missing"),
+        (lambda s: s["mb2"].update(k=[4]), "odd kernel"),
+        (lambda s: s["mb2"].update(t=[1, 4]), "mixes expand ratio 1"),
+        (lambda s: s["mb5"].update(c=[100]), "multiples of the head dimension"),
+        (lambda s: s.update(extra={}), "unknown entries"),
+        (lambda s: s["mb1"].update(c=[]), "non-empty list"),
+        (lambda s: s["mb1"].update(foo=1), "unknown keys"),
+    ],
+)
+def test_bad_search_space_is_rejected_with_a_message(mutate, message):
+    space = copy.deepcopy(REFERENCE_SEARCH_SPACE)
+    mutate(space)
+    with pytest.raises(ValueError, match=message):
+        NASViTConfig(search_space=space)
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="layer_scale"):
+        NASViTConfig(layer_scale="sometimes")
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        NASViTConfig(drop_path_rate=1.5)
+
+
+def test_subnet_config_collapses_the_space_to_one_choice():
+    config = NASViTConfig()
+    arch = config.smallest_arch()
+    subnet_config = config.subnet_config(arch)
+    assert not subnet_config.is_supernet
+    assert subnet_config.arch == arch
+    assert subnet_config.largest_arch() == subnet_config.smallest_arch() == arch
+
+
+def test_presets_lookup_errors_name_the_choices():
+    with pytest.raises(KeyError, match="available"):
+        get_search_space("huge")
+    with pytest.raises(KeyError, match="a0"):
+        nasvit_hf.presets.get_named_arch("z9")
