@@ -80,7 +80,7 @@ def main(argv=None) -> list:
     supernet_dir = Path(args.supernet)
     names = [name.lower() for name in args.names]
     # Validate the names before loading anything heavy.
-    resolve_named_archs(names, _space_checker())
+    resolve_named_archs(names)
     config_path = Path(args.config) if args.config else None
     supernet = load_supernet(supernet_dir)
     config_path = config_path or default_config(supernet.config.search_space)
@@ -148,14 +148,6 @@ def main(argv=None) -> list:
             f"{item.accuracy:>11.2f}  {item.path}"
         )
     return exported
-
-
-class _space_checker:
-    """Name validation only (no arch checks) before the supernet is loaded."""
-
-    @staticmethod
-    def validate_arch(arch):
-        return arch
 
 
 if __name__ == "__main__":

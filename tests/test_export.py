@@ -213,3 +213,10 @@ def test_model_card_of_the_reference_license_says_non_commercial():
         )
     )
     assert "license: cc-by-nc-4.0" in card and "non-commercial" in card and "79.7 % ImageNet top-1" in card
+
+
+def test_license_defaults_to_the_supernet_readme(tmp_path):
+    export = load_recipe("export")
+    assert export.supernet_license(tmp_path) == "unknown"
+    (tmp_path / "README.md").write_text("---\nlicense: cc-by-nc-4.0\ntags: [nasvit]\n---\n# supernet\n")
+    assert export.supernet_license(tmp_path) == "cc-by-nc-4.0"

@@ -54,10 +54,10 @@ class ExportedSubnet:
     provenance: str
 
 
-def resolve_named_archs(names: list[str], config, searched: dict[str, Any] | None = None) -> list[NamedSubnet]:
+def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] | None = None) -> list[NamedSubnet]:
     """Registry lookup of `names` (unknown names are an error that lists the known ones). Archs published in the
-    paper are checked against the supernet's space; the others take their arch from `searched` (named.json) when
-    given, else stay None (to be searched)."""
+    paper are checked against the supernet's space (`config`; None: names are only looked up); the others take
+    their arch from `searched` (named.json) when given, else stay None (to be searched)."""
     unknown = [name for name in names if name.lower() not in NAMED_ARCHS]
     if unknown:
         raise ValueError(f"unknown subnet name(s) {unknown}; known names: {sorted(NAMED_ARCHS)}.")
@@ -66,7 +66,7 @@ def resolve_named_archs(names: list[str], config, searched: dict[str, Any] | Non
         entry = get_named_arch(name)
         if entry.arch is not None:
             try:
-                arch = config.validate_arch(entry.arch)
+                arch = config.validate_arch(entry.arch) if config is not None else dict(entry.arch)
             except ValueError as error:
                 raise ValueError(
                     f"{entry.name} is an arch of the {entry.space!r} search space ({entry.provenance}) and does not fit "
@@ -77,7 +77,7 @@ def resolve_named_archs(names: list[str], config, searched: dict[str, Any] | Non
             )
             continue
         found = (searched or {}).get(entry.name)
-        arch = config.validate_arch(found["arch"]) if found else None
+        arch = (config.validate_arch(found["arch"]) if config is not None else found["arch"]) if found else None
         provenance = found["provenance"] if found else ""
         budget = None
         if found:
