@@ -18,12 +18,18 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 import yaml
 
 from nasvit_hf.hub import export_subnet, push_folder_to_hub, resolve_named_archs
 from nasvit_hf.presets import get_search_space
-from nasvit_hf.search import SearchConfig, SearchRun, load_evaluation_data, load_supernet, supernet_fingerprint
+from nasvit_hf.search import (
+    SearchConfig,
+    SearchRun,
+    load_evaluation_data,
+    load_supernet,
+    supernet_fingerprint,
+    torch_threads,
+)
 from nasvit_hf.search.config import BudgetSpec
 from nasvit_hf.search.results import atomic_write_text
 
@@ -90,8 +96,11 @@ def main(argv=None) -> list:
         raw["device"] = args.device
         config = SearchConfig.from_dict(raw)
     supernet.to(config.device)
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
+    with torch_threads(config.num_threads):
+        return export(args, names, supernet, supernet_dir, config, config_path)
+
+
+def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path) -> list:
     named = resolve_named_archs(names, supernet.config)
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None

@@ -16,9 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
-from nasvit_hf.search import SearchConfig, SearchRun, load_supernet, supernet_fingerprint
+from nasvit_hf.search import SearchConfig, SearchRun, load_supernet, supernet_fingerprint, torch_threads
 
 logger = logging.getLogger("nasvit_hf.search")
 
@@ -45,9 +43,12 @@ def main(argv=None) -> dict:
     if args.device is not None:
         raw_config["device"] = args.device
     config = SearchConfig.from_dict(raw_config)
+    with torch_threads(config.num_threads):
+        return search(args, config)
+
+
+def search(args: argparse.Namespace, config: SearchConfig) -> dict:
     supernet_dir = Path(args.supernet)
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
     supernet = load_supernet(supernet_dir, device=config.device)
     output_dir = Path(args.output_dir or supernet_dir / f"search_{Path(args.config).stem}")
     run = SearchRun(

@@ -12,9 +12,6 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# One intra-op thread: on the shared, loaded 2-core CPU, OpenMP threads of these tiny models spin against other
-# processes and run 10-20x slower than one thread (measured: 0.2 s vs 3-5 s per training step of the tiny supernet).
-torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("NASVIT_SHARED_DIR", REPO_ROOT.parent / "shared"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nasvit_hf.hub import push_folder_to_hub, resolve_named_archs
-from nasvit_hf.search import DataConfig, load_evaluation_data, top1_accuracy
+from nasvit_hf.search import DataConfig, load_evaluation_data, top1_accuracy, torch_threads
 from tests.conftest import run_without_nasvit
 from tests.search_fixtures import load_recipe
 
@@ -74,9 +74,9 @@ def test_exported_folder_loads_with_auto_classes_and_pipeline(export_dir):
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
     metadata = json.loads((folder / "nasvit_export.json").read_text())
     data = load_evaluation_data(DataConfig(batch_size=32, calibration_batches=2, max_evaluation_samples=60))
-    assert top1_accuracy(model, data.evaluation, model.config.arch["resolution"]) == pytest.approx(
-        metadata["accuracy"]
-    )
+    with torch_threads(1):  # as in the export (search config num_threads: 1): the same reductions, the same argmax
+        accuracy = top1_accuracy(model, data.evaluation, model.config.arch["resolution"])
+    assert accuracy == pytest.approx(metadata["accuracy"])
     predictions = pipeline("image-classification", model=str(folder))(Image.new("L", (8, 8), color=128))
     assert len(predictions) == 5 and predictions[0]["label"] in [str(i) for i in range(10)]
 

@@ -27,6 +27,7 @@ from nasvit_hf.search import (
     measure_latency,
     pareto_front,
     sample_within_budget,
+    torch_threads,
 )
 from tests.search_fixtures import SEARCH_CONFIG, load_recipe
 
@@ -188,10 +189,11 @@ def test_recalibration_beats_the_shared_statistics(toy_supernet_dir):
     archs = [supernet.config.smallest_arch()] + [supernet.sample_active_subnet(generator) for _ in range(2)]
     state = {k: v.clone() for k, v in supernet.state_dict().items()}
     recalibrated, shared = [], []
-    for arch in archs:
-        arch = {**arch, "resolution": 32}  # the toy supernet was trained at 32 px
-        recalibrated.append(evaluate_subnet(supernet, arch, data, recalibrate=True))
-        shared.append(evaluate_subnet(supernet, arch, data, recalibrate=False))
+    with torch_threads(1):
+        for arch in archs:
+            arch = {**arch, "resolution": 32}  # the toy supernet was trained at 32 px
+            recalibrated.append(evaluate_subnet(supernet, arch, data, recalibrate=True))
+            shared.append(evaluate_subnet(supernet, arch, data, recalibrate=False))
     assert all(r >= s for r, s in zip(recalibrated, shared)), (recalibrated, shared)
     assert sum(recalibrated) > sum(shared) + 10, (recalibrated, shared)
     for key, value in supernet.state_dict().items():  # evaluation leaves the supernet untouched

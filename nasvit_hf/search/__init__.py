@@ -4,7 +4,14 @@ MACs- / latency-constrained evolutionary search (paper, Appendix C.1/C.2). See `
 from .config import BudgetSpec, LatencyConfig, PredictorConfig, SearchConfig, paper_macs_fraction
 from .efficiency import MacsEfficiency, latency_features
 from .encoding import ArchEncoder
-from .evaluation import DataConfig, EvaluationData, evaluate_subnet, load_evaluation_data, top1_accuracy
+from .evaluation import (
+    DataConfig,
+    EvaluationData,
+    evaluate_subnet,
+    load_evaluation_data,
+    top1_accuracy,
+    torch_threads,
+)
 from .evolution import EvolutionConfig, EvolutionResult, evolutionary_search, sample_within_budget
 from .latency import LatencyEfficiency, LatencyMeasurement, LatencyModel, measure_latency, measure_subnet_latency
 from .predictor import AccuracyPredictor, PredictorMetrics, rank_metrics
@@ -42,4 +49,5 @@ __all__ = [
     "sample_within_budget",
     "supernet_fingerprint",
     "top1_accuracy",
+    "torch_threads",
 ]
