@@ -88,6 +88,18 @@ print(classifier(Image.new("L", (20, 30), 128))[0]["label"])
     torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected, atol=0, rtol=0)
 
 
+def test_pipeline_loads_a_local_folder_without_a_remote_code_prompt(saved_subnet, monkeypatch):
+    _, folder = saved_subnet
+
+    def prompt(*args, **kwargs):
+        raise AssertionError("pipeline asked whether to trust remote code")
+
+    monkeypatch.setattr("builtins.input", prompt)
+    classifier = pipeline("image-classification", model=str(folder))
+    assert isinstance(classifier.model, nasvit_hf.NASViTForImageClassification)
+    assert isinstance(classifier.image_processor, NASViTImageProcessor)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P"])
 def test_pipeline_classifies_images_of_any_mode(saved_subnet, mode):
     _, folder = saved_subnet

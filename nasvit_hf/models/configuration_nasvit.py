@@ -17,8 +17,15 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+try:  # transformers >= 5.x moved the backbone helpers out of `utils`
+    from transformers.backbone_utils import BackboneConfigMixin
+except ImportError:  # pragma: no cover - older releases
+    from transformers.utils.backbone_utils import BackboneConfigMixin
+
 __all__ = [
     "ARCH_KEYS",
+    "BACKBONE_STAGE_NAMES",
+    "DEFAULT_BACKBONE_OUT_FEATURES",
     "MBCONV_STAGES",
     "REFERENCE_SEARCH_SPACE",
     "STAGE_NAMES",
@@ -33,6 +40,10 @@ BODY_STAGES = STAGE_NAMES[1:-1]
 MBCONV_STAGES = ["mb1", "mb2", "mb3"]
 TRANSFORMER_STAGES = ["mb4", "mb5", "mb6", "mb7"]
 ARCH_KEYS = ["resolution", "width", "depth", "kernel_size", "expand_ratio"]
+# Feature maps a backbone can return (transformers' `stage_names`): the stem and each body stage. In the reference
+# space their strides are 2, 2, 4, 8, 16, 32, 32, 64; the default multi-scale set is strides 4, 8, 16, 32.
+BACKBONE_STAGE_NAMES = ["stem", *BODY_STAGES]
+DEFAULT_BACKBONE_OUT_FEATURES = ["mb2", "mb3", "mb4", "mb6"]
 LAYER_SCALE_MODES = ["tokens", "width", "shared", "none"]
 _SPACE_FIELDS = {"c": "width", "d": "depth", "k": "kernel_size", "t": "expand_ratio"}
 
@@ -213,7 +224,29 @@ def collapse_search_space(space: dict[str, Any], arch: dict[str, Any]) -> dict[s
     return collapsed
 
 
-class NASViTConfig(PretrainedConfig):
+def normalize_num_windows(value: Any) -> int | str | list[int | str] | None:
+    """Validate `num_windows`: None, a positive int, "auto", or one of those per transformer stage (a list of 4)."""
+
+    def check(item: Any, where: str) -> int | str:
+        if item == "auto" or (_is_int(item) and item >= 1):
+            return item
+        raise ValueError(
+            f"num_windows{where} must be a positive int (windows per side of the token grid) or 'auto' "
+            f"(feature-map side // 7, at least 1), got {item!r}."
+        )
+
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(TRANSFORMER_STAGES):
+            raise ValueError(
+                f"num_windows as a list needs one entry per transformer stage {TRANSFORMER_STAGES}, got {value!r}."
+            )
+        return [check(item, f"[{i}]") for i, item in enumerate(value)]
+    return check(value, "")
+
+
+class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of a NASViT supernet (or of a subnet extracted from one).
 
     Args:
@@ -241,6 +274,15 @@ class NASViTConfig(PretrainedConfig):
         classifier_dropout (`float`, *optional*, defaults to 0.0): dropout before the classifier.
         batch_norm_eps, batch_norm_momentum, layer_norm_eps: normalisation constants (reference: 1e-5, 0.1, 1e-5).
         initializer_range (`float`, *optional*, defaults to 0.02): std of the truncated normal for linear layers.
+        num_windows (`int`, `"auto"` or a list of 4 of those, *optional*): windowed attention in the transformer
+            layers, per side of the token grid (so 2 means 2×2 windows; the paper's Table 1 "4 windows"). `"auto"`
+            is the paper's segmentation setting: feature-map side // 7 (at least 1). A list sets mb4..mb7 one by
+            one. `None` (default) means 1 (global attention, the reference) for classification and `"auto"` for the
+            backbone and segmentation models.
+        out_features / out_indices (`list`, *optional*): the feature maps a `NASViTBackbone` returns, out of
+            `stage_names` = `["stem", "mb1", ..., "mb7"]`; default `["mb2", "mb3", "mb4", "mb6"]` (strides 4-32).
+        decoder_hidden_size (`int`, *optional*, defaults to 256): width of the Segformer all-MLP decode head.
+        semantic_loss_ignore_index (`int`, *optional*, defaults to 255): mask label ignored by the segmentation loss.
     """
 
     model_type = "nasvit"
@@ -263,6 +305,11 @@ class NASViTConfig(PretrainedConfig):
         batch_norm_momentum: float = 0.1,
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
+        num_windows: int | str | list[int | str] | None = None,
+        out_features: list[str] | None = None,
+        out_indices: list[int] | None = None,
+        decoder_hidden_size: int = 256,
+        semantic_loss_ignore_index: int = 255,
         **kwargs,
     ):
         if "num_labels" not in kwargs and "id2label" not in kwargs:
@@ -306,6 +353,15 @@ class NASViTConfig(PretrainedConfig):
         self.batch_norm_momentum = batch_norm_momentum
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
+        self.num_windows = normalize_num_windows(num_windows)
+        if not _is_int(decoder_hidden_size) or decoder_hidden_size <= 0:
+            raise ValueError(f"decoder_hidden_size must be a positive int, got {decoder_hidden_size!r}.")
+        self.decoder_hidden_size = decoder_hidden_size
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.stage_names = list(BACKBONE_STAGE_NAMES)
+        if out_features is None and out_indices is None:
+            out_features = list(DEFAULT_BACKBONE_OUT_FEATURES)
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         super().__init__(**kwargs)
 
     # ----------------------------------------------------------------------------------------------------------------

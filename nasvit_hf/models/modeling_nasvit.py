@@ -30,6 +30,7 @@ from .configuration_nasvit import (
     TRANSFORMER_STAGES,
     NASViTConfig,
     make_divisible,
+    normalize_num_windows,
 )
 
 __all__ = [
@@ -239,7 +240,8 @@ class NASViTMBConvBlock(nn.Module):
 
     def _shortcut(self, residual: torch.Tensor, out_channels: int) -> torch.Tensor:
         if self.stride == 2:
-            padding = 1 if residual.shape[-1] % 2 == 1 else 0
+            # Pad an odd axis by 1 (each axis on its own, so non-square dense-prediction inputs work too).
+            padding = (residual.shape[-2] % 2, residual.shape[-1] % 2)
             residual = F.avg_pool2d(residual, kernel_size=2, stride=2, padding=padding, count_include_pad=True)
         if residual.shape[1] != out_channels:
             if self.shortcut is None:
@@ -300,6 +302,9 @@ class NASViTAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros(side * side, self.max_heads))
         self.register_buffer("relative_position_index", self._relative_position_index(self.window), persistent=False)
         self._bias_cache: dict[Any, torch.Tensor] = {}
+        # Windowed attention (paper, Sec. 3 and 4.2): windows per side of the token grid, or "auto" = side // 7.
+        # 1 is global attention, the reference's exact code path.
+        self.num_windows: int | str = 1
 
     @staticmethod
     def _relative_position_index(window: int) -> torch.Tensor:
@@ -311,8 +316,9 @@ class NASViTAttention(nn.Module):
         """The (num_heads, L, L) bias for an height×width token grid."""
         if height > self.window or width > self.window:
             raise ValueError(
-                f"a {height}x{width} token grid exceeds the relative position table ({self.window}x{self.window}); "
-                "use a smaller input resolution or a config with a larger max_relative_position."
+                f"a {height}x{width} token grid (or attention window) exceeds the relative position table "
+                f"({self.window}x{self.window}); for large inputs use windowed attention (config.num_windows='auto' "
+                "or model.set_num_windows('auto'), the paper's segmentation setting), or a smaller input."
             )
         table = self.relative_position_bias_table
         cacheable = not (table.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
@@ -346,6 +352,9 @@ class NASViTAttention(nn.Module):
         key = self.k(hidden_states, channels).view(batch, length, heads, self.head_dim).transpose(1, 2)
         value = self.v(hidden_states, value_channels).transpose(1, 2).reshape(batch, value_channels, height, width)
         value = F.conv2d(value, self.value_conv[:value_channels], padding=1, groups=value_channels)
+        windows = self.window_grid(height, width)
+        if windows != (1, 1):
+            return self._windowed_attention(query, key, value, height, width, windows)
         value = value.reshape(batch, heads, value_channels // heads, length).transpose(-2, -1)
 
         scores = (query * self.head_dim**-0.5) @ key.transpose(-2, -1)
@@ -354,6 +363,65 @@ class NASViTAttention(nn.Module):
         scores = self._talking_heads(scores, self.talking_heads_post)
         context = (scores @ value).transpose(1, 2).reshape(batch, length, value_channels)
         return self.proj(F.silu(context), channels)
+
+    def window_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Windows along each axis for an height×width token grid (never more windows than tokens)."""
+        if self.num_windows == "auto":
+            return max(1, height // 7), max(1, width // 7)
+        return min(self.num_windows, height), min(self.num_windows, width)
+
+    def _windowed_attention(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        height: int,
+        width: int,
+        windows: tuple[int, int],
+    ) -> torch.Tensor:
+        """Attention inside each window of a (windows_h × windows_w) partition of the token grid (Swin-style).
+
+        The grid is zero-padded at the bottom/right up to a multiple of the window size; padded keys are masked out
+        before the softmax and padded values are zero, so they contribute nothing; padded queries are dropped. The
+        value conv already ran on the whole (unpadded) map. The relative position bias is the window's.
+        """
+        batch, heads, _, head_dim = query.shape
+        value_channels = value.shape[1]
+        window_h, window_w = -(-height // windows[0]), -(-width // windows[1])
+        grid_h, grid_w = -(-height // window_h), -(-width // window_w)
+        pad_h, pad_w = grid_h * window_h - height, grid_w * window_w - width
+
+        def partition(tokens: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B·nW, C, window tokens)
+            tokens = F.pad(tokens, (0, pad_w, 0, pad_h))
+            channels = tokens.shape[1]
+            tokens = tokens.view(batch, channels, grid_h, window_h, grid_w, window_w).permute(0, 2, 4, 1, 3, 5)
+            return tokens.reshape(batch * grid_h * grid_w, channels, window_h * window_w)
+
+        query = partition(query.transpose(-2, -1).reshape(batch, heads * head_dim, height, width))
+        key = partition(key.transpose(-2, -1).reshape(batch, heads * head_dim, height, width))
+        value = partition(value)  # the value stays head-major: channel c belongs to head c // (value_channels / h)
+        count, window_length = query.shape[0], query.shape[-1]
+        query = query.view(count, heads, head_dim, window_length).transpose(-2, -1)
+        key = key.view(count, heads, head_dim, window_length).transpose(-2, -1)
+        value = value.view(count, heads, value_channels // heads, window_length).transpose(-2, -1)
+
+        scores = (query * self.head_dim**-0.5) @ key.transpose(-2, -1)
+        scores = scores + self.relative_position_bias(window_h, window_w, heads).unsqueeze(0)
+        scores = self._talking_heads(scores, self.talking_heads_pre)
+        if pad_h or pad_w:
+            padded = torch.zeros(grid_h * window_h, grid_w * window_w, dtype=torch.bool, device=scores.device)
+            padded[height:, :] = True
+            padded[:, width:] = True
+            padded = padded.view(grid_h, window_h, grid_w, window_w).permute(0, 2, 1, 3).reshape(-1, window_length)
+            mask = padded.repeat(batch, 1)[:, None, None, :]  # (B·nW, 1, 1, window tokens): padded keys
+            scores = scores.masked_fill(mask, float("-inf"))
+        scores = self._talking_heads(scores.softmax(dim=-1), self.talking_heads_post)
+        context = (scores @ value).transpose(-2, -1).reshape(batch, grid_h, grid_w, value_channels, window_h, window_w)
+        context = context.permute(0, 3, 1, 4, 2, 5).reshape(
+            batch, value_channels, grid_h * window_h, grid_w * window_w
+        )
+        context = context[:, :, :height, :width].flatten(2).transpose(1, 2)
+        return self.proj(F.silu(context), query.shape[1] * head_dim)
 
 
 class NASViTTransformerLayer(nn.Module):
@@ -532,6 +600,18 @@ class NASViTPreTrainedModel(PreTrainedModel):
         self.config.arch = arch
         return self.active_arch
 
+    def set_num_windows(self, num_windows: int | str | list[int | str] | None) -> None:
+        """Windowed attention in the transformer layers: windows per side of the token grid (1 = global attention,
+        the reference), `"auto"` (feature-map side // 7, at least 1: the paper's segmentation setting) or a list with
+        one of those per transformer stage mb4..mb7. `None` means 1. Recorded in `config.num_windows`."""
+        value = normalize_num_windows(num_windows)
+        per_stage = value if isinstance(value, list) else [1 if value is None else value] * len(TRANSFORMER_STAGES)
+        for stage in self._body.stages:
+            if stage.is_transformer:
+                for block in stage.blocks[1:]:
+                    block.attention.num_windows = per_stage[TRANSFORMER_STAGES.index(stage.name)]
+        self.config.num_windows = value
+
     def sample_max_subnet(self) -> dict[str, Any]:
         return self.set_active_subnet(self.config.largest_arch())
 
@@ -629,6 +709,8 @@ class NASViTModel(NASViTPreTrainedModel):
         self.head = NASViTHead(config, in_choices)
         self.post_init()
         self._apply_arch(config.arch)
+        if config.num_windows is not None:
+            self.set_num_windows(config.num_windows)
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self.active_resolution = arch["resolution"]

@@ -1,0 +1,262 @@
+"""What the ONNX and torch.export paths share: loading an extracted subnet, the export wrapper, input checks.
+
+An exported NASViT graph is a *subnet* at its own resolution: `NASViTModel.forward` resizes other input sizes with
+`F.interpolate`, but that branch is not taken at the resolution the graph is traced at, so the exported graph only
+accepts `(batch, 3, resolution, resolution)`. The runners check that before calling the runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.configuration_nasvit import STAGE_NAMES, NASViTConfig
+from ..models.modeling_nasvit import NASViTPreTrainedModel
+
+__all__ = [
+    "DEFAULT_ATOL",
+    "ExportReport",
+    "NASViTExportWrapper",
+    "check_pixel_values",
+    "deployment_metadata",
+    "load_subnet_for_export",
+    "supernet_choices",
+]
+
+DEFAULT_ATOL = 1e-4
+# The largest batch a dynamic-batch graph accepts (a bound torch.export needs; far above any CPU batch).
+MAX_DYNAMIC_BATCH = 65536
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote and how well it matched PyTorch eager.
+
+    `max_abs_diff` maps each verified batch size to the largest |exported − eager| over all outputs (empty when
+    the export was not verified).
+    """
+
+    format: str  # "onnx" or "torch.export"
+    path: str
+    image_size: int
+    dynamic_batch: bool
+    batch_size: int | None  # the fixed batch size, None when dynamic
+    input_name: str
+    output_names: list[str]
+    file_size_bytes: int
+    export_seconds: float
+    opset: int | None = None
+    max_abs_diff: dict[int, float] = field(default_factory=dict)
+    atol: float | None = None
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.max_abs_diff)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        batch = "dynamic batch" if self.dynamic_batch else f"batch {self.batch_size}"
+        opset = f", opset {self.opset}" if self.opset is not None else ""
+        line = (
+            f"{self.format}: {self.path} ({self.file_size_bytes / 2**20:.1f} MiB{opset}; input {self.input_name} "
+            f"({batch}, 3, {self.image_size}, {self.image_size}) -> {', '.join(self.output_names)}; "
+            f"exported in {self.export_seconds:.1f} s)"
+        )
+        if self.verified:
+            diffs = ", ".join(f"batch {size}: {diff:.2e}" for size, diff in self.max_abs_diff.items())
+            line += f"; max |exported - eager| {diffs} (tolerance {self.atol:g})"
+        else:
+            line += "; not verified"
+        return line
+
+
+class NASViTExportWrapper(nn.Module):
+    """`pixel_values -> tuple of output tensors`: the model's `ModelOutput` fields that are not None, in order.
+
+    Classification: `(logits,)`; bare backbone: `(last_hidden_state, pooler_output)`; any head added later that
+    returns a `ModelOutput` works the same way. Hidden states are never exported.
+    """
+
+    def __init__(self, model: NASViTPreTrainedModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(pixel_values=pixel_values, output_hidden_states=False, return_dict=True)
+        return tuple(value for key, value in outputs.items() if key not in ("loss", "hidden_states"))
+
+    def output_names(self, example: torch.Tensor) -> list[str]:
+        with torch.no_grad():
+            outputs = self.model(pixel_values=example, output_hidden_states=False, return_dict=True)
+        return [key for key in outputs.keys() if key not in ("loss", "hidden_states")]
+
+
+def supernet_choices(config: NASViTConfig) -> list[str]:
+    """The search-space dimensions with more than one choice, e.g. `["resolutions [192, 224]", "mb4.d [3, 4]"]`."""
+    space = config.search_space
+    found = [f"resolutions {space['resolutions']}"] if len(space["resolutions"]) > 1 else []
+    for name in STAGE_NAMES:
+        for key in ("c", "d", "k", "t"):
+            choices = space[name].get(key)
+            if choices is not None and len(choices) > 1:
+                found.append(f"{name}.{key} {choices}")
+    return found
+
+
+def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
+    import nasvit_hf  # every NASViT model class, by the name in config.architectures
+
+    try:
+        config = NASViTConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"cannot load a NASViT config from {str(path)!r}: {error}. Pass a folder written by save_pretrained "
+            "(config.json + model.safetensors) or a NASViT model instance."
+        ) from error
+    names = config.architectures or ["NASViTForImageClassification"]
+    model_class = getattr(nasvit_hf, names[0], None)
+    if model_class is None or not issubclass(model_class, NASViTPreTrainedModel):
+        raise ValueError(f"{str(path)!r} holds a {names[0]!r}, which is not a NASViT model class of nasvit_hf.")
+    return model_class.from_pretrained(path, config=config)
+
+
+def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathLike) -> NASViTPreTrainedModel:
+    """The model to export, from an instance or a `save_pretrained` folder / Hub id, checked to be a subnet.
+
+    Raises `ValueError` for a supernet (more than one choice in some dimension of its search space): an export
+    needs one fixed architecture, so extract it first (`model.extract_subnet(arch)`, then BN recalibration, as
+    `recipes/export.py` does).
+    """
+    if isinstance(model_or_path, (str, os.PathLike)):
+        model = _load_model(model_or_path)
+        where = f"the model in {str(model_or_path)!r}"
+    elif isinstance(model_or_path, NASViTPreTrainedModel):
+        model = model_or_path
+        where = f"this {type(model).__name__}"
+    else:
+        raise TypeError(
+            f"expected a NASViT model or a path to a save_pretrained folder, got {type(model_or_path).__name__}."
+        )
+    choices = supernet_choices(model.config)
+    if choices:
+        listed = ", ".join(choices[:4]) + (f" and {len(choices) - 4} more" if len(choices) > 4 else "")
+        raise ValueError(
+            f"{where} is a supernet (more than one choice for {listed}); export needs one fixed "
+            "architecture. Extract a subnet first: `subnet = supernet.extract_subnet(arch)`, recalibrate its "
+            "BatchNorm (nasvit_hf.calibration.calibrate_batchnorm) and `subnet.save_pretrained(folder)`, or run "
+            "recipes/export.py, which does all three. Then export that subnet."
+        )
+    return model
+
+
+@contextlib.contextmanager
+def export_ready(model: NASViTPreTrainedModel) -> Iterator[NASViTPreTrainedModel]:
+    """The model in eval mode, float32, on the CPU (a copy when it is not already there); the mode is restored."""
+    parameter = next(model.parameters(), None)
+    on_cpu_fp32 = parameter is None or (parameter.device.type == "cpu" and parameter.dtype == torch.float32)
+    target = model if on_cpu_fp32 else copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
+    was_training = target.training
+    target.eval()
+    try:
+        yield target
+    finally:
+        target.train(was_training)
+
+
+def example_pixel_values(config: NASViTConfig, batch_size: int, seed: int = 0) -> torch.Tensor:
+    """Seeded standard-normal pixel values of the subnet's resolution (what the processor's output looks like)."""
+    generator = torch.Generator().manual_seed(seed)
+    size = config.arch["resolution"]
+    return torch.randn(batch_size, config.num_channels, size, size, generator=generator)
+
+
+def deployment_metadata(
+    model: NASViTPreTrainedModel, output_names: list[str], dynamic_batch: bool, batch_size: int
+) -> dict[str, str]:
+    """String metadata stored with an exported graph, enough to preprocess inputs and name the outputs."""
+    from ..models.image_processing_nasvit import NASViTImageProcessor
+
+    config = model.config
+    processor = NASViTImageProcessor.for_resolution(config.arch["resolution"]).to_dict()
+    processor = {key: value for key, value in processor.items() if key != "image_processor_type"}
+    return {
+        "nasvit.model_class": type(model).__name__,
+        "nasvit.image_size": str(config.arch["resolution"]),
+        "nasvit.num_channels": str(config.num_channels),
+        "nasvit.dynamic_batch": json.dumps(dynamic_batch),
+        "nasvit.batch_size": json.dumps(None if dynamic_batch else batch_size),
+        "nasvit.output_names": json.dumps(output_names),
+        "nasvit.arch": json.dumps(config.arch),
+        "nasvit.id2label": json.dumps({str(k): v for k, v in config.id2label.items()}),
+        "nasvit.preprocessor": json.dumps(processor, default=int),
+    }
+
+
+def check_pixel_values(
+    pixel_values: np.ndarray | torch.Tensor,
+    image_size: int,
+    num_channels: int = 3,
+    batch_size: int | None = None,
+    what: str = "this exported model",
+) -> None:
+    """Raise a `ValueError` that says what to do when `pixel_values` does not fit an exported subnet."""
+    shape = tuple(pixel_values.shape)
+    expected = f"({batch_size if batch_size is not None else 'batch'}, {num_channels}, {image_size}, {image_size})"
+    if len(shape) != 4 or shape[1] != num_channels:
+        raise ValueError(f"{what} takes pixel_values of shape {expected}, got {shape}.")
+    if shape[2:] != (image_size, image_size):
+        raise ValueError(
+            f"{what} was exported at the subnet's resolution and only takes {image_size}x{image_size} inputs, "
+            f"got {shape[2]}x{shape[3]}. Preprocess with NASViTImageProcessor.for_resolution({image_size}) (or the "
+            "model folder's AutoImageProcessor), which resizes and centre-crops to that size."
+        )
+    if batch_size is not None and shape[0] != batch_size:
+        raise ValueError(
+            f"{what} was exported with a fixed batch size of {batch_size}, got a batch of {shape[0]}. Export with "
+            "dynamic_batch=True (--dynamic_batch) to run other batch sizes."
+        )
+    if shape[0] == 0:
+        raise ValueError(f"{what} got an empty batch (shape {shape}).")
+    is_float = (
+        pixel_values.is_floating_point()
+        if isinstance(pixel_values, torch.Tensor)
+        else (np.issubdtype(pixel_values.dtype, np.floating))
+    )
+    if not is_float:
+        raise ValueError(
+            f"pixel_values must be normalised floats, got dtype {pixel_values.dtype}; raw uint8 images need the "
+            "image processor (rescale to [0, 1] and ImageNet mean/std) first."
+        )
+
+
+def atomic_output(path: str | os.PathLike, suffix: str) -> tuple[str, str]:
+    """`(final_path, temp_path)`: write to temp_path in the same folder, then `os.replace(temp_path, final_path)`."""
+    final = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(final)
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    return final, temp
+
+
+def max_abs_diff(outputs: list[np.ndarray], references: tuple[torch.Tensor, ...]) -> float:
+    if len(outputs) != len(references):
+        raise RuntimeError(f"the exported model returned {len(outputs)} outputs, eager PyTorch {len(references)}.")
+    worst = 0.0
+    for output, reference in zip(outputs, references):
+        reference = reference.detach().cpu().numpy()
+        if output.shape != reference.shape:
+            raise RuntimeError(f"exported output shape {output.shape} differs from eager {reference.shape}.")
+        worst = max(worst, float(np.max(np.abs(output.astype(np.float64) - reference.astype(np.float64)))))
+    return worst

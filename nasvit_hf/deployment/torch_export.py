@@ -1,0 +1,157 @@
+"""Export an extracted NASViT subnet as a `torch.export` `ExportedProgram` (a `.pt2` file).
+
+The program is a standalone graph of ATen ops with the weights inside: load it with `torch.export.load(path)` and
+call `.module()` without nasvit_hf or transformers installed, or compile it ahead of time with AOTInductor
+(`torch._inductor.aoti_compile_and_package`). Like the ONNX export it takes `(batch, 3, r, r)` at the subnet's
+resolution `r`, with a fixed or (with `dynamic_batch=True`) symbolic batch dimension.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import torch
+
+from ..models.modeling_nasvit import NASViTPreTrainedModel
+from .common import (
+    DEFAULT_ATOL,
+    MAX_DYNAMIC_BATCH,
+    ExportReport,
+    NASViTExportWrapper,
+    atomic_output,
+    check_pixel_values,
+    deployment_metadata,
+    example_pixel_values,
+    export_ready,
+    load_subnet_for_export,
+    max_abs_diff,
+)
+
+__all__ = ["METADATA_FILE", "ProgramRunner", "export_program"]
+
+logger = logging.getLogger(__name__)
+
+# The name of the JSON metadata stored inside the .pt2 archive (torch.export.save's extra_files).
+METADATA_FILE = "nasvit.json"
+
+
+def export_program(
+    model_or_path: NASViTPreTrainedModel | str | os.PathLike,
+    output: str | os.PathLike,
+    dynamic_batch: bool = False,
+    verify: bool = True,
+    batch_size: int = 1,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = 1e-4,
+    verify_batch_sizes: list[int] | None = None,
+    seed: int = 0,
+) -> ExportReport:
+    """`torch.export` an extracted subnet and save the `ExportedProgram` to `output` (`.pt2`) with `torch.export.save`.
+
+    Arguments and checks as `export_onnx`: the saved file is loaded back and its module compared with PyTorch eager
+    (batch sizes 1 and 4 when `dynamic_batch`) before it is moved into place. The program returns a tuple of the
+    model's output tensors (`(logits,)` for classification); names and preprocessing are in the archive's
+    `nasvit.json` (read them with `ProgramRunner`).
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    model = load_subnet_for_export(model_or_path)
+    with export_ready(model) as model:
+        wrapper = NASViTExportWrapper(model).eval()
+        example = example_pixel_values(model.config, 2 if dynamic_batch else batch_size, seed)
+        output_names = wrapper.output_names(example)
+        dynamic_shapes = None
+        if dynamic_batch:
+            dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
+        start = time.perf_counter()
+        with torch.no_grad():
+            program = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic_shapes)
+        export_seconds = time.perf_counter() - start
+        metadata = deployment_metadata(model, output_names, dynamic_batch, batch_size)
+        final, temp = atomic_output(output, ".pt2")
+        try:
+            torch.export.save(program, temp, extra_files={METADATA_FILE: json.dumps(metadata)})
+            diffs: dict[int, float] = {}
+            if verify:
+                runner = ProgramRunner(temp)
+                for size in verify_batch_sizes or ([1, 4] if dynamic_batch else [batch_size]):
+                    inputs = example_pixel_values(model.config, size, seed + size)
+                    with torch.no_grad():
+                        expected = wrapper(inputs)
+                        outputs = runner.run(inputs)
+                    diffs[size] = max_abs_diff([output.numpy() for output in outputs], expected)
+                    for output, reference in zip(outputs, expected):
+                        if not torch.allclose(output, reference, atol=atol, rtol=rtol):
+                            raise RuntimeError(
+                                f"the exported program disagrees with PyTorch eager at batch size {size}: max "
+                                f"|difference| {diffs[size]:.3e} exceeds atol={atol} + rtol={rtol}·|eager|. Nothing "
+                                "was written. Please report this with the model folder; verify=False skips the check."
+                            )
+            os.replace(temp, final)
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)
+    report = ExportReport(
+        format="torch.export",
+        path=final,
+        image_size=model.config.image_size,
+        dynamic_batch=dynamic_batch,
+        batch_size=None if dynamic_batch else batch_size,
+        input_name="pixel_values",
+        output_names=output_names,
+        file_size_bytes=os.path.getsize(final),
+        export_seconds=export_seconds,
+        max_abs_diff=diffs,
+        atol=atol if verify else None,
+    )
+    logger.info(report.summary())
+    return report
+
+
+class ProgramRunner:
+    """A loaded `.pt2` NASViT program that checks inputs before running them.
+
+    >>> runner = ProgramRunner("model.pt2")
+    >>> logits = runner(pixel_values)["logits"]
+    `runner.program` is the `ExportedProgram`, `runner.module` its callable module.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"no exported program at {self.path!r}; export one with export_program().")
+        extra_files = {METADATA_FILE: ""}
+        self.program = torch.export.load(self.path, extra_files=extra_files)
+        if not extra_files[METADATA_FILE]:
+            raise ValueError(f"{self.path!r} has no {METADATA_FILE}: it was not written by export_program().")
+        self.metadata: dict[str, str] = json.loads(extra_files[METADATA_FILE])
+        self.module = self.program.module()
+        self.image_size = int(self.metadata["nasvit.image_size"])
+        self.num_channels = int(self.metadata["nasvit.num_channels"])
+        self.output_names: list[str] = json.loads(self.metadata["nasvit.output_names"])
+        self.dynamic_batch: bool = json.loads(self.metadata["nasvit.dynamic_batch"])
+        self.batch_size: int | None = json.loads(self.metadata["nasvit.batch_size"])
+        self.id2label = {int(k): v for k, v in json.loads(self.metadata["nasvit.id2label"]).items()}
+
+    def run(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The output tensors, in `output_names` order."""
+        if not isinstance(pixel_values, torch.Tensor):
+            pixel_values = torch.as_tensor(pixel_values)
+        check_pixel_values(
+            pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the program {self.path!r}"
+        )
+        with torch.no_grad():
+            return tuple(self.module(pixel_values.to(torch.float32)))
+
+    def __call__(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.output_names, self.run(pixel_values)))
+
+    def __repr__(self) -> str:
+        batch = "batch" if self.dynamic_batch else self.batch_size
+        return (
+            f"ProgramRunner({self.path!r}, input pixel_values ({batch}, {self.num_channels}, {self.image_size}, "
+            f"{self.image_size}), outputs {self.output_names})"
+        )

@@ -1,0 +1,273 @@
+"""NASViT for dense prediction: a multi-scale backbone and semantic segmentation with a Segformer all-MLP head.
+
+NASViT (Gong et al., ICLR 2022), Section 4.2: NASViT subnets fine-tuned as backbones with the lightweight Segformer
+decode head (Xie et al., 2021, https://github.com/NVlabs/SegFormer); every transformer block uses windowed attention
+with (feature-map side // 7) windows per side. The decode head mirrors transformers' `SegformerDecodeHead` (same
+parameter names and computation: a test checks equality) but its per-scale projections slice their weights to the
+active width, so a supernet with any active arch works too.
+
+The backbone keeps the input size (no resize to the arch's resolution, unlike classification): any height and width,
+odd or not divisible by the total stride, gives stage outputs of size ceil(side / stride). This file is Hub-portable:
+it imports only torch, transformers and its sibling files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
+
+from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfig
+from .modeling_nasvit import NASViTConvBN, NASViTDynamicLinear, NASViTPreTrainedModel, NASViTStage
+
+try:  # transformers >= 5.x moved the backbone helpers out of `utils`
+    from transformers.backbone_utils import BackboneMixin
+except ImportError:  # pragma: no cover - older releases
+    from transformers.utils.backbone_utils import BackboneMixin
+
+__all__ = ["NASViTBackbone", "NASViTDecodeHead", "NASViTForSemanticSegmentation"]
+
+# Keys of a classification checkpoint that dense prediction does not use (the MBPool head and the classifier).
+_CLASSIFICATION_ONLY_KEYS = [r"(^|\.)head\.", r"^classifier\."]
+# ... and of a segmentation checkpoint that a bare backbone does not use.
+_BACKBONE_UNUSED_KEYS = [*_CLASSIFICATION_ONLY_KEYS, r"^decode_head\."]
+
+
+def _check_pixel_values(pixel_values: torch.Tensor | None, num_channels: int) -> torch.Tensor:
+    if pixel_values is None:
+        raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
+        raise ValueError(
+            f"pixel_values must have shape (batch, {num_channels}, height, width), got {tuple(pixel_values.shape)}; "
+            "use the NASViTSegmentationImageProcessor (it converts grayscale/RGBA to RGB)."
+        )
+    if not pixel_values.is_floating_point():
+        raise ValueError(f"pixel_values must be a float tensor, got dtype {pixel_values.dtype}.")
+    return pixel_values
+
+
+class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
+    """Multi-scale NASViT features (`BackboneOutput.feature_maps`) for dense prediction.
+
+    `config.out_features` / `out_indices` pick the maps out of `stage_names` = `["stem", "mb1", ..., "mb7"]`
+    (reference strides 2, 2, 4, 8, 16, 32, 32, 64; default `["mb2", "mb3", "mb4", "mb6"]`, strides 4-32). Stages
+    after the last requested one do not run. The input keeps its size. Windowed attention defaults to `"auto"`
+    (`config.num_windows=None`); `set_num_windows(1)` gives global attention, i.e. exactly the classification
+    model's stage outputs. The supernet API (`set_active_subnet`, `sample_*`, `extract_subnet`) works as on the
+    classification model.
+    """
+
+    has_attentions = False
+    _keys_to_ignore_on_load_unexpected = _BACKBONE_UNUSED_KEYS
+
+    def __init__(self, config: NASViTConfig):
+        super().__init__(config)
+        space = config.search_space
+        self.stem = NASViTConvBN(
+            config, config.num_channels, max(space["first_conv"]["c"]), 3, space["first_conv"]["s"]
+        )
+        stages = []
+        in_choices = space["first_conv"]["c"]
+        for name in BODY_STAGES:
+            stages.append(NASViTStage(config, name, in_choices))
+            in_choices = space[name]["c"]
+        self.stages = nn.ModuleList(stages)
+        self.post_init()
+        self._apply_arch(config.arch)
+        self.set_num_windows("auto" if config.num_windows is None else config.num_windows)
+
+    def _apply_arch(self, arch: dict[str, Any]) -> None:
+        self.active_stem_channels = arch["width"][0]
+        for index, stage in enumerate(self.stages):
+            stage.set_active(
+                arch["width"][index + 1], arch["depth"][index], arch["kernel_size"][index], arch["expand_ratio"][index]
+            )
+        # Channels of every stage output for the active arch (BackboneMixin's `channels` / `out_feature_channels`).
+        self.num_features = list(arch["width"][: len(BACKBONE_STAGE_NAMES)])
+
+    @property
+    def max_channels(self) -> list[int]:
+        """The largest width of each stage output over the search space (what a head must be able to take)."""
+        space = self.config.search_space
+        return [max(space[name]["c"]) for name in ["first_conv", *BODY_STAGES]]
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        pixel_values = _check_pixel_values(pixel_values, self.config.num_channels)
+        out_indices = [index % len(self.stage_names) for index in self.out_indices]
+        last = len(self.stages) if output_hidden_states else max(out_indices)
+        hidden_states = self.stem(pixel_values, self.active_stem_channels)
+        all_hidden_states = [hidden_states]
+        for stage in self.stages[:last]:
+            hidden_states = stage(hidden_states)
+            all_hidden_states.append(hidden_states)
+        feature_maps = tuple(all_hidden_states[index] for index in out_indices)
+        hidden = tuple(all_hidden_states) if output_hidden_states else None
+        if not return_dict:
+            return (feature_maps,) + ((hidden,) if hidden is not None else ())
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden)
+
+
+class NASViTSegformerMLP(nn.Module):
+    """Segformer's per-scale projection: flatten the map to tokens, Linear(C → decoder width). The weight is sliced
+    to the active input width (`NASViTDynamicLinear`), so one head serves every subnet of a supernet."""
+
+    def __init__(self, max_in_channels: int, decoder_hidden_size: int):
+        super().__init__()
+        self.proj = NASViTDynamicLinear(max_in_channels, decoder_hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.proj(hidden_states.flatten(2).transpose(1, 2))
+
+
+class NASViTDecodeHead(nn.Module):
+    """Segformer's all-MLP decode head: project each scale to `decoder_hidden_size`, upsample (bilinear) to the first
+    (finest, stride-4) scale, concatenate (coarsest first, as Segformer), fuse (1×1 conv → BN → ReLU), dropout,
+    classify (1×1 conv). Logits come out at the finest feature map's size."""
+
+    def __init__(self, config: NASViTConfig, in_channels: list[int]):
+        super().__init__()
+        hidden = config.decoder_hidden_size
+        self.linear_projections = nn.ModuleList(NASViTSegformerMLP(channels, hidden) for channels in in_channels)
+        self.linear_fuse = nn.Conv2d(hidden * len(in_channels), hidden, kernel_size=1, bias=False)
+        self.batch_norm = nn.BatchNorm2d(hidden, eps=config.batch_norm_eps)
+        self.activation = nn.ReLU()
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Conv2d(hidden, config.num_labels, kernel_size=1)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+        if len(feature_maps) != len(self.linear_projections):
+            raise ValueError(
+                f"the decode head was built for {len(self.linear_projections)} feature maps, got {len(feature_maps)}."
+            )
+        batch = feature_maps[0].shape[0]
+        size = feature_maps[0].shape[-2:]
+        projected = []
+        for feature_map, projection in zip(feature_maps, self.linear_projections):
+            height, width = feature_map.shape[-2:]
+            hidden_states = projection(feature_map).transpose(1, 2).reshape(batch, -1, height, width)
+            if (height, width) != size:
+                hidden_states = F.interpolate(hidden_states, size=size, mode="bilinear", align_corners=False)
+            projected.append(hidden_states)
+        hidden_states = self.activation(self.batch_norm(self.linear_fuse(torch.cat(projected[::-1], dim=1))))
+        return self.classifier(self.dropout(hidden_states))
+
+
+class NASViTForSemanticSegmentation(NASViTPreTrainedModel):
+    """NASViT backbone + Segformer all-MLP decode head (paper, Section 4.2).
+
+    Build it from an exported classification subnet, keeping its backbone weights (the MBPool head and classifier
+    are dropped; the decode head starts fresh):
+
+    ```python
+    model = NASViTForSemanticSegmentation.from_pretrained("nasvit-a1", num_labels=150, id2label=..., label2id=...)
+    ```
+
+    `logits` are (batch, num_labels, ceil(H/4), ceil(W/4)) for the default stride-4 finest map; the loss upsamples
+    them to the labels' size (bilinear) and skips `config.semantic_loss_ignore_index` pixels, as Segformer does.
+    """
+
+    _keys_to_ignore_on_load_unexpected = _CLASSIFICATION_ONLY_KEYS
+
+    def __init__(self, config: NASViTConfig):
+        super().__init__(config)
+        if config.num_labels < 1:
+            raise ValueError(f"semantic segmentation needs num_labels >= 1, got {config.num_labels}.")
+        self.nasvit = NASViTBackbone(config)
+        max_channels = self.nasvit.max_channels
+        out_indices = [index % len(BACKBONE_STAGE_NAMES) for index in config.out_indices]
+        self.decode_head = NASViTDecodeHead(config, [max_channels[index] for index in out_indices])
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SemanticSegmenterOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None:
+            labels = self._check_labels(labels, pixel_values)
+        outputs = self.nasvit(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        logits = self.decode_head(outputs.feature_maps)
+        loss = self._loss(logits, labels) if labels is not None else None
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _check_labels(self, labels: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}.")
+        if labels.ndim == 4 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 3 or labels.is_floating_point():
+            raise ValueError(
+                f"labels must be an integer mask of shape (batch, height, width), got {tuple(labels.shape)} "
+                f"({labels.dtype})."
+            )
+        if isinstance(pixel_values, torch.Tensor) and pixel_values.ndim == 4:
+            if labels.shape[0] != pixel_values.shape[0] or labels.shape[-2:] != pixel_values.shape[-2:]:
+                raise ValueError(
+                    f"the masks (labels, {tuple(labels.shape)}) must match the images (pixel_values, "
+                    f"{tuple(pixel_values.shape)}) in batch size and height x width; resize or crop image and mask "
+                    "together (the NASViTSegmentationImageProcessor does, given segmentation_maps=...)."
+                )
+        ignore_index = self.config.semantic_loss_ignore_index
+        valid = labels[labels != ignore_index]
+        if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= self.config.num_labels):
+            raise ValueError(
+                f"labels must be class indices in [0, {self.config.num_labels}) or the ignore index {ignore_index} "
+                f"(config.semantic_loss_ignore_index), got values in [{int(valid.min())}, {int(valid.max())}]. "
+                "Check num_labels / id2label, or map unlabelled pixels to the ignore index (do_reduce_labels=True "
+                "turns ADE20K's 0 = 'other' into it)."
+            )
+        return labels.long()
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        ignore_index = self.config.semantic_loss_ignore_index
+        valid = labels != ignore_index
+        if not bool(valid.any()):
+            return upsampled.sum() * 0.0  # every pixel ignored: a zero loss that still has a graph
+        if self.config.num_labels == 1:
+            loss = F.binary_cross_entropy_with_logits(upsampled[:, 0], labels.to(upsampled.dtype), reduction="none")
+            return loss[valid].mean()
+        return F.cross_entropy(upsampled, labels, ignore_index=ignore_index)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
+        """`save_pretrained`, plus a `NASViTSegmentationImageProcessor` config when the folder has none (so the
+        folder works with `pipeline("image-segmentation")`)."""
+        super().save_pretrained(save_directory, *args, save_image_processor=False, **kwargs)
+        if save_image_processor and not os.path.exists(os.path.join(save_directory, "preprocessor_config.json")):
+            from .image_processing_nasvit_segmentation import NASViTSegmentationImageProcessor
+
+            processor = NASViTSegmentationImageProcessor()
+            if getattr(self.__class__, "_auto_class", None) is not None:
+                processor.register_for_auto_class("AutoImageProcessor")
+            processor.save_pretrained(save_directory)

@@ -1,0 +1,451 @@
+"""Library side of `recipes/train_segmentation.py`: config, data (Hub name, local image/mask folders or the built-in
+digits scenes), joint image + mask augmentation, model building and mIoU evaluation. The script only wires these to
+Accelerate, logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from .models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
+from .models.configuration_nasvit import BACKBONE_STAGE_NAMES
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SegmentationTrainingConfig",
+    "SegmentationTransform",
+    "build_segmentation_model",
+    "collate_segmentation_batch",
+    "evaluate_segmentation",
+    "load_segmentation_splits",
+    "parse_overrides",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_LABEL_COLUMNS = ("annotation", "label", "mask", "semantic_segmentation", "segmentation", "gtFine")
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class SegmentationTrainingConfig:
+    # ---- model
+    model_name_or_path: str | None = None  # an exported classification subnet (or a segmentation model) folder
+    search_space: Any = "tiny"  # without model_name_or_path: a preset name or a search-space dict ...
+    arch: Any = "largest"  # ... and "largest" | "smallest" | a preset name (nasvit_hf.presets) | an arch dict
+    num_windows: Any = "auto"  # windows per side in the transformer layers; "auto" = feature side // 7
+    decoder_hidden_size: int = 256
+    out_features: list | None = None  # default: ["mb2", "mb3", "mb4", "mb6"] (strides 4-32)
+    classifier_dropout: float = 0.1
+    drop_path_rate: float = 0.0
+    # ---- data
+    dataset: str = "digits_segmentation"  # "digits_segmentation" (built in), "folder" (data_dir), or a Hub name
+    dataset_config: str | None = None
+    data_dir: str | None = None  # "folder": <data_dir>/<split>/images/*.png|jpg + <data_dir>/<split>/masks/*.png
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    image_column: str = "image"
+    label_column: str | None = None  # default: the first of annotation, label, mask, semantic_segmentation, ...
+    id2label: dict | None = None  # class names; required unless the data says (digits) or num_labels is given
+    num_labels: int | None = None
+    reduce_labels: bool = False  # ADE20K: 0 ("other") -> ignore, classes shift down by one
+    ignore_index: int = 255
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    digits_num_train: int = 512  # the built-in data's size
+    digits_num_validation: int = 128
+    digits_size: int = 64
+    digits_label_mode: str = "digits"
+    num_workers: int = 0
+    # ---- augmentation (image and mask together)
+    crop_size: list = field(default_factory=lambda: [64, 64])  # [height, width]
+    scale_base: list = field(default_factory=lambda: [64, 64])  # resize to fit this (keeping aspect) x a ratio ...
+    scale_range: list = field(default_factory=lambda: [0.75, 1.5])  # ... drawn in this range (mmseg-style)
+    hflip: float = 0.5
+    eval_short_side: int | None = None  # evaluation: resize the shorter side to this (None: keep); mIoU is always
+    # computed at the original mask size
+    # ---- optimisation
+    seed: int = 42
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 16
+    num_train_epochs: float = 10
+    max_steps: int | None = None
+    learning_rate: float = 1.0e-3
+    head_learning_rate_multiplier: float = 10.0  # Segformer: the decode head learns 10x faster
+    weight_decay: float = 0.01
+    lr_scheduler_type: str = "poly"  # "poly" (power 1, Segformer) | "cosine" | "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float | None = 1.0
+    # ---- evaluation, logging, checkpoints
+    output_dir: str = "outputs/segmentation_digits"
+    eval_every_steps: int | None = None  # default: once per epoch (and at the end)
+    logging_steps: int = 10
+    report_to: str | None = "tensorboard"
+    checkpointing_steps: int | None = 100
+    checkpoints_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+
+    def __post_init__(self) -> None:
+        if self.lr_scheduler_type not in ("poly", "cosine", "constant"):
+            raise ValueError(
+                f"lr_scheduler_type must be 'poly', 'cosine' or 'constant', got {self.lr_scheduler_type!r}."
+            )
+        for name in ("crop_size", "scale_base"):
+            value = getattr(self, name)
+            if isinstance(value, int):
+                value = [value, value]
+                setattr(self, name, value)
+            if len(value) != 2 or any(not isinstance(v, int) or v <= 0 for v in value):
+                raise ValueError(f"{name} must be [height, width] in pixels, got {value!r}.")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, got {self.scale_range!r}.")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ValueError(f"hflip is a probability in [0, 1], got {self.hflip}.")
+        if self.dataset == "folder" and not self.data_dir:
+            raise ValueError("dataset: folder needs data_dir (with <split>/images and <split>/masks inside).")
+        if self.out_features is not None and any(name not in BACKBONE_STAGE_NAMES for name in self.out_features):
+            raise ValueError(f"out_features must be names out of {BACKBONE_STAGE_NAMES}, got {self.out_features}.")
+        if self.id2label is not None:
+            self.id2label = {int(key): str(value) for key, value in self.id2label.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> SegmentationTrainingConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {unknown}; allowed: {sorted(names)}.")
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            annotation = hints[key]
+            if value is None or annotation is Any:
+                continue
+            expected = tuple(t for t in typing.get_args(annotation) if t is not type(None)) or (annotation,)
+            expected = tuple(typing.get_origin(t) or t for t in expected)
+            if float in expected and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                raise ValueError(f"{source}: {key} must be {annotation}, got {value!r}.")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> SegmentationTrainingConfig:
+        values: dict[str, Any] = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {str(path)!r} does not exist (see recipes/configs/).")
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"config file {str(path)!r} must hold a mapping of key: value pairs.")
+            values.update(loaded)
+        values.update(overrides or {})
+        return cls.from_dict(values, source=f"config {str(path)!r} + overrides" if path else "config")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_overrides(arguments: list[str]) -> dict[str, Any]:
+    """`["--max_steps", "20", "--crop_size=[32, 32]"]` -> {"max_steps": 20, "crop_size": [32, 32]} (YAML values)."""
+    overrides: dict[str, Any] = {}
+    index = 0
+    while index < len(arguments):
+        token = arguments[index]
+        if not token.startswith("--"):
+            raise ValueError(f"unexpected argument {token!r}: overrides are written --key value.")
+        key = token[2:].replace("-", "_")
+        if "=" in key:
+            key, raw = key.split("=", 1)
+        else:
+            if index + 1 >= len(arguments) or arguments[index + 1].startswith("--"):
+                raise ValueError(f"override --{key} needs a value (e.g. --{key} 10).")
+            index += 1
+            raw = arguments[index]
+        overrides[key] = yaml.safe_load(raw) if raw != "" else None
+        index += 1
+    return overrides
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+def _folder_split(root: Path, split: str):
+    from datasets import Dataset, Features, Image
+
+    images_dir, masks_dir = root / split / "images", root / split / "masks"
+    if not images_dir.is_dir() or not masks_dir.is_dir():
+        raise FileNotFoundError(f"split {split!r}: expected folders {images_dir} and {masks_dir}.")
+    masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    missing = [p.name for p in images if p.stem not in masks]
+    if missing:
+        raise FileNotFoundError(
+            f"split {split!r}: no mask in {masks_dir} for {missing[:5]} (masks match by file stem)."
+        )
+    if not images:
+        raise FileNotFoundError(f"split {split!r}: no images in {images_dir}.")
+    data = {"image": [str(p) for p in images], "annotation": [str(masks[p.stem]) for p in images]}
+    return Dataset.from_dict(data, features=Features({"image": Image(), "annotation": Image()}))
+
+
+def load_segmentation_splits(config: SegmentationTrainingConfig) -> tuple[Any, Any, dict[int, str], str]:
+    """(train dataset, validation dataset or None, id2label, label column) as the config describes."""
+    from datasets import load_dataset
+
+    if config.dataset == "digits_segmentation":
+        from .data.digits_segmentation import digits_segmentation_labels, load_digits_segmentation_dataset
+
+        splits = load_digits_segmentation_dataset(
+            num_train=config.digits_num_train,
+            num_validation=config.digits_num_validation,
+            size=config.digits_size,
+            label_mode=config.digits_label_mode,
+            seed=config.seed,
+        )
+        id2label = digits_segmentation_labels(config.digits_label_mode)
+    elif config.dataset == "folder":
+        root = Path(config.data_dir)
+        splits = {config.train_split: _folder_split(root, config.train_split)}
+        if config.validation_split:
+            splits[config.validation_split] = _folder_split(root, config.validation_split)
+        id2label = None
+    else:
+        splits = load_dataset(config.dataset, config.dataset_config, data_dir=config.data_dir)
+        id2label = None
+    if config.id2label is not None:
+        id2label = dict(config.id2label)
+    elif config.num_labels is not None:
+        id2label = {i: f"class_{i}" for i in range(config.num_labels)}
+    if id2label is None:
+        raise ValueError(
+            f"dataset {config.dataset!r}: say how many classes there are with id2label (names) or num_labels."
+        )
+    if config.num_labels is not None and config.num_labels != len(id2label):
+        raise ValueError(f"num_labels = {config.num_labels} but id2label names {len(id2label)} classes.")
+    if config.train_split not in splits:
+        raise ValueError(f"no split {config.train_split!r} in the dataset; it has {list(splits)}.")
+    train = splits[config.train_split]
+    validation = None
+    if config.validation_split:
+        if config.validation_split not in splits:
+            raise ValueError(f"no split {config.validation_split!r} in the dataset; it has {list(splits)}.")
+        validation = splits[config.validation_split]
+    columns = train.column_names
+    if config.image_column not in columns:
+        raise ValueError(f"image_column {config.image_column!r} is not a column of the data ({columns}).")
+    label_column = config.label_column or next((c for c in _LABEL_COLUMNS if c in columns), None)
+    if label_column is None or label_column not in columns:
+        raise ValueError(f"label_column {config.label_column!r}: set it to the mask column, one of {columns}.")
+    if config.max_train_samples is not None:
+        train = train.select(range(min(config.max_train_samples, len(train))))
+    if validation is not None and config.max_eval_samples is not None:
+        validation = validation.select(range(min(config.max_eval_samples, len(validation))))
+    return train, validation, id2label, label_column
+
+
+def _image_tensor(image: Any) -> torch.Tensor:
+    if hasattr(image, "convert"):
+        image = image.convert("RGB")
+    array = np.array(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"an image must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}.")
+    return torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1)
+
+
+def _mask_tensor(mask: Any) -> torch.Tensor:
+    array = np.asarray(mask)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(
+            f"a mask must be a single-channel (H, W) map of class ids, got shape {array.shape}; convert colour-coded "
+            "masks to class ids (mode 'L', 'P' or 'I' PNGs) first."
+        )
+    return torch.from_numpy(np.ascontiguousarray(array).astype(np.int64))
+
+
+class SegmentationTransform:
+    """Decode an (image, mask) pair and transform both together.
+
+    train: random rescale (fit `scale_base` keeping aspect, x a ratio in `scale_range`), random crop `crop_size`
+    (padding images with 0 and masks with the ignore index when smaller), random horizontal flip; eval: optional
+    resize of the shorter side. Then ImageNet normalisation. Masks are resized with nearest neighbour. With
+    `reduce_labels`, mask 0 becomes the ignore index and every other id moves down by one.
+    """
+
+    def __init__(self, config: SegmentationTrainingConfig, train: bool, image_column: str, label_column: str):
+        self.image_column, self.label_column = image_column, label_column
+        self.reduce_labels, self.ignore_index = config.reduce_labels, config.ignore_index
+        self.train = train
+        steps: list[Any] = []
+        if train:
+            steps += [
+                v2.ScaleJitter(tuple(config.scale_base), scale_range=tuple(config.scale_range), antialias=True),
+                v2.RandomCrop(
+                    tuple(config.crop_size),
+                    pad_if_needed=True,
+                    fill={tv_tensors.Image: 0, tv_tensors.Mask: config.ignore_index},
+                ),
+            ]
+            if config.hflip > 0:
+                steps.append(v2.RandomHorizontalFlip(config.hflip))
+        elif config.eval_short_side:
+            steps.append(v2.Resize(config.eval_short_side, antialias=True))
+        steps += [
+            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+        self.transform = v2.Compose(steps)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        pixel_values, labels, original_labels = [], [], []
+        for index, (image, mask) in enumerate(zip(batch[self.image_column], batch[self.label_column])):
+            image, mask = _image_tensor(image), _mask_tensor(mask)
+            if tuple(image.shape[-2:]) != tuple(mask.shape):
+                raise ValueError(
+                    f"sample {index} of a batch: the mask is {tuple(mask.shape)} (height, width) but its image is "
+                    f"{tuple(image.shape[-2:])}; every mask must have its image's size."
+                )
+            if self.reduce_labels:
+                mask = torch.where(mask == 0, self.ignore_index, mask - 1)
+                mask = torch.where(mask == self.ignore_index - 1, self.ignore_index, mask)
+            if not self.train:
+                original_labels.append(mask)
+            image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            pixel_values.append(image.as_subclass(torch.Tensor))
+            labels.append(mask.as_subclass(torch.Tensor))
+        result = {"pixel_values": pixel_values, "labels": labels}
+        if not self.train:
+            result["original_labels"] = original_labels
+        return result
+
+
+def collate_segmentation_batch(examples: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Stack pixel values and masks when all share a size (training crops always do); else keep lists."""
+    batch: dict[str, Any] = {}
+    for key in examples[0]:
+        values = [example[key] for example in examples]
+        same = len({tuple(v.shape) for v in values}) == 1
+        batch[key] = torch.stack(values) if same and key != "original_labels" else values
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------------
+def _resolve_arch(config: NASViTConfig, arch: Any) -> dict[str, Any]:
+    if isinstance(arch, dict):
+        return config.validate_arch(arch)
+    if arch == "largest":
+        return config.largest_arch()
+    if arch == "smallest":
+        return config.smallest_arch()
+    from .presets import get_named_arch
+
+    named = get_named_arch(arch)
+    if named.arch is None:
+        raise ValueError(f"preset {arch!r} has no published architecture yet ({named.provenance}); pass an arch dict.")
+    return config.validate_arch(named.arch)
+
+
+def build_segmentation_model(
+    config: SegmentationTrainingConfig, id2label: dict[int, str]
+) -> NASViTForSemanticSegmentation:
+    """From `model_name_or_path` (an exported classification subnet keeps its backbone weights; the decode head is
+    new) or, without one, a randomly initialised subnet `arch` of `search_space`."""
+    label2id = {name: index for index, name in id2label.items()}
+    settings = {
+        "num_labels": len(id2label),
+        "id2label": id2label,
+        "label2id": label2id,
+        "num_windows": config.num_windows,
+        "decoder_hidden_size": config.decoder_hidden_size,
+        "semantic_loss_ignore_index": config.ignore_index,
+        "classifier_dropout": config.classifier_dropout,
+        "drop_path_rate": config.drop_path_rate,
+    }
+    if config.out_features is not None:
+        settings["out_features"] = list(config.out_features)
+    if config.model_name_or_path:
+        return NASViTForSemanticSegmentation.from_pretrained(
+            config.model_name_or_path, ignore_mismatched_sizes=True, **settings
+        )
+    from .presets import get_search_space
+
+    space = get_search_space(config.search_space) if isinstance(config.search_space, str) else config.search_space
+    supernet_config = NASViTConfig(search_space=space, **settings)
+    arch = _resolve_arch(supernet_config, config.arch)
+    return NASViTForSemanticSegmentation(supernet_config.subnet_config(arch))
+
+
+def build_image_processor(config: SegmentationTrainingConfig) -> NASViTSegmentationImageProcessor:
+    """The processor saved with the trained model: the evaluation preprocessing (fixed size = crop size when the
+    evaluation keeps image sizes would distort, so sizes are kept)."""
+    if config.eval_short_side:
+        return NASViTSegmentationImageProcessor(
+            size={"shortest_edge": config.eval_short_side},
+            default_to_square=False,
+            do_reduce_labels=config.reduce_labels,
+        )
+    return NASViTSegmentationImageProcessor(do_resize=False, do_reduce_labels=config.reduce_labels)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_segmentation(
+    model: torch.nn.Module,
+    dataloader: Any,
+    num_labels: int,
+    ignore_index: int = 255,
+    accelerator: Any = None,
+) -> dict[str, Any]:
+    """mIoU (local `evaluate` module) of `model` on batches from a `SegmentationTransform(train=False)` loader. The
+    logits are resized to each ORIGINAL mask's size before the argmax, so the score does not depend on
+    `eval_short_side`. Restores the model's train/eval mode."""
+    import evaluate
+
+    from .metrics import metric_path
+
+    metric = evaluate.load(metric_path("mean_iou"))
+    was_training = model.training
+    model.eval()
+    for batch in dataloader:
+        pixel_values = batch["pixel_values"]
+        groups = [pixel_values] if isinstance(pixel_values, torch.Tensor) else [p[None] for p in pixel_values]
+        predictions: list[np.ndarray] = []
+        index = 0
+        for group in groups:
+            if accelerator is not None:
+                group = group.to(accelerator.device)
+                with accelerator.autocast():
+                    logits = model(pixel_values=group).logits.float()
+            else:
+                logits = model(pixel_values=group).logits.float()
+            for item in logits:
+                target = batch["original_labels"][index].shape
+                resized = torch.nn.functional.interpolate(
+                    item[None], size=target, mode="bilinear", align_corners=False
+                )
+                predictions.append(resized[0].argmax(dim=0).cpu().numpy().astype(np.uint16))
+                index += 1
+        references = [label.numpy().astype(np.uint16) for label in batch["original_labels"]]
+        metric.add_batch(predictions=predictions, references=references)
+    model.train(was_training)
+    return metric.compute(num_labels=num_labels, ignore_index=ignore_index)

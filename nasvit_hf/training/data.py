@@ -1,0 +1,120 @@
+"""Image-classification data for supernet training: the bundled digits, a Hub dataset or a local `imagefolder`,
+with column checks that fail early, and a dataset wrapper whose augmentation randomness depends only on
+(seed, epoch, index), so a resumed run sees exactly the images an uninterrupted run would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["ImageClassificationDataset", "collate_image_batch", "load_image_classification_splits"]
+
+
+def load_image_classification_splits(
+    dataset: str,
+    train_split: str = "train",
+    validation_split: str | None = "validation",
+    image_column: str = "image",
+    label_column: str = "label",
+    dataset_config: str | None = None,
+    data_dir: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+) -> tuple[Any, Any | None, list[str]]:
+    """Returns (train split, validation split or None, label names) as `datasets.Dataset`s.
+
+    `dataset`: "digits" (scikit-learn's digits, bundled: `nasvit_hf.data.load_digits_dataset()`), "imagefolder"
+    (with `data_dir`), or a Hub dataset name (e.g. "imagenet-1k"). Errors name the missing split or column and the
+    available ones.
+    """
+    import datasets
+
+    if dataset == "digits":
+        from ..data import load_digits_dataset
+
+        splits = load_digits_dataset(seed=0)
+    elif dataset == "imagefolder":
+        if not data_dir:
+            raise ValueError(
+                "dataset 'imagefolder' needs data_dir: a folder with train/ (and validation/) class folders."
+            )
+        splits = datasets.load_dataset("imagefolder", data_dir=data_dir)
+    else:
+        splits = datasets.load_dataset(dataset, dataset_config)
+    available = list(splits.keys())
+    for name in [train_split] + ([validation_split] if validation_split else []):
+        if name not in splits:
+            raise ValueError(
+                f"dataset {dataset!r} has no split {name!r}; available splits: {available}. Set train_split / "
+                "validation_split (validation_split: null disables validation)."
+            )
+    train = splits[train_split]
+    for column in (image_column, label_column):
+        if column not in train.column_names:
+            raise ValueError(
+                f"dataset {dataset!r} has no column {column!r}; its columns are {train.column_names}. Set "
+                "image_column / label_column to the right names."
+            )
+    feature = train.features[label_column]
+    if hasattr(feature, "names"):
+        label_names = list(feature.names)
+    else:
+        values = sorted(set(train[label_column]))
+        if values != list(range(len(values))):
+            raise ValueError(f"column {label_column!r} must hold class indices 0..N-1 (or be a ClassLabel).")
+        label_names = [str(v) for v in values]
+    validation = splits[validation_split] if validation_split else None
+    if max_train_samples is not None:
+        train = train.select(range(min(max_train_samples, len(train))))
+    if validation is not None and max_eval_samples is not None:
+        validation = validation.select(range(min(max_eval_samples, len(validation))))
+    return train, validation, label_names
+
+
+class ImageClassificationDataset(Dataset):
+    """Wraps a `datasets.Dataset`: item i → {"pixel_values", "labels"} through `transform`.
+
+    With `seed` set, the transform of item i in epoch e runs under its own RNG seeded from (seed, e, i): augmentation
+    does not depend on the global RNG, the order of loading, prefetching or the number of workers."""
+
+    def __init__(
+        self,
+        dataset,
+        transform: Callable,
+        image_column: str = "image",
+        label_column: str = "label",
+        seed: int | None = None,
+    ):
+        self.dataset = dataset
+        self.transform = transform
+        self.image_column = image_column
+        self.label_column = label_column
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.dataset[int(index)]
+        image = row[self.image_column]
+        if self.seed is None:
+            pixel_values = self.transform(image)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch * 100_003 + int(index)) % (2**63 - 1))
+                pixel_values = self.transform(image)
+        return {"pixel_values": pixel_values, "labels": int(row[self.label_column])}
+
+
+def collate_image_batch(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "labels": torch.tensor([example["labels"] for example in examples], dtype=torch.long),
+    }

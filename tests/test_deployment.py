@@ -1,0 +1,311 @@
+"""ONNX and torch.export deployment of extracted subnets: parity with eager, shapes, errors, CLI, model card."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+import nasvit_hf
+from nasvit_hf.deployment import (
+    OnnxRunner,
+    ProgramRunner,
+    export_onnx,
+    export_program,
+    load_subnet_for_export,
+    model_card_section,
+)
+from nasvit_hf.presets import get_named_arch, get_search_space
+
+from .conftest import REPO_ROOT, run_without_nasvit
+
+RECIPES = str(REPO_ROOT / "recipes")
+ATOL = 1e-4
+
+
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Move norm parameters, biases, layer scales, BN statistics and the classifier off their initial values: the
+    zero-initialised projection BNs and 1e-4 layer scales would otherwise hide most of the network from a parity
+    check. Logits stay O(1), like a trained model's."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.ndim == 1 or "layer_scale" in name:
+                offset = 0.25 if name.endswith("weight") or "layer_scale" in name else -0.25
+                parameter.copy_(0.5 * torch.rand(parameter.shape, generator=generator) + offset)
+        weight = model.classifier.weight
+        weight.copy_(4 * torch.randn(weight.shape, generator=generator) / weight.shape[1] ** 0.5)
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
+            elif name.endswith("running_var"):
+                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
+    return model.eval()
+
+
+def tiny_supernet() -> nasvit_hf.NASViTForImageClassification:
+    torch.manual_seed(0)
+    config = nasvit_hf.NASViTConfig(search_space=get_search_space("tiny"), num_labels=10)
+    return randomize(nasvit_hf.NASViTForImageClassification(config), seed=1)
+
+
+def eager_logits(model: torch.nn.Module, pixel_values: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model.eval()(pixel_values).logits.numpy()
+
+
+def random_pixels(batch: int, size: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """A random tiny-space subnet saved with save_pretrained and exported by the CLI (dynamic batch, ONNX + .pt2)."""
+    sys.path.insert(0, RECIPES)
+    try:
+        import export_onnx as cli
+    finally:
+        sys.path.remove(RECIPES)
+    folder = tmp_path_factory.mktemp("tiny") / "subnet"
+    supernet = tiny_supernet()
+    # The shallowest depths keep the export quick; other dimensions off their extremes so slicing is exercised.
+    arch = supernet.config.smallest_arch()
+    arch.update(resolution=48, width=[16, 8, 24, 24, 40, 48, 48, 64, 128], kernel_size=[5, 3, 3, 3, 3, 3, 3])
+    arch["expand_ratio"][2] = 6
+    subnet = supernet.extract_subnet(arch)
+    subnet.save_pretrained(folder)
+    reports = cli.main(
+        [
+            "--model",
+            str(folder),
+            "--output",
+            str(folder / "model.onnx"),
+            "--dynamic_batch",
+            "--program",
+            str(folder / "model.pt2"),
+        ]
+    )
+    return {
+        "folder": folder,
+        "model": subnet,
+        "reports": reports,
+        "size": arch["resolution"],
+        "onnx_runner": OnnxRunner(folder / "model.onnx"),
+        "program_runner": ProgramRunner(folder / "model.pt2"),
+    }
+
+
+def test_cli_writes_verified_onnx_and_program(tiny_export):
+    onnx_report, program_report = tiny_export["reports"]
+    assert (onnx_report["format"], program_report["format"]) == ("onnx", "torch.export")
+    for report in (onnx_report, program_report):
+        assert os.path.isfile(report["path"])
+        assert report["dynamic_batch"] and report["batch_size"] is None
+        assert sorted(report["max_abs_diff"]) == [1, 4]
+        assert max(report["max_abs_diff"].values()) <= ATOL
+    assert not [name for name in os.listdir(tiny_export["folder"]) if ".tmp" in name]
+
+
+def test_onnx_passes_checker_and_matches_eager_at_batch_1_and_4(tiny_export):
+    path = str(tiny_export["folder"] / "model.onnx")
+    onnx.checker.check_model(path, full_check=True)
+    runner = tiny_export["onnx_runner"]
+    assert runner.dynamic_batch and runner.image_size == tiny_export["size"]
+    for batch in (1, 4):
+        pixel_values = random_pixels(batch, tiny_export["size"], seed=10 + batch)
+        logits = runner(pixel_values.numpy())["logits"]
+        np.testing.assert_allclose(logits, eager_logits(tiny_export["model"], pixel_values), atol=ATOL, rtol=0)
+
+
+def test_exported_program_matches_eager_at_batch_1_and_4(tiny_export):
+    module = tiny_export["program_runner"].module  # torch.export.load(path).module()
+    for batch in (1, 4):
+        pixel_values = random_pixels(batch, tiny_export["size"], seed=20 + batch)
+        (logits,) = module(pixel_values)
+        np.testing.assert_allclose(
+            logits.detach().numpy(), eager_logits(tiny_export["model"], pixel_values), atol=ATOL, rtol=0
+        )
+
+
+def test_exported_files_run_without_nasvit_hf(tiny_export):
+    size = tiny_export["size"]
+    code = f"""
+import numpy as np, onnxruntime, torch
+pixel_values = torch.randn(3, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
+session = onnxruntime.InferenceSession({str(tiny_export["folder"] / "model.onnx")!r})
+onnx_logits = session.run(["logits"], {{"pixel_values": pixel_values.numpy()}})[0]
+(program_logits,) = torch.export.load({str(tiny_export["folder"] / "model.pt2")!r}).module()(pixel_values)
+np.save("logits.npy", np.stack([onnx_logits, program_logits.detach().numpy()]))
+"""
+    run_without_nasvit(code, cwd=tiny_export["folder"])
+    onnx_logits, program_logits = np.load(tiny_export["folder"] / "logits.npy")
+    expected = eager_logits(tiny_export["model"], random_pixels(3, size, 0))
+    np.testing.assert_allclose(onnx_logits, expected, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(program_logits, expected, atol=ATOL, rtol=0)
+
+
+def test_parity_check_is_not_vacuous(tiny_export):
+    # Different inputs give clearly different logits, so agreement within 1e-4 means something.
+    first, second = (eager_logits(tiny_export["model"], random_pixels(2, tiny_export["size"], s)) for s in (0, 1))
+    assert np.abs(first - second).max() > 100 * ATOL
+    assert np.abs(first).max() > 0.1
+
+
+@pytest.mark.slow
+def test_reference_space_arch_exports_match_eager(tmp_path):
+    arch = get_named_arch("table13-a1").arch
+    config = nasvit_hf.NASViTConfig().subnet_config(arch)
+    torch.manual_seed(0)
+    model = randomize(nasvit_hf.NASViTForImageClassification(config), seed=2)
+    # Checked here on fresh inputs instead of by the exporters' own verification (which would run it twice).
+    onnx_report = export_onnx(model, tmp_path / "a1.onnx", dynamic_batch=True, verify=False)
+    program_report = export_program(model, tmp_path / "a1.pt2", dynamic_batch=True, verify=False)
+    assert onnx_report.image_size == program_report.image_size == 192
+    onnx_runner, program_runner = OnnxRunner(onnx_report.path), ProgramRunner(program_report.path)
+    for batch in (1, 4):
+        pixel_values = random_pixels(batch, 192, seed=30 + batch)
+        expected = eager_logits(model, pixel_values)
+        assert expected.shape == (batch, 1000)
+        np.testing.assert_allclose(onnx_runner(pixel_values)["logits"], expected, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(program_runner(pixel_values)["logits"].numpy(), expected, atol=ATOL, rtol=0)
+
+
+def test_fixed_batch_onnx_export_uses_requested_opset_and_batch(tiny_export, tmp_path):
+    report = export_onnx(tiny_export["model"], tmp_path / "fixed.onnx", opset=18, batch_size=2)
+    assert report.opset == 18 and report.batch_size == 2 and not report.dynamic_batch
+    graph_input = onnx.load(report.path).graph.input[0]
+    size = tiny_export["size"]
+    assert [dim.dim_value for dim in graph_input.type.tensor_type.shape.dim] == [2, 3, size, size]
+    runner = OnnxRunner(report.path)
+    assert runner.batch_size == 2
+    np.testing.assert_allclose(
+        runner(random_pixels(2, size, 5))["logits"],
+        eager_logits(tiny_export["model"], random_pixels(2, size, 5)),
+        atol=ATOL,
+        rtol=0,
+    )
+    with pytest.raises(ValueError, match="fixed batch size of 2.*dynamic_batch"):
+        runner(random_pixels(4, size, 5))
+
+
+def test_backbone_program_exports_hidden_state_and_pooled_output(tiny_export, tmp_path):
+    backbone = tiny_export["model"].nasvit  # a NASViTModel with the subnet's config
+    report = export_program(backbone, tmp_path / "backbone.pt2", batch_size=2)
+    assert report.output_names == ["last_hidden_state", "pooler_output"]
+    assert report.max_abs_diff[2] <= ATOL
+    outputs = ProgramRunner(report.path)(random_pixels(2, tiny_export["size"], 0))
+    assert list(outputs) == ["last_hidden_state", "pooler_output"]
+    assert outputs["pooler_output"].shape == (2, backbone.config.arch["width"][-1])
+
+
+def test_runners_reject_other_resolutions(tiny_export):
+    size = tiny_export["size"]
+    wrong = random_pixels(1, size + 16, 0)
+    for runner in (
+        OnnxRunner(tiny_export["folder"] / "model.onnx"),
+        ProgramRunner(tiny_export["folder"] / "model.pt2"),
+    ):
+        with pytest.raises(ValueError, match=rf"only takes {size}x{size} inputs.*for_resolution\({size}\)"):
+            runner(wrong)
+
+
+def test_runners_reject_raw_uint8_images(tiny_export):
+    size = tiny_export["size"]
+    raw = np.zeros((1, 3, size, size), dtype=np.uint8)
+    with pytest.raises(ValueError, match="uint8.*image processor"):
+        tiny_export["onnx_runner"](raw)
+
+
+def test_onnx_metadata_records_arch_labels_and_preprocessing(tiny_export):
+    runner = tiny_export["onnx_runner"]
+    config = tiny_export["model"].config
+    assert runner.id2label == config.id2label
+    assert runner.output_names == ["logits"]
+    import json
+
+    assert json.loads(runner.metadata["nasvit.arch"]) == config.arch
+    preprocessor = json.loads(runner.metadata["nasvit.preprocessor"])
+    assert preprocessor["crop_size"] == {"height": config.image_size, "width": config.image_size}
+
+
+@pytest.mark.parametrize("exporter", [export_onnx, export_program])
+def test_supernet_is_refused_with_extract_hint(exporter, tmp_path):
+    supernet = tiny_supernet()
+    supernet.save_pretrained(tmp_path / "supernet")
+    for model_or_path in (supernet, tmp_path / "supernet"):
+        with pytest.raises(ValueError, match=r"is a supernet \(more than one choice for resolutions.*extract_subnet"):
+            exporter(model_or_path, tmp_path / "out")
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_cli_exits_with_error_for_a_supernet(tmp_path, capsys):
+    supernet = tiny_supernet()
+    supernet.save_pretrained(tmp_path / "supernet")
+    sys.path.insert(0, RECIPES)
+    try:
+        import export_onnx as cli
+    finally:
+        sys.path.remove(RECIPES)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--model", str(tmp_path / "supernet"), "--output", str(tmp_path / "model.onnx")])
+    assert exit_info.value.code == 2
+    assert not os.path.exists(tmp_path / "model.onnx")
+
+
+def test_load_refuses_non_nasvit_objects():
+    with pytest.raises(TypeError, match="expected a NASViT model"):
+        load_subnet_for_export(torch.nn.Linear(2, 2))
+
+
+def test_opset_below_dynamo_minimum_is_refused(tiny_export, tmp_path):
+    with pytest.raises(ValueError, match="opset must be an int >= 18"):
+        export_onnx(tiny_export["model"], tmp_path / "old.onnx", opset=13)
+
+
+def test_failed_verification_writes_nothing_and_restores_training_mode(tiny_export, tmp_path, monkeypatch):
+    original_run = ProgramRunner.run
+
+    def broken_run(self, pixel_values):
+        return tuple(output + 1.0 for output in original_run(self, pixel_values))
+
+    monkeypatch.setattr(ProgramRunner, "run", broken_run)
+    model = tiny_export["model"].train()
+    try:
+        with pytest.raises(RuntimeError, match="disagrees with PyTorch eager.*Nothing was written"):
+            export_program(model, tmp_path / "broken.pt2", batch_size=2)
+        assert model.training
+    finally:
+        model.eval()
+    assert os.listdir(tmp_path) == []
+
+
+def test_model_card_snippets_run_against_the_exported_files(tiny_export, tmp_path, monkeypatch):
+    folder = str(tiny_export["folder"])
+    markdown = model_card_section(folder, tiny_export["size"], onnx_file="model.onnx", program_file="model.pt2")
+    assert f"(batch, 3, {tiny_export['size']}, {tiny_export['size']})" in markdown
+    blocks = re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save("image.jpg")
+    namespace: dict = {}
+    exec(compile(blocks[0], "onnx_snippet", "exec"), namespace)
+    onnx_logits = namespace["logits"]
+    exec(compile(blocks[1], "program_snippet", "exec"), namespace)
+    assert onnx_logits.shape == (1, 10)
+    np.testing.assert_allclose(namespace["logits"].detach().numpy(), onnx_logits, atol=ATOL, rtol=0)
+
+
+def test_model_card_without_shipped_files_shows_the_export_call():
+    markdown = model_card_section("someone/nasvit-a0", 192)
+    blocks = re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+    assert 'export_onnx("someone/nasvit-a0", "model.onnx", dynamic_batch=True)' in blocks[0]
+    for block in blocks:
+        compile(block, "snippet", "exec")
+    with pytest.raises(ValueError, match="image_size"):
+        model_card_section("someone/nasvit-a0", 0)
