@@ -7,6 +7,7 @@ skipped on resume when its output is there.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -34,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassification:
     """Load a NASViT supernet folder, with clear errors for anything else."""
-    import json
-
     path = Path(path)
     config_file = path / "config.json"
     if not path.is_dir() or not config_file.is_file():
@@ -71,10 +70,6 @@ def supernet_fingerprint(path: str | Path) -> str:
                 for chunk in iter(lambda handle=handle: handle.read(1 << 22), b""):
                     digest.update(chunk)
     return digest.hexdigest()[:16]
-
-
-def _arch_key(arch: dict[str, Any]) -> str:
-    return repr([arch["resolution"], arch["width"], arch["depth"], arch["kernel_size"], arch["expand_ratio"]])
 
 
 class SearchRun:
