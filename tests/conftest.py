@@ -116,3 +116,7 @@ def run_without_nasvit(code: str, cwd: Path) -> str:
     result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"subprocess failed:\n{result.stderr[-4000:]}"
     return result.stdout
+
+
+# Search and export fixtures (toy supernet, search config, a complete search), computed once per session.
+from tests.search_fixtures import search_config_file, search_dir, toy_supernet_dir  # noqa: E402, F401

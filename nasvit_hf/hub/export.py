@@ -1,0 +1,170 @@
+"""Export of named subnets as standalone Hub checkpoints.
+
+A name resolves to an arch through the registry (`nasvit_hf.presets.NAMED_ARCHS`): entries with a published arch
+(the paper's Table 13) are used as printed; A0-A5 / B0-B2 carry only the paper's targets, and their arch comes from a
+search of the supernet at hand (`named.json` of a `SearchRun`), recorded with the provenance "searched on
+<supernet> with <config>". The package presets are never mutated: a searched arch lives in the search results and in
+the exported folder (config.json, README.md, nasvit_export.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..calibration import calibrate_batchnorm
+from ..macs import count_macs, count_parameters
+from ..presets import NAMED_ARCHS, get_named_arch
+from ..search.evaluation import EvaluationData, top1_accuracy
+from ..search.latency import measure_latency
+from .model_card import SubnetCard, render_model_card
+
+__all__ = ["ExportedSubnet", "NamedSubnet", "export_subnet", "resolve_named_archs"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NamedSubnet:
+    name: str
+    arch: dict[str, Any] | None  # None: to be searched
+    provenance: str
+    paper_top1: float | None = None
+    paper_macs_millions: float | None = None
+    budget: str | None = None
+
+
+@dataclass
+class ExportedSubnet:
+    name: str
+    path: str
+    arch: dict[str, Any]
+    macs: int
+    params: int
+    accuracy: float
+    latency_ms: float
+    provenance: str
+
+
+def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] | None = None) -> list[NamedSubnet]:
+    """Registry lookup of `names` (unknown names are an error that lists the known ones). Archs published in the
+    paper are checked against the supernet's space (`config`; None: names are only looked up); the others take
+    their arch from `searched` (named.json) when given, else stay None (to be searched)."""
+    unknown = [name for name in names if name.lower() not in NAMED_ARCHS]
+    if unknown:
+        raise ValueError(f"unknown subnet name(s) {unknown}; known names: {sorted(NAMED_ARCHS)}.")
+    resolved = []
+    for name in names:
+        entry = get_named_arch(name)
+        if entry.arch is not None:
+            try:
+                arch = config.validate_arch(entry.arch) if config is not None else dict(entry.arch)
+            except ValueError as error:
+                raise ValueError(
+                    f"{entry.name} is an arch of the {entry.space!r} search space ({entry.provenance}) and does not fit "
+                    f"this supernet's space: {error}"
+                ) from None
+            resolved.append(
+                NamedSubnet(entry.name, arch, entry.provenance, entry.paper_top1, entry.paper_macs_millions)
+            )
+            continue
+        found = (searched or {}).get(entry.name)
+        arch = (config.validate_arch(found["arch"]) if config is not None else found["arch"]) if found else None
+        provenance = found["provenance"] if found else ""
+        budget = None
+        if found:
+            spec = found["budget"]
+            unit = "M MACs" if spec["metric"] == "macs" else "ms (predicted latency)"
+            value = spec["value"] / 1e6 if spec["metric"] == "macs" else spec["value"]
+            how = {k: v for k, v in spec.items() if k not in ("metric", "value", "unit", "name")}
+            budget = f"{spec['metric']} <= {value:.4g} {unit} ({', '.join(f'{k}: {v}' for k, v in how.items())})"
+        resolved.append(NamedSubnet(entry.name, arch, provenance, entry.paper_top1, entry.paper_macs_millions, budget))
+    return resolved
+
+
+def _replace_folder(temporary: Path, target: Path) -> None:
+    """Move a finished export into place; an existing export is replaced only once the new one is complete."""
+    if target.exists():
+        trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.replace(target, trash / target.name)
+        os.replace(temporary, target)
+        shutil.rmtree(trash)
+    else:
+        os.replace(temporary, target)
+
+
+@torch.no_grad()
+def export_subnet(
+    supernet,
+    named: NamedSubnet,
+    output_dir: str | os.PathLike,
+    data: EvaluationData,
+    *,
+    supernet_name: str,
+    license: str = "unknown",
+    latency_kwargs: dict[str, Any] | None = None,
+    repo_id: str | None = None,
+) -> ExportedSubnet:
+    """Extract `named.arch`, recalibrate its BN statistics on `data.calibration`, measure top-1 on
+    `data.evaluation` and latency, and write a complete Hub folder at `output_dir` (safetensors weights, config with
+    id2label, image processor, code for `trust_remote_code`, README.md model card, nasvit_export.json)."""
+    if named.arch is None:
+        raise ValueError(f"{named.name} has no arch yet: search the supernet first (recipes/search.py).")
+    arch = named.arch
+    resolution = arch["resolution"]
+    subnet = supernet.extract_subnet(arch)
+    batches = (pixels for pixels, _ in data.calibration.batches(resolution))
+    used = calibrate_batchnorm(subnet, batches, num_batches=data.calibration_batches)
+    subnet.eval()
+    accuracy = top1_accuracy(subnet, data.evaluation, resolution)
+    latency = measure_latency(subnet, resolution, **(latency_kwargs or {}))
+    default_labels = all(label == f"LABEL_{i}" for i, label in subnet.config.id2label.items())
+    if data.id2label and default_labels and len(data.id2label) == subnet.config.num_labels:
+        subnet.config.id2label = dict(data.id2label)
+        subnet.config.label2id = {label: i for i, label in data.id2label.items()}
+    macs = count_macs(subnet.config)
+    params = count_parameters(subnet.config)
+    calibration = (
+        f"{used} batches of {data.calibration.batch_size} training images ({data.description.split(' (')[0]}, "
+        f"split used for calibration: {data.description.split('calibration: ')[-1].split(';')[0]})"
+    )
+    card = SubnetCard(
+        name=named.name,
+        repo_id=repo_id,
+        arch=arch,
+        macs=macs,
+        params=params,
+        latency=latency.to_dict(),
+        accuracy=accuracy,
+        evaluation=f"top-1 on {data.description}",
+        calibration=calibration,
+        provenance=named.provenance,
+        supernet=supernet_name,
+        license=license,
+        num_labels=subnet.config.num_labels,
+        budget=named.budget,
+        paper_top1=named.paper_top1,
+        paper_macs_millions=named.paper_macs_millions,
+    )
+    target = Path(output_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        subnet.save_pretrained(temporary)
+        (temporary / "README.md").write_text(render_model_card(card), encoding="utf-8")
+        metadata = {**asdict(card), "name": named.name, "nasvit_hf_export": 1}
+        (temporary / "nasvit_export.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        _replace_folder(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    logger.info("exported %s to %s: %.2f M MACs, top-1 %.2f %%", named.name, target, macs / 1e6, accuracy)
+    return ExportedSubnet(named.name, str(target), arch, macs, params, accuracy, latency.median_ms, named.provenance)

@@ -1,0 +1,60 @@
+"""The Pareto plot of a search: top-1 vs MACs and vs latency, every evaluated candidate, the fronts, named picks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_pareto"]
+
+
+def plot_pareto(
+    points: list[dict[str, Any]], fronts: dict[str, Any], path: str | os.PathLike, title: str = ""
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = [
+        ("macs", 1e-6, "MACs (M)", "accuracy_vs_macs"),
+        ("latency_ms", 1.0, "latency (ms)", "accuracy_vs_latency"),
+    ]
+    for axis, (key, scale, label, front_key) in zip(axes, panels):
+        sampled = [p for p in points if p.get("name") is None]
+        axis.scatter(
+            [p[key] * scale for p in sampled],
+            [p["accuracy"] for p in sampled],
+            s=10,
+            alpha=0.5,
+            label="evaluated subnets",
+        )
+        front = fronts[front_key]
+        axis.plot(
+            [p[key] * scale for p in front],
+            [p["accuracy"] for p in front],
+            "-o",
+            color="C3",
+            markersize=3,
+            label="Pareto front",
+        )
+        labels: dict[tuple[float, float], list[str]] = {}
+        for p in points:
+            if p.get("name"):
+                labels.setdefault((p[key] * scale, p["accuracy"]), []).append(p["name"].upper())
+        for (x, y), names in labels.items():
+            axis.scatter([x], [y], marker="*", s=90, color="C2")
+            axis.annotate("/".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.set_xlabel(label)
+        axis.set_ylabel("top-1 (%) after BN recalibration")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right", fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temp, dpi=120)
+    plt.close(figure)
+    os.replace(temp, path)

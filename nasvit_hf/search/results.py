@@ -1,0 +1,103 @@
+"""The search results folder: every file is written atomically (temp file + `os.replace`) or appended line by line
+(JSON Lines, flushed and fsynced; a torn last line from an interruption is dropped on load), so an interrupted search
+resumes where it stopped and nothing already computed is lost.
+
+Layout of `<output_dir>/`:
+    run.json             supernet, config, seeds, fingerprints, status
+    search_config.yaml   the config as used
+    sampled_archs.json   the archs sampled to fit the predictor (fixed once written)
+    candidates.jsonl     every evaluated candidate: arch, MACs, parameters, top-1 after BN recalibration
+    latency.jsonl        measured latencies (fit / held-out archs of the latency model)
+    predictor.json       predictor metrics (Kendall tau, Spearman rho, RMSE on the validation half)
+    latency_model.json   latency model coefficients, held-out error and measurement noise
+    named.json           per budget name: the searched arch, its budget, MACs, accuracy, latency, provenance
+    pareto.json          Pareto fronts (accuracy vs MACs, accuracy vs latency) of the evaluated candidates
+    pareto.png           the plot of both fronts
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SearchResults", "atomic_write_text", "pareto_front"]
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def pareto_front(points: list[dict[str, Any]], cost: str, value: str) -> list[dict[str, Any]]:
+    """The points no other point beats on both `cost` (lower is better) and `value` (higher is better), by cost."""
+    usable = [p for p in points if p.get(cost) is not None and p.get(value) is not None]
+    usable.sort(key=lambda p: (p[cost], -p[value]))
+    front, best = [], float("-inf")
+    for point in usable:
+        if point[value] > best:
+            front.append(point)
+            best = point[value]
+    return front
+
+
+class SearchResults:
+    """Reads and writes one results folder."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    # JSON documents ------------------------------------------------------------------------------------------------
+    def read_json(self, name: str, default: Any = None) -> Any:
+        path = self.path(name)
+        if not path.exists():
+            return default
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+
+    def write_json(self, name: str, value: Any) -> None:
+        atomic_write_text(self.path(name), json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+    # JSON Lines ----------------------------------------------------------------------------------------------------
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        path = self.path(name)
+        if not path.exists():
+            return []
+        records, torn = [], False
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().split("\n")
+        for number, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines) - 1 and any(rest.strip() for rest in lines[number + 1 :]):
+                    raise ValueError(f"{path} line {number + 1} is not valid JSON (the file is damaged).") from None
+                torn = True  # the last line was cut by an interruption: drop it
+        if torn:
+            atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
+        return records
+
+    def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.path(name), "a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+            file.flush()
+            os.fsync(file.fileno())

@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Export named NASViT subnets (A0-A5, B0-B2, the paper's Table 13 archs) of a supernet as standalone Hub
+checkpoints, re-deriving searched archs with one command.
+
+    python recipes/export.py --supernet runs/tiny_supernet --names a0 a1 a2 b0 --output_dir exports \
+        [--config recipes/configs/search_tiny.yaml] [--push_to_hub --hub_org my-org]
+
+Names without a published arch (A0-A5, B0-B2) are searched first with --config (default: search_reference.yaml for
+the reference space, search_tiny.yaml otherwise; results in <output_dir>/search, resumable). Each subnet is then
+extracted, its BN statistics recalibrated, its top-1 and latency measured, and saved to <output_dir>/nasvit-<name>
+with safetensors weights, config (id2label), image processor, code for trust_remote_code and a README model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from nasvit_hf.hub import export_subnet, push_folder_to_hub, resolve_named_archs
+from nasvit_hf.presets import get_search_space
+from nasvit_hf.search import (
+    SearchConfig,
+    SearchRun,
+    load_evaluation_data,
+    load_supernet,
+    supernet_fingerprint,
+    torch_threads,
+)
+from nasvit_hf.search.config import BudgetSpec
+from nasvit_hf.search.results import atomic_write_text
+
+logger = logging.getLogger("nasvit_hf.export")
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--supernet", required=True, help="folder of a NASViT supernet")
+    parser.add_argument("--names", nargs="+", required=True, help="subnet names: a0..a5, b0..b2, table13-a1..a4")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--config", default=None, help="search config (default: by the supernet's search space)")
+    parser.add_argument("--search_dir", default=None, help="search results folder (default: <output_dir>/search)")
+    parser.add_argument(
+        "--license",
+        default=None,
+        help="license of the source weights for the model cards (default: the supernet README's, else 'unknown'; "
+        "the reference checkpoint is cc-by-nc-4.0)",
+    )
+    parser.add_argument("--prefix", default="nasvit-", help="folder / repo name prefix (default: nasvit-)")
+    parser.add_argument("--device", default=None, help="override the config's evaluation device")
+    parser.add_argument("--push_to_hub", action="store_true")
+    parser.add_argument("--hub_org", default=None, help="user or organisation the repos are created under")
+    parser.add_argument("--hub_private", action="store_true")
+    parser.add_argument("--hub_token", default=None)
+    parser.add_argument("--log_level", default="INFO")
+    args = parser.parse_args(argv)
+    if args.push_to_hub and not args.hub_org:
+        parser.error("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
+    return args
+
+
+def default_config(search_space: dict) -> Path:
+    return CONFIG_DIR / (
+        "search_reference.yaml" if search_space == get_search_space("reference") else "search_tiny.yaml"
+    )
+
+
+def supernet_license(supernet_dir: Path) -> str:
+    readme = supernet_dir / "README.md"
+    if readme.is_file():
+        text = readme.read_text(encoding="utf-8")
+        if text.startswith("---"):
+            front = yaml.safe_load(text.split("---")[1]) or {}
+            if isinstance(front, dict) and front.get("license"):
+                return str(front["license"])
+    return "unknown"
+
+
+def main(argv=None) -> list:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supernet_dir = Path(args.supernet)
+    names = [name.lower() for name in args.names]
+    # Validate the names before loading anything heavy.
+    resolve_named_archs(names)
+    config_path = Path(args.config) if args.config else None
+    supernet = load_supernet(supernet_dir)
+    config_path = config_path or default_config(supernet.config.search_space)
+    config = SearchConfig.from_yaml(config_path)
+    if args.device is not None:
+        raw = config.to_dict()
+        raw["device"] = args.device
+        config = SearchConfig.from_dict(raw)
+    supernet.to(config.device)
+    with torch_threads(config.num_threads):
+        return export(args, names, supernet, supernet_dir, config, config_path)
+
+
+def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path) -> list:
+    named = resolve_named_archs(names, supernet.config)
+    to_search = [entry.name for entry in named if entry.arch is None]
+    data = None
+    if to_search:
+        missing = [name for name in to_search if name not in {b.name for b in config.budgets}]
+        if missing:
+            raise ValueError(
+                f"{missing} have no published arch and no budget in {config_path}; add entries like "
+                f"{BudgetSpec(name=missing[0], macs_millions=300).to_dict()} to its budgets."
+            )
+        run = SearchRun(
+            supernet,
+            config,
+            Path(args.search_dir or Path(args.output_dir) / "search"),
+            supernet_name=supernet_dir.resolve().name,
+            config_name=config_path.name,
+            supernet_id=supernet_fingerprint(supernet_dir),
+        )
+        searched = run.run(to_search)
+        named = resolve_named_archs(names, supernet.config, searched)
+        data = run.data
+    if data is None:
+        data = load_evaluation_data(config.data)
+    license = args.license or supernet_license(supernet_dir)
+    if license == "unknown":
+        logger.warning(
+            "the source weights' license is unknown: pass --license (the reference checkpoint's is "
+            "cc-by-nc-4.0); the model cards say it is not stated"
+        )
+    exported = []
+    for entry in named:
+        folder = Path(args.output_dir) / f"{args.prefix}{entry.name}"
+        repo_id = f"{args.hub_org}/{folder.name}" if args.hub_org else None
+        exported.append(
+            export_subnet(
+                supernet,
+                entry,
+                folder,
+                data,
+                supernet_name=str(supernet_dir),
+                license=license,
+                latency_kwargs=config.latency.measure_kwargs(),
+                repo_id=repo_id,
+            )
+        )
+        if args.push_to_hub:
+            push_folder_to_hub(folder, repo_id, token=args.hub_token, private=args.hub_private)
+    summary = [item.__dict__ for item in exported]
+    atomic_write_text(Path(args.output_dir) / "exports.json", json.dumps(summary, indent=2) + "\n")
+    print(f"{'name':<12}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  folder")
+    for item in exported:
+        print(
+            f"{item.name:<12}{item.macs / 1e6:>10.2f}{item.params / 1e6:>12.3f}{item.latency_ms:>14.2f}"
+            f"{item.accuracy:>11.2f}  {item.path}"
+        )
+    return exported
+
+
+if __name__ == "__main__":
+    main()

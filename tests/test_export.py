@@ -1,0 +1,222 @@
+"""Export of named subnets: Hub folders, model cards, loading through the Auto classes and pipeline (also with
+trust_remote_code and without nasvit_hf), pushing to the Hub (without network), bad input."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+
+from nasvit_hf.hub import push_folder_to_hub, resolve_named_archs
+from nasvit_hf.search import DataConfig, load_evaluation_data, top1_accuracy, torch_threads
+from tests.conftest import run_without_nasvit
+from tests.search_fixtures import load_recipe
+
+
+@pytest.fixture(scope="session")
+def export_dir(search_dir, toy_supernet_dir, search_config_file, tmp_path_factory):
+    """a0 and b0 of the toy supernet, exported from the (complete) search of test_search."""
+    output = tmp_path_factory.mktemp("export") / "out"
+    load_recipe("export").main(
+        [
+            "--supernet", toy_supernet_dir,
+            "--names", "a0", "b0",
+            "--output_dir", str(output),
+            "--config", str(search_config_file),
+            "--search_dir", str(search_dir),
+            "--license", "apache-2.0",
+        ]
+    )  # fmt: skip
+    return output
+
+
+def test_exported_folder_is_a_complete_hub_checkpoint(export_dir, search_dir):
+    folder = export_dir / "nasvit-a0"
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "modeling_nasvit.py",
+        "configuration_nasvit.py",
+        "image_processing_nasvit.py",
+        "nasvit_export.json",
+    ):
+        assert (folder / name).is_file(), name
+    config = json.loads((folder / "config.json").read_text())
+    searched = json.loads((search_dir / "named.json").read_text())["a0"]
+    assert config["arch"] == searched["arch"]
+    assert config["id2label"]["3"] == "3" and "auto_map" in config
+    assert len(config["search_space"]["resolutions"]) == 1  # a standalone subnet, not a supernet
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n")
+    for fact in (
+        f"{searched['macs'] / 1e6:.2f} M",
+        "searched on supernet with search_test.yaml",
+        "recalibrated",
+        'pipeline("image-classification"',
+        "trust_remote_code=True",
+        "@inproceedings{gong2022nasvit",
+    ):
+        assert fact in card, fact
+    metadata = json.loads((folder / "nasvit_export.json").read_text())
+    assert metadata["accuracy"] == pytest.approx(searched["accuracy"])  # same calibration data, same result
+    assert metadata["latency"]["median_ms"] > 0
+
+
+def test_exported_folder_loads_with_auto_classes_and_pipeline(export_dir):
+    from PIL import Image
+    from transformers import AutoModelForImageClassification, pipeline
+
+    folder = export_dir / "nasvit-b0"
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    metadata = json.loads((folder / "nasvit_export.json").read_text())
+    data = load_evaluation_data(DataConfig(batch_size=32, calibration_batches=2, max_evaluation_samples=60))
+    with torch_threads(1):  # as in the export (search config num_threads: 1): the same reductions, the same argmax
+        accuracy = top1_accuracy(model, data.evaluation, model.config.arch["resolution"])
+    assert accuracy == pytest.approx(metadata["accuracy"])
+    predictions = pipeline("image-classification", model=str(folder))(Image.new("L", (8, 8), color=128))
+    assert len(predictions) == 5 and predictions[0]["label"] in [str(i) for i in range(10)]
+
+
+def test_exported_folder_loads_with_trust_remote_code_without_nasvit_hf(export_dir, tmp_path, monkeypatch):
+    """In a fresh interpreter where `import nasvit_hf` fails (conftest.run_without_nasvit: no PYTHONPATH, a
+    meta-path blocker, since the package is installed editable)."""
+    from transformers import AutoModelForImageClassification
+
+    folder = export_dir / "nasvit-a0"
+    pixel_values = torch.randn(2, 3, 32, 32)
+    torch.save(pixel_values, tmp_path / "pixels.pt")
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        import torch
+        from PIL import Image
+        from transformers import AutoModelForImageClassification, pipeline
+
+        folder = {str(folder)!r}
+        model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        with torch.no_grad():
+            logits = model(pixel_values=torch.load({str(tmp_path / "pixels.pt")!r})).logits
+        classify = pipeline("image-classification", model=folder, trust_remote_code=True)
+        predictions = classify(Image.new("L", (8, 8)))
+        loaded = sorted(name for name in sys.modules if name.startswith("nasvit_hf"))
+        print(json.dumps({{"logits": logits.tolist(), "module": type(model).__module__, "nasvit_hf": loaded,
+                          "label": predictions[0]["label"]}}))
+        """
+    )
+    result = json.loads(run_without_nasvit(code, cwd=tmp_path).strip().splitlines()[-1])
+    assert result["nasvit_hf"] == [] and result["module"].startswith("transformers_modules.")
+    assert result["label"] in [str(i) for i in range(10)]
+    expected = AutoModelForImageClassification.from_pretrained(folder).eval()(pixel_values=pixel_values).logits
+    torch.testing.assert_close(torch.tensor(result["logits"]), expected.detach(), rtol=1e-4, atol=1e-4)
+
+
+class RecordingApi:
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, **kwargs):
+        self.calls.append(("create_repo", kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/1"})()
+
+
+def test_push_creates_the_repo_then_uploads_the_folder(export_dir):
+    api = RecordingApi()
+    url = push_folder_to_hub(export_dir / "nasvit-a0", "my-org/nasvit-a0", private=True, api=api)
+    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[0][1] == {"repo_id": "my-org/nasvit-a0", "repo_type": "model", "private": True, "exist_ok": True}
+    assert api.calls[1][1]["folder_path"] == str(export_dir / "nasvit-a0")
+    assert url.endswith("/commit/1")
+
+
+def test_export_cli_pushes_through_hf_api(export_dir, toy_supernet_dir, search_dir, search_config_file, monkeypatch):
+    import huggingface_hub
+
+    api = RecordingApi()
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
+    load_recipe("export").main(
+        [
+            "--supernet", toy_supernet_dir, "--names", "a0", "--output_dir", str(export_dir / "pushed"),
+            "--config", str(search_config_file), "--search_dir", str(search_dir),
+            "--push_to_hub", "--hub_org", "my-org",
+        ]
+    )  # fmt: skip
+    assert [(name, kwargs["repo_id"]) for name, kwargs in api.calls] == [
+        ("create_repo", "my-org/nasvit-a0"),
+        ("upload_folder", "my-org/nasvit-a0"),
+    ]
+    assert "my-org/nasvit-a0" in (export_dir / "pushed" / "nasvit-a0" / "README.md").read_text()
+
+
+def test_unknown_subnet_name_is_a_clear_error(toy_supernet_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown subnet name\(s\) \['z9'\]; known names: .*'a0'"):
+        load_recipe("export").main(
+            ["--supernet", toy_supernet_dir, "--names", "a0", "z9", "--output_dir", str(tmp_path)]
+        )
+
+
+def test_paper_arch_that_does_not_fit_the_space_is_a_clear_error(toy_supernet_dir):
+    from nasvit_hf.search import load_supernet
+
+    config = load_supernet(toy_supernet_dir).config
+    with pytest.raises(ValueError, match="table13-a1 is an arch of the 'reference' search space"):
+        resolve_named_archs(["table13-a1"], config)
+
+
+def test_name_without_a_budget_in_the_config_is_a_clear_error(toy_supernet_dir, search_config_file, tmp_path):
+    with pytest.raises(ValueError, match=r"\['a5'\] have no published arch and no budget"):
+        load_recipe("export").main(
+            ["--supernet", toy_supernet_dir, "--names", "a5", "--output_dir", str(tmp_path),
+             "--config", str(search_config_file)]
+        )  # fmt: skip
+
+
+def test_model_card_of_the_reference_license_says_non_commercial():
+    from nasvit_hf.hub import SubnetCard, render_model_card
+
+    arch = {"resolution": 192, "width": [16] * 9, "depth": [1] * 7, "kernel_size": [3] * 7, "expand_ratio": [1] * 7}
+    latency = {
+        "median_ms": 1.0,
+        "q25_ms": 0.9,
+        "q75_ms": 1.1,
+        "repeats": 3,
+        "warmup": 1,
+        "batch_size": 1,
+        "device": "cpu",
+        "num_threads": 1,
+    }
+    card = render_model_card(
+        SubnetCard(
+            "a1",
+            None,
+            arch,
+            309_000_000,
+            5_000_000,
+            latency,
+            79.0,
+            "x",
+            "64 batches",
+            "p",
+            "s",
+            "cc-by-nc-4.0",
+            1000,
+            paper_top1=79.7,
+            paper_macs_millions=309,
+        )
+    )
+    assert "license: cc-by-nc-4.0" in card and "non-commercial" in card and "79.7 % ImageNet top-1" in card
+
+
+def test_license_defaults_to_the_supernet_readme(tmp_path):
+    export = load_recipe("export")
+    assert export.supernet_license(tmp_path) == "unknown"
+    (tmp_path / "README.md").write_text("---\nlicense: cc-by-nc-4.0\ntags: [nasvit]\n---\n# supernet\n")
+    assert export.supernet_license(tmp_path) == "cc-by-nc-4.0"
