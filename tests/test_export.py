@@ -59,6 +59,9 @@ def test_exported_folder_is_a_complete_hub_checkpoint(export_dir, search_dir):
         'pipeline("image-classification"',
         "trust_remote_code=True",
         "@inproceedings{gong2022nasvit",
+        "## Deployment",
+        "export_onnx(",
+        f"(batch, 3, {searched['arch']['resolution']}, {searched['arch']['resolution']})",
     ):
         assert fact in card, fact
     metadata = json.loads((folder / "nasvit_export.json").read_text())

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from ..deployment.model_card import model_card_section
 from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES
 
 __all__ = ["CITATION", "SubnetCard", "render_model_card"]
@@ -90,6 +91,7 @@ def render_model_card(card: SubnetCard) -> str:
         else f"The weights are released under the license of the source supernet: `{card.license}`.",
     )
     budget = f"\n- **Search budget**: {card.budget}" if card.budget else ""
+    deployment = model_card_section(repo, image_size=card.arch["resolution"]).strip()
     text = f"""---
 {yaml.safe_dump(metadata, sort_keys=False).strip()}
 ---
@@ -157,6 +159,8 @@ With `nasvit_hf` installed, `import nasvit_hf` registers the model type and `tru
 The image processor resizes the shortest edge to {int(card.arch["resolution"] / 0.875)} (bicubic), centre-crops
 {card.arch["resolution"]}, and normalises with the ImageNet mean and standard deviation; grayscale images are
 converted to RGB.
+
+{deployment}
 
 ## Intended use and limits
 
