@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 
 from .models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
 from .models.configuration_nasvit import BACKBONE_STAGE_NAMES
+from .training.config import parse_overrides
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -156,27 +157,6 @@ class SegmentationTrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def parse_overrides(arguments: list[str]) -> dict[str, Any]:
-    """`["--max_steps", "20", "--crop_size=[32, 32]"]` -> {"max_steps": 20, "crop_size": [32, 32]} (YAML values)."""
-    overrides: dict[str, Any] = {}
-    index = 0
-    while index < len(arguments):
-        token = arguments[index]
-        if not token.startswith("--"):
-            raise ValueError(f"unexpected argument {token!r}: overrides are written --key value.")
-        key = token[2:].replace("-", "_")
-        if "=" in key:
-            key, raw = key.split("=", 1)
-        else:
-            if index + 1 >= len(arguments) or arguments[index + 1].startswith("--"):
-                raise ValueError(f"override --{key} needs a value (e.g. --{key} 10).")
-            index += 1
-            raw = arguments[index]
-        overrides[key] = yaml.safe_load(raw) if raw != "" else None
-        index += 1
-    return overrides
 
 
 # ----------------------------------------------------------------------------------------------------------------------

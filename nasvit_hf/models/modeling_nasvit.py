@@ -709,22 +709,52 @@ def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return tensor[tuple(slice(0, size) for size in shape)]
 
 
+def check_pixel_values(
+    pixel_values: torch.Tensor | None, num_channels: int, processor: str = "NASViTImageProcessor"
+) -> torch.Tensor:
+    """A clear error unless `pixel_values` is a float (batch, num_channels, height, width) tensor."""
+    if pixel_values is None:
+        raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
+        raise ValueError(
+            f"pixel_values must have shape (batch, {num_channels}, height, width), got {tuple(pixel_values.shape)}; "
+            f"use the {processor} (it converts grayscale/RGBA to RGB)."
+        )
+    if not pixel_values.is_floating_point():
+        raise ValueError(f"pixel_values must be a float tensor, got dtype {pixel_values.dtype}.")
+    return pixel_values
+
+
+def build_stem_and_stages(config: NASViTConfig) -> tuple[NASViTConvBN, nn.ModuleList]:
+    """The stem conv and the seven body stages of `config`'s search space (shared by the model and the backbone)."""
+    space = config.search_space
+    stem = NASViTConvBN(config, config.num_channels, max(space["first_conv"]["c"]), 3, space["first_conv"]["s"])
+    stages = []
+    in_choices = space["first_conv"]["c"]
+    for name in BODY_STAGES:
+        stages.append(NASViTStage(config, name, in_choices))
+        in_choices = space[name]["c"]
+    return stem, nn.ModuleList(stages)
+
+
+def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
+    """Set every body stage to `arch`; returns the active stem width."""
+    for index, stage in enumerate(stages):
+        stage.set_active(
+            arch["width"][index + 1], arch["depth"][index], arch["kernel_size"][index], arch["expand_ratio"][index]
+        )
+    return arch["width"][0]
+
+
 class NASViTModel(NASViTPreTrainedModel):
     """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features)."""
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
-        space = config.search_space
-        self.stem = NASViTConvBN(
-            config, config.num_channels, max(space["first_conv"]["c"]), 3, space["first_conv"]["s"]
-        )
-        stages = []
-        in_choices = space["first_conv"]["c"]
-        for name in BODY_STAGES:
-            stages.append(NASViTStage(config, name, in_choices))
-            in_choices = space[name]["c"]
-        self.stages = nn.ModuleList(stages)
-        self.head = NASViTHead(config, in_choices)
+        self.stem, self.stages = build_stem_and_stages(config)
+        self.head = NASViTHead(config, config.search_space["mb7"]["c"])
         self.post_init()
         self._apply_arch(config.arch)
         if config.num_windows is not None:
@@ -732,11 +762,7 @@ class NASViTModel(NASViTPreTrainedModel):
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self.active_resolution = arch["resolution"]
-        self.active_stem_channels = arch["width"][0]
-        for index, stage in enumerate(self.stages):
-            stage.set_active(
-                arch["width"][index + 1], arch["depth"][index], arch["kernel_size"][index], arch["expand_ratio"][index]
-            )
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         self.head.active_out_channels = arch["width"][-1]
 
     def forward(
@@ -750,7 +776,7 @@ class NASViTModel(NASViTPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        pixel_values = self._check_pixel_values(pixel_values)
+        pixel_values = check_pixel_values(pixel_values, self.config.num_channels)
         resolution = self.active_resolution
         if pixel_values.shape[-2:] != (resolution, resolution):
             pixel_values = F.interpolate(
@@ -771,20 +797,6 @@ class NASViTModel(NASViTPreTrainedModel):
             pooler_output=pooled_output,
             hidden_states=tuple(all_hidden_states) if all_hidden_states is not None else None,
         )
-
-    def _check_pixel_values(self, pixel_values: torch.Tensor | None) -> torch.Tensor:
-        if pixel_values is None:
-            raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
-        if not isinstance(pixel_values, torch.Tensor):
-            raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {self.config.num_channels}, height, width), got "
-                f"{tuple(pixel_values.shape)}; use the NASViTImageProcessor (it converts grayscale/RGBA to RGB)."
-            )
-        if not pixel_values.is_floating_point():
-            raise ValueError(f"pixel_values must be a float tensor, got dtype {pixel_values.dtype}.")
-        return pixel_values
 
 
 class NASViTForImageClassification(NASViTPreTrainedModel):

@@ -22,7 +22,13 @@ from torch import nn
 from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
 
 from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfig
-from .modeling_nasvit import NASViTConvBN, NASViTDynamicLinear, NASViTPreTrainedModel, NASViTStage
+from .modeling_nasvit import (
+    NASViTDynamicLinear,
+    NASViTPreTrainedModel,
+    apply_arch_to_stages,
+    build_stem_and_stages,
+    check_pixel_values,
+)
 
 try:  # transformers >= 5.x moved the backbone helpers out of `utils`
     from transformers.backbone_utils import BackboneMixin
@@ -35,21 +41,6 @@ __all__ = ["NASViTBackbone", "NASViTDecodeHead", "NASViTForSemanticSegmentation"
 _CLASSIFICATION_ONLY_KEYS = [r"(^|\.)head\.", r"^classifier\."]
 # ... and of a segmentation checkpoint that a bare backbone does not use.
 _BACKBONE_UNUSED_KEYS = [*_CLASSIFICATION_ONLY_KEYS, r"^decode_head\."]
-
-
-def _check_pixel_values(pixel_values: torch.Tensor | None, num_channels: int) -> torch.Tensor:
-    if pixel_values is None:
-        raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
-    if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
-    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
-        raise ValueError(
-            f"pixel_values must have shape (batch, {num_channels}, height, width), got {tuple(pixel_values.shape)}; "
-            "use the NASViTSegmentationImageProcessor (it converts grayscale/RGBA to RGB)."
-        )
-    if not pixel_values.is_floating_point():
-        raise ValueError(f"pixel_values must be a float tensor, got dtype {pixel_values.dtype}.")
-    return pixel_values
 
 
 class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
@@ -68,26 +59,13 @@ class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
-        space = config.search_space
-        self.stem = NASViTConvBN(
-            config, config.num_channels, max(space["first_conv"]["c"]), 3, space["first_conv"]["s"]
-        )
-        stages = []
-        in_choices = space["first_conv"]["c"]
-        for name in BODY_STAGES:
-            stages.append(NASViTStage(config, name, in_choices))
-            in_choices = space[name]["c"]
-        self.stages = nn.ModuleList(stages)
+        self.stem, self.stages = build_stem_and_stages(config)
         self.post_init()
         self._apply_arch(config.arch)
         self.set_num_windows("auto" if config.num_windows is None else config.num_windows)
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
-        self.active_stem_channels = arch["width"][0]
-        for index, stage in enumerate(self.stages):
-            stage.set_active(
-                arch["width"][index + 1], arch["depth"][index], arch["kernel_size"][index], arch["expand_ratio"][index]
-            )
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         # Channels of every stage output for the active arch (BackboneMixin's `channels` / `out_feature_channels`).
         self.num_features = list(arch["width"][: len(BACKBONE_STAGE_NAMES)])
 
@@ -108,7 +86,7 @@ class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        pixel_values = _check_pixel_values(pixel_values, self.config.num_channels)
+        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, "NASViTSegmentationImageProcessor")
         out_indices = [index % len(self.stage_names) for index in self.out_indices]
         last = len(self.stages) if output_hidden_states else max(out_indices)
         hidden_states = self.stem(pixel_values, self.active_stem_channels)
