@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
 from .models.configuration_nasvit import BACKBONE_STAGE_NAMES
-from .training.config import parse_overrides
+from .training.config import load_yaml_mapping, parse_overrides
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -145,12 +144,7 @@ class SegmentationTrainingConfig:
     def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> SegmentationTrainingConfig:
         values: dict[str, Any] = {}
         if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise FileNotFoundError(f"config file {str(path)!r} does not exist (see recipes/configs/).")
-            loaded = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"config file {str(path)!r} must hold a mapping of key: value pairs.")
+            loaded = load_yaml_mapping(path)
             values.update(loaded)
         values.update(overrides or {})
         return cls.from_dict(values, source=f"config {str(path)!r} + overrides" if path else "config")

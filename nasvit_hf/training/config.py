@@ -166,12 +166,7 @@ class TrainingConfig:
     def from_yaml(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
         values: dict[str, Any] = {}
         if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise FileNotFoundError(f"config file {str(path)!r} does not exist (see recipes/configs/).")
-            loaded = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"config file {str(path)!r} must hold a mapping of key: value pairs.")
+            loaded = load_yaml_mapping(path)
             cls.from_dict(loaded, source=f"config file {str(path)!r}")  # report its own errors by name
             values.update(loaded)
         if overrides:
@@ -210,6 +205,17 @@ def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:
     if base is list and isinstance(value, (list, tuple)):
         return list(value)
     raise ValueError(f"{source}: {key} must be of type {getattr(base, '__name__', base)}, got {value!r}.")
+
+
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The `key: value` mapping of a YAML config file, with clear errors for a missing file or another shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist (see recipes/configs/).")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of key: value pairs.")
+    return loaded
 
 
 def parse_overrides(arguments: list[str]) -> dict[str, Any]:
