@@ -4,7 +4,7 @@
     python benchmarks/bench_deployment.py --sizes a0,a5 --compile_sizes a0,a5 --output results.json
 
 For each size it builds a subnet of the reference search space with random weights (latency does not depend on the
-values), exports it with `nasvit_hf.deployment.export_onnx` (dynamic batch, verified against eager), and times
+values), exports it with `nasvit_hf.deploy.export_onnx` (dynamic batch, verified against eager), and times
 eager (`torch.inference_mode`), onnxruntime (CPU provider) and, for `--compile_sizes`,
 `torch.compile` (default mode, one static compile per batch size). Rounds interleave the backends in a rotating
 order and each backend's median is compared with eager's median from the same rounds, so machine noise shared by
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 import nasvit_hf
-from nasvit_hf.deployment import OnnxRunner, export_onnx
+from nasvit_hf.deploy import OnnxRunner, export_onnx
 from nasvit_hf.models.configuration_nasvit import BODY_STAGES, STAGE_NAMES
 from nasvit_hf.presets import NAMED_ARCHS, TABLE13_MEASURED_MACS_MILLIONS, get_named_arch
 

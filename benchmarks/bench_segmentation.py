@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from nasvit_hf import NASViTConfig, NASViTForSemanticSegmentation, count_macs
-from nasvit_hf.macs_segmentation import count_segmentation_macs
+from nasvit_hf.macs import count_segmentation_macs
 from nasvit_hf.presets import get_named_arch
 
 

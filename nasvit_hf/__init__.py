@@ -16,8 +16,7 @@ from transformers import (
     AutoVideoProcessor,
 )
 
-from .macs import count_macs, count_parameters
-from .macs_segmentation import count_segmentation_macs
+from .macs import count_macs, count_parameters, count_segmentation_macs
 from .models import (
     REFERENCE_SEARCH_SPACE,
     NASViTBackbone,

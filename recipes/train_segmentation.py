@@ -6,7 +6,7 @@
         --model_name_or_path exported/nasvit-a1
     accelerate launch recipes/train_segmentation.py --max_steps 50 --resume_from_checkpoint latest
 
-Every key of `nasvit_hf.segmentation_training.SegmentationTrainingConfig` can be overridden as `--key value`. The
+Every key of `nasvit_hf.training.segmentation.SegmentationTrainingConfig` can be overridden as `--key value`. The
 script wires config -> data -> Accelerate -> the library: AdamW (decode head at `head_learning_rate_multiplier` x the
 learning rate), poly or cosine schedule, mIoU from the package's local `evaluate` module, atomic checkpoints
 (`save_state`) with resume, TensorBoard and a progress bar. The final model is saved to `<output_dir>/model`
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 import nasvit_hf  # noqa: F401  (registers the Auto classes)
-from nasvit_hf.segmentation_training import (
+from nasvit_hf.training.segmentation import (
     SegmentationTrainingConfig,
     SegmentationTransform,
     build_image_processor,

@@ -1,4 +1,5 @@
-"""Shared test fixtures. Tests run offline on CPU; the parity fixtures are read from ../shared beside the clone."""
+"""Shared test fixtures. Tests run offline on CPU; the parity fixtures live in tests/fixtures (copied from the reference's
+parity data in ../shared/fixtures, so a fresh clone proves parity on its own)."""
 
 from __future__ import annotations
 
@@ -18,28 +19,17 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("NASVIT_SHARED_DIR", REPO_ROOT.parent / "shared"))
-FIXTURES_DIR = SHARED_DIR / "fixtures"
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 OFFICIAL_TINY_DIR = FIXTURES_DIR / "official_tiny"
-
-
-def _require_fixtures() -> None:
-    if not OFFICIAL_TINY_DIR.is_dir():
-        message = f"parity fixtures not found at {OFFICIAL_TINY_DIR} (set NASVIT_SHARED_DIR)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
 def official_cases() -> dict:
-    _require_fixtures()
     return json.loads((OFFICIAL_TINY_DIR / "cases.json").read_text())
 
 
 @pytest.fixture(scope="session")
 def official_tensors() -> dict[str, torch.Tensor]:
-    _require_fixtures()
     from safetensors.torch import load_file
 
     return load_file(OFFICIAL_TINY_DIR / "cases.safetensors")
@@ -47,13 +37,11 @@ def official_tensors() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def official_state_dict_path() -> Path:
-    _require_fixtures()
     return OFFICIAL_TINY_DIR / "official_state_dict.safetensors"
 
 
 @pytest.fixture(scope="session")
 def reference_manifest() -> dict:
-    _require_fixtures()
     return json.loads((FIXTURES_DIR / "official_supernet_manifest.json").read_text())
 
 

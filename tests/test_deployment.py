@@ -13,14 +13,14 @@ import torch
 from PIL import Image
 
 import nasvit_hf
-from nasvit_hf.deployment import (
+from nasvit_hf.deploy import (
     OnnxRunner,
     ProgramRunner,
     export_onnx,
     export_program,
     load_subnet_for_export,
-    model_card_section,
 )
+from nasvit_hf.hub.deployment_section import model_card_section
 from nasvit_hf.presets import get_named_arch, get_search_space
 
 from .conftest import REPO_ROOT, run_without_nasvit
@@ -69,7 +69,7 @@ def tiny_export(tmp_path_factory):
     """A random tiny-space subnet saved with save_pretrained and exported by the CLI (dynamic batch, ONNX + .pt2)."""
     sys.path.insert(0, RECIPES)
     try:
-        import export_onnx as cli
+        import deploy as cli
     finally:
         sys.path.remove(RECIPES)
     folder = tmp_path_factory.mktemp("tiny") / "subnet"
@@ -249,7 +249,7 @@ def test_cli_exits_with_error_for_a_supernet(tmp_path, capsys):
     supernet.save_pretrained(tmp_path / "supernet")
     sys.path.insert(0, RECIPES)
     try:
-        import export_onnx as cli
+        import deploy as cli
     finally:
         sys.path.remove(RECIPES)
     with pytest.raises(SystemExit) as exit_info:

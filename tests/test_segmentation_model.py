@@ -20,7 +20,7 @@ from nasvit_hf import (
     NASViTModel,
     NASViTSegmentationImageProcessor,
 )
-from nasvit_hf.macs_segmentation import count_segmentation_macs
+from nasvit_hf.macs import count_segmentation_macs
 from nasvit_hf.models.modeling_nasvit import NASViTAttention, NASViTTransformerLayer
 from nasvit_hf.presets import get_search_space
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from nasvit_hf.data import digits_segmentation_labels, load_digits_segmentation_dataset
 from nasvit_hf.metrics import metric_path
-from nasvit_hf.segmentation_training import (
+from nasvit_hf.training.segmentation import (
     SegmentationTrainingConfig,
     SegmentationTransform,
     collate_segmentation_batch,

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from ..deployment.model_card import model_card_section
+from .deployment_section import model_card_section
 from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES
 
 __all__ = ["CITATION", "SubnetCard", "render_model_card"]

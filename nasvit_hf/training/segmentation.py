@@ -17,9 +17,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
-from .models.configuration_nasvit import BACKBONE_STAGE_NAMES
-from .training.config import load_yaml_mapping, parse_overrides
+from ..models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
+from ..models.configuration_nasvit import BACKBONE_STAGE_NAMES
+from .config import load_yaml_mapping, parse_overrides
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -180,7 +180,7 @@ def load_segmentation_splits(config: SegmentationTrainingConfig) -> tuple[Any, A
     from datasets import load_dataset
 
     if config.dataset == "digits_segmentation":
-        from .data.digits_segmentation import digits_segmentation_labels, load_digits_segmentation_dataset
+        from ..data.digits_segmentation import digits_segmentation_labels, load_digits_segmentation_dataset
 
         splits = load_digits_segmentation_dataset(
             num_train=config.digits_num_train,
@@ -329,7 +329,7 @@ def _resolve_arch(config: NASViTConfig, arch: Any) -> dict[str, Any]:
         return config.largest_arch()
     if arch == "smallest":
         return config.smallest_arch()
-    from .presets import get_named_arch
+    from ..presets import get_named_arch
 
     named = get_named_arch(arch)
     if named.arch is None:
@@ -359,7 +359,7 @@ def build_segmentation_model(
         return NASViTForSemanticSegmentation.from_pretrained(
             config.model_name_or_path, ignore_mismatched_sizes=True, **settings
         )
-    from .presets import get_search_space
+    from ..presets import get_search_space
 
     space = get_search_space(config.search_space) if isinstance(config.search_space, str) else config.search_space
     supernet_config = NASViTConfig(search_space=space, **settings)
@@ -395,7 +395,7 @@ def evaluate_segmentation(
     `eval_short_side`. Restores the model's train/eval mode."""
     import evaluate
 
-    from .metrics import metric_path
+    from ..metrics import metric_path
 
     metric = evaluate.load(metric_path("mean_iou"))
     was_training = model.training

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .macs import _transformer_macs, stage_macs
-from .models.configuration_nasvit import (
+from .classification import _transformer_macs, stage_macs
+from ..models.configuration_nasvit import (
     BACKBONE_STAGE_NAMES,
     TRANSFORMER_STAGES,
     NASViTConfig,

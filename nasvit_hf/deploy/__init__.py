@@ -1,17 +1,16 @@
 """Deployment of extracted NASViT subnets: ONNX (checked, run with onnxruntime) and torch.export programs.
 
-    from nasvit_hf.deployment import export_onnx, export_program, OnnxRunner
+    from nasvit_hf.deploy import export_onnx, export_program, OnnxRunner
     report = export_onnx("path/to/subnet", "model.onnx", dynamic_batch=True)  # verified against eager
     logits = OnnxRunner("model.onnx")(pixel_values)["logits"]
 
 Supernets are refused with a message saying how to extract a subnet; exported graphs take inputs at the subnet's
-resolution only. `recipes/export_onnx.py` wraps both exporters.
+resolution only. `recipes/deploy.py` wraps both exporters.
 """
 
 from .common import ExportReport, NASViTExportWrapper, check_pixel_values, load_subnet_for_export, supernet_choices
-from .model_card import model_card_section
-from .onnx_export import MIN_ONNX_OPSET, OnnxRunner, export_onnx
-from .torch_export import ProgramRunner, export_program
+from .onnx import MIN_ONNX_OPSET, OnnxRunner, export_onnx
+from .program import ProgramRunner, export_program
 
 __all__ = [
     "MIN_ONNX_OPSET",
@@ -23,6 +22,5 @@ __all__ = [
     "export_onnx",
     "export_program",
     "load_subnet_for_export",
-    "model_card_section",
     "supernet_choices",
 ]

@@ -51,11 +51,11 @@ def model_card_section(
     if not onnx_file or not program_file:
         lines += [
             "Export them (each graph is checked and compared with PyTorch eager before it is written; needs "
-            "`pip install 'nasvit_hf[export]'`, or run `python recipes/export_onnx.py --model "
+            "`pip install 'nasvit_hf[export]'`, or run `python recipes/deploy.py --model "
             f"{model_id} --output model.onnx --dynamic_batch --program model.pt2` from the nasvit_hf repository):",
             "",
             "```python",
-            "from nasvit_hf.deployment import export_onnx, export_program",
+            "from nasvit_hf.deploy import export_onnx, export_program",
             "",
             f'export_onnx("{model_id}", "model.onnx", dynamic_batch=True)',
             f'export_program("{model_id}", "model.pt2", dynamic_batch=True)',

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models.configuration_nasvit import (
+from ..models.configuration_nasvit import (
     BODY_STAGES,
     TRANSFORMER_STAGES,
     NASViTConfig,

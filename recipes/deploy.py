@@ -1,8 +1,8 @@
 """Export an extracted NASViT subnet (a save_pretrained folder or Hub id) to ONNX, and optionally to a torch.export
 program (`.pt2`).
 
-    python recipes/export_onnx.py --model path/to/subnet --output model.onnx --dynamic_batch
-    python recipes/export_onnx.py --model path/to/subnet --output model.onnx --opset 18 --program model.pt2
+    python recipes/deploy.py --model path/to/subnet --output model.onnx --dynamic_batch
+    python recipes/deploy.py --model path/to/subnet --output model.onnx --opset 18 --program model.pt2
 
 The ONNX graph is checked with `onnx.checker` and run with onnxruntime, the program is loaded back and run, and both
 are compared with PyTorch eager on random inputs (batch sizes 1 and 4 with --dynamic_batch) before they are written.
@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 
-from nasvit_hf.deployment import export_onnx, export_program, load_subnet_for_export
+from nasvit_hf.deploy import export_onnx, export_program, load_subnet_for_export
 
 logger = logging.getLogger("export_onnx")
 
