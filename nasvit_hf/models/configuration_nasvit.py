@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import numbers
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -71,18 +73,119 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return new_value
 
 
+# Bounds of the search-space values (sane limits: beyond them a config is a typo or a tampered file, and would
+# allocate absurd amounts of memory, e.g. resolution 100000 or depth 10^6).
+SEARCH_SPACE_BOUNDS: dict[str, tuple[int, int]] = {
+    "resolutions": (16, 4096),
+    "c": (1, 16384),
+    "d": (1, 64),
+    "k": (1, 31),
+    "t": (1, 32),
+}
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, Python or numpy (`numbers.Integral`), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _int_list(value: Any, where: str) -> list[int]:
+def _is_bool(value: Any) -> bool:
+    """A Python or numpy bool (never a string such as "no", nor an int)."""
+    if isinstance(value, bool):
+        return True
+    kind = type(value)  # numpy.bool (numpy >= 2) / numpy.bool_, without importing numpy here
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
+
+
+def _int_list(value: Any, where: str, bounds: tuple[int, int] | None = None) -> list[int]:
     if _is_int(value):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value or not all(_is_int(v) for v in value):
         raise ValueError(f"search_space[{where}] must be a non-empty list of integers, got {value!r}.")
     if any(v <= 0 for v in value):
-        raise ValueError(f"search_space[{where}] must hold positive integers, got {list(value)}.")
+        raise ValueError(f"search_space[{where}] must hold positive integers, got {[int(v) for v in value]}.")
+    if bounds is not None and any(not bounds[0] <= v <= bounds[1] for v in value):
+        raise ValueError(
+            f"search_space[{where}] must hold integers in [{bounds[0]}, {bounds[1]}], got {[int(v) for v in value]}."
+        )
     return sorted(set(int(v) for v in value))
+
+
+def _stride(value: Any, where: str) -> int:
+    if not _is_int(value) or value not in (1, 2):
+        raise ValueError(f"search_space[{where}]['s'] (stride) must be the integer 1 or 2, got {value!r}.")
+    return int(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not _is_bool(value):
+        raise ValueError(f"search_space[{where}]['se'] must be true or false (a JSON boolean), got {value!r}.")
+    return bool(value)
+
+
+def check_int_field(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """`value` as a plain int, or a `ValueError` naming the field, the value and the allowed range.
+
+    Python and numpy integers are accepted; bools, floats and strings (even "3") are not."""
+    allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
+    if not _is_int(value):
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r} ({type(value).__name__}).")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}.")
+    return int(value)
+
+
+def check_float_field(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> float:
+    """`value` as a plain finite float in the given interval, or a `ValueError` naming the field and the interval.
+
+    Python/numpy ints and floats are accepted; bools and strings (even "1e-5") are not."""
+    allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a number in {allowed}, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not math.isfinite(value) or not inside:
+        raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}.")
+    return value
+
+
+MAX_NUM_LABELS = 1_000_000
+MAX_NUM_WINDOWS = 64
+# The scalar fields of `NASViTConfig.__init__`: name -> (low, high) for ints, (low, high, low_open, high_open) for
+# floats. The eps values must be > 0 (BatchNorm/LayerNorm divide by sqrt(var + eps)); dropout rates < 1.
+SCALAR_INT_FIELDS: dict[str, tuple[int, int]] = {
+    "num_channels": (1, 256),
+    "head_dim": (1, 1024),
+    "value_expansion": (1, 64),
+    "max_relative_position": (1, 512),
+    "layer_scale_depth_slots": (1, 1024),
+    "decoder_hidden_size": (1, 65536),
+    "semantic_loss_ignore_index": (-(2**31), 2**31 - 1),
+}
+SCALAR_FLOAT_FIELDS: dict[str, tuple[float, float, bool, bool]] = {
+    "layer_scale_init": (0.0, 100.0, False, False),
+    "drop_path_rate": (0.0, 1.0, False, True),
+    "drop_connect_rate": (0.0, 1.0, False, True),
+    "classifier_dropout": (0.0, 1.0, False, True),
+    "batch_norm_eps": (0.0, 1.0, True, False),
+    "batch_norm_momentum": (0.0, 1.0, False, False),
+    "layer_norm_eps": (0.0, 1.0, True, False),
+    "initializer_range": (0.0, 100.0, False, False),
+}
+
+
+def check_scalar_fields(**fields: Any) -> dict[str, Any]:
+    """Check the scalar config fields against `SCALAR_INT_FIELDS` / `SCALAR_FLOAT_FIELDS`; plain ints and floats."""
+    clean: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in SCALAR_INT_FIELDS:
+            clean[name] = check_int_field(name, value, *SCALAR_INT_FIELDS[name])
+        else:
+            low, high, low_open, high_open = SCALAR_FLOAT_FIELDS[name]
+            clean[name] = check_float_field(name, value, low, high, low_open=low_open, high_open=high_open)
+    return clean
 
 
 def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +212,9 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
         )
     if space.get("use_v3_head", True) is not True:
         raise ValueError("search_space['use_v3_head'] must be true: only the MBPool (v3) head is implemented.")
-    clean: dict[str, Any] = {"resolutions": _int_list(space["resolutions"], "'resolutions'")}
+    clean: dict[str, Any] = {
+        "resolutions": _int_list(space["resolutions"], "'resolutions'", SEARCH_SPACE_BOUNDS["resolutions"])
+    }
     for name in STAGE_NAMES:
         stage = space[name]
         if not isinstance(stage, dict):
@@ -126,14 +231,14 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
         extra = set(stage) - allowed
         if extra:
             raise ValueError(f"search_space[{name!r}] has unknown keys {sorted(extra)}; allowed: {sorted(allowed)}.")
-        entry: dict[str, Any] = {"c": _int_list(stage.get("c"), f"{name!r}]['c'")}
+        entry: dict[str, Any] = {"c": _int_list(stage.get("c"), f"{name!r}]['c'", SEARCH_SPACE_BOUNDS["c"])}
         if name == "first_conv":
-            entry["s"] = int(stage.get("s", 2))
+            entry["s"] = _stride(stage.get("s", 2), repr(name))
         elif name != "last_conv":
             for key in ("d", "k", "t"):
                 if key not in stage:
                     raise ValueError(f"search_space[{name!r}] is missing {key!r} ({_SPACE_FIELDS[key]} choices).")
-                entry[key] = _int_list(stage[key], f"{name!r}][{key!r}")
+                entry[key] = _int_list(stage[key], f"{name!r}][{key!r}", SEARCH_SPACE_BOUNDS[key])
             if any(k % 2 == 0 for k in entry["k"]):
                 raise ValueError(f"search_space[{name!r}]['k'] must hold odd kernel sizes, got {entry['k']}.")
             if 1 in entry["t"] and len(entry["t"]) > 1:
@@ -143,11 +248,8 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
                 )
             if name in TRANSFORMER_STAGES and min(entry["d"]) < 1:
                 raise ValueError(f"search_space[{name!r}]['d'] must be >= 1 (the first block is an MBConv).")
-            stride = stage.get("s", 1)
-            if stride not in (1, 2):
-                raise ValueError(f"search_space[{name!r}]['s'] must be 1 or 2, got {stride!r}.")
-            entry["s"] = int(stride)
-            entry["se"] = bool(stage.get("se", False))
+            entry["s"] = _stride(stage.get("s", 1), repr(name))
+            entry["se"] = _flag(stage.get("se", False), repr(name))
         clean[name] = entry
     for name in TRANSFORMER_STAGES:
         bad = [c for c in clean[name]["c"] if c % 8]
@@ -228,10 +330,12 @@ def normalize_num_windows(value: Any) -> int | str | list[int | str] | None:
     """Validate `num_windows`: None, a positive int, "auto", or one of those per transformer stage (a list of 4)."""
 
     def check(item: Any, where: str) -> int | str:
-        if item == "auto" or (_is_int(item) and item >= 1):
+        if isinstance(item, str) and item == "auto":
             return item
+        if _is_int(item) and 1 <= item <= MAX_NUM_WINDOWS:
+            return int(item)
         raise ValueError(
-            f"num_windows{where} must be a positive int (windows per side of the token grid) or 'auto' "
+            f"num_windows{where} must be an int in [1, {MAX_NUM_WINDOWS}] (windows per side of the token grid) or 'auto' "
             f"(feature-map side // 7, at least 1), got {item!r}."
         )
 
@@ -314,50 +418,47 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
     ):
         if "num_labels" not in kwargs and "id2label" not in kwargs:
             kwargs["num_labels"] = 1000
-        self.search_space = normalize_search_space(copy.deepcopy(search_space or REFERENCE_SEARCH_SPACE))
+        self.search_space = normalize_search_space(
+            copy.deepcopy(REFERENCE_SEARCH_SPACE if search_space is None else search_space)
+        )
         self.arch = validate_arch(self.search_space, arch) if arch is not None else largest_arch(self.search_space)
-        if layer_scale not in LAYER_SCALE_MODES:
+        if "num_labels" in kwargs:
+            kwargs["num_labels"] = check_int_field("num_labels", kwargs["num_labels"], 0, MAX_NUM_LABELS)
+        scalars = check_scalar_fields(
+            num_channels=num_channels,
+            head_dim=head_dim,
+            value_expansion=value_expansion,
+            max_relative_position=max_relative_position,
+            layer_scale_init=layer_scale_init,
+            layer_scale_depth_slots=layer_scale_depth_slots,
+            drop_path_rate=drop_path_rate,
+            drop_connect_rate=drop_connect_rate,
+            classifier_dropout=classifier_dropout,
+            batch_norm_eps=batch_norm_eps,
+            batch_norm_momentum=batch_norm_momentum,
+            layer_norm_eps=layer_norm_eps,
+            initializer_range=initializer_range,
+            decoder_hidden_size=decoder_hidden_size,
+            semantic_loss_ignore_index=semantic_loss_ignore_index,
+        )
+        if not isinstance(layer_scale, str) or layer_scale not in LAYER_SCALE_MODES:
             raise ValueError(f"layer_scale must be one of {LAYER_SCALE_MODES}, got {layer_scale!r}.")
         if layer_scale == "width" and any(len(self.search_space[s]["c"]) > 8 for s in TRANSFORMER_STAGES):
             raise ValueError("layer_scale='width' supports at most 8 width choices per transformer stage.")
         max_depth = max(max(self.search_space[s]["d"]) for s in TRANSFORMER_STAGES)
-        if layer_scale_depth_slots <= max_depth:
+        if scalars["layer_scale_depth_slots"] <= max_depth:
             raise ValueError(
                 f"layer_scale_depth_slots must exceed the largest transformer-stage depth ({max_depth}), "
                 f"got {layer_scale_depth_slots}."
             )
-        if head_dim <= 0 or value_expansion <= 0:
-            raise ValueError(f"head_dim and value_expansion must be positive, got {head_dim} and {value_expansion}.")
         for name in TRANSFORMER_STAGES:
-            bad = [c for c in self.search_space[name]["c"] if c % head_dim]
+            bad = [c for c in self.search_space[name]["c"] if c % scalars["head_dim"]]
             if bad:
                 raise ValueError(f"search_space[{name!r}]['c'] has widths {bad} not divisible by head_dim={head_dim}.")
-        for field, value in (
-            ("drop_path_rate", drop_path_rate),
-            ("drop_connect_rate", drop_connect_rate),
-            ("classifier_dropout", classifier_dropout),
-        ):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{field} must be in [0, 1), got {value}.")
-        self.num_channels = num_channels
-        self.head_dim = head_dim
-        self.value_expansion = value_expansion
-        self.max_relative_position = max_relative_position
+        for field, value in scalars.items():
+            setattr(self, field, value)
         self.layer_scale = layer_scale
-        self.layer_scale_init = layer_scale_init
-        self.layer_scale_depth_slots = layer_scale_depth_slots
-        self.drop_path_rate = drop_path_rate
-        self.drop_connect_rate = drop_connect_rate
-        self.classifier_dropout = classifier_dropout
-        self.batch_norm_eps = batch_norm_eps
-        self.batch_norm_momentum = batch_norm_momentum
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
         self.num_windows = normalize_num_windows(num_windows)
-        if not _is_int(decoder_hidden_size) or decoder_hidden_size <= 0:
-            raise ValueError(f"decoder_hidden_size must be a positive int, got {decoder_hidden_size!r}.")
-        self.decoder_hidden_size = decoder_hidden_size
-        self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self.stage_names = list(BACKBONE_STAGE_NAMES)
         if out_features is None and out_indices is None:
             out_features = list(DEFAULT_BACKBONE_OUT_FEATURES)
