@@ -283,9 +283,7 @@ class SearchRun:
         rng = np.random.default_rng([self.config.seed, 1])
         rows = self.encoder.sample(settings.num_archs, rng)
         archs = [self.encoder.decode(row) for row in rows]
-        num_holdout = max(1, int(round(settings.num_archs * settings.holdout_fraction)))
-        if settings.num_archs - num_holdout < 3:
-            raise ValueError(f"latency.num_archs={settings.num_archs} is too few to fit and check the latency model.")
+        num_holdout = settings.num_holdout_archs  # enough archs left to fit: checked by LatencyConfig
         done = {record["index"]: record for record in self.results.read_jsonl("latency.jsonl")}
         for index, arch in enumerate(archs):
             if index in done:
