@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..loading import load_pretrained_strict
 from ..models.configuration_nasvit import STAGE_NAMES, NASViTConfig
 from ..models.modeling_nasvit import NASViTPreTrainedModel
 
@@ -129,7 +130,7 @@ def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
     model_class = getattr(nasvit_hf, names[0], None)
     if model_class is None or not issubclass(model_class, NASViTPreTrainedModel):
         raise ValueError(f"{str(path)!r} holds a {names[0]!r}, which is not a NASViT model class of nasvit_hf.")
-    return model_class.from_pretrained(path, config=config)
+    return load_pretrained_strict(model_class, path, config=config)
 
 
 def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathLike) -> NASViTPreTrainedModel:

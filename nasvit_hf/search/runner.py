@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..loading import load_pretrained_strict
 from ..macs import count_macs, count_parameters
 from ..models.configuration_nasvit import NASViTConfig
 from ..models.modeling_nasvit import NASViTForImageClassification
@@ -56,7 +57,7 @@ def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassi
         )
     if config.num_labels < 1:
         raise ValueError(f"{str(path)!r} has no classifier (num_labels=0); search ranks subnets by top-1.")
-    model = NASViTForImageClassification.from_pretrained(path, config=config)
+    model = load_pretrained_strict(NASViTForImageClassification, path, config=config)
     return model.to(device).eval()
 
 
