@@ -13,6 +13,7 @@ torch, transformers and its sibling files.
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 import torch
@@ -29,8 +30,10 @@ from .configuration_nasvit import (
     STAGE_NAMES,
     TRANSFORMER_STAGES,
     NASViTConfig,
+    arch_per_stage,
     make_divisible,
     normalize_num_windows,
+    sample_arch,
 )
 
 __all__ = [
@@ -619,8 +622,9 @@ class NASViTPreTrainedModel(PreTrainedModel):
     def sample_min_subnet(self) -> dict[str, Any]:
         return self.set_active_subnet(self.config.smallest_arch())
 
-    def sample_active_subnet(self, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Activate a uniformly random subnet (each stage's choices drawn independently) and return its arch."""
+    def sample_active_subnet(self, generator: torch.Generator | random.Random | None = None) -> dict[str, Any]:
+        """Activate a uniformly random subnet (each stage's choices drawn independently from `generator`, see
+        `sample_arch`) and return its arch."""
         return self.set_active_subnet(sample_arch(self.config.search_space, generator))
 
     @torch.no_grad()
@@ -684,21 +688,6 @@ class NASViTPreTrainedModel(PreTrainedModel):
             processor.save_pretrained(save_directory)
 
 
-def sample_arch(search_space: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
-    """A uniformly random arch of `search_space`: each choice drawn independently, from `generator`."""
-
-    def pick(choices: list[int]) -> int:
-        return choices[int(torch.randint(len(choices), (1,), generator=generator))]
-
-    return {
-        "resolution": pick(search_space["resolutions"]),
-        "width": [pick(search_space[name]["c"]) for name in STAGE_NAMES],
-        "depth": [pick(search_space[name]["d"]) for name in BODY_STAGES],
-        "kernel_size": [pick(search_space[name]["k"]) for name in BODY_STAGES],
-        "expand_ratio": [pick(search_space[name]["t"]) for name in BODY_STAGES],
-    }
-
-
 def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Top-left slice of `tensor` to `shape`; the spatial dims of 4-D (conv) weights are centre-cropped."""
     if tensor.ndim == 0:
@@ -739,13 +728,12 @@ def build_stem_and_stages(config: NASViTConfig) -> tuple[NASViTConvBN, nn.Module
     return stem, nn.ModuleList(stages)
 
 
-def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
-    """Set every body stage to `arch`; returns the active stem width."""
-    for index, stage in enumerate(stages):
-        stage.set_active(
-            arch["width"][index + 1], arch["depth"][index], arch["kernel_size"][index], arch["expand_ratio"][index]
-        )
-    return arch["width"][0]
+def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any], search_space: dict[str, Any]) -> int:
+    """Set every body stage to `arch` (a stage reads its values of every arch field); returns the active stem width."""
+    per_stage = arch_per_stage(search_space, arch)
+    for stage in stages:
+        stage.set_active(**per_stage[stage.name])
+    return per_stage["first_conv"]["width"]
 
 
 class NASViTModel(NASViTPreTrainedModel):
@@ -762,7 +750,7 @@ class NASViTModel(NASViTPreTrainedModel):
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self.active_resolution = arch["resolution"]
-        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch, self.config.search_space)
         self.head.active_out_channels = arch["width"][-1]
 
     def forward(
