@@ -79,7 +79,9 @@ def test_processor_saved_before_the_setting_loads_as_resolution_mode(tmp_path, p
     config.write_text(json.dumps(raw))
     loaded = AutoImageProcessor.from_pretrained(tmp_path)
     assert loaded.crop_mode == "resolution" and loaded.resolution is None
-    torch.testing.assert_close(loaded(photo, return_tensors="pt")["pixel_values"], processor(photo, return_tensors="pt")["pixel_values"])
+    torch.testing.assert_close(
+        loaded(photo, return_tensors="pt")["pixel_values"], processor(photo, return_tensors="pt")["pixel_values"]
+    )
 
 
 def test_bad_crop_mode_is_named():
