@@ -42,6 +42,8 @@ __all__ = [
 
 # The reference multiplies the switchable scaling tables by 8 / width (8 being its head dimension).
 _LAYER_SCALE_NUMERATOR = 8.0
+# Byte alignment of torch's CPU allocations (c10's `gAlignment`); see `NASViTPreTrainedModel.realign_cpu_tensors`.
+_CPU_ALIGNMENT = 64
 
 
 def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -657,19 +659,30 @@ class NASViTPreTrainedModel(PreTrainedModel):
         subnet.train(self.training)
         return subnet
 
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, with every tensor moved to freshly allocated (aligned) memory.
+    def tie_weights(self, *args, **kwargs) -> None:
+        """`PreTrainedModel.tie_weights` (NASViT ties no weights), then `realign_cpu_tensors`.
 
-        Tensors loaded from safetensors can sit at unaligned addresses, and CPU kernels then take other vectorised
-        paths: outputs would differ from the saved model's in the last float bits. Re-allocating makes a save → load
-        round trip give identical outputs (and detaches the weights from the memory-mapped file)."""
-        model = super().from_pretrained(*args, **kwargs)
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % 64:
-                    tensor.data = tensor.data.clone()
-        return model
+        transformers calls `tie_weights` once the checkpoint's tensors are in place (the last step of
+        `from_pretrained`), so this is where loaded weights get their own aligned memory (as Wav2Vec2 re-purposes
+        this hook to load its adapters)."""
+        super().tie_weights(*args, **kwargs)
+        self.realign_cpu_tensors()
+
+    @torch.no_grad()
+    def realign_cpu_tensors(self) -> int:
+        """Move every CPU parameter and buffer that sits at an address not aligned to 64 bytes to fresh memory;
+        returns how many moved.
+
+        `from_pretrained` memory-maps safetensors files, so loaded tensors live at the file's byte offsets, which are
+        not 64-byte aligned. CPU kernels take other vectorised paths on unaligned data, so outputs would differ from
+        the saved model's in the last float bits. Fresh allocations are aligned: a save → load round trip then gives
+        bit-identical outputs, and the weights no longer keep the file mapped."""
+        moved = 0
+        for tensor in [*self.parameters(), *self.buffers()]:
+            if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % _CPU_ALIGNMENT:
+                tensor.data = tensor.data.clone()
+                moved += 1
+        return moved
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a matching `preprocessor_config.json` when the folder has none,
