@@ -89,3 +89,59 @@ def test_bad_crop_mode_is_named():
         NASViTImageProcessor.for_resolution(224, crop_mode="centre")
     with pytest.raises(ValueError, match="resolution"):
         NASViTImageProcessor(resolution=0)
+
+
+def test_search_and_export_evaluate_through_the_supernets_processor(tmp_path):
+    from nasvit_hf import NASViTConfig, NASViTForImageClassification
+    from nasvit_hf.hub import export_subnet
+    from nasvit_hf.hub.subnets import NamedSubnet
+    from nasvit_hf.presets import get_search_space
+    from nasvit_hf.search import DataConfig, load_evaluation_data, load_supernet_processor
+
+    torch.manual_seed(0)
+    supernet = NASViTForImageClassification(NASViTConfig(search_space=get_search_space("tiny"), num_labels=10)).eval()
+    folder = tmp_path / "supernet"
+    protocol = NASViTImageProcessor(
+        size={"shortest_edge": 40}, crop_size={"height": 36, "width": 36}, crop_mode="reference"
+    )
+    protocol.save_pretrained(folder)
+    supernet.save_pretrained(folder)
+    processor = load_supernet_processor(folder)
+    assert processor.crop_mode == "reference"  # save_pretrained kept the folder's processor
+    data = load_evaluation_data(
+        DataConfig(dataset="digits", batch_size=16, calibration_batches=1, max_evaluation_samples=16), processor
+    )
+    arch = supernet.config.smallest_arch()
+    images = list(data.evaluation.dataset[:16]["image"])
+    expected = processor.at_resolution(arch["resolution"])(images, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(data.evaluation.pixel_values(arch["resolution"]), expected)
+    exported = export_subnet(
+        supernet, NamedSubnet("tiny-min", arch, "test"), tmp_path / "export", data, supernet_name="toy",
+        latency_kwargs={"warmup": 0, "repeats": 1},
+    )  # fmt: skip
+    saved = AutoImageProcessor.from_pretrained(exported.path)
+    assert saved.crop_mode == "reference" and saved.resolution == arch["resolution"]
+    assert saved.size["shortest_edge"] == 40 and saved.crop_size["height"] == 36
+    assert load_supernet_processor(tmp_path) is None  # no processor saved: search falls back to for_resolution
+
+
+def test_converted_reference_checkpoint_carries_the_reference_protocol(
+    tmp_path, official_state_dict_path, official_cases
+):
+    import json
+
+    from safetensors.torch import load_file
+
+    from tests.search_fixtures import load_recipe
+
+    checkpoint = tmp_path / "ckpt.pth"
+    torch.save({"model_ema": load_file(official_state_dict_path)}, checkpoint)
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(official_cases["space"]))
+    output = tmp_path / "converted"
+    argv = ["--checkpoint", str(checkpoint), "--output_dir", str(output), "--search_space", str(space)]
+    assert load_recipe("convert_official_checkpoint").main(argv) == 0
+    processor = AutoImageProcessor.from_pretrained(output)
+    assert processor.crop_mode == "reference"
+    assert processor.size["shortest_edge"] == 256 and processor.crop_size["height"] == 224
+    assert processor.resolution == max(official_cases["space"]["resolutions"])
