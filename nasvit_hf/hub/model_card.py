@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from .deployment_section import model_card_section
 from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES
+from .deployment_section import model_card_section
 
 __all__ = ["CITATION", "SubnetCard", "render_model_card"]
 
@@ -126,7 +127,7 @@ with its BatchNorm statistics recalibrated for this architecture. It is an ordin
 As an arch dict (`NASViTConfig(arch=...)`, `supernet.extract_subnet(arch)`):
 
 ```json
-{{"resolution": {card.arch["resolution"]}, "width": {card.arch["width"]}, "depth": {card.arch["depth"]}, "kernel_size": {card.arch["kernel_size"]}, "expand_ratio": {card.arch["expand_ratio"]}}}
+{json.dumps(card.arch)}
 ```
 
 ## How the BatchNorm statistics were calibrated
