@@ -12,7 +12,6 @@ from nasvit_hf.training.timm_data import (
     build_timm_mixup,
     build_timm_train_transform,
     find_rand_augment,
-    smooth_labels,
 )
 
 SPEC = "rand-n1-m1-mstd0.5-inc1"
@@ -103,9 +102,3 @@ def test_timm_mixup_switches_between_mixup_and_cutmix_and_smooths():
     assert float(targets.min()) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="even"):
         mixing(torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 2]))
-
-
-def test_smooth_labels():
-    targets = smooth_labels(torch.tensor([2, 0]), 4, 0.1)
-    torch.testing.assert_close(targets[0], torch.tensor([0.025, 0.025, 0.925, 0.025]))
-    torch.testing.assert_close(smooth_labels(torch.tensor([1]), 3, 0.0), torch.tensor([[0.0, 1.0, 0.0]]))

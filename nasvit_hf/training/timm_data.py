@@ -20,7 +20,7 @@ import torch
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["build_timm_mixup", "build_timm_train_transform", "find_rand_augment", "smooth_labels"]
+__all__ = ["build_timm_mixup", "build_timm_train_transform", "find_rand_augment"]
 
 
 def _to_rgb(image):
@@ -113,16 +113,6 @@ def find_rand_augment(transform: Callable):
         if found is not None:
             return found
     return None
-
-
-def smooth_labels(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
-    """Class indices → label-smoothed one-hot targets: 1 − smoothing + smoothing/K on the class, smoothing/K elsewhere
-    (timm's convention, as in its Mixup)."""
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}.")
-    off = smoothing / num_classes
-    targets = torch.full((labels.shape[0], num_classes), off, device=labels.device)
-    return targets.scatter_(1, labels.view(-1, 1).long(), 1.0 - smoothing + off)
 
 
 def build_timm_mixup(
