@@ -1,6 +1,13 @@
-"""Image processor for NASViT: resize (bicubic) + centre crop at the arch's resolution (crop 0.875) + ImageNet
-mean/std. Grayscale and RGBA images are converted to RGB. Hub-portable (imports only numpy, PIL, torch and
+"""Image processor for NASViT: resize (bicubic) + centre crop + ImageNet mean/std, in one of two evaluation
+protocols. Grayscale and RGBA images are converted to RGB. Hub-portable (imports only numpy, PIL, torch and
 transformers).
+
+- `crop_mode="resolution"` (the default; timm's convention): shortest edge to `resolution / 0.875`, centre crop
+  `resolution`. The image is cropped at the arch's own resolution.
+- `crop_mode="reference"` (the reference NASViT code's evaluation): shortest edge to 256, centre crop 224, then the
+  model's own bicubic resize (`F.interpolate(..., mode="bicubic", align_corners=False)`) to the arch's resolution.
+  Every subnet sees the same 224 crop. The converted reference checkpoint's published accuracy holds under this
+  protocol only.
 
 Inputs it accepts beyond transformers' defaults, and what it refuses (docs/bad-input.md, "Images"):
 - PIL images in 16-bit (`I;16*`) and 32-bit integer (`I`, values in [0, 65535]) modes are scaled from [0, 65535] to
@@ -19,13 +26,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from transformers import BatchFeature
 from transformers.image_processing_utils_fast import BaseImageProcessorFast
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-__all__ = ["DEFAULT_CROP_PCT", "MAX_ASPECT_RATIO", "MAX_RESIZED_PIXELS", "NASViTImageProcessor"]
+__all__ = ["CROP_MODES", "DEFAULT_CROP_PCT", "MAX_ASPECT_RATIO", "MAX_RESIZED_PIXELS", "NASViTImageProcessor"]
 
 DEFAULT_CROP_PCT = 0.875
+CROP_MODES = ("resolution", "reference")
+REFERENCE_RESIZE = 256
+REFERENCE_CROP = 224
 # Longest side / shortest side above which an image is refused (panoramas are ~10:1; 1x100000 strips are attacks).
 MAX_ASPECT_RATIO = 100.0
 # Most pixels a resize may produce (8192 x 8192): beyond it the processor would need gigabytes per image.
@@ -84,6 +96,15 @@ def _is_2d_array(image: Any) -> bool:
     return isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 2
 
 
+def check_resize_pixels(pixels: float, what: str) -> None:
+    """A clear error when a resize would produce more than `MAX_RESIZED_PIXELS` pixels."""
+    if pixels > MAX_RESIZED_PIXELS:
+        raise ValueError(
+            f"{what} would produce {int(pixels):,} pixels, more than the {MAX_RESIZED_PIXELS:,} allowed; use a smaller "
+            "size (the model's resolution is enough)."
+        )
+
+
 def check_image_shape(height: int, width: int) -> None:
     """A clear error for an empty image or one more elongated than `MAX_ASPECT_RATIO`."""
     if height < 1 or width < 1:
@@ -98,9 +119,19 @@ def check_image_shape(height: int, width: int) -> None:
 
 
 class NASViTImageProcessor(BaseImageProcessorFast):
-    r"""Evaluation preprocessing of the reference: shortest edge to `resolution / 0.875`, centre crop
-    `resolution`, rescale to [0, 1], normalise with the ImageNet mean and std. Use
-    `NASViTImageProcessor.for_resolution(r)` to build the one that matches an arch of resolution `r`."""
+    r"""Evaluation preprocessing for NASViT classifiers.
+
+    Resize the shortest edge to `size` (bicubic), centre crop `crop_size`, rescale to [0, 1], normalise with the
+    ImageNet mean and std; then, when `resolution` is set and differs from the crop, resize the normalised tensor to
+    `resolution` x `resolution` exactly as the model does (bicubic, `align_corners=False`). Build one with
+    `NASViTImageProcessor.for_resolution(r, crop_mode=...)`, and the one for another arch of the same protocol with
+    `processor.at_resolution(r)`.
+
+    Args:
+        crop_mode: `"resolution"` (crop at the resolution itself, size `r / crop_pct`) or `"reference"` (resize 256,
+            crop 224, then resize to `r`: the reference code's evaluation). Only decides what `at_resolution` builds.
+        resolution: the model's input size; None = the crop size (no resize after the crop).
+    """
 
     resample = PILImageResampling.BICUBIC
     image_mean = IMAGENET_DEFAULT_MEAN
@@ -114,6 +145,19 @@ class NASViTImageProcessor(BaseImageProcessorFast):
     do_normalize = True
     do_convert_rgb = True
     model_input_names = ["pixel_values"]
+    crop_mode = "resolution"
+    resolution = None
+
+    def __init__(self, crop_mode: str | None = None, resolution: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if crop_mode is not None:
+            if crop_mode not in CROP_MODES:
+                raise ValueError(f"crop_mode must be one of {list(CROP_MODES)}, got {crop_mode!r}.")
+            self.crop_mode = crop_mode
+        if resolution is not None:
+            if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
+                raise ValueError(f"resolution must be a positive int or None, got {resolution!r}.")
+            self.resolution = resolution
 
     def _prepare_images_structure(self, images: Any, expected_ndims: int = 3) -> Any:
         # transformers only takes 3-D arrays; a 2-D (height, width) array is one grayscale image.
@@ -148,22 +192,75 @@ class NASViTImageProcessor(BaseImageProcessorFast):
             pixels = size.height * size.width
         else:
             pixels = 0
-        if pixels > MAX_RESIZED_PIXELS:
-            raise ValueError(
-                f"resizing a {height}x{width} image with size={dict(size)} would produce {int(pixels):,} pixels, more "
-                f"than the {MAX_RESIZED_PIXELS:,} allowed; use a smaller size (the model's resolution is enough)."
-            )
+        check_resize_pixels(pixels, f"resizing a {height}x{width} image with size={dict(size)}")
         return super().resize(image, size, *args, **kwargs)
 
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output["crop_mode"] = self.crop_mode
+        output["resolution"] = self.resolution
+        return output
+
     @classmethod
-    def for_resolution(cls, resolution: int, crop_pct: float = DEFAULT_CROP_PCT, **kwargs) -> NASViTImageProcessor:
-        """The processor for an arch of input `resolution`: resize to `int(resolution / crop_pct)`, crop `resolution`."""
-        if not isinstance(resolution, int) or resolution <= 0:
+    def for_resolution(
+        cls, resolution: int, crop_pct: float = DEFAULT_CROP_PCT, crop_mode: str = "resolution", **kwargs
+    ) -> NASViTImageProcessor:
+        """The processor for an arch of input `resolution`.
+
+        `crop_mode="resolution"`: resize to `int(resolution / crop_pct)`, crop `resolution`. `crop_mode="reference"`:
+        resize to 256, crop 224, resize to `resolution` (`crop_pct` is not used)."""
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
             raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
         if not 0.0 < crop_pct <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}.")
+        if crop_mode == "reference":
+            return cls(
+                size={"shortest_edge": REFERENCE_RESIZE},
+                crop_size={"height": REFERENCE_CROP, "width": REFERENCE_CROP},
+                crop_mode="reference",
+                resolution=resolution,
+                **kwargs,
+            )
+        if crop_mode != "resolution":
+            raise ValueError(f"crop_mode must be one of {list(CROP_MODES)}, got {crop_mode!r}.")
         return cls(
             size={"shortest_edge": int(resolution / crop_pct)},
             crop_size={"height": resolution, "width": resolution},
+            crop_mode="resolution",
+            resolution=resolution,
             **kwargs,
         )
+
+    def at_resolution(self, resolution: int) -> NASViTImageProcessor:
+        """A processor of the same protocol (crop mode, crop fraction, mean/std) for an arch of `resolution`."""
+        settings = {key: value for key, value in self.to_dict().items() if not key.startswith("_")}
+        for key in ("crop_mode", "resolution", "image_processor_type", "auto_map"):
+            settings.pop(key, None)
+        size, crop_size = settings.pop("size"), settings.pop("crop_size")
+        if self.crop_mode == "reference":
+            return self.__class__(
+                size=size, crop_size=crop_size, crop_mode="reference", resolution=resolution, **settings
+            )
+        crop_pct = DEFAULT_CROP_PCT
+        edge, crop = (size or {}).get("shortest_edge"), (crop_size or {}).get("height")
+        if edge and crop and int(crop / DEFAULT_CROP_PCT) != edge:  # int(r / 0.875) floors: keep 0.875 if it fits
+            crop_pct = min(1.0, crop / edge)
+        return self.__class__.for_resolution(resolution, crop_pct=crop_pct, **settings)
+
+    def _preprocess(self, images: list[torch.Tensor], *args, return_tensors=None, **kwargs) -> BatchFeature:
+        batch = super()._preprocess(images, *args, return_tensors=None, **kwargs)
+        resolution = self.resolution
+        if resolution is not None:
+            check_resize_pixels(resolution * resolution, f"resizing to resolution={resolution}")
+            resized = []
+            for image in batch["pixel_values"]:
+                if tuple(image.shape[-2:]) != (resolution, resolution):
+                    image = F.interpolate(
+                        image[None].float(), size=(resolution, resolution), mode="bicubic", align_corners=False
+                    )[0].to(image.dtype)
+                resized.append(image)
+            batch = BatchFeature(data={"pixel_values": resized})
+        pixel_values = batch["pixel_values"]
+        if return_tensors is not None and isinstance(pixel_values, list):
+            pixel_values = torch.stack(pixel_values) if pixel_values else pixel_values
+        return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
