@@ -32,13 +32,13 @@ def test_reference_space_matches_the_shared_fixture():
 
 
 def test_config_json_round_trip(tmp_path):
-    config = NASViTConfig(search_space=get_search_space("tiny"), num_labels=10, layer_scale="width")
+    config = NASViTConfig(search_space=get_search_space("tiny"), num_labels=10, switchable_scaling="width")
     config.arch = config.smallest_arch()
     config.save_pretrained(tmp_path)
     loaded = NASViTConfig.from_pretrained(tmp_path)
     assert loaded.search_space == config.search_space
     assert loaded.arch == config.arch
-    assert loaded.layer_scale == "width" and loaded.num_labels == 10
+    assert loaded.switchable_scaling == "width" and loaded.num_labels == 10
 
 
 def test_arch_value_outside_the_space_names_stage_field_and_allowed_values():
@@ -91,8 +91,8 @@ def test_bad_search_space_is_rejected_with_a_message(mutate, message):
 
 
 def test_bad_options_are_rejected():
-    with pytest.raises(ValueError, match="layer_scale"):
-        NASViTConfig(layer_scale="sometimes")
+    with pytest.raises(ValueError, match="switchable_scaling"):
+        NASViTConfig(switchable_scaling="sometimes")
     with pytest.raises(ValueError, match="drop_path_rate"):
         NASViTConfig(drop_path_rate=1.5)
 

@@ -182,7 +182,7 @@ def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, n
     per_stage = arch_per_stage(space, arch)
     channels = per_stage["first_conv"]["width"]
     total = config.num_channels * channels * 9 + 2 * channels
-    table_cells = 8 * config.layer_scale_depth_slots if config.layer_scale in ("tokens", "width") else 1
+    table_cells = 8 * config.switchable_scaling_depth_slots if config.switchable_scaling in ("tokens", "width") else 1
     side = 2 * config.max_relative_position - 1
     for name in BODY_STAGES:
         spec, values = space[name], per_stage[name]
@@ -204,7 +204,7 @@ def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, n
             layer += 2 * (heads * heads + heads) + side * side * heads  # talking heads, relative position table
             hidden = values["mlp_ratio"] * c
             layer += 2 * ((c * hidden + hidden) + (hidden * c + c))  # two MLPs, C -> r·C -> C
-            if config.layer_scale != "none":
+            if config.switchable_scaling != "none":
                 layer += 2 * table_cells * c
             total += (depth - 1) * layer
         channels = c_out

@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,15 @@ TRANSFORMER_STAGES = ["mb4", "mb5", "mb6", "mb7"]
 # space their strides are 2, 2, 4, 8, 16, 32, 32, 64; the default multi-scale set is strides 4, 8, 16, 32.
 BACKBONE_STAGE_NAMES = ["stem", *BODY_STAGES]
 DEFAULT_BACKBONE_OUT_FEATURES = ["mb2", "mb3", "mb4", "mb6"]
-LAYER_SCALE_MODES = ["tokens", "width", "shared", "none"]
+SWITCHABLE_SCALING_MODES = ["tokens", "width", "shared", "none"]
+# Config keys renamed after release 0.1.0: transformers' helpers treat any `*layer_scale*` key as a numeric init scale,
+# and these held a mode string and an int. Old saved configs still load: `NASViTConfig.__init__` maps the old names
+# to the new ones with a FutureWarning.
+RENAMED_CONFIG_KEYS = {
+    "layer_scale": "switchable_scaling",
+    "layer_scale_init": "switchable_scaling_init",
+    "layer_scale_depth_slots": "switchable_scaling_depth_slots",
+}
 
 # The search space of the released reference supernet (facebookresearch/NASViT, `configs/cfg.yaml`; identical to
 # shared/fixtures/official_search_space.json). Its smallest subnet has 189.8 M MACs, its largest 1881.7 M.
@@ -476,6 +485,27 @@ def resolve_num_windows(
     return list(override) if isinstance(override, list) else [override] * len(TRANSFORMER_STAGES)
 
 
+def _pop_renamed_keys(kwargs: dict[str, Any], **current: Any) -> dict[str, Any]:
+    """Take the release-0.1.0 names of `RENAMED_CONFIG_KEYS` out of `kwargs` and return `current` with their values.
+
+    Each old name warns (FutureWarning) once per load; an old and a new name given different values is an error."""
+    defaults = {"switchable_scaling": "tokens", "switchable_scaling_init": 1e-4, "switchable_scaling_depth_slots": 10}
+    for old, new in RENAMED_CONFIG_KEYS.items():
+        if old not in kwargs:
+            continue
+        value = kwargs.pop(old)
+        if current[new] != defaults[new] and current[new] != value:
+            raise ValueError(f"got both {old}={value!r} (the old name) and {new}={current[new]!r}; pass only {new}.")
+        warnings.warn(
+            f"NASViTConfig key {old!r} is deprecated and will stop being read in a future release; it is now "
+            f"{new!r}. Re-save the config (config.save_pretrained / model.save_pretrained) to update it.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        current[new] = value
+    return current
+
+
 class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of a NASViT supernet (or of a subnet extracted from one).
 
@@ -496,12 +526,15 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         value_expansion (`int`, *optional*, defaults to 4): value channels are `value_expansion * width`.
         max_relative_position (`int`, *optional*, defaults to 18): side of the largest token grid the relative
             position bias table covers (the reference's window of 18).
-        layer_scale (`str`, *optional*, defaults to `"tokens"`): how the switchable scaling layers are keyed:
-            `"tokens"` (reference checkpoint: active depth and token count mod 8), `"width"` (the paper: active depth
-            and width choice), `"shared"` (one non-switchable scale per layer) or `"none"` (no scaling).
-        layer_scale_init (`float`, *optional*, defaults to 1e-4): initial value of the scaling tables.
-        layer_scale_depth_slots (`int`, *optional*, defaults to 10): first dimension of the scaling tables (the
+        switchable_scaling (`str`, *optional*, defaults to `"tokens"`): how the switchable scaling layers of the
+            transformer layers are keyed: `"tokens"` (reference checkpoint: active depth and token count mod 8),
+            `"width"` (the paper: active depth and width choice), `"shared"` (one non-switchable scale per layer) or
+            `"none"` (no scaling).
+        switchable_scaling_init (`float`, *optional*, defaults to 1e-4): initial value of the scaling tables.
+        switchable_scaling_depth_slots (`int`, *optional*, defaults to 10): first dimension of the scaling tables (the
             reference stores 10 so any depth up to 9 has its own row).
+        (The three keys were called `layer_scale`, `layer_scale_init` and `layer_scale_depth_slots` in release 0.1.0;
+        configs with the old names still load, with a `FutureWarning`: re-save them to update.)
         drop_path_rate (`float`, *optional*, defaults to 0.0): stochastic depth on the transformer branches.
         drop_connect_rate (`float`, *optional*, defaults to 0.0): stochastic depth on the MBConv residual branches.
         classifier_dropout (`float`, *optional*, defaults to 0.0): dropout before the classifier.
@@ -533,9 +566,9 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         head_dim: int = 8,
         value_expansion: int = 4,
         max_relative_position: int = 18,
-        layer_scale: str = "tokens",
-        layer_scale_init: float = 1e-4,
-        layer_scale_depth_slots: int = 10,
+        switchable_scaling: str = "tokens",
+        switchable_scaling_init: float = 1e-4,
+        switchable_scaling_depth_slots: int = 10,
         drop_path_rate: float = 0.0,
         drop_connect_rate: float = 0.0,
         classifier_dropout: float = 0.0,
@@ -555,15 +588,26 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
             kwargs["num_labels"] = 1000
         self.search_space = normalize_search_space(copy.deepcopy(search_space or REFERENCE_SEARCH_SPACE))
         self.arch = validate_arch(self.search_space, arch) if arch is not None else largest_arch(self.search_space)
-        if layer_scale not in LAYER_SCALE_MODES:
-            raise ValueError(f"layer_scale must be one of {LAYER_SCALE_MODES}, got {layer_scale!r}.")
-        if layer_scale == "width" and any(len(self.search_space[s]["c"]) > 8 for s in TRANSFORMER_STAGES):
-            raise ValueError("layer_scale='width' supports at most 8 width choices per transformer stage.")
-        max_depth = max(max(self.search_space[s]["d"]) for s in TRANSFORMER_STAGES)
-        if layer_scale_depth_slots <= max_depth:
+        renamed = _pop_renamed_keys(
+            kwargs,
+            switchable_scaling=switchable_scaling,
+            switchable_scaling_init=switchable_scaling_init,
+            switchable_scaling_depth_slots=switchable_scaling_depth_slots,
+        )
+        switchable_scaling = renamed["switchable_scaling"]
+        switchable_scaling_init = renamed["switchable_scaling_init"]
+        switchable_scaling_depth_slots = renamed["switchable_scaling_depth_slots"]
+        if switchable_scaling not in SWITCHABLE_SCALING_MODES:
             raise ValueError(
-                f"layer_scale_depth_slots must exceed the largest transformer-stage depth ({max_depth}), "
-                f"got {layer_scale_depth_slots}."
+                f"switchable_scaling must be one of {SWITCHABLE_SCALING_MODES}, got {switchable_scaling!r}."
+            )
+        if switchable_scaling == "width" and any(len(self.search_space[s]["c"]) > 8 for s in TRANSFORMER_STAGES):
+            raise ValueError("switchable_scaling='width' supports at most 8 width choices per transformer stage.")
+        max_depth = max(max(self.search_space[s]["d"]) for s in TRANSFORMER_STAGES)
+        if not _is_int(switchable_scaling_depth_slots) or switchable_scaling_depth_slots <= max_depth:
+            raise ValueError(
+                f"switchable_scaling_depth_slots must be an int above the largest transformer-stage depth "
+                f"({max_depth}), got {switchable_scaling_depth_slots!r}."
             )
         if head_dim <= 0 or value_expansion <= 0:
             raise ValueError(f"head_dim and value_expansion must be positive, got {head_dim} and {value_expansion}.")
@@ -582,9 +626,9 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         self.head_dim = head_dim
         self.value_expansion = value_expansion
         self.max_relative_position = max_relative_position
-        self.layer_scale = layer_scale
-        self.layer_scale_init = layer_scale_init
-        self.layer_scale_depth_slots = layer_scale_depth_slots
+        self.switchable_scaling = switchable_scaling
+        self.switchable_scaling_init = switchable_scaling_init
+        self.switchable_scaling_depth_slots = switchable_scaling_depth_slots
         self.drop_path_rate = drop_path_rate
         self.drop_connect_rate = drop_connect_rate
         self.classifier_dropout = classifier_dropout

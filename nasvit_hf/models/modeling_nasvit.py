@@ -439,7 +439,7 @@ class NASViTTransformerLayer(nn.Module):
         super().__init__()
         max_channels = max(width_choices)
         self.width_choices = list(width_choices)
-        self.layer_scale = config.layer_scale
+        self.scaling_mode = config.switchable_scaling
         self.norm1 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.norm2 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.norm3 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
@@ -447,24 +447,24 @@ class NASViTTransformerLayer(nn.Module):
         self.mlp1 = NASViTMLP(max_channels, max(mlp_ratios))
         self.mlp2 = NASViTMLP(max_channels, max(mlp_ratios))
         self.active_mlp_ratio = max(mlp_ratios)
-        if config.layer_scale in ("tokens", "width"):
-            table_shape = (config.layer_scale_depth_slots, 8, max_channels)
+        if config.switchable_scaling in ("tokens", "width"):
+            table_shape = (config.switchable_scaling_depth_slots, 8, max_channels)
         else:
             table_shape = (1, 1, max_channels)
-        if config.layer_scale == "none":
+        if config.switchable_scaling == "none":
             self.layer_scale_attn = self.layer_scale_mlp = None
         else:
-            self.layer_scale_attn = nn.Parameter(torch.full(table_shape, config.layer_scale_init))
-            self.layer_scale_mlp = nn.Parameter(torch.full(table_shape, config.layer_scale_init))
+            self.layer_scale_attn = nn.Parameter(torch.full(table_shape, config.switchable_scaling_init))
+            self.layer_scale_mlp = nn.Parameter(torch.full(table_shape, config.switchable_scaling_init))
         self.drop_prob = config.drop_path_rate
         self.active_depth = 1
 
     def _scale(self, table: torch.Tensor | None, length: int, channels: int) -> torch.Tensor | float:
         if table is None:
             return 1.0
-        if self.layer_scale == "tokens":
+        if self.scaling_mode == "tokens":
             row = table[self.active_depth, length % 8]
-        elif self.layer_scale == "width":
+        elif self.scaling_mode == "width":
             row = table[self.active_depth, self.width_choices.index(channels)]
         else:
             row = table[0, 0]
@@ -604,7 +604,7 @@ class NASViTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, NASViTTransformerLayer):
             for table in (module.layer_scale_attn, module.layer_scale_mlp):
                 if table is not None:
-                    table.fill_(self.config.layer_scale_init)
+                    table.fill_(self.config.switchable_scaling_init)
         if isinstance(module, NASViTMBConvBlock):
             # The projection BN starts at zero so every block starts as its shortcut (as in the reference).
             nn.init.zeros_(module.projection.norm.weight)
@@ -671,7 +671,7 @@ class NASViTPreTrainedModel(PreTrainedModel):
         for module in subnet.modules():
             if isinstance(module, NASViTAttention):
                 module.relative_position_index.copy_(module._relative_position_index(module.window))
-        if self.config.layer_scale == "width":
+        if self.config.switchable_scaling == "width":
             widths = dict(zip(STAGE_NAMES, arch["width"]))
             for sub_stage, sup_stage in zip(subnet._body.stages, self._body.stages):
                 for sub_block, sup_block in zip(sub_stage.blocks, sup_stage.blocks):
