@@ -247,3 +247,24 @@ def test_onnx_export_of_a_windowed_subnet_matches_eager(tiny_paper_model, tmp_pa
 def test_named_tiny_paper_space_is_a_preset():
     assert nasvit_hf.presets.SEARCH_SPACES["tiny-paper"].space["mb4"]["num_windows"] == [1, 4]
     assert get_search_space("tiny-paper")["mb5"]["mlp_ratio"] == [1, 2]
+
+
+def test_predictor_and_evolution_search_the_new_fields_within_a_budget():
+    from nasvit_hf.search import AccuracyPredictor, EvolutionConfig, MacsEfficiency, evolutionary_search
+
+    config = tiny_paper_config()
+    encoder = ArchEncoder(config.search_space)
+    macs = MacsEfficiency(config, encoder)
+    rng = np.random.default_rng(0)
+    genes = encoder.sample(200, rng)
+    # a synthetic accuracy that rewards MLP ratio 2 and global attention in mb4
+    archs = [encoder.decode(row) for row in genes]
+    accuracy = np.array([sum(a["mlp_ratio"]) - (a["num_windows"][0] == 4) + 0.01 * a["resolution"] for a in archs])
+    predictor, metrics = AccuracyPredictor.fit_and_validate(encoder.features(genes), accuracy, seed=0)
+    assert metrics.spearman_rho > 0.5
+    budget = float(np.median(macs(genes)))
+    settings = EvolutionConfig(population_size=64, parents=16, mutations=16, crossovers=16, generations=4)
+    result = evolutionary_search(encoder, lambda f: predictor.predict(f), macs, budget, settings, rng)
+    best = encoder.decode(result.genes)
+    assert result.efficiency <= budget and count_macs(config, best) <= budget
+    assert config.validate_arch(best) == best
