@@ -3,10 +3,12 @@
 NASViT: Neural Architecture Search for Efficient Vision Transformers with Gradient Conflict-Aware Supernet
 Training (Gong et al., ICLR 2022). Reference code: https://github.com/facebookresearch/NASViT.
 
-The configuration carries the *search space* (per stage: width, depth, kernel size and expand-ratio choices) and the
-*active architecture* chosen inside it. A supernet config has several choices somewhere; an extracted subnet's config
+The configuration carries the *search space* (per stage: width, depth, kernel size and expand-ratio choices; MLP
+ratio and window choices per transformer stage where searched) and the *active architecture* chosen inside it. The
+arch fields are declared once, in `ARCH_FIELDS` (the arch schema); validation, sampling, collapsing and, outside this
+file, the search encoder and the MACs counters read that table. A supernet config has several choices somewhere; an extracted subnet's config
 has exactly one choice per dimension. This file is Hub-portable: it imports only the standard library and
-transformers.
+transformers (`sample_arch` imports torch only when given a `torch.Generator` or none).
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ __all__ = [
     "sample_arch",
     "search_space_is_supernet",
     "smallest_arch",
+    "resolve_num_windows",
+    "stage_choices",
     "validate_arch",
+    "window_grid",
 ]
 
 # Stage order of the reference implementation: a stem conv, seven body stages, the MBPool head.
@@ -227,6 +232,15 @@ def _check_expand_ratios(stage: str, key: str, choices: list[int]) -> None:
         )
 
 
+def _check_perfect_squares(stage: str, key: str, choices: list[int]) -> None:
+    bad = [k for k in choices if math.isqrt(k) ** 2 != k]
+    if bad:
+        raise ValueError(
+            f"search_space[{stage!r}][{key!r}] has {bad}, which are not perfect squares: the number of windows k is "
+            "the total count of a square partition of the token grid (1 = global attention, 4 = 2x2, 9 = 3x3)."
+        )
+
+
 @dataclass(frozen=True)
 class ArchField:
     """One searchable dimension of a NASViT arch, as every consumer reads it.
@@ -270,6 +284,19 @@ ARCH_FIELDS: tuple[ArchField, ...] = (
     ),
     ArchField(
         "expand_ratio", "t", tuple(BODY_STAGES), description="MBConv expand ratio", check_choices=_check_expand_ratios
+    ),
+    # The paper's Table 1 (not the reference code): the MLP expansion ratio of the transformer layers (both MLPs of a
+    # layer, Figure 6) and the number of attention windows k (total; a perfect square; 1 = global attention). The
+    # largest subnet uses the fewest windows (global attention costs the most).
+    ArchField("mlp_ratio", "mlp_ratio", tuple(TRANSFORMER_STAGES), default=1, description="MLP expansion ratio"),
+    ArchField(
+        "num_windows",
+        "num_windows",
+        tuple(TRANSFORMER_STAGES),
+        default=1,
+        largest="min",
+        description="number of attention windows k",
+        check_choices=_check_perfect_squares,
     ),
 )
 ARCH_KEYS = [arch_field.name for arch_field in ARCH_FIELDS]
@@ -353,6 +380,16 @@ def arch_per_stage(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, dic
         for stage, value in zip(arch_field.stages, values):
             per_stage[stage][arch_field.name] = value
     return per_stage
+
+
+def stage_choices(space: dict[str, Any], stage: str) -> dict[str, list[int]]:
+    """`{field: choices}` of every per-stage field covering `stage` in a normalised `space` (an optional field the
+    stage does not declare has only its default): what a stage reads to size its largest weights."""
+    return {
+        arch_field.name: space[stage].get(arch_field.space_key, [arch_field.default])
+        for arch_field in ARCH_FIELDS
+        if stage in arch_field.stages
+    }
 
 
 def search_space_is_supernet(space: dict[str, Any]) -> bool:
@@ -493,18 +530,28 @@ def collapse_search_space(space: dict[str, Any], arch: dict[str, Any]) -> dict[s
     return collapsed
 
 
-def normalize_num_windows(value: Any) -> int | str | list[int | str] | None:
-    """Validate `num_windows`: None, a positive int, "auto", or one of those per transformer stage (a list of 4)."""
+WINDOW_CONVENTIONS = ["total", "per_side"]
+
+
+def normalize_num_windows(value: Any, convention: str = "total") -> int | str | list[int | str] | None:
+    """Validate the runtime window option `num_windows`: None, k (the total number of windows, a perfect square:
+    1, 4, 9, ...), "auto" (feature-map side // 7 windows per side), or one of those per transformer stage (a list
+    of 4). `convention="per_side"` reads ints as windows per side (configs saved before k was adopted) and returns k.
+    """
+    if convention not in WINDOW_CONVENTIONS:
+        raise ValueError(f"windows_convention must be one of {WINDOW_CONVENTIONS}, got {convention!r}.")
 
     def check(item: Any, where: str) -> int | str:
         if isinstance(item, str) and item == "auto":
             return item
-        if _is_int(item) and 1 <= item <= MAX_NUM_WINDOWS:
-            return int(item)
+        if _is_int(item) and item >= 1:
+            per_side = int(item) if convention == "per_side" else math.isqrt(int(item))
+            if (convention == "per_side" or per_side * per_side == item) and per_side <= MAX_NUM_WINDOWS:
+                return per_side * per_side
         raise ValueError(
-            f"num_windows{where} must be an int in [1, {MAX_NUM_WINDOWS}] (windows per side of the token grid) or "
-            "'auto' "
-            f"(feature-map side // 7, at least 1), got {item!r}."
+            f"num_windows{where} must be the total number of windows k, a perfect square of at most "
+            f"{MAX_NUM_WINDOWS}**2 (1 = global attention, 4 = 2x2 windows, 9 = 3x3, ...), or 'auto' "
+            f"(feature-map side // 7 windows per side, at least 1), got {item!r}."
         )
 
     if value is None:
@@ -516,6 +563,26 @@ def normalize_num_windows(value: Any) -> int | str | list[int | str] | None:
             )
         return [check(item, f"[{i}]") for i, item in enumerate(value)]
     return check(value, "")
+
+
+def window_grid(num_windows: int | str, height: int, width: int) -> tuple[int, int]:
+    """Windows along each axis of an height×width token grid: k windows are sqrt(k) per side (never more windows
+    than tokens along an axis); `"auto"` is the paper's segmentation rule, side // 7 per side (at least 1)."""
+    if num_windows == "auto":
+        return max(1, height // 7), max(1, width // 7)
+    side = math.isqrt(num_windows)
+    return min(side, height), min(side, width)
+
+
+def resolve_num_windows(
+    space: dict[str, Any], arch: dict[str, Any], override: int | str | list[int | str] | None
+) -> list[int | str]:
+    """The windows each transformer stage mb4..mb7 runs: the runtime `override` (`config.num_windows`, one value or
+    one per stage) where set, else the arch's `num_windows` (1 in spaces without that field)."""
+    if override is None:
+        per_stage = arch_per_stage(space, arch)
+        return [per_stage[stage]["num_windows"] for stage in TRANSFORMER_STAGES]
+    return list(override) if isinstance(override, list) else [override] * len(TRANSFORMER_STAGES)
 
 
 def _pop_renamed_keys(kwargs: dict[str, Any], **current: Any) -> dict[str, Any]:
@@ -547,10 +614,13 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
             The search space in the reference schema (see `REFERENCE_SEARCH_SPACE`, the default): `resolutions`
             and, per stage of `first_conv, mb1..mb7, last_conv`, the width choices `c`; the body stages add depth
             `d`, kernel size `k`, expand ratio `t`, stride `s` and squeeze-excite `se`. Stages `mb1`-`mb3` are MBConv
-            stages; `mb4`-`mb7` start with an MBConv block followed by transformer layers.
+            stages; `mb4`-`mb7` start with an MBConv block followed by transformer layers, and may add the paper's
+            `mlp_ratio` (MLP expansion ratio choices) and `num_windows` (choices of k, the total number of attention
+            windows, perfect squares); a stage without them has only 1 (the reference).
         arch (`dict`, *optional*):
             The active architecture: `{"resolution": int, "width": [9], "depth": [7], "kernel_size": [7],
-            "expand_ratio": [7]}`. Defaults to the largest subnet of the space.
+            "expand_ratio": [7]}`, plus `"mlp_ratio": [4]` and `"num_windows": [4]` (mb4..mb7) when the space declares
+            them (`ARCH_FIELDS` is the schema). Defaults to the largest subnet of the space.
         num_channels (`int`, *optional*, defaults to 3): input channels.
         head_dim (`int`, *optional*, defaults to 8): channels per attention head (query/key).
         value_expansion (`int`, *optional*, defaults to 4): value channels are `value_expansion * width`.
@@ -570,11 +640,16 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         classifier_dropout (`float`, *optional*, defaults to 0.0): dropout before the classifier.
         batch_norm_eps, batch_norm_momentum, layer_norm_eps: normalisation constants (reference: 1e-5, 0.1, 1e-5).
         initializer_range (`float`, *optional*, defaults to 0.02): std of the truncated normal for linear layers.
-        num_windows (`int`, `"auto"` or a list of 4 of those, *optional*): windowed attention in the transformer
-            layers, per side of the token grid (so 2 means 2×2 windows; the paper's Table 1 "4 windows"). `"auto"`
-            is the paper's segmentation setting: feature-map side // 7 (at least 1). A list sets mb4..mb7 one by
-            one. `None` (default) means 1 (global attention, the reference) for classification and `"auto"` for the
-            backbone and segmentation models.
+        num_windows (`int`, `"auto"` or a list of 4 of those, *optional*): a runtime override of the windowed attention
+            of the transformer layers. An int is k, the total number of windows (a perfect square: 4 means a 2×2
+            partition of the token grid; the paper's Table 1 convention, the same as the arch field `num_windows`).
+            `"auto"` is the paper's segmentation setting: feature-map side // 7 windows per side (at least 1). A list
+            sets mb4..mb7 one by one. `None` (default) runs the arch's `num_windows` (1, global attention, in spaces
+            without that field, as the reference) for classification, and `"auto"` for the backbone and segmentation.
+        windows_convention (`str`, *optional*, defaults to `"total"`): how ints in `num_windows` are read. Configs
+            saved before k was adopted counted windows per side; `from_dict` / `from_pretrained` pass `"per_side"`
+            for a config dict that has a `num_windows` but no `windows_convention` key, and ints are migrated to k
+            (2 per side -> 4). Saved configs always record `"total"`.
         out_features / out_indices (`list`, *optional*): the feature maps a `NASViTBackbone` returns, out of
             `stage_names` = `["stem", "mb1", ..., "mb7"]`; default `["mb2", "mb3", "mb4", "mb6"]` (strides 4-32).
         decoder_hidden_size (`int`, *optional*, defaults to 256): width of the Segformer all-MLP decode head.
@@ -602,6 +677,7 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         num_windows: int | str | list[int | str] | None = None,
+        windows_convention: str = "total",
         out_features: list[str] | None = None,
         out_indices: list[int] | None = None,
         decoder_hidden_size: int = 256,
@@ -661,12 +737,30 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         for field, value in scalars.items():
             setattr(self, field, value)
         self.switchable_scaling = switchable_scaling
-        self.num_windows = normalize_num_windows(num_windows)
+        self.num_windows = normalize_num_windows(num_windows, windows_convention)
+        self.windows_convention = "total"
         self.stage_names = list(BACKBONE_STAGE_NAMES)
         if out_features is None and out_indices is None:
             out_features = list(DEFAULT_BACKBONE_OUT_FEATURES)
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         super().__init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> NASViTConfig:
+        """`PretrainedConfig.from_dict`, reading the `num_windows` of configs saved before the total-windows (k)
+        convention (they carry no `windows_convention`) as windows per side."""
+        if config_dict.get("num_windows") is not None and "windows_convention" not in config_dict:
+            config_dict = {**config_dict, "windows_convention": "per_side"}
+        return super().from_dict(config_dict, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`PretrainedConfig.to_dict`; `windows_convention` is written only where `num_windows` holds an int (the
+        only case it disambiguates), so configs without windows save exactly as before the k convention."""
+        output = super().to_dict()
+        values = self.num_windows if isinstance(self.num_windows, list) else [self.num_windows]
+        if not any(_is_int(value) for value in values):
+            output.pop("windows_convention", None)
+        return output
 
     # ----------------------------------------------------------------------------------------------------------------
     # Search-space helpers (pure Python, used by the model, the MACs counter, search and export)

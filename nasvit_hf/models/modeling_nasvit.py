@@ -34,6 +34,8 @@ from .configuration_nasvit import (
     make_divisible,
     normalize_num_windows,
     sample_arch,
+    stage_choices,
+    window_grid,
 )
 
 __all__ = [
@@ -272,16 +274,18 @@ class NASViTTokenNorm(nn.Module):
 
 
 class NASViTMLP(nn.Module):
-    """Linear(C→C) → swish → Linear(C→C) (MLP ratio 1, as in the reference)."""
+    """Linear(C→r·C) → swish → Linear(r·C→C) with the active MLP ratio r (the reference fixes r = 1; the paper's
+    Table 1 searches r in {1, 2}). Both weights are stored at the largest ratio and width and sliced: the hidden units
+    of a smaller ratio are the first r·C of the largest."""
 
-    def __init__(self, max_channels: int):
+    def __init__(self, max_channels: int, max_ratio: int = 1):
         super().__init__()
-        self.fc1 = NASViTDynamicLinear(max_channels, max_channels)
-        self.fc2 = NASViTDynamicLinear(max_channels, max_channels)
+        self.fc1 = NASViTDynamicLinear(max_channels, max_ratio * max_channels)
+        self.fc2 = NASViTDynamicLinear(max_ratio * max_channels, max_channels)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, mlp_ratio: int = 1) -> torch.Tensor:
         channels = hidden_states.shape[-1]
-        return self.fc2(F.silu(self.fc1(hidden_states, channels)), channels)
+        return self.fc2(F.silu(self.fc1(hidden_states, mlp_ratio * channels)), channels)
 
 
 class NASViTAttention(nn.Module):
@@ -308,8 +312,8 @@ class NASViTAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros(side * side, self.max_heads))
         self.register_buffer("relative_position_index", self._relative_position_index(self.window), persistent=False)
         self._bias_cache: dict[Any, torch.Tensor] = {}
-        # Windowed attention (paper, Sec. 3 and 4.2): windows per side of the token grid, or "auto" = side // 7.
-        # 1 is global attention, the reference's exact code path.
+        # Windowed attention (paper, Sec. 3 and 4.2): k windows in total (a perfect square, sqrt(k) per side), or
+        # "auto" = side // 7 per side. 1 is global attention, the reference's exact code path.
         self.num_windows: int | str = 1
 
     @staticmethod
@@ -372,9 +376,7 @@ class NASViTAttention(nn.Module):
 
     def window_grid(self, height: int, width: int) -> tuple[int, int]:
         """Windows along each axis for an height×width token grid (never more windows than tokens)."""
-        if self.num_windows == "auto":
-            return max(1, height // 7), max(1, width // 7)
-        return min(self.num_windows, height), min(self.num_windows, width)
+        return window_grid(self.num_windows, height, width)
 
     def _windowed_attention(
         self,
@@ -433,7 +435,7 @@ class NASViTAttention(nn.Module):
 class NASViTTransformerLayer(nn.Module):
     """x += attn(norm1(x))·s_attn; x += mlp2(norm3(x))·s_mlp; x += mlp1(norm2(x))·s_mlp (the reference's order)."""
 
-    def __init__(self, config: NASViTConfig, width_choices: list[int]):
+    def __init__(self, config: NASViTConfig, width_choices: list[int], mlp_ratios: tuple[int, ...] | list[int] = (1,)):
         super().__init__()
         max_channels = max(width_choices)
         self.width_choices = list(width_choices)
@@ -442,8 +444,9 @@ class NASViTTransformerLayer(nn.Module):
         self.norm2 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.norm3 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.attention = NASViTAttention(config, max_channels)
-        self.mlp1 = NASViTMLP(max_channels)
-        self.mlp2 = NASViTMLP(max_channels)
+        self.mlp1 = NASViTMLP(max_channels, max(mlp_ratios))
+        self.mlp2 = NASViTMLP(max_channels, max(mlp_ratios))
+        self.active_mlp_ratio = max(mlp_ratios)
         if config.switchable_scaling in ("tokens", "width"):
             table_shape = (config.switchable_scaling_depth_slots, 8, max_channels)
         else:
@@ -474,21 +477,24 @@ class NASViTTransformerLayer(nn.Module):
         attention = self.attention(self.norm1(hidden_states), height, width)
         hidden_states = hidden_states + drop_path(attention * scale_attn, self.drop_prob, self.training)
         hidden_states = hidden_states + drop_path(
-            self.mlp2(self.norm3(hidden_states)) * scale_mlp, self.drop_prob, self.training
+            self.mlp2(self.norm3(hidden_states), self.active_mlp_ratio) * scale_mlp, self.drop_prob, self.training
         )
         hidden_states = hidden_states + drop_path(
-            self.mlp1(self.norm2(hidden_states)) * scale_mlp, self.drop_prob, self.training
+            self.mlp1(self.norm2(hidden_states), self.active_mlp_ratio) * scale_mlp, self.drop_prob, self.training
         )
         return hidden_states
 
 
 class NASViTStage(nn.Module):
     """One body stage: its first block is an MBConv with the stage stride; the rest are MBConv blocks or, in a
-    transformer stage, transformer layers over the stage's token grid. Only the first `active_depth` blocks run."""
+    transformer stage, transformer layers over the stage's token grid. Only the first `active_depth` blocks run.
+    The transformer layers attend within the arch's `num_windows` unless `num_windows_override` (the model's
+    `set_num_windows`) is set."""
 
     def __init__(self, config: NASViTConfig, name: str, in_channel_choices: list[int]):
         super().__init__()
         spec = config.search_space[name]
+        choices = stage_choices(config.search_space, name)
         self.name = name
         self.is_transformer = name in TRANSFORMER_STAGES
         max_depth = max(spec["d"])
@@ -497,13 +503,17 @@ class NASViTStage(nn.Module):
         ]
         for _ in range(max_depth - 1):
             if self.is_transformer:
-                blocks.append(NASViTTransformerLayer(config, spec["c"]))
+                blocks.append(NASViTTransformerLayer(config, spec["c"], choices["mlp_ratio"]))
             else:
                 blocks.append(NASViTMBConvBlock(config, spec["c"], spec["c"], spec["k"], spec["t"], 1, spec["se"]))
         self.blocks = nn.ModuleList(blocks)
         self.active_depth = max_depth
+        self.arch_num_windows = min(choices["num_windows"]) if self.is_transformer else 1
+        self.num_windows_override: int | str | None = None
 
-    def set_active(self, width: int, depth: int, kernel_size: int, expand_ratio: int) -> None:
+    def set_active(
+        self, width: int, depth: int, kernel_size: int, expand_ratio: int, mlp_ratio: int = 1, num_windows: int = 1
+    ) -> None:
         self.active_depth = depth
         for block in self.blocks:
             if isinstance(block, NASViTMBConvBlock):
@@ -512,6 +522,16 @@ class NASViTStage(nn.Module):
                 block.active_expand_ratio = expand_ratio
             else:
                 block.active_depth = depth
+                block.active_mlp_ratio = mlp_ratio
+        self.arch_num_windows = num_windows
+        self.set_num_windows_override(self.num_windows_override)
+
+    def set_num_windows_override(self, num_windows: int | str | None) -> None:
+        """Windows of this stage's attention: `num_windows` (k or "auto") where given, else the arch's."""
+        self.num_windows_override = num_windows
+        for block in self.blocks[1:]:
+            if isinstance(block, NASViTTransformerLayer):
+                block.attention.num_windows = self.arch_num_windows if num_windows is None else num_windows
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.blocks[0](hidden_states)
@@ -607,15 +627,16 @@ class NASViTPreTrainedModel(PreTrainedModel):
         return self.active_arch
 
     def set_num_windows(self, num_windows: int | str | list[int | str] | None) -> None:
-        """Windowed attention in the transformer layers: windows per side of the token grid (1 = global attention,
-        the reference), `"auto"` (feature-map side // 7, at least 1: the paper's segmentation setting) or a list with
-        one of those per transformer stage mb4..mb7. `None` means 1. Recorded in `config.num_windows`."""
+        """Override the windowed attention of the transformer layers: k, the total number of windows (a perfect
+        square: 1 = global attention, 4 = 2×2 windows), `"auto"` (feature-map side // 7 windows per side, at least 1:
+        the paper's segmentation setting) or a list with one of those per transformer stage mb4..mb7. `None` removes
+        the override: each stage runs its arch's `num_windows` (1 in spaces without that field, the reference).
+        Recorded in `config.num_windows`."""
         value = normalize_num_windows(num_windows)
-        per_stage = value if isinstance(value, list) else [1 if value is None else value] * len(TRANSFORMER_STAGES)
+        per_stage = value if isinstance(value, list) else [value] * len(TRANSFORMER_STAGES)
         for stage in self._body.stages:
             if stage.is_transformer:
-                for block in stage.blocks[1:]:
-                    block.attention.num_windows = per_stage[TRANSFORMER_STAGES.index(stage.name)]
+                stage.set_num_windows_override(per_stage[TRANSFORMER_STAGES.index(stage.name)])
         self.config.num_windows = value
 
     def sample_max_subnet(self) -> dict[str, Any]:
