@@ -118,18 +118,25 @@ def supernet_choices(config: NASViTConfig) -> list[str]:
 def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
     import nasvit_hf  # every NASViT model class, by the name in config.architectures
 
+    advice = "Pass a folder written by save_pretrained (config.json + model.safetensors) or a NASViT model instance."
     try:
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+            raise OSError("the folder has no config.json")  # transformers would fall back to a default config
         config = NASViTConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise ValueError(
-            f"cannot load a NASViT config from {str(path)!r}: {error}. Pass a folder written by save_pretrained "
-            "(config.json + model.safetensors) or a NASViT model instance."
+            f"cannot load a NASViT config from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
         ) from error
     names = config.architectures or ["NASViTForImageClassification"]
     model_class = getattr(nasvit_hf, names[0], None)
     if model_class is None or not issubclass(model_class, NASViTPreTrainedModel):
         raise ValueError(f"{str(path)!r} holds a {names[0]!r}, which is not a NASViT model class of nasvit_hf.")
-    return model_class.from_pretrained(path, config=config)
+    try:
+        return model_class.from_pretrained(path, config=config)
+    except OSError as error:
+        raise ValueError(
+            f"cannot load the NASViT weights from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
+        ) from error
 
 
 def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathLike) -> NASViTPreTrainedModel:

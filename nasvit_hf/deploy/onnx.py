@@ -187,14 +187,26 @@ class OnnxRunner:
         if num_threads is not None:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
-            self.path, options, providers=providers or ["CPUExecutionProvider"]
-        )
+        try:
+            self.session = onnxruntime.InferenceSession(
+                self.path, options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            raise ValueError(
+                f"{self.path!r} is not a valid ONNX file ({error}); export one with export_onnx()."
+            ) from error
         meta = self.session.get_modelmeta().custom_metadata_map
-        (graph_input,) = self.session.get_inputs()
+        inputs = self.session.get_inputs()
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        if "nasvit.image_size" not in meta or shape is None or len(shape) != 4:
+            raise ValueError(
+                f"{self.path!r} is not a NASViT export (no nasvit metadata or not one (batch, 3, r, r) input): it was "
+                "not written by export_onnx()."
+            )
+        graph_input = inputs[0]
         self.input_name = graph_input.name
         self.output_names = [output.name for output in self.session.get_outputs()]
-        batch, channels, height, width = graph_input.shape
+        batch, channels, height, width = shape
         if not all(isinstance(value, int) for value in (channels, height, width)) or height != width:
             raise ValueError(f"{self.path!r} is not a NASViT export: input shape {graph_input.shape}.")
         self.image_size = int(height)
