@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.modeling_nasvit import sample_arch
+from ..models.configuration_nasvit import sample_arch
 from .gradients import (
     GRANULARITIES,
     PRIORITIES,
