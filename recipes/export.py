@@ -27,6 +27,7 @@ from nasvit_hf.search import (
     SearchRun,
     load_evaluation_data,
     load_supernet,
+    load_supernet_processor,
     supernet_fingerprint,
     torch_threads,
 )
@@ -115,6 +116,7 @@ def main(argv=None) -> list:
 
 def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path) -> list:
     named = resolve_named_archs(names, supernet.config)
+    processor = load_supernet_processor(supernet_dir)  # the supernet's evaluation protocol, carried by the exports
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None
     if to_search:
@@ -131,12 +133,13 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             supernet_name=supernet_dir.resolve().name,
             config_name=config_path.name,
             supernet_id=supernet_fingerprint(supernet_dir),
+            processor=processor,
         )
         searched = run.run(to_search)
         named = resolve_named_archs(names, supernet.config, searched)
         data = run.data
     if data is None:
-        data = load_evaluation_data(config.data)
+        data = load_evaluation_data(config.data, processor)
     license = args.license or supernet_license(supernet_dir)
     if license == "unknown":
         logger.warning(

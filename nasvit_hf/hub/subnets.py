@@ -162,6 +162,8 @@ def export_subnet(
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
+        if data.processor is not None:  # the supernet's evaluation protocol, at this subnet's resolution
+            data.processor.at_resolution(resolution).save_pretrained(temporary)
         subnet.save_pretrained(temporary)
         (temporary / "README.md").write_text(render_model_card(card), encoding="utf-8")
         metadata = {**asdict(card), "name": named.name, "nasvit_hf_export": 1}
