@@ -71,8 +71,8 @@ BAD_FIELDS = [
     ("initializer_range", float("inf"), "initializer_range must be a finite number"),
     ("switchable_scaling_init", -1.0, "switchable_scaling_init must be a finite number in [0, 100]"),
     ("switchable_scaling", True, "switchable_scaling must be one of"),
-    ("num_windows", 0, "num_windows must be an int in [1, 64]"),
-    ("num_windows", "4", "num_windows must be an int"),
+    ("num_windows", 0, "num_windows must be the total number of windows k"),
+    ("num_windows", "4", "num_windows must be the total number of windows k"),
     ("num_labels", -1, "num_labels must be an integer [0, 1000000]"),
     ("num_labels", "10", "num_labels must be an integer"),
 ]
