@@ -37,6 +37,7 @@ from .configuration_nasvit import (
     stage_choices,
     window_grid,
 )
+from .inference_nasvit import NASViTInferenceCache
 
 __all__ = [
     "sample_arch",
@@ -813,10 +814,18 @@ def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any], search_spa
 
 
 class NASViTModel(NASViTPreTrainedModel):
-    """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features)."""
+    """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features).
+
+    In eval mode with no gradient to compute, forward runs a cached inference plan (BatchNorm folded into the convs,
+    fused activations, channels_last, prepared attention weights: `inference_nasvit.py`) that computes what the
+    modules compute; set `inference_fast_path = False` to run the modules themselves.
+    """
+
+    inference_fast_path: bool = True
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
+        self._inference_cache = NASViTInferenceCache()
         self.stem, self.stages = build_stem_and_stages(config)
         self.head = NASViTHead(config, config.search_space["mb7"]["c"])
         self.post_init()
@@ -824,7 +833,13 @@ class NASViTModel(NASViTPreTrainedModel):
         if config.num_windows is not None:
             self.set_num_windows(config.num_windows)
 
+    def train(self, mode: bool = True) -> NASViTModel:
+        if mode:
+            self._inference_cache.clear()
+        return super().train(mode)
+
     def _apply_arch(self, arch: dict[str, Any]) -> None:
+        self._inference_cache.clear()
         self.active_resolution = arch["resolution"]
         self.active_stem_channels = apply_arch_to_stages(self.stages, arch, self.config.search_space)
         self.head.active_out_channels = arch["width"][-1]
@@ -846,13 +861,17 @@ class NASViTModel(NASViTPreTrainedModel):
             pixel_values = F.interpolate(
                 pixel_values, size=(resolution, resolution), mode="bicubic", align_corners=False
             )
-        hidden_states = self.stem(pixel_values, self.active_stem_channels)
-        all_hidden_states = [hidden_states] if output_hidden_states else None
-        for stage in self.stages:
-            hidden_states = stage(hidden_states)
-            if all_hidden_states is not None:
-                all_hidden_states.append(hidden_states)
-        pooled_output = self.head(hidden_states)
+        plan = self._inference_cache.plan_for(self, pixel_values)
+        if plan is not None:
+            hidden_states, pooled_output, all_hidden_states = plan(pixel_values, bool(output_hidden_states))
+        else:
+            hidden_states = self.stem(pixel_values, self.active_stem_channels)
+            all_hidden_states = [hidden_states] if output_hidden_states else None
+            for stage in self.stages:
+                hidden_states = stage(hidden_states)
+                if all_hidden_states is not None:
+                    all_hidden_states.append(hidden_states)
+            pooled_output = self.head(hidden_states)
         if not return_dict:
             output = (hidden_states, pooled_output)
             return output + (tuple(all_hidden_states),) if all_hidden_states is not None else output
