@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
+from ..utils.io import temporary_sibling
 from .common import (
     DEFAULT_ATOL,
     MAX_DYNAMIC_BATCH,
     ExportReport,
     NASViTExportWrapper,
-    atomic_output,
-    check_pixel_values,
+    check_exported_pixel_values,
     deployment_metadata,
     example_pixel_values,
     export_ready,
@@ -114,7 +114,7 @@ def export_onnx(
         )
         for key, value in deployment_metadata(model, output_names, dynamic_batch, batch_size).items():
             program.model.metadata_props[key] = value
-        final, temp = atomic_output(output, ".onnx")
+        final, temp = temporary_sibling(output, ".onnx")
         try:
             program.save(temp, external_data=False)
             onnx.checker.check_model(temp, full_check=True)
@@ -206,7 +206,7 @@ class OnnxRunner:
 
     def run(self, pixel_values: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         """The outputs, in `output_names` order, for checked float32 `pixel_values`."""
-        check_pixel_values(
+        check_exported_pixel_values(
             pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the ONNX model {self.path!r}"
         )
         if isinstance(pixel_values, torch.Tensor):

@@ -16,13 +16,13 @@ import time
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
+from ..utils.io import temporary_sibling
 from .common import (
     DEFAULT_ATOL,
     MAX_DYNAMIC_BATCH,
     ExportReport,
     NASViTExportWrapper,
-    atomic_output,
-    check_pixel_values,
+    check_exported_pixel_values,
     deployment_metadata,
     example_pixel_values,
     export_ready,
@@ -71,7 +71,7 @@ def export_program(
             program = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic_shapes)
         export_seconds = time.perf_counter() - start
         metadata = deployment_metadata(model, output_names, dynamic_batch, batch_size)
-        final, temp = atomic_output(output, ".pt2")
+        final, temp = temporary_sibling(output, ".pt2")
         try:
             torch.export.save(program, temp, extra_files={METADATA_FILE: json.dumps(metadata)})
             diffs: dict[int, float] = {}
@@ -140,7 +140,7 @@ class ProgramRunner:
         """The output tensors, in `output_names` order."""
         if not isinstance(pixel_values, torch.Tensor):
             pixel_values = torch.as_tensor(pixel_values)
-        check_pixel_values(
+        check_exported_pixel_values(
             pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the program {self.path!r}"
         )
         with torch.no_grad():

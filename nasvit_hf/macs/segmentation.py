@@ -10,22 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .classification import _transformer_macs, stage_macs
 from ..models.configuration_nasvit import (
     BACKBONE_STAGE_NAMES,
     TRANSFORMER_STAGES,
     NASViTConfig,
     normalize_num_windows,
 )
+from ..models.modeling_nasvit import window_grid
+from .classification import _transformer_macs, stage_macs
 
 __all__ = ["count_segmentation_macs", "window_grid"]
-
-
-def window_grid(num_windows: int | str, height: int, width: int) -> tuple[int, int]:
-    """Windows along each axis of an height×width token grid (as `NASViTAttention.window_grid` computes it)."""
-    if num_windows == "auto":
-        return max(1, height // 7), max(1, width // 7)
-    return min(num_windows, height), min(num_windows, width)
 
 
 def _attention_macs(channels: int, tokens: int, head_dim: int, value_expansion: int) -> int:

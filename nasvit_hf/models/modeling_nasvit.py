@@ -367,9 +367,7 @@ class NASViTAttention(nn.Module):
 
     def window_grid(self, height: int, width: int) -> tuple[int, int]:
         """Windows along each axis for an height×width token grid (never more windows than tokens)."""
-        if self.num_windows == "auto":
-            return max(1, height // 7), max(1, width // 7)
-        return min(self.num_windows, height), min(self.num_windows, width)
+        return window_grid(self.num_windows, height, width)
 
     def _windowed_attention(
         self,
@@ -551,6 +549,12 @@ class NASViTPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     _no_split_modules = ["NASViTTransformerLayer", "NASViTMBConvBlock"]
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters kept out of weight decay besides norms and biases (timm's convention, read by
+        `nasvit_hf.training.build_param_groups`): the switchable layer-scale tables and the relative-position bias
+        tables, as in the reference recipe."""
+        return {name for name, _ in self.named_parameters() if "layer_scale" in name or "bias_table" in name}
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -707,6 +711,14 @@ def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         tensor = _centre_crop_kernel(tensor[: shape[0], : shape[1]], shape[-1])
         return tensor
     return tensor[tuple(slice(0, size) for size in shape)]
+
+
+def window_grid(num_windows: int | str, height: int, width: int) -> tuple[int, int]:
+    """Windows along each axis of an height×width token grid: `"auto"` = one per 7 tokens, an int = that many (never
+    more windows than tokens). Used by the attention and by the MACs counter."""
+    if num_windows == "auto":
+        return max(1, height // 7), max(1, width // 7)
+    return min(num_windows, height), min(num_windows, width)
 
 
 def check_pixel_values(

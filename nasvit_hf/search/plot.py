@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
+
+from ..utils.io import temporary_sibling
 
 __all__ = ["plot_pareto"]
 
@@ -53,8 +54,11 @@ def plot_pareto(
         axis.legend(loc="lower right", fontsize=8)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temp, dpi=120)
-    plt.close(figure)
-    os.replace(temp, path)
+    final, temp = temporary_sibling(path, ".png")
+    try:
+        figure.savefig(temp, dpi=120)
+        os.replace(temp, final)
+    finally:
+        plt.close(figure)
+        if os.path.exists(temp):
+            os.remove(temp)
