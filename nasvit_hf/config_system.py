@@ -36,6 +36,7 @@ import textwrap
 import tokenize
 import types
 import typing
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,10 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def parse_overrides(
-    arguments: list[str], flag_keys: typing.Iterable[str] = (), list_keys: typing.Iterable[str] = ()
+    arguments: list[str],
+    flag_keys: typing.Iterable[str] = (),
+    list_keys: typing.Iterable[str] = (),
+    known_keys: typing.Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """`["--max_steps", "20", "--ema_decay=null"]` → {"max_steps": 20, "ema_decay": None} (values parsed as YAML).
 
@@ -112,6 +116,8 @@ def parse_overrides(
             if key in flag_keys:
                 overrides[key] = True
                 continue
+            if known_keys is not None and key.split(".")[0] not in set(known_keys):
+                raise ConfigError(_unknown_keys_message([key], sorted(known_keys), "the command line", "this recipe"))
             raise ConfigError(f"override --{key} needs a value (e.g. --{key} 10).")
         if key in list_keys and (len(values) > 1 or not values[0].lstrip().startswith("[")):
             overrides[key] = [_parse_value(value) for value in values]
@@ -144,8 +150,12 @@ def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
 
 def closest_key(key: str, names: typing.Iterable[str]) -> str | None:
     """The valid key closest to a misspelt one, or None when nothing is close."""
-    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
-    return close[0] if close else None
+    names = list(names)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    prefixed = [name for name in names if name.startswith(key)]  # an abbreviation: --trust for --trust_checkpoint
+    return prefixed[0] if len(prefixed) == 1 else None
 
 
 def _unknown_keys_message(unknown: list[str], names: list[str], source: str, owner: str) -> str:
@@ -359,14 +369,32 @@ class ConfigMixin:
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
+    # {old key: new key} of keys renamed since a release: still read, with a FutureWarning naming the new key.
+    RENAMED_KEYS: typing.ClassVar[dict[str, str]] = {}
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config"):
-        return build_dataclass(cls, values, source)
+        return build_dataclass(cls, cls.rename_keys(values, source), source)
+
+    @classmethod
+    def rename_keys(cls, values: dict[str, Any], source: str = "config") -> dict[str, Any]:
+        """`values` with the old names of `RENAMED_KEYS` replaced by the new ones (a FutureWarning each)."""
+        if not isinstance(values, dict) or not any(old in values for old in cls.RENAMED_KEYS):
+            return values
+        values = dict(values)
+        for old, new in cls.RENAMED_KEYS.items():
+            if old not in values:
+                continue
+            if new in values and values[new] != values[old]:
+                raise ConfigError(f"{source} sets both {old!r} (the old name) and {new!r}; keep only {new!r}.")
+            warnings.warn(f"{source}: key {old!r} is deprecated, it is now {new!r}.", FutureWarning, stacklevel=3)
+            values[new] = values.pop(old)
+        return values
 
     @classmethod
     def accepted_keys(cls) -> list[str]:
-        """The top-level keys a config file may hold (the fields, plus any a subclass translates)."""
-        return cls.field_names()
+        """The top-level keys a config file may hold (the fields, their old names, any a subclass translates)."""
+        return [*cls.field_names(), *cls.RENAMED_KEYS]
 
     @classmethod
     def check_keys(cls, values: dict[str, Any], source: str = "command-line overrides") -> None:
@@ -381,11 +409,12 @@ class ConfigMixin:
         """The YAML file's values with `overrides` on top; errors name the file or the command line."""
         values: dict[str, Any] = {}
         if path is not None:
-            loaded = load_yaml_mapping(path)
+            loaded = cls.rename_keys(load_yaml_mapping(path), f"config file {str(path)!r}")
             cls.from_dict(loaded, source=f"config file {str(path)!r}")  # report the file's own errors by name
             values.update(loaded)
         if overrides:
             cls.check_keys(overrides)
+            overrides = cls.rename_keys(overrides, "command-line overrides")
             merged = _merge(values, overrides)
             cls.from_dict(merged, source="command-line overrides")
             values = merged
@@ -476,7 +505,9 @@ def parse_command_line(
         raise SystemExit(0)
     argv = [str(arg) for arg in argv]  # paths given as Path objects from Python
     flags, lists = _flag_and_list_keys(options_cls, config_cls)
-    values = parse_overrides(argv, flag_keys=flags, list_keys=lists)
+    known = {"config"} | ({f.name for f in dataclasses.fields(options_cls)} if options_cls is not None else set())
+    known |= set(config_cls.accepted_keys()) if config_cls is not None else set()
+    values = parse_overrides(argv, flag_keys=flags, list_keys=lists, known_keys=known)
     strings = _string_keys(options_cls, config_cls)
     for key, value in list(values.items()):
         if key in strings and value is not None and not isinstance(value, str):

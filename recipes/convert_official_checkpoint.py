@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nasvit_hf import NASViTImageProcessor
 from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.conversion import load_reference_checkpoint
 from nasvit_hf.utils.io import atomic_write_json, staging_folder
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"cannot read the search space {args.search_space}: {error}") from None
     with staging_folder(output_dir, marker=CONVERSION_MARKER) as staging:  # checks ownership before converting
         model = load_reference_checkpoint(args.checkpoint, search_space, trust_checkpoint=args.trust_checkpoint)
+        # The reference evaluates every subnet on resize 256 -> centre crop 224 -> bicubic resize to its resolution:
+        # its published accuracy holds under that protocol, which search and export then carry to every subnet.
+        processor = NASViTImageProcessor.for_resolution(model.config.arch["resolution"], crop_mode="reference")
+        processor.save_pretrained(staging)
         model.save_pretrained(staging)
         atomic_write_json(staging / CONVERSION_MARKER, {"converted_from": Path(args.checkpoint).name})
     num_params = sum(p.numel() for p in model.parameters())

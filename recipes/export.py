@@ -33,6 +33,7 @@ from nasvit_hf.search import (
     SearchRun,
     load_evaluation_data,
     load_supernet,
+    load_supernet_processor,
     supernet_fingerprint,
     torch_threads,
 )
@@ -55,8 +56,10 @@ class ExportOptions(ConfigMixin):
     overwrite: bool = False  # replace earlier exports of this tool (folders holding nasvit_export.json), nothing else
     push_to_hub: bool = False
     hub_org: str | None = None  # user or organisation the repos are created under
-    hub_private: bool = False
-    hub_token: str | None = None
+    hub_private: bool = False  # create private repos and refuse to push to a public one (default: the account's
+    # default visibility)
+    hub_token: str | None = None  # discouraged (visible in the process list and shell history): use HF_TOKEN or
+    # `huggingface-cli login`
     log_level: str = "INFO"
 
 
@@ -68,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ExportOptions, dict, str 
             SearchConfig.from_yaml(config_path, overrides)  # a bad config file fails before anything is loaded
         if options.push_to_hub and not options.hub_org:
             raise ConfigError("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
+    if options.hub_token:
+        logger.warning(
+            "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
+            "`huggingface-cli login` instead."
+        )
     return options, overrides, config_path
 
 
@@ -107,6 +115,7 @@ def main(argv=None) -> list:
 
 def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path) -> list:
     named = resolve_named_archs(names, supernet.config)
+    processor = load_supernet_processor(supernet_dir)  # the supernet's evaluation protocol, carried by the exports
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None
     if to_search:
@@ -123,12 +132,13 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             supernet_name=supernet_dir.resolve().name,
             config_name=config_path.name,
             supernet_id=supernet_fingerprint(supernet_dir),
+            processor=processor,
         )
         searched = run.run(to_search)
         named = resolve_named_archs(names, supernet.config, searched)
         data = run.data
     if data is None:
-        data = load_evaluation_data(config.data)
+        data = load_evaluation_data(config.data, processor)
     license = args.license or supernet_license(supernet_dir)
     if license == "unknown":
         logger.warning(
@@ -145,7 +155,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
                 entry,
                 folder,
                 data,
-                supernet_name=str(supernet_dir),
+                supernet_name=supernet_dir.resolve().name,  # a name, not a local path: the folder may be pushed
                 license=license,
                 latency_kwargs=config.latency.measure_kwargs(),
                 repo_id=repo_id,
@@ -153,7 +163,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             )
         )
         if args.push_to_hub:
-            push_folder_to_hub(folder, repo_id, token=args.hub_token, private=args.hub_private)
+            push_folder_to_hub(folder, repo_id, token=args.hub_token, private=True if args.hub_private else None)
     summary = [item.__dict__ for item in exported]
     atomic_write_text(Path(args.output_dir) / "exports.json", json.dumps(summary, indent=2) + "\n")
     print(f"{'name':<12}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  folder")

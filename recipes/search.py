@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
-from nasvit_hf.search import SearchConfig, SearchRun, load_supernet, supernet_fingerprint, torch_threads
+from nasvit_hf.search import (
+    SearchConfig,
+    SearchRun,
+    load_supernet,
+    load_supernet_processor,
+    supernet_fingerprint,
+    torch_threads,
+)
 
 logger = logging.getLogger("nasvit_hf.search")
 
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
             supernet_name=supernet_dir.resolve().name,
             config_name=Path(config_path).name,
             supernet_id=supernet_fingerprint(supernet_dir),
+            processor=load_supernet_processor(supernet_dir),  # evaluate as the exported subnets will preprocess
         )
         named = run.run(options.names)
     print(f"results in {output_dir}")

@@ -37,6 +37,7 @@ from nasvit_hf.training.classification import (
     build_supernet,
     check_distributed_type,
     check_eval_archs,
+    check_nonfinite_limit,
     count_skipped_step,
     load_classification_splits,
     load_teacher,
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 accumulation=accumulation, mixing=data.mixing, teacher=teacher,
                 teacher_temperature=config.teacher_temperature, project=epoch >= config.projection_start_epoch,
             )  # fmt: skip
-            count_skipped_step(state, output, config.max_consecutive_nonfinite, logger)
+            count_skipped_step(state, output, logger)
             if not output.skipped:
                 lr_scheduler.step()
                 if ema is not None:
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if accelerator.is_main_process:
                     append_log_line(log_path, dict(record, archs=dict(output.archs)))
                 progress.set_postfix(loss=f"{output.losses['total']:.3f}", conflict=f"{output.conflict_ratio:.2f}")
+            check_nonfinite_limit(state, output, config.max_consecutive_nonfinite)
             finished_epoch = (state.global_step - 1) // steps_per_epoch + 1
             last = state.global_step == max_steps
             epoch_done = state.global_step % steps_per_epoch == 0 or last

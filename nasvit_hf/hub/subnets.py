@@ -24,6 +24,7 @@ from ..search.evaluation import EvaluationData, top1_accuracy
 from ..search.latency import measure_latency
 from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, has_marker, staging_folder
 from .model_card import SubnetCard, render_model_card
+from .push import strip_local_paths
 
 __all__ = [
     "EXPORT_MARKER",
@@ -128,7 +129,10 @@ def export_subnet(
     `data.evaluation` and latency, and write a complete Hub folder at `output_dir` (safetensors weights, config with
     id2label, image processor, code for `trust_remote_code`, README.md model card, nasvit_export.json). An existing
     folder is replaced only with `overwrite` and only if it is an earlier export (it holds `nasvit_export.json`); the
-    folder is checked before any work and replaced only once the new export is complete."""
+    folder is checked before any work and replaced only once the new export is complete.
+
+    The folder is meant to be pushed: `supernet_name` and the descriptions of the data keep only the last component
+    of any local path (`/home/me/runs/supernet` -> `supernet`)."""
     if named.arch is None:
         raise ValueError(f"{named.name} has no arch yet: search the supernet first (recipes/search.py).")
     check_export_target(output_dir, overwrite)
@@ -158,18 +162,20 @@ def export_subnet(
         params=params,
         latency=latency.to_dict(),
         accuracy=accuracy,
-        evaluation=f"top-1 on {data.description}",
-        calibration=calibration,
-        provenance=named.provenance,
-        supernet=supernet_name,
+        evaluation=strip_local_paths(f"top-1 on {data.description}"),
+        calibration=strip_local_paths(calibration),
+        provenance=strip_local_paths(named.provenance),
+        supernet=strip_local_paths(supernet_name),
         license=license,
         num_labels=subnet.config.num_labels,
-        budget=named.budget,
+        budget=named.budget and strip_local_paths(named.budget),
         paper_top1=named.paper_top1,
         paper_macs_millions=named.paper_macs_millions,
     )
     target = Path(output_dir)
     with staging_folder(target, marker=EXPORT_MARKER, overwrite=overwrite) as temporary:
+        if data.processor is not None:  # the supernet's evaluation protocol, at this subnet's resolution
+            data.processor.at_resolution(resolution).save_pretrained(temporary)
         subnet.save_pretrained(temporary)
         atomic_write_text(temporary / "README.md", render_model_card(card))
         atomic_write_json(temporary / EXPORT_MARKER, {**asdict(card), "name": named.name, "nasvit_hf_export": 1})

@@ -29,6 +29,7 @@ __all__ = [
     "build_param_groups",
     "build_supernet",
     "check_eval_archs",
+    "check_nonfinite_limit",
     "load_teacher",
     "count_skipped_step",
     "load_classification_splits",
@@ -77,7 +78,7 @@ def build_supernet(config: TrainingConfig, label_names: list[str]) -> NASViTForI
         num_labels=len(label_names),
         id2label=id2label,
         label2id={name: i for i, name in id2label.items()},
-        layer_scale=config.layer_scale,
+        switchable_scaling=config.switchable_scaling,
         drop_path_rate=config.drop_path_rate,
         drop_connect_rate=config.drop_connect_rate,
         classifier_dropout=config.dropout,
@@ -335,11 +336,9 @@ def sandwich_update(
     return trainer.step(optimizer, project=project, grad_scale=scale)
 
 
-def count_skipped_step(state: Any, output: Any, max_consecutive: int, logger: Any) -> None:
-    """Update the step counters of `state` for `output`; warn for a skipped step, and stop the run (RecipeError)
-    after `max_consecutive` skipped steps in a row."""
-    from ..config_system import RecipeError
-
+def count_skipped_step(state: Any, output: Any, logger: Any) -> None:
+    """Update the skipped-step counters of `state` for `output` (before the step is counted); warn for a skipped
+    step."""
     state.skipped_steps += int(output.skipped)
     state.consecutive_nonfinite = state.consecutive_nonfinite + 1 if output.skipped else 0
     if output.skipped:
@@ -347,6 +346,12 @@ def count_skipped_step(state: Any, output: Any, max_consecutive: int, logger: An
             f"step {state.global_step + 1}: {output.skip_reason} (losses {output.losses}); step skipped, weights and "
             "optimizer state untouched"
         )
+
+
+def check_nonfinite_limit(state: Any, output: Any, max_consecutive: int) -> None:
+    """Stop the run (RecipeError, saying what to change) after `max_consecutive` skipped steps in a row."""
+    from ..config_system import RecipeError
+
     if state.consecutive_nonfinite >= max_consecutive:
         raise RecipeError(
             f"{state.consecutive_nonfinite} consecutive steps had non-finite losses or gradients (last: "

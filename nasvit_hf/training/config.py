@@ -15,13 +15,16 @@ from ..config_system import ConfigMixin, load_yaml_mapping, parse_overrides
 
 __all__ = ["TrainingConfig", "load_yaml_mapping", "parse_overrides"]
 
+# Keys renamed after release 0.1.0 (as in NASViTConfig): still read, with a FutureWarning naming the new key.
+RENAMED_KEYS = {"layer_scale": "switchable_scaling"}
+
 
 @dataclass
 class TrainingConfig(ConfigMixin):
     # ---- model
     search_space: Any = "tiny"  # a preset name ("tiny", "reference") or a search-space dict
     model_name_or_path: str | None = None  # start from a saved supernet instead of random weights
-    layer_scale: str = "tokens"  # "tokens" (reference) | "width" (paper) | "shared" | "none"
+    switchable_scaling: str = "tokens"  # "tokens" (reference) | "width" (paper) | "shared" | "none"
     drop_path_rate: float = 0.0
     drop_connect_rate: float = 0.0
     dropout: float = 0.0
@@ -113,13 +116,14 @@ class TrainingConfig(ConfigMixin):
         }
     )
     RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+    RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
         choices = {
-            "layer_scale": ["tokens", "width", "shared", "none"],
+            "switchable_scaling": ["tokens", "width", "shared", "none"],
             "distill_loss": ["alpha_divergence", "kl"],
             "gradient_priority": ["sub", "sup", "none"],
             "gradient_granularity": ["tensor", "global"],
