@@ -73,7 +73,8 @@ RUN_ARTIFACTS = (
     "nasvit_train",
     "nasvit_segmentation",
 )
-ALWAYS_SAFE_KEYS = frozenset({"output_dir", "resume_from_checkpoint", "overwrite_output_dir"})
+ALWAYS_SAFE_KEYS = frozenset({"output_dir"})
+HOW_TO_START_KEYS = frozenset({"resume_from_checkpoint", "overwrite_output_dir"})  # never compared
 
 
 class RunFolderError(FileExistsError):
@@ -199,7 +200,7 @@ def config_changes(
     `growable_keys` may grow (a longer `max_steps`); keys the checkpoint did not record (added since) are skipped."""
     safe, unsafe = {}, {}
     for key, value in new.items():
-        if key not in old or old[key] == value:
+        if key not in old or old[key] == value or key in HOW_TO_START_KEYS:
             continue
         before = old[key]
         grows = (
