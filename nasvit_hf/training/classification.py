@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
 from ..models import NASViTConfig, NASViTForImageClassification
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, staging_folder
 from .augment import build_batch_mixing, build_eval_transform, build_train_transform
 from .config import TrainingConfig
 from .data import ImageClassificationDataset, collate_image_batch, load_image_classification_splits
@@ -365,7 +365,8 @@ def save_final_supernets(output_dir: str | Path, model: nn.Module, ema: Any = No
     for name, supernet in (("final", model), ("final_ema", ema.module if ema is not None else None)):
         if supernet is not None:
             supernet.sample_max_subnet()
-            supernet.save_pretrained(Path(output_dir) / name)
+            with staging_folder(Path(output_dir) / name) as temporary:  # complete or absent, never half-written
+                supernet.save_pretrained(temporary)
             saved[f"{name}_model"] = str(Path(output_dir) / name)
     return saved
 
