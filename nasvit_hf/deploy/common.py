@@ -22,7 +22,6 @@ from torch import nn
 from ..loading import load_pretrained_strict
 from ..models.configuration_nasvit import NASViTConfig, arch_fields, field_choices
 from ..models.modeling_nasvit import NASViTPreTrainedModel, check_pixel_values
-from ..utils.io import temporary_sibling
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -344,16 +343,3 @@ def prepare_export(
         yield PreparedExport(
             model, wrapper, example, wrapper.output_names(example), dynamic_shapes, dynamic_batch, batch_size, seed
         )
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, suffix: str) -> Iterator[tuple[str, str]]:
-    """`(final_path, temp_path)`: write and check the file at temp_path; when the block ends without an error it is
-    moved to final_path (`os.replace`), otherwise it is removed and nothing appears at final_path."""
-    final, temp = temporary_sibling(path, suffix)
-    try:
-        yield final, temp
-        os.replace(temp, final)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)

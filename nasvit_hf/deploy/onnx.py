@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
-from .common import DEFAULT_ATOL, ExportReport, atomic_file, check_exported_pixel_values, prepare_export
+from ..utils.io import atomic_file
+from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
 
 __all__ = ["MIN_ONNX_OPSET", "OnnxRunner", "export_onnx"]
 

@@ -20,7 +20,8 @@ import time
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
-from .common import DEFAULT_ATOL, ExportReport, atomic_file, check_exported_pixel_values, prepare_export
+from ..utils.io import atomic_file
+from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
 
 __all__ = ["METADATA_FILE", "ProgramRunner", "export_program"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..utils.io import temporary_sibling
+from ..utils.io import atomic_file
 
 __all__ = ["plot_pareto"]
 
@@ -54,11 +54,8 @@ def plot_pareto(
         axis.legend(loc="lower right", fontsize=8)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    final, temp = temporary_sibling(path, ".png")
     try:
-        figure.savefig(temp, dpi=120)
-        os.replace(temp, final)
+        with atomic_file(path, ".png") as (_, temp):
+            figure.savefig(temp, dpi=120)
     finally:
         plt.close(figure)
-        if os.path.exists(temp):
-            os.remove(temp)

@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "OwnershipError",
+    "atomic_file",
     "atomic_write_json",
     "atomic_write_text",
     "current_umask",
@@ -100,6 +101,20 @@ def temporary_sibling(path: str | os.PathLike, suffix: str = "") -> tuple[str, s
     make_dir(folder)
     temp = os.path.join(folder, f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
     return final, temp
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[tuple[str, str]]:
+    """`(final_path, temp_path)` for a writer that takes a path (ONNX, torch.export, a plot): write and check the file
+    at temp_path; when the block ends without an error it is moved to final_path (`os.replace`), otherwise it is
+    removed and nothing appears at final_path."""
+    final, temp = temporary_sibling(path, suffix)
+    try:
+        yield final, temp
+        os.replace(temp, final)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
 
 
 def write_marker(folder: str | os.PathLike, marker: str, content: dict[str, Any] | None = None) -> None:
