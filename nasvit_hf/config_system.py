@@ -31,6 +31,7 @@ import io
 import json
 import numbers
 import os
+import re
 import sys
 import textwrap
 import tokenize
@@ -175,12 +176,18 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+# YAML 1.1 (PyYAML) reads a float written with an exponent but no dot ("1e-5", "3E4") as a string: such strings are
+# floats. Other strings are not numbers: a quoted "300" in a YAML file is refused like any other type error.
+_YAML_MISREAD_FLOAT = re.compile(r"^[+-]?(\d+)(\.\d*)?[eE][+-]?\d+$")
+
+
 def coerce_value(key: str, value: Any, annotation: Any, source: str = "config") -> Any:
     """`value` checked against a field annotation and converted where that is lossless; a ConfigError names the key.
 
-    float: ints and strings such as "1e-5" (YAML reads exponents without a dot as strings); int: integral floats,
-    numpy integers and digit strings; bool: only true/false (no truthy strings); str; list (elements coerced when
-    the annotation says `list[int]`); dict; a nested dataclass from a mapping; `A | B` tries each in turn."""
+    float: ints, numpy numbers and exponent strings such as "1e-5" (YAML reads an exponent without a dot as a
+    string; other strings are refused); int: integral floats and numpy integers; bool: only true/false (no truthy
+    strings); str; list (elements coerced when the annotation says `list[int]`); dict; a nested dataclass from a
+    mapping; `A | B` tries each in turn."""
     origin = typing.get_origin(annotation)
     if annotation is Any:
         return value
@@ -219,16 +226,11 @@ def coerce_value(key: str, value: Any, annotation: Any, source: str = "config") 
             return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
     elif base is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        if isinstance(value, str) and _YAML_MISREAD_FLOAT.match(value.strip()):
+            return float(value)
     elif base is str:
         if isinstance(value, str):
             return value
@@ -261,15 +263,41 @@ def build_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
     if missing:
         raise ConfigError(f"{source}: missing required keys {', '.join('--' + name for name in missing)}.")
     hints = typing.get_type_hints(cls)
-    clean = {key: coerce_value(key, value, hints[key], source) for key, value in values.items()}
+    clean, failures = {}, []
+    for key, value in values.items():
+        try:
+            clean[key] = coerce_value(key, value, hints[key], source)
+        except ConfigError as error:
+            if _is_nested(hints[key]):
+                raise
+            clean[key], failures = value, [*failures, error]
     try:
-        return cls(**clean)
+        built = cls(**clean)
     except ConfigError:
         raise
-    except (ValueError, TypeError) as error:
-        if isinstance(error, TypeError) and "__init__()" not in str(error):
+    except ValueError as error:  # the class's own check, which may say more about a value of the wrong type
+        raise ConfigError(f"{source}: {error}") from None
+    except TypeError as error:
+        if failures:
+            raise failures[0] from None
+        if "__init__()" not in str(error):
             raise
         raise ConfigError(f"{source}: {error}") from None
+    if failures:
+        raise failures[0]
+    return built
+
+
+def _is_nested(annotation: Any) -> bool:
+    """True when an annotation holds dataclasses (a section or a list of entries): those are built, not checked."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    for option in (annotation, *options):
+        base = typing.get_origin(option) or option
+        if dataclasses.is_dataclass(base):
+            return True
+        if base is list and any(dataclasses.is_dataclass(arg) for arg in typing.get_args(option)):
+            return True
+    return False
 
 
 # ----------------------------------------------------------------------------------------------------------------------

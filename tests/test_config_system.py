@@ -42,8 +42,9 @@ def test_exponent_strings_are_floats_in_nested_search_sections_and_recipe_option
     [
         (float, 3, 3.0),
         (float, "1e-5", 1e-5),
+        (float, "3E4", 3e4),
+        (float, np.float32(0.5), 0.5),
         (int, 4.0, 4),
-        (int, "12", 12),
         (int, np.int64(7), 7),
         (int | None, None, None),
         (bool, True, True),
@@ -59,6 +60,8 @@ def test_coercion_accepts_lossless_conversions(annotation, value, expected):
     ("annotation", "value", "phrase"),
     [
         (int, "ten", "key must be of type int"),
+        (int, "12", "key must be of type int"),  # a quoted number in a YAML file is a string, not a number
+        (float, "0.5", "key must be of type float"),
         (int, 2.5, "key must be of type int"),
         (bool, "yes", "key must be of type bool"),  # no truthy strings
         (bool, 1, "key must be of type bool"),
