@@ -838,6 +838,10 @@ class NASViTModel(NASViTPreTrainedModel):
             self._inference_cache.clear()
         return super().train(mode)
 
+    def _apply(self, fn, recurse: bool = True):
+        self._inference_cache.clear()  # .to(), .half(), ...: the plan is rebuilt from the converted tensors
+        return super()._apply(fn, recurse)
+
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self._inference_cache.clear()
         self.active_resolution = arch["resolution"]
