@@ -109,6 +109,8 @@ SEARCH_SPACE_BOUNDS: dict[str, tuple[int, int]] = {
     "d": (1, 64),
     "k": (1, 31),
     "t": (1, 32),
+    "mlp_ratio": (1, 32),
+    "num_windows": (1, 64 * 64),
 }
 
 
