@@ -153,7 +153,6 @@ def build_model_card(card: SubnetCard) -> ModelCard:
     latency = dict(card.latency)
     for key in ("median_ms", "q25_ms", "q75_ms"):
         latency[key] = f"{latency[key]:.2f}"
-    arch = {key: card.arch[key] for key in ("resolution", "width", "depth", "kernel_size", "expand_ratio")}
     license_note = _LICENSE_NOTES.get(
         card.license, f"The weights are released under the license of the source supernet: `{card.license}`."
     )
@@ -175,7 +174,7 @@ def build_model_card(card: SubnetCard) -> ModelCard:
         paper_top1=None if card.paper_top1 is None else f"{card.paper_top1:.1f}",
         paper_macs_millions=None if not card.paper_macs_millions else f"{card.paper_macs_millions:g}",
         arch_table=_arch_table(card.arch),
-        arch_json=json.dumps(arch),
+        arch_json=json.dumps(card.arch),
         calibration=card.calibration,
         repo=repo,
         deployment_section=model_card_section(repo, image_size=resolution).strip(),

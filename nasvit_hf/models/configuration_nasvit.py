@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import random
 import warnings
 from collections.abc import Callable
@@ -100,8 +101,119 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return new_value
 
 
+# Bounds of the search-space values (sane limits: beyond them a config is a typo or a tampered file, and would
+# allocate absurd amounts of memory, e.g. resolution 100000 or depth 10^6).
+SEARCH_SPACE_BOUNDS: dict[str, tuple[int, int]] = {
+    "resolutions": (16, 4096),
+    "c": (1, 16384),
+    "d": (1, 64),
+    "k": (1, 31),
+    "t": (1, 32),
+}
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, Python or numpy (`numbers.Integral`), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_bool(value: Any) -> bool:
+    """A Python or numpy bool (never a string such as "no", nor an int)."""
+    if isinstance(value, bool):
+        return True
+    kind = type(value)  # numpy.bool (numpy >= 2) / numpy.bool_, without importing numpy here
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
+
+
+def _int_list(value: Any, where: str, bounds: tuple[int, int] | None = None) -> list[int]:
+    if _is_int(value):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(v) for v in value):
+        raise ValueError(f"search_space[{where}] must be a non-empty list of integers, got {value!r}.")
+    if any(v <= 0 for v in value):
+        raise ValueError(f"search_space[{where}] must hold positive integers, got {[int(v) for v in value]}.")
+    if bounds is not None and any(not bounds[0] <= v <= bounds[1] for v in value):
+        raise ValueError(
+            f"search_space[{where}] must hold integers in [{bounds[0]}, {bounds[1]}], got {[int(v) for v in value]}."
+        )
+    return sorted(set(int(v) for v in value))
+
+
+def _stride(value: Any, where: str) -> int:
+    if not _is_int(value) or value not in (1, 2):
+        raise ValueError(f"search_space[{where}]['s'] (stride) must be the integer 1 or 2, got {value!r}.")
+    return int(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not _is_bool(value):
+        raise ValueError(f"search_space[{where}]['se'] must be true or false (a JSON boolean), got {value!r}.")
+    return bool(value)
+
+
+def check_int_field(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """`value` as a plain int, or a `ValueError` naming the field, the value and the allowed range.
+
+    Python and numpy integers are accepted; bools, floats and strings (even "3") are not."""
+    allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
+    if not _is_int(value):
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r} ({type(value).__name__}).")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}.")
+    return int(value)
+
+
+def check_float_field(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> float:
+    """`value` as a plain finite float in the given interval, or a `ValueError` naming the field and the interval.
+
+    Python/numpy ints and floats are accepted; bools and strings (even "1e-5") are not."""
+    allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a number in {allowed}, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not math.isfinite(value) or not inside:
+        raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}.")
+    return value
+
+
+MAX_NUM_LABELS = 1_000_000
+MAX_NUM_WINDOWS = 64
+# The scalar fields of `NASViTConfig.__init__`: name -> (low, high) for ints, (low, high, low_open, high_open) for
+# floats. The eps values must be > 0 (BatchNorm/LayerNorm divide by sqrt(var + eps)); dropout rates < 1.
+SCALAR_INT_FIELDS: dict[str, tuple[int, int]] = {
+    "num_channels": (1, 256),
+    "head_dim": (1, 1024),
+    "value_expansion": (1, 64),
+    "max_relative_position": (1, 512),
+    "switchable_scaling_depth_slots": (1, 1024),
+    "decoder_hidden_size": (1, 65536),
+    "semantic_loss_ignore_index": (-(2**31), 2**31 - 1),
+}
+SCALAR_FLOAT_FIELDS: dict[str, tuple[float, float, bool, bool]] = {
+    "switchable_scaling_init": (0.0, 100.0, False, False),
+    "drop_path_rate": (0.0, 1.0, False, True),
+    "drop_connect_rate": (0.0, 1.0, False, True),
+    "classifier_dropout": (0.0, 1.0, False, True),
+    "batch_norm_eps": (0.0, 1.0, True, False),
+    "batch_norm_momentum": (0.0, 1.0, False, False),
+    "layer_norm_eps": (0.0, 1.0, True, False),
+    "initializer_range": (0.0, 100.0, False, False),
+}
+
+
+def check_scalar_fields(**fields: Any) -> dict[str, Any]:
+    """Check the scalar config fields against `SCALAR_INT_FIELDS` / `SCALAR_FLOAT_FIELDS`; plain ints and floats."""
+    clean: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in SCALAR_INT_FIELDS:
+            clean[name] = check_int_field(name, value, *SCALAR_INT_FIELDS[name])
+        else:
+            low, high, low_open, high_open = SCALAR_FLOAT_FIELDS[name]
+            clean[name] = check_float_field(name, value, low, high, low_open=low_open, high_open=high_open)
+    return clean
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -287,16 +399,6 @@ def search_space_is_supernet(space: dict[str, Any]) -> bool:
     return any(len(choices) > 1 for field in arch_fields(space) for choices in field_choices(space, field))
 
 
-def _int_list(value: Any, where: str) -> list[int]:
-    if _is_int(value):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(v) for v in value):
-        raise ValueError(f"search_space[{where}] must be a non-empty list of integers, got {value!r}.")
-    if any(v <= 0 for v in value):
-        raise ValueError(f"search_space[{where}] must hold positive integers, got {list(value)}.")
-    return sorted(set(int(v) for v in value))
-
-
 def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
     """Validate a search space in the reference schema and return a clean copy (sorted, de-duplicated lists).
 
@@ -325,7 +427,9 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for arch_field in ARCH_FIELDS:
         if arch_field.per_network:
-            clean[arch_field.space_key] = _int_list(space[arch_field.space_key], repr(arch_field.space_key))
+            clean[arch_field.space_key] = _int_list(
+                space[arch_field.space_key], repr(arch_field.space_key), SEARCH_SPACE_BOUNDS.get(arch_field.space_key)
+            )
     for name in STAGE_NAMES:
         stage = space[name]
         if not isinstance(stage, dict):
@@ -346,19 +450,16 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
                 if arch_field.default is not None:
                     continue
                 raise ValueError(f"search_space[{name!r}] is missing {key!r} ({arch_field.description} choices).")
-            entry[key] = _int_list(stage.get(key), f"{name!r}][{key!r}")
+            entry[key] = _int_list(stage.get(key), f"{name!r}][{key!r}", SEARCH_SPACE_BOUNDS.get(key))
             if arch_field.check_choices is not None:
                 arch_field.check_choices(name, key, entry[key])
         if name == "first_conv":
-            entry["s"] = int(stage.get("s", 2))
+            entry["s"] = _stride(stage.get("s", 2), repr(name))
         elif name != "last_conv":
             if name in TRANSFORMER_STAGES and min(entry["d"]) < 1:
                 raise ValueError(f"search_space[{name!r}]['d'] must be >= 1 (the first block is an MBConv).")
-            stride = stage.get("s", 1)
-            if stride not in (1, 2):
-                raise ValueError(f"search_space[{name!r}]['s'] must be 1 or 2, got {stride!r}.")
-            entry["s"] = int(stride)
-            entry["se"] = bool(stage.get("se", False))
+            entry["s"] = _stride(stage.get("s", 1), repr(name))
+            entry["se"] = _flag(stage.get("se", False), repr(name))
         clean[name] = entry
     for name in TRANSFORMER_STAGES:
         bad = [c for c in clean[name]["c"] if c % 8]
@@ -443,17 +544,16 @@ def normalize_num_windows(value: Any, convention: str = "total") -> int | str | 
         raise ValueError(f"windows_convention must be one of {WINDOW_CONVENTIONS}, got {convention!r}.")
 
     def check(item: Any, where: str) -> int | str:
-        if item == "auto":
+        if isinstance(item, str) and item == "auto":
             return item
         if _is_int(item) and item >= 1:
-            if convention == "per_side":
-                return item * item
-            if math.isqrt(item) ** 2 == item:
-                return item
+            per_side = int(item) if convention == "per_side" else math.isqrt(int(item))
+            if (convention == "per_side" or per_side * per_side == item) and per_side <= MAX_NUM_WINDOWS:
+                return per_side * per_side
         raise ValueError(
-            f"num_windows{where} must be the total number of windows k, a perfect square (1 = global attention, "
-            f"4 = 2x2 windows, 9 = 3x3, ...), or 'auto' (feature-map side // 7 windows per side, at least 1), "
-            f"got {item!r}."
+            f"num_windows{where} must be the total number of windows k, a perfect square of at most "
+            f"{MAX_NUM_WINDOWS}**2 (1 = global attention, 4 = 2x2 windows, 9 = 3x3, ...), or 'auto' "
+            f"(feature-map side // 7 windows per side, at least 1), got {item!r}."
         )
 
     if value is None:
@@ -586,7 +686,9 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
     ):
         if "num_labels" not in kwargs and "id2label" not in kwargs:
             kwargs["num_labels"] = 1000
-        self.search_space = normalize_search_space(copy.deepcopy(search_space or REFERENCE_SEARCH_SPACE))
+        self.search_space = normalize_search_space(
+            copy.deepcopy(REFERENCE_SEARCH_SPACE if search_space is None else search_space)
+        )
         self.arch = validate_arch(self.search_space, arch) if arch is not None else largest_arch(self.search_space)
         renamed = _pop_renamed_keys(
             kwargs,
@@ -595,53 +697,48 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
             switchable_scaling_depth_slots=switchable_scaling_depth_slots,
         )
         switchable_scaling = renamed["switchable_scaling"]
-        switchable_scaling_init = renamed["switchable_scaling_init"]
-        switchable_scaling_depth_slots = renamed["switchable_scaling_depth_slots"]
-        if switchable_scaling not in SWITCHABLE_SCALING_MODES:
+        if "num_labels" in kwargs:
+            kwargs["num_labels"] = check_int_field("num_labels", kwargs["num_labels"], 0, MAX_NUM_LABELS)
+        scalars = check_scalar_fields(
+            num_channels=num_channels,
+            head_dim=head_dim,
+            value_expansion=value_expansion,
+            max_relative_position=max_relative_position,
+            switchable_scaling_init=renamed["switchable_scaling_init"],
+            switchable_scaling_depth_slots=renamed["switchable_scaling_depth_slots"],
+            drop_path_rate=drop_path_rate,
+            drop_connect_rate=drop_connect_rate,
+            classifier_dropout=classifier_dropout,
+            batch_norm_eps=batch_norm_eps,
+            batch_norm_momentum=batch_norm_momentum,
+            layer_norm_eps=layer_norm_eps,
+            initializer_range=initializer_range,
+            decoder_hidden_size=decoder_hidden_size,
+            semantic_loss_ignore_index=semantic_loss_ignore_index,
+        )
+        if not isinstance(switchable_scaling, str) or switchable_scaling not in SWITCHABLE_SCALING_MODES:
             raise ValueError(
                 f"switchable_scaling must be one of {SWITCHABLE_SCALING_MODES}, got {switchable_scaling!r}."
             )
         if switchable_scaling == "width" and any(len(self.search_space[s]["c"]) > 8 for s in TRANSFORMER_STAGES):
             raise ValueError("switchable_scaling='width' supports at most 8 width choices per transformer stage.")
         max_depth = max(max(self.search_space[s]["d"]) for s in TRANSFORMER_STAGES)
-        if not _is_int(switchable_scaling_depth_slots) or switchable_scaling_depth_slots <= max_depth:
+        if scalars["switchable_scaling_depth_slots"] <= max_depth:
             raise ValueError(
                 f"switchable_scaling_depth_slots must be an int above the largest transformer-stage depth "
-                f"({max_depth}), got {switchable_scaling_depth_slots!r}."
+                f"({max_depth}), got {scalars['switchable_scaling_depth_slots']!r}."
             )
-        if head_dim <= 0 or value_expansion <= 0:
-            raise ValueError(f"head_dim and value_expansion must be positive, got {head_dim} and {value_expansion}.")
         for name in TRANSFORMER_STAGES:
-            bad = [c for c in self.search_space[name]["c"] if c % head_dim]
+            bad = [c for c in self.search_space[name]["c"] if c % scalars["head_dim"]]
             if bad:
-                raise ValueError(f"search_space[{name!r}]['c'] has widths {bad} not divisible by head_dim={head_dim}.")
-        for field, value in (
-            ("drop_path_rate", drop_path_rate),
-            ("drop_connect_rate", drop_connect_rate),
-            ("classifier_dropout", classifier_dropout),
-        ):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{field} must be in [0, 1), got {value}.")
-        self.num_channels = num_channels
-        self.head_dim = head_dim
-        self.value_expansion = value_expansion
-        self.max_relative_position = max_relative_position
+                raise ValueError(
+                    f"search_space[{name!r}]['c'] has widths {bad} not divisible by head_dim={scalars['head_dim']}."
+                )
+        for field, value in scalars.items():
+            setattr(self, field, value)
         self.switchable_scaling = switchable_scaling
-        self.switchable_scaling_init = switchable_scaling_init
-        self.switchable_scaling_depth_slots = switchable_scaling_depth_slots
-        self.drop_path_rate = drop_path_rate
-        self.drop_connect_rate = drop_connect_rate
-        self.classifier_dropout = classifier_dropout
-        self.batch_norm_eps = batch_norm_eps
-        self.batch_norm_momentum = batch_norm_momentum
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
         self.num_windows = normalize_num_windows(num_windows, windows_convention)
         self.windows_convention = "total"
-        if not _is_int(decoder_hidden_size) or decoder_hidden_size <= 0:
-            raise ValueError(f"decoder_hidden_size must be a positive int, got {decoder_hidden_size!r}.")
-        self.decoder_hidden_size = decoder_hidden_size
-        self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self.stage_names = list(BACKBONE_STAGE_NAMES)
         if out_features is None and out_indices is None:
             out_features = list(DEFAULT_BACKBONE_OUT_FEATURES)

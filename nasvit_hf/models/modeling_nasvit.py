@@ -37,6 +37,7 @@ from .configuration_nasvit import (
     stage_choices,
     window_grid,
 )
+from .inference_nasvit import NASViTInferenceCache
 
 __all__ = [
     "sample_arch",
@@ -733,9 +734,13 @@ def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def check_pixel_values(
-    pixel_values: torch.Tensor | None, num_channels: int, processor: str = "NASViTImageProcessor"
+    pixel_values: torch.Tensor | None,
+    num_channels: int,
+    processor: str = "NASViTImageProcessor",
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """A clear error unless `pixel_values` is a float (batch, num_channels, height, width) tensor."""
+    """A clear error unless `pixel_values` is a non-empty float (batch, num_channels, height, width) tensor; cast to
+    `dtype` (the model's) when given, so float64 / half / bfloat16 inputs run on a model of another precision."""
     if pixel_values is None:
         raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
     if not isinstance(pixel_values, torch.Tensor):
@@ -745,9 +750,47 @@ def check_pixel_values(
             f"pixel_values must have shape (batch, {num_channels}, height, width), got {tuple(pixel_values.shape)}; "
             f"use the {processor} (it converts grayscale/RGBA to RGB)."
         )
+    if 0 in pixel_values.shape:
+        raise ValueError(
+            f"pixel_values is empty (shape {tuple(pixel_values.shape)}): pass at least one image of at least one pixel."
+        )
     if not pixel_values.is_floating_point():
-        raise ValueError(f"pixel_values must be a float tensor, got dtype {pixel_values.dtype}.")
+        raise ValueError(
+            f"pixel_values must be a float tensor of normalised pixels, got dtype {pixel_values.dtype}; preprocess the "
+            f"images with the {processor} (return_tensors='pt')."
+        )
+    if dtype is not None and pixel_values.dtype != dtype:
+        pixel_values = pixel_values.to(dtype)
     return pixel_values
+
+
+def check_classification_labels(
+    labels: torch.Tensor, logits: torch.Tensor, num_labels: int, problem_type: str | None
+) -> torch.Tensor:
+    """Labels for `NASViTForImageClassification`'s loss, with clear errors: any integer dtype (int32, uint8, ...)
+    is a class index and comes back as int64; single-label classification refuses non-integer targets (a float
+    class index is usually a bug: soft labels have shape (batch, num_labels))."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}.")
+    if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"labels must have one entry per image ({logits.shape[0]}), got shape {tuple(labels.shape)}.")
+    is_integer = not labels.is_floating_point() and not labels.is_complex() and labels.dtype != torch.bool
+    if is_integer:
+        labels = labels.long()
+    single_label = problem_type == "single_label_classification" or (
+        problem_type is None and num_labels > 1 and labels.ndim == 1
+    )
+    if single_label and not is_integer:
+        raise ValueError(
+            f"single-label classification needs integer class indices as labels, got dtype {labels.dtype}; cast "
+            f"them with labels.long(), or pass soft labels of shape ({logits.shape[0]}, {num_labels})."
+        )
+    if problem_type in ("multi_label_classification", "soft_label_classification") and labels.shape != logits.shape:
+        raise ValueError(
+            f"{problem_type} needs labels of shape {tuple(logits.shape)} (batch, num_labels), got "
+            f"{tuple(labels.shape)}."
+        )
+    return labels
 
 
 def build_stem_and_stages(config: NASViTConfig) -> tuple[NASViTConvBN, nn.ModuleList]:
@@ -771,10 +814,18 @@ def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
 
 
 class NASViTModel(NASViTPreTrainedModel):
-    """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features)."""
+    """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features).
+
+    In eval mode with no gradient to compute, forward runs a cached inference plan (BatchNorm folded into the convs,
+    fused activations, channels_last, prepared attention weights: `inference_nasvit.py`) that computes what the
+    modules compute; set `inference_fast_path = False` to run the modules themselves.
+    """
+
+    inference_fast_path: bool = True
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
+        self._inference_cache = NASViTInferenceCache()
         self.stem, self.stages = build_stem_and_stages(config)
         self.head = NASViTHead(config, config.search_space["mb7"]["c"])
         self.post_init()
@@ -782,7 +833,13 @@ class NASViTModel(NASViTPreTrainedModel):
         if config.num_windows is not None:
             self.set_num_windows(config.num_windows)
 
+    def train(self, mode: bool = True) -> NASViTModel:
+        if mode:
+            self._inference_cache.clear()
+        return super().train(mode)
+
     def _apply_arch(self, arch: dict[str, Any]) -> None:
+        self._inference_cache.clear()
         self.active_resolution = arch["resolution"]
         self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         self.head.active_out_channels = arch["width"][-1]
@@ -798,19 +855,23 @@ class NASViTModel(NASViTPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        pixel_values = check_pixel_values(pixel_values, self.config.num_channels)
+        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, dtype=self.dtype)
         resolution = self.active_resolution
         if pixel_values.shape[-2:] != (resolution, resolution):
             pixel_values = F.interpolate(
                 pixel_values, size=(resolution, resolution), mode="bicubic", align_corners=False
             )
-        hidden_states = self.stem(pixel_values, self.active_stem_channels)
-        all_hidden_states = [hidden_states] if output_hidden_states else None
-        for stage in self.stages:
-            hidden_states = stage(hidden_states)
-            if all_hidden_states is not None:
-                all_hidden_states.append(hidden_states)
-        pooled_output = self.head(hidden_states)
+        plan = self._inference_cache.plan_for(self, pixel_values)
+        if plan is not None:
+            hidden_states, pooled_output, all_hidden_states = plan(pixel_values, bool(output_hidden_states))
+        else:
+            hidden_states = self.stem(pixel_values, self.active_stem_channels)
+            all_hidden_states = [hidden_states] if output_hidden_states else None
+            for stage in self.stages:
+                hidden_states = stage(hidden_states)
+                if all_hidden_states is not None:
+                    all_hidden_states.append(hidden_states)
+            pooled_output = self.head(hidden_states)
         if not return_dict:
             output = (hidden_states, pooled_output)
             return output + (tuple(all_hidden_states),) if all_hidden_states is not None else output
@@ -854,6 +915,7 @@ class NASViTForImageClassification(NASViTPreTrainedModel):
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem_type = self.config.problem_type
+        labels = check_classification_labels(labels, logits, self.num_labels, problem_type)
         if problem_type is None:
             if self.num_labels == 1:
                 problem_type = "regression"

@@ -86,7 +86,9 @@ class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, "NASViTSegmentationImageProcessor")
+        pixel_values = check_pixel_values(
+            pixel_values, self.config.num_channels, "NASViTSegmentationImageProcessor", dtype=self.dtype
+        )
         out_indices = [index % len(self.stage_names) for index in self.out_indices]
         last = len(self.stages) if output_hidden_states else max(out_indices)
         hidden_states = self.stem(pixel_values, self.active_stem_channels)
