@@ -134,6 +134,7 @@ def stage_macs(
     per_stage = arch_per_stage(arch)
     override = config.num_windows if num_windows is None else normalize_num_windows(num_windows)
     windows = dict(zip(TRANSFORMER_STAGES, resolve_num_windows(arch, override)))
+    head_dim, value_expansion = config.head_dim, config.value_expansion
     channels = per_stage["first_conv"]["width"]
     result = [("first_conv", height * width * channels * config.num_channels * 9, (height, width))]
     for name, has_expansion, se, stride, is_transformer in plan.stages:
@@ -144,13 +145,7 @@ def stage_macs(
         if depth > 1:
             if is_transformer:
                 layer = _transformer_macs(
-                    channels,
-                    height,
-                    width,
-                    config.head_dim,
-                    config.value_expansion,
-                    values["mlp_ratio"],
-                    windows[name],
+                    channels, height, width, head_dim, value_expansion, values["mlp_ratio"], windows[name]
                 )
             else:
                 layer = _mbconv_macs(channels, channels, kernel, expand, has_expansion, se, 1, height, width)[0]
