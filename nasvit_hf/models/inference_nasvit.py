@@ -20,6 +20,7 @@ This file is Hub-portable: it imports only torch and its sibling configuration f
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,31 +56,27 @@ def _fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, norm, chann
     return weight * scale.view(-1, 1, 1, 1), shift
 
 
-@dataclass
 class _Conv:
-    """A convolution (BN folded in) with an optional fused activation."""
+    """A convolution (BN folded in) with an optional fused activation ("silu" or None)."""
 
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    stride: int
-    padding: int
-    groups: int
-    activation: str | None  # "silu" or None
+    __slots__ = ("weight", "bias", "stride", "padding", "groups", "activation", "_mkldnn_args")
+
+    def __init__(self, weight, bias, stride: int, padding: int, groups: int, activation: str | None):
+        self.weight, self.bias = weight, bias
+        self.stride, self.padding, self.groups, self.activation = stride, padding, groups, activation
+        self._mkldnn_args = (
+            [padding, padding],
+            [stride, stride],
+            [1, 1],
+            groups,
+            "swish" if activation == "silu" else "none",
+            [],
+            "",
+        )
 
     def __call__(self, hidden_states: torch.Tensor, fused: bool) -> torch.Tensor:
         if fused:
-            return torch.ops.mkldnn._convolution_pointwise(
-                hidden_states,
-                self.weight,
-                self.bias,
-                [self.padding, self.padding],
-                [self.stride, self.stride],
-                [1, 1],
-                self.groups,
-                "swish" if self.activation == "silu" else "none",
-                [],
-                "",
-            )
+            return torch.ops.mkldnn._convolution_pointwise(hidden_states, self.weight, self.bias, *self._mkldnn_args)
         hidden_states = F.conv2d(hidden_states, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
         return F.silu(hidden_states, inplace=True) if self.activation == "silu" else hidden_states
 
@@ -260,7 +257,7 @@ class NASViTInferencePlan:
             if stage.blocks[0].stride == 2:
                 size = (size - 1) // 2 + 1
             blocks: list[Any] = []
-            for block in stage.blocks[1 : stage.active_depth]:
+            for block in list(stage.blocks)[1 : stage.active_depth]:  # (slicing a ModuleList registers)
                 if not stage.is_transformer:
                     blocks.append(_mbconv(block, channels, channels_last)[0])
                 elif block.attention.window_grid(size, size) == (1, 1):
@@ -287,7 +284,7 @@ class NASViTInferencePlan:
             reduce_weight, reduce_bias, expand_weight, expand_bias = block.squeeze_excite
             scale = F.relu(F.linear(hidden_states.mean(dim=(2, 3)), reduce_weight, reduce_bias), inplace=True)
             scale = F.hardsigmoid(F.linear(scale, expand_weight, expand_bias), inplace=True)
-            hidden_states = hidden_states.mul_(scale[:, :, None, None])
+            hidden_states = hidden_states.mul_(scale.view(*scale.shape, 1, 1))
         hidden_states = block.projection(hidden_states, fused)
         if block.stride == 2:
             padding = (residual.shape[-2] % 2, residual.shape[-1] % 2)
@@ -302,16 +299,17 @@ class NASViTInferencePlan:
         heads, head_dim = layer.heads, layer.head_dim
         normed = F.layer_norm(tokens, tokens.shape[1:], eps=layer.eps)
         qkv = F.linear(normed, layer.qkv_weight, layer.qkv_bias)
-        query = qkv[..., :channels].view(batch, length, heads, head_dim).transpose(1, 2)
-        key = qkv[..., channels : 2 * channels].view(batch, length, heads, head_dim).transpose(1, 2)
-        value = qkv[..., 2 * channels :].view(batch, height, width, -1).permute(0, 3, 1, 2)
+        query, key, value = qkv.split([channels, channels, qkv.shape[-1] - 2 * channels], dim=-1)
+        query = query.view(batch, length, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, length, heads, head_dim).permute(0, 2, 3, 1)  # kᵀ
+        value = value.view(batch, height, width, -1).permute(0, 3, 1, 2)
         if self.channels_last:
             value = value.contiguous(memory_format=torch.channels_last)
         value = layer.value_conv(value, self.fused_kernels)
         value_channels = value.shape[1]
         value = value.permute(0, 2, 3, 1).reshape(batch, length, heads, value_channels // heads).transpose(1, 2)
 
-        scores = torch.matmul(query, key.transpose(-2, -1)).view(batch, heads, length * length)
+        scores = torch.matmul(query, key).view(batch, heads, length * length)
         scores = torch.baddbmm(layer.talking_pre_bias, layer.talking_pre_weight.expand(batch, heads, heads), scores)
         scores = scores.view(batch, heads, length, length).softmax(dim=-1).view(batch, heads, length * length)
         scores = torch.baddbmm(layer.talking_post_bias, layer.talking_post_weight.expand(batch, heads, heads), scores)
@@ -363,13 +361,15 @@ class NASViTInferencePlan:
         return hidden_states.contiguous(), pooled, None
 
 
-# Registering a parameter, buffer or submodule anywhere (e.g. an adapter library swapping a layer) bumps this counter,
-# so a plan built before the swap is never used after it.
+# Registering a parameter, buffer or submodule on a module that a plan was built from (e.g. an adapter library
+# swapping a layer) bumps this counter, so a plan built before the swap is never used after it.
 _STRUCTURE_GENERATION = [0]
+_PLANNED_MODULE_SET: weakref.WeakSet = weakref.WeakSet()
 
 
-def _bump_generation(*args) -> None:
-    _STRUCTURE_GENERATION[0] += 1
+def _bump_generation(module, name, value) -> None:
+    if module in _PLANNED_MODULE_SET:
+        _STRUCTURE_GENERATION[0] += 1
 
 
 torch.nn.modules.module.register_module_parameter_registration_hook(_bump_generation)
@@ -436,6 +436,8 @@ class NASViTInferenceCache:
         ):
             return False
         self._modules = modules
+        _PLANNED_MODULE_SET.update(modules)
+        _PLANNED_MODULE_SET.add(model)
         self._tensors = [*model.parameters(), *model.buffers()]
         self._generation = _STRUCTURE_GENERATION[0]
         return True
