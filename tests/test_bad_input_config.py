@@ -40,6 +40,8 @@ BAD_SEARCH_SPACES = [
     ("kernel 33", lambda s: s["mb1"].update(k=[33]), "in [1, 31]"),
     ("expand ratio 100", lambda s: s["mb2"].update(t=[100]), "in [1, 32]"),
     ("bool in a width list", lambda s: s["mb1"].update(c=[True]), "non-empty list of integers"),
+    ("mlp ratio 1000", lambda s: s["mb4"].update(mlp_ratio=[1000]), "in [1, 32]"),
+    ("10^6 windows", lambda s: s["mb4"].update(num_windows=[10**6]), "in [1, 4096]"),
 ]
 
 
