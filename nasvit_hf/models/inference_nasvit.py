@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils._python_dispatch
 
 from .configuration_nasvit import make_divisible
 
@@ -205,7 +206,7 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
     pre_bias = torch.addmm(pre.bias[:heads].view(heads, 1), pre_weight, position_bias)
     mlp = []
     for mlp_module, mlp_norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2)):
-        hidden = channels
+        hidden = layer.active_mlp_ratio * channels  # the MLP ratio (paper space); 1 in the reference space
         fc1 = _norm_then_linear(mlp_norm, mlp_module.fc1, channels, hidden)
         fc2 = _output_linear(mlp_module.fc2, hidden, channels, scale_mlp)
         mlp.append((*fc1, *fc2))
@@ -465,6 +466,9 @@ class NASViTInferenceCache:
             return None
         global_hooks = torch.nn.modules.module
         if global_hooks._global_forward_hooks or global_hooks._global_forward_pre_hooks:
+            return None
+        if torch.utils._python_dispatch.is_in_torch_dispatch_mode():
+            # e.g. FlopCounterMode: it counts the modules' aten ops, not the plan's fused oneDNN kernels
             return None
         if torch.compiler.is_compiling():
             if torch.compiler.is_exporting() and not torch.is_grad_enabled() and self._refresh_structure(model):
