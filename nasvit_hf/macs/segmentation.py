@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .classification import _transformer_macs, stage_macs
 from ..models.configuration_nasvit import (
     BACKBONE_STAGE_NAMES,
     TRANSFORMER_STAGES,
     NASViTConfig,
     normalize_num_windows,
+    segmentation_out_features,
 )
+from .classification import _transformer_macs, stage_macs
 
 __all__ = ["count_segmentation_macs", "window_grid"]
 
@@ -70,7 +71,7 @@ def count_segmentation_macs(
         raise ValueError(f"image_size must be positive, got {(height, width)}.")
     decoder_hidden_size = config.decoder_hidden_size if decoder_hidden_size is None else decoder_hidden_size
     num_labels = config.num_labels if num_labels is None else num_labels
-    out_features = list(config.out_features if out_features is None else out_features)
+    out_features = list(segmentation_out_features(config) if out_features is None else out_features)
     unknown = [name for name in out_features if name not in BACKBONE_STAGE_NAMES]
     if unknown or not out_features:
         raise ValueError(f"out_features must be a non-empty subset of {BACKBONE_STAGE_NAMES}, got {out_features}.")

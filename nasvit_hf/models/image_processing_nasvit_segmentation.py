@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import BatchFeature
-from transformers.image_utils import PILImageResampling
+from transformers.image_utils import PILImageResampling, is_pil_image
 
 from .image_processing_nasvit import NASViTImageProcessor
 
@@ -23,7 +23,7 @@ def _as_list(items: Any) -> list:
 
 def _image_size(image: Any) -> tuple[int, int]:
     """(height, width) of a PIL image, or of an array/tensor in HW, HWC or CHW layout."""
-    if hasattr(image, "size") and not isinstance(image, (np.ndarray, torch.Tensor)):
+    if is_pil_image(image):
         width, height = image.size
         return height, width
     shape = tuple(image.shape)
@@ -122,7 +122,7 @@ class NASViTSegmentationImageProcessor(NASViTImageProcessor):
     ) -> list[torch.Tensor]:
         """Per image, the (height, width) map of predicted class ids, the logits bilinearly resized to
         `target_sizes[i]` first when given (e.g. the original image sizes), else at the logits' size."""
-        logits = outputs.logits if hasattr(outputs, "logits") else outputs["logits"]
+        logits = outputs["logits"]  # a SemanticSegmenterOutput or a dict
         if target_sizes is None:
             return list(logits.argmax(dim=1))
         if len(target_sizes) != len(logits):
