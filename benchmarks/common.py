@@ -10,18 +10,28 @@ import torch
 
 
 def time_callables(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Median wall time (seconds) of each callable; runs are interleaved so load changes hit all of them alike."""
+    """Median wall time (seconds) of each callable; runs are interleaved (in an order that rotates every round, so
+    no callable always follows the same one) so load changes hit all of them alike."""
+    names = list(fns)
     with torch.inference_mode():
         for _ in range(warmup):
             for fn in fns.values():
                 fn()
         samples: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(repeats):
-            for name, fn in fns.items():
+        for round_index in range(repeats):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
                 start = time.perf_counter()
-                fn()
+                fns[name]()
                 samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def load_average() -> str:
+    """The 1-minute load average (other jobs on a shared machine), for the record beside each timing."""
+    import os
+
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def machine_summary() -> str:

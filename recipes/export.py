@@ -27,6 +27,7 @@ from nasvit_hf.search import (
     SearchRun,
     load_evaluation_data,
     load_supernet,
+    load_supernet_processor,
     supernet_fingerprint,
     torch_threads,
 )
@@ -54,12 +55,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="override the config's evaluation device")
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_org", default=None, help="user or organisation the repos are created under")
-    parser.add_argument("--hub_private", action="store_true")
-    parser.add_argument("--hub_token", default=None)
+    parser.add_argument(
+        "--hub_private",
+        action="store_true",
+        help="create private repos and refuse to push to a public one (default: the account's default visibility)",
+    )
+    parser.add_argument(
+        "--hub_token",
+        default=None,
+        help="discouraged (visible in the process list and shell history): use HF_TOKEN or `huggingface-cli login`",
+    )
     parser.add_argument("--log_level", default="INFO")
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_org:
         parser.error("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
+    if args.hub_token:
+        logger.warning(
+            "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
+            "`huggingface-cli login` instead."
+        )
     return args
 
 
@@ -102,6 +116,7 @@ def main(argv=None) -> list:
 
 def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path) -> list:
     named = resolve_named_archs(names, supernet.config)
+    processor = load_supernet_processor(supernet_dir)  # the supernet's evaluation protocol, carried by the exports
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None
     if to_search:
@@ -118,12 +133,13 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             supernet_name=supernet_dir.resolve().name,
             config_name=config_path.name,
             supernet_id=supernet_fingerprint(supernet_dir),
+            processor=processor,
         )
         searched = run.run(to_search)
         named = resolve_named_archs(names, supernet.config, searched)
         data = run.data
     if data is None:
-        data = load_evaluation_data(config.data)
+        data = load_evaluation_data(config.data, processor)
     license = args.license or supernet_license(supernet_dir)
     if license == "unknown":
         logger.warning(
@@ -140,14 +156,14 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
                 entry,
                 folder,
                 data,
-                supernet_name=str(supernet_dir),
+                supernet_name=supernet_dir.resolve().name,  # a name, not a local path: the folder may be pushed
                 license=license,
                 latency_kwargs=config.latency.measure_kwargs(),
                 repo_id=repo_id,
             )
         )
         if args.push_to_hub:
-            push_folder_to_hub(folder, repo_id, token=args.hub_token, private=args.hub_private)
+            push_folder_to_hub(folder, repo_id, token=args.hub_token, private=True if args.hub_private else None)
     summary = [item.__dict__ for item in exported]
     atomic_write_text(Path(args.output_dir) / "exports.json", json.dumps(summary, indent=2) + "\n")
     print(f"{'name':<12}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  folder")

@@ -111,3 +111,49 @@ def test_presets_lookup_errors_name_the_choices():
         get_search_space("huge")
     with pytest.raises(KeyError, match="a0"):
         nasvit_hf.presets.get_named_arch("z9")
+
+
+def test_one_sampler_gives_random_largest_and_smallest_archs_from_either_generator():
+    import random
+
+    import torch
+
+    from nasvit_hf.models.configuration_nasvit import sample_arch, validate_arch
+
+    space = NASViTConfig().search_space
+    assert sample_arch(space, rule="largest") == NASViTConfig().largest_arch()
+    assert sample_arch(space, rule="smallest") == NASViTConfig().smallest_arch()
+    for make in (lambda: torch.Generator().manual_seed(4), lambda: random.Random(4)):
+        first, second = sample_arch(space, make()), sample_arch(space, make())
+        assert first == second == validate_arch(space, first)
+    archs = {str(sample_arch(space, random.Random(seed))) for seed in range(10)}
+    assert len(archs) == 10
+    with pytest.raises(ValueError, match="rule must be"):
+        sample_arch(space, rule="median")
+
+
+def test_every_consumer_reads_the_arch_schema():
+    """The fields, their stages and space keys come from ARCH_FIELDS: the encoder's genes, the collapsed space and
+    the sampled arch all follow it."""
+    from nasvit_hf.models.configuration_nasvit import ARCH_FIELDS, arch_fields, arch_per_stage, field_choices
+    from nasvit_hf.search.encoding import ArchEncoder
+
+    config = NASViTConfig(search_space=get_search_space("tiny"))
+    space = config.search_space
+    fields = arch_fields(space)
+    assert [f.name for f in fields] == ["resolution", "width", "depth", "kernel_size", "expand_ratio"]
+    assert set(f.name for f in ARCH_FIELDS) >= set(config.arch)
+    encoder = ArchEncoder(space)
+    assert encoder.num_genes == sum(len(field_choices(space, f)) for f in fields)
+    arch = config.smallest_arch()
+    assert encoder.decode(encoder.encode(arch)) == arch
+    collapsed = config.subnet_config(arch).search_space
+    for f in fields:
+        assert all(len(choices) == 1 for choices in field_choices(collapsed, f))
+    per_stage = arch_per_stage(space, arch)
+    assert per_stage["mb3"] == {
+        "width": arch["width"][3],
+        "depth": arch["depth"][2],
+        "kernel_size": 3,
+        "expand_ratio": arch["expand_ratio"][2],
+    }

@@ -4,6 +4,10 @@ The program is a standalone graph of ATen ops with the weights inside: load it w
 call `.module()` without nasvit_hf or transformers installed, or compile it ahead of time with AOTInductor
 (`torch._inductor.aoti_compile_and_package`). Like the ONNX export it takes `(batch, 3, r, r)` at the subnet's
 resolution `r`, with a fixed or (with `dynamic_batch=True`) symbolic batch dimension.
+
+Loading a `.pt2` file unpickles it (`torch.export.load` uses pickle), so a tampered file runs code when it is
+loaded, before anything can be checked. `ProgramRunner` therefore loads only with `trust_program=True`: programs you
+exported yourself or whose author you trust. For files from elsewhere (the Hub), use the ONNX export.
 """
 
 from __future__ import annotations
@@ -16,19 +20,7 @@ import time
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
-from .common import (
-    DEFAULT_ATOL,
-    MAX_DYNAMIC_BATCH,
-    ExportReport,
-    NASViTExportWrapper,
-    atomic_output,
-    check_pixel_values,
-    deployment_metadata,
-    example_pixel_values,
-    export_ready,
-    load_subnet_for_export,
-    max_abs_diff,
-)
+from .common import DEFAULT_ATOL, ExportReport, atomic_file, check_pixel_values, prepare_export
 
 __all__ = ["METADATA_FILE", "ProgramRunner", "export_program"]
 
@@ -56,57 +48,26 @@ def export_program(
     model's output tensors (`(logits,)` for classification); names and preprocessing are in the archive's
     `nasvit.json` (read them with `ProgramRunner`).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    model = load_subnet_for_export(model_or_path)
-    with export_ready(model) as model:
-        wrapper = NASViTExportWrapper(model).eval()
-        example = example_pixel_values(model.config, 2 if dynamic_batch else batch_size, seed)
-        output_names = wrapper.output_names(example)
-        dynamic_shapes = None
-        if dynamic_batch:
-            dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
+    with prepare_export(model_or_path, dynamic_batch, batch_size, seed) as prepared:
         start = time.perf_counter()
         with torch.no_grad():
-            program = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic_shapes)
+            program = torch.export.export(
+                prepared.wrapper, (prepared.example,), dynamic_shapes=prepared.dynamic_shapes
+            )
         export_seconds = time.perf_counter() - start
-        metadata = deployment_metadata(model, output_names, dynamic_batch, batch_size)
-        final, temp = atomic_output(output, ".pt2")
-        try:
-            torch.export.save(program, temp, extra_files={METADATA_FILE: json.dumps(metadata)})
+        with atomic_file(output, ".pt2") as (final, temp):
+            torch.export.save(program, temp, extra_files={METADATA_FILE: json.dumps(prepared.metadata())})
             diffs: dict[int, float] = {}
             if verify:
-                runner = ProgramRunner(temp)
-                for size in verify_batch_sizes or ([1, 4] if dynamic_batch else [batch_size]):
-                    inputs = example_pixel_values(model.config, size, seed + size)
-                    with torch.no_grad():
-                        expected = wrapper(inputs)
-                        outputs = runner.run(inputs)
-                    diffs[size] = max_abs_diff([output.numpy() for output in outputs], expected)
-                    for output, reference in zip(outputs, expected):
-                        if not torch.allclose(output, reference, atol=atol, rtol=rtol):
-                            raise RuntimeError(
-                                f"the exported program disagrees with PyTorch eager at batch size {size}: max "
-                                f"|difference| {diffs[size]:.3e} exceeds atol={atol} + rtol={rtol}·|eager|. Nothing "
-                                "was written. Please report this with the model folder; verify=False skips the check."
-                            )
-            os.replace(temp, final)
-        finally:
-            if os.path.exists(temp):
-                os.remove(temp)
-    report = ExportReport(
-        format="torch.export",
-        path=final,
-        image_size=model.config.image_size,
-        dynamic_batch=dynamic_batch,
-        batch_size=None if dynamic_batch else batch_size,
-        input_name="pixel_values",
-        output_names=output_names,
-        file_size_bytes=os.path.getsize(final),
-        export_seconds=export_seconds,
-        max_abs_diff=diffs,
-        atol=atol if verify else None,
-    )
+                runner = ProgramRunner(temp, trust_program=True)  # the file written just above
+                diffs = prepared.verify(
+                    lambda inputs: [output.numpy() for output in runner.run(inputs)],
+                    "program",
+                    atol,
+                    rtol,
+                    verify_batch_sizes,
+                )
+        report = prepared.report("torch.export", final, export_seconds, diffs, atol if verify else None)
     logger.info(report.summary())
     return report
 
@@ -114,13 +75,25 @@ def export_program(
 class ProgramRunner:
     """A loaded `.pt2` NASViT program that checks inputs before running them.
 
-    >>> runner = ProgramRunner("model.pt2")
+    >>> runner = ProgramRunner("model.pt2", trust_program=True)
     >>> logits = runner(pixel_values)["logits"]
     `runner.program` is the `ExportedProgram`, `runner.module` its callable module.
+
+    Args:
+        path: a `.pt2` file written by `export_program`.
+        trust_program: must be True. Loading a `.pt2` file unpickles it (`torch.export.load`), which runs whatever
+            code the file holds before anything can be checked: pass True only for programs you exported yourself
+            or whose author you trust. Files from the Hub or other people: use the ONNX export (`OnnxRunner`).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, trust_program: bool = False):
         self.path = os.fspath(path)
+        if trust_program is not True:
+            raise ValueError(
+                f"loading {self.path!r} unpickles it (torch.export.load), which can run arbitrary code from the file. "
+                "Pass trust_program=True only for a program you exported yourself or whose author you trust; for "
+                "files from elsewhere use the ONNX export (OnnxRunner)."
+            )
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"no exported program at {self.path!r}; export one with export_program().")
         extra_files = {METADATA_FILE: ""}

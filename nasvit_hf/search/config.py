@@ -14,16 +14,48 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .evaluation import DataConfig
 from .evolution import EvolutionConfig
+from .latency import min_fit_archs
 
 __all__ = ["BudgetSpec", "LatencyConfig", "PredictorConfig", "SearchConfig", "paper_macs_fraction"]
 
 _BUDGET_KINDS = ("macs_millions", "macs_fraction", "latency_ms", "latency_of")
+
+
+def _check_number(where: str, value: Any, *, positive: bool = False) -> float:
+    """A finite real number (Python or numpy; not a bool or a string), positive when asked."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{where} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{where} must be a finite{' positive' if positive else ''} number, got {value!r}.")
+    return value
+
+
+def _check_count(where: str, value: Any, low: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{where} must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _latency_of_cycle(budgets: list[BudgetSpec]) -> list[str] | None:
+    """The first cycle of `latency_of` references (a -> b -> a), or None."""
+    refers = {budget.name: budget.latency_of for budget in budgets if budget.latency_of is not None}
+    for start in refers:
+        path, name = [start], refers[start]
+        while name in refers:
+            if name in path:
+                return path[path.index(name) :] + [name]
+            path.append(name)
+            name = refers[name]
+    return None
 
 
 def paper_macs_fraction(macs_millions: float) -> float:
@@ -52,13 +84,21 @@ class BudgetSpec:
             raise ValueError(
                 f"budget {self.name!r} must give exactly one of {list(_BUDGET_KINDS)}, got {given or 'none'}."
             )
-        if self.macs_fraction is not None and not 0.0 <= self.macs_fraction <= 1.0:
-            raise ValueError(f"budget {self.name!r}: macs_fraction must be in [0, 1], got {self.macs_fraction}.")
+        if self.macs_fraction is not None:
+            self.macs_fraction = _check_number(f"budget {self.name!r}: macs_fraction", self.macs_fraction)
+            if not 0.0 <= self.macs_fraction <= 1.0:
+                raise ValueError(f"budget {self.name!r}: macs_fraction must be in [0, 1], got {self.macs_fraction}.")
         for kind in ("macs_millions", "latency_ms"):
-            if getattr(self, kind) is not None and getattr(self, kind) <= 0:
-                raise ValueError(f"budget {self.name!r}: {kind} must be positive, got {getattr(self, kind)}.")
+            if getattr(self, kind) is not None:
+                setattr(self, kind, _check_number(f"budget {self.name!r}: {kind}", getattr(self, kind), positive=True))
         if self.latency_of is not None:
-            self.latency_of = str(self.latency_of).lower()
+            if not isinstance(self.latency_of, str) or not self.latency_of.strip():
+                raise ValueError(
+                    f"budget {self.name!r}: latency_of must name another budget, got {self.latency_of!r}."
+                )
+            self.latency_of = self.latency_of.lower()
+            if self.latency_of == self.name:
+                raise ValueError(f"budget {self.name!r} uses its own latency (latency_of: {self.latency_of!r}).")
 
     @property
     def metric(self) -> str:
@@ -95,6 +135,37 @@ class LatencyConfig:
     num_archs: int = 64  # measured archs for the latency model
     holdout_fraction: float = 0.25  # of them, held out to report the model's error
 
+    def __post_init__(self):
+        self.batch_size = _check_count("latency.batch_size", self.batch_size, 1)
+        self.warmup = _check_count("latency.warmup", self.warmup, 0)
+        self.repeats = _check_count("latency.repeats", self.repeats, 1)
+        if self.num_threads is not None:
+            self.num_threads = _check_count("latency.num_threads", self.num_threads, 1)
+        self.num_archs = _check_count("latency.num_archs", self.num_archs, 1)
+        self.holdout_fraction = _check_number("latency.holdout_fraction", self.holdout_fraction)
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"latency.holdout_fraction must be in (0, 1), got {self.holdout_fraction}.")
+        needed = min_fit_archs()
+        if self.num_fit_archs < needed:
+            enough = next(n for n in range(needed, 100 * needed) if n - self._holdout(n) >= needed)
+            raise ValueError(
+                f"latency.num_archs={self.num_archs} leaves {self.num_fit_archs} archs to fit the latency model after "
+                f"holding out {self.num_holdout_archs}; it needs at least {needed} (two per fitted parameter). Set "
+                f"latency.num_archs to at least {enough}."
+            )
+
+    def _holdout(self, num_archs: int) -> int:
+        return max(1, int(round(num_archs * self.holdout_fraction)))
+
+    @property
+    def num_holdout_archs(self) -> int:
+        """Measured archs held out to report the latency model's error (the first ones sampled)."""
+        return self._holdout(self.num_archs)
+
+    @property
+    def num_fit_archs(self) -> int:
+        return self.num_archs - self.num_holdout_archs
+
     def measure_kwargs(self) -> dict[str, Any]:
         return {
             "device": self.device,
@@ -126,6 +197,12 @@ class SearchConfig:
                 raise ValueError(
                     f"budget {budget.name!r} uses the latency of {budget.latency_of!r}, which has no budget here."
                 )
+        cycle = _latency_of_cycle(self.budgets)
+        if cycle:
+            raise ValueError(
+                f"budgets refer to each other's latency in a cycle ({' -> '.join(cycle)}); one of them needs its own "
+                "budget (macs_millions, macs_fraction or latency_ms)."
+            )
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SearchConfig:
