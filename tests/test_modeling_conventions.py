@@ -291,3 +291,41 @@ def test_model_files_use_no_getattr_or_hasattr_fallbacks():
                 if not ast.unparse(node.args[0]).startswith("torch."):
                     calls.append(f"{path.name}:{node.lineno}")
     assert calls == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The documented workarounds for transformers 5 (docs/model.md, "Upstream workarounds")
+# ----------------------------------------------------------------------------------------------------------------
+def test_backbone_folder_loads_with_its_class(tmp_path):
+    backbone = NASViTBackbone(tiny_config(out_features=["mb2", "mb3"])).eval()
+    backbone.save_pretrained(tmp_path)
+    loaded = NASViTBackbone.from_pretrained(tmp_path).eval()
+    pixel_values = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        for mine, theirs in zip(loaded(pixel_values).feature_maps, backbone(pixel_values).feature_maps):
+            assert torch.equal(mine, theirs)
+
+
+def test_image_classification_evaluator_takes_the_model_folder(tmp_path):
+    import evaluate
+    import numpy as np
+    from datasets import Dataset
+    from PIL import Image
+
+    from nasvit_hf.metrics import accuracy_metric_path
+
+    labels = {0: "a", 1: "b", 2: "c"}
+    config = tiny_config(num_labels=3, id2label=labels, label2id={name: index for index, name in labels.items()})
+    model = NASViTForImageClassification(config)
+    arch = config.smallest_arch()
+    model.extract_subnet(arch).save_pretrained(tmp_path)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)) for _ in range(4)]
+    data = Dataset.from_dict({"image": images, "label": [0, 1, 2, 0]})
+    results = evaluate.evaluator("image-classification").compute(
+        model_or_pipeline=str(tmp_path),
+        data=data,
+        metric=evaluate.load(accuracy_metric_path()),
+        label_mapping=config.label2id,
+    )
+    assert 0.0 <= results["accuracy"] <= 1.0

@@ -54,6 +54,10 @@ class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     (`config.num_windows=None`); `set_num_windows(1)` gives global attention, i.e. exactly the classification
     model's stage outputs. The supernet API (`set_active_subnet`, `sample_*`, `extract_subnet`) works as on the
     classification model.
+
+    Load a saved backbone with `NASViTBackbone.from_pretrained(folder)`: transformers 5.24's
+    `AutoBackbone.from_pretrained` asks the Hub whether the name is a repository first, so it fails for a local
+    folder (`HFValidationError`) and offline, for every model. `AutoBackbone.from_config(config)` works.
     """
 
     has_attentions = False
