@@ -369,7 +369,7 @@ def smallest_arch(space: dict[str, Any]) -> dict[str, Any]:
     return sample_arch(space, rule="smallest")
 
 
-def arch_per_stage(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, dict[str, int]]:
+def arch_per_stage(arch: dict[str, Any]) -> dict[str, dict[str, int]]:
     """`{stage: {field: value}}` for every per-stage field of the schema (defaults filled in for optional fields
     the arch leaves out): what a stage builder or counter reads instead of indexing the arch lists itself."""
     per_stage: dict[str, dict[str, int]] = {stage: {} for stage in STAGE_NAMES}
@@ -576,13 +576,11 @@ def window_grid(num_windows: int | str, height: int, width: int) -> tuple[int, i
     return min(side, height), min(side, width)
 
 
-def resolve_num_windows(
-    space: dict[str, Any], arch: dict[str, Any], override: int | str | list[int | str] | None
-) -> list[int | str]:
+def resolve_num_windows(arch: dict[str, Any], override: int | str | list[int | str] | None) -> list[int | str]:
     """The windows each transformer stage mb4..mb7 runs: the runtime `override` (`config.num_windows`, one value or
     one per stage) where set, else the arch's `num_windows` (1 in spaces without that field)."""
     if override is None:
-        per_stage = arch_per_stage(space, arch)
+        per_stage = arch_per_stage(arch)
         return [per_stage[stage]["num_windows"] for stage in TRANSFORMER_STAGES]
     return list(override) if isinstance(override, list) else [override] * len(TRANSFORMER_STAGES)
 

@@ -74,7 +74,7 @@ class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
         return self
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
-        self.active_stem_channels = apply_arch_to_stages(self.stages, arch, self.config.search_space)
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         # Channels of every stage output for the active arch (BackboneMixin's `channels` / `out_feature_channels`).
         self.num_features = list(arch["width"][: len(BACKBONE_STAGE_NAMES)])
 

@@ -26,7 +26,7 @@ RENAMED_KEYS = {"layer_scale": "switchable_scaling"}
 @dataclass
 class TrainingConfig:
     # ---- model
-    search_space: Any = "tiny"  # a preset name ("tiny", "reference") or a search-space dict
+    search_space: Any = "tiny"  # a preset name ("tiny", "reference", "paper", "tiny-paper") or a search-space dict
     model_name_or_path: str | None = None  # start from a saved supernet instead of random weights
     switchable_scaling: str = "tokens"  # "tokens" (reference) | "width" (paper) | "shared" | "none"
     drop_path_rate: float = 0.0

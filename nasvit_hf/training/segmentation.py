@@ -46,7 +46,7 @@ class SegmentationTrainingConfig:
     model_name_or_path: str | None = None  # an exported classification subnet (or a segmentation model) folder
     search_space: Any = "tiny"  # without model_name_or_path: a preset name or a search-space dict ...
     arch: Any = "largest"  # ... and "largest" | "smallest" | a preset name (nasvit_hf.presets) | an arch dict
-    num_windows: Any = "auto"  # windows per side in the transformer layers; "auto" = feature side // 7
+    num_windows: Any = "auto"  # k windows in total per stage (1, 4, 9, ...); "auto" = feature side // 7 per side
     decoder_hidden_size: int = 256
     out_features: list | None = None  # default: ["mb2", "mb3", "mb4", "mb6"] (strides 4-32)
     classifier_dropout: float = 0.1
