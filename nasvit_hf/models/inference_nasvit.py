@@ -197,7 +197,7 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
     query = _norm_then_linear(norm, attention.q, channels, channels, query_scale)
     key = _norm_then_linear(norm, attention.k, channels, channels)
     value = _norm_then_linear(norm, attention.v, channels, value_channels)
-    value_conv = attention.value_conv[:value_channels]
+    value_conv = attention.value_conv.weight[:value_channels]
     if channels_last:
         value_conv = value_conv.contiguous(memory_format=torch.channels_last)
     pre, post = attention.talking_heads_pre, attention.talking_heads_post
@@ -433,7 +433,9 @@ class NASViTInferenceCache:
         if not all(_is_planned(module) for module in modules):
             return False
         if not all(
-            _batchnorm_foldable(module) for module in modules if isinstance(module, torch.nn.modules.batchnorm._NormBase)
+            _batchnorm_foldable(module)
+            for module in modules
+            if isinstance(module, torch.nn.modules.batchnorm._NormBase)
         ):
             return False
         self._modules = modules
@@ -455,12 +457,12 @@ class NASViTInferenceCache:
             entries = tuple([(tensor._version, tensor.data_ptr()) for tensor in self._tensors])
         except RuntimeError:  # "Inference tensors do not track version counter"
             return None
-        windows = tuple(getattr(module, "num_windows", None) for module in self._modules if hasattr(module, "num_windows"))
+        windows = tuple(module.num_windows for module in self._modules if type(module).__name__ == "NASViTAttention")
         return (repr(model.config.arch), repr(windows), model.active_resolution, entries)
 
     def plan_for(self, model, pixel_values: torch.Tensor) -> NASViTInferencePlan | None:
         """The plan to run `model` on `pixel_values` now, or None for the modules' own path."""
-        if model.training or not getattr(model, "inference_fast_path", True):
+        if model.training or not model.inference_fast_path:
             return None
         if torch.jit.is_tracing() or torch.jit.is_scripting():
             return None
