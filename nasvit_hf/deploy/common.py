@@ -135,7 +135,12 @@ def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
     model_class = getattr(nasvit_hf, names[0], None)
     if model_class is None or not issubclass(model_class, NASViTPreTrainedModel):
         raise ValueError(f"{str(path)!r} holds a {names[0]!r}, which is not a NASViT model class of nasvit_hf.")
-    return load_pretrained_strict(model_class, path, config=config)
+    try:
+        return load_pretrained_strict(model_class, path, config=config)
+    except OSError as error:
+        raise ValueError(
+            f"cannot load the NASViT weights from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
+        ) from error
 
 
 def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathLike) -> NASViTPreTrainedModel:
