@@ -12,7 +12,8 @@ the rounds cancels in the ratios. Compilation (minutes per shape on 2 cores) is 
 by default; export and compile times are reported too. Every backend gets `--threads` threads (default 1).
 
 Peers (`--peers`, default MobileNetV2 and LeViT-128S): transformers' MobileNetV2ForImageClassification (1.0, 224) and
-LevitForImageClassification (128S) built from their default configs with random weights, exported the same way
+LevitForImageClassification (128S) built from their default configs with ImageNet's 1000 classes (as NASViT) and
+random weights, exported the same way
 (`torch.onnx.export(dynamo=True)`, dynamic batch, outputs checked against eager) and timed in the same rounds scheme
 at 224 px, so the table places NASViT among deployed peers. The `onnxruntime-modules` backend (off by default) exports
 the NASViT subnet with its inference plan switched off (`inference_fast_path = False`: the graph of the modules, BN
@@ -153,13 +154,13 @@ def benchmark_peer(name: str, args: argparse.Namespace, workdir: str) -> dict[st
 
     torch.manual_seed(args.seed)
     if name == "mobilenetv2":
-        model, label = MobileNetV2ForImageClassification(MobileNetV2Config()).eval(), "MobileNetV2-1.0"
+        model, label = MobileNetV2ForImageClassification(MobileNetV2Config(num_labels=1000)).eval(), "MobileNetV2-1.0"
     else:
-        model, label = LevitForImageClassification(LevitConfig()).eval(), "LeViT-128S"
+        model, label = LevitForImageClassification(LevitConfig(num_labels=1000)).eval(), "LeViT-128S"
     resolution = 224
     macs = {"mobilenetv2": 300, "levit": 305}[name]
     result: dict[str, Any] = {"size": label, "resolution": resolution, "macs_millions": macs, "batches": {}}
-    result["source"] = "transformers, default config, random weights (MACs as published)"
+    result["source"] = "transformers, default config with 1000 classes, random weights (MACs as published)"
     backends = [backend for backend in args.backends if backend in ("eager", "onnxruntime")]
     runners = {}
     if "onnxruntime" in backends:

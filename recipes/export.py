@@ -9,18 +9,24 @@ Names without a published arch (A0-A5, B0-B2) are searched first with --config (
 the reference space, search_tiny.yaml otherwise; results in <output_dir>/search, resumable). Each subnet is then
 extracted, its BN statistics recalibrated, its top-1 and latency measured, and saved to <output_dir>/nasvit-<name>
 with safetensors weights, config (id2label), image processor, code for trust_remote_code and a README model card.
+An existing folder is replaced only with --overwrite, and only if it is an earlier export (it holds
+nasvit_export.json). Every key of the search config can be overridden as `--key value` (e.g. `--device cpu`);
+--help lists them.
 """
 
-from __future__ import annotations
-
-import argparse
+# No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
+# is loaded as a file without a module in sys.modules (tests load it with importlib).
 import json
 import logging
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.hub import export_subnet, push_folder_to_hub, resolve_named_archs
+from nasvit_hf.hub.subnets import check_export_target
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.search import (
     SearchConfig,
@@ -32,49 +38,45 @@ from nasvit_hf.search import (
     torch_threads,
 )
 from nasvit_hf.search.config import BudgetSpec
-from nasvit_hf.search.results import atomic_write_text
+from nasvit_hf.utils.io import atomic_write_text
 
 logger = logging.getLogger("nasvit_hf.export")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--supernet", required=True, help="folder of a NASViT supernet")
-    parser.add_argument("--names", nargs="+", required=True, help="subnet names: a0..a5, b0..b2, table13-a1..a4")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--config", default=None, help="search config (default: by the supernet's search space)")
-    parser.add_argument("--search_dir", default=None, help="search results folder (default: <output_dir>/search)")
-    parser.add_argument(
-        "--license",
-        default=None,
-        help="license of the source weights for the model cards (default: the supernet README's, else 'unknown'; "
-        "the reference checkpoint is cc-by-nc-4.0)",
-    )
-    parser.add_argument("--prefix", default="nasvit-", help="folder / repo name prefix (default: nasvit-)")
-    parser.add_argument("--device", default=None, help="override the config's evaluation device")
-    parser.add_argument("--push_to_hub", action="store_true")
-    parser.add_argument("--hub_org", default=None, help="user or organisation the repos are created under")
-    parser.add_argument(
-        "--hub_private",
-        action="store_true",
-        help="create private repos and refuse to push to a public one (default: the account's default visibility)",
-    )
-    parser.add_argument(
-        "--hub_token",
-        default=None,
-        help="discouraged (visible in the process list and shell history): use HF_TOKEN or `huggingface-cli login`",
-    )
-    parser.add_argument("--log_level", default="INFO")
-    args = parser.parse_args(argv)
-    if args.push_to_hub and not args.hub_org:
-        parser.error("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
-    if args.hub_token:
+@dataclass
+class ExportOptions(ConfigMixin):
+    supernet: str  # folder of a NASViT supernet
+    names: list[str]  # subnet names: a0..a5, b0..b2, table13-a1..a4
+    output_dir: str  # one folder <prefix><name> per subnet is written here
+    search_dir: str | None = None  # search results folder (default: <output_dir>/search)
+    license: str | None = None  # license of the source weights for the model cards (default: the supernet README's,
+    # else 'unknown'; the reference checkpoint is cc-by-nc-4.0)
+    prefix: str = "nasvit-"  # folder / repo name prefix
+    overwrite: bool = False  # replace earlier exports of this tool (folders holding nasvit_export.json), nothing else
+    push_to_hub: bool = False
+    hub_org: str | None = None  # user or organisation the repos are created under
+    hub_private: bool = False  # create private repos and refuse to push to a public one (default: the account's
+    # default visibility)
+    hub_token: str | None = None  # discouraged (visible in the process list and shell history): use HF_TOKEN or
+    # `huggingface-cli login`
+    log_level: str = "INFO"
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ExportOptions, dict, str | None]:
+    """(options, search-config overrides, search config path or None for the default by search space)."""
+    with exit_on_user_error():
+        options, overrides, config_path = parse_command_line(argv, ExportOptions, SearchConfig, __doc__)
+        if config_path:
+            SearchConfig.from_yaml(config_path, overrides)  # a bad config file fails before anything is loaded
+        if options.push_to_hub and not options.hub_org:
+            raise ConfigError("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
+    if options.hub_token:
         logger.warning(
             "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
             "`huggingface-cli login` instead."
         )
-    return args
+    return options, overrides, config_path
 
 
 def default_config(search_space: dict) -> Path:
@@ -95,20 +97,17 @@ def supernet_license(supernet_dir: Path) -> str:
 
 
 def main(argv=None) -> list:
-    args = parse_args(argv)
+    args, overrides, config_path = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supernet_dir = Path(args.supernet)
     names = [name.lower() for name in args.names]
-    # Validate the names before loading anything heavy.
+    # Validate the names and the output folders before loading anything heavy.
     resolve_named_archs(names)
-    config_path = Path(args.config) if args.config else None
+    for name in names:
+        check_export_target(Path(args.output_dir) / f"{args.prefix}{name}", args.overwrite)
     supernet = load_supernet(supernet_dir)
-    config_path = config_path or default_config(supernet.config.search_space)
-    config = SearchConfig.from_yaml(config_path)
-    if args.device is not None:
-        raw = config.to_dict()
-        raw["device"] = args.device
-        config = SearchConfig.from_dict(raw)
+    config_path = Path(config_path) if config_path else default_config(supernet.config.search_space)
+    config = SearchConfig.from_yaml(config_path, overrides).with_available_devices()
     supernet.to(config.device)
     with torch_threads(config.num_threads):
         return export(args, names, supernet, supernet_dir, config, config_path)
@@ -160,6 +159,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
                 license=license,
                 latency_kwargs=config.latency.measure_kwargs(),
                 repo_id=repo_id,
+                overwrite=args.overwrite,
             )
         )
         if args.push_to_hub:
@@ -176,4 +176,4 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_recipe(main))

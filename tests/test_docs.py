@@ -168,8 +168,8 @@ def test_every_block_check_matches_a_block():
 
 
 def _script_flags(script: Path) -> set[str]:
-    """The flags `script` accepts: its `add_argument("--x")` literals and the fields of the `...Config` dataclasses
-    it imports from nasvit_hf (the `--key value` config overrides)."""
+    """The flags `script` accepts: its `add_argument("--x")` literals, the fields of its own options dataclass and of
+    the `...Config` dataclasses it imports from nasvit_hf (the `--key value` config overrides)."""
     tree = ast.parse(script.read_text())
     flags: set[str] = {"help"}
     for node in ast.walk(tree):
@@ -179,7 +179,16 @@ def _script_flags(script: Path) -> set[str]:
                 for arg in node.args
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("--")
             )
+        elif isinstance(node, ast.ClassDef) and any(
+            getattr(d, "id", None) == "dataclass" for d in node.decorator_list
+        ):
+            # the recipe's own options dataclass (nasvit_hf.config_system.parse_command_line reads its fields)
+            flags.update(
+                item.target.id for item in node.body if isinstance(item, ast.AnnAssign) and hasattr(item.target, "id")
+            )
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nasvit_hf"):
+            if any(alias.name == "parse_command_line" for alias in node.names):
+                flags.update({"config", "debug"})  # every recipe on the config system takes these
             for alias in node.names:
                 if not alias.name.endswith("Config"):
                     continue

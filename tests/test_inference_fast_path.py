@@ -50,9 +50,9 @@ def random_tiny_model(tiny_config):
     return model
 
 
-@pytest.mark.parametrize("layer_scale", ["tokens", "width", "shared", "none"])
-def test_plan_matches_the_modules_on_random_tiny_archs(tiny_config, layer_scale):
-    tiny_config.layer_scale = layer_scale
+@pytest.mark.parametrize("switchable_scaling", ["tokens", "width", "shared", "none"])
+def test_plan_matches_the_modules_on_random_tiny_archs(tiny_config, switchable_scaling):
+    tiny_config.switchable_scaling = switchable_scaling
     torch.manual_seed(0)
     model = NASViTForImageClassification(tiny_config).eval()
     randomize_batchnorm_and_scales(model, seed=1)
@@ -77,7 +77,7 @@ def test_plan_matches_the_modules_on_random_reference_archs():
         assert_same_outputs(*plain_and_fast(subnet, pixel_values, output_hidden_states=True))
 
 
-@pytest.mark.parametrize("num_windows", [2, "auto", [1, 2, 1, 2]])
+@pytest.mark.parametrize("num_windows", [4, "auto", [1, 4, 1, 4]])
 def test_plan_matches_the_modules_with_windowed_attention(random_tiny_model, num_windows):
     random_tiny_model.set_num_windows(num_windows)
     arch = random_tiny_model.sample_max_subnet()
@@ -205,3 +205,48 @@ def test_batchnorm_without_running_statistics_keeps_the_modules(random_tiny_mode
     with torch.no_grad():
         random_tiny_model(torch.randn(2, 3, 32, 32))
     assert random_tiny_model.nasvit._inference_cache.plan is None
+
+
+def test_forward_hooks_on_submodules_are_honoured(random_tiny_model):
+    pixel_values = torch.randn(2, 3, 32, 32)
+    plain_and_fast(random_tiny_model, pixel_values)
+    seen = []
+    handle = random_tiny_model.nasvit.stages[1].register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.no_grad():
+        random_tiny_model(pixel_values)
+    assert len(seen) == 1  # the modules ran, so the hook saw the stage output
+    handle.remove()
+    with torch.no_grad():
+        random_tiny_model(pixel_values)
+    assert len(seen) == 1 and random_tiny_model.nasvit._inference_cache.plan is not None
+
+
+def test_a_swapped_in_foreign_layer_is_run_not_bypassed(random_tiny_model):
+    class Doubled(torch.nn.Module):  # what an adapter library does: wrap a layer in a module of its own
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, hidden_states, out_features=None):
+            return 2 * self.inner(hidden_states, out_features)
+
+    arch = random_tiny_model.sample_max_subnet()
+    pixel_values = torch.randn(2, 3, arch["resolution"], arch["resolution"])
+    before = plain_and_fast(random_tiny_model, pixel_values)[1].logits
+    layer = next(stage for stage in random_tiny_model.nasvit.stages if stage.is_transformer).blocks[1]
+    layer.mlp1.fc2 = Doubled(layer.mlp1.fc2)
+    with torch.no_grad():
+        after = random_tiny_model(pixel_values).logits
+        with plain_path(random_tiny_model):
+            expected = random_tiny_model(pixel_values).logits
+    assert random_tiny_model.nasvit._inference_cache.plan is None
+    assert torch.equal(after, expected) and not torch.allclose(after, before)
+
+
+def test_plan_follows_a_dtype_change(random_tiny_model):
+    pixel_values = torch.randn(2, 3, 32, 32)
+    plain_and_fast(random_tiny_model, pixel_values)
+    random_tiny_model.to(torch.float64)
+    plain, fast = plain_and_fast(random_tiny_model, pixel_values.double())
+    assert fast.logits.dtype == torch.float64
+    torch.testing.assert_close(fast.logits, plain.logits, atol=1e-10, rtol=0)

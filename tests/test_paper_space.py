@@ -268,3 +268,34 @@ def test_predictor_and_evolution_search_the_new_fields_within_a_budget():
     best = encoder.decode(result.genes)
     assert result.efficiency <= budget and count_macs(config, best) <= budget
     assert config.validate_arch(best) == best
+
+
+def test_saved_paper_space_supernet_and_subnet_load_with_and_without_nasvit(tiny_paper_model, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    from .conftest import run_without_nasvit
+
+    model = copy.deepcopy(tiny_paper_model).eval()
+    arch = model.set_active_subnet(dict(model.config.smallest_arch(), resolution=48, mlp_ratio=[2, 1, 1, 2]))
+    model.save_pretrained(tmp_path / "supernet")
+    subnet = model.extract_subnet(arch).eval()
+    subnet.save_pretrained(tmp_path / "subnet")
+    pixel_values = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        expected = subnet(pixel_values).logits
+        for folder in ("supernet", "subnet"):
+            loaded = AutoModelForImageClassification.from_pretrained(tmp_path / folder).eval()
+            assert loaded.active_arch == arch
+            torch.testing.assert_close(loaded(pixel_values).logits, expected, atol=1e-5, rtol=0)
+    torch.save(pixel_values, tmp_path / "x.pt")
+    code = f"""
+import torch
+from transformers import AutoModelForImageClassification
+model = AutoModelForImageClassification.from_pretrained({str(tmp_path / "subnet")!r}, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+assert model.config.arch["num_windows"] == [4, 1, 1, 1], model.config.arch
+with torch.no_grad():
+    torch.save(model(torch.load({str(tmp_path / "x.pt")!r})).logits, {str(tmp_path / "remote.pt")!r})
+"""
+    run_without_nasvit(code, cwd=tmp_path)
+    torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected, atol=0, rtol=0)

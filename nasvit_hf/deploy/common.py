@@ -11,7 +11,6 @@ import contextlib
 import copy
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,14 +20,14 @@ import torch
 from torch import nn
 
 from ..loading import load_pretrained_strict
-from ..models.configuration_nasvit import STAGE_NAMES, NASViTConfig, arch_fields, field_choices
-from ..models.modeling_nasvit import NASViTPreTrainedModel
+from ..models.configuration_nasvit import NASViTConfig, arch_fields, field_choices
+from ..models.modeling_nasvit import NASViTPreTrainedModel, check_pixel_values
 
 __all__ = [
     "DEFAULT_ATOL",
     "ExportReport",
     "NASViTExportWrapper",
-    "check_pixel_values",
+    "check_exported_pixel_values",
     "deployment_metadata",
     "load_subnet_for_export",
     "supernet_choices",
@@ -137,7 +136,7 @@ def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
         raise ValueError(f"{str(path)!r} holds a {names[0]!r}, which is not a NASViT model class of nasvit_hf.")
     try:
         return load_pretrained_strict(model_class, path, config=config)
-    except OSError as error:
+    except OSError as error:  # no weights file: transformers' own message, made actionable
         raise ValueError(
             f"cannot load the NASViT weights from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
         ) from error
@@ -215,18 +214,30 @@ def deployment_metadata(
     }
 
 
-def check_pixel_values(
+def check_exported_pixel_values(
     pixel_values: np.ndarray | torch.Tensor,
     image_size: int,
     num_channels: int = 3,
     batch_size: int | None = None,
     what: str = "this exported model",
 ) -> None:
-    """Raise a `ValueError` that says what to do when `pixel_values` does not fit an exported subnet."""
+    """Raise a `ValueError` that says what to do when `pixel_values` does not fit an exported subnet: on top of the
+    model's own check (`check_pixel_values`: a float (batch, channels, height, width) tensor), an exported graph takes
+    only its subnet's resolution, its fixed batch size, numpy arrays too, and never raw uint8 images."""
+    if isinstance(pixel_values, np.ndarray):
+        try:
+            pixel_values = torch.from_numpy(pixel_values)
+        except TypeError:
+            raise ValueError(
+                f"{what} takes float pixel_values, got a numpy array of dtype {pixel_values.dtype}."
+            ) from None
+    if isinstance(pixel_values, torch.Tensor) and not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be normalised floats, got dtype {pixel_values.dtype}; raw uint8 images need the "
+            "image processor (rescale to [0, 1] and ImageNet mean/std) first."
+        )
+    check_pixel_values(pixel_values, num_channels)
     shape = tuple(pixel_values.shape)
-    expected = f"({batch_size if batch_size is not None else 'batch'}, {num_channels}, {image_size}, {image_size})"
-    if len(shape) != 4 or shape[1] != num_channels:
-        raise ValueError(f"{what} takes pixel_values of shape {expected}, got {shape}.")
     if shape[2:] != (image_size, image_size):
         raise ValueError(
             f"{what} was exported at the subnet's resolution and only takes {image_size}x{image_size} inputs, "
@@ -240,25 +251,6 @@ def check_pixel_values(
         )
     if shape[0] == 0:
         raise ValueError(f"{what} got an empty batch (shape {shape}).")
-    is_float = (
-        pixel_values.is_floating_point()
-        if isinstance(pixel_values, torch.Tensor)
-        else (np.issubdtype(pixel_values.dtype, np.floating))
-    )
-    if not is_float:
-        raise ValueError(
-            f"pixel_values must be normalised floats, got dtype {pixel_values.dtype}; raw uint8 images need the "
-            "image processor (rescale to [0, 1] and ImageNet mean/std) first."
-        )
-
-
-def atomic_output(path: str | os.PathLike, suffix: str) -> tuple[str, str]:
-    """`(final_path, temp_path)`: write to temp_path in the same folder, then `os.replace(temp_path, final_path)`."""
-    final = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(final)
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    return final, temp
 
 
 def max_abs_diff(outputs: list[np.ndarray], references: tuple[torch.Tensor, ...]) -> float:
@@ -356,16 +348,3 @@ def prepare_export(
         yield PreparedExport(
             model, wrapper, example, wrapper.output_names(example), dynamic_shapes, dynamic_batch, batch_size, seed
         )
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, suffix: str) -> Iterator[tuple[str, str]]:
-    """`(final_path, temp_path)`: write and check the file at temp_path; when the block ends without an error it is
-    moved to final_path (`os.replace`), otherwise it is removed and nothing appears at final_path."""
-    final, temp = atomic_output(path, suffix)
-    try:
-        yield final, temp
-        os.replace(temp, final)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)

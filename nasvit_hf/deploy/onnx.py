@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
-from .common import DEFAULT_ATOL, ExportReport, atomic_file, check_pixel_values, prepare_export
+from ..utils.io import atomic_file
+from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
 
 __all__ = ["MIN_ONNX_OPSET", "OnnxRunner", "export_onnx"]
 
@@ -162,7 +163,7 @@ class OnnxRunner:
 
     def run(self, pixel_values: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         """The outputs, in `output_names` order, for checked float32 `pixel_values`."""
-        check_pixel_values(
+        check_exported_pixel_values(
             pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the ONNX model {self.path!r}"
         )
         if isinstance(pixel_values, torch.Tensor):

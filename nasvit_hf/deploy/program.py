@@ -20,7 +20,8 @@ import time
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
-from .common import DEFAULT_ATOL, ExportReport, atomic_file, check_pixel_values, prepare_export
+from ..utils.io import atomic_file
+from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
 
 __all__ = ["METADATA_FILE", "ProgramRunner", "export_program"]
 
@@ -113,7 +114,7 @@ class ProgramRunner:
         """The output tensors, in `output_names` order."""
         if not isinstance(pixel_values, torch.Tensor):
             pixel_values = torch.as_tensor(pixel_values)
-        check_pixel_values(
+        check_exported_pixel_values(
             pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the program {self.path!r}"
         )
         with torch.no_grad():

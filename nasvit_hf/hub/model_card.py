@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES
+from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES, arch_per_stage
 
 __all__ = ["CITATION", "TEMPLATES_DIR", "SubnetCard", "build_model_card", "model_card_section", "render_model_card"]
 
@@ -67,18 +67,28 @@ class SubnetCard:
 
 
 def _arch_table(arch: dict[str, Any]) -> str:
-    rows = ["| stage | kind | width | depth | kernel | expand ratio |", "|---|---|---|---|---|---|"]
-    rows.append(f"| stem | conv 3x3, stride 2 | {arch['width'][0]} | 1 | 3 | - |")
-    for index, name in enumerate(BODY_STAGES):
+    """Markdown table of an arch; the MLP-ratio and windows columns appear only for archs of spaces that search
+    them (the paper's Table 1)."""
+    paper_fields = "mlp_ratio" in arch or "num_windows" in arch
+    per_stage = arch_per_stage(arch)
+    header = "| stage | kind | width | depth | kernel | expand ratio |" + (" MLP ratio | windows (k) |" * paper_fields)
+    rows = [header, "|---" * (header.count("|") - 1) + "|"]
+    extra = " - | - |" if paper_fields else ""
+    rows.append(f"| stem | conv 3x3, stride 2 | {arch['width'][0]} | 1 | 3 | - |{extra}")
+    for name in BODY_STAGES:
+        values = per_stage[name]
         if name in TRANSFORMER_STAGES:
-            kind = f"MBConv + {arch['depth'][index] - 1} transformer layers"
+            kind = f"MBConv + {values['depth'] - 1} transformer layers"
+            extra = f" {values['mlp_ratio']} | {values['num_windows']} |" if paper_fields else ""
         else:
             kind = "MBConv"
+            extra = " - | - |" if paper_fields else ""
         rows.append(
-            f"| {name} | {kind} | {arch['width'][index + 1]} | {arch['depth'][index]} | "
-            f"{arch['kernel_size'][index]} | {arch['expand_ratio'][index]} |"
+            f"| {name} | {kind} | {values['width']} | {values['depth']} | "
+            f"{values['kernel_size']} | {values['expand_ratio']} |{extra}"
         )
-    rows.append(f"| head | MBPool | {arch['width'][-1]} | - | - | 6 |")
+    extra = " - | - |" if paper_fields else ""
+    rows.append(f"| head | MBPool | {arch['width'][-1]} | - | - | 6 |{extra}")
     return "\n".join(rows)
 
 

@@ -131,9 +131,10 @@ def stage_macs(
     plan = _plan(config)
     height, width = image_size if image_size is not None else (arch["resolution"], arch["resolution"])
     height, width = _out_size(height, plan.stem_stride), _out_size(width, plan.stem_stride)
-    per_stage = arch_per_stage(config.search_space, arch)
+    per_stage = arch_per_stage(arch)
     override = config.num_windows if num_windows is None else normalize_num_windows(num_windows)
-    windows = dict(zip(TRANSFORMER_STAGES, resolve_num_windows(config.search_space, arch, override)))
+    windows = dict(zip(TRANSFORMER_STAGES, resolve_num_windows(arch, override)))
+    head_dim, value_expansion = config.head_dim, config.value_expansion
     channels = per_stage["first_conv"]["width"]
     result = [("first_conv", height * width * channels * config.num_channels * 9, (height, width))]
     for name, has_expansion, se, stride, is_transformer in plan.stages:
@@ -144,13 +145,7 @@ def stage_macs(
         if depth > 1:
             if is_transformer:
                 layer = _transformer_macs(
-                    channels,
-                    height,
-                    width,
-                    config.head_dim,
-                    config.value_expansion,
-                    values["mlp_ratio"],
-                    windows[name],
+                    channels, height, width, head_dim, value_expansion, values["mlp_ratio"], windows[name]
                 )
             else:
                 layer = _mbconv_macs(channels, channels, kernel, expand, has_expansion, se, 1, height, width)[0]
@@ -179,7 +174,7 @@ def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, n
     """Number of parameters of the standalone subnet `arch` (what `extract_subnet` keeps), buffers excluded."""
     arch = config.validate_arch(arch) if arch is not None else config.arch
     space = config.search_space
-    per_stage = arch_per_stage(space, arch)
+    per_stage = arch_per_stage(arch)
     channels = per_stage["first_conv"]["width"]
     total = config.num_channels * channels * 9 + 2 * channels
     table_cells = 8 * config.switchable_scaling_depth_slots if config.switchable_scaling in ("tokens", "width") else 1

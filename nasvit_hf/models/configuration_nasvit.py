@@ -303,6 +303,8 @@ ARCH_FIELDS: tuple[ArchField, ...] = (
 )
 ARCH_KEYS = [arch_field.name for arch_field in ARCH_FIELDS]
 _FIELDS_BY_NAME = {arch_field.name: arch_field for arch_field in ARCH_FIELDS}
+# (name, stages, default) of the per-stage fields: arch_per_stage runs in search's inner loop (via the MACs counter).
+_PER_STAGE_FIELDS = tuple((f.name, f.stages, f.default) for f in ARCH_FIELDS if not f.per_network)
 # Stage keys that are structure, not searchable dimensions.
 _STRUCTURE_KEYS = {"first_conv": {"s", "act_func"}, "last_conv": {"act_func"}}
 _BODY_STRUCTURE_KEYS = {"s", "se", "act_func"}
@@ -369,18 +371,18 @@ def smallest_arch(space: dict[str, Any]) -> dict[str, Any]:
     return sample_arch(space, rule="smallest")
 
 
-def arch_per_stage(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, dict[str, int]]:
+def arch_per_stage(arch: dict[str, Any]) -> dict[str, dict[str, int]]:
     """`{stage: {field: value}}` for every per-stage field of the schema (defaults filled in for optional fields
     the arch leaves out): what a stage builder or counter reads instead of indexing the arch lists itself."""
     per_stage: dict[str, dict[str, int]] = {stage: {} for stage in STAGE_NAMES}
-    for arch_field in ARCH_FIELDS:
-        if arch_field.per_network:
-            continue
-        values = arch.get(arch_field.name)
+    for name, stages, default in _PER_STAGE_FIELDS:
+        values = arch.get(name)
         if values is None:
-            values = [arch_field.default] * len(arch_field.stages)
-        for stage, value in zip(arch_field.stages, values):
-            per_stage[stage][arch_field.name] = value
+            for stage in stages:
+                per_stage[stage][name] = default
+        else:
+            for stage, value in zip(stages, values):
+                per_stage[stage][name] = value
     return per_stage
 
 
@@ -491,7 +493,7 @@ def validate_arch(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]
     for arch_field in ARCH_FIELDS:
         if arch_field.name not in arch:
             continue
-        declared = arch_field in fields
+        declared = arch_field.name in keys
         values = arch[arch_field.name]
         if arch_field.per_network:
             (allowed,) = field_choices(space, arch_field)
@@ -576,14 +578,12 @@ def window_grid(num_windows: int | str, height: int, width: int) -> tuple[int, i
     return min(side, height), min(side, width)
 
 
-def resolve_num_windows(
-    space: dict[str, Any], arch: dict[str, Any], override: int | str | list[int | str] | None
-) -> list[int | str]:
+def resolve_num_windows(arch: dict[str, Any], override: int | str | list[int | str] | None) -> list[int | str]:
     """The windows each transformer stage mb4..mb7 runs: the runtime `override` (`config.num_windows`, one value or
-    one per stage) where set, else the arch's `num_windows` (1 in spaces without that field)."""
+    one per stage) where set, else the arch's `num_windows` (its default, 1, in spaces without that field)."""
     if override is None:
-        per_stage = arch_per_stage(space, arch)
-        return [per_stage[stage]["num_windows"] for stage in TRANSFORMER_STAGES]
+        windows = arch.get("num_windows")
+        return list(windows) if windows is not None else [_FIELDS_BY_NAME["num_windows"].default] * 4
     return list(override) if isinstance(override, list) else [override] * len(TRANSFORMER_STAGES)
 
 

@@ -20,6 +20,7 @@ This file is Hub-portable: it imports only torch and its sibling configuration f
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,31 +56,27 @@ def _fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, norm, chann
     return weight * scale.view(-1, 1, 1, 1), shift
 
 
-@dataclass
 class _Conv:
-    """A convolution (BN folded in) with an optional fused activation."""
+    """A convolution (BN folded in) with an optional fused activation ("silu" or None)."""
 
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    stride: int
-    padding: int
-    groups: int
-    activation: str | None  # "silu" or None
+    __slots__ = ("weight", "bias", "stride", "padding", "groups", "activation", "_mkldnn_args")
+
+    def __init__(self, weight, bias, stride: int, padding: int, groups: int, activation: str | None):
+        self.weight, self.bias = weight, bias
+        self.stride, self.padding, self.groups, self.activation = stride, padding, groups, activation
+        self._mkldnn_args = (
+            [padding, padding],
+            [stride, stride],
+            [1, 1],
+            groups,
+            "swish" if activation == "silu" else "none",
+            [],
+            "",
+        )
 
     def __call__(self, hidden_states: torch.Tensor, fused: bool) -> torch.Tensor:
         if fused:
-            return torch.ops.mkldnn._convolution_pointwise(
-                hidden_states,
-                self.weight,
-                self.bias,
-                [self.padding, self.padding],
-                [self.stride, self.stride],
-                [1, 1],
-                self.groups,
-                "swish" if self.activation == "silu" else "none",
-                [],
-                "",
-            )
+            return torch.ops.mkldnn._convolution_pointwise(hidden_states, self.weight, self.bias, *self._mkldnn_args)
         hidden_states = F.conv2d(hidden_states, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
         return F.silu(hidden_states, inplace=True) if self.activation == "silu" else hidden_states
 
@@ -260,7 +257,7 @@ class NASViTInferencePlan:
             if stage.blocks[0].stride == 2:
                 size = (size - 1) // 2 + 1
             blocks: list[Any] = []
-            for block in stage.blocks[1 : stage.active_depth]:
+            for block in list(stage.blocks)[1 : stage.active_depth]:  # (slicing a ModuleList registers)
                 if not stage.is_transformer:
                     blocks.append(_mbconv(block, channels, channels_last)[0])
                 elif block.attention.window_grid(size, size) == (1, 1):
@@ -287,7 +284,7 @@ class NASViTInferencePlan:
             reduce_weight, reduce_bias, expand_weight, expand_bias = block.squeeze_excite
             scale = F.relu(F.linear(hidden_states.mean(dim=(2, 3)), reduce_weight, reduce_bias), inplace=True)
             scale = F.hardsigmoid(F.linear(scale, expand_weight, expand_bias), inplace=True)
-            hidden_states = hidden_states.mul_(scale[:, :, None, None])
+            hidden_states = hidden_states.mul_(scale.view(*scale.shape, 1, 1))
         hidden_states = block.projection(hidden_states, fused)
         if block.stride == 2:
             padding = (residual.shape[-2] % 2, residual.shape[-1] % 2)
@@ -302,16 +299,17 @@ class NASViTInferencePlan:
         heads, head_dim = layer.heads, layer.head_dim
         normed = F.layer_norm(tokens, tokens.shape[1:], eps=layer.eps)
         qkv = F.linear(normed, layer.qkv_weight, layer.qkv_bias)
-        query = qkv[..., :channels].view(batch, length, heads, head_dim).transpose(1, 2)
-        key = qkv[..., channels : 2 * channels].view(batch, length, heads, head_dim).transpose(1, 2)
-        value = qkv[..., 2 * channels :].view(batch, height, width, -1).permute(0, 3, 1, 2)
+        query, key, value = qkv.split([channels, channels, qkv.shape[-1] - 2 * channels], dim=-1)
+        query = query.view(batch, length, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, length, heads, head_dim).permute(0, 2, 3, 1)  # kᵀ
+        value = value.view(batch, height, width, -1).permute(0, 3, 1, 2)
         if self.channels_last:
             value = value.contiguous(memory_format=torch.channels_last)
         value = layer.value_conv(value, self.fused_kernels)
         value_channels = value.shape[1]
         value = value.permute(0, 2, 3, 1).reshape(batch, length, heads, value_channels // heads).transpose(1, 2)
 
-        scores = torch.matmul(query, key.transpose(-2, -1)).view(batch, heads, length * length)
+        scores = torch.matmul(query, key).view(batch, heads, length * length)
         scores = torch.baddbmm(layer.talking_pre_bias, layer.talking_pre_weight.expand(batch, heads, heads), scores)
         scores = scores.view(batch, heads, length, length).softmax(dim=-1).view(batch, heads, length * length)
         scores = torch.baddbmm(layer.talking_post_bias, layer.talking_post_weight.expand(batch, heads, heads), scores)
@@ -363,52 +361,101 @@ class NASViTInferencePlan:
         return hidden_states.contiguous(), pooled, None
 
 
+# Registering a parameter, buffer or submodule on a module that a plan was built from (e.g. an adapter library
+# swapping a layer) bumps this counter, so a plan built before the swap is never used after it.
+_STRUCTURE_GENERATION = [0]
+_PLANNED_MODULE_SET: weakref.WeakSet = weakref.WeakSet()
+
+
+def _bump_generation(module, name, value) -> None:
+    if module in _PLANNED_MODULE_SET:
+        _STRUCTURE_GENERATION[0] += 1
+
+
+torch.nn.modules.module.register_module_parameter_registration_hook(_bump_generation)
+torch.nn.modules.module.register_module_buffer_registration_hook(_bump_generation)
+torch.nn.modules.module.register_module_module_registration_hook(_bump_generation)
+
+# The modules a plan knows how to run (by class name, defined in modeling_nasvit.py), and the torch containers.
+_PLANNED_MODULES = {
+    "NASViTConvBN",
+    "NASViTDynamicConv2d",
+    "NASViTDynamicBatchNorm2d",
+    "NASViTDynamicLinear",
+    "NASViTSqueezeExcite",
+    "NASViTMBConvBlock",
+    "NASViTTokenNorm",
+    "NASViTMLP",
+    "NASViTAttention",
+    "NASViTTransformerLayer",
+    "NASViTStage",
+    "NASViTHead",
+}
+
+
+def _is_planned(module) -> bool:
+    cls = type(module)
+    if cls is torch.nn.ModuleList:
+        return True
+    return cls.__name__ in _PLANNED_MODULES and cls.__module__.rpartition(".")[2] == "modeling_nasvit"
+
+
 class NASViTInferenceCache:
     """Holds a model's `NASViTInferencePlan` and says when it may be used; rebuilt when anything it depends on changes.
 
     The plan is used when the model is in eval mode, no gradient can flow to a parameter (`torch.no_grad`,
     `torch.inference_mode`, or frozen parameters), the model is not being compiled or traced (under `torch.export`,
-    the ONNX exporter's front end, a plan is built inside the traced graph instead), and every BatchNorm has running
-    statistics. It is keyed on every parameter and buffer's storage and version counter (so optimizer steps,
-    `load_state_dict`, `.to()` and in-place edits all invalidate it), on the active arch and the attention windows,
-    and it is dropped by `train()` and `set_active_subnet`.
+    the ONNX exporter's front end, a plan is built inside the traced graph instead), every BatchNorm has running
+    statistics, every submodule is one of NASViT's own (no adapter or quantization wrapper) and none has a forward hook
+    (the plan would bypass it). It is keyed on every parameter and buffer's storage and version counter (so optimizer
+    steps, `load_state_dict`, `.to()` and in-place edits all invalidate it), on the active arch and the attention
+    windows, and on a counter of parameter/buffer/submodule registrations; `train()`, `set_active_subnet` and `_apply`
+    (`.to()`, `.half()`, ...) drop it.
     """
 
     def __init__(self):
         self.plan: NASViTInferencePlan | None = None
         self.key: tuple | None = None
+        self._modules: list | None = None
+        self._tensors: list | None = None
+        self._generation = -1
 
     def clear(self) -> None:
-        self.plan, self.key = None, None
+        self.plan, self.key, self._modules, self._tensors = None, None, None, None
 
-    @staticmethod
-    def _state_key(model) -> tuple | None:
-        """Storage pointers and version counters of every tensor, or None when a gradient could flow or a tensor is an
-        inference tensor (no version counter)."""
-        grad_enabled = torch.is_grad_enabled()
-        entries = []
-        for tensor in model.parameters():
-            if grad_enabled and tensor.requires_grad or tensor.is_inference():
-                return None
-            entries.append((tensor.data_ptr(), tensor._version))
-        for tensor in model.buffers():
-            if tensor.is_inference():
-                return None
-            entries.append((tensor.data_ptr(), tensor._version))
-        arch = model.config.arch
-        windows = tuple(
-            str(getattr(block.attention, "num_windows", None))
-            for stage in model.stages
-            if stage.is_transformer
-            for block in stage.blocks[1:]
-        )
-        return (repr(arch), windows, model.active_resolution, tuple(entries))
+    def _refresh_structure(self, model) -> bool:
+        """Re-read the submodules and tensors after a registration anywhere; False when the plan cannot run them."""
+        if self._generation == _STRUCTURE_GENERATION[0] and self._modules is not None:
+            return True
+        self.clear()
+        modules = [module for module in model.modules() if module is not model]
+        if not all(_is_planned(module) for module in modules):
+            return False
+        if not all(
+            _batchnorm_foldable(module) for module in modules if isinstance(module, torch.nn.modules.batchnorm._NormBase)
+        ):
+            return False
+        self._modules = modules
+        _PLANNED_MODULE_SET.update(modules)
+        _PLANNED_MODULE_SET.add(model)
+        self._tensors = [*model.parameters(), *model.buffers()]
+        self._generation = _STRUCTURE_GENERATION[0]
+        return True
 
-    @staticmethod
-    def _supported(model) -> bool:
-        return all(
-            _batchnorm_foldable(module) for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)
-        )
+    def _state_key(self, model) -> tuple | None:
+        """What the plan is built from, or None when the modules must run (a gradient could flow, a hook is set, a
+        tensor is an inference tensor with no version counter)."""
+        if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in self._tensors):
+            return None
+        for module in self._modules:
+            if module._forward_hooks or module._forward_pre_hooks:
+                return None
+        try:
+            entries = tuple([(tensor._version, tensor.data_ptr()) for tensor in self._tensors])
+        except RuntimeError:  # "Inference tensors do not track version counter"
+            return None
+        windows = tuple(getattr(module, "num_windows", None) for module in self._modules if hasattr(module, "num_windows"))
+        return (repr(model.config.arch), repr(windows), model.active_resolution, entries)
 
     def plan_for(self, model, pixel_values: torch.Tensor) -> NASViTInferencePlan | None:
         """The plan to run `model` on `pixel_values` now, or None for the modules' own path."""
@@ -416,23 +463,24 @@ class NASViTInferenceCache:
             return None
         if torch.jit.is_tracing() or torch.jit.is_scripting():
             return None
+        global_hooks = torch.nn.modules.module
+        if global_hooks._global_forward_hooks or global_hooks._global_forward_pre_hooks:
+            return None
         if torch.compiler.is_compiling():
-            if torch.compiler.is_exporting() and not torch.is_grad_enabled() and self._supported(model):
+            if torch.compiler.is_exporting() and not torch.is_grad_enabled() and self._refresh_structure(model):
                 return NASViTInferencePlan(model, fused_kernels=False, channels_last=False)
+            return None
+        if not self._refresh_structure(model):
             return None
         key = self._state_key(model)
         if key is None:
             return None
         if self.plan is not None and key == self.key:
             return self.plan
-        self.clear()
-        if not self._supported(model):
-            return None
         weight = model.stem.conv.weight
         on_cpu_fp32 = weight.device.type == "cpu" and weight.dtype == torch.float32
         fused = on_cpu_fp32 and pixel_values.device.type == "cpu" and _mkldnn_available()
         with torch.no_grad():
-            plan = NASViTInferencePlan(model, fused_kernels=fused, channels_last=True)
-        # Building reads the tensors only; the key is taken again in case a lazily created buffer changed.
-        self.plan, self.key = plan, key
-        return plan
+            self.plan = NASViTInferencePlan(model, fused_kernels=fused, channels_last=True)
+        self.key = key
+        return self.plan

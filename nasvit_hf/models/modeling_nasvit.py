@@ -577,6 +577,12 @@ class NASViTPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     _no_split_modules = ["NASViTTransformerLayer", "NASViTMBConvBlock"]
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters kept out of weight decay besides norms and biases (timm's convention, read by
+        `nasvit_hf.training.build_param_groups`): the switchable layer-scale tables and the relative-position bias
+        tables, as in the reference recipe."""
+        return {name for name, _ in self.named_parameters() if "layer_scale" in name or "bias_table" in name}
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -805,9 +811,9 @@ def build_stem_and_stages(config: NASViTConfig) -> tuple[NASViTConvBN, nn.Module
     return stem, nn.ModuleList(stages)
 
 
-def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any], search_space: dict[str, Any]) -> int:
+def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
     """Set every body stage to `arch` (a stage reads its values of every arch field); returns the active stem width."""
-    per_stage = arch_per_stage(search_space, arch)
+    per_stage = arch_per_stage(arch)
     for stage in stages:
         stage.set_active(**per_stage[stage.name])
     return per_stage["first_conv"]["width"]
@@ -838,10 +844,14 @@ class NASViTModel(NASViTPreTrainedModel):
             self._inference_cache.clear()
         return super().train(mode)
 
+    def _apply(self, fn, recurse: bool = True):
+        self._inference_cache.clear()  # .to(), .half(), ...: the plan is rebuilt from the converted tensors
+        return super()._apply(fn, recurse)
+
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self._inference_cache.clear()
         self.active_resolution = arch["resolution"]
-        self.active_stem_channels = apply_arch_to_stages(self.stages, arch, self.config.search_space)
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         self.head.active_out_channels = arch["width"][-1]
 
     def forward(

@@ -17,14 +17,14 @@ import json
 import math
 import numbers
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+from ..config_system import ConfigError, ConfigMixin, build_dataclass
 from .evaluation import DataConfig
 from .evolution import EvolutionConfig
 from .latency import min_fit_archs
 
-__all__ = ["BudgetSpec", "LatencyConfig", "PredictorConfig", "SearchConfig", "paper_macs_fraction"]
+__all__ = ["BudgetSpec", "LatencyConfig", "PredictorConfig", "SearchConfig", "paper_macs_fraction", "resolve_device"]
 
 _BUDGET_KINDS = ("macs_millions", "macs_fraction", "latency_ms", "latency_of")
 
@@ -177,7 +177,7 @@ class LatencyConfig:
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(ConfigMixin):
     seed: int = 0
     device: str = "cpu"  # where candidates are evaluated
     num_threads: int | None = None  # torch intra-op threads for evaluation (None: torch's default)
@@ -185,7 +185,8 @@ class SearchConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
-    budgets: list[BudgetSpec] = field(default_factory=list)
+    budgets: list[BudgetSpec] = field(default_factory=list)  # [{name, one of macs_millions | macs_fraction |
+    # latency_ms | latency_of}] (see the module docstring)
 
     def __post_init__(self):
         names = [budget.name for budget in self.budgets]
@@ -205,66 +206,38 @@ class SearchConfig:
             )
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> SearchConfig:
+    def accepted_keys(cls) -> list[str]:
+        return [*cls.field_names(), "calibration"]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "search config") -> SearchConfig:
+        """From a YAML mapping: `calibration: {num_batches: N}` is `data.calibration_batches`, and `data.seed`
+        defaults to `seed`. Keys and types are checked by the config system (closest-key hints)."""
         raw = copy.deepcopy(raw or {})
-        known = {
-            "seed",
-            "device",
-            "num_threads",
-            "data",
-            "calibration",
-            "predictor",
-            "evolution",
-            "latency",
-            "budgets",
-        }
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"search config has unknown sections {sorted(unknown)}; known: {sorted(known)}.")
-
-        def build(kind, section: str, values: dict[str, Any] | None):
-            values = dict(values or {})
-            allowed = set(kind.__dataclass_fields__)
-            extra = set(values) - allowed
-            if extra:
-                raise ValueError(
-                    f"search config [{section}] has unknown keys {sorted(extra)}; known: {sorted(allowed)}."
-                )
-            return kind(**values)
-
-        seed = int(raw.get("seed", 0))
-        data = dict(raw.get("data") or {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source} must be a mapping of sections, got {type(raw).__name__}.")
+        cls.check_keys(raw, source)
+        seed = raw.get("seed", 0)
+        data = raw.get("data") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [data] must be a mapping of keys, got {data!r}.")
+        data = dict(data)
         data.setdefault("seed", seed)
-        calibration = dict(raw.get("calibration") or {})
+        calibration = raw.pop("calibration", None) or {}
+        if not isinstance(calibration, dict):
+            raise ConfigError(f"{source}: [calibration] must be a mapping, got {calibration!r}.")
+        calibration = dict(calibration)
         if "num_batches" in calibration:
             data["calibration_batches"] = calibration.pop("num_batches")
         if calibration:
-            raise ValueError(
-                f"search config [calibration] has unknown keys {sorted(calibration)}; known: ['num_batches']."
+            raise ConfigError(
+                f"{source} [calibration] has unknown keys {sorted(calibration)}; known: ['num_batches']."
             )
-        budgets = raw.get("budgets") or []
-        if not isinstance(budgets, list):
-            raise ValueError("search config [budgets] must be a list of {name: ..., <one budget kind>: ...} entries.")
-        return cls(
-            seed=seed,
-            device=str(raw.get("device", "cpu")),
-            num_threads=raw.get("num_threads"),
-            data=build(DataConfig, "data", data),
-            predictor=build(PredictorConfig, "predictor", raw.get("predictor")),
-            evolution=build(EvolutionConfig, "evolution", raw.get("evolution")),
-            latency=build(LatencyConfig, "latency", raw.get("latency")),
-            budgets=[build(BudgetSpec, "budgets", entry) for entry in budgets],
-        )
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> SearchConfig:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"search config {str(path)!r} does not exist.")
-        with open(path, encoding="utf-8") as file:
-            return cls.from_dict(yaml.safe_load(file))
+        raw["data"] = data
+        if raw.get("budgets") is not None and not isinstance(raw["budgets"], list):
+            raise ConfigError(f"{source} [budgets] must be a list of {{name: ..., <one budget kind>: ...}} entries.")
+        raw["budgets"] = raw.get("budgets") or []
+        return build_dataclass(cls, raw, source)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self.data)
@@ -284,8 +257,40 @@ class SearchConfig:
         value = self.to_dict() if section is None else self.to_dict()[section]
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
+    def with_available_devices(self) -> SearchConfig:
+        """The config with `device` and `latency.device` checked against this machine (`resolve_device`: "auto"
+        becomes what exists; an absent device is a ConfigError naming the override)."""
+        self.device = resolve_device(self.device, "device")
+        self.latency.device = resolve_device(self.latency.device, "latency.device")
+        return self
+
     def budget(self, name: str) -> BudgetSpec:
         for budget in self.budgets:
             if budget.name == name.lower():
                 return budget
         raise KeyError(f"no budget named {name!r} in this search config; it has {[b.name for b in self.budgets]}.")
+
+
+def resolve_device(name: str, key: str = "device") -> str:
+    """`name` if this machine has that torch device (`"auto"`: CUDA when present, else CPU); otherwise a ConfigError
+    that names the override to use (`--device cpu`)."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"{key} {name!r} is not a torch device: use cpu, cuda, cuda:<index>, mps or auto (--{key} cpu)."
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ConfigError(
+                f"the config's {key} is {name!r}, but this machine has {count} CUDA device(s): pass --{key} cpu (or "
+                f"--{key} auto, which takes what exists)."
+            )
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"the config's {key} is 'mps', but MPS is not available here: pass --{key} cpu.")
+    return name

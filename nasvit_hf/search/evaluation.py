@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..calibration import calibrate_batchnorm
+from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
 from ..models.image_processing_nasvit import NASViTImageProcessor
 
 __all__ = [
@@ -188,25 +188,6 @@ def torch_threads(num_threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-@contextlib.contextmanager
-def preserved_batchnorm_statistics(model: nn.Module):
-    """Restore every BatchNorm's running statistics on exit (recalibrating a candidate leaves the supernet as is)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [
-        (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-        for m in norms
-        if m.running_mean is not None
-    ]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, (mean, var, count) in zip([m for m in norms if m.running_mean is not None], saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
 
 
 @torch.no_grad()
