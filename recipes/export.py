@@ -4,6 +4,9 @@ checkpoints, re-deriving searched archs with one command.
 
     python recipes/export.py --supernet runs/tiny_supernet --names a0 a1 a2 b0 --output_dir exports \
         [--config recipes/configs/search_tiny.yaml] [--push_to_hub --hub_org my-org]
+    python recipes/export.py --supernet nasvit-supernet --names table13-a1 --output_dir exports \
+        --dataset imagefolder --data_dir /data/imagenet       # a preset arch: no search, BN calibration data only
+    python recipes/export.py --supernet runs/tiny_supernet --arch_file arch.json --name mine --output_dir exports
 
 Names without a published arch (A0-A5, B0-B2) are searched first with --config (default: search_reference.yaml for
 the reference space, search_tiny.yaml otherwise; results in <output_dir>/search, resumable). Each subnet is then
@@ -20,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from nasvit_hf.hub import export_subnet, push_folder_to_hub, resolve_named_archs
+from nasvit_hf.hub import export_subnet, named_subnet_from_arch, resolve_named_archs
+from nasvit_hf.hub.family import push_family, write_family_index
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.search import (
     SearchConfig,
@@ -30,6 +34,7 @@ from nasvit_hf.search import (
     supernet_fingerprint,
     torch_threads,
 )
+from nasvit_hf.search.cli import add_data_arguments, configure_for_supernet
 from nasvit_hf.search.config import BudgetSpec
 from nasvit_hf.search.results import atomic_write_text
 
@@ -40,7 +45,14 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--supernet", required=True, help="folder of a NASViT supernet")
-    parser.add_argument("--names", nargs="+", required=True, help="subnet names: a0..a5, b0..b2, table13-a1..a4")
+    parser.add_argument("--names", nargs="+", default=[], help="subnet names: a0..a5, b0..b2, table13-a1..a4")
+    parser.add_argument("--arch_file", default=None, help="a JSON arch (or a named.json entry) to export as --name")
+    parser.add_argument("--name", default=None, help="the name of the --arch_file subnet (folder <prefix><name>)")
+    parser.add_argument(
+        "--no_recalibration",
+        action="store_true",
+        help="keep the supernet's shared BN statistics (no calibration data needed; recorded in the card)",
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--config", default=None, help="search config (default: by the supernet's search space)")
     parser.add_argument("--search_dir", default=None, help="search results folder (default: <output_dir>/search)")
@@ -51,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "the reference checkpoint is cc-by-nc-4.0)",
     )
     parser.add_argument("--prefix", default="nasvit-", help="folder / repo name prefix (default: nasvit-)")
-    parser.add_argument("--device", default=None, help="override the config's evaluation device")
+    parser.add_argument("--device", default=None, help="evaluation device (cpu, cuda, auto; default: the config's)")
+    add_data_arguments(parser)
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_org", default=None, help="user or organisation the repos are created under")
     parser.add_argument("--hub_private", action="store_true")
@@ -60,6 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_org:
         parser.error("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
+    if bool(args.arch_file) != bool(args.name):
+        parser.error("--arch_file and --name go together: the arch to export and the name to export it under.")
+    if not args.names and not args.arch_file:
+        parser.error("nothing to export: give --names and/or --arch_file with --name.")
     return args
 
 
@@ -87,21 +104,26 @@ def main(argv=None) -> list:
     names = [name.lower() for name in args.names]
     # Validate the names before loading anything heavy.
     resolve_named_archs(names)
+    arch = None
+    if args.arch_file:
+        try:
+            arch = json.loads(Path(args.arch_file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"--arch_file {args.arch_file!r} does not exist.") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--arch_file {args.arch_file!r} is not JSON: {error}.") from None
     config_path = Path(args.config) if args.config else None
     supernet = load_supernet(supernet_dir)
     config_path = config_path or default_config(supernet.config.search_space)
-    config = SearchConfig.from_yaml(config_path)
-    if args.device is not None:
-        raw = config.to_dict()
-        raw["device"] = args.device
-        config = SearchConfig.from_dict(raw)
+    config = configure_for_supernet(SearchConfig.from_yaml(config_path), args, supernet_dir)
+    custom = named_subnet_from_arch(args.name, arch, supernet.config, args.arch_file) if args.arch_file else None
     supernet.to(config.device)
     with torch_threads(config.num_threads):
-        return export(args, names, supernet, supernet_dir, config, config_path)
+        return export(args, names, supernet, supernet_dir, config, config_path, custom)
 
 
-def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path) -> list:
-    named = resolve_named_archs(names, supernet.config)
+def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path, custom=None) -> list:
+    named = resolve_named_archs(names, supernet.config) + ([custom] if custom is not None else [])
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None
     if to_search:
@@ -120,10 +142,15 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             supernet_id=supernet_fingerprint(supernet_dir),
         )
         searched = run.run(to_search)
-        named = resolve_named_archs(names, supernet.config, searched)
+        named = resolve_named_archs(names, supernet.config, searched) + ([custom] if custom is not None else [])
         data = run.data
     if data is None:
         data = load_evaluation_data(config.data)
+        if data.num_labels != supernet.config.num_labels:
+            raise ValueError(
+                f"the calibration/evaluation data ({data.description}) has {data.num_labels} classes, the supernet "
+                f"{supernet.config.num_labels}: name the data it was trained on (--dataset / --data_dir)."
+            )
     license = args.license or supernet_license(supernet_dir)
     if license == "unknown":
         logger.warning(
@@ -144,12 +171,16 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
                 license=license,
                 latency_kwargs=config.latency.measure_kwargs(),
                 repo_id=repo_id,
+                recalibrate=not args.no_recalibration,
             )
         )
-        if args.push_to_hub:
-            push_folder_to_hub(folder, repo_id, token=args.hub_token, private=args.hub_private)
     summary = [item.__dict__ for item in exported]
     atomic_write_text(Path(args.output_dir) / "exports.json", json.dumps(summary, indent=2) + "\n")
+    index = write_family_index(
+        exported, Path(args.output_dir), supernet=str(supernet_dir), hub_org=args.hub_org, prefix=args.prefix
+    )
+    if args.push_to_hub:
+        push_family(exported, index, args.hub_org, prefix=args.prefix, token=args.hub_token, private=args.hub_private)
     print(f"{'name':<12}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  folder")
     for item in exported:
         print(
@@ -160,4 +191,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError, KeyError) as error:  # bad input: one clear line, no traceback
+        raise SystemExit(f"error: {error}") from None

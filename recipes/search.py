@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from nasvit_hf.search import SearchConfig, SearchRun, load_supernet, supernet_fingerprint, torch_threads
+from nasvit_hf.search.cli import add_data_arguments, configure_for_supernet
 
 logger = logging.getLogger("nasvit_hf.search")
 
@@ -28,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default=None, help="results folder (default: <supernet>/search_<config>)")
     parser.add_argument("--names", nargs="*", default=None, help="search only these budget names (default: all)")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    parser.add_argument("--device", default=None, help="override the config's evaluation device (cpu, cuda, ...)")
+    parser.add_argument("--device", default=None, help="evaluation device (cpu, cuda, auto; default: the config's)")
+    add_data_arguments(parser)
     parser.add_argument("--log_level", default="INFO")
     return parser.parse_args(argv)
 
@@ -40,9 +42,7 @@ def main(argv=None) -> dict:
     if args.seed is not None:
         raw_config["seed"] = args.seed
         raw_config["data"]["seed"] = args.seed
-    if args.device is not None:
-        raw_config["device"] = args.device
-    config = SearchConfig.from_dict(raw_config)
+    config = configure_for_supernet(SearchConfig.from_dict(raw_config), args, Path(args.supernet))
     with torch_threads(config.num_threads):
         return search(args, config)
 
@@ -71,4 +71,7 @@ def search(args: argparse.Namespace, config: SearchConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError, KeyError) as error:  # bad input: one clear line, no traceback
+        raise SystemExit(f"error: {error}") from None

@@ -47,7 +47,7 @@ from nasvit_hf.training import (
     build_eval_transform,
     build_train_transform,
     collate_image_batch,
-    load_image_classification_splits,
+    load_training_splits,
     parse_overrides,
 )
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     accelerator.wait_for_everyone()
 
     # ---- data
-    train_split, validation_split, label_names = load_image_classification_splits(
+    splits = load_training_splits(
         config.dataset,
         config.train_split,
         config.validation_split,
@@ -238,7 +238,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         config.data_dir,
         config.max_train_samples,
         config.max_eval_samples,
+        holdout_per_class=config.holdout_per_class,
+        holdout_seed=config.seed if config.holdout_seed is None else config.holdout_seed,
     )
+    train_split, validation_split, label_names, holdout = (
+        splits.train,
+        splits.validation,
+        splits.label_names,
+        splits.holdout,
+    )
+    if holdout is not None and accelerator.is_main_process:
+        holdout.save(config.output_dir)  # search and export find it beside the supernet (<output_dir>/final)
+        logger.info(f"held out {len(holdout)} training images for search: {config.output_dir}/holdout.json")
     model = build_model(config, label_names)
     model_config = model.config
     try:
@@ -496,10 +507,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if config.save_final_model:
             final_dir = Path(config.output_dir) / "final"
             module.save_pretrained(final_dir)
+            if holdout is not None:
+                holdout.save(final_dir)
             summary["final_model"] = str(final_dir)
             if ema is not None:
                 ema.module.sample_max_subnet()
                 ema.module.save_pretrained(Path(config.output_dir) / "final_ema")
+                if holdout is not None:
+                    holdout.save(Path(config.output_dir) / "final_ema")
                 summary["final_ema_model"] = str(Path(config.output_dir) / "final_ema")
         temporary = Path(config.output_dir) / ".summary.json.tmp"
         temporary.write_text(json.dumps(summary, indent=2))

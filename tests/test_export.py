@@ -155,6 +155,8 @@ def test_export_cli_pushes_through_hf_api(export_dir, toy_supernet_dir, search_d
     assert [(name, kwargs["repo_id"]) for name, kwargs in api.calls] == [
         ("create_repo", "my-org/nasvit-a0"),
         ("upload_folder", "my-org/nasvit-a0"),
+        ("create_repo", "my-org/nasvit-family"),  # then the family index linking the exported subnets
+        ("upload_folder", "my-org/nasvit-family"),
     ]
     assert "my-org/nasvit-a0" in (export_dir / "pushed" / "nasvit-a0" / "README.md").read_text()
 

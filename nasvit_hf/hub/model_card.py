@@ -39,7 +39,7 @@ class SubnetCard:
     latency: dict[str, Any]  # a LatencyMeasurement.to_dict()
     accuracy: float
     evaluation: str  # what the accuracy was measured on
-    calibration: str  # how BN statistics were calibrated
+    calibration: str | None  # how BN statistics were calibrated (None: not recalibrated, the supernet's statistics)
     provenance: str
     supernet: str
     license: str
@@ -47,7 +47,39 @@ class SubnetCard:
     budget: str | None = None
     paper_top1: float | None = None
     paper_macs_millions: float | None = None
+    table12: dict[str, Any] | None = None  # B-models: {a_model, a_/b_latency_ms, a_/b_accuracy, measurement, ...}
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _table12_section(card: SubnetCard) -> str:
+    record = card.table12
+    if not record:
+        return ""
+    a_name, b_name = record["a_model"].upper(), card.name.upper()
+    measurement = record.get("measurement", {})
+    if record.get("same_arch_as_a"):
+        how = (
+            f"{b_name} has {a_name}'s architecture: {record.get('note', 'no faster candidate was found')}. Latency "
+            f"timed once ({measurement.get('repeats', '?')} runs)"
+        )
+    else:
+        how = (
+            f"Both timed in the same session, in {measurement.get('rounds', '?')} alternating rounds of "
+            f"{measurement.get('repeats_per_round', '?')} runs (median of the round medians)"
+        )
+    rows = [
+        "| model | MACs (M) | measured latency (ms) | top-1 on the held-out split (%) |",
+        "|---|---|---|---|",
+        f"| NASViT-{a_name} | {record['a_macs'] / 1e6:.2f} | {record['a_latency_ms']:.2f} | {record['a_accuracy']:.2f} |",
+        f"| NASViT-{b_name} | {record['b_macs'] / 1e6:.2f} | {record['b_latency_ms']:.2f} | {record['b_accuracy']:.2f} |",
+    ]
+    machine = measurement.get("machine", "the searching machine")
+    return (
+        f"\n## Compared with NASViT-{a_name} (the paper's Table 12)\n\n{b_name} was searched with the measured latency "
+        f"of {a_name} as its budget. {how}, batch {measurement.get('batch_size', 1)} on "
+        f"`{measurement.get('device', 'cpu')}` with {measurement.get('num_threads', '?')} thread(s), on {machine}; "
+        "accuracies from the same search run:\n\n" + "\n".join(rows) + "\n"
+    )
 
 
 def _arch_table(arch: dict[str, Any]) -> str:
@@ -92,6 +124,19 @@ def render_model_card(card: SubnetCard) -> str:
     )
     budget = f"\n- **Search budget**: {card.budget}" if card.budget else ""
     deployment = model_card_section(repo, image_size=card.arch["resolution"]).strip()
+    table12 = _table12_section(card)
+    if card.calibration is not None:
+        calibrated = "with its BatchNorm statistics recalibrated for this architecture"
+        calibration_section = f"""A supernet's BatchNorm running statistics are shared by all its subnets and are wrong for any one of them. This
+subnet's statistics were reset and re-estimated as the cumulative average over {card.calibration} in train mode
+without gradients (stochastic depth off), as the reference implementation does (64 batches there) before
+evaluating or exporting a subnet. Nothing else was changed: the weights are the supernet's, unretrained."""
+    else:
+        calibrated = "**without** BatchNorm recalibration (exported with `--no_recalibration`)"
+        calibration_section = """**Not recalibrated.** This subnet was exported with `--no_recalibration`: its BatchNorm layers keep the
+supernet's shared running statistics, which are a mixture over all subnets and wrong for this one, so its accuracy
+is usually far below what the same weights reach after recalibration. Recalibrate before use:
+`nasvit_hf.calibration.calibrate_batchnorm(model, batches, num_batches=64)` on a few thousand training images."""
     text = f"""---
 {yaml.safe_dump(metadata, sort_keys=False).strip()}
 ---
@@ -100,7 +145,7 @@ def render_model_card(card: SubnetCard) -> str:
 
 A NASViT subnet (Gong et al., ICLR 2022; reference code: https://github.com/facebookresearch/NASViT): a hybrid
 MBConv + transformer image classifier cut out of a weight-sharing supernet by `nasvit_hf`'s `recipes/export.py`,
-with its BatchNorm statistics recalibrated for this architecture. It is an ordinary `transformers` checkpoint (safetensors) with
+{calibrated}. It is an ordinary `transformers` checkpoint (safetensors) with
 {card.num_labels} classes.
 
 ## Summary
@@ -118,7 +163,7 @@ with its BatchNorm statistics recalibrated for this architecture. It is an ordin
   the hardware: measure yours).
 - **Accuracy**: {card.evaluation}.
 - **Provenance**: {card.provenance} (source supernet: `{card.supernet}`).{budget}
-{paper}
+{paper}{table12}
 ## Architecture
 
 {_arch_table(card.arch)}
@@ -131,10 +176,7 @@ As an arch dict (`NASViTConfig(arch=...)`, `supernet.extract_subnet(arch)`):
 
 ## How the BatchNorm statistics were calibrated
 
-A supernet's BatchNorm running statistics are shared by all its subnets and are wrong for any one of them. This
-subnet's statistics were reset and re-estimated as the cumulative average over {card.calibration} in train mode
-without gradients (stochastic depth off), as the reference implementation does (64 batches there) before
-evaluating or exporting a subnet. Nothing else was changed: the weights are the supernet's, unretrained.
+{calibration_section}
 
 ## Usage
 

@@ -94,6 +94,8 @@ class LatencyConfig:
     num_threads: int | None = 1
     num_archs: int = 64  # measured archs for the latency model
     holdout_fraction: float = 0.25  # of them, held out to report the model's error
+    table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.table12.compare_latency)
+    table12_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
 
     def measure_kwargs(self) -> dict[str, Any]:
         return {
@@ -108,7 +110,7 @@ class LatencyConfig:
 @dataclass
 class SearchConfig:
     seed: int = 0
-    device: str = "cpu"  # where candidates are evaluated
+    device: str = "auto"  # where candidates are evaluated ("auto": cuda if present, else mps, else cpu)
     num_threads: int | None = None  # torch intra-op threads for evaluation (None: torch's default)
     data: DataConfig = field(default_factory=DataConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
@@ -170,7 +172,7 @@ class SearchConfig:
             raise ValueError("search config [budgets] must be a list of {name: ..., <one budget kind>: ...} entries.")
         return cls(
             seed=seed,
-            device=str(raw.get("device", "cpu")),
+            device=str(raw.get("device", "auto")),
             num_threads=raw.get("num_threads"),
             data=build(DataConfig, "data", data),
             predictor=build(PredictorConfig, "predictor", raw.get("predictor")),
