@@ -33,7 +33,7 @@ import torch
 
 import nasvit_hf
 from nasvit_hf.deploy import OnnxRunner, export_onnx
-from nasvit_hf.models.configuration_nasvit import BODY_STAGES, STAGE_NAMES
+from nasvit_hf.models.configuration_nasvit import sample_arch
 from nasvit_hf.presets import NAMED_ARCHS, TABLE13_MEASURED_MACS_MILLIONS, get_named_arch
 
 PAPER_BUDGETS_MILLIONS = {"a0": 208, "a1": 309, "a2": 421, "a3": 528, "a4": 591, "a5": 757}
@@ -53,16 +53,9 @@ def a_sized_arch(name: str, config: nasvit_hf.NASViTConfig, seed: int = 0, sampl
             arch, source = NAMED_ARCHS[key].arch, f"preset {key}"
         else:
             rng = random.Random(f"{seed}-{name}")
-            space = config.search_space
             best, best_gap = None, float("inf")
             for _ in range(samples):
-                candidate = {
-                    "resolution": rng.choice(space["resolutions"]),
-                    "width": [rng.choice(space[stage]["c"]) for stage in STAGE_NAMES],
-                    "depth": [rng.choice(space[stage]["d"]) for stage in BODY_STAGES],
-                    "kernel_size": [rng.choice(space[stage]["k"]) for stage in BODY_STAGES],
-                    "expand_ratio": [rng.choice(space[stage]["t"]) for stage in BODY_STAGES],
-                }
+                candidate = sample_arch(config.search_space, rng)
                 gap = abs(nasvit_hf.count_macs(config, candidate) / 1e6 - budget)
                 if gap < best_gap:
                     best, best_gap = candidate, gap

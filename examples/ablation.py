@@ -4,9 +4,9 @@
 Five supernets, each trained with recipes/train.py from the same seed and the same data order:
 
   baseline        AlphaNet-style recipe: RandAugment n=2 m=9 (stand-in for AutoAugment), weight decay 1e-5,
-                  DropConnect 0.2, dropout 0.2; one non-switchable layer scale (layer_scale=shared); plain sum
+                  DropConnect 0.2, dropout 0.2; one non-switchable layer scale (switchable_scaling=shared); plain sum
   + weak DA & reg RandAugment n=1 m=1, no weight decay, DropConnect or dropout
-  + switchable    switchable scaling layers keyed by (depth, width) as in the paper (layer_scale=width)
+  + switchable    switchable scaling layers keyed by (depth, width) as in the paper (switchable_scaling=width)
   + proj (sub)    gradient projection prioritising the subnets (Eqn. 1, per tensor, cap 2)
   + proj (sup)    the roles swapped
 
@@ -36,7 +36,7 @@ BASELINE = {
     "weight_decay": 1e-5,
     "drop_connect_rate": 0.2,
     "dropout": 0.2,
-    "layer_scale": "shared",
+    "switchable_scaling": "shared",
     "gradient_priority": "none",
 }
 WEAK = {
@@ -49,9 +49,9 @@ WEAK = {
 VARIANTS = {
     "baseline": BASELINE,
     "weak_da_reg": {**BASELINE, **WEAK},
-    "switchable_scaling": {**BASELINE, **WEAK, "layer_scale": "width"},
-    "prioritize_sub": {**BASELINE, **WEAK, "layer_scale": "width", "gradient_priority": "sub"},
-    "prioritize_sup": {**BASELINE, **WEAK, "layer_scale": "width", "gradient_priority": "sup"},
+    "switchable_scaling": {**BASELINE, **WEAK, "switchable_scaling": "width"},
+    "prioritize_sub": {**BASELINE, **WEAK, "switchable_scaling": "width", "gradient_priority": "sub"},
+    "prioritize_sup": {**BASELINE, **WEAK, "switchable_scaling": "width", "gradient_priority": "sup"},
 }
 TITLES = {
     "baseline": "Baseline",

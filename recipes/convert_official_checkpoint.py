@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 
+from nasvit_hf import NASViTImageProcessor
 from nasvit_hf.conversion import NotANASViTCheckpointError, load_reference_checkpoint
 
 logger = logging.getLogger("convert_official_checkpoint")
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
     try:
+        # The reference evaluates every subnet on resize 256 -> centre crop 224 -> bicubic resize to its resolution:
+        # its published accuracy holds under that protocol, which search and export then carry to every subnet.
+        processor = NASViTImageProcessor.for_resolution(model.config.arch["resolution"], crop_mode="reference")
+        processor.save_pretrained(staging)
         model.save_pretrained(staging)
         if os.path.exists(output_dir):
             shutil.rmtree(output_dir)

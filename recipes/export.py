@@ -31,6 +31,7 @@ from nasvit_hf.search import (
     SearchRun,
     load_evaluation_data,
     load_supernet,
+    load_supernet_processor,
     supernet_fingerprint,
     torch_threads,
 )
@@ -67,8 +68,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_arguments(parser)
     parser.add_argument("--push_to_hub", action="store_true")
     parser.add_argument("--hub_org", default=None, help="user or organisation the repos are created under")
-    parser.add_argument("--hub_private", action="store_true")
-    parser.add_argument("--hub_token", default=None)
+    parser.add_argument(
+        "--hub_private",
+        action="store_true",
+        help="create private repos and refuse to push to a public one (default: the account's default visibility)",
+    )
+    parser.add_argument(
+        "--hub_token",
+        default=None,
+        help="discouraged (visible in the process list and shell history): use HF_TOKEN or `huggingface-cli login`",
+    )
     parser.add_argument("--log_level", default="INFO")
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_org:
@@ -77,6 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--arch_file and --name go together: the arch to export and the name to export it under.")
     if not args.names and not args.arch_file:
         parser.error("nothing to export: give --names and/or --arch_file with --name.")
+    if args.hub_token:
+        logger.warning(
+            "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
+            "`huggingface-cli login` instead."
+        )
     return args
 
 
@@ -124,6 +138,7 @@ def main(argv=None) -> list:
 
 def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path, custom=None) -> list:
     named = resolve_named_archs(names, supernet.config) + ([custom] if custom is not None else [])
+    processor = load_supernet_processor(supernet_dir)  # the supernet's evaluation protocol, carried by the exports
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None
     if to_search:
@@ -140,12 +155,13 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             supernet_name=supernet_dir.resolve().name,
             config_name=config_path.name,
             supernet_id=supernet_fingerprint(supernet_dir),
+            processor=processor,
         )
         searched = run.run(to_search)
         named = resolve_named_archs(names, supernet.config, searched) + ([custom] if custom is not None else [])
         data = run.data
     if data is None:
-        data = load_evaluation_data(config.data)
+        data = load_evaluation_data(config.data, processor)
         if data.num_labels != supernet.config.num_labels:
             raise ValueError(
                 f"the calibration/evaluation data ({data.description}) has {data.num_labels} classes, the supernet "
@@ -167,7 +183,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
                 entry,
                 folder,
                 data,
-                supernet_name=str(supernet_dir),
+                supernet_name=supernet_dir.resolve().name,  # a name, not a local path: the folder may be pushed
                 license=license,
                 latency_kwargs=config.latency.measure_kwargs(),
                 repo_id=repo_id,
@@ -177,10 +193,17 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
     summary = [item.__dict__ for item in exported]
     atomic_write_text(Path(args.output_dir) / "exports.json", json.dumps(summary, indent=2) + "\n")
     index = write_family_index(
-        exported, Path(args.output_dir), supernet=str(supernet_dir), hub_org=args.hub_org, prefix=args.prefix
+        exported, Path(args.output_dir), supernet=supernet_dir.resolve().name, hub_org=args.hub_org, prefix=args.prefix
     )
     if args.push_to_hub:
-        push_family(exported, index, args.hub_org, prefix=args.prefix, token=args.hub_token, private=args.hub_private)
+        push_family(
+            exported,
+            index,
+            args.hub_org,
+            prefix=args.prefix,
+            token=args.hub_token,
+            private=True if args.hub_private else None,
+        )
     print(f"{'name':<12}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  folder")
     for item in exported:
         print(

@@ -16,7 +16,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from nasvit_hf.search import SearchConfig, SearchRun, load_supernet, supernet_fingerprint, torch_threads
+from nasvit_hf.search import (
+    SearchConfig,
+    SearchRun,
+    load_supernet,
+    load_supernet_processor,
+    supernet_fingerprint,
+    torch_threads,
+)
 from nasvit_hf.search.cli import add_data_arguments, configure_for_supernet
 
 logger = logging.getLogger("nasvit_hf.search")
@@ -58,6 +65,7 @@ def search(args: argparse.Namespace, config: SearchConfig) -> dict:
         supernet_name=supernet_dir.resolve().name,
         config_name=Path(args.config).name,
         supernet_id=supernet_fingerprint(supernet_dir),
+        processor=load_supernet_processor(supernet_dir),  # evaluate as the exported subnets will preprocess
     )
     named = run.run(args.names)
     print(f"results in {output_dir}")

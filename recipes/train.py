@@ -121,7 +121,7 @@ def build_model(config: TrainingConfig, label_names: list[str]):
         num_labels=len(label_names),
         id2label=id2label,
         label2id=label2id,
-        layer_scale=config.layer_scale,
+        switchable_scaling=config.switchable_scaling,
         drop_path_rate=config.drop_path_rate,
         drop_connect_rate=config.drop_connect_rate,
         classifier_dropout=config.dropout,

@@ -32,13 +32,13 @@ def test_reference_space_matches_the_shared_fixture():
 
 
 def test_config_json_round_trip(tmp_path):
-    config = NASViTConfig(search_space=get_search_space("tiny"), num_labels=10, layer_scale="width")
+    config = NASViTConfig(search_space=get_search_space("tiny"), num_labels=10, switchable_scaling="width")
     config.arch = config.smallest_arch()
     config.save_pretrained(tmp_path)
     loaded = NASViTConfig.from_pretrained(tmp_path)
     assert loaded.search_space == config.search_space
     assert loaded.arch == config.arch
-    assert loaded.layer_scale == "width" and loaded.num_labels == 10
+    assert loaded.switchable_scaling == "width" and loaded.num_labels == 10
 
 
 def test_arch_value_outside_the_space_names_stage_field_and_allowed_values():
@@ -91,8 +91,8 @@ def test_bad_search_space_is_rejected_with_a_message(mutate, message):
 
 
 def test_bad_options_are_rejected():
-    with pytest.raises(ValueError, match="layer_scale"):
-        NASViTConfig(layer_scale="sometimes")
+    with pytest.raises(ValueError, match="switchable_scaling"):
+        NASViTConfig(switchable_scaling="sometimes")
     with pytest.raises(ValueError, match="drop_path_rate"):
         NASViTConfig(drop_path_rate=1.5)
 
@@ -111,3 +111,49 @@ def test_presets_lookup_errors_name_the_choices():
         get_search_space("huge")
     with pytest.raises(KeyError, match="a0"):
         nasvit_hf.presets.get_named_arch("z9")
+
+
+def test_one_sampler_gives_random_largest_and_smallest_archs_from_either_generator():
+    import random
+
+    import torch
+
+    from nasvit_hf.models.configuration_nasvit import sample_arch, validate_arch
+
+    space = NASViTConfig().search_space
+    assert sample_arch(space, rule="largest") == NASViTConfig().largest_arch()
+    assert sample_arch(space, rule="smallest") == NASViTConfig().smallest_arch()
+    for make in (lambda: torch.Generator().manual_seed(4), lambda: random.Random(4)):
+        first, second = sample_arch(space, make()), sample_arch(space, make())
+        assert first == second == validate_arch(space, first)
+    archs = {str(sample_arch(space, random.Random(seed))) for seed in range(10)}
+    assert len(archs) == 10
+    with pytest.raises(ValueError, match="rule must be"):
+        sample_arch(space, rule="median")
+
+
+def test_every_consumer_reads_the_arch_schema():
+    """The fields, their stages and space keys come from ARCH_FIELDS: the encoder's genes, the collapsed space and
+    the sampled arch all follow it."""
+    from nasvit_hf.models.configuration_nasvit import ARCH_FIELDS, arch_fields, arch_per_stage, field_choices
+    from nasvit_hf.search.encoding import ArchEncoder
+
+    config = NASViTConfig(search_space=get_search_space("tiny"))
+    space = config.search_space
+    fields = arch_fields(space)
+    assert [f.name for f in fields] == ["resolution", "width", "depth", "kernel_size", "expand_ratio"]
+    assert set(f.name for f in ARCH_FIELDS) >= set(config.arch)
+    encoder = ArchEncoder(space)
+    assert encoder.num_genes == sum(len(field_choices(space, f)) for f in fields)
+    arch = config.smallest_arch()
+    assert encoder.decode(encoder.encode(arch)) == arch
+    collapsed = config.subnet_config(arch).search_space
+    for f in fields:
+        assert all(len(choices) == 1 for choices in field_choices(collapsed, f))
+    per_stage = arch_per_stage(space, arch)
+    assert per_stage["mb3"] == {
+        "width": arch["width"][3],
+        "depth": arch["depth"][2],
+        "kernel_size": 3,
+        "expand_ratio": arch["expand_ratio"][2],
+    }

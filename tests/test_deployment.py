@@ -20,7 +20,7 @@ from nasvit_hf.deploy import (
     export_program,
     load_subnet_for_export,
 )
-from nasvit_hf.hub.deployment_section import model_card_section
+from nasvit_hf.hub import model_card_section
 from nasvit_hf.presets import get_named_arch, get_search_space
 
 from .conftest import REPO_ROOT, run_without_nasvit
@@ -97,7 +97,7 @@ def tiny_export(tmp_path_factory):
         "reports": reports,
         "size": arch["resolution"],
         "onnx_runner": OnnxRunner(folder / "model.onnx"),
-        "program_runner": ProgramRunner(folder / "model.pt2"),
+        "program_runner": ProgramRunner(folder / "model.pt2", trust_program=True),
     }
 
 
@@ -167,7 +167,7 @@ def test_reference_space_arch_exports_match_eager(tmp_path):
     onnx_report = export_onnx(model, tmp_path / "a1.onnx", dynamic_batch=True, verify=False)
     program_report = export_program(model, tmp_path / "a1.pt2", dynamic_batch=True, verify=False)
     assert onnx_report.image_size == program_report.image_size == 192
-    onnx_runner, program_runner = OnnxRunner(onnx_report.path), ProgramRunner(program_report.path)
+    onnx_runner, program_runner = OnnxRunner(onnx_report.path), ProgramRunner(program_report.path, trust_program=True)
     for batch in (1, 4):
         pixel_values = random_pixels(batch, 192, seed=30 + batch)
         expected = eager_logits(model, pixel_values)
@@ -199,7 +199,7 @@ def test_backbone_program_exports_hidden_state_and_pooled_output(tiny_export, tm
     report = export_program(backbone, tmp_path / "backbone.pt2", batch_size=2)
     assert report.output_names == ["last_hidden_state", "pooler_output"]
     assert report.max_abs_diff[2] <= ATOL
-    outputs = ProgramRunner(report.path)(random_pixels(2, tiny_export["size"], 0))
+    outputs = ProgramRunner(report.path, trust_program=True)(random_pixels(2, tiny_export["size"], 0))
     assert list(outputs) == ["last_hidden_state", "pooler_output"]
     assert outputs["pooler_output"].shape == (2, backbone.config.arch["width"][-1])
 
@@ -209,7 +209,7 @@ def test_runners_reject_other_resolutions(tiny_export):
     wrong = random_pixels(1, size + 16, 0)
     for runner in (
         OnnxRunner(tiny_export["folder"] / "model.onnx"),
-        ProgramRunner(tiny_export["folder"] / "model.pt2"),
+        ProgramRunner(tiny_export["folder"] / "model.pt2", trust_program=True),
     ):
         with pytest.raises(ValueError, match=rf"only takes {size}x{size} inputs.*for_resolution\({size}\)"):
             runner(wrong)
@@ -290,15 +290,31 @@ def test_model_card_snippets_run_against_the_exported_files(tiny_export, tmp_pat
     markdown = model_card_section(folder, tiny_export["size"], onnx_file="model.onnx", program_file="model.pt2")
     assert f"(batch, 3, {tiny_export['size']}, {tiny_export['size']})" in markdown
     blocks = re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 1  # the ONNX snippet only: a card never tells users to load a .pt2 (loading unpickles)
+    assert "`model.pt2`" in markdown and "unpickles" in markdown and "trust_program=True" in markdown
     monkeypatch.chdir(tmp_path)
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save("image.jpg")
     namespace: dict = {}
     exec(compile(blocks[0], "onnx_snippet", "exec"), namespace)
     onnx_logits = namespace["logits"]
-    exec(compile(blocks[1], "program_snippet", "exec"), namespace)
     assert onnx_logits.shape == (1, 10)
-    np.testing.assert_allclose(namespace["logits"].detach().numpy(), onnx_logits, atol=ATOL, rtol=0)
+    program_logits = tiny_export["program_runner"](namespace["pixel_values"])["logits"]
+    np.testing.assert_allclose(program_logits.detach().numpy(), onnx_logits, atol=ATOL, rtol=0)
+
+
+def test_model_card_for_a_hub_repo_downloads_the_onnx_file_and_never_loads_a_program():
+    markdown = model_card_section("someone/nasvit-a0", 192, onnx_file="onnx/model.onnx", program_file="model.pt2")
+    (block,) = re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+    assert 'hf_hub_download("someone/nasvit-a0", "onnx/model.onnx")' in block
+    assert "torch.export.load(" not in block and "ProgramRunner" not in block
+    compile(block, "snippet", "exec")
+
+
+def test_program_runner_refuses_to_load_without_trust(tiny_export):
+    path = tiny_export["folder"] / "model.pt2"
+    for trust in (False, "yes", 1):
+        with pytest.raises(ValueError, match=r"unpickles it.*trust_program=True"):
+            ProgramRunner(path, trust_program=trust)
 
 
 def test_model_card_without_shipped_files_shows_the_export_call():

@@ -8,10 +8,12 @@ import textwrap
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from nasvit_hf.hub import push_folder_to_hub, resolve_named_archs
 from nasvit_hf.search import DataConfig, load_evaluation_data, top1_accuracy, torch_threads
 from tests.conftest import run_without_nasvit
+from tests.fake_hub import FakeHfApi
 from tests.search_fixtures import load_recipe
 
 
@@ -51,7 +53,7 @@ def test_exported_folder_is_a_complete_hub_checkpoint(export_dir, search_dir):
     assert config["id2label"]["3"] == "3" and "auto_map" in config
     assert len(config["search_space"]["resolutions"]) == 1  # a standalone subnet, not a supernet
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlicense: apache-2.0\n")
+    assert card.startswith("---\n") and ModelCard(card).data.license == "apache-2.0"  # the Hub metadata block
     for fact in (
         f"{searched['macs'] / 1e6:.2f} M",
         "searched on supernet with search_test.yaml",
@@ -119,31 +121,28 @@ def test_exported_folder_loads_with_trust_remote_code_without_nasvit_hf(export_d
     torch.testing.assert_close(torch.tensor(result["logits"]), expected.detach(), rtol=1e-4, atol=1e-4)
 
 
-class RecordingApi:
-    def __init__(self):
-        self.calls = []
-
-    def create_repo(self, **kwargs):
-        self.calls.append(("create_repo", kwargs))
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
-        return type("Commit", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/1"})()
-
-
-def test_push_creates_the_repo_then_uploads_the_folder(export_dir):
-    api = RecordingApi()
+def test_push_creates_the_repo_checks_its_visibility_then_uploads_the_folder(export_dir):
+    api = FakeHfApi()
     url = push_folder_to_hub(export_dir / "nasvit-a0", "my-org/nasvit-a0", private=True, api=api)
-    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert api.methods == ["create_repo", "repo_info", "upload_folder"]
     assert api.calls[0][1] == {"repo_id": "my-org/nasvit-a0", "repo_type": "model", "private": True, "exist_ok": True}
-    assert api.calls[1][1]["folder_path"] == str(export_dir / "nasvit-a0")
+    assert api.calls[2][1]["folder_path"] == str(export_dir / "nasvit-a0")
+    assert "README.md" in api.uploaded["my-org/nasvit-a0"] and api.repos["my-org/nasvit-a0"] is True
     assert url.endswith("/commit/1")
+
+
+def test_push_without_private_keeps_the_account_default(export_dir):
+    for default_private in (True, False):
+        api = FakeHfApi(default_private=default_private)
+        push_folder_to_hub(export_dir / "nasvit-a0", "my-org/nasvit-a0", api=api)
+        assert "private" not in api.calls[0][1]  # never private=False: the organisation's default decides
+        assert api.repos["my-org/nasvit-a0"] is default_private
 
 
 def test_export_cli_pushes_through_hf_api(export_dir, toy_supernet_dir, search_dir, search_config_file, monkeypatch):
     import huggingface_hub
 
-    api = RecordingApi()
+    api = FakeHfApi()
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
     load_recipe("export").main(
         [
@@ -154,11 +153,18 @@ def test_export_cli_pushes_through_hf_api(export_dir, toy_supernet_dir, search_d
     )  # fmt: skip
     assert [(name, kwargs["repo_id"]) for name, kwargs in api.calls] == [
         ("create_repo", "my-org/nasvit-a0"),
+        ("repo_info", "my-org/nasvit-a0"),
         ("upload_folder", "my-org/nasvit-a0"),
         ("create_repo", "my-org/nasvit-family"),  # then the family index linking the exported subnets
+        ("repo_info", "my-org/nasvit-family"),
         ("upload_folder", "my-org/nasvit-family"),
     ]
-    assert "my-org/nasvit-a0" in (export_dir / "pushed" / "nasvit-a0" / "README.md").read_text()
+    assert "private" not in api.calls[0][1]
+    card = (export_dir / "pushed" / "nasvit-a0" / "README.md").read_text()
+    assert "my-org/nasvit-a0" in card
+    for name in ("README.md", "nasvit_export.json", "config.json"):
+        text = (export_dir / "pushed" / "nasvit-a0" / name).read_text()
+        assert str(toy_supernet_dir) not in text and str(export_dir) not in text, name
 
 
 def test_unknown_subnet_name_is_a_clear_error(toy_supernet_dir, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.search_fixtures import load_recipe
-from tests.test_export import RecordingApi
+from tests.fake_hub import FakeHfApi
 from tests.test_holdout import write_image_folder
 
 CHAIN_SEARCH_CONFIG = {
@@ -139,14 +139,17 @@ def test_push_to_hub_pushes_every_member_then_the_index(chain, tmp_path):
     from nasvit_hf.hub import push_family
 
     exported = json.loads((chain["exports"] / "exports.json").read_text())
-    api = RecordingApi()
+    api = FakeHfApi()
     urls = push_family(exported, chain["exports"] / "nasvit-family", "my-org", private=True, api=api)
     repos = [kwargs["repo_id"] for name, kwargs in api.calls if name == "create_repo"]
     assert repos == ["my-org/nasvit-a0", "my-org/nasvit-a1", "my-org/nasvit-b0", "my-org/nasvit-family"]
     uploads = [kwargs for name, kwargs in api.calls if name == "upload_folder"]
     assert uploads[-1]["folder_path"] == str(chain["exports"] / "nasvit-family")
-    assert all(kwargs["private"] for name, kwargs in api.calls if name == "create_repo")
+    assert api.uploaded["my-org/nasvit-family"] == ["README.md", "family.json"]
+    assert all(api.repos.values()) and len(api.repos) == 4  # every repo private, as asked
     assert len(urls) == 4
+    index = (chain["exports"] / "nasvit-family" / "README.md").read_text()
+    assert str(chain["root"]) not in index  # pushed: names, not local paths
 
 
 def test_cli_failures_are_one_line(chain, tmp_path):

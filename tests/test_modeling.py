@@ -96,9 +96,9 @@ def test_out_of_range_labels_are_rejected(tiny_model):
         tiny_model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 10]))
 
 
-@pytest.mark.parametrize("layer_scale", ["tokens", "width", "shared", "none"])
-def test_extracted_subnet_matches_the_supernet_for_every_layer_scale_mode(tiny_config, layer_scale):
-    tiny_config.layer_scale = layer_scale
+@pytest.mark.parametrize("switchable_scaling", ["tokens", "width", "shared", "none"])
+def test_extracted_subnet_matches_the_supernet_for_every_switchable_scaling_mode(tiny_config, switchable_scaling):
+    tiny_config.switchable_scaling = switchable_scaling
     torch.manual_seed(0)
     model = NASViTForImageClassification(tiny_config).eval()
     randomize_batchnorm_and_scales(model, seed=1)

@@ -23,5 +23,5 @@ def test_scale_slots_follow_depth_and_token_count(tiny_config):
     # 32 px: mb4 sees a 2x2 grid (4 tokens), mb5-mb7 1x1; 64 px: 4x4, 2x2, 2x2, 1x1
     assert scale_slots(tiny_config, smallest) == {"mb4": (2, 4), "mb5": (2, 1), "mb6": (2, 1), "mb7": (2, 1)}
     assert scale_slots(tiny_config, largest) == {"mb4": (3, 0), "mb5": (3, 4), "mb6": (3, 4), "mb7": (3, 1)}
-    tiny_config.layer_scale = "none"
+    tiny_config.switchable_scaling = "none"
     assert scale_slots(tiny_config, largest) == {}

@@ -4,6 +4,10 @@ The program is a standalone graph of ATen ops with the weights inside: load it w
 call `.module()` without nasvit_hf or transformers installed, or compile it ahead of time with AOTInductor
 (`torch._inductor.aoti_compile_and_package`). Like the ONNX export it takes `(batch, 3, r, r)` at the subnet's
 resolution `r`, with a fixed or (with `dynamic_batch=True`) symbolic batch dimension.
+
+Loading a `.pt2` file unpickles it (`torch.export.load` uses pickle), so a tampered file runs code when it is
+loaded, before anything can be checked. `ProgramRunner` therefore loads only with `trust_program=True`: programs you
+exported yourself or whose author you trust. For files from elsewhere (the Hub), use the ONNX export.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def export_program(
             torch.export.save(program, temp, extra_files={METADATA_FILE: json.dumps(metadata)})
             diffs: dict[int, float] = {}
             if verify:
-                runner = ProgramRunner(temp)
+                runner = ProgramRunner(temp, trust_program=True)  # the file written just above
                 for size in verify_batch_sizes or ([1, 4] if dynamic_batch else [batch_size]):
                     inputs = example_pixel_values(model.config, size, seed + size)
                     with torch.no_grad():
@@ -114,13 +118,25 @@ def export_program(
 class ProgramRunner:
     """A loaded `.pt2` NASViT program that checks inputs before running them.
 
-    >>> runner = ProgramRunner("model.pt2")
+    >>> runner = ProgramRunner("model.pt2", trust_program=True)
     >>> logits = runner(pixel_values)["logits"]
     `runner.program` is the `ExportedProgram`, `runner.module` its callable module.
+
+    Args:
+        path: a `.pt2` file written by `export_program`.
+        trust_program: must be True. Loading a `.pt2` file unpickles it (`torch.export.load`), which runs whatever
+            code the file holds before anything can be checked: pass True only for programs you exported yourself
+            or whose author you trust. Files from the Hub or other people: use the ONNX export (`OnnxRunner`).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, trust_program: bool = False):
         self.path = os.fspath(path)
+        if trust_program is not True:
+            raise ValueError(
+                f"loading {self.path!r} unpickles it (torch.export.load), which can run arbitrary code from the file. "
+                "Pass trust_program=True only for a program you exported yourself or whose author you trust; for "
+                "files from elsewhere use the ONNX export (OnnxRunner)."
+            )
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"no exported program at {self.path!r}; export one with export_program().")
         extra_files = {METADATA_FILE: ""}

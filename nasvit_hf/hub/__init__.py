@@ -2,14 +2,16 @@
 Hub."""
 
 from .family import push_family, render_family_card, write_family_index
-from .model_card import SubnetCard, render_model_card
+from .model_card import SubnetCard, build_model_card, model_card_section, render_model_card
 from .push import push_folder_to_hub
 from .subnets import ExportedSubnet, export_subnet, named_subnet_from_arch, resolve_named_archs
 
 __all__ = [
     "ExportedSubnet",
     "SubnetCard",
+    "build_model_card",
     "export_subnet",
+    "model_card_section",
     "named_subnet_from_arch",
     "push_family",
     "push_folder_to_hub",

@@ -108,6 +108,9 @@ def write_family_index(
     members: list, output_dir: str | os.PathLike, *, supernet: str, hub_org: str | None = None, prefix: str = "nasvit-"
 ) -> Path:
     """Write `<output_dir>/<prefix>family/` (README.md, family.json) and return the folder."""
+    from .push import strip_local_paths
+
+    supernet = strip_local_paths(supernet)  # the index is pushed: names, not local paths
     folder = Path(output_dir) / f"{prefix}{FAMILY_SUFFIX}"
     folder.mkdir(parents=True, exist_ok=True)
     records = [_member(m) for m in members]
@@ -118,7 +121,8 @@ def write_family_index(
         "supernet": supernet,
         "members": {
             m["name"]: {
-                **{k: m[k] for k in ("macs", "params", "latency_ms", "accuracy", "arch", "provenance") if k in m},
+                **{k: m[k] for k in ("macs", "params", "latency_ms", "accuracy", "arch") if k in m},
+                "provenance": strip_local_paths(m.get("provenance", "")),
                 "repo_id": f"{hub_org}/{prefix}{m['name']}" if hub_org else None,
                 **({"table12": m["table12"]} if m.get("table12") else {}),
             }
@@ -136,12 +140,15 @@ def push_family(
     *,
     prefix: str = "nasvit-",
     token: str | None = None,
-    private: bool = False,
+    private: bool | None = None,
     api=None,
 ) -> dict[str, str]:
-    """Push every member's folder to `<hub_org>/<prefix><name>`, then the index folder to `<hub_org>/<prefix>family`.
-    Returns {repo_id: commit URL}. `api`: an object with `create_repo` and `upload_folder` (default
-    `huggingface_hub.HfApi(token=token)`)."""
+    """Push every member's folder to `<hub_org>/<prefix><name>`, then the index folder to `<hub_org>/<prefix>family`,
+    each through `push_folder_to_hub` (local-path check, visibility check). Returns {repo_id: commit URL}. `api`: an
+    object with `create_repo`, `repo_info` and `upload_folder` (default `huggingface_hub.HfApi(token=token)`)."""
+    index_folder = Path(index_folder)
+    if not (index_folder / "README.md").is_file():
+        raise ValueError(f"{str(index_folder)!r} is not a family index folder (no README.md).")
     if api is None:
         from huggingface_hub import HfApi
 
@@ -150,17 +157,15 @@ def push_family(
     for member in (_member(m) for m in members):
         repo_id = f"{hub_org}/{prefix}{member['name']}"
         urls[repo_id] = push_folder_to_hub(member["path"], repo_id, token=token, private=private, api=api)
-    index_folder = Path(index_folder)
-    if not (index_folder / "README.md").is_file():
-        raise ValueError(f"{str(index_folder)!r} is not a family index folder (no README.md).")
     repo_id = f"{hub_org}/{prefix}{FAMILY_SUFFIX}"
-    api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        repo_type="model",
-        folder_path=str(index_folder),
+    urls[repo_id] = push_folder_to_hub(
+        index_folder,
+        repo_id,
+        token=token,
+        private=private,
+        api=api,
+        require_config=False,
         commit_message=f"Upload the family index of {len(urls)} NASViT subnets (nasvit_hf export)",
     )
-    urls[repo_id] = getattr(commit, "commit_url", None) or str(commit)
     logger.info("pushed %d subnets and the family index to %s", len(urls) - 1, hub_org)
     return urls

@@ -1,16 +1,30 @@
-"""Model cards (README.md) for exported NASViT subnets."""
+"""Model cards (README.md) of exported NASViT subnets, from Jinja templates through `huggingface_hub.ModelCard`.
+
+The templates live in `nasvit_hf/hub/templates/`: `subnet_card.md` is the whole card (rendered with
+`ModelCard.from_template`, its Hub metadata from `ModelCardData`), `deployment_section.md` the section on ONNX /
+`torch.export` deployment that the card embeds and that `model_card_section` renders on its own.
+
+    card = build_model_card(SubnetCard(...))   # a huggingface_hub.ModelCard: card.data.license, card.save(path)
+    text = render_model_card(SubnetCard(...))  # the same card as markdown
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import yaml
+import jinja2
+from huggingface_hub import ModelCard, ModelCardData
 
-from .deployment_section import model_card_section
 from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES
 
-__all__ = ["CITATION", "SubnetCard", "render_model_card"]
+__all__ = ["CITATION", "TEMPLATES_DIR", "SubnetCard", "build_model_card", "model_card_section", "render_model_card"]
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+CARD_TAGS = ["nasvit", "vision", "image-classification", "neural-architecture-search", "nasvit_hf"]
 
 CITATION = """@inproceedings{gong2022nasvit,
   title     = {{NASViT}: Neural Architecture Search for Efficient Vision Transformers with Gradient Conflict aware
@@ -24,12 +38,14 @@ CITATION = """@inproceedings{gong2022nasvit,
 _LICENSE_NOTES = {
     "cc-by-nc-4.0": "The weights derive from the reference NASViT checkpoint (facebookresearch/NASViT), released "
     "under CC-BY-NC 4.0: non-commercial use only, with attribution.",
+    "unknown": "The license of the source supernet's weights was not stated (set `--license` when exporting).",
 }
 
 
 @dataclass
 class SubnetCard:
-    """Everything a subnet's model card states."""
+    """Everything a subnet's model card states. `repo_id` None: the card names a placeholder folder instead;
+    `supernet` is a name (no local paths: the card is pushed to the Hub)."""
 
     name: str
     repo_id: str | None
@@ -39,7 +55,7 @@ class SubnetCard:
     latency: dict[str, Any]  # a LatencyMeasurement.to_dict()
     accuracy: float
     evaluation: str  # what the accuracy was measured on
-    calibration: str | None  # how BN statistics were calibrated (None: not recalibrated, the supernet's statistics)
+    calibration: str | None  # how BN statistics were calibrated (None: not recalibrated, `--no_recalibration`)
     provenance: str
     supernet: str
     license: str
@@ -51,35 +67,33 @@ class SubnetCard:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _table12_section(card: SubnetCard) -> str:
-    record = card.table12
+def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the card's "Compared with its A-model" section shows (the search run's Table 12 record)."""
     if not record:
-        return ""
-    a_name, b_name = record["a_model"].upper(), card.name.upper()
+        return None
+    a_name = record["a_model"].upper()
     measurement = record.get("measurement", {})
     if record.get("same_arch_as_a"):
-        how = (
-            f"{b_name} has {a_name}'s architecture: {record.get('note', 'no faster candidate was found')}. Latency "
-            f"timed once ({measurement.get('repeats', '?')} runs)"
-        )
+        how = f"{title} has {a_name}'s architecture ({record.get('note', 'no faster candidate was found')}); timed once"
     else:
         how = (
-            f"Both timed in the same session, in {measurement.get('rounds', '?')} alternating rounds of "
+            f"Both were timed in the same session, in {measurement.get('rounds', '?')} alternating rounds of "
             f"{measurement.get('repeats_per_round', '?')} runs (median of the round medians)"
         )
-    rows = [
-        "| model | MACs (M) | measured latency (ms) | top-1 on the held-out split (%) |",
-        "|---|---|---|---|",
-        f"| NASViT-{a_name} | {record['a_macs'] / 1e6:.2f} | {record['a_latency_ms']:.2f} | {record['a_accuracy']:.2f} |",
-        f"| NASViT-{b_name} | {record['b_macs'] / 1e6:.2f} | {record['b_latency_ms']:.2f} | {record['b_accuracy']:.2f} |",
-    ]
-    machine = measurement.get("machine", "the searching machine")
-    return (
-        f"\n## Compared with NASViT-{a_name} (the paper's Table 12)\n\n{b_name} was searched with the measured latency "
-        f"of {a_name} as its budget. {how}, batch {measurement.get('batch_size', 1)} on "
-        f"`{measurement.get('device', 'cpu')}` with {measurement.get('num_threads', '?')} thread(s), on {machine}; "
-        "accuracies from the same search run:\n\n" + "\n".join(rows) + "\n"
-    )
+    return {
+        "a_name": a_name,
+        "how": how,
+        "batch_size": measurement.get("batch_size", 1),
+        "device": measurement.get("device", "cpu"),
+        "num_threads": measurement.get("num_threads", "?"),
+        "machine": measurement.get("machine", "the searching machine"),
+        "a_macs": f"{record['a_macs'] / 1e6:.2f}",
+        "b_macs": f"{record['b_macs'] / 1e6:.2f}",
+        "a_latency": f"{record['a_latency_ms']:.2f}",
+        "b_latency": f"{record['b_latency_ms']:.2f}",
+        "a_accuracy": f"{record['a_accuracy']:.2f}",
+        "b_accuracy": f"{record['b_accuracy']:.2f}",
+    }
 
 
 def _arch_table(arch: dict[str, Any]) -> str:
@@ -98,126 +112,99 @@ def _arch_table(arch: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def render_model_card(card: SubnetCard) -> str:
-    """The README.md of an exported subnet: Hub metadata, what it is, arch, efficiency, accuracy, BN calibration,
-    provenance, license, usage and citation."""
-    metadata = {
-        "license": card.license if card.license != "unknown" else "other",
-        "library_name": "transformers",
-        "pipeline_tag": "image-classification",
-        "tags": ["nasvit", "vision", "image-classification", "neural-architecture-search", "nasvit_hf"],
-    }
-    repo = card.repo_id or f"<path to the nasvit-{card.name} folder>"
-    latency = card.latency
-    paper = ""
-    if card.paper_top1 is not None:
-        paper = (
-            f"\nThe paper reports {card.paper_top1:.1f} % ImageNet top-1 for NASViT-{card.name.upper()}"
-            + (f" at {card.paper_macs_millions:g} M MACs" if card.paper_macs_millions else "")
-            + ", for subnets of its ImageNet-trained supernet; the accuracy above is this export's own measurement.\n"
-        )
-    license_note = _LICENSE_NOTES.get(
-        card.license,
-        "The license of the source supernet's weights was not stated (set `--license` when exporting)."
-        if card.license == "unknown"
-        else f"The weights are released under the license of the source supernet: `{card.license}`.",
-    )
-    budget = f"\n- **Search budget**: {card.budget}" if card.budget else ""
-    deployment = model_card_section(repo, image_size=card.arch["resolution"]).strip()
-    table12 = _table12_section(card)
-    if card.calibration is not None:
-        calibrated = "with its BatchNorm statistics recalibrated for this architecture"
-        calibration_section = f"""A supernet's BatchNorm running statistics are shared by all its subnets and are wrong for any one of them. This
-subnet's statistics were reset and re-estimated as the cumulative average over {card.calibration} in train mode
-without gradients (stochastic depth off), as the reference implementation does (64 batches there) before
-evaluating or exporting a subnet. Nothing else was changed: the weights are the supernet's, unretrained."""
+def _render(template: str, **values: Any) -> str:
+    """Render one of the package's templates (the plain `jinja2.Template` settings `ModelCard.from_template` uses)."""
+    return jinja2.Template((TEMPLATES_DIR / template).read_text(encoding="utf-8")).render(**values)
+
+
+def model_card_section(
+    model_id: str,
+    image_size: int,
+    onnx_file: str | None = None,
+    program_file: str | None = None,
+    heading: str = "## Deployment",
+) -> str:
+    """The deployment section of a subnet's model card (`templates/deployment_section.md`) as markdown: how to
+    export the subnet to ONNX and run it with onnxruntime. `.pt2` programs are mentioned, never loaded in a snippet:
+    loading one unpickles it.
+
+    Args:
+        model_id: the Hub repo id (or local folder) users load the model from.
+        image_size: the subnet's resolution (`config.arch["resolution"]`); exported graphs take exactly this size.
+        onnx_file, program_file: paths *inside* the repo of an ONNX file / `.pt2` program shipped with it (e.g.
+            `"onnx/model.onnx"`); with `onnx_file` the snippet downloads it instead of exporting it first.
+        heading: the section heading (use "###" to nest it).
+    """
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive int (the subnet's resolution), got {image_size!r}.")
+    local = os.path.isdir(model_id)
+    if onnx_file is None:
+        onnx_path = '"model.onnx"'
+    elif local:
+        onnx_path = repr(os.path.join(model_id, onnx_file))
     else:
-        calibrated = "**without** BatchNorm recalibration (exported with `--no_recalibration`)"
-        calibration_section = """**Not recalibrated.** This subnet was exported with `--no_recalibration`: its BatchNorm layers keep the
-supernet's shared running statistics, which are a mixture over all subnets and wrong for this one, so its accuracy
-is usually far below what the same weights reach after recalibration. Recalibrate before use:
-`nasvit_hf.calibration.calibrate_batchnorm(model, batches, num_batches=64)` on a few thousand training images."""
-    text = f"""---
-{yaml.safe_dump(metadata, sort_keys=False).strip()}
----
+        onnx_path = f'hf_hub_download("{model_id}", "{onnx_file}")'
+    shipped = " and ".join(f"`{name}`" for name in (onnx_file, program_file) if name)
+    text = _render(
+        "deployment_section.md",
+        heading=heading,
+        model_id=model_id,
+        image_size=image_size,
+        onnx_file=onnx_file,
+        program_file=program_file,
+        onnx_path=onnx_path,
+        local=local,
+        shipped=shipped,
+    )
+    return text.strip() + "\n"
 
-# NASViT-{card.name.upper()}
 
-A NASViT subnet (Gong et al., ICLR 2022; reference code: https://github.com/facebookresearch/NASViT): a hybrid
-MBConv + transformer image classifier cut out of a weight-sharing supernet by `nasvit_hf`'s `recipes/export.py`,
-{calibrated}. It is an ordinary `transformers` checkpoint (safetensors) with
-{card.num_labels} classes.
+def build_model_card(card: SubnetCard) -> ModelCard:
+    """The model card of an exported subnet as a `huggingface_hub.ModelCard`: Hub metadata (`ModelCardData`), what
+    it is, summary, arch, BN calibration, provenance, usage, deployment, limits, license and citation."""
+    card_data = ModelCardData(
+        license=card.license if card.license != "unknown" else "other",
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=list(CARD_TAGS),
+    )
+    repo = card.repo_id or f"<path to the nasvit-{card.name} folder>"
+    resolution = card.arch["resolution"]
+    latency = dict(card.latency)
+    for key in ("median_ms", "q25_ms", "q75_ms"):
+        latency[key] = f"{latency[key]:.2f}"
+    arch = {key: card.arch[key] for key in ("resolution", "width", "depth", "kernel_size", "expand_ratio")}
+    license_note = _LICENSE_NOTES.get(
+        card.license, f"The weights are released under the license of the source supernet: `{card.license}`."
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATES_DIR / "subnet_card.md"),
+        title=card.name.upper(),
+        num_labels=card.num_labels,
+        macs_millions=f"{card.macs / 1e6:.2f}",
+        params_millions=f"{card.params / 1e6:.3f}",
+        resolution=resolution,
+        resize_to=int(resolution / 0.875),
+        latency=latency,
+        accuracy=f"{card.accuracy:.2f}",
+        evaluation=card.evaluation,
+        provenance=card.provenance,
+        supernet=card.supernet,
+        budget=card.budget,
+        paper_top1=None if card.paper_top1 is None else f"{card.paper_top1:.1f}",
+        paper_macs_millions=None if not card.paper_macs_millions else f"{card.paper_macs_millions:g}",
+        arch_table=_arch_table(card.arch),
+        arch_json=json.dumps(arch),
+        calibration=card.calibration,
+        table12=_table12_values(card.name.upper(), card.table12),
+        repo=repo,
+        deployment_section=model_card_section(repo, image_size=resolution).strip(),
+        license_note=license_note,
+        citation=CITATION,
+    )
 
-## Summary
 
-| | |
-|---|---|
-| MACs (per image, paper convention) | {card.macs / 1e6:.2f} M |
-| Parameters | {card.params / 1e6:.3f} M |
-| Input resolution | {card.arch["resolution"]} x {card.arch["resolution"]} |
-| Measured latency | {latency["median_ms"]:.2f} ms (median; IQR {latency["q25_ms"]:.2f}-{latency["q75_ms"]:.2f} ms) |
-| Top-1 on the held-out split | {card.accuracy:.2f} % |
-
-- **Latency**: batch {latency["batch_size"]} on `{latency["device"]}` with {latency["num_threads"]} thread(s), median of
-  {latency["repeats"]} timed runs after {latency["warmup"]} warm-up runs, on the exporting machine (it depends on
-  the hardware: measure yours).
-- **Accuracy**: {card.evaluation}.
-- **Provenance**: {card.provenance} (source supernet: `{card.supernet}`).{budget}
-{paper}{table12}
-## Architecture
-
-{_arch_table(card.arch)}
-
-As an arch dict (`NASViTConfig(arch=...)`, `supernet.extract_subnet(arch)`):
-
-```json
-{{"resolution": {card.arch["resolution"]}, "width": {card.arch["width"]}, "depth": {card.arch["depth"]}, "kernel_size": {card.arch["kernel_size"]}, "expand_ratio": {card.arch["expand_ratio"]}}}
-```
-
-## How the BatchNorm statistics were calibrated
-
-{calibration_section}
-
-## Usage
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)
-classifier("image.png")
-```
-
-```python
-import torch
-from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-processor = AutoImageProcessor.from_pretrained("{repo}", trust_remote_code=True)
-model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_code=True).eval()
-with torch.no_grad():
-    logits = model(**processor(images, return_tensors="pt")).logits
-```
-
-With `nasvit_hf` installed, `import nasvit_hf` registers the model type and `trust_remote_code` is not needed.
-The image processor resizes the shortest edge to {int(card.arch["resolution"] / 0.875)} (bicubic), centre-crops
-{card.arch["resolution"]}, and normalises with the ImageNet mean and standard deviation; grayscale images are
-converted to RGB.
-
-{deployment}
-
-## Intended use and limits
-
-Image classification over this checkpoint's {card.num_labels} labels, and a small, fast backbone to fine-tune. The
-accuracy above was measured on a small held-out split, not on a standard benchmark test set; check it on your data.
-Latency was measured on one machine only.
-
-## License
-
-{license_note}
-
-## Citation
-
-```bibtex
-{CITATION}
-```
-"""
-    return text
+def render_model_card(card: SubnetCard) -> str:
+    """The README.md of an exported subnet (`build_model_card` as markdown)."""
+    return str(build_model_card(card)).strip() + "\n"

@@ -26,6 +26,7 @@ from ..presets import NAMED_ARCHS, get_named_arch
 from ..search.evaluation import EvaluationData, top1_accuracy
 from ..search.latency import measure_latency
 from .model_card import SubnetCard, render_model_card
+from .push import strip_local_paths
 
 __all__ = ["ExportedSubnet", "NamedSubnet", "export_subnet", "named_subnet_from_arch", "resolve_named_archs"]
 
@@ -144,6 +145,9 @@ def export_subnet(
     `data.evaluation` and latency, and write a complete Hub folder at `output_dir` (safetensors weights, config with
     id2label, image processor, code for `trust_remote_code`, README.md model card, nasvit_export.json).
 
+    The folder is meant to be pushed: `supernet_name` and the descriptions of the data keep only the last component
+    of any local path (`/home/me/runs/supernet` -> `supernet`).
+
     `recalibrate=False` keeps the supernet's shared BN statistics (no calibration images needed; `data.calibration`
     is unused) and says so in the card: accuracy is usually far lower."""
     if named.arch is None:
@@ -178,13 +182,13 @@ def export_subnet(
         params=params,
         latency=latency.to_dict(),
         accuracy=accuracy,
-        evaluation=f"top-1 on {data.description}",
-        calibration=calibration,
-        provenance=named.provenance,
-        supernet=supernet_name,
+        evaluation=strip_local_paths(f"top-1 on {data.description}"),
+        calibration=calibration and strip_local_paths(calibration),
+        provenance=strip_local_paths(named.provenance),
+        supernet=strip_local_paths(supernet_name),
         license=license,
         num_labels=subnet.config.num_labels,
-        budget=named.budget,
+        budget=named.budget and strip_local_paths(named.budget),
         paper_top1=named.paper_top1,
         paper_macs_millions=named.paper_macs_millions,
         table12=named.table12,
@@ -193,6 +197,8 @@ def export_subnet(
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
+        if data.processor is not None:  # the supernet's evaluation protocol, at this subnet's resolution
+            data.processor.at_resolution(resolution).save_pretrained(temporary)
         subnet.save_pretrained(temporary)
         (temporary / "README.md").write_text(render_model_card(card), encoding="utf-8")
         metadata = {**asdict(card), "name": named.name, "nasvit_hf_export": 1}

@@ -13,6 +13,7 @@ from ..models.configuration_nasvit import (
     BODY_STAGES,
     TRANSFORMER_STAGES,
     NASViTConfig,
+    arch_per_stage,
     make_divisible,
 )
 
@@ -104,11 +105,12 @@ def stage_macs(
     plan = _plan(config)
     height, width = image_size if image_size is not None else (arch["resolution"], arch["resolution"])
     height, width = _out_size(height, plan.stem_stride), _out_size(width, plan.stem_stride)
-    channels = arch["width"][0]
+    per_stage = arch_per_stage(config.search_space, arch)
+    channels = per_stage["first_conv"]["width"]
     result = [("first_conv", height * width * channels * config.num_channels * 9, (height, width))]
-    widths, depths, kernels, expands = arch["width"], arch["depth"], arch["kernel_size"], arch["expand_ratio"]
-    for index, (name, has_expansion, se, stride, is_transformer) in enumerate(plan.stages):
-        c_out, depth, kernel, expand = widths[index + 1], depths[index], kernels[index], expands[index]
+    for name, has_expansion, se, stride, is_transformer in plan.stages:
+        values = per_stage[name]
+        c_out, depth, kernel, expand = values["width"], values["depth"], values["kernel_size"], values["expand_ratio"]
         macs, height, width = _mbconv_macs(channels, c_out, kernel, expand, has_expansion, se, stride, height, width)
         channels = c_out
         if depth > 1:
@@ -141,14 +143,14 @@ def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, n
     """Number of parameters of the standalone subnet `arch` (what `extract_subnet` keeps), buffers excluded."""
     arch = config.validate_arch(arch) if arch is not None else config.arch
     space = config.search_space
-    channels = arch["width"][0]
+    per_stage = arch_per_stage(space, arch)
+    channels = per_stage["first_conv"]["width"]
     total = config.num_channels * channels * 9 + 2 * channels
-    table_cells = 8 * config.layer_scale_depth_slots if config.layer_scale in ("tokens", "width") else 1
+    table_cells = 8 * config.switchable_scaling_depth_slots if config.switchable_scaling in ("tokens", "width") else 1
     side = 2 * config.max_relative_position - 1
-    for index, name in enumerate(BODY_STAGES):
-        spec = space[name]
-        c_out, depth = arch["width"][index + 1], arch["depth"][index]
-        kernel, expand = arch["kernel_size"][index], arch["expand_ratio"][index]
+    for name in BODY_STAGES:
+        spec, values = space[name], per_stage[name]
+        c_out, depth, kernel, expand = values["width"], values["depth"], values["kernel_size"], values["expand_ratio"]
         blocks = [(channels, c_out)] + ([] if name in TRANSFORMER_STAGES else [(c_out, c_out)] * (depth - 1))
         for c_in, c_o in blocks:
             mid = make_divisible(round(c_in * expand), 8) if max(spec["t"]) != 1 else c_in
@@ -165,11 +167,11 @@ def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, n
             layer += 2 * (c * c + c) + (c * vc + vc) + vc * 9 + (vc * c + c)  # q, k, v, value conv, proj
             layer += 2 * (heads * heads + heads) + side * side * heads  # talking heads, relative position table
             layer += 2 * 2 * (c * c + c)  # two MLPs
-            if config.layer_scale != "none":
+            if config.switchable_scaling != "none":
                 layer += 2 * table_cells * c
             total += (depth - 1) * layer
         channels = c_out
-    c_last = arch["width"][-1]
+    c_last = per_stage["last_conv"]["width"]
     num_labels = config.num_labels if num_labels is None else num_labels
     total += channels * 6 * channels + 2 * 6 * channels + 6 * channels * c_last
     if num_labels > 0:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -23,7 +27,9 @@ except ImportError:  # pragma: no cover - older releases
     from transformers.utils.backbone_utils import BackboneConfigMixin
 
 __all__ = [
+    "ARCH_FIELDS",
     "ARCH_KEYS",
+    "ArchField",
     "BACKBONE_STAGE_NAMES",
     "DEFAULT_BACKBONE_OUT_FEATURES",
     "MBCONV_STAGES",
@@ -31,7 +37,18 @@ __all__ = [
     "STAGE_NAMES",
     "TRANSFORMER_STAGES",
     "NASViTConfig",
+    "arch_fields",
+    "arch_per_stage",
+    "collapse_search_space",
+    "field_choices",
+    "get_arch_field",
+    "largest_arch",
     "make_divisible",
+    "normalize_search_space",
+    "sample_arch",
+    "search_space_is_supernet",
+    "smallest_arch",
+    "validate_arch",
 ]
 
 # Stage order of the reference implementation: a stem conv, seven body stages, the MBPool head.
@@ -39,13 +56,19 @@ STAGE_NAMES = ["first_conv", "mb1", "mb2", "mb3", "mb4", "mb5", "mb6", "mb7", "l
 BODY_STAGES = STAGE_NAMES[1:-1]
 MBCONV_STAGES = ["mb1", "mb2", "mb3"]
 TRANSFORMER_STAGES = ["mb4", "mb5", "mb6", "mb7"]
-ARCH_KEYS = ["resolution", "width", "depth", "kernel_size", "expand_ratio"]
 # Feature maps a backbone can return (transformers' `stage_names`): the stem and each body stage. In the reference
 # space their strides are 2, 2, 4, 8, 16, 32, 32, 64; the default multi-scale set is strides 4, 8, 16, 32.
 BACKBONE_STAGE_NAMES = ["stem", *BODY_STAGES]
 DEFAULT_BACKBONE_OUT_FEATURES = ["mb2", "mb3", "mb4", "mb6"]
-LAYER_SCALE_MODES = ["tokens", "width", "shared", "none"]
-_SPACE_FIELDS = {"c": "width", "d": "depth", "k": "kernel_size", "t": "expand_ratio"}
+SWITCHABLE_SCALING_MODES = ["tokens", "width", "shared", "none"]
+# Config keys renamed after release 0.1.0: transformers' helpers treat any `*layer_scale*` key as a numeric init scale,
+# and these held a mode string and an int. Old saved configs still load: `NASViTConfig.__init__` maps the old names
+# to the new ones with a FutureWarning.
+RENAMED_CONFIG_KEYS = {
+    "layer_scale": "switchable_scaling",
+    "layer_scale_init": "switchable_scaling_init",
+    "layer_scale_depth_slots": "switchable_scaling_depth_slots",
+}
 
 # The search space of the released reference supernet (facebookresearch/NASViT, `configs/cfg.yaml`; identical to
 # shared/fixtures/official_search_space.json). Its smallest subnet has 189.8 M MACs, its largest 1881.7 M.
@@ -75,6 +98,155 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# The arch schema: every searchable dimension, declared once
+# ------------------------------------------------------------------------------------------------------------------
+def _check_odd_kernels(stage: str, key: str, choices: list[int]) -> None:
+    if any(k % 2 == 0 for k in choices):
+        raise ValueError(f"search_space[{stage!r}][{key!r}] must hold odd kernel sizes, got {choices}.")
+
+
+def _check_expand_ratios(stage: str, key: str, choices: list[int]) -> None:
+    if 1 in choices and len(choices) > 1:
+        raise ValueError(
+            f"search_space[{stage!r}][{key!r}] mixes expand ratio 1 with others ({choices}): a stage whose "
+            "only expand ratio is 1 has no expansion layer, so 1 cannot be one choice among several."
+        )
+
+
+@dataclass(frozen=True)
+class ArchField:
+    """One searchable dimension of a NASViT arch, as every consumer reads it.
+
+    Args:
+        name: the arch dict's key (`arch[name]`).
+        space_key: the search-space key holding the choices: top level for a per-network field (`stages == ()`),
+            inside each stage's dict otherwise.
+        stages: the stages the field has one value for, in order (`arch[name][i]` belongs to `stages[i]`); `()`
+            for a single value per network (`arch[name]` is an int).
+        default: the only value where the search space does not declare `space_key` (such a field is left out of
+            archs of spaces that declare it nowhere); `None`: every stage must declare it.
+        largest: which choice the largest (most compute) subnet takes, `"max"` or `"min"`; the smallest subnet
+            takes the other one.
+        description: what the field is, for messages and docs.
+        check_choices: an extra check of one stage's choices (`(stage, key, choices) -> None`, raises ValueError).
+
+    Validation, sampling (random, largest, smallest), collapsing to a subnet, `is_supernet`, the search encoder and
+    the MACs counters all iterate over `ARCH_FIELDS`; a new dimension is one entry here plus its compute.
+    """
+
+    name: str
+    space_key: str
+    stages: tuple[str, ...] = ()
+    default: int | None = None
+    largest: str = "max"
+    description: str = ""
+    check_choices: Callable[[str, str, list[int]], None] | None = None
+
+    @property
+    def per_network(self) -> bool:
+        return not self.stages
+
+
+ARCH_FIELDS: tuple[ArchField, ...] = (
+    ArchField("resolution", "resolutions", (), description="input resolution"),
+    ArchField("width", "c", tuple(STAGE_NAMES), description="output channels"),
+    ArchField("depth", "d", tuple(BODY_STAGES), description="blocks per stage"),
+    ArchField(
+        "kernel_size", "k", tuple(BODY_STAGES), description="depthwise kernel size", check_choices=_check_odd_kernels
+    ),
+    ArchField(
+        "expand_ratio", "t", tuple(BODY_STAGES), description="MBConv expand ratio", check_choices=_check_expand_ratios
+    ),
+)
+ARCH_KEYS = [arch_field.name for arch_field in ARCH_FIELDS]
+_FIELDS_BY_NAME = {arch_field.name: arch_field for arch_field in ARCH_FIELDS}
+# Stage keys that are structure, not searchable dimensions.
+_STRUCTURE_KEYS = {"first_conv": {"s", "act_func"}, "last_conv": {"act_func"}}
+_BODY_STRUCTURE_KEYS = {"s", "se", "act_func"}
+
+
+def get_arch_field(name: str) -> ArchField:
+    """The schema entry of the arch field `name`."""
+    if name not in _FIELDS_BY_NAME:
+        raise KeyError(f"unknown arch field {name!r}; the arch fields are {ARCH_KEYS}.")
+    return _FIELDS_BY_NAME[name]
+
+
+def arch_fields(space: dict[str, Any]) -> list[ArchField]:
+    """The fields an arch of `space` has: the required ones, and each optional one the space declares somewhere."""
+    return [
+        arch_field
+        for arch_field in ARCH_FIELDS
+        if arch_field.default is None or any(arch_field.space_key in space[stage] for stage in arch_field.stages)
+    ]
+
+
+def field_choices(space: dict[str, Any], arch_field: ArchField) -> list[list[int]]:
+    """The choices of `arch_field` in a normalised `space`: one list per stage (one list for a per-network field);
+    a stage that does not declare an optional field has only its default."""
+    if arch_field.per_network:
+        return [space[arch_field.space_key]]
+    return [space[stage].get(arch_field.space_key, [arch_field.default]) for stage in arch_field.stages]
+
+
+def _draw_index(generator: Any) -> Callable[[int], int]:
+    """A function drawing a uniform index in [0, n) from `generator` (a `random.Random`, a `torch.Generator`, or
+    None for torch's global generator; torch is imported only then, so this file itself needs no torch)."""
+    if isinstance(generator, random.Random):
+        return generator.randrange
+    import torch
+
+    return lambda count: int(torch.randint(count, (1,), generator=generator))
+
+
+def sample_arch(space: dict[str, Any], generator: Any = None, rule: str = "random") -> dict[str, Any]:
+    """An arch of a normalised search space: `rule="random"` draws every value uniformly and independently from
+    `generator` (a `torch.Generator`, a `random.Random`, or None for torch's global generator), field by field in
+    `ARCH_FIELDS` order and stage by stage; `"largest"` / `"smallest"` take each field's largest / smallest-compute
+    choice (`ArchField.largest`) and draw nothing."""
+    if rule not in ("random", "largest", "smallest"):
+        raise ValueError(f"rule must be 'random', 'largest' or 'smallest', got {rule!r}.")
+    draw = _draw_index(generator) if rule == "random" else None
+    arch: dict[str, Any] = {}
+    for arch_field in arch_fields(space):
+        if draw is not None:
+            values = [choices[draw(len(choices))] for choices in field_choices(space, arch_field)]
+        else:
+            pick = max if (arch_field.largest == "max") == (rule == "largest") else min
+            values = [pick(choices) for choices in field_choices(space, arch_field)]
+        arch[arch_field.name] = values[0] if arch_field.per_network else values
+    return arch
+
+
+def largest_arch(space: dict[str, Any]) -> dict[str, Any]:
+    return sample_arch(space, rule="largest")
+
+
+def smallest_arch(space: dict[str, Any]) -> dict[str, Any]:
+    return sample_arch(space, rule="smallest")
+
+
+def arch_per_stage(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """`{stage: {field: value}}` for every per-stage field of the schema (defaults filled in for optional fields
+    the arch leaves out): what a stage builder or counter reads instead of indexing the arch lists itself."""
+    per_stage: dict[str, dict[str, int]] = {stage: {} for stage in STAGE_NAMES}
+    for arch_field in ARCH_FIELDS:
+        if arch_field.per_network:
+            continue
+        values = arch.get(arch_field.name)
+        if values is None:
+            values = [arch_field.default] * len(arch_field.stages)
+        for stage, value in zip(arch_field.stages, values):
+            per_stage[stage][arch_field.name] = value
+    return per_stage
+
+
+def search_space_is_supernet(space: dict[str, Any]) -> bool:
+    """True when some dimension of the (normalised) search space has more than one choice."""
+    return any(len(choices) > 1 for field in arch_fields(space) for choices in field_choices(space, field))
+
+
 def _int_list(value: Any, where: str) -> list[int]:
     if _is_int(value):
         value = [value]
@@ -89,27 +261,31 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
     """Validate a search space in the reference schema and return a clean copy (sorted, de-duplicated lists).
 
     The schema is the reference's: `resolutions`, then one entry per stage of `STAGE_NAMES` with `c` (widths) and,
-    for the body stages `mb1`..`mb7`, `d` (depths), `k` (kernel sizes), `t` (expand ratios), `s` (stride) and `se`.
-    Keys the reference stores but never varies (`act_func`, `use_v3_head`) are accepted when they have their
-    reference value.
+    for the body stages `mb1`..`mb7`, `d` (depths), `k` (kernel sizes), `t` (expand ratios), `s` (stride) and `se`;
+    the stage keys of the searchable dimensions are `ArchField.space_key` of `ARCH_FIELDS`. Keys the reference stores
+    but never varies (`act_func`, `use_v3_head`) are accepted when they have their reference value.
     """
     if isinstance(space, str):
         space = json.loads(space)
     if not isinstance(space, dict):
         raise ValueError(f"search_space must be a dict in the reference schema, got {type(space).__name__}.")
-    unknown = set(space) - set(STAGE_NAMES) - {"resolutions", "use_v3_head", "act_func"}
+    network_keys = {arch_field.space_key for arch_field in ARCH_FIELDS if arch_field.per_network}
+    unknown = set(space) - set(STAGE_NAMES) - network_keys - {"use_v3_head", "act_func"}
     if unknown:
         raise ValueError(
             f"search_space has unknown entries {sorted(unknown)}; allowed: 'resolutions' and the stages {STAGE_NAMES}."
         )
-    missing = [name for name in ["resolutions", *STAGE_NAMES] if name not in space]
+    missing = [name for name in [*sorted(network_keys), *STAGE_NAMES] if name not in space]
     if missing:
         raise ValueError(
             f"search_space is missing {missing}; it needs 'resolutions' and every stage of {STAGE_NAMES}."
         )
     if space.get("use_v3_head", True) is not True:
         raise ValueError("search_space['use_v3_head'] must be true: only the MBPool (v3) head is implemented.")
-    clean: dict[str, Any] = {"resolutions": _int_list(space["resolutions"], "'resolutions'")}
+    clean: dict[str, Any] = {}
+    for arch_field in ARCH_FIELDS:
+        if arch_field.per_network:
+            clean[arch_field.space_key] = _int_list(space[arch_field.space_key], repr(arch_field.space_key))
     for name in STAGE_NAMES:
         stage = space[name]
         if not isinstance(stage, dict):
@@ -117,30 +293,25 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
         act = stage.get("act_func", "swish")
         if act != "swish":
             raise ValueError(f"search_space[{name!r}]['act_func'] must be 'swish' (the only one used), got {act!r}.")
-        if name == "first_conv":
-            allowed = {"c", "s", "act_func"}
-        elif name == "last_conv":
-            allowed = {"c", "act_func"}
-        else:
-            allowed = {"c", "d", "k", "t", "s", "se", "act_func"}
+        stage_fields = [arch_field for arch_field in ARCH_FIELDS if name in arch_field.stages]
+        allowed = {arch_field.space_key for arch_field in stage_fields}
+        allowed |= _STRUCTURE_KEYS.get(name, _BODY_STRUCTURE_KEYS)
         extra = set(stage) - allowed
         if extra:
             raise ValueError(f"search_space[{name!r}] has unknown keys {sorted(extra)}; allowed: {sorted(allowed)}.")
-        entry: dict[str, Any] = {"c": _int_list(stage.get("c"), f"{name!r}]['c'")}
+        entry: dict[str, Any] = {}
+        for arch_field in stage_fields:
+            key = arch_field.space_key
+            if key not in stage:
+                if arch_field.default is not None:
+                    continue
+                raise ValueError(f"search_space[{name!r}] is missing {key!r} ({arch_field.description} choices).")
+            entry[key] = _int_list(stage.get(key), f"{name!r}][{key!r}")
+            if arch_field.check_choices is not None:
+                arch_field.check_choices(name, key, entry[key])
         if name == "first_conv":
             entry["s"] = int(stage.get("s", 2))
         elif name != "last_conv":
-            for key in ("d", "k", "t"):
-                if key not in stage:
-                    raise ValueError(f"search_space[{name!r}] is missing {key!r} ({_SPACE_FIELDS[key]} choices).")
-                entry[key] = _int_list(stage[key], f"{name!r}][{key!r}")
-            if any(k % 2 == 0 for k in entry["k"]):
-                raise ValueError(f"search_space[{name!r}]['k'] must hold odd kernel sizes, got {entry['k']}.")
-            if 1 in entry["t"] and len(entry["t"]) > 1:
-                raise ValueError(
-                    f"search_space[{name!r}]['t'] mixes expand ratio 1 with others ({entry['t']}): a stage whose "
-                    "only expand ratio is 1 has no expansion layer, so 1 cannot be one choice among several."
-                )
             if name in TRANSFORMER_STAGES and min(entry["d"]) < 1:
                 raise ValueError(f"search_space[{name!r}]['d'] must be >= 1 (the first block is an MBConv).")
             stride = stage.get("s", 1)
@@ -158,69 +329,65 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def largest_arch(space: dict[str, Any]) -> dict[str, Any]:
-    return _extreme_arch(space, max)
-
-
-def smallest_arch(space: dict[str, Any]) -> dict[str, Any]:
-    return _extreme_arch(space, min)
-
-
-def _extreme_arch(space: dict[str, Any], pick) -> dict[str, Any]:
-    return {
-        "resolution": pick(space["resolutions"]),
-        "width": [pick(space[name]["c"]) for name in STAGE_NAMES],
-        "depth": [pick(space[name]["d"]) for name in BODY_STAGES],
-        "kernel_size": [pick(space[name]["k"]) for name in BODY_STAGES],
-        "expand_ratio": [pick(space[name]["t"]) for name in BODY_STAGES],
-    }
-
-
 def validate_arch(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
     """Check an arch dict against a (normalised) search space; return a clean copy with plain ints.
 
-    Errors name the stage, the field and the allowed values.
+    The arch has one entry per field of `arch_fields(space)`. An optional field the space does not declare may be
+    left out, or given with its default everywhere (it is then dropped). Errors name the stage, the field and the
+    allowed values.
     """
+    fields = arch_fields(space)
+    keys = [arch_field.name for arch_field in fields]
     if not isinstance(arch, dict):
-        raise ValueError(f"arch must be a dict with keys {ARCH_KEYS}, got {type(arch).__name__}.")
-    missing = [key for key in ARCH_KEYS if key not in arch]
+        raise ValueError(f"arch must be a dict with keys {keys}, got {type(arch).__name__}.")
+    missing = [key for key in keys if key not in arch]
     if missing:
-        raise ValueError(f"arch is missing {missing}; an arch has keys {ARCH_KEYS}.")
+        raise ValueError(f"arch is missing {missing}; an arch of this search space has keys {keys}.")
     unknown = set(arch) - set(ARCH_KEYS)
     if unknown:
-        raise ValueError(f"arch has unknown keys {sorted(unknown)}; an arch has keys {ARCH_KEYS}.")
-    resolution = arch["resolution"]
-    if not _is_int(resolution) or resolution not in space["resolutions"]:
-        raise ValueError(
-            f"arch['resolution'] = {resolution!r} is not in the search space; allowed: {space['resolutions']}."
-        )
-    clean: dict[str, Any] = {"resolution": int(resolution)}
-    lengths = {"width": STAGE_NAMES, "depth": BODY_STAGES, "kernel_size": BODY_STAGES, "expand_ratio": BODY_STAGES}
-    space_key = {"width": "c", "depth": "d", "kernel_size": "k", "expand_ratio": "t"}
-    for field, stages in lengths.items():
-        values = arch[field]
+        raise ValueError(f"arch has unknown keys {sorted(unknown)}; an arch has keys {keys}.")
+    clean: dict[str, Any] = {}
+    for arch_field in ARCH_FIELDS:
+        if arch_field.name not in arch:
+            continue
+        declared = arch_field in fields
+        values = arch[arch_field.name]
+        if arch_field.per_network:
+            (allowed,) = field_choices(space, arch_field)
+            if not _is_int(values) or values not in allowed:
+                raise ValueError(
+                    f"arch[{arch_field.name!r}] = {values!r} is not in the search space; allowed: {allowed}."
+                )
+            clean[arch_field.name] = int(values)
+            continue
+        stages = list(arch_field.stages)
         if not isinstance(values, (list, tuple)) or len(values) != len(stages):
             raise ValueError(
-                f"arch[{field!r}] must be a list of {len(stages)} values (one per stage {stages}), got {values!r}."
+                f"arch[{arch_field.name!r}] must be a list of {len(stages)} values (one per stage {stages}), "
+                f"got {values!r}."
             )
-        for stage, value in zip(stages, values):
-            allowed = space[stage][space_key[field]]
+        for stage, value, allowed in zip(stages, values, field_choices(space, arch_field)):
             if not _is_int(value) or value not in allowed:
-                raise ValueError(f"arch[{field!r}] for stage {stage!r} is {value!r}; allowed values: {allowed}.")
-        clean[field] = [int(v) for v in values]
+                fix = "" if declared else f" (the search space declares no {arch_field.space_key!r} choices)"
+                raise ValueError(
+                    f"arch[{arch_field.name!r}] for stage {stage!r} is {value!r}; allowed values: {allowed}{fix}."
+                )
+        if declared:
+            clean[arch_field.name] = [int(v) for v in values]
     return clean
 
 
 def collapse_search_space(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
-    """The search space with exactly one choice per dimension: the given arch (used for extracted subnets)."""
+    """The search space with exactly one choice per dimension: the given arch (used for extracted subnets).
+    Optional fields stay undeclared where the space does not declare them."""
     collapsed = copy.deepcopy(space)
-    collapsed["resolutions"] = [arch["resolution"]]
-    for i, name in enumerate(STAGE_NAMES):
-        collapsed[name]["c"] = [arch["width"][i]]
-    for i, name in enumerate(BODY_STAGES):
-        collapsed[name]["d"] = [arch["depth"][i]]
-        collapsed[name]["k"] = [arch["kernel_size"][i]]
-        collapsed[name]["t"] = [arch["expand_ratio"][i]]
+    for arch_field in arch_fields(space):
+        if arch_field.per_network:
+            collapsed[arch_field.space_key] = [arch[arch_field.name]]
+            continue
+        for stage, value in zip(arch_field.stages, arch[arch_field.name]):
+            if arch_field.default is None or arch_field.space_key in space[stage]:
+                collapsed[stage][arch_field.space_key] = [value]
     return collapsed
 
 
@@ -246,6 +413,27 @@ def normalize_num_windows(value: Any) -> int | str | list[int | str] | None:
     return check(value, "")
 
 
+def _pop_renamed_keys(kwargs: dict[str, Any], **current: Any) -> dict[str, Any]:
+    """Take the release-0.1.0 names of `RENAMED_CONFIG_KEYS` out of `kwargs` and return `current` with their values.
+
+    Each old name warns (FutureWarning) once per load; an old and a new name given different values is an error."""
+    defaults = {"switchable_scaling": "tokens", "switchable_scaling_init": 1e-4, "switchable_scaling_depth_slots": 10}
+    for old, new in RENAMED_CONFIG_KEYS.items():
+        if old not in kwargs:
+            continue
+        value = kwargs.pop(old)
+        if current[new] != defaults[new] and current[new] != value:
+            raise ValueError(f"got both {old}={value!r} (the old name) and {new}={current[new]!r}; pass only {new}.")
+        warnings.warn(
+            f"NASViTConfig key {old!r} is deprecated and will stop being read in a future release; it is now "
+            f"{new!r}. Re-save the config (config.save_pretrained / model.save_pretrained) to update it.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        current[new] = value
+    return current
+
+
 class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
     r"""Configuration of a NASViT supernet (or of a subnet extracted from one).
 
@@ -263,12 +451,15 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         value_expansion (`int`, *optional*, defaults to 4): value channels are `value_expansion * width`.
         max_relative_position (`int`, *optional*, defaults to 18): side of the largest token grid the relative
             position bias table covers (the reference's window of 18).
-        layer_scale (`str`, *optional*, defaults to `"tokens"`): how the switchable scaling layers are keyed:
-            `"tokens"` (reference checkpoint: active depth and token count mod 8), `"width"` (the paper: active depth
-            and width choice), `"shared"` (one non-switchable scale per layer) or `"none"` (no scaling).
-        layer_scale_init (`float`, *optional*, defaults to 1e-4): initial value of the scaling tables.
-        layer_scale_depth_slots (`int`, *optional*, defaults to 10): first dimension of the scaling tables (the
+        switchable_scaling (`str`, *optional*, defaults to `"tokens"`): how the switchable scaling layers of the
+            transformer layers are keyed: `"tokens"` (reference checkpoint: active depth and token count mod 8),
+            `"width"` (the paper: active depth and width choice), `"shared"` (one non-switchable scale per layer) or
+            `"none"` (no scaling).
+        switchable_scaling_init (`float`, *optional*, defaults to 1e-4): initial value of the scaling tables.
+        switchable_scaling_depth_slots (`int`, *optional*, defaults to 10): first dimension of the scaling tables (the
             reference stores 10 so any depth up to 9 has its own row).
+        (The three keys were called `layer_scale`, `layer_scale_init` and `layer_scale_depth_slots` in release 0.1.0;
+        configs with the old names still load, with a `FutureWarning`: re-save them to update.)
         drop_path_rate (`float`, *optional*, defaults to 0.0): stochastic depth on the transformer branches.
         drop_connect_rate (`float`, *optional*, defaults to 0.0): stochastic depth on the MBConv residual branches.
         classifier_dropout (`float`, *optional*, defaults to 0.0): dropout before the classifier.
@@ -295,9 +486,9 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         head_dim: int = 8,
         value_expansion: int = 4,
         max_relative_position: int = 18,
-        layer_scale: str = "tokens",
-        layer_scale_init: float = 1e-4,
-        layer_scale_depth_slots: int = 10,
+        switchable_scaling: str = "tokens",
+        switchable_scaling_init: float = 1e-4,
+        switchable_scaling_depth_slots: int = 10,
         drop_path_rate: float = 0.0,
         drop_connect_rate: float = 0.0,
         classifier_dropout: float = 0.0,
@@ -316,15 +507,26 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
             kwargs["num_labels"] = 1000
         self.search_space = normalize_search_space(copy.deepcopy(search_space or REFERENCE_SEARCH_SPACE))
         self.arch = validate_arch(self.search_space, arch) if arch is not None else largest_arch(self.search_space)
-        if layer_scale not in LAYER_SCALE_MODES:
-            raise ValueError(f"layer_scale must be one of {LAYER_SCALE_MODES}, got {layer_scale!r}.")
-        if layer_scale == "width" and any(len(self.search_space[s]["c"]) > 8 for s in TRANSFORMER_STAGES):
-            raise ValueError("layer_scale='width' supports at most 8 width choices per transformer stage.")
-        max_depth = max(max(self.search_space[s]["d"]) for s in TRANSFORMER_STAGES)
-        if layer_scale_depth_slots <= max_depth:
+        renamed = _pop_renamed_keys(
+            kwargs,
+            switchable_scaling=switchable_scaling,
+            switchable_scaling_init=switchable_scaling_init,
+            switchable_scaling_depth_slots=switchable_scaling_depth_slots,
+        )
+        switchable_scaling = renamed["switchable_scaling"]
+        switchable_scaling_init = renamed["switchable_scaling_init"]
+        switchable_scaling_depth_slots = renamed["switchable_scaling_depth_slots"]
+        if switchable_scaling not in SWITCHABLE_SCALING_MODES:
             raise ValueError(
-                f"layer_scale_depth_slots must exceed the largest transformer-stage depth ({max_depth}), "
-                f"got {layer_scale_depth_slots}."
+                f"switchable_scaling must be one of {SWITCHABLE_SCALING_MODES}, got {switchable_scaling!r}."
+            )
+        if switchable_scaling == "width" and any(len(self.search_space[s]["c"]) > 8 for s in TRANSFORMER_STAGES):
+            raise ValueError("switchable_scaling='width' supports at most 8 width choices per transformer stage.")
+        max_depth = max(max(self.search_space[s]["d"]) for s in TRANSFORMER_STAGES)
+        if not _is_int(switchable_scaling_depth_slots) or switchable_scaling_depth_slots <= max_depth:
+            raise ValueError(
+                f"switchable_scaling_depth_slots must be an int above the largest transformer-stage depth "
+                f"({max_depth}), got {switchable_scaling_depth_slots!r}."
             )
         if head_dim <= 0 or value_expansion <= 0:
             raise ValueError(f"head_dim and value_expansion must be positive, got {head_dim} and {value_expansion}.")
@@ -343,9 +545,9 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         self.head_dim = head_dim
         self.value_expansion = value_expansion
         self.max_relative_position = max_relative_position
-        self.layer_scale = layer_scale
-        self.layer_scale_init = layer_scale_init
-        self.layer_scale_depth_slots = layer_scale_depth_slots
+        self.switchable_scaling = switchable_scaling
+        self.switchable_scaling_init = switchable_scaling_init
+        self.switchable_scaling_depth_slots = switchable_scaling_depth_slots
         self.drop_path_rate = drop_path_rate
         self.drop_connect_rate = drop_connect_rate
         self.classifier_dropout = classifier_dropout
@@ -375,10 +577,7 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
     @property
     def is_supernet(self) -> bool:
         """True when some dimension of the search space has more than one choice."""
-        space = self.search_space
-        if len(space["resolutions"]) > 1:
-            return True
-        return any(len(space[name].get(key, [0])) > 1 for name in STAGE_NAMES for key in ("c", "d", "k", "t"))
+        return search_space_is_supernet(self.search_space)
 
     def largest_arch(self) -> dict[str, Any]:
         return largest_arch(self.search_space)

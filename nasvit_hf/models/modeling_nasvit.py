@@ -13,6 +13,7 @@ torch, transformers and its sibling files.
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 import torch
@@ -29,8 +30,10 @@ from .configuration_nasvit import (
     STAGE_NAMES,
     TRANSFORMER_STAGES,
     NASViTConfig,
+    arch_per_stage,
     make_divisible,
     normalize_num_windows,
+    sample_arch,
 )
 
 __all__ = [
@@ -42,6 +45,8 @@ __all__ = [
 
 # The reference multiplies the switchable scaling tables by 8 / width (8 being its head dimension).
 _LAYER_SCALE_NUMERATOR = 8.0
+# Byte alignment of torch's CPU allocations (c10's `gAlignment`); see `NASViTPreTrainedModel.realign_cpu_tensors`.
+_CPU_ALIGNMENT = 64
 
 
 def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -432,31 +437,31 @@ class NASViTTransformerLayer(nn.Module):
         super().__init__()
         max_channels = max(width_choices)
         self.width_choices = list(width_choices)
-        self.layer_scale = config.layer_scale
+        self.scaling_mode = config.switchable_scaling
         self.norm1 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.norm2 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.norm3 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.attention = NASViTAttention(config, max_channels)
         self.mlp1 = NASViTMLP(max_channels)
         self.mlp2 = NASViTMLP(max_channels)
-        if config.layer_scale in ("tokens", "width"):
-            table_shape = (config.layer_scale_depth_slots, 8, max_channels)
+        if config.switchable_scaling in ("tokens", "width"):
+            table_shape = (config.switchable_scaling_depth_slots, 8, max_channels)
         else:
             table_shape = (1, 1, max_channels)
-        if config.layer_scale == "none":
+        if config.switchable_scaling == "none":
             self.layer_scale_attn = self.layer_scale_mlp = None
         else:
-            self.layer_scale_attn = nn.Parameter(torch.full(table_shape, config.layer_scale_init))
-            self.layer_scale_mlp = nn.Parameter(torch.full(table_shape, config.layer_scale_init))
+            self.layer_scale_attn = nn.Parameter(torch.full(table_shape, config.switchable_scaling_init))
+            self.layer_scale_mlp = nn.Parameter(torch.full(table_shape, config.switchable_scaling_init))
         self.drop_prob = config.drop_path_rate
         self.active_depth = 1
 
     def _scale(self, table: torch.Tensor | None, length: int, channels: int) -> torch.Tensor | float:
         if table is None:
             return 1.0
-        if self.layer_scale == "tokens":
+        if self.scaling_mode == "tokens":
             row = table[self.active_depth, length % 8]
-        elif self.layer_scale == "width":
+        elif self.scaling_mode == "width":
             row = table[self.active_depth, self.width_choices.index(channels)]
         else:
             row = table[0, 0]
@@ -579,7 +584,7 @@ class NASViTPreTrainedModel(PreTrainedModel):
         elif isinstance(module, NASViTTransformerLayer):
             for table in (module.layer_scale_attn, module.layer_scale_mlp):
                 if table is not None:
-                    table.fill_(self.config.layer_scale_init)
+                    table.fill_(self.config.switchable_scaling_init)
         if isinstance(module, NASViTMBConvBlock):
             # The projection BN starts at zero so every block starts as its shortcut (as in the reference).
             nn.init.zeros_(module.projection.norm.weight)
@@ -619,8 +624,9 @@ class NASViTPreTrainedModel(PreTrainedModel):
     def sample_min_subnet(self) -> dict[str, Any]:
         return self.set_active_subnet(self.config.smallest_arch())
 
-    def sample_active_subnet(self, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Activate a uniformly random subnet (each stage's choices drawn independently) and return its arch."""
+    def sample_active_subnet(self, generator: torch.Generator | random.Random | None = None) -> dict[str, Any]:
+        """Activate a uniformly random subnet (each stage's choices drawn independently from `generator`, see
+        `sample_arch`) and return its arch."""
         return self.set_active_subnet(sample_arch(self.config.search_space, generator))
 
     @torch.no_grad()
@@ -644,7 +650,7 @@ class NASViTPreTrainedModel(PreTrainedModel):
         for module in subnet.modules():
             if isinstance(module, NASViTAttention):
                 module.relative_position_index.copy_(module._relative_position_index(module.window))
-        if self.config.layer_scale == "width":
+        if self.config.switchable_scaling == "width":
             widths = dict(zip(STAGE_NAMES, arch["width"]))
             for sub_stage, sup_stage in zip(subnet._body.stages, self._body.stages):
                 for sub_block, sup_block in zip(sub_stage.blocks, sup_stage.blocks):
@@ -657,19 +663,30 @@ class NASViTPreTrainedModel(PreTrainedModel):
         subnet.train(self.training)
         return subnet
 
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, with every tensor moved to freshly allocated (aligned) memory.
+    def tie_weights(self, *args, **kwargs) -> None:
+        """`PreTrainedModel.tie_weights` (NASViT ties no weights), then `realign_cpu_tensors`.
 
-        Tensors loaded from safetensors can sit at unaligned addresses, and CPU kernels then take other vectorised
-        paths: outputs would differ from the saved model's in the last float bits. Re-allocating makes a save → load
-        round trip give identical outputs (and detaches the weights from the memory-mapped file)."""
-        model = super().from_pretrained(*args, **kwargs)
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % 64:
-                    tensor.data = tensor.data.clone()
-        return model
+        transformers calls `tie_weights` once the checkpoint's tensors are in place (the last step of
+        `from_pretrained`), so this is where loaded weights get their own aligned memory (as Wav2Vec2 re-purposes
+        this hook to load its adapters)."""
+        super().tie_weights(*args, **kwargs)
+        self.realign_cpu_tensors()
+
+    @torch.no_grad()
+    def realign_cpu_tensors(self) -> int:
+        """Move every CPU parameter and buffer that sits at an address not aligned to 64 bytes to fresh memory;
+        returns how many moved.
+
+        `from_pretrained` memory-maps safetensors files, so loaded tensors live at the file's byte offsets, which are
+        not 64-byte aligned. CPU kernels take other vectorised paths on unaligned data, so outputs would differ from
+        the saved model's in the last float bits. Fresh allocations are aligned: a save → load round trip then gives
+        bit-identical outputs, and the weights no longer keep the file mapped."""
+        moved = 0
+        for tensor in [*self.parameters(), *self.buffers()]:
+            if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % _CPU_ALIGNMENT:
+                tensor.data = tensor.data.clone()
+                moved += 1
+        return moved
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a matching `preprocessor_config.json` when the folder has none,
@@ -682,21 +699,6 @@ class NASViTPreTrainedModel(PreTrainedModel):
             if getattr(self.__class__, "_auto_class", None) is not None:
                 processor.register_for_auto_class("AutoImageProcessor")
             processor.save_pretrained(save_directory)
-
-
-def sample_arch(search_space: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
-    """A uniformly random arch of `search_space`: each choice drawn independently, from `generator`."""
-
-    def pick(choices: list[int]) -> int:
-        return choices[int(torch.randint(len(choices), (1,), generator=generator))]
-
-    return {
-        "resolution": pick(search_space["resolutions"]),
-        "width": [pick(search_space[name]["c"]) for name in STAGE_NAMES],
-        "depth": [pick(search_space[name]["d"]) for name in BODY_STAGES],
-        "kernel_size": [pick(search_space[name]["k"]) for name in BODY_STAGES],
-        "expand_ratio": [pick(search_space[name]["t"]) for name in BODY_STAGES],
-    }
 
 
 def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -739,13 +741,12 @@ def build_stem_and_stages(config: NASViTConfig) -> tuple[NASViTConvBN, nn.Module
     return stem, nn.ModuleList(stages)
 
 
-def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
-    """Set every body stage to `arch`; returns the active stem width."""
-    for index, stage in enumerate(stages):
-        stage.set_active(
-            arch["width"][index + 1], arch["depth"][index], arch["kernel_size"][index], arch["expand_ratio"][index]
-        )
-    return arch["width"][0]
+def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any], search_space: dict[str, Any]) -> int:
+    """Set every body stage to `arch` (a stage reads its values of every arch field); returns the active stem width."""
+    per_stage = arch_per_stage(search_space, arch)
+    for stage in stages:
+        stage.set_active(**per_stage[stage.name])
+    return per_stage["first_conv"]["width"]
 
 
 class NASViTModel(NASViTPreTrainedModel):
@@ -762,7 +763,7 @@ class NASViTModel(NASViTPreTrainedModel):
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self.active_resolution = arch["resolution"]
-        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch, self.config.search_space)
         self.head.active_out_channels = arch["width"][-1]
 
     def forward(

@@ -65,7 +65,7 @@ class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
         self.set_num_windows("auto" if config.num_windows is None else config.num_windows)
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
-        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch, self.config.search_space)
         # Channels of every stage output for the active arch (BackboneMixin's `channels` / `out_feature_channels`).
         self.num_features = list(arch["width"][: len(BACKBONE_STAGE_NAMES)])
 

@@ -16,7 +16,7 @@ from .evolution import EvolutionConfig, EvolutionResult, evolutionary_search, sa
 from .latency import LatencyEfficiency, LatencyMeasurement, LatencyModel, measure_latency, measure_subnet_latency
 from .predictor import AccuracyPredictor, PredictorMetrics, rank_metrics
 from .results import SearchResults, pareto_front
-from .runner import SearchRun, load_supernet, supernet_fingerprint
+from .runner import SearchRun, load_supernet, load_supernet_processor, supernet_fingerprint
 
 __all__ = [
     "AccuracyPredictor",
@@ -41,6 +41,7 @@ __all__ = [
     "latency_features",
     "load_evaluation_data",
     "load_supernet",
+    "load_supernet_processor",
     "measure_latency",
     "measure_subnet_latency",
     "paper_macs_fraction",

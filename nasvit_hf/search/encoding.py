@@ -1,7 +1,7 @@
 """Architecture encoding for search: an arch as a row of choice indices ("genes"), vectorised over populations.
 
-Every searchable dimension of a search space (resolution; width per stage; depth, kernel size and expand ratio per
-body stage) is one gene: the index of the chosen value in that dimension's sorted choices. A population is an
+Every searchable dimension of a search space (each field of the arch schema `ARCH_FIELDS` the space declares, once
+per stage it covers: resolution; width per stage; depth, kernel size and expand ratio per body stage; ...) is one gene: the index of the chosen value in that dimension's sorted choices. A population is an
 `int64` array of shape `(n, num_genes)`, so sampling, mutation, crossover and feature extraction are numpy
 operations on whole generations, and a row's bytes key the MACs / latency caches.
 """
@@ -12,12 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..models.configuration_nasvit import BODY_STAGES, STAGE_NAMES, normalize_search_space
+from ..models.configuration_nasvit import arch_fields, field_choices, normalize_search_space
 
 __all__ = ["ArchEncoder"]
-
-_FIELDS = [("width", STAGE_NAMES, "c"), ("depth", BODY_STAGES, "d"), ("kernel_size", BODY_STAGES, "k")]
-_FIELDS.append(("expand_ratio", BODY_STAGES, "t"))
 
 
 class ArchEncoder:
@@ -26,10 +23,11 @@ class ArchEncoder:
     def __init__(self, search_space: dict[str, Any]):
         space = normalize_search_space(search_space)
         self.search_space = space
-        dims: list[tuple[str, int, list[int]]] = [("resolution", -1, list(space["resolutions"]))]
-        for field, stages, key in _FIELDS:
-            for index, stage in enumerate(stages):
-                dims.append((field, index, list(space[stage][key])))
+        self.fields = arch_fields(space)
+        dims: list[tuple[str, int, list[int]]] = []  # (field, stage index or -1 for a per-network field, choices)
+        for arch_field in self.fields:
+            for index, choices in enumerate(field_choices(space, arch_field)):
+                dims.append((arch_field.name, -1 if arch_field.per_network else index, list(choices)))
         self.dimensions = dims
         self.num_genes = len(dims)
         self.num_choices = np.array([len(choices) for _, _, choices in dims], dtype=np.int64)
@@ -65,7 +63,7 @@ class ArchEncoder:
 
     def decode(self, row: np.ndarray) -> dict[str, Any]:
         """The arch dict of one gene row."""
-        arch: dict[str, Any] = {"resolution": 0, "width": [], "depth": [], "kernel_size": [], "expand_ratio": []}
+        arch: dict[str, Any] = {arch_field.name: 0 if arch_field.per_network else [] for arch_field in self.fields}
         for gene, (field, index, choices) in enumerate(self.dimensions):
             value = int(choices[int(row[gene])])
             if index < 0:

@@ -2,7 +2,9 @@
 that training never saw (paper, Appendix C.1: 5 images per class of the ImageNet train set; here the digits
 `search` split by default).
 
-Images are preprocessed once per resolution with `NASViTImageProcessor.for_resolution(r)` and kept as tensors for
+Images are preprocessed once per resolution with the supernet's own image processor moved to that resolution
+(`processor.at_resolution(r)`: the evaluation protocol the exported subnets will carry, e.g. the reference's
+resize 256 → crop 224 → resize to r), or `NASViTImageProcessor.for_resolution(r)` without one, and kept as tensors for
 the resolution in use, so ranking many subnets costs only their forward passes (evaluate candidates grouped by
 resolution). Supernet BN statistics are restored after each candidate, so evaluation never changes the supernet.
 """
@@ -81,7 +83,14 @@ class DataConfig:
 class ImageSet:
     """A dataset split as preprocessed tensors, re-made (and cached) per resolution."""
 
-    def __init__(self, dataset, image_column: str, label_column: str, batch_size: int):
+    def __init__(
+        self,
+        dataset,
+        image_column: str,
+        label_column: str,
+        batch_size: int,
+        processor: NASViTImageProcessor | None = None,
+    ):
         for column in (image_column, label_column):
             if column not in dataset.column_names:
                 raise ValueError(f"column {column!r} is not in the dataset; it has {dataset.column_names}.")
@@ -89,6 +98,7 @@ class ImageSet:
         self.image_column = image_column
         self.labels = torch.tensor(list(dataset[label_column]), dtype=torch.long)
         self.batch_size = batch_size
+        self.processor = processor
         self._resolution: int | None = None
         self._pixels: torch.Tensor | None = None
 
@@ -97,7 +107,7 @@ class ImageSet:
 
     def pixel_values(self, resolution: int) -> torch.Tensor:
         if self._resolution != resolution:
-            processor = NASViTImageProcessor.for_resolution(resolution)
+            processor = processor_for(self.processor, resolution)
             chunks = []
             for start in range(0, len(self.dataset), 256):
                 images = list(self.dataset[start : start + 256][self.image_column])
@@ -111,6 +121,13 @@ class ImageSet:
             yield pixels[start : start + self.batch_size], self.labels[start : start + self.batch_size]
 
 
+def processor_for(processor: NASViTImageProcessor | None, resolution: int) -> NASViTImageProcessor:
+    """`processor` moved to `resolution` (same protocol), or the default `for_resolution(resolution)`."""
+    if processor is None:
+        return NASViTImageProcessor.for_resolution(resolution)
+    return processor.at_resolution(resolution)
+
+
 @dataclass
 class EvaluationData:
     calibration: ImageSet
@@ -119,6 +136,7 @@ class EvaluationData:
     id2label: dict[int, str] | None
     description: str
     calibration_batches: int
+    processor: NASViTImageProcessor | None = None  # the evaluation protocol (None: for_resolution's default)
 
 
 def _load_dataset_dict(config: DataConfig):
@@ -147,8 +165,9 @@ def _load_dataset_dict(config: DataConfig):
         ) from None
 
 
-def load_evaluation_data(config: DataConfig) -> EvaluationData:
-    """The calibration and ranking images of `config` (seeded subsets)."""
+def load_evaluation_data(config: DataConfig, processor: NASViTImageProcessor | None = None) -> EvaluationData:
+    """The calibration and ranking images of `config` (seeded subsets), preprocessed by `processor` moved to each
+    resolution (None: `NASViTImageProcessor.for_resolution`)."""
     splits = _load_dataset_dict(config)
     needed = [config.calibration_split] + ([] if config.holdout else [config.evaluation_split])
     for split in needed:
@@ -182,13 +201,14 @@ def load_evaluation_data(config: DataConfig) -> EvaluationData:
     num_labels = len(names) if names else int(max(list(evaluation[config.label_column]))) + 1
     where = config.dataset if config.dataset != "imagefolder" else f"imagefolder:{config.data_dir}"
     return EvaluationData(
-        calibration=ImageSet(calibration, config.image_column, config.label_column, config.batch_size),
-        evaluation=ImageSet(evaluation, config.image_column, config.label_column, config.batch_size),
+        calibration=ImageSet(calibration, config.image_column, config.label_column, config.batch_size, processor),
+        evaluation=ImageSet(evaluation, config.image_column, config.label_column, config.batch_size, processor),
         num_labels=num_labels,
         id2label=id2label,
         description=f"{where} (calibration: {len(calibration)} images of split {config.calibration_split!r}; "
         f"evaluation: {len(evaluation)} images {evaluation_name})",
         calibration_batches=config.calibration_batches,
+        processor=processor,
     )
 
 

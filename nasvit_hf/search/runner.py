@@ -18,6 +18,7 @@ import torch
 
 from ..macs import count_macs, count_parameters
 from ..models.configuration_nasvit import NASViTConfig
+from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..models.modeling_nasvit import NASViTForImageClassification
 from .config import BudgetSpec, SearchConfig
 from .efficiency import MacsEfficiency, latency_features
@@ -28,7 +29,7 @@ from .latency import LatencyEfficiency, LatencyModel, measure_subnet_latency
 from .predictor import AccuracyPredictor
 from .results import SearchResults, pareto_front
 
-__all__ = ["SearchRun", "load_supernet", "supernet_fingerprint"]
+__all__ = ["SearchRun", "load_supernet", "load_supernet_processor", "supernet_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +61,20 @@ def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassi
     return model.to(device).eval()
 
 
+def load_supernet_processor(path: str | Path) -> NASViTImageProcessor | None:
+    """The image processor saved with a supernet (its evaluation protocol: search and export evaluate through it, and
+    exported subnets carry it moved to their resolution), or None when the folder has none."""
+    if not (Path(path) / "preprocessor_config.json").is_file():
+        return None
+    return NASViTImageProcessor.from_pretrained(path)
+
+
 def supernet_fingerprint(path: str | Path) -> str:
-    """Hash of a supernet folder's config and weight files (resume refuses results of other weights)."""
+    """Hash of a supernet folder's config, image processor and weight files (resume refuses results of other weights
+    or another evaluation protocol)."""
     digest = hashlib.sha256()
     for file in sorted(Path(path).glob("*")):
-        if file.suffix in (".safetensors", ".bin") or file.name == "config.json":
+        if file.suffix in (".safetensors", ".bin") or file.name in ("config.json", "preprocessor_config.json"):
             digest.update(file.name.encode())
             with open(file, "rb") as handle:
                 for chunk in iter(lambda handle=handle: handle.read(1 << 22), b""):
@@ -85,6 +95,7 @@ class SearchRun:
         config_name: str,
         supernet_id: str | None = None,
         data: EvaluationData | None = None,
+        processor: NASViTImageProcessor | None = None,
     ):
         self.supernet = supernet
         self.model_config: NASViTConfig = supernet.config
@@ -96,6 +107,7 @@ class SearchRun:
         self.encoder = ArchEncoder(self.model_config.search_space)
         self.macs = MacsEfficiency(self.model_config, self.encoder)
         self._data = data
+        self.processor = processor if processor is not None else (data.processor if data is not None else None)
         self.smallest_macs = count_macs(self.model_config, self.model_config.smallest_arch())
         self.largest_macs = count_macs(self.model_config, self.model_config.largest_arch())
         self._check_run_file()
@@ -150,7 +162,7 @@ class SearchRun:
     @property
     def data(self) -> EvaluationData:
         if self._data is None:
-            self._data = load_evaluation_data(self.config.data)
+            self._data = load_evaluation_data(self.config.data, self.processor)
             if self._data.num_labels != self.model_config.num_labels:
                 raise ValueError(
                     f"the search data has {self._data.num_labels} classes but the supernet has "

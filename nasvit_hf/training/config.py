@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,16 @@ import yaml
 
 __all__ = ["TrainingConfig", "parse_overrides"]
 
+# Keys renamed after release 0.1.0 (as in NASViTConfig): still read, with a FutureWarning naming the new key.
+RENAMED_KEYS = {"layer_scale": "switchable_scaling"}
+
 
 @dataclass
 class TrainingConfig:
     # ---- model
     search_space: Any = "tiny"  # a preset name ("tiny", "reference") or a search-space dict
     model_name_or_path: str | None = None  # start from a saved supernet instead of random weights
-    layer_scale: str = "tokens"  # "tokens" (reference) | "width" (paper) | "shared" | "none"
+    switchable_scaling: str = "tokens"  # "tokens" (reference) | "width" (paper) | "shared" | "none"
     drop_path_rate: float = 0.0
     drop_connect_rate: float = 0.0
     dropout: float = 0.0
@@ -102,7 +106,7 @@ class TrainingConfig:
 
     def validate(self) -> None:
         choices = {
-            "layer_scale": ["tokens", "width", "shared", "none"],
+            "switchable_scaling": ["tokens", "width", "shared", "none"],
             "distill_loss": ["alpha_divergence", "kl"],
             "gradient_priority": ["sub", "sup", "none"],
             "gradient_granularity": ["tensor", "global"],
@@ -156,6 +160,7 @@ class TrainingConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainingConfig:
         if not isinstance(values, dict):
             raise ValueError(f"{source} must be a mapping of key: value pairs, got {type(values).__name__}.")
+        values = _rename_keys(values, source)
         names = cls.field_names()
         unknown = [key for key in values if key not in names]
         if unknown:
@@ -185,6 +190,19 @@ class TrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _rename_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` with the old names of `RENAMED_KEYS` replaced by the new ones (a FutureWarning each)."""
+    values = dict(values)
+    for old, new in RENAMED_KEYS.items():
+        if old not in values:
+            continue
+        if new in values and values[new] != values[old]:
+            raise ValueError(f"{source} sets both {old!r} (the old name) and {new!r}; keep only {new!r}.")
+        warnings.warn(f"{source}: key {old!r} is deprecated, it is now {new!r}.", FutureWarning, stacklevel=3)
+        values[new] = values.pop(old)
+    return values
 
 
 def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:

@@ -31,15 +31,15 @@ def _token_counts(search_space: dict[str, Any], resolution: int) -> dict[str, in
 
 def scale_slots(config, arch: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """The switchable-scaling row each transformer stage of `arch` uses: (depth, token count mod 8) for
-    `layer_scale="tokens"` (the reference), (depth, width index) for `"width"`; {} when scaling is not switchable."""
-    if config.layer_scale not in ("tokens", "width"):
+    `switchable_scaling="tokens"` (the reference), (depth, width index) for `"width"`; {} when scaling is not switchable."""
+    if config.switchable_scaling not in ("tokens", "width"):
         return {}
     tokens = _token_counts(config.search_space, arch["resolution"])
     slots = {}
     for name in TRANSFORMER_STAGES:
         index = BODY_STAGES.index(name)
         depth = arch["depth"][index]
-        if config.layer_scale == "tokens":
+        if config.switchable_scaling == "tokens":
             slots[name] = (depth, tokens[name] % 8)
         else:
             width = arch["width"][index + 1]

@@ -4,9 +4,12 @@ with column checks that fail early, and a dataset wrapper whose augmentation ran
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import random
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -16,6 +19,7 @@ __all__ = [
     "collate_image_batch",
     "load_image_classification_splits",
     "load_training_splits",
+    "seeded_rngs",
 ]
 
 
@@ -136,8 +140,9 @@ def load_image_classification_splits(
 class ImageClassificationDataset(Dataset):
     """Wraps a `datasets.Dataset`: item i → {"pixel_values", "labels"} through `transform`.
 
-    With `seed` set, the transform of item i in epoch e runs under its own RNG seeded from (seed, e, i): augmentation
-    does not depend on the global RNG, the order of loading, prefetching or the number of workers."""
+    With `seed` set, the transform of item i in epoch e runs under its own RNGs (torch, Python's `random` and NumPy's
+    global generator, which timm's transforms use) seeded from (seed, e, i): augmentation does not depend on the
+    global RNGs, the order of loading, prefetching or the number of workers; the global states are restored after."""
 
     def __init__(
         self,
@@ -166,10 +171,25 @@ class ImageClassificationDataset(Dataset):
         if self.seed is None:
             pixel_values = self.transform(image)
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((self.seed * 1_000_003 + self.epoch * 100_003 + int(index)) % (2**63 - 1))
+            with seeded_rngs((self.seed * 1_000_003 + self.epoch * 100_003 + int(index)) % (2**63 - 1)):
                 pixel_values = self.transform(image)
         return {"pixel_values": pixel_values, "labels": int(row[self.label_column])}
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Run a block with torch's CPU RNG, Python's `random` and NumPy's global RNG seeded from `seed`; all three
+    states are restored on exit."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def collate_image_batch(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

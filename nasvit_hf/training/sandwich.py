@@ -25,19 +25,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.modeling_nasvit import sample_arch
+from ..models.configuration_nasvit import sample_arch
 from .gradients import (
+    AFTER_COMBINATION_TOLERANCE,
     GRANULARITIES,
     PRIORITIES,
     _dots_and_norms,
     all_reduce_gradients,
     combine_gradients,
     conflict_ratio,
+    gradient_cosines,
+    projected_pair,
 )
 from .losses import adaptive_alpha_divergence, kl_distillation, soft_target_cross_entropy
 
 __all__ = [
     "ArchSampler",
+    "GradientConflicts",
     "SandwichConfig",
     "SandwichStepOutput",
     "SandwichTrainer",
@@ -147,6 +151,22 @@ class SandwichStepOutput:
     projected: bool
     skipped: bool
     skip_reason: str = ""
+    conflict_ratio_after: float = float("nan")  # between the two gradients as combined (0 where projection removed it)
+
+
+@dataclass
+class GradientConflicts:
+    """Per-parameter-tensor cosines between the supernet and the subnet gradient of one sandwich step, before and
+    after combination (NaN where a tensor has no or a zero gradient). `names[i]` is parameter i's name."""
+
+    names: list[str]
+    before: torch.Tensor
+    after: torch.Tensor
+
+
+def _global_norm(grads, grad_scale: float = 1.0) -> float:
+    norms = [g.detach().float().norm() for g in grads if g is not None]
+    return float(torch.stack(norms).norm()) / grad_scale if norms else 0.0
 
 
 class SandwichTrainer:
@@ -267,20 +287,11 @@ class SandwichTrainer:
             buffer.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
             offset += buffer.numel()
 
-    @torch.no_grad()
-    def step(
-        self,
-        optimizer: torch.optim.Optimizer,
-        project: bool = True,
-        grad_scale: float = 1.0,
-    ) -> SandwichStepOutput:
-        """Reduce, clip, combine and apply the accumulated gradients; `optimizer.step()` unless not finite.
-
-        `project=False` forces the plain sum (before the projection's start epoch). `grad_scale`: the loss scale
-        of fp16 training (the gradients are still scaled; the clip threshold is scaled with them)."""
+    def _reduce(self) -> tuple[dict[str, float], bool, list, list, list]:
+        """All-reduce and average the accumulated gradients and losses; empties the buffers. Returns (losses,
+        non-finite loss on some rank, sup grads, sub grads, archs)."""
         if self.num_micro_batches == 0:
             raise RuntimeError("step() called before accumulate().")
-        config = self.config
         count = self.num_micro_batches
         names = list(self.loss_sums)
         values = (torch.stack([self.loss_sums[name] for name in names]) / count).tolist()
@@ -296,14 +307,54 @@ class SandwichTrainer:
             sub_grads = [g / count if g is not None else None for g in sub_grads]
         archs = self.archs
         self._reset_buffers()
+        return losses, float(nonfinite) > 0, sup_grads, sub_grads, archs
 
-        def global_norm(grads) -> float:
-            norms = [g.detach().float().norm() for g in grads if g is not None]
-            return float(torch.stack(norms).norm()) / grad_scale if norms else 0.0
+    def _clip_sub(self, sub_grads: list, sub_norm: float) -> list:
+        """Clip the subnet gradient to `max_grad_norm` (the reference clips the subnet gradient only)."""
+        max_norm = self.config.max_grad_norm
+        if max_norm is not None and sub_norm > max_norm:
+            factor = max_norm / (sub_norm + 1e-6)
+            sub_grads = [g.mul_(factor) if g is not None else None for g in sub_grads]
+        return sub_grads
 
-        sup_norm, sub_norm = global_norm(sup_grads), global_norm(sub_grads)
+    @torch.no_grad()
+    def measure_conflicts(self, project: bool = True, grad_scale: float = 1.0) -> GradientConflicts:
+        """Instead of `step`: reduce and clip the accumulated gradients as `step` would, and return the per-tensor
+        cosines before and after combination, without touching the weights (the gradient-conflict sweep of the
+        paper's Table 4). Buffers are emptied; no optimizer step."""
+        _, _, sup_grads, sub_grads, _ = self._reduce()
+        sub_norm = _global_norm(sub_grads, grad_scale)
+        if math.isfinite(sub_norm):
+            sub_grads = self._clip_sub(sub_grads, sub_norm)
+        config = self.config
+        priority = config.priority if project else "none"
+        combined = combine_gradients(
+            sup_grads, sub_grads, priority, config.granularity, config.max_projection_coefficient
+        )
+        names = {id(param): name for name, param in self.module.named_parameters()}
+        return GradientConflicts(
+            names=[names[id(param)] for param in self.parameters],
+            before=gradient_cosines(sup_grads, sub_grads),
+            after=gradient_cosines(*projected_pair(sup_grads, sub_grads, combined, priority)),
+        )
+
+    @torch.no_grad()
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        project: bool = True,
+        grad_scale: float = 1.0,
+    ) -> SandwichStepOutput:
+        """Reduce, clip, combine and apply the accumulated gradients; `optimizer.step()` unless not finite.
+
+        `project=False` forces the plain sum (before the projection's start epoch). `grad_scale`: the loss scale
+        of fp16 training (the gradients are still scaled; the clip threshold is scaled with them). The conflict
+        ratio is reported before (`conflict_ratio`) and after (`conflict_ratio_after`) combination."""
+        config = self.config
+        losses, nonfinite, sup_grads, sub_grads, archs = self._reduce()
+        sup_norm, sub_norm = _global_norm(sup_grads, grad_scale), _global_norm(sub_grads, grad_scale)
         reason = ""
-        if float(nonfinite) > 0:
+        if nonfinite:
             reason = "non-finite loss"
         elif not (math.isfinite(sup_norm) and math.isfinite(sub_norm)):
             reason = "non-finite gradient"
@@ -318,17 +369,24 @@ class SandwichTrainer:
         if reason:
             optimizer.zero_grad(set_to_none=True)
             return SandwichStepOutput(losses, archs, float("nan"), sup_norm, sub_norm, False, True, reason)
-        if config.max_grad_norm is not None and sub_norm > config.max_grad_norm:
-            factor = config.max_grad_norm / (sub_norm + 1e-6)
-            sub_grads = [g.mul_(factor) if g is not None else None for g in sub_grads]
+        sub_grads = self._clip_sub(sub_grads, sub_norm)
         stats = _dots_and_norms(sup_grads, sub_grads)  # shared by the conflict ratio and the projection
         ratio = conflict_ratio(sup_grads, sub_grads, _stats=stats)
         priority = config.priority if project else "none"
         combined = combine_gradients(
             sup_grads, sub_grads, priority, config.granularity, config.max_projection_coefficient, _stats=stats
         )
+        ratio_after = (
+            ratio
+            if priority == "none"
+            else conflict_ratio(
+                *projected_pair(sup_grads, sub_grads, combined, priority), tolerance=AFTER_COMBINATION_TOLERANCE
+            )
+        )
         for param, grad in zip(self.parameters, combined):
             param.grad = grad
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return SandwichStepOutput(losses, archs, ratio, sup_norm, sub_norm, priority != "none", False)
+        return SandwichStepOutput(
+            losses, archs, ratio, sup_norm, sub_norm, priority != "none", False, conflict_ratio_after=ratio_after
+        )

@@ -1,0 +1,143 @@
+"""Training-pipeline choices shared by `recipes/train.py` and `recipes/conflict_ratio.py`: which augmentation
+pipeline (torchvision's Table-5 knobs or timm's, as the reference ran), how labels become the largest subnet's
+targets (mixup/cutmix, label smoothing), the evaluation protocol's processor, and the final model folders (the EMA
+weights, which are what gets evaluated, in `final/`, the raw weights in `final/raw/`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models.image_processing_nasvit import CROP_MODES, NASViTImageProcessor
+from .augment import build_batch_mixing, build_train_transform
+from .timm_data import build_timm_mixup, build_timm_train_transform
+
+__all__ = [
+    "DATA_PIPELINES",
+    "build_eval_processor",
+    "build_target_transform",
+    "build_training_transform",
+    "save_final_models",
+    "smooth_targets",
+]
+
+logger = logging.getLogger(__name__)
+DATA_PIPELINES = ("torchvision", "timm")
+
+
+def build_training_transform(
+    pipeline: str,
+    image_size: int,
+    *,
+    auto_augment: str | None = None,
+    randaugment_num_ops: int = 1,
+    randaugment_magnitude: int = 1,
+    crop_scale: Sequence[float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    random_erasing: float = 0.0,
+    random_erasing_mode: str = "pixel",
+) -> Callable:
+    """PIL image → normalised tensor. `"torchvision"`: `build_train_transform` (RandAugment(n, m) of torchvision;
+    `auto_augment` must be unset). `"timm"`: `build_timm_train_transform` with the `auto_augment` spec (e.g.
+    "rand-n1-m1-mstd0.5-inc1"; the n/m knobs are not used)."""
+    if pipeline not in DATA_PIPELINES:
+        raise ValueError(f"data_pipeline must be one of {list(DATA_PIPELINES)}, got {pipeline!r}.")
+    if pipeline == "timm":
+        return build_timm_train_transform(
+            image_size,
+            auto_augment,
+            crop_scale=crop_scale,
+            hflip=hflip,
+            random_erasing=random_erasing,
+            random_erasing_mode=random_erasing_mode,
+        )
+    if auto_augment:
+        raise ValueError(
+            f"auto_augment {auto_augment!r} is a timm policy: set data_pipeline: timm (the torchvision pipeline uses "
+            "randaugment_num_ops / randaugment_magnitude)."
+        )
+    return build_train_transform(
+        image_size, randaugment_num_ops, randaugment_magnitude, crop_scale, hflip, random_erasing
+    )
+
+
+def smooth_targets(targets: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    """Class indices or soft labels → (1 − smoothing) · one-hot/soft + smoothing / K (for mixed labels this equals
+    mixing the smoothed one-hots, as timm's Mixup does)."""
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing}.")
+    if targets.ndim == 1:
+        targets = torch.nn.functional.one_hot(targets.long(), num_classes).float()
+    return targets.float() * (1.0 - smoothing) + smoothing / num_classes
+
+
+def build_target_transform(
+    pipeline: str,
+    num_classes: int,
+    *,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+    mixup_prob: float = 1.0,
+    mixup_switch_prob: float = 0.5,
+    label_smoothing: float = 0.0,
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+    """A batch transform (pixel values, labels) → (pixel values, targets) for the largest subnet: mixup/cutmix
+    (timm's `Mixup` with its apply and switch probabilities, or torchvision's MixUp/CutMix) then label smoothing.
+    None when it would do nothing (targets stay class indices)."""
+    if pipeline not in DATA_PIPELINES:
+        raise ValueError(f"data_pipeline must be one of {list(DATA_PIPELINES)}, got {pipeline!r}.")
+    if pipeline == "timm":
+        mixing = build_timm_mixup(mixup_alpha, cutmix_alpha, num_classes, mixup_prob, mixup_switch_prob)
+    else:
+        if (mixup_prob, mixup_switch_prob) != (1.0, 0.5):
+            raise ValueError("mixup_prob and mixup_switch_prob are timm Mixup settings: set data_pipeline: timm.")
+        mixing = build_batch_mixing(mixup_alpha, cutmix_alpha, num_classes)
+    smooth_targets(torch.zeros(1, dtype=torch.long), num_classes, label_smoothing)  # validates the value
+    if mixing is None and label_smoothing == 0.0:
+        return None
+
+    def apply(pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        targets = labels
+        if mixing is not None:
+            pixel_values, targets = mixing(pixel_values, labels)
+        if label_smoothing > 0:
+            targets = smooth_targets(targets, num_classes, label_smoothing)
+        return pixel_values, targets
+
+    return apply
+
+
+def build_eval_processor(crop_mode: str, resolution: int) -> NASViTImageProcessor:
+    """The evaluation processor a run validates with and saves with its supernet (`crop_mode`: "resolution" or
+    "reference"), at `resolution`; `.at_resolution(r)` gives each arch's."""
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"eval_crop_mode must be one of {list(CROP_MODES)}, got {crop_mode!r}.")
+    return NASViTImageProcessor.for_resolution(resolution, crop_mode=crop_mode)
+
+
+def save_final_models(
+    model: nn.Module,
+    output_dir: str | Path,
+    processor: NASViTImageProcessor | None = None,
+    ema_model: nn.Module | None = None,
+) -> dict[str, str]:
+    """Write the trained supernet(s) as `save_pretrained` folders, set to the largest subnet: `output_dir/final`
+    holds what validation evaluated — the EMA weights when an EMA is kept — and `output_dir/final/raw` the raw
+    weights beside it (only with an EMA). `processor` (the evaluation protocol) goes into each folder. Returns
+    {"final": path[, "raw": path]}."""
+    final = Path(output_dir) / "final"
+    folders = {"final": final}
+    if ema_model is not None:
+        folders["raw"] = final / "raw"
+    for key, folder in folders.items():
+        module = ema_model if key == "final" and ema_model is not None else model
+        module.set_active_subnet(module.config.largest_arch())
+        folder.mkdir(parents=True, exist_ok=True)
+        if processor is not None:
+            processor.at_resolution(module.config.arch["resolution"]).save_pretrained(folder)
+        module.save_pretrained(folder)
+    return {key: str(path) for key, path in folders.items()}

@@ -1,0 +1,45 @@
+"""Learning-rate schedules through transformers' `get_scheduler`, including the reference's warm-up from a small lr
+and cosine decay to a minimum lr (`"cosine_warmup_with_min_lr"`: `warmup_lr_rate` and `min_lr_rate` are fractions
+of the peak lr; `"cosine_with_min_lr"` warms up from lr / warm-up steps)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import get_scheduler
+
+__all__ = ["MIN_LR_SCHEDULERS", "build_lr_scheduler"]
+
+MIN_LR_SCHEDULERS = ("cosine_with_min_lr", "cosine_warmup_with_min_lr")
+
+
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    min_lr_rate: float | None = None,
+    warmup_lr_rate: float | None = None,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """`transformers.get_scheduler(name, ...)`, passing `min_lr_rate` (and, for "cosine_warmup_with_min_lr",
+    `warmup_lr_rate`) to the schedules that take them; errors name a rate given to a schedule that ignores it."""
+    kwargs: dict[str, float] = {}
+    if name in MIN_LR_SCHEDULERS:
+        if min_lr_rate is None:
+            raise ValueError(
+                f"lr_scheduler_type {name!r} needs min_lr_rate (the final lr as a fraction of the peak lr)."
+            )
+        if not 0.0 <= min_lr_rate < 1.0:
+            raise ValueError(f"min_lr_rate must be in [0, 1), got {min_lr_rate}.")
+        kwargs["min_lr_rate"] = float(min_lr_rate)
+    elif min_lr_rate is not None:
+        raise ValueError(f"min_lr_rate applies to lr_scheduler_type {list(MIN_LR_SCHEDULERS)}, not {name!r}.")
+    if warmup_lr_rate is not None:
+        if name != "cosine_warmup_with_min_lr":
+            raise ValueError(f"warmup_lr_rate applies to lr_scheduler_type 'cosine_warmup_with_min_lr', not {name!r}.")
+        if not 0.0 <= warmup_lr_rate <= 1.0:
+            raise ValueError(f"warmup_lr_rate must be in [0, 1], got {warmup_lr_rate}.")
+        kwargs["warmup_lr_rate"] = float(warmup_lr_rate)
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps,
+        scheduler_specific_kwargs=kwargs or None,
+    )  # fmt: skip
