@@ -168,8 +168,9 @@ def test_every_block_check_matches_a_block():
 
 
 def _script_flags(script: Path) -> set[str]:
-    """The flags `script` accepts: its `add_argument("--x")` literals and the fields of the `...Config` dataclasses
-    it imports from nasvit_hf (the `--key value` config overrides)."""
+    """The flags `script` accepts: its `add_argument("--x")` literals, the fields of the `...Config` dataclasses
+    it imports from nasvit_hf (the `--key value` config overrides), and the flags of the `add_..._arguments(parser)`
+    helpers it imports from nasvit_hf (shared argument groups, e.g. the search/export data flags)."""
     tree = ast.parse(script.read_text())
     flags: set[str] = {"help"}
     for node in ast.walk(tree):
@@ -181,6 +182,18 @@ def _script_flags(script: Path) -> set[str]:
             )
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nasvit_hf"):
             for alias in node.names:
+                if alias.name.startswith("add_") and alias.name.endswith("_arguments"):
+                    import argparse
+
+                    parser = argparse.ArgumentParser(add_help=False)
+                    _resolve(f"{node.module}.{alias.name}")(parser)
+                    flags.update(
+                        option[2:].replace("-", "_")
+                        for action in parser._actions
+                        for option in action.option_strings
+                        if option.startswith("--")
+                    )
+                    continue
                 if not alias.name.endswith("Config"):
                     continue
                 obj = _resolve(f"{node.module}.{alias.name}")

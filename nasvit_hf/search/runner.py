@@ -466,9 +466,9 @@ class SearchRun:
             return result.genes, None
         floor = max(smaller)
         macs = self.macs(result.final_population)
-        for genes, cost in zip(result.final_population, macs):
+        for index, (genes, cost) in enumerate(zip(result.final_population, macs)):
             if cost > floor:
-                if genes is result.final_population[0]:
+                if index == 0:  # the winner itself
                     return genes, None
                 return genes, (
                     f"the best predicted arch costs no more MACs than a smaller budget's ({floor / 1e6:.3f} M): the "
