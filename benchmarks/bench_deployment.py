@@ -11,6 +11,14 @@ order and each backend's median is compared with eager's median from the same ro
 the rounds cancels in the ratios. Compilation (minutes per shape on 2 cores) is why torch.compile runs on A0 only
 by default; export and compile times are reported too. Every backend gets `--threads` threads (default 1).
 
+Peers (`--peers`, default MobileNetV2 and LeViT-128S): transformers' MobileNetV2ForImageClassification (1.0, 224) and
+LevitForImageClassification (128S) built from their default configs with ImageNet's 1000 classes (as NASViT) and
+random weights, exported the same way
+(`torch.onnx.export(dynamo=True)`, dynamic batch, outputs checked against eager) and timed in the same rounds scheme
+at 224 px, so the table places NASViT among deployed peers. The `onnxruntime-modules` backend (off by default) exports
+the NASViT subnet with its inference plan switched off (`inference_fast_path = False`: the graph of the modules, BN
+and all), to show what the plan brings to the exported graph.
+
 A-sized archs: the paper's A0-A5 MACs budgets (Table 6: 208, 309, 421, 528, 591, 757 M). A named preset `aN` with a
 searched arch is used when there is one; else a Table 13 arch within 3 % of the budget (table13-a1 for A0,
 table13-a3 for A4, table13-a4 for A5; see nasvit_hf.presets on why Table 13's labels are off); else the seeded
@@ -33,11 +41,13 @@ import torch
 
 import nasvit_hf
 from nasvit_hf.deploy import OnnxRunner, export_onnx
+from nasvit_hf.deploy.common import MAX_DYNAMIC_BATCH
 from nasvit_hf.models.configuration_nasvit import sample_arch
 from nasvit_hf.presets import NAMED_ARCHS, TABLE13_MEASURED_MACS_MILLIONS, get_named_arch
 
 PAPER_BUDGETS_MILLIONS = {"a0": 208, "a1": 309, "a2": 421, "a3": 528, "a4": 591, "a5": 757}
-BACKENDS = ["eager", "onnxruntime", "compile"]
+BACKENDS = ["eager", "onnxruntime", "onnxruntime-modules", "compile"]
+PEERS = ["mobilenetv2", "levit"]
 
 
 def a_sized_arch(name: str, config: nasvit_hf.NASViTConfig, seed: int = 0, samples: int = 20000) -> dict[str, Any]:
@@ -79,21 +89,98 @@ def benchmark_size(name: str, args: argparse.Namespace, workdir: str) -> dict[st
     result: dict[str, Any] = {"size": name, "resolution": arch["resolution"], **chosen, "batches": {}}
     backends = [backend for backend in args.backends if backend != "compile" or name in args.compile_sizes]
 
-    runner = None
+    runners = {}
     if "onnxruntime" in backends:
         report = export_onnx(model, os.path.join(workdir, f"{name}.onnx"), dynamic_batch=True)
         result["onnx_export_seconds"] = report.export_seconds
         result["onnx_max_abs_diff"] = max(report.max_abs_diff.values())
-        runner = OnnxRunner(report.path, num_threads=args.threads)
+        runners["onnxruntime"] = OnnxRunner(report.path, num_threads=args.threads)
+    if "onnxruntime-modules" in backends:
+        model.nasvit.inference_fast_path = False
+        report = export_onnx(model, os.path.join(workdir, f"{name}-modules.onnx"), dynamic_batch=True)
+        model.nasvit.inference_fast_path = True
+        runners["onnxruntime-modules"] = OnnxRunner(report.path, num_threads=args.threads)
     compiled = torch.compile(model) if "compile" in backends else None
 
     calls = {
         "eager": lambda x: model(x).logits,
-        "onnxruntime": lambda x: runner.session.run(None, {"pixel_values": x.numpy()}),
         "compile": lambda x: compiled(x).logits,
+        **{key: (lambda x, r=runner: r.session.run(None, {"pixel_values": x.numpy()})) for key, runner in runners.items()},
     }
+    time_backends(calls, backends, arch["resolution"], args, result)
+    return result
+
+
+def _export_peer(model: torch.nn.Module, path: str, example: torch.Tensor) -> dict[str, Any]:
+    """Export a transformers image classifier exactly as `export_onnx` exports NASViT (dynamo, dynamic batch)."""
+    import numpy as np
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, pixel_values):
+            return self.inner(pixel_values=pixel_values).logits
+
+    wrapper = Logits(model).eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},),
+            verbose=False,
+        )
+    seconds = time.perf_counter() - start
+    program.save(path, external_data=False)
+    runner = OnnxRunner(path)
+    with torch.no_grad():
+        expected = wrapper(example).numpy()
+    return {"seconds": seconds, "max_abs_diff": float(np.abs(runner.run(example)[0] - expected).max())}
+
+
+def benchmark_peer(name: str, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
+    """MobileNetV2-1.0 or LeViT-128S from transformers (default config, random weights): eager and onnxruntime."""
+    from transformers import (
+        LevitConfig,
+        LevitForImageClassification,
+        MobileNetV2Config,
+        MobileNetV2ForImageClassification,
+    )
+
+    torch.manual_seed(args.seed)
+    if name == "mobilenetv2":
+        model, label = MobileNetV2ForImageClassification(MobileNetV2Config(num_labels=1000)).eval(), "MobileNetV2-1.0"
+    else:
+        model, label = LevitForImageClassification(LevitConfig(num_labels=1000)).eval(), "LeViT-128S"
+    resolution = 224
+    macs = {"mobilenetv2": 300, "levit": 305}[name]
+    result: dict[str, Any] = {"size": label, "resolution": resolution, "macs_millions": macs, "batches": {}}
+    result["source"] = "transformers, default config with 1000 classes, random weights (MACs as published)"
+    backends = [backend for backend in args.backends if backend in ("eager", "onnxruntime")]
+    runners = {}
+    if "onnxruntime" in backends:
+        path = os.path.join(workdir, f"{name}.onnx")
+        export = _export_peer(model, path, torch.randn(2, 3, resolution, resolution))
+        result["onnx_export_seconds"] = export["seconds"]
+        result["onnx_max_abs_diff"] = export["max_abs_diff"]
+        runners["onnxruntime"] = OnnxRunner(path, num_threads=args.threads)
+    calls = {
+        "eager": lambda x: model(x).logits,
+        **{key: (lambda x, r=runner: r.session.run(None, {"pixel_values": x.numpy()})) for key, runner in runners.items()},
+    }
+    time_backends(calls, backends, resolution, args, result)
+    return result
+
+
+def time_backends(calls, backends: list[str], resolution: int, args: argparse.Namespace, result: dict) -> None:
+    name = result["size"]
     for batch in args.batch_sizes:
-        pixel_values = torch.randn(batch, 3, arch["resolution"], arch["resolution"])
+        pixel_values = torch.randn(batch, 3, resolution, resolution)
         repeats = args.repeats if batch <= 8 else args.repeats_large
         times: dict[str, list[float]] = {backend: [] for backend in backends}
         entry: dict[str, Any] = {"repeats": repeats}
@@ -110,10 +197,12 @@ def benchmark_size(name: str, args: argparse.Namespace, workdir: str) -> dict[st
         entry["median_ms"] = {backend: 1000 * value for backend, value in medians.items()}
         entry["speedup_vs_eager"] = {backend: medians["eager"] / value for backend, value in medians.items()}
         result["batches"][str(batch)] = entry
+        entry["load_average"] = f"{os.getloadavg()[0]:.1f}"
         print(
-            f"  {name} batch {batch}: " + ", ".join(f"{b} {1000 * m:.1f} ms" for b, m in medians.items()), flush=True
+            f"  {name} batch {batch}: " + ", ".join(f"{b} {1000 * m:.1f} ms" for b, m in medians.items())
+            + f" (load average {entry['load_average']})",
+            flush=True,
         )
-    return result
 
 
 def _cell(entry: dict[str, Any], backend: str) -> str:
@@ -124,14 +213,17 @@ def _cell(entry: dict[str, Any], backend: str) -> str:
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| size | arch (MACs, px) | batch | eager ms | onnxruntime ms (speed-up) | torch.compile ms (speed-up) |",
-        "|---|---|---|---|---|---|",
+        "| model | MACs, px | batch | eager ms | onnxruntime ms (speed-up) | onnxruntime, plan off ms (speed-up) "
+        "| torch.compile ms (speed-up) | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for batch, entry in result["batches"].items():
             lines.append(
-                f"| {result['size'].upper()} | {result['macs_millions']:.0f} M, {result['resolution']} | {batch} | "
-                f"{entry['median_ms']['eager']:.1f} | {_cell(entry, 'onnxruntime')} | {_cell(entry, 'compile')} |"
+                f"| {result['size'].upper() if len(result['size']) == 2 else result['size']} | "
+                f"{result['macs_millions']:.0f} M, {result['resolution']} | {batch} | "
+                f"{entry['median_ms']['eager']:.1f} | {_cell(entry, 'onnxruntime')} | "
+                f"{_cell(entry, 'onnxruntime-modules')} | {_cell(entry, 'compile')} | {entry['load_average']} |"
             )
     return "\n".join(lines)
 
@@ -141,6 +233,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="a0,a1,a2,a3,a4,a5", help="Comma-separated A-sizes (a0..a5).")
     parser.add_argument("--batch_sizes", default="1,32")
     parser.add_argument("--backends", default=",".join(BACKENDS), help=f"Comma-separated subset of {BACKENDS}.")
+    parser.add_argument(
+        "--peers", default=",".join(PEERS), help=f"Comma-separated subset of {PEERS} to run beside NASViT ('' for none)."
+    )
     parser.add_argument("--compile_sizes", default="a0", help="Sizes that also run torch.compile ('all': every size).")
     parser.add_argument("--repeats", type=int, default=10, help="Timed rounds at batch sizes <= 8.")
     parser.add_argument("--repeats_large", type=int, default=3, help="Timed rounds at larger batch sizes.")
@@ -162,6 +257,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.backends = [backend.strip() for backend in args.backends.split(",")]
     if "eager" not in args.backends or any(backend not in BACKENDS for backend in args.backends):
         parser.error(f"--backends must include eager and be a subset of {BACKENDS}.")
+    args.peers = [peer.strip().lower() for peer in args.peers.split(",") if peer.strip()]
+    if any(peer not in PEERS for peer in args.peers):
+        parser.error(f"--peers must be a subset of {PEERS}.")
     args.compile_sizes = args.sizes if args.compile_sizes == "all" else args.compile_sizes.lower().split(",")
     return args
 
@@ -175,6 +273,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.sizes:
             results.append(benchmark_size(name, args, workdir))
+        for name in args.peers:
+            results.append(benchmark_peer(name, args, workdir))
     table = markdown_table(results)
     print(table)
     for result in results:

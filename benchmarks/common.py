@@ -10,18 +10,44 @@ import torch
 
 
 def time_callables(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Median wall time (seconds) of each callable; runs are interleaved so load changes hit all of them alike."""
+    """Median wall time (seconds) of each callable; runs are interleaved (in an order that rotates every round, so
+    no callable always follows the same one) so load changes hit all of them alike."""
+    return time_callables_wall_and_cpu(fns, repeats, warmup)[0]
+
+
+def time_callables_wall_and_cpu(
+    fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall time and median CPU time of this process (seconds) per callable, from the same interleaved calls.
+
+    On a machine shared with other jobs, wall time includes the time other processes held the cores; the process's
+    CPU time (all its threads) does not, so with one intra-op thread it is the steadier measure of the work done.
+    """
+    names = list(fns)
     with torch.inference_mode():
         for _ in range(warmup):
             for fn in fns.values():
                 fn()
-        samples: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+        wall: dict[str, list[float]] = {name: [] for name in fns}
+        cpu: dict[str, list[float]] = {name: [] for name in fns}
+        for round_index in range(repeats):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                fns[name]()
+                cpu[name].append(time.process_time() - start_cpu)
+                wall[name].append(time.perf_counter() - start)
+    return (
+        {name: statistics.median(values) for name, values in wall.items()},
+        {name: statistics.median(values) for name, values in cpu.items()},
+    )
+
+
+def load_average() -> str:
+    """The 1-minute load average (other jobs on a shared machine), for the record beside each timing."""
+    import os
+
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def machine_summary() -> str:

@@ -4,13 +4,14 @@ batches, cumulative average, model in train mode, no gradients)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["calibrate_batchnorm"]
+__all__ = ["calibrate_batchnorm", "preserved_batchnorm_statistics"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,3 +71,23 @@ def calibrate_batchnorm(model: nn.Module, dataloader: Iterable, num_batches: int
         for module, attr, value in drop_states:
             setattr(module, attr, value)
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def preserved_batchnorm_statistics(model: nn.Module):
+    """Restore every BatchNorm's running statistics on exit: recalibrating a subnet to evaluate it (during training,
+    in search or export) leaves the supernet's statistics as they were."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+        for m in norms
+        if m.running_mean is not None
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip([m for m in norms if m.running_mean is not None], saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)

@@ -10,34 +10,35 @@ A supernet folder is refused: extract a subnet first (recipes/export.py). The gr
 resolution only (`config.arch["resolution"]`): preprocess with the folder's image processor.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
+# No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
+# is loaded as a file without a module in sys.modules.
 import logging
 import sys
+from dataclasses import dataclass
 
+from nasvit_hf.config_system import ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.deploy import export_onnx, export_program, load_subnet_for_export
+from nasvit_hf.utils.io import atomic_write_json
 
 logger = logging.getLogger("export_onnx")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="An extracted subnet: a save_pretrained folder or Hub id.")
-    parser.add_argument("--output", required=True, help="The ONNX file to write (e.g. model.onnx).")
-    parser.add_argument("--opset", type=int, default=None, help="ai.onnx opset (>= 18; default: the exporter's).")
-    parser.add_argument(
-        "--dynamic_batch", action="store_true", help="Symbolic batch dimension (default: fixed to --batch_size)."
-    )
-    parser.add_argument("--batch_size", type=int, default=1, help="The fixed batch size without --dynamic_batch.")
-    parser.add_argument(
-        "--program", default=None, help="Also write the torch.export ExportedProgram here (e.g. model.pt2)."
-    )
-    parser.add_argument("--no_verify", action="store_true", help="Skip the comparison with PyTorch eager.")
-    parser.add_argument("--atol", type=float, default=1e-4, help="Absolute tolerance of the comparison.")
-    parser.add_argument("--report", default=None, help="Write the export reports as JSON here.")
-    return parser.parse_args(argv)
+@dataclass
+class DeployOptions(ConfigMixin):
+    model: str  # an extracted subnet: a save_pretrained folder or Hub id
+    output: str  # the ONNX file to write (e.g. model.onnx)
+    opset: int | None = None  # ai.onnx opset (>= 18; default: the exporter's)
+    dynamic_batch: bool = False  # symbolic batch dimension (default: fixed to batch_size)
+    batch_size: int = 1  # the fixed batch size without dynamic_batch
+    program: str | None = None  # also write the torch.export ExportedProgram here (e.g. model.pt2)
+    no_verify: bool = False  # skip the comparison with PyTorch eager
+    atol: float = 1e-4  # absolute tolerance of the comparison
+    report: str | None = None  # write the export reports as JSON here
+
+
+def parse_args(argv: list[str] | None = None) -> DeployOptions:
+    with exit_on_user_error():
+        return parse_command_line(argv, DeployOptions, None, __doc__)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -45,22 +46,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     options = {"dynamic_batch": args.dynamic_batch, "verify": not args.no_verify, "batch_size": args.batch_size}
-    try:
+    with exit_on_user_error():
         model = load_subnet_for_export(args.model)
         reports = [export_onnx(model, args.output, opset=args.opset, atol=args.atol, **options)]
         if args.program:
             reports.append(export_program(model, args.program, atol=args.atol, **options))
-    except (ValueError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        raise SystemExit(2) from error
     for report in reports:
         logger.info("wrote %s", report.summary())
     results = [report.to_dict() for report in reports]
     if args.report:
-        with open(args.report, "w") as handle:
-            json.dump(results, handle, indent=2)
+        atomic_write_json(args.report, results)
     return results
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_recipe(main))

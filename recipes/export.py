@@ -5,26 +5,34 @@ checkpoints, re-deriving searched archs with one command.
     python recipes/export.py --supernet runs/tiny_supernet --names a0 a1 a2 b0 --output_dir exports \
         [--config recipes/configs/search_tiny.yaml] [--push_to_hub --hub_org my-org]
     python recipes/export.py --supernet nasvit-supernet --names table13-a1 --output_dir exports \
-        --dataset imagefolder --data_dir /data/imagenet       # a preset arch: no search, BN calibration data only
+        --data.dataset imagefolder --data.data_dir /data/imagenet   # a preset arch: no search, BN calibration data only
     python recipes/export.py --supernet runs/tiny_supernet --arch_file arch.json --name mine --output_dir exports
 
 Names without a published arch (A0-A5, B0-B2) are searched first with --config (default: search_reference.yaml for
 the reference space, search_tiny.yaml otherwise; results in <output_dir>/search, resumable). Each subnet is then
 extracted, its BN statistics recalibrated, its top-1 and latency measured, and saved to <output_dir>/nasvit-<name>
 with safetensors weights, config (id2label), image processor, code for trust_remote_code and a README model card.
+An existing folder is replaced only with --overwrite, and only if it is an earlier export (it holds
+nasvit_export.json). Every key of the search config can be overridden as `--key value` (e.g. `--device cpu`,
+`--data.data_dir DIR`); --help lists them. A supernet trained with `holdout_per_class` is calibrated and evaluated
+on its held-out split (holdout.json, found beside it). Besides the folders, <output_dir>/nasvit-family holds the
+family index (a card linking every member, family.json); --push_to_hub pushes the members, then the index.
 """
 
-from __future__ import annotations
-
-import argparse
+# No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
+# is loaded as a file without a module in sys.modules (tests load it with importlib).
 import json
 import logging
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.hub import export_subnet, named_subnet_from_arch, resolve_named_archs
 from nasvit_hf.hub.family import push_family, write_family_index
+from nasvit_hf.hub.subnets import check_export_target
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.search import (
     SearchConfig,
@@ -35,63 +43,55 @@ from nasvit_hf.search import (
     supernet_fingerprint,
     torch_threads,
 )
-from nasvit_hf.search.cli import add_data_arguments, configure_for_supernet
 from nasvit_hf.search.config import BudgetSpec
-from nasvit_hf.search.results import atomic_write_text
+from nasvit_hf.utils.io import atomic_write_text
 
 logger = logging.getLogger("nasvit_hf.export")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--supernet", required=True, help="folder of a NASViT supernet")
-    parser.add_argument("--names", nargs="+", default=[], help="subnet names: a0..a5, b0..b2, table13-a1..a4")
-    parser.add_argument("--arch_file", default=None, help="a JSON arch (or a named.json entry) to export as --name")
-    parser.add_argument("--name", default=None, help="the name of the --arch_file subnet (folder <prefix><name>)")
-    parser.add_argument(
-        "--no_recalibration",
-        action="store_true",
-        help="keep the supernet's shared BN statistics (no calibration data needed; recorded in the card)",
-    )
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--config", default=None, help="search config (default: by the supernet's search space)")
-    parser.add_argument("--search_dir", default=None, help="search results folder (default: <output_dir>/search)")
-    parser.add_argument(
-        "--license",
-        default=None,
-        help="license of the source weights for the model cards (default: the supernet README's, else 'unknown'; "
-        "the reference checkpoint is cc-by-nc-4.0)",
-    )
-    parser.add_argument("--prefix", default="nasvit-", help="folder / repo name prefix (default: nasvit-)")
-    parser.add_argument("--device", default=None, help="evaluation device (cpu, cuda, auto; default: the config's)")
-    add_data_arguments(parser)
-    parser.add_argument("--push_to_hub", action="store_true")
-    parser.add_argument("--hub_org", default=None, help="user or organisation the repos are created under")
-    parser.add_argument(
-        "--hub_private",
-        action="store_true",
-        help="create private repos and refuse to push to a public one (default: the account's default visibility)",
-    )
-    parser.add_argument(
-        "--hub_token",
-        default=None,
-        help="discouraged (visible in the process list and shell history): use HF_TOKEN or `huggingface-cli login`",
-    )
-    parser.add_argument("--log_level", default="INFO")
-    args = parser.parse_args(argv)
-    if args.push_to_hub and not args.hub_org:
-        parser.error("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
-    if bool(args.arch_file) != bool(args.name):
-        parser.error("--arch_file and --name go together: the arch to export and the name to export it under.")
-    if not args.names and not args.arch_file:
-        parser.error("nothing to export: give --names and/or --arch_file with --name.")
-    if args.hub_token:
+@dataclass
+class ExportOptions(ConfigMixin):
+    supernet: str  # folder of a NASViT supernet
+    output_dir: str  # one folder <prefix><name> per subnet is written here
+    names: list[str] = field(default_factory=list)  # subnet names: a0..a5, b0..b2, table13-a1..a4
+    arch_file: str | None = None  # a JSON arch (or a named.json entry) to export as --name
+    name: str | None = None  # the name of the --arch_file subnet (folder <prefix><name>)
+    no_recalibration: bool = False  # keep the supernet's shared BN statistics (no calibration; recorded in the card)
+    search_dir: str | None = None  # search results folder (default: <output_dir>/search)
+    license: str | None = None  # license of the source weights for the model cards (default: the supernet README's,
+    # else 'unknown'; the reference checkpoint is cc-by-nc-4.0)
+    prefix: str = "nasvit-"  # folder / repo name prefix
+    overwrite: bool = False  # replace earlier exports of this tool (folders holding nasvit_export.json), nothing else
+    push_to_hub: bool = False
+    hub_org: str | None = None  # user or organisation the repos are created under
+    hub_private: bool = False  # create private repos and refuse to push to a public one (default: the account's
+    # default visibility)
+    hub_token: str | None = None  # discouraged (visible in the process list and shell history): use HF_TOKEN or
+    # `huggingface-cli login`
+    log_level: str = "INFO"
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ExportOptions, dict, str | None]:
+    """(options, search-config overrides, search config path or None for the default by search space)."""
+    with exit_on_user_error():
+        options, overrides, config_path = parse_command_line(argv, ExportOptions, SearchConfig, __doc__)
+        if config_path:
+            SearchConfig.from_yaml(config_path, overrides)  # a bad config file fails before anything is loaded
+        if options.push_to_hub and not options.hub_org:
+            raise ConfigError("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
+        if bool(options.arch_file) != bool(options.name):
+            raise ConfigError(
+                "--arch_file and --name go together: the arch to export and the name to export it under."
+            )
+        if not options.names and not options.arch_file:
+            raise ConfigError("nothing to export: give --names and/or --arch_file with --name.")
+    if options.hub_token:
         logger.warning(
             "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
             "`huggingface-cli login` instead."
         )
-    return args
+    return options, overrides, config_path
 
 
 def default_config(search_space: dict) -> Path:
@@ -112,24 +112,26 @@ def supernet_license(supernet_dir: Path) -> str:
 
 
 def main(argv=None) -> list:
-    args = parse_args(argv)
+    args, overrides, config_path = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supernet_dir = Path(args.supernet)
     names = [name.lower() for name in args.names]
-    # Validate the names before loading anything heavy.
+    # Validate the names and the output folders before loading anything heavy.
     resolve_named_archs(names)
+    for name in names + ([args.name.lower()] if args.name else []):
+        check_export_target(Path(args.output_dir) / f"{args.prefix}{name}", args.overwrite)
     arch = None
     if args.arch_file:
         try:
             arch = json.loads(Path(args.arch_file).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ValueError(f"--arch_file {args.arch_file!r} does not exist.") from None
+            raise ConfigError(f"--arch_file {args.arch_file!r} does not exist.") from None
         except json.JSONDecodeError as error:
-            raise ValueError(f"--arch_file {args.arch_file!r} is not JSON: {error}.") from None
-    config_path = Path(args.config) if args.config else None
+            raise ConfigError(f"--arch_file {args.arch_file!r} is not JSON: {error}.") from None
     supernet = load_supernet(supernet_dir)
-    config_path = config_path or default_config(supernet.config.search_space)
-    config = configure_for_supernet(SearchConfig.from_yaml(config_path), args, supernet_dir)
+    config_path = Path(config_path) if config_path else default_config(supernet.config.search_space)
+    config = SearchConfig.from_yaml(config_path, overrides).with_available_devices()
+    config.with_evaluation_data(supernet_dir, overrides)  # its held-out split; never its training images
     custom = named_subnet_from_arch(args.name, arch, supernet.config, args.arch_file) if args.arch_file else None
     supernet.to(config.device)
     with torch_threads(config.num_threads):
@@ -137,7 +139,8 @@ def main(argv=None) -> list:
 
 
 def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path, custom=None) -> list:
-    named = resolve_named_archs(names, supernet.config) + ([custom] if custom is not None else [])
+    extra = [custom] if custom is not None else []
+    named = resolve_named_archs(names, supernet.config) + extra
     processor = load_supernet_processor(supernet_dir)  # the supernet's evaluation protocol, carried by the exports
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None
@@ -158,14 +161,14 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             processor=processor,
         )
         searched = run.run(to_search)
-        named = resolve_named_archs(names, supernet.config, searched) + ([custom] if custom is not None else [])
+        named = resolve_named_archs(names, supernet.config, searched) + extra
         data = run.data
     if data is None:
         data = load_evaluation_data(config.data, processor)
         if data.num_labels != supernet.config.num_labels:
-            raise ValueError(
+            raise ConfigError(
                 f"the calibration/evaluation data ({data.description}) has {data.num_labels} classes, the supernet "
-                f"{supernet.config.num_labels}: name the data it was trained on (--dataset / --data_dir)."
+                f"{supernet.config.num_labels}: name the data it was trained on (--data.dataset / --data.data_dir)."
             )
     license = args.license or supernet_license(supernet_dir)
     if license == "unknown":
@@ -187,6 +190,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
                 license=license,
                 latency_kwargs=config.latency.measure_kwargs(),
                 repo_id=repo_id,
+                overwrite=args.overwrite,
                 recalibrate=not args.no_recalibration,
             )
         )
@@ -195,7 +199,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
     index = write_family_index(
         exported, Path(args.output_dir), supernet=supernet_dir.resolve().name, hub_org=args.hub_org, prefix=args.prefix
     )
-    if args.push_to_hub:
+    if args.push_to_hub:  # every member, then the index that links them
         push_family(
             exported,
             index,
@@ -214,7 +218,4 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, KeyError) as error:  # bad input: one clear line, no traceback
-        raise SystemExit(f"error: {error}") from None
+    sys.exit(run_recipe(main))

@@ -2,20 +2,26 @@
 """Search a trained NASViT supernet for the best subnets under MACs / latency budgets (paper, Appendix C.1/C.2).
 
     python recipes/search.py --supernet runs/tiny_supernet --config recipes/configs/search_tiny.yaml \
-        --output_dir runs/tiny_search
+        --output_dir runs/tiny_search [--device cpu] [--predictor.num_subnets 32]
 
 Steps (each persisted in --output_dir; rerun the same command to resume after an interruption):
 BN recalibration + top-1 of N sampled subnets on the held-out split → random-forest accuracy predictor (Kendall tau,
 Spearman rho on a validation half) → latency measurements and latency model (held-out error) → evolutionary search
 per budget → the winners' real accuracy and latency → Pareto fronts (pareto.json, pareto.png) and named.json.
+Every key of the search config (`nasvit_hf.search.SearchConfig`, listed by --help) can be overridden as
+`--key value`, nested ones with dots (`--latency.repeats 10`, `--data.dataset imagefolder --data.data_dir DIR`). A
+supernet trained with `holdout_per_class` is ranked on its held-out split (holdout.json, found beside it, or named
+with `--data.holdout`); ranking on the split the supernet was trained on is refused.
 """
 
-from __future__ import annotations
-
-import argparse
+# No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
+# is loaded as a file without a module in sys.modules (tests load it with importlib).
 import logging
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.search import (
     SearchConfig,
     SearchRun,
@@ -24,50 +30,48 @@ from nasvit_hf.search import (
     supernet_fingerprint,
     torch_threads,
 )
-from nasvit_hf.search.cli import add_data_arguments, configure_for_supernet
 
 logger = logging.getLogger("nasvit_hf.search")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--supernet", required=True, help="folder of a NASViT supernet (save_pretrained format)")
-    parser.add_argument("--config", required=True, help="search config YAML (recipes/configs/search_<name>.yaml)")
-    parser.add_argument("--output_dir", default=None, help="results folder (default: <supernet>/search_<config>)")
-    parser.add_argument("--names", nargs="*", default=None, help="search only these budget names (default: all)")
-    parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    parser.add_argument("--device", default=None, help="evaluation device (cpu, cuda, auto; default: the config's)")
-    add_data_arguments(parser)
-    parser.add_argument("--log_level", default="INFO")
-    return parser.parse_args(argv)
+@dataclass
+class SearchOptions(ConfigMixin):
+    supernet: str  # folder of a NASViT supernet (save_pretrained format)
+    output_dir: str | None = None  # results folder (default: <supernet>/search_<config name>)
+    names: list[str] | None = None  # search only these budget names (default: all)
+    log_level: str = "INFO"
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    raw_config = SearchConfig.from_yaml(args.config).to_dict()
-    if args.seed is not None:
-        raw_config["seed"] = args.seed
-        raw_config["data"]["seed"] = args.seed
-    config = configure_for_supernet(SearchConfig.from_dict(raw_config), args, Path(args.supernet))
+def parse_args(argv: list[str] | None = None) -> tuple[SearchOptions, SearchConfig, str, dict]:
+    """(options, search config, its path, the command line's config overrides)."""
+    with exit_on_user_error():
+        options, overrides, path = parse_command_line(argv, SearchOptions, SearchConfig, __doc__)
+        if path is None:
+            raise ConfigError("--config is required: a search config YAML (recipes/configs/search_<name>.yaml).")
+        if "seed" in overrides:  # one seed for the search and its data, unless the data's is given
+            overrides.setdefault("data.seed", overrides["seed"])
+        config = SearchConfig.from_yaml(path, overrides).with_available_devices()
+    return options, config, path, overrides
+
+
+def main(argv: list[str] | None = None) -> dict:
+    options, config, config_path, overrides = parse_args(argv)
+    logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supernet_dir = Path(options.supernet)
+    config.with_evaluation_data(supernet_dir, overrides)  # its held-out split; never its training images
     with torch_threads(config.num_threads):
-        return search(args, config)
-
-
-def search(args: argparse.Namespace, config: SearchConfig) -> dict:
-    supernet_dir = Path(args.supernet)
-    supernet = load_supernet(supernet_dir, device=config.device)
-    output_dir = Path(args.output_dir or supernet_dir / f"search_{Path(args.config).stem}")
-    run = SearchRun(
-        supernet,
-        config,
-        output_dir,
-        supernet_name=supernet_dir.resolve().name,
-        config_name=Path(args.config).name,
-        supernet_id=supernet_fingerprint(supernet_dir),
-        processor=load_supernet_processor(supernet_dir),  # evaluate as the exported subnets will preprocess
-    )
-    named = run.run(args.names)
+        supernet = load_supernet(supernet_dir, device=config.device)
+        output_dir = Path(options.output_dir or supernet_dir / f"search_{Path(config_path).stem}")
+        run = SearchRun(
+            supernet,
+            config,
+            output_dir,
+            supernet_name=supernet_dir.resolve().name,
+            config_name=Path(config_path).name,
+            supernet_id=supernet_fingerprint(supernet_dir),
+            processor=load_supernet_processor(supernet_dir),  # evaluate as the exported subnets will preprocess
+        )
+        named = run.run(options.names)
     print(f"results in {output_dir}")
     print(f"{'name':<8}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  budget")
     for name, entry in named.items():
@@ -79,7 +83,4 @@ def search(args: argparse.Namespace, config: SearchConfig) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, KeyError) as error:  # bad input: one clear line, no traceback
-        raise SystemExit(f"error: {error}") from None
+    sys.exit(run_recipe(main))

@@ -150,7 +150,7 @@ def test_every_consumer_reads_the_arch_schema():
     collapsed = config.subnet_config(arch).search_space
     for f in fields:
         assert all(len(choices) == 1 for choices in field_choices(collapsed, f))
-    per_stage = arch_per_stage(space, arch)
+    per_stage = arch_per_stage(arch)
     assert per_stage["mb3"] == {
         "width": arch["width"][3],
         "depth": arch["depth"][2],

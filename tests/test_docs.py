@@ -168,9 +168,9 @@ def test_every_block_check_matches_a_block():
 
 
 def _script_flags(script: Path) -> set[str]:
-    """The flags `script` accepts: its `add_argument("--x")` literals, the fields of the `...Config` dataclasses
-    it imports from nasvit_hf (the `--key value` config overrides), and the flags of the `add_..._arguments(parser)`
-    helpers it imports from nasvit_hf (shared argument groups, e.g. the search/export data flags)."""
+    """The flags `script` accepts: its `add_argument("--x")` literals, the fields of its own options dataclass and of
+    the `...Config` dataclasses it imports from nasvit_hf (the `--key value` config overrides), and the flags of the
+    `add_..._arguments(parser)` helpers it imports from nasvit_hf (shared argument groups)."""
     tree = ast.parse(script.read_text())
     flags: set[str] = {"help"}
     for node in ast.walk(tree):
@@ -180,7 +180,16 @@ def _script_flags(script: Path) -> set[str]:
                 for arg in node.args
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("--")
             )
+        elif isinstance(node, ast.ClassDef) and any(
+            getattr(d, "id", None) == "dataclass" for d in node.decorator_list
+        ):
+            # the recipe's own options dataclass (nasvit_hf.config_system.parse_command_line reads its fields)
+            flags.update(
+                item.target.id for item in node.body if isinstance(item, ast.AnnAssign) and hasattr(item.target, "id")
+            )
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nasvit_hf"):
+            if any(alias.name == "parse_command_line" for alias in node.names):
+                flags.update({"config", "debug"})  # every recipe on the config system takes these
             for alias in node.names:
                 if alias.name.startswith("add_") and alias.name.endswith("_arguments"):
                     import argparse

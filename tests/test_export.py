@@ -231,3 +231,22 @@ def test_license_defaults_to_the_supernet_readme(tmp_path):
     assert export.supernet_license(tmp_path) == "unknown"
     (tmp_path / "README.md").write_text("---\nlicense: cc-by-nc-4.0\ntags: [nasvit]\n---\n# supernet\n")
     assert export.supernet_license(tmp_path) == "cc-by-nc-4.0"
+
+
+def test_family_card_metadata_matches_the_subnet_cards():
+    from nasvit_hf.hub import SubnetCard, build_model_card
+    from tests.conftest import REPO_ROOT
+
+    family = ModelCard.load(REPO_ROOT / "MODEL_CARD.md")
+    arch = {"resolution": 192, "width": [16] * 9, "depth": [1] * 7, "kernel_size": [3] * 7, "expand_ratio": [1] * 7}
+    latency = dict(
+        median_ms=1.0, q25_ms=0.9, q75_ms=1.1, repeats=3, warmup=1, batch_size=1, device="cpu", num_threads=1
+    )
+    subnet = build_model_card(
+        SubnetCard("a1", "org/nasvit-a1", arch, 1, 1, latency, 1.0, "x", "y", "p", "s", "cc-by-nc-4.0", 1000)
+    )
+    assert family.data.license == subnet.data.license == "cc-by-nc-4.0"
+    assert (family.data.library_name, family.data.pipeline_tag) == (subnet.data.library_name, subnet.data.pipeline_tag)
+    assert set(family.data.tags) <= set(subnet.data.tags)
+    for card in (family.text, subnet.text):  # both point users to ONNX and warn that .pt2 files unpickle
+        assert "unpickles" in card and "trust_program=True" in card and "torch.export.load(" not in card

@@ -9,8 +9,8 @@ import json
 import pytest
 import yaml
 
-from tests.search_fixtures import load_recipe
 from tests.fake_hub import FakeHfApi
+from tests.search_fixtures import load_recipe
 from tests.test_holdout import write_image_folder
 
 CHAIN_SEARCH_CONFIG = {
@@ -20,7 +20,7 @@ CHAIN_SEARCH_CONFIG = {
     "calibration": {"num_batches": 2},
     "predictor": {"num_subnets": 6, "n_estimators": 10},
     "evolution": {"population_size": 64, "parents": 8, "mutations": 8, "crossovers": 8, "generations": 3},
-    "latency": {"warmup": 1, "repeats": 2, "num_archs": 5, "holdout_fraction": 0.4, "table12_rounds": 1,
+    "latency": {"warmup": 1, "repeats": 2, "num_archs": 14, "holdout_fraction": 0.15, "table12_rounds": 1,
                 "table12_candidates": 2},
     "budgets": [
         {"name": "a0", "macs_fraction": 0.05},
@@ -105,7 +105,7 @@ def test_search_refuses_the_training_split_of_an_image_folder(chain, tmp_path):
     with pytest.raises(ValueError, match="trained on split 'train'"):
         load_recipe("search").main(
             ["--supernet", str(chain["run"] / "final"), "--config", str(chain["config"]), "--output_dir",
-             str(tmp_path / "s"), "--evaluation_split", "train", "--data_dir", str(chain["root"] / "imagenet")]
+             str(tmp_path / "s"), "--data.evaluation_split", "train", "--data.data_dir", str(chain["root"] / "imagenet")]
         )  # fmt: skip
 
 

@@ -12,7 +12,8 @@ from PIL import Image as PILImage
 
 from nasvit_hf.data import HoldoutSplit, carve_holdout, find_holdout
 from nasvit_hf.search import DataConfig, load_evaluation_data
-from nasvit_hf.search.evaluation import resolve_device, resolve_evaluation_data
+from nasvit_hf.search.config import resolve_device
+from nasvit_hf.search.evaluation import resolve_evaluation_data
 from nasvit_hf.training.data import load_training_splits
 
 
@@ -138,7 +139,7 @@ def test_resolve_device_defaults_to_what_exists_and_rejects_absent_devices(monke
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device(None) == "cpu" and resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
-    with pytest.raises(ValueError, match="device 'cuda' \\(from the config\\) is not available.*--device cpu"):
+    with pytest.raises(ValueError, match="device is 'cuda', but this machine has 0 CUDA device.*--device cpu"):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="not a torch device"):
         resolve_device("gpu7")

@@ -206,7 +206,7 @@ def test_search_writes_results_within_every_budget(search_dir):
         assert (search_dir / name).is_file(), name
     assert (search_dir / "pareto.png").stat().st_size > 10_000
     assert len(results.read_jsonl("candidates.jsonl")) == 8
-    assert len(results.read_jsonl("latency.jsonl")) == 6
+    assert len(results.read_jsonl("latency.jsonl")) == 14
     predictor = results.read_json("predictor.json")
     assert {"kendall_tau", "spearman_rho", "num_train", "num_validation"} <= set(predictor)
     latency = results.read_json("latency_model.json")

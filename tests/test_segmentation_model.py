@@ -83,7 +83,7 @@ def per_window_reference(attention: NASViTAttention, tokens: torch.Tensor, heigh
 
 @pytest.mark.parametrize(
     ("height", "width", "num_windows", "windows"),
-    [(8, 8, 2, (2, 2)), (7, 5, 2, (2, 2)), (9, 13, 3, (3, 3)), (15, 22, "auto", (2, 3))],
+    [(8, 8, 4, (2, 2)), (7, 5, 4, (2, 2)), (9, 13, 9, (3, 3)), (15, 22, "auto", (2, 3))],
 )
 def test_windowed_attention_equals_attention_inside_each_window(height, width, num_windows, windows):
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def test_backbone_with_one_window_equals_the_classification_model():
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     # "auto" on the same input differs only where a stage's grid has at least 14 tokens per side: none here.
-    backbone.set_num_windows(2)
+    backbone.set_num_windows(4)  # k = 4 windows in total: 2x2
     with torch.no_grad():
         windowed = backbone(pixel_values).feature_maps
     assert not torch.allclose(windowed[4], expected[4], atol=1e-4)  # mb4 (4x4 grid) now uses 2x2 windows
@@ -136,8 +136,10 @@ def test_num_windows_is_validated():
     with pytest.raises(ValueError, match="num_windows"):
         tiny_config(num_windows=0)
     with pytest.raises(ValueError, match="one entry per transformer stage"):
-        tiny_config(num_windows=[1, 2])
-    assert tiny_config(num_windows=[2, "auto", 1, 1]).num_windows == [2, "auto", 1, 1]
+        tiny_config(num_windows=[1, 4])
+    with pytest.raises(ValueError, match="perfect square"):
+        tiny_config(num_windows=2)
+    assert tiny_config(num_windows=[4, "auto", 1, 1]).num_windows == [4, "auto", 1, 1]
 
 
 def test_classification_model_is_unchanged_by_default():
@@ -328,7 +330,7 @@ def test_post_process_semantic_segmentation_sizes():
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("num_windows", "size", "out_features"),
-    [("auto", (150, 200), None), (1, (61, 45), None), ([2, "auto", 1, 3], (130, 97), ["stem", "mb3", "mb7"])],
+    [("auto", (150, 200), None), (1, (61, 45), None), ([4, "auto", 1, 9], (130, 97), ["stem", "mb3", "mb7"])],
 )
 def test_count_segmentation_macs_matches_a_traced_count(num_windows, size, out_features):
     extra = {"out_features": out_features} if out_features else {}

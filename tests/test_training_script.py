@@ -164,3 +164,36 @@ def test_consecutive_non_finite_steps_stop_the_run_with_a_clear_error(tmp_path):
     assert "step skipped, weights and optimizer state untouched" in result.stderr
     records = _log(tmp_path / "run")
     assert [records[step]["skipped"] for step in sorted(records)] == [0, 1, 1]
+
+
+def test_accelerate_launch_trains_the_paper_shaped_tiny_space(tmp_path):
+    """The paper's two dimensions (MLP ratio, windows) through the whole recipe: the sandwich samples them, an extra
+    eval arch uses both, and the saved supernet keeps them."""
+    from nasvit_hf.presets import get_search_space
+
+    space = get_search_space("tiny-paper")
+    space["resolutions"] = [48]  # mb4's 3x3 token grid: k = 4 gives padded 2x2 windows
+    eval_arch = {
+        "resolution": 48,
+        "width": [8, 8, 16, 24, 32, 40, 48, 56, 128],
+        "depth": [1, 1, 1, 2, 2, 2, 2],
+        "kernel_size": [3, 3, 3, 3, 3, 3, 3],
+        "expand_ratio": [1, 4, 4, 4, 4, 6, 6],
+        "mlp_ratio": [2, 1, 2, 1],
+        "num_windows": [4, 1, 1, 1],
+    }
+    config = _config(tmp_path, search_space=space, image_size=48, eval_archs=[eval_arch])
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
+    result = _run(["--config", config, "--max_steps", 2], launcher=accelerate)
+    assert "Trained 2 sandwich steps" in result.stdout
+    output_dir = tmp_path / "run"
+    assert set(json.loads((output_dir / "summary.json").read_text())["validation"]) == {"smallest", "largest", "arch0"}
+
+    from transformers import AutoModelForImageClassification
+
+    import nasvit_hf  # noqa: F401
+
+    model = AutoModelForImageClassification.from_pretrained(output_dir / "final")
+    assert model.config.search_space["mb4"]["num_windows"] == [1, 4]
+    assert model.config.smallest_arch()["num_windows"] == [4, 1, 1, 1]
+    assert model.config.largest_arch()["mlp_ratio"] == [2, 2, 2, 2]

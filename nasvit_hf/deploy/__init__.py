@@ -8,7 +8,13 @@ Supernets are refused with a message saying how to extract a subnet; exported gr
 resolution only. `recipes/deploy.py` wraps both exporters.
 """
 
-from .common import ExportReport, NASViTExportWrapper, check_pixel_values, load_subnet_for_export, supernet_choices
+from .common import (
+    ExportReport,
+    NASViTExportWrapper,
+    check_exported_pixel_values,
+    load_subnet_for_export,
+    supernet_choices,
+)
 from .onnx import MIN_ONNX_OPSET, OnnxRunner, export_onnx
 from .program import ProgramRunner, export_program
 
@@ -18,7 +24,7 @@ __all__ = [
     "NASViTExportWrapper",
     "OnnxRunner",
     "ProgramRunner",
-    "check_pixel_values",
+    "check_exported_pixel_values",
     "export_onnx",
     "export_program",
     "load_subnet_for_export",

@@ -11,8 +11,7 @@ import contextlib
 import copy
 import json
 import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,14 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.configuration_nasvit import STAGE_NAMES, NASViTConfig
-from ..models.modeling_nasvit import NASViTPreTrainedModel
+from ..loading import load_pretrained_strict
+from ..models.configuration_nasvit import NASViTConfig, arch_fields, field_choices
+from ..models.modeling_nasvit import NASViTPreTrainedModel, check_pixel_values
 
 __all__ = [
     "DEFAULT_ATOL",
     "ExportReport",
     "NASViTExportWrapper",
-    "check_pixel_values",
+    "check_exported_pixel_values",
     "deployment_metadata",
     "load_subnet_for_export",
     "supernet_choices",
@@ -104,32 +104,42 @@ class NASViTExportWrapper(nn.Module):
 
 
 def supernet_choices(config: NASViTConfig) -> list[str]:
-    """The search-space dimensions with more than one choice, e.g. `["resolutions [192, 224]", "mb4.d [3, 4]"]`."""
+    """The search-space dimensions with more than one choice, e.g. `["resolutions [192, 224]", "mb4.d [3, 4]"]`
+    (every field of the arch schema, `ARCH_FIELDS`)."""
     space = config.search_space
-    found = [f"resolutions {space['resolutions']}"] if len(space["resolutions"]) > 1 else []
-    for name in STAGE_NAMES:
-        for key in ("c", "d", "k", "t"):
-            choices = space[name].get(key)
-            if choices is not None and len(choices) > 1:
-                found.append(f"{name}.{key} {choices}")
+    found = []
+    for arch_field in arch_fields(space):
+        stages = arch_field.stages or (None,)
+        for stage, choices in zip(stages, field_choices(space, arch_field)):
+            if len(choices) > 1:
+                found.append(
+                    f"{stage}.{arch_field.space_key} {choices}" if stage else f"{arch_field.space_key} {choices}"
+                )
     return found
 
 
 def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
     import nasvit_hf  # every NASViT model class, by the name in config.architectures
 
+    advice = "Pass a folder written by save_pretrained (config.json + model.safetensors) or a NASViT model instance."
     try:
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+            raise OSError("the folder has no config.json")  # transformers would fall back to a default config
         config = NASViTConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise ValueError(
-            f"cannot load a NASViT config from {str(path)!r}: {error}. Pass a folder written by save_pretrained "
-            "(config.json + model.safetensors) or a NASViT model instance."
+            f"cannot load a NASViT config from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
         ) from error
     names = config.architectures or ["NASViTForImageClassification"]
     model_class = getattr(nasvit_hf, names[0], None)
     if model_class is None or not issubclass(model_class, NASViTPreTrainedModel):
         raise ValueError(f"{str(path)!r} holds a {names[0]!r}, which is not a NASViT model class of nasvit_hf.")
-    return model_class.from_pretrained(path, config=config)
+    try:
+        return load_pretrained_strict(model_class, path, config=config)
+    except OSError as error:  # no weights file: transformers' own message, made actionable
+        raise ValueError(
+            f"cannot load the NASViT weights from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
+        ) from error
 
 
 def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathLike) -> NASViTPreTrainedModel:
@@ -204,18 +214,30 @@ def deployment_metadata(
     }
 
 
-def check_pixel_values(
+def check_exported_pixel_values(
     pixel_values: np.ndarray | torch.Tensor,
     image_size: int,
     num_channels: int = 3,
     batch_size: int | None = None,
     what: str = "this exported model",
 ) -> None:
-    """Raise a `ValueError` that says what to do when `pixel_values` does not fit an exported subnet."""
+    """Raise a `ValueError` that says what to do when `pixel_values` does not fit an exported subnet: on top of the
+    model's own check (`check_pixel_values`: a float (batch, channels, height, width) tensor), an exported graph takes
+    only its subnet's resolution, its fixed batch size, numpy arrays too, and never raw uint8 images."""
+    if isinstance(pixel_values, np.ndarray):
+        try:
+            pixel_values = torch.from_numpy(pixel_values)
+        except TypeError:
+            raise ValueError(
+                f"{what} takes float pixel_values, got a numpy array of dtype {pixel_values.dtype}."
+            ) from None
+    if isinstance(pixel_values, torch.Tensor) and not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be normalised floats, got dtype {pixel_values.dtype}; raw uint8 images need the "
+            "image processor (rescale to [0, 1] and ImageNet mean/std) first."
+        )
+    check_pixel_values(pixel_values, num_channels)
     shape = tuple(pixel_values.shape)
-    expected = f"({batch_size if batch_size is not None else 'batch'}, {num_channels}, {image_size}, {image_size})"
-    if len(shape) != 4 or shape[1] != num_channels:
-        raise ValueError(f"{what} takes pixel_values of shape {expected}, got {shape}.")
     if shape[2:] != (image_size, image_size):
         raise ValueError(
             f"{what} was exported at the subnet's resolution and only takes {image_size}x{image_size} inputs, "
@@ -229,25 +251,6 @@ def check_pixel_values(
         )
     if shape[0] == 0:
         raise ValueError(f"{what} got an empty batch (shape {shape}).")
-    is_float = (
-        pixel_values.is_floating_point()
-        if isinstance(pixel_values, torch.Tensor)
-        else (np.issubdtype(pixel_values.dtype, np.floating))
-    )
-    if not is_float:
-        raise ValueError(
-            f"pixel_values must be normalised floats, got dtype {pixel_values.dtype}; raw uint8 images need the "
-            "image processor (rescale to [0, 1] and ImageNet mean/std) first."
-        )
-
-
-def atomic_output(path: str | os.PathLike, suffix: str) -> tuple[str, str]:
-    """`(final_path, temp_path)`: write to temp_path in the same folder, then `os.replace(temp_path, final_path)`."""
-    final = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(final)
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f".{os.path.basename(final)}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    return final, temp
 
 
 def max_abs_diff(outputs: list[np.ndarray], references: tuple[torch.Tensor, ...]) -> float:
@@ -260,3 +263,88 @@ def max_abs_diff(outputs: list[np.ndarray], references: tuple[torch.Tensor, ...]
             raise RuntimeError(f"exported output shape {output.shape} differs from eager {reference.shape}.")
         worst = max(worst, float(np.max(np.abs(output.astype(np.float64) - reference.astype(np.float64)))))
     return worst
+
+
+@dataclass
+class PreparedExport:
+    """An extracted subnet ready to trace: the model (eval, float32, CPU), its export wrapper, the example input
+    (batch 2 for a dynamic batch: torch.export specialises dimensions of size 1), the output names and the dynamic
+    shapes to pass to the exporter."""
+
+    model: NASViTPreTrainedModel
+    wrapper: NASViTExportWrapper
+    example: torch.Tensor
+    output_names: list[str]
+    dynamic_shapes: tuple[dict[int, Any], ...] | None
+    dynamic_batch: bool
+    batch_size: int
+    seed: int
+
+    def metadata(self) -> dict[str, str]:
+        return deployment_metadata(self.model, self.output_names, self.dynamic_batch, self.batch_size)
+
+    def verify(
+        self,
+        run: Callable[[torch.Tensor], list[np.ndarray]],
+        what: str,
+        atol: float,
+        rtol: float,
+        batch_sizes: list[int] | None = None,
+    ) -> dict[int, float]:
+        """Run `run` (the exported file's runtime) and eager PyTorch on seeded inputs of each batch size (default: 1
+        and 4 for a dynamic batch, else the fixed batch) and require |exported − eager| <= atol + rtol·|eager|.
+        Returns the largest difference per batch size; raises RuntimeError (nothing is written then)."""
+        diffs: dict[int, float] = {}
+        for size in batch_sizes or ([1, 4] if self.dynamic_batch else [self.batch_size]):
+            inputs = example_pixel_values(self.model.config, size, self.seed + size)
+            with torch.no_grad():
+                expected = self.wrapper(inputs)
+                outputs = run(inputs)
+            diffs[size] = max_abs_diff(outputs, expected)
+            for index, (output, reference) in enumerate(zip(outputs, expected)):
+                reference = reference.numpy()
+                if np.any(np.abs(output - reference) > atol + rtol * np.abs(reference)):
+                    raise RuntimeError(
+                        f"the exported {what} disagrees with PyTorch eager on output {index} at batch size {size}: "
+                        f"max |difference| {np.max(np.abs(output - reference)):.3e} exceeds atol={atol} + "
+                        f"rtol={rtol}·|eager|. Nothing was written. Please report this with the model folder; "
+                        "verify=False skips the check."
+                    )
+        return diffs
+
+    def report(self, format: str, path: str, export_seconds: float, diffs: dict[int, float], atol: float | None,
+               opset: int | None = None) -> ExportReport:  # fmt: skip
+        return ExportReport(
+            format=format,
+            path=path,
+            image_size=self.model.config.image_size,
+            dynamic_batch=self.dynamic_batch,
+            batch_size=None if self.dynamic_batch else self.batch_size,
+            input_name="pixel_values",
+            output_names=self.output_names,
+            file_size_bytes=os.path.getsize(path),
+            export_seconds=export_seconds,
+            opset=opset,
+            max_abs_diff=diffs,
+            atol=atol,
+        )
+
+
+@contextlib.contextmanager
+def prepare_export(
+    model_or_path: NASViTPreTrainedModel | str | os.PathLike, dynamic_batch: bool, batch_size: int, seed: int
+) -> Iterator[PreparedExport]:
+    """Load and check the subnet (`load_subnet_for_export`) and make it ready to trace; the model's mode is restored
+    afterwards."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    model = load_subnet_for_export(model_or_path)
+    with export_ready(model) as model:
+        wrapper = NASViTExportWrapper(model).eval()
+        example = example_pixel_values(model.config, 2 if dynamic_batch else batch_size, seed)
+        dynamic_shapes = None
+        if dynamic_batch:
+            dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
+        yield PreparedExport(
+            model, wrapper, example, wrapper.output_names(example), dynamic_shapes, dynamic_batch, batch_size, seed
+        )

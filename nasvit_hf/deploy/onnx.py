@@ -19,19 +19,8 @@ import numpy as np
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
-from .common import (
-    DEFAULT_ATOL,
-    MAX_DYNAMIC_BATCH,
-    ExportReport,
-    NASViTExportWrapper,
-    atomic_output,
-    check_pixel_values,
-    deployment_metadata,
-    example_pixel_values,
-    export_ready,
-    load_subnet_for_export,
-    max_abs_diff,
-)
+from ..utils.io import atomic_file
+from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
 
 __all__ = ["MIN_ONNX_OPSET", "OnnxRunner", "export_onnx"]
 
@@ -79,43 +68,33 @@ def export_onnx(
     The file's metadata (`nasvit.*` keys) records the image size, arch, labels and preprocessing. The file is
     written atomically: nothing appears at `output` unless the export, the checker and the verification pass.
     """
-    onnx, onnxruntime = _require_onnx()
+    onnx, _ = _require_onnx()
     if opset is not None and (not isinstance(opset, int) or opset < MIN_ONNX_OPSET):
         raise ValueError(f"opset must be an int >= {MIN_ONNX_OPSET} (the dynamo exporter's minimum), got {opset!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    model = load_subnet_for_export(model_or_path)
-    with export_ready(model) as model:
-        wrapper = NASViTExportWrapper(model).eval()
-        # A dynamic batch is traced at 2: torch.export specialises dimensions of size 1.
-        example = example_pixel_values(model.config, 2 if dynamic_batch else batch_size, seed)
-        output_names = wrapper.output_names(example)
-        dynamic_shapes = None
-        if dynamic_batch:
-            dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
+    with prepare_export(model_or_path, dynamic_batch, batch_size, seed) as prepared:
         start = time.perf_counter()
         with torch.no_grad():
             program = torch.onnx.export(
-                wrapper,
-                (example,),
+                prepared.wrapper,
+                (prepared.example,),
                 dynamo=True,
                 opset_version=opset,
                 input_names=["pixel_values"],
-                output_names=output_names,
-                dynamic_shapes=dynamic_shapes,
+                output_names=prepared.output_names,
+                dynamic_shapes=prepared.dynamic_shapes,
                 verbose=False,
             )
         export_seconds = time.perf_counter() - start
+        config = prepared.model.config
         program.model.producer_name = "nasvit_hf"
         program.model.doc_string = (
-            f"NASViT {type(model).__name__} subnet; input pixel_values "
-            f"({'batch' if dynamic_batch else batch_size}, {model.config.num_channels}, {model.config.image_size}, "
-            f"{model.config.image_size}) preprocessed like NASViTImageProcessor."
+            f"NASViT {type(prepared.model).__name__} subnet; input pixel_values "
+            f"({'batch' if dynamic_batch else batch_size}, {config.num_channels}, {config.image_size}, "
+            f"{config.image_size}) preprocessed like NASViTImageProcessor."
         )
-        for key, value in deployment_metadata(model, output_names, dynamic_batch, batch_size).items():
+        for key, value in prepared.metadata().items():
             program.model.metadata_props[key] = value
-        final, temp = atomic_output(output, ".onnx")
-        try:
+        with atomic_file(output, ".onnx") as (final, temp):
             program.save(temp, external_data=False)
             onnx.checker.check_model(temp, full_check=True)
             opset_used = next(
@@ -123,47 +102,13 @@ def export_onnx(
             )
             diffs: dict[int, float] = {}
             if verify:
-                sizes = verify_batch_sizes or ([1, 4] if dynamic_batch else [batch_size])
                 runner = OnnxRunner(temp)
-                for size in sizes:
-                    inputs = example_pixel_values(model.config, size, seed + size)
-                    with torch.no_grad():
-                        expected = wrapper(inputs)
-                    outputs = runner.run(inputs.numpy())
-                    diffs[size] = max_abs_diff(outputs, expected)
-                    _check_close(outputs, expected, atol, rtol, size)
-            os.replace(temp, final)
-        finally:
-            if os.path.exists(temp):
-                os.remove(temp)
-    report = ExportReport(
-        format="onnx",
-        path=final,
-        image_size=model.config.image_size,
-        dynamic_batch=dynamic_batch,
-        batch_size=None if dynamic_batch else batch_size,
-        input_name="pixel_values",
-        output_names=output_names,
-        file_size_bytes=os.path.getsize(final),
-        export_seconds=export_seconds,
-        opset=opset_used,
-        max_abs_diff=diffs,
-        atol=atol if verify else None,
-    )
+                diffs = prepared.verify(
+                    lambda inputs: runner.run(inputs.numpy()), "graph", atol, rtol, verify_batch_sizes
+                )
+        report = prepared.report("onnx", final, export_seconds, diffs, atol if verify else None, opset=opset_used)
     logger.info(report.summary())
     return report
-
-
-def _check_close(outputs: list[np.ndarray], expected: tuple[torch.Tensor, ...], atol: float, rtol: float, size: int):
-    for name_index, (output, reference) in enumerate(zip(outputs, expected)):
-        reference = reference.numpy()
-        excess = np.abs(output - reference) - (atol + rtol * np.abs(reference))
-        if np.any(excess > 0):
-            raise RuntimeError(
-                f"the exported graph disagrees with PyTorch eager on output {name_index} at batch size {size}: max "
-                f"|difference| {np.max(np.abs(output - reference)):.3e} exceeds atol={atol} + rtol={rtol}·|eager|. "
-                "Nothing was written. Please report this with the model folder; verify=False skips the check."
-            )
 
 
 class OnnxRunner:
@@ -187,14 +132,26 @@ class OnnxRunner:
         if num_threads is not None:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
-            self.path, options, providers=providers or ["CPUExecutionProvider"]
-        )
+        try:
+            self.session = onnxruntime.InferenceSession(
+                self.path, options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            raise ValueError(
+                f"{self.path!r} is not a valid ONNX file ({error}); export one with export_onnx()."
+            ) from error
         meta = self.session.get_modelmeta().custom_metadata_map
-        (graph_input,) = self.session.get_inputs()
+        inputs = self.session.get_inputs()
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        if "nasvit.image_size" not in meta or shape is None or len(shape) != 4:
+            raise ValueError(
+                f"{self.path!r} is not a NASViT export (no nasvit metadata or not one (batch, 3, r, r) input): it was "
+                "not written by export_onnx()."
+            )
+        graph_input = inputs[0]
         self.input_name = graph_input.name
         self.output_names = [output.name for output in self.session.get_outputs()]
-        batch, channels, height, width = graph_input.shape
+        batch, channels, height, width = shape
         if not all(isinstance(value, int) for value in (channels, height, width)) or height != width:
             raise ValueError(f"{self.path!r} is not a NASViT export: input shape {graph_input.shape}.")
         self.image_size = int(height)
@@ -206,7 +163,7 @@ class OnnxRunner:
 
     def run(self, pixel_values: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         """The outputs, in `output_names` order, for checked float32 `pixel_values`."""
-        check_pixel_values(
+        check_exported_pixel_values(
             pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the ONNX model {self.path!r}"
         )
         if isinstance(pixel_values, torch.Tensor):

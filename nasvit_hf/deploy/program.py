@@ -20,19 +20,8 @@ import time
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
-from .common import (
-    DEFAULT_ATOL,
-    MAX_DYNAMIC_BATCH,
-    ExportReport,
-    NASViTExportWrapper,
-    atomic_output,
-    check_pixel_values,
-    deployment_metadata,
-    example_pixel_values,
-    export_ready,
-    load_subnet_for_export,
-    max_abs_diff,
-)
+from ..utils.io import atomic_file
+from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
 
 __all__ = ["METADATA_FILE", "ProgramRunner", "export_program"]
 
@@ -60,57 +49,26 @@ def export_program(
     model's output tensors (`(logits,)` for classification); names and preprocessing are in the archive's
     `nasvit.json` (read them with `ProgramRunner`).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    model = load_subnet_for_export(model_or_path)
-    with export_ready(model) as model:
-        wrapper = NASViTExportWrapper(model).eval()
-        example = example_pixel_values(model.config, 2 if dynamic_batch else batch_size, seed)
-        output_names = wrapper.output_names(example)
-        dynamic_shapes = None
-        if dynamic_batch:
-            dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
+    with prepare_export(model_or_path, dynamic_batch, batch_size, seed) as prepared:
         start = time.perf_counter()
         with torch.no_grad():
-            program = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic_shapes)
+            program = torch.export.export(
+                prepared.wrapper, (prepared.example,), dynamic_shapes=prepared.dynamic_shapes
+            )
         export_seconds = time.perf_counter() - start
-        metadata = deployment_metadata(model, output_names, dynamic_batch, batch_size)
-        final, temp = atomic_output(output, ".pt2")
-        try:
-            torch.export.save(program, temp, extra_files={METADATA_FILE: json.dumps(metadata)})
+        with atomic_file(output, ".pt2") as (final, temp):
+            torch.export.save(program, temp, extra_files={METADATA_FILE: json.dumps(prepared.metadata())})
             diffs: dict[int, float] = {}
             if verify:
                 runner = ProgramRunner(temp, trust_program=True)  # the file written just above
-                for size in verify_batch_sizes or ([1, 4] if dynamic_batch else [batch_size]):
-                    inputs = example_pixel_values(model.config, size, seed + size)
-                    with torch.no_grad():
-                        expected = wrapper(inputs)
-                        outputs = runner.run(inputs)
-                    diffs[size] = max_abs_diff([output.numpy() for output in outputs], expected)
-                    for output, reference in zip(outputs, expected):
-                        if not torch.allclose(output, reference, atol=atol, rtol=rtol):
-                            raise RuntimeError(
-                                f"the exported program disagrees with PyTorch eager at batch size {size}: max "
-                                f"|difference| {diffs[size]:.3e} exceeds atol={atol} + rtol={rtol}·|eager|. Nothing "
-                                "was written. Please report this with the model folder; verify=False skips the check."
-                            )
-            os.replace(temp, final)
-        finally:
-            if os.path.exists(temp):
-                os.remove(temp)
-    report = ExportReport(
-        format="torch.export",
-        path=final,
-        image_size=model.config.image_size,
-        dynamic_batch=dynamic_batch,
-        batch_size=None if dynamic_batch else batch_size,
-        input_name="pixel_values",
-        output_names=output_names,
-        file_size_bytes=os.path.getsize(final),
-        export_seconds=export_seconds,
-        max_abs_diff=diffs,
-        atol=atol if verify else None,
-    )
+                diffs = prepared.verify(
+                    lambda inputs: [output.numpy() for output in runner.run(inputs)],
+                    "program",
+                    atol,
+                    rtol,
+                    verify_batch_sizes,
+                )
+        report = prepared.report("torch.export", final, export_seconds, diffs, atol if verify else None)
     logger.info(report.summary())
     return report
 
@@ -156,7 +114,7 @@ class ProgramRunner:
         """The output tensors, in `output_names` order."""
         if not isinstance(pixel_values, torch.Tensor):
             pixel_values = torch.as_tensor(pixel_values)
-        check_pixel_values(
+        check_exported_pixel_values(
             pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the program {self.path!r}"
         )
         with torch.no_grad():

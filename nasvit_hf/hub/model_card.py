@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES
+from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES, arch_per_stage
 
 __all__ = ["CITATION", "TEMPLATES_DIR", "SubnetCard", "build_model_card", "model_card_section", "render_model_card"]
 
@@ -97,18 +97,28 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
 
 
 def _arch_table(arch: dict[str, Any]) -> str:
-    rows = ["| stage | kind | width | depth | kernel | expand ratio |", "|---|---|---|---|---|---|"]
-    rows.append(f"| stem | conv 3x3, stride 2 | {arch['width'][0]} | 1 | 3 | - |")
-    for index, name in enumerate(BODY_STAGES):
+    """Markdown table of an arch; the MLP-ratio and windows columns appear only for archs of spaces that search
+    them (the paper's Table 1)."""
+    paper_fields = "mlp_ratio" in arch or "num_windows" in arch
+    per_stage = arch_per_stage(arch)
+    header = "| stage | kind | width | depth | kernel | expand ratio |" + (" MLP ratio | windows (k) |" * paper_fields)
+    rows = [header, "|---" * (header.count("|") - 1) + "|"]
+    extra = " - | - |" if paper_fields else ""
+    rows.append(f"| stem | conv 3x3, stride 2 | {arch['width'][0]} | 1 | 3 | - |{extra}")
+    for name in BODY_STAGES:
+        values = per_stage[name]
         if name in TRANSFORMER_STAGES:
-            kind = f"MBConv + {arch['depth'][index] - 1} transformer layers"
+            kind = f"MBConv + {values['depth'] - 1} transformer layers"
+            extra = f" {values['mlp_ratio']} | {values['num_windows']} |" if paper_fields else ""
         else:
             kind = "MBConv"
+            extra = " - | - |" if paper_fields else ""
         rows.append(
-            f"| {name} | {kind} | {arch['width'][index + 1]} | {arch['depth'][index]} | "
-            f"{arch['kernel_size'][index]} | {arch['expand_ratio'][index]} |"
+            f"| {name} | {kind} | {values['width']} | {values['depth']} | "
+            f"{values['kernel_size']} | {values['expand_ratio']} |{extra}"
         )
-    rows.append(f"| head | MBPool | {arch['width'][-1]} | - | - | 6 |")
+    extra = " - | - |" if paper_fields else ""
+    rows.append(f"| head | MBPool | {arch['width'][-1]} | - | - | 6 |{extra}")
     return "\n".join(rows)
 
 
@@ -173,7 +183,6 @@ def build_model_card(card: SubnetCard) -> ModelCard:
     latency = dict(card.latency)
     for key in ("median_ms", "q25_ms", "q75_ms"):
         latency[key] = f"{latency[key]:.2f}"
-    arch = {key: card.arch[key] for key in ("resolution", "width", "depth", "kernel_size", "expand_ratio")}
     license_note = _LICENSE_NOTES.get(
         card.license, f"The weights are released under the license of the source supernet: `{card.license}`."
     )
@@ -195,7 +204,7 @@ def build_model_card(card: SubnetCard) -> ModelCard:
         paper_top1=None if card.paper_top1 is None else f"{card.paper_top1:.1f}",
         paper_macs_millions=None if not card.paper_macs_millions else f"{card.paper_macs_millions:g}",
         arch_table=_arch_table(card.arch),
-        arch_json=json.dumps(arch),
+        arch_json=json.dumps(card.arch),
         calibration=card.calibration,
         table12=_table12_values(card.name.upper(), card.table12),
         repo=repo,

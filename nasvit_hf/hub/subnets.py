@@ -9,11 +9,8 @@ the exported folder (config.json, README.md, nasvit_export.json).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +22,21 @@ from ..macs import count_macs, count_parameters
 from ..presets import NAMED_ARCHS, get_named_arch
 from ..search.evaluation import EvaluationData, top1_accuracy
 from ..search.latency import measure_latency
+from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, has_marker, staging_folder
 from .model_card import SubnetCard, render_model_card
 from .push import strip_local_paths
 
-__all__ = ["ExportedSubnet", "NamedSubnet", "export_subnet", "named_subnet_from_arch", "resolve_named_archs"]
+__all__ = [
+    "EXPORT_MARKER",
+    "ExportedSubnet",
+    "NamedSubnet",
+    "check_export_target",
+    "export_subnet",
+    "named_subnet_from_arch",
+    "resolve_named_archs",
+]
+
+EXPORT_MARKER = "nasvit_export.json"  # written into every export folder: only such folders are ever replaced
 
 logger = logging.getLogger(__name__)
 
@@ -117,15 +125,18 @@ def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] 
     return resolved
 
 
-def _replace_folder(temporary: Path, target: Path) -> None:
-    """Move a finished export into place; an existing export is replaced only once the new one is complete."""
-    if target.exists():
-        trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        os.replace(target, trash / target.name)
-        os.replace(temporary, target)
-        shutil.rmtree(trash)
-    else:
-        os.replace(temporary, target)
+def check_export_target(output_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse, before any work, an export folder that exists (without `overwrite`) or that this tool did not make."""
+    target = Path(output_dir)
+    if not target.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{target} already exists: pass --overwrite to replace this export.")
+    if not target.is_dir() or not has_marker(target, EXPORT_MARKER):
+        raise OwnershipError(
+            f"{target} exists and is not an export of this tool (no {EXPORT_MARKER} inside): refusing to replace it "
+            "even with --overwrite. Choose another --output_dir or --prefix, or move it away yourself."
+        )
 
 
 @torch.no_grad()
@@ -139,11 +150,14 @@ def export_subnet(
     license: str = "unknown",
     latency_kwargs: dict[str, Any] | None = None,
     repo_id: str | None = None,
+    overwrite: bool = False,
     recalibrate: bool = True,
 ) -> ExportedSubnet:
     """Extract `named.arch`, recalibrate its BN statistics on `data.calibration`, measure top-1 on
     `data.evaluation` and latency, and write a complete Hub folder at `output_dir` (safetensors weights, config with
-    id2label, image processor, code for `trust_remote_code`, README.md model card, nasvit_export.json).
+    id2label, image processor, code for `trust_remote_code`, README.md model card, nasvit_export.json). An existing
+    folder is replaced only with `overwrite` and only if it is an earlier export (it holds `nasvit_export.json`); the
+    folder is checked before any work and replaced only once the new export is complete.
 
     The folder is meant to be pushed: `supernet_name` and the descriptions of the data keep only the last component
     of any local path (`/home/me/runs/supernet` -> `supernet`).
@@ -152,6 +166,7 @@ def export_subnet(
     is unused) and says so in the card: accuracy is usually far lower."""
     if named.arch is None:
         raise ValueError(f"{named.name} has no arch yet: search the supernet first (recipes/search.py).")
+    check_export_target(output_dir, overwrite)
     arch = named.arch
     resolution = arch["resolution"]
     subnet = supernet.extract_subnet(arch)
@@ -194,19 +209,12 @@ def export_subnet(
         table12=named.table12,
     )
     target = Path(output_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with staging_folder(target, marker=EXPORT_MARKER, overwrite=overwrite) as temporary:
         if data.processor is not None:  # the supernet's evaluation protocol, at this subnet's resolution
             data.processor.at_resolution(resolution).save_pretrained(temporary)
         subnet.save_pretrained(temporary)
-        (temporary / "README.md").write_text(render_model_card(card), encoding="utf-8")
-        metadata = {**asdict(card), "name": named.name, "nasvit_hf_export": 1}
-        (temporary / "nasvit_export.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        _replace_folder(temporary, target)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        atomic_write_text(temporary / "README.md", render_model_card(card))
+        atomic_write_json(temporary / EXPORT_MARKER, {**asdict(card), "name": named.name, "nasvit_hf_export": 1})
     logger.info("exported %s to %s: %.2f M MACs, top-1 %.2f %%", named.name, target, macs / 1e6, accuracy)
     return ExportedSubnet(
         named.name,

@@ -15,6 +15,9 @@ from ..models.configuration_nasvit import (
     NASViTConfig,
     arch_per_stage,
     make_divisible,
+    normalize_num_windows,
+    resolve_num_windows,
+    window_grid,
 )
 
 __all__ = ["count_macs", "count_parameters", "stage_macs"]
@@ -52,14 +55,34 @@ def _mbconv_macs(
     return macs, out_h, out_w
 
 
-def _transformer_macs(channels: int, tokens: int, head_dim: int, value_expansion: int) -> int:
+def _attention_macs(channels: int, tokens: int, head_dim: int, value_expansion: int) -> int:
+    """The terms of one transformer layer that grow with tokens²: talking heads and the two matmuls."""
     heads = channels // head_dim
+    return 2 * tokens * tokens * heads * heads + tokens * tokens * (heads * head_dim + value_expansion * channels)
+
+
+def _transformer_macs(
+    channels: int,
+    height: int,
+    width: int,
+    head_dim: int,
+    value_expansion: int,
+    mlp_ratio: int = 1,
+    num_windows: int | str = 1,
+) -> int:
+    """One transformer layer on an height×width token grid: q, k, v, proj and the two MLPs (each C → r·C → C), the
+    value's 3×3 depthwise conv, and the attention terms, per window over the padded window grid the model computes
+    when `num_windows` partitions the grid."""
+    tokens = height * width
     value_channels = value_expansion * channels
-    linear = tokens * (2 * channels * channels + 2 * channels * value_channels + 4 * channels * channels)
+    linear = tokens * (2 * channels * channels + 2 * channels * value_channels + 4 * mlp_ratio * channels * channels)
     value_conv = tokens * value_channels * 9
-    talking_heads = 2 * tokens * tokens * heads * heads
-    matmuls = tokens * tokens * (heads * head_dim + value_channels)
-    return linear + value_conv + talking_heads + matmuls
+    windows_h, windows_w = window_grid(num_windows, height, width)
+    if (windows_h, windows_w) == (1, 1):
+        return linear + value_conv + _attention_macs(channels, tokens, head_dim, value_expansion)
+    window_h, window_w = -(-height // windows_h), -(-width // windows_w)
+    count = -(-height // window_h) * -(-width // window_w)
+    return linear + value_conv + count * _attention_macs(channels, window_h * window_w, head_dim, value_expansion)
 
 
 class _SpacePlan:
@@ -92,11 +115,14 @@ def stage_macs(
     arch: dict[str, Any] | None = None,
     image_size: tuple[int, int] | None = None,
     validate: bool = True,
+    num_windows: int | str | list[int | str] | None = None,
 ) -> list[tuple[str, int, tuple[int, int]]]:
     """MACs of the stem and of every body stage, with each one's output feature-map size: `[(name, macs, (h, w))]`.
 
     `image_size` overrides the arch's square resolution (e.g. for dense prediction on larger inputs). `validate=False`
     skips checking the arch against the search space (for callers that generated it from the space themselves).
+    The attention windows are the model's: `num_windows` (k or "auto", one or one per transformer stage) where
+    given, else the config's runtime `num_windows` where set, else the arch's.
     """
     if arch is None:
         arch = config.arch
@@ -105,7 +131,10 @@ def stage_macs(
     plan = _plan(config)
     height, width = image_size if image_size is not None else (arch["resolution"], arch["resolution"])
     height, width = _out_size(height, plan.stem_stride), _out_size(width, plan.stem_stride)
-    per_stage = arch_per_stage(config.search_space, arch)
+    per_stage = arch_per_stage(arch)
+    override = config.num_windows if num_windows is None else normalize_num_windows(num_windows)
+    windows = dict(zip(TRANSFORMER_STAGES, resolve_num_windows(arch, override)))
+    head_dim, value_expansion = config.head_dim, config.value_expansion
     channels = per_stage["first_conv"]["width"]
     result = [("first_conv", height * width * channels * config.num_channels * 9, (height, width))]
     for name, has_expansion, se, stride, is_transformer in plan.stages:
@@ -115,7 +144,9 @@ def stage_macs(
         channels = c_out
         if depth > 1:
             if is_transformer:
-                layer = _transformer_macs(channels, height * width, config.head_dim, config.value_expansion)
+                layer = _transformer_macs(
+                    channels, height, width, head_dim, value_expansion, values["mlp_ratio"], windows[name]
+                )
             else:
                 layer = _mbconv_macs(channels, channels, kernel, expand, has_expansion, se, 1, height, width)[0]
             macs += (depth - 1) * layer
@@ -143,7 +174,7 @@ def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, n
     """Number of parameters of the standalone subnet `arch` (what `extract_subnet` keeps), buffers excluded."""
     arch = config.validate_arch(arch) if arch is not None else config.arch
     space = config.search_space
-    per_stage = arch_per_stage(space, arch)
+    per_stage = arch_per_stage(arch)
     channels = per_stage["first_conv"]["width"]
     total = config.num_channels * channels * 9 + 2 * channels
     table_cells = 8 * config.switchable_scaling_depth_slots if config.switchable_scaling in ("tokens", "width") else 1
@@ -166,7 +197,8 @@ def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, n
             layer = 3 * 2 * c  # norms
             layer += 2 * (c * c + c) + (c * vc + vc) + vc * 9 + (vc * c + c)  # q, k, v, value conv, proj
             layer += 2 * (heads * heads + heads) + side * side * heads  # talking heads, relative position table
-            layer += 2 * 2 * (c * c + c)  # two MLPs
+            hidden = values["mlp_ratio"] * c
+            layer += 2 * ((c * hidden + hidden) + (hidden * c + c))  # two MLPs, C -> r·C -> C
             if config.switchable_scaling != "none":
                 layer += 2 * table_cells * c
             total += (depth - 1) * layer

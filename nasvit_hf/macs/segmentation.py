@@ -10,42 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .classification import _transformer_macs, stage_macs
-from ..models.configuration_nasvit import (
-    BACKBONE_STAGE_NAMES,
-    TRANSFORMER_STAGES,
-    NASViTConfig,
-    normalize_num_windows,
-)
+from ..models.configuration_nasvit import BACKBONE_STAGE_NAMES, NASViTConfig, normalize_num_windows, window_grid
+from .classification import stage_macs
 
 __all__ = ["count_segmentation_macs", "window_grid"]
-
-
-def window_grid(num_windows: int | str, height: int, width: int) -> tuple[int, int]:
-    """Windows along each axis of an height×width token grid (as `NASViTAttention.window_grid` computes it)."""
-    if num_windows == "auto":
-        return max(1, height // 7), max(1, width // 7)
-    return min(num_windows, height), min(num_windows, width)
-
-
-def _attention_macs(channels: int, tokens: int, head_dim: int, value_expansion: int) -> int:
-    """The terms of one transformer layer that grow with tokens²: talking heads and the two matmuls."""
-    heads = channels // head_dim
-    return 2 * tokens * tokens * heads * heads + tokens * tokens * (heads * head_dim + value_expansion * channels)
-
-
-def _windowed_transformer_macs(
-    channels: int, height: int, width: int, num_windows: int | str, head_dim: int, value_expansion: int
-) -> int:
-    tokens = height * width
-    macs = _transformer_macs(channels, tokens, head_dim, value_expansion)
-    windows_h, windows_w = window_grid(num_windows, height, width)
-    if (windows_h, windows_w) == (1, 1):
-        return macs
-    window_h, window_w = -(-height // windows_h), -(-width // windows_w)
-    count = -(-height // window_h) * -(-width // window_w)
-    macs -= _attention_macs(channels, tokens, head_dim, value_expansion)
-    return macs + count * _attention_macs(channels, window_h * window_w, head_dim, value_expansion)
 
 
 def count_segmentation_macs(
@@ -76,23 +44,12 @@ def count_segmentation_macs(
         raise ValueError(f"out_features must be a non-empty subset of {BACKBONE_STAGE_NAMES}, got {out_features}.")
     num_windows = normalize_num_windows(config.num_windows if num_windows is None else num_windows)
     num_windows = "auto" if num_windows is None else num_windows
-    per_stage = num_windows if isinstance(num_windows, list) else [num_windows] * len(TRANSFORMER_STAGES)
 
-    stages = stage_macs(config, arch, image_size=(height, width))  # [(name, macs, (h, w))] for stem, mb1..mb7
+    # [(name, macs, (h, w))] for stem, mb1..mb7, with the windows the backbone runs
+    stages = stage_macs(config, arch, image_size=(height, width), num_windows=num_windows)
     last = max(BACKBONE_STAGE_NAMES.index(name) for name in out_features)
-    depths = dict(zip(BACKBONE_STAGE_NAMES[1:], arch["depth"]))
     widths = dict(zip(BACKBONE_STAGE_NAMES, arch["width"]))
-    total = 0
-    for name, macs, (stage_h, stage_w) in stages[: last + 1]:
-        if name in TRANSFORMER_STAGES:
-            channels, layers = widths[name], depths[name] - 1
-            windows = per_stage[TRANSFORMER_STAGES.index(name)]
-            tokens = stage_h * stage_w
-            macs -= layers * _transformer_macs(channels, tokens, config.head_dim, config.value_expansion)
-            macs += layers * _windowed_transformer_macs(
-                channels, stage_h, stage_w, windows, config.head_dim, config.value_expansion
-            )
-        total += macs
+    total = sum(macs for _, macs, _ in stages[: last + 1])
 
     sizes = {BACKBONE_STAGE_NAMES[i]: size for i, (_, _, size) in enumerate(stages)}
     finest_h, finest_w = sizes[out_features[0]]

@@ -3,16 +3,20 @@
 NASViT: Neural Architecture Search for Efficient Vision Transformers with Gradient Conflict-Aware Supernet
 Training (Gong et al., ICLR 2022). Reference code: https://github.com/facebookresearch/NASViT.
 
-The configuration carries the *search space* (per stage: width, depth, kernel size and expand-ratio choices) and the
-*active architecture* chosen inside it. A supernet config has several choices somewhere; an extracted subnet's config
+The configuration carries the *search space* (per stage: width, depth, kernel size and expand-ratio choices; MLP
+ratio and window choices per transformer stage where searched) and the *active architecture* chosen inside it. The
+arch fields are declared once, in `ARCH_FIELDS` (the arch schema); validation, sampling, collapsing and, outside this
+file, the search encoder and the MACs counters read that table. A supernet config has several choices somewhere; an extracted subnet's config
 has exactly one choice per dimension. This file is Hub-portable: it imports only the standard library and
-transformers.
+transformers (`sample_arch` imports torch only when given a `torch.Generator` or none).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+import numbers
 import random
 import warnings
 from collections.abc import Callable
@@ -48,7 +52,10 @@ __all__ = [
     "sample_arch",
     "search_space_is_supernet",
     "smallest_arch",
+    "resolve_num_windows",
+    "stage_choices",
     "validate_arch",
+    "window_grid",
 ]
 
 # Stage order of the reference implementation: a stem conv, seven body stages, the MBPool head.
@@ -94,8 +101,121 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return new_value
 
 
+# Bounds of the search-space values (sane limits: beyond them a config is a typo or a tampered file, and would
+# allocate absurd amounts of memory, e.g. resolution 100000 or depth 10^6).
+SEARCH_SPACE_BOUNDS: dict[str, tuple[int, int]] = {
+    "resolutions": (16, 4096),
+    "c": (1, 16384),
+    "d": (1, 64),
+    "k": (1, 31),
+    "t": (1, 32),
+    "mlp_ratio": (1, 32),
+    "num_windows": (1, 64 * 64),
+}
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, Python or numpy (`numbers.Integral`), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_bool(value: Any) -> bool:
+    """A Python or numpy bool (never a string such as "no", nor an int)."""
+    if isinstance(value, bool):
+        return True
+    kind = type(value)  # numpy.bool (numpy >= 2) / numpy.bool_, without importing numpy here
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
+
+
+def _int_list(value: Any, where: str, bounds: tuple[int, int] | None = None) -> list[int]:
+    if _is_int(value):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(v) for v in value):
+        raise ValueError(f"search_space[{where}] must be a non-empty list of integers, got {value!r}.")
+    if any(v <= 0 for v in value):
+        raise ValueError(f"search_space[{where}] must hold positive integers, got {[int(v) for v in value]}.")
+    if bounds is not None and any(not bounds[0] <= v <= bounds[1] for v in value):
+        raise ValueError(
+            f"search_space[{where}] must hold integers in [{bounds[0]}, {bounds[1]}], got {[int(v) for v in value]}."
+        )
+    return sorted(set(int(v) for v in value))
+
+
+def _stride(value: Any, where: str) -> int:
+    if not _is_int(value) or value not in (1, 2):
+        raise ValueError(f"search_space[{where}]['s'] (stride) must be the integer 1 or 2, got {value!r}.")
+    return int(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not _is_bool(value):
+        raise ValueError(f"search_space[{where}]['se'] must be true or false (a JSON boolean), got {value!r}.")
+    return bool(value)
+
+
+def check_int_field(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """`value` as a plain int, or a `ValueError` naming the field, the value and the allowed range.
+
+    Python and numpy integers are accepted; bools, floats and strings (even "3") are not."""
+    allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
+    if not _is_int(value):
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r} ({type(value).__name__}).")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}.")
+    return int(value)
+
+
+def check_float_field(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> float:
+    """`value` as a plain finite float in the given interval, or a `ValueError` naming the field and the interval.
+
+    Python/numpy ints and floats are accepted; bools and strings (even "1e-5") are not."""
+    allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a number in {allowed}, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if not math.isfinite(value) or not inside:
+        raise ValueError(f"{name} must be a finite number in {allowed}, got {value!r}.")
+    return value
+
+
+MAX_NUM_LABELS = 1_000_000
+MAX_NUM_WINDOWS = 64
+# The scalar fields of `NASViTConfig.__init__`: name -> (low, high) for ints, (low, high, low_open, high_open) for
+# floats. The eps values must be > 0 (BatchNorm/LayerNorm divide by sqrt(var + eps)); dropout rates < 1.
+SCALAR_INT_FIELDS: dict[str, tuple[int, int]] = {
+    "num_channels": (1, 256),
+    "head_dim": (1, 1024),
+    "value_expansion": (1, 64),
+    "max_relative_position": (1, 512),
+    "switchable_scaling_depth_slots": (1, 1024),
+    "decoder_hidden_size": (1, 65536),
+    "semantic_loss_ignore_index": (-(2**31), 2**31 - 1),
+}
+SCALAR_FLOAT_FIELDS: dict[str, tuple[float, float, bool, bool]] = {
+    "switchable_scaling_init": (0.0, 100.0, False, False),
+    "drop_path_rate": (0.0, 1.0, False, True),
+    "drop_connect_rate": (0.0, 1.0, False, True),
+    "classifier_dropout": (0.0, 1.0, False, True),
+    "batch_norm_eps": (0.0, 1.0, True, False),
+    "batch_norm_momentum": (0.0, 1.0, False, False),
+    "layer_norm_eps": (0.0, 1.0, True, False),
+    "initializer_range": (0.0, 100.0, False, False),
+}
+
+
+def check_scalar_fields(**fields: Any) -> dict[str, Any]:
+    """Check the scalar config fields against `SCALAR_INT_FIELDS` / `SCALAR_FLOAT_FIELDS`; plain ints and floats."""
+    clean: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in SCALAR_INT_FIELDS:
+            clean[name] = check_int_field(name, value, *SCALAR_INT_FIELDS[name])
+        else:
+            low, high, low_open, high_open = SCALAR_FLOAT_FIELDS[name]
+            clean[name] = check_float_field(name, value, low, high, low_open=low_open, high_open=high_open)
+    return clean
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -111,6 +231,15 @@ def _check_expand_ratios(stage: str, key: str, choices: list[int]) -> None:
         raise ValueError(
             f"search_space[{stage!r}][{key!r}] mixes expand ratio 1 with others ({choices}): a stage whose "
             "only expand ratio is 1 has no expansion layer, so 1 cannot be one choice among several."
+        )
+
+
+def _check_perfect_squares(stage: str, key: str, choices: list[int]) -> None:
+    bad = [k for k in choices if math.isqrt(k) ** 2 != k]
+    if bad:
+        raise ValueError(
+            f"search_space[{stage!r}][{key!r}] has {bad}, which are not perfect squares: the number of windows k is "
+            "the total count of a square partition of the token grid (1 = global attention, 4 = 2x2, 9 = 3x3)."
         )
 
 
@@ -158,9 +287,24 @@ ARCH_FIELDS: tuple[ArchField, ...] = (
     ArchField(
         "expand_ratio", "t", tuple(BODY_STAGES), description="MBConv expand ratio", check_choices=_check_expand_ratios
     ),
+    # The paper's Table 1 (not the reference code): the MLP expansion ratio of the transformer layers (both MLPs of a
+    # layer, Figure 6) and the number of attention windows k (total; a perfect square; 1 = global attention). The
+    # largest subnet uses the fewest windows (global attention costs the most).
+    ArchField("mlp_ratio", "mlp_ratio", tuple(TRANSFORMER_STAGES), default=1, description="MLP expansion ratio"),
+    ArchField(
+        "num_windows",
+        "num_windows",
+        tuple(TRANSFORMER_STAGES),
+        default=1,
+        largest="min",
+        description="number of attention windows k",
+        check_choices=_check_perfect_squares,
+    ),
 )
 ARCH_KEYS = [arch_field.name for arch_field in ARCH_FIELDS]
 _FIELDS_BY_NAME = {arch_field.name: arch_field for arch_field in ARCH_FIELDS}
+# (name, stages, default) of the per-stage fields: arch_per_stage runs in search's inner loop (via the MACs counter).
+_PER_STAGE_FIELDS = tuple((f.name, f.stages, f.default) for f in ARCH_FIELDS if not f.per_network)
 # Stage keys that are structure, not searchable dimensions.
 _STRUCTURE_KEYS = {"first_conv": {"s", "act_func"}, "last_conv": {"act_func"}}
 _BODY_STRUCTURE_KEYS = {"s", "se", "act_func"}
@@ -227,34 +371,34 @@ def smallest_arch(space: dict[str, Any]) -> dict[str, Any]:
     return sample_arch(space, rule="smallest")
 
 
-def arch_per_stage(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, dict[str, int]]:
+def arch_per_stage(arch: dict[str, Any]) -> dict[str, dict[str, int]]:
     """`{stage: {field: value}}` for every per-stage field of the schema (defaults filled in for optional fields
     the arch leaves out): what a stage builder or counter reads instead of indexing the arch lists itself."""
     per_stage: dict[str, dict[str, int]] = {stage: {} for stage in STAGE_NAMES}
-    for arch_field in ARCH_FIELDS:
-        if arch_field.per_network:
-            continue
-        values = arch.get(arch_field.name)
+    for name, stages, default in _PER_STAGE_FIELDS:
+        values = arch.get(name)
         if values is None:
-            values = [arch_field.default] * len(arch_field.stages)
-        for stage, value in zip(arch_field.stages, values):
-            per_stage[stage][arch_field.name] = value
+            for stage in stages:
+                per_stage[stage][name] = default
+        else:
+            for stage, value in zip(stages, values):
+                per_stage[stage][name] = value
     return per_stage
+
+
+def stage_choices(space: dict[str, Any], stage: str) -> dict[str, list[int]]:
+    """`{field: choices}` of every per-stage field covering `stage` in a normalised `space` (an optional field the
+    stage does not declare has only its default): what a stage reads to size its largest weights."""
+    return {
+        arch_field.name: space[stage].get(arch_field.space_key, [arch_field.default])
+        for arch_field in ARCH_FIELDS
+        if stage in arch_field.stages
+    }
 
 
 def search_space_is_supernet(space: dict[str, Any]) -> bool:
     """True when some dimension of the (normalised) search space has more than one choice."""
     return any(len(choices) > 1 for field in arch_fields(space) for choices in field_choices(space, field))
-
-
-def _int_list(value: Any, where: str) -> list[int]:
-    if _is_int(value):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(v) for v in value):
-        raise ValueError(f"search_space[{where}] must be a non-empty list of integers, got {value!r}.")
-    if any(v <= 0 for v in value):
-        raise ValueError(f"search_space[{where}] must hold positive integers, got {list(value)}.")
-    return sorted(set(int(v) for v in value))
 
 
 def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
@@ -285,7 +429,9 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for arch_field in ARCH_FIELDS:
         if arch_field.per_network:
-            clean[arch_field.space_key] = _int_list(space[arch_field.space_key], repr(arch_field.space_key))
+            clean[arch_field.space_key] = _int_list(
+                space[arch_field.space_key], repr(arch_field.space_key), SEARCH_SPACE_BOUNDS.get(arch_field.space_key)
+            )
     for name in STAGE_NAMES:
         stage = space[name]
         if not isinstance(stage, dict):
@@ -306,19 +452,16 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
                 if arch_field.default is not None:
                     continue
                 raise ValueError(f"search_space[{name!r}] is missing {key!r} ({arch_field.description} choices).")
-            entry[key] = _int_list(stage.get(key), f"{name!r}][{key!r}")
+            entry[key] = _int_list(stage.get(key), f"{name!r}][{key!r}", SEARCH_SPACE_BOUNDS.get(key))
             if arch_field.check_choices is not None:
                 arch_field.check_choices(name, key, entry[key])
         if name == "first_conv":
-            entry["s"] = int(stage.get("s", 2))
+            entry["s"] = _stride(stage.get("s", 2), repr(name))
         elif name != "last_conv":
             if name in TRANSFORMER_STAGES and min(entry["d"]) < 1:
                 raise ValueError(f"search_space[{name!r}]['d'] must be >= 1 (the first block is an MBConv).")
-            stride = stage.get("s", 1)
-            if stride not in (1, 2):
-                raise ValueError(f"search_space[{name!r}]['s'] must be 1 or 2, got {stride!r}.")
-            entry["s"] = int(stride)
-            entry["se"] = bool(stage.get("se", False))
+            entry["s"] = _stride(stage.get("s", 1), repr(name))
+            entry["se"] = _flag(stage.get("se", False), repr(name))
         clean[name] = entry
     for name in TRANSFORMER_STAGES:
         bad = [c for c in clean[name]["c"] if c % 8]
@@ -350,7 +493,7 @@ def validate_arch(space: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]
     for arch_field in ARCH_FIELDS:
         if arch_field.name not in arch:
             continue
-        declared = arch_field in fields
+        declared = arch_field.name in keys
         values = arch[arch_field.name]
         if arch_field.per_network:
             (allowed,) = field_choices(space, arch_field)
@@ -391,15 +534,28 @@ def collapse_search_space(space: dict[str, Any], arch: dict[str, Any]) -> dict[s
     return collapsed
 
 
-def normalize_num_windows(value: Any) -> int | str | list[int | str] | None:
-    """Validate `num_windows`: None, a positive int, "auto", or one of those per transformer stage (a list of 4)."""
+WINDOW_CONVENTIONS = ["total", "per_side"]
+
+
+def normalize_num_windows(value: Any, convention: str = "total") -> int | str | list[int | str] | None:
+    """Validate the runtime window option `num_windows`: None, k (the total number of windows, a perfect square:
+    1, 4, 9, ...), "auto" (feature-map side // 7 windows per side), or one of those per transformer stage (a list
+    of 4). `convention="per_side"` reads ints as windows per side (configs saved before k was adopted) and returns k.
+    """
+    if convention not in WINDOW_CONVENTIONS:
+        raise ValueError(f"windows_convention must be one of {WINDOW_CONVENTIONS}, got {convention!r}.")
 
     def check(item: Any, where: str) -> int | str:
-        if item == "auto" or (_is_int(item) and item >= 1):
+        if isinstance(item, str) and item == "auto":
             return item
+        if _is_int(item) and item >= 1:
+            per_side = int(item) if convention == "per_side" else math.isqrt(int(item))
+            if (convention == "per_side" or per_side * per_side == item) and per_side <= MAX_NUM_WINDOWS:
+                return per_side * per_side
         raise ValueError(
-            f"num_windows{where} must be a positive int (windows per side of the token grid) or 'auto' "
-            f"(feature-map side // 7, at least 1), got {item!r}."
+            f"num_windows{where} must be the total number of windows k, a perfect square of at most "
+            f"{MAX_NUM_WINDOWS}**2 (1 = global attention, 4 = 2x2 windows, 9 = 3x3, ...), or 'auto' "
+            f"(feature-map side // 7 windows per side, at least 1), got {item!r}."
         )
 
     if value is None:
@@ -411,6 +567,24 @@ def normalize_num_windows(value: Any) -> int | str | list[int | str] | None:
             )
         return [check(item, f"[{i}]") for i, item in enumerate(value)]
     return check(value, "")
+
+
+def window_grid(num_windows: int | str, height: int, width: int) -> tuple[int, int]:
+    """Windows along each axis of an height×width token grid: k windows are sqrt(k) per side (never more windows
+    than tokens along an axis); `"auto"` is the paper's segmentation rule, side // 7 per side (at least 1)."""
+    if num_windows == "auto":
+        return max(1, height // 7), max(1, width // 7)
+    side = math.isqrt(num_windows)
+    return min(side, height), min(side, width)
+
+
+def resolve_num_windows(arch: dict[str, Any], override: int | str | list[int | str] | None) -> list[int | str]:
+    """The windows each transformer stage mb4..mb7 runs: the runtime `override` (`config.num_windows`, one value or
+    one per stage) where set, else the arch's `num_windows` (its default, 1, in spaces without that field)."""
+    if override is None:
+        windows = arch.get("num_windows")
+        return list(windows) if windows is not None else [_FIELDS_BY_NAME["num_windows"].default] * 4
+    return list(override) if isinstance(override, list) else [override] * len(TRANSFORMER_STAGES)
 
 
 def _pop_renamed_keys(kwargs: dict[str, Any], **current: Any) -> dict[str, Any]:
@@ -442,10 +616,13 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
             The search space in the reference schema (see `REFERENCE_SEARCH_SPACE`, the default): `resolutions`
             and, per stage of `first_conv, mb1..mb7, last_conv`, the width choices `c`; the body stages add depth
             `d`, kernel size `k`, expand ratio `t`, stride `s` and squeeze-excite `se`. Stages `mb1`-`mb3` are MBConv
-            stages; `mb4`-`mb7` start with an MBConv block followed by transformer layers.
+            stages; `mb4`-`mb7` start with an MBConv block followed by transformer layers, and may add the paper's
+            `mlp_ratio` (MLP expansion ratio choices) and `num_windows` (choices of k, the total number of attention
+            windows, perfect squares); a stage without them has only 1 (the reference).
         arch (`dict`, *optional*):
             The active architecture: `{"resolution": int, "width": [9], "depth": [7], "kernel_size": [7],
-            "expand_ratio": [7]}`. Defaults to the largest subnet of the space.
+            "expand_ratio": [7]}`, plus `"mlp_ratio": [4]` and `"num_windows": [4]` (mb4..mb7) when the space declares
+            them (`ARCH_FIELDS` is the schema). Defaults to the largest subnet of the space.
         num_channels (`int`, *optional*, defaults to 3): input channels.
         head_dim (`int`, *optional*, defaults to 8): channels per attention head (query/key).
         value_expansion (`int`, *optional*, defaults to 4): value channels are `value_expansion * width`.
@@ -465,11 +642,16 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         classifier_dropout (`float`, *optional*, defaults to 0.0): dropout before the classifier.
         batch_norm_eps, batch_norm_momentum, layer_norm_eps: normalisation constants (reference: 1e-5, 0.1, 1e-5).
         initializer_range (`float`, *optional*, defaults to 0.02): std of the truncated normal for linear layers.
-        num_windows (`int`, `"auto"` or a list of 4 of those, *optional*): windowed attention in the transformer
-            layers, per side of the token grid (so 2 means 2×2 windows; the paper's Table 1 "4 windows"). `"auto"`
-            is the paper's segmentation setting: feature-map side // 7 (at least 1). A list sets mb4..mb7 one by
-            one. `None` (default) means 1 (global attention, the reference) for classification and `"auto"` for the
-            backbone and segmentation models.
+        num_windows (`int`, `"auto"` or a list of 4 of those, *optional*): a runtime override of the windowed attention
+            of the transformer layers. An int is k, the total number of windows (a perfect square: 4 means a 2×2
+            partition of the token grid; the paper's Table 1 convention, the same as the arch field `num_windows`).
+            `"auto"` is the paper's segmentation setting: feature-map side // 7 windows per side (at least 1). A list
+            sets mb4..mb7 one by one. `None` (default) runs the arch's `num_windows` (1, global attention, in spaces
+            without that field, as the reference) for classification, and `"auto"` for the backbone and segmentation.
+        windows_convention (`str`, *optional*, defaults to `"total"`): how ints in `num_windows` are read. Configs
+            saved before k was adopted counted windows per side; `from_dict` / `from_pretrained` pass `"per_side"`
+            for a config dict that has a `num_windows` but no `windows_convention` key, and ints are migrated to k
+            (2 per side -> 4). Saved configs always record `"total"`.
         out_features / out_indices (`list`, *optional*): the feature maps a `NASViTBackbone` returns, out of
             `stage_names` = `["stem", "mb1", ..., "mb7"]`; default `["mb2", "mb3", "mb4", "mb6"]` (strides 4-32).
         decoder_hidden_size (`int`, *optional*, defaults to 256): width of the Segformer all-MLP decode head.
@@ -497,6 +679,7 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         num_windows: int | str | list[int | str] | None = None,
+        windows_convention: str = "total",
         out_features: list[str] | None = None,
         out_indices: list[int] | None = None,
         decoder_hidden_size: int = 256,
@@ -505,7 +688,9 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
     ):
         if "num_labels" not in kwargs and "id2label" not in kwargs:
             kwargs["num_labels"] = 1000
-        self.search_space = normalize_search_space(copy.deepcopy(search_space or REFERENCE_SEARCH_SPACE))
+        self.search_space = normalize_search_space(
+            copy.deepcopy(REFERENCE_SEARCH_SPACE if search_space is None else search_space)
+        )
         self.arch = validate_arch(self.search_space, arch) if arch is not None else largest_arch(self.search_space)
         renamed = _pop_renamed_keys(
             kwargs,
@@ -514,57 +699,70 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
             switchable_scaling_depth_slots=switchable_scaling_depth_slots,
         )
         switchable_scaling = renamed["switchable_scaling"]
-        switchable_scaling_init = renamed["switchable_scaling_init"]
-        switchable_scaling_depth_slots = renamed["switchable_scaling_depth_slots"]
-        if switchable_scaling not in SWITCHABLE_SCALING_MODES:
+        if "num_labels" in kwargs:
+            kwargs["num_labels"] = check_int_field("num_labels", kwargs["num_labels"], 0, MAX_NUM_LABELS)
+        scalars = check_scalar_fields(
+            num_channels=num_channels,
+            head_dim=head_dim,
+            value_expansion=value_expansion,
+            max_relative_position=max_relative_position,
+            switchable_scaling_init=renamed["switchable_scaling_init"],
+            switchable_scaling_depth_slots=renamed["switchable_scaling_depth_slots"],
+            drop_path_rate=drop_path_rate,
+            drop_connect_rate=drop_connect_rate,
+            classifier_dropout=classifier_dropout,
+            batch_norm_eps=batch_norm_eps,
+            batch_norm_momentum=batch_norm_momentum,
+            layer_norm_eps=layer_norm_eps,
+            initializer_range=initializer_range,
+            decoder_hidden_size=decoder_hidden_size,
+            semantic_loss_ignore_index=semantic_loss_ignore_index,
+        )
+        if not isinstance(switchable_scaling, str) or switchable_scaling not in SWITCHABLE_SCALING_MODES:
             raise ValueError(
                 f"switchable_scaling must be one of {SWITCHABLE_SCALING_MODES}, got {switchable_scaling!r}."
             )
         if switchable_scaling == "width" and any(len(self.search_space[s]["c"]) > 8 for s in TRANSFORMER_STAGES):
             raise ValueError("switchable_scaling='width' supports at most 8 width choices per transformer stage.")
         max_depth = max(max(self.search_space[s]["d"]) for s in TRANSFORMER_STAGES)
-        if not _is_int(switchable_scaling_depth_slots) or switchable_scaling_depth_slots <= max_depth:
+        if scalars["switchable_scaling_depth_slots"] <= max_depth:
             raise ValueError(
                 f"switchable_scaling_depth_slots must be an int above the largest transformer-stage depth "
-                f"({max_depth}), got {switchable_scaling_depth_slots!r}."
+                f"({max_depth}), got {scalars['switchable_scaling_depth_slots']!r}."
             )
-        if head_dim <= 0 or value_expansion <= 0:
-            raise ValueError(f"head_dim and value_expansion must be positive, got {head_dim} and {value_expansion}.")
         for name in TRANSFORMER_STAGES:
-            bad = [c for c in self.search_space[name]["c"] if c % head_dim]
+            bad = [c for c in self.search_space[name]["c"] if c % scalars["head_dim"]]
             if bad:
-                raise ValueError(f"search_space[{name!r}]['c'] has widths {bad} not divisible by head_dim={head_dim}.")
-        for field, value in (
-            ("drop_path_rate", drop_path_rate),
-            ("drop_connect_rate", drop_connect_rate),
-            ("classifier_dropout", classifier_dropout),
-        ):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{field} must be in [0, 1), got {value}.")
-        self.num_channels = num_channels
-        self.head_dim = head_dim
-        self.value_expansion = value_expansion
-        self.max_relative_position = max_relative_position
+                raise ValueError(
+                    f"search_space[{name!r}]['c'] has widths {bad} not divisible by head_dim={scalars['head_dim']}."
+                )
+        for field, value in scalars.items():
+            setattr(self, field, value)
         self.switchable_scaling = switchable_scaling
-        self.switchable_scaling_init = switchable_scaling_init
-        self.switchable_scaling_depth_slots = switchable_scaling_depth_slots
-        self.drop_path_rate = drop_path_rate
-        self.drop_connect_rate = drop_connect_rate
-        self.classifier_dropout = classifier_dropout
-        self.batch_norm_eps = batch_norm_eps
-        self.batch_norm_momentum = batch_norm_momentum
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
-        self.num_windows = normalize_num_windows(num_windows)
-        if not _is_int(decoder_hidden_size) or decoder_hidden_size <= 0:
-            raise ValueError(f"decoder_hidden_size must be a positive int, got {decoder_hidden_size!r}.")
-        self.decoder_hidden_size = decoder_hidden_size
-        self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.num_windows = normalize_num_windows(num_windows, windows_convention)
+        self.windows_convention = "total"
         self.stage_names = list(BACKBONE_STAGE_NAMES)
         if out_features is None and out_indices is None:
             out_features = list(DEFAULT_BACKBONE_OUT_FEATURES)
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         super().__init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs) -> NASViTConfig:
+        """`PretrainedConfig.from_dict`, reading the `num_windows` of configs saved before the total-windows (k)
+        convention (they carry no `windows_convention`) as windows per side."""
+        if config_dict.get("num_windows") is not None and "windows_convention" not in config_dict:
+            config_dict = {**config_dict, "windows_convention": "per_side"}
+        return super().from_dict(config_dict, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`PretrainedConfig.to_dict`; `windows_convention` is written only where `num_windows` holds an int (the
+        only case it disambiguates), so configs without windows save exactly as before the k convention."""
+        output = super().to_dict()
+        values = self.num_windows if isinstance(self.num_windows, list) else [self.num_windows]
+        if not any(_is_int(value) for value in values):
+            output.pop("windows_convention", None)
+        return output
 
     # ----------------------------------------------------------------------------------------------------------------
     # Search-space helpers (pure Python, used by the model, the MACs counter, search and export)

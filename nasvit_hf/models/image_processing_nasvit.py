@@ -1,5 +1,6 @@
 """Image processor for NASViT: resize (bicubic) + centre crop + ImageNet mean/std, in one of two evaluation
-protocols. Grayscale and RGBA images are converted to RGB. Hub-portable (imports only torch and transformers).
+protocols. Grayscale and RGBA images are converted to RGB. Hub-portable (imports only numpy, PIL, torch and
+transformers).
 
 - `crop_mode="resolution"` (the default; timm's convention): shortest edge to `resolution / 0.875`, centre crop
   `resolution`. The image is cropped at the arch's own resolution.
@@ -7,24 +8,114 @@ protocols. Grayscale and RGBA images are converted to RGB. Hub-portable (imports
   model's own bicubic resize (`F.interpolate(..., mode="bicubic", align_corners=False)`) to the arch's resolution.
   Every subnet sees the same 224 crop. The converted reference checkpoint's published accuracy holds under this
   protocol only.
+
+Inputs it accepts beyond transformers' defaults, and what it refuses (docs/bad-input.md, "Images"):
+- PIL images in 16-bit (`I;16*`) and 32-bit integer (`I`, values in [0, 65535]) modes are scaled from [0, 65535] to
+  8 bits, float (`F`) images from [0, 1]; other value ranges are refused with a clear error (their scale is unknown).
+- numpy arrays and tensors: 2-D (height, width) grayscale is accepted; `uint16` is scaled from [0, 65535], other
+  integer types must hold values in [0, 255], `bool` maps to 0/255; float arrays keep transformers' convention (pass
+  `do_rescale=False` when they already lie in [0, 1]).
+- Memory stays bounded: an image whose long side exceeds `MAX_ASPECT_RATIO` times its short side (a 1x100000 strip
+  would need gigabytes once its short side is resized) and any resize to more than `MAX_RESIZED_PIXELS` pixels are
+  refused with an error that says what to do.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from transformers import BatchFeature
 from transformers.image_processing_utils_fast import BaseImageProcessorFast
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-__all__ = ["CROP_MODES", "DEFAULT_CROP_PCT", "NASViTImageProcessor"]
+__all__ = ["CROP_MODES", "DEFAULT_CROP_PCT", "MAX_ASPECT_RATIO", "MAX_RESIZED_PIXELS", "NASViTImageProcessor"]
 
 DEFAULT_CROP_PCT = 0.875
 CROP_MODES = ("resolution", "reference")
 REFERENCE_RESIZE = 256
 REFERENCE_CROP = 224
+# Longest side / shortest side above which an image is refused (panoramas are ~10:1; 1x100000 strips are attacks).
+MAX_ASPECT_RATIO = 100.0
+# Most pixels a resize may produce (8192 x 8192): beyond it the processor would need gigabytes per image.
+MAX_RESIZED_PIXELS = 8192 * 8192
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _to_uint8(values: np.ndarray, what: str) -> np.ndarray:
+    """An integer/bool/high-bit image array as uint8: bool -> 0/255, uint16 scaled from [0, 65535], other integer
+    types unchanged when in [0, 255]. Float and uint8 arrays are returned as they are."""
+    if values.dtype == np.uint8 or values.dtype.kind == "f":
+        return values
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * 255
+    if values.dtype == np.uint16:
+        return np.round(values.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    if values.dtype.kind in "iu":
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"{what} has dtype {values.dtype} with values in [{low}, {high}]; integer images must hold 8-bit values "
+                "in [0, 255] (uint16 is scaled from [0, 65535]). Rescale it to uint8, or to floats in [0, 1] with "
+                "do_rescale=False."
+            )
+        return values.astype(np.uint8)
+    raise ValueError(
+        f"{what} has dtype {values.dtype}, which is not an image type; pass uint8, uint16 or float pixels."
+    )
+
+
+def _pil_to_supported(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float PIL images as 8-bit 'L' images, scaled by the mode's value range."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise ValueError(
+                f"a mode {mode!r} image with values in [{low}, {high}]: 32-bit integer images are read as 16-bit "
+                "intensities in [0, 65535]. Convert it to 'L' or 'RGB' (8-bit) with the scaling it needs first."
+            )
+        return Image.fromarray(np.round(values * (255.0 / 65535.0)).astype(np.uint8), mode="L")
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        if values.size and (not np.isfinite(values).all() or values.min() < 0.0 or values.max() > 1.0):
+            raise ValueError(
+                f"a mode 'F' (float) image with values in [{float(values.min()):g}, {float(values.max()):g}]: "
+                "float images must hold finite intensities in [0, 1]. Rescale it to [0, 1], or convert it to 'L' / "
+                "'RGB' (8-bit) first."
+            )
+        return Image.fromarray(np.round(values * 255.0).astype(np.uint8), mode="L")
+    return image
+
+
+def _is_2d_array(image: Any) -> bool:
+    return isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 2
+
+
+def check_resize_pixels(pixels: float, what: str) -> None:
+    """A clear error when a resize would produce more than `MAX_RESIZED_PIXELS` pixels."""
+    if pixels > MAX_RESIZED_PIXELS:
+        raise ValueError(
+            f"{what} would produce {int(pixels):,} pixels, more than the {MAX_RESIZED_PIXELS:,} allowed; use a smaller "
+            "size (the model's resolution is enough)."
+        )
+
+
+def check_image_shape(height: int, width: int) -> None:
+    """A clear error for an empty image or one more elongated than `MAX_ASPECT_RATIO`."""
+    if height < 1 or width < 1:
+        raise ValueError(f"an image is {height}x{width} (height x width): images must have at least one pixel.")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ValueError(
+            f"an image is {height}x{width} (height x width), an aspect ratio of {ratio:.0f}:1; images more elongated "
+            f"than {MAX_ASPECT_RATIO:.0f}:1 are refused (resizing their short side would need unbounded memory). "
+            "Crop or pad it to a less extreme shape first."
+        )
 
 
 class NASViTImageProcessor(BaseImageProcessorFast):
@@ -67,6 +158,42 @@ class NASViTImageProcessor(BaseImageProcessorFast):
             if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
                 raise ValueError(f"resolution must be a positive int or None, got {resolution!r}.")
             self.resolution = resolution
+
+    def _prepare_images_structure(self, images: Any, expected_ndims: int = 3) -> Any:
+        # transformers only takes 3-D arrays; a 2-D (height, width) array is one grayscale image.
+        if _is_2d_array(images):
+            return [images]
+        if isinstance(images, (list, tuple)) and images and any(_is_2d_array(image) for image in images):
+            return list(images)
+        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
+
+    def process_image(self, image: Any, *args, **kwargs) -> torch.Tensor:
+        """One image as a channels-first tensor: high-bit PIL modes and non-uint8 integer arrays scaled to 8 bits
+        first, and its shape checked (`check_image_shape`)."""
+        if isinstance(image, Image.Image):
+            image = _pil_to_supported(image)
+        elif isinstance(image, np.ndarray):
+            image = _to_uint8(image, "an image array")
+        elif isinstance(image, torch.Tensor) and not image.is_floating_point() and image.dtype != torch.uint8:
+            image = torch.from_numpy(_to_uint8(image.detach().cpu().numpy(), "an image tensor"))
+        tensor = super().process_image(image, *args, **kwargs)
+        check_image_shape(int(tensor.shape[-2]), int(tensor.shape[-1]))
+        return tensor
+
+    def resize(self, image: torch.Tensor, size: Any, *args, **kwargs) -> torch.Tensor:
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        if getattr(size, "shortest_edge", None):
+            short = size.shortest_edge
+            long = short * max(height, width) / max(1, min(height, width))
+            if getattr(size, "longest_edge", None):
+                long = min(long, size.longest_edge)
+            pixels = short * long
+        elif getattr(size, "height", None) and getattr(size, "width", None):
+            pixels = size.height * size.width
+        else:
+            pixels = 0
+        check_resize_pixels(pixels, f"resizing a {height}x{width} image with size={dict(size)}")
+        return super().resize(image, size, *args, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
@@ -124,6 +251,7 @@ class NASViTImageProcessor(BaseImageProcessorFast):
         batch = super()._preprocess(images, *args, return_tensors=None, **kwargs)
         resolution = self.resolution
         if resolution is not None:
+            check_resize_pixels(resolution * resolution, f"resizing to resolution={resolution}")
             resized = []
             for image in batch["pixel_values"]:
                 if tuple(image.shape[-2:]) != (resolution, resolution):

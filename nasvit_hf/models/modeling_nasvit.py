@@ -34,7 +34,10 @@ from .configuration_nasvit import (
     make_divisible,
     normalize_num_windows,
     sample_arch,
+    stage_choices,
+    window_grid,
 )
+from .inference_nasvit import NASViTInferenceCache
 
 __all__ = [
     "sample_arch",
@@ -272,16 +275,18 @@ class NASViTTokenNorm(nn.Module):
 
 
 class NASViTMLP(nn.Module):
-    """Linear(C→C) → swish → Linear(C→C) (MLP ratio 1, as in the reference)."""
+    """Linear(C→r·C) → swish → Linear(r·C→C) with the active MLP ratio r (the reference fixes r = 1; the paper's
+    Table 1 searches r in {1, 2}). Both weights are stored at the largest ratio and width and sliced: the hidden units
+    of a smaller ratio are the first r·C of the largest."""
 
-    def __init__(self, max_channels: int):
+    def __init__(self, max_channels: int, max_ratio: int = 1):
         super().__init__()
-        self.fc1 = NASViTDynamicLinear(max_channels, max_channels)
-        self.fc2 = NASViTDynamicLinear(max_channels, max_channels)
+        self.fc1 = NASViTDynamicLinear(max_channels, max_ratio * max_channels)
+        self.fc2 = NASViTDynamicLinear(max_ratio * max_channels, max_channels)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, mlp_ratio: int = 1) -> torch.Tensor:
         channels = hidden_states.shape[-1]
-        return self.fc2(F.silu(self.fc1(hidden_states, channels)), channels)
+        return self.fc2(F.silu(self.fc1(hidden_states, mlp_ratio * channels)), channels)
 
 
 class NASViTAttention(nn.Module):
@@ -308,8 +313,8 @@ class NASViTAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros(side * side, self.max_heads))
         self.register_buffer("relative_position_index", self._relative_position_index(self.window), persistent=False)
         self._bias_cache: dict[Any, torch.Tensor] = {}
-        # Windowed attention (paper, Sec. 3 and 4.2): windows per side of the token grid, or "auto" = side // 7.
-        # 1 is global attention, the reference's exact code path.
+        # Windowed attention (paper, Sec. 3 and 4.2): k windows in total (a perfect square, sqrt(k) per side), or
+        # "auto" = side // 7 per side. 1 is global attention, the reference's exact code path.
         self.num_windows: int | str = 1
 
     @staticmethod
@@ -372,9 +377,7 @@ class NASViTAttention(nn.Module):
 
     def window_grid(self, height: int, width: int) -> tuple[int, int]:
         """Windows along each axis for an height×width token grid (never more windows than tokens)."""
-        if self.num_windows == "auto":
-            return max(1, height // 7), max(1, width // 7)
-        return min(self.num_windows, height), min(self.num_windows, width)
+        return window_grid(self.num_windows, height, width)
 
     def _windowed_attention(
         self,
@@ -433,7 +436,7 @@ class NASViTAttention(nn.Module):
 class NASViTTransformerLayer(nn.Module):
     """x += attn(norm1(x))·s_attn; x += mlp2(norm3(x))·s_mlp; x += mlp1(norm2(x))·s_mlp (the reference's order)."""
 
-    def __init__(self, config: NASViTConfig, width_choices: list[int]):
+    def __init__(self, config: NASViTConfig, width_choices: list[int], mlp_ratios: tuple[int, ...] | list[int] = (1,)):
         super().__init__()
         max_channels = max(width_choices)
         self.width_choices = list(width_choices)
@@ -442,8 +445,9 @@ class NASViTTransformerLayer(nn.Module):
         self.norm2 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.norm3 = NASViTTokenNorm(max_channels, config.layer_norm_eps)
         self.attention = NASViTAttention(config, max_channels)
-        self.mlp1 = NASViTMLP(max_channels)
-        self.mlp2 = NASViTMLP(max_channels)
+        self.mlp1 = NASViTMLP(max_channels, max(mlp_ratios))
+        self.mlp2 = NASViTMLP(max_channels, max(mlp_ratios))
+        self.active_mlp_ratio = max(mlp_ratios)
         if config.switchable_scaling in ("tokens", "width"):
             table_shape = (config.switchable_scaling_depth_slots, 8, max_channels)
         else:
@@ -474,21 +478,24 @@ class NASViTTransformerLayer(nn.Module):
         attention = self.attention(self.norm1(hidden_states), height, width)
         hidden_states = hidden_states + drop_path(attention * scale_attn, self.drop_prob, self.training)
         hidden_states = hidden_states + drop_path(
-            self.mlp2(self.norm3(hidden_states)) * scale_mlp, self.drop_prob, self.training
+            self.mlp2(self.norm3(hidden_states), self.active_mlp_ratio) * scale_mlp, self.drop_prob, self.training
         )
         hidden_states = hidden_states + drop_path(
-            self.mlp1(self.norm2(hidden_states)) * scale_mlp, self.drop_prob, self.training
+            self.mlp1(self.norm2(hidden_states), self.active_mlp_ratio) * scale_mlp, self.drop_prob, self.training
         )
         return hidden_states
 
 
 class NASViTStage(nn.Module):
     """One body stage: its first block is an MBConv with the stage stride; the rest are MBConv blocks or, in a
-    transformer stage, transformer layers over the stage's token grid. Only the first `active_depth` blocks run."""
+    transformer stage, transformer layers over the stage's token grid. Only the first `active_depth` blocks run.
+    The transformer layers attend within the arch's `num_windows` unless `num_windows_override` (the model's
+    `set_num_windows`) is set."""
 
     def __init__(self, config: NASViTConfig, name: str, in_channel_choices: list[int]):
         super().__init__()
         spec = config.search_space[name]
+        choices = stage_choices(config.search_space, name)
         self.name = name
         self.is_transformer = name in TRANSFORMER_STAGES
         max_depth = max(spec["d"])
@@ -497,13 +504,17 @@ class NASViTStage(nn.Module):
         ]
         for _ in range(max_depth - 1):
             if self.is_transformer:
-                blocks.append(NASViTTransformerLayer(config, spec["c"]))
+                blocks.append(NASViTTransformerLayer(config, spec["c"], choices["mlp_ratio"]))
             else:
                 blocks.append(NASViTMBConvBlock(config, spec["c"], spec["c"], spec["k"], spec["t"], 1, spec["se"]))
         self.blocks = nn.ModuleList(blocks)
         self.active_depth = max_depth
+        self.arch_num_windows = min(choices["num_windows"]) if self.is_transformer else 1
+        self.num_windows_override: int | str | None = None
 
-    def set_active(self, width: int, depth: int, kernel_size: int, expand_ratio: int) -> None:
+    def set_active(
+        self, width: int, depth: int, kernel_size: int, expand_ratio: int, mlp_ratio: int = 1, num_windows: int = 1
+    ) -> None:
         self.active_depth = depth
         for block in self.blocks:
             if isinstance(block, NASViTMBConvBlock):
@@ -512,6 +523,16 @@ class NASViTStage(nn.Module):
                 block.active_expand_ratio = expand_ratio
             else:
                 block.active_depth = depth
+                block.active_mlp_ratio = mlp_ratio
+        self.arch_num_windows = num_windows
+        self.set_num_windows_override(self.num_windows_override)
+
+    def set_num_windows_override(self, num_windows: int | str | None) -> None:
+        """Windows of this stage's attention: `num_windows` (k or "auto") where given, else the arch's."""
+        self.num_windows_override = num_windows
+        for block in self.blocks[1:]:
+            if isinstance(block, NASViTTransformerLayer):
+                block.attention.num_windows = self.arch_num_windows if num_windows is None else num_windows
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.blocks[0](hidden_states)
@@ -555,6 +576,12 @@ class NASViTPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["NASViTTransformerLayer", "NASViTMBConvBlock"]
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters kept out of weight decay besides norms and biases (timm's convention, read by
+        `nasvit_hf.training.build_param_groups`): the switchable layer-scale tables and the relative-position bias
+        tables, as in the reference recipe."""
+        return {name for name, _ in self.named_parameters() if "layer_scale" in name or "bias_table" in name}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -607,15 +634,16 @@ class NASViTPreTrainedModel(PreTrainedModel):
         return self.active_arch
 
     def set_num_windows(self, num_windows: int | str | list[int | str] | None) -> None:
-        """Windowed attention in the transformer layers: windows per side of the token grid (1 = global attention,
-        the reference), `"auto"` (feature-map side // 7, at least 1: the paper's segmentation setting) or a list with
-        one of those per transformer stage mb4..mb7. `None` means 1. Recorded in `config.num_windows`."""
+        """Override the windowed attention of the transformer layers: k, the total number of windows (a perfect
+        square: 1 = global attention, 4 = 2×2 windows), `"auto"` (feature-map side // 7 windows per side, at least 1:
+        the paper's segmentation setting) or a list with one of those per transformer stage mb4..mb7. `None` removes
+        the override: each stage runs its arch's `num_windows` (1 in spaces without that field, the reference).
+        Recorded in `config.num_windows`."""
         value = normalize_num_windows(num_windows)
-        per_stage = value if isinstance(value, list) else [1 if value is None else value] * len(TRANSFORMER_STAGES)
+        per_stage = value if isinstance(value, list) else [value] * len(TRANSFORMER_STAGES)
         for stage in self._body.stages:
             if stage.is_transformer:
-                for block in stage.blocks[1:]:
-                    block.attention.num_windows = per_stage[TRANSFORMER_STAGES.index(stage.name)]
+                stage.set_num_windows_override(per_stage[TRANSFORMER_STAGES.index(stage.name)])
         self.config.num_windows = value
 
     def sample_max_subnet(self) -> dict[str, Any]:
@@ -712,9 +740,13 @@ def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def check_pixel_values(
-    pixel_values: torch.Tensor | None, num_channels: int, processor: str = "NASViTImageProcessor"
+    pixel_values: torch.Tensor | None,
+    num_channels: int,
+    processor: str = "NASViTImageProcessor",
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """A clear error unless `pixel_values` is a float (batch, num_channels, height, width) tensor."""
+    """A clear error unless `pixel_values` is a non-empty float (batch, num_channels, height, width) tensor; cast to
+    `dtype` (the model's) when given, so float64 / half / bfloat16 inputs run on a model of another precision."""
     if pixel_values is None:
         raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
     if not isinstance(pixel_values, torch.Tensor):
@@ -724,9 +756,47 @@ def check_pixel_values(
             f"pixel_values must have shape (batch, {num_channels}, height, width), got {tuple(pixel_values.shape)}; "
             f"use the {processor} (it converts grayscale/RGBA to RGB)."
         )
+    if 0 in pixel_values.shape:
+        raise ValueError(
+            f"pixel_values is empty (shape {tuple(pixel_values.shape)}): pass at least one image of at least one pixel."
+        )
     if not pixel_values.is_floating_point():
-        raise ValueError(f"pixel_values must be a float tensor, got dtype {pixel_values.dtype}.")
+        raise ValueError(
+            f"pixel_values must be a float tensor of normalised pixels, got dtype {pixel_values.dtype}; preprocess the "
+            f"images with the {processor} (return_tensors='pt')."
+        )
+    if dtype is not None and pixel_values.dtype != dtype:
+        pixel_values = pixel_values.to(dtype)
     return pixel_values
+
+
+def check_classification_labels(
+    labels: torch.Tensor, logits: torch.Tensor, num_labels: int, problem_type: str | None
+) -> torch.Tensor:
+    """Labels for `NASViTForImageClassification`'s loss, with clear errors: any integer dtype (int32, uint8, ...)
+    is a class index and comes back as int64; single-label classification refuses non-integer targets (a float
+    class index is usually a bug: soft labels have shape (batch, num_labels))."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}.")
+    if labels.ndim == 0 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"labels must have one entry per image ({logits.shape[0]}), got shape {tuple(labels.shape)}.")
+    is_integer = not labels.is_floating_point() and not labels.is_complex() and labels.dtype != torch.bool
+    if is_integer:
+        labels = labels.long()
+    single_label = problem_type == "single_label_classification" or (
+        problem_type is None and num_labels > 1 and labels.ndim == 1
+    )
+    if single_label and not is_integer:
+        raise ValueError(
+            f"single-label classification needs integer class indices as labels, got dtype {labels.dtype}; cast "
+            f"them with labels.long(), or pass soft labels of shape ({logits.shape[0]}, {num_labels})."
+        )
+    if problem_type in ("multi_label_classification", "soft_label_classification") and labels.shape != logits.shape:
+        raise ValueError(
+            f"{problem_type} needs labels of shape {tuple(logits.shape)} (batch, num_labels), got "
+            f"{tuple(labels.shape)}."
+        )
+    return labels
 
 
 def build_stem_and_stages(config: NASViTConfig) -> tuple[NASViTConvBN, nn.ModuleList]:
@@ -741,19 +811,27 @@ def build_stem_and_stages(config: NASViTConfig) -> tuple[NASViTConvBN, nn.Module
     return stem, nn.ModuleList(stages)
 
 
-def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any], search_space: dict[str, Any]) -> int:
+def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
     """Set every body stage to `arch` (a stage reads its values of every arch field); returns the active stem width."""
-    per_stage = arch_per_stage(search_space, arch)
+    per_stage = arch_per_stage(arch)
     for stage in stages:
         stage.set_active(**per_stage[stage.name])
     return per_stage["first_conv"]["width"]
 
 
 class NASViTModel(NASViTPreTrainedModel):
-    """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features)."""
+    """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features).
+
+    In eval mode with no gradient to compute, forward runs a cached inference plan (BatchNorm folded into the convs,
+    fused activations, channels_last, prepared attention weights: `inference_nasvit.py`) that computes what the
+    modules compute; set `inference_fast_path = False` to run the modules themselves.
+    """
+
+    inference_fast_path: bool = True
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
+        self._inference_cache = NASViTInferenceCache()
         self.stem, self.stages = build_stem_and_stages(config)
         self.head = NASViTHead(config, config.search_space["mb7"]["c"])
         self.post_init()
@@ -761,9 +839,19 @@ class NASViTModel(NASViTPreTrainedModel):
         if config.num_windows is not None:
             self.set_num_windows(config.num_windows)
 
+    def train(self, mode: bool = True) -> NASViTModel:
+        if mode:
+            self._inference_cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._inference_cache.clear()  # .to(), .half(), ...: the plan is rebuilt from the converted tensors
+        return super()._apply(fn, recurse)
+
     def _apply_arch(self, arch: dict[str, Any]) -> None:
+        self._inference_cache.clear()
         self.active_resolution = arch["resolution"]
-        self.active_stem_channels = apply_arch_to_stages(self.stages, arch, self.config.search_space)
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         self.head.active_out_channels = arch["width"][-1]
 
     def forward(
@@ -777,19 +865,23 @@ class NASViTModel(NASViTPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        pixel_values = check_pixel_values(pixel_values, self.config.num_channels)
+        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, dtype=self.dtype)
         resolution = self.active_resolution
         if pixel_values.shape[-2:] != (resolution, resolution):
             pixel_values = F.interpolate(
                 pixel_values, size=(resolution, resolution), mode="bicubic", align_corners=False
             )
-        hidden_states = self.stem(pixel_values, self.active_stem_channels)
-        all_hidden_states = [hidden_states] if output_hidden_states else None
-        for stage in self.stages:
-            hidden_states = stage(hidden_states)
-            if all_hidden_states is not None:
-                all_hidden_states.append(hidden_states)
-        pooled_output = self.head(hidden_states)
+        plan = self._inference_cache.plan_for(self, pixel_values)
+        if plan is not None:
+            hidden_states, pooled_output, all_hidden_states = plan(pixel_values, bool(output_hidden_states))
+        else:
+            hidden_states = self.stem(pixel_values, self.active_stem_channels)
+            all_hidden_states = [hidden_states] if output_hidden_states else None
+            for stage in self.stages:
+                hidden_states = stage(hidden_states)
+                if all_hidden_states is not None:
+                    all_hidden_states.append(hidden_states)
+            pooled_output = self.head(hidden_states)
         if not return_dict:
             output = (hidden_states, pooled_output)
             return output + (tuple(all_hidden_states),) if all_hidden_states is not None else output
@@ -833,6 +925,7 @@ class NASViTForImageClassification(NASViTPreTrainedModel):
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem_type = self.config.problem_type
+        labels = check_classification_labels(labels, logits, self.num_labels, problem_type)
         if problem_type is None:
             if self.num_labels == 1:
                 problem_type = "regression"

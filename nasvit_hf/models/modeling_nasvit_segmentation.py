@@ -65,7 +65,7 @@ class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
         self.set_num_windows("auto" if config.num_windows is None else config.num_windows)
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
-        self.active_stem_channels = apply_arch_to_stages(self.stages, arch, self.config.search_space)
+        self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         # Channels of every stage output for the active arch (BackboneMixin's `channels` / `out_feature_channels`).
         self.num_features = list(arch["width"][: len(BACKBONE_STAGE_NAMES)])
 
@@ -86,7 +86,9 @@ class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, "NASViTSegmentationImageProcessor")
+        pixel_values = check_pixel_values(
+            pixel_values, self.config.num_channels, "NASViTSegmentationImageProcessor", dtype=self.dtype
+        )
         out_indices = [index % len(self.stage_names) for index in self.out_indices]
         last = len(self.stages) if output_hidden_states else max(out_indices)
         hidden_states = self.stem(pixel_values, self.active_stem_channels)

@@ -14,16 +14,49 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config_system import ConfigError, ConfigMixin, build_dataclass
 from .evaluation import DataConfig
 from .evolution import EvolutionConfig
+from .latency import min_fit_archs
 
-__all__ = ["BudgetSpec", "LatencyConfig", "PredictorConfig", "SearchConfig", "paper_macs_fraction"]
+__all__ = ["BudgetSpec", "LatencyConfig", "PredictorConfig", "SearchConfig", "paper_macs_fraction", "resolve_device"]
 
 _BUDGET_KINDS = ("macs_millions", "macs_fraction", "latency_ms", "latency_of")
+
+
+def _check_number(where: str, value: Any, *, positive: bool = False) -> float:
+    """A finite real number (Python or numpy; not a bool or a string), positive when asked."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{where} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{where} must be a finite{' positive' if positive else ''} number, got {value!r}.")
+    return value
+
+
+def _check_count(where: str, value: Any, low: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{where} must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _latency_of_cycle(budgets: list[BudgetSpec]) -> list[str] | None:
+    """The first cycle of `latency_of` references (a -> b -> a), or None."""
+    refers = {budget.name: budget.latency_of for budget in budgets if budget.latency_of is not None}
+    for start in refers:
+        path, name = [start], refers[start]
+        while name in refers:
+            if name in path:
+                return path[path.index(name) :] + [name]
+            path.append(name)
+            name = refers[name]
+    return None
 
 
 def paper_macs_fraction(macs_millions: float) -> float:
@@ -52,13 +85,21 @@ class BudgetSpec:
             raise ValueError(
                 f"budget {self.name!r} must give exactly one of {list(_BUDGET_KINDS)}, got {given or 'none'}."
             )
-        if self.macs_fraction is not None and not 0.0 <= self.macs_fraction <= 1.0:
-            raise ValueError(f"budget {self.name!r}: macs_fraction must be in [0, 1], got {self.macs_fraction}.")
+        if self.macs_fraction is not None:
+            self.macs_fraction = _check_number(f"budget {self.name!r}: macs_fraction", self.macs_fraction)
+            if not 0.0 <= self.macs_fraction <= 1.0:
+                raise ValueError(f"budget {self.name!r}: macs_fraction must be in [0, 1], got {self.macs_fraction}.")
         for kind in ("macs_millions", "latency_ms"):
-            if getattr(self, kind) is not None and getattr(self, kind) <= 0:
-                raise ValueError(f"budget {self.name!r}: {kind} must be positive, got {getattr(self, kind)}.")
+            if getattr(self, kind) is not None:
+                setattr(self, kind, _check_number(f"budget {self.name!r}: {kind}", getattr(self, kind), positive=True))
         if self.latency_of is not None:
-            self.latency_of = str(self.latency_of).lower()
+            if not isinstance(self.latency_of, str) or not self.latency_of.strip():
+                raise ValueError(
+                    f"budget {self.name!r}: latency_of must name another budget, got {self.latency_of!r}."
+                )
+            self.latency_of = self.latency_of.lower()
+            if self.latency_of == self.name:
+                raise ValueError(f"budget {self.name!r} uses its own latency (latency_of: {self.latency_of!r}).")
 
     @property
     def metric(self) -> str:
@@ -97,6 +138,37 @@ class LatencyConfig:
     table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.table12.compare_latency)
     table12_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
 
+    def __post_init__(self):
+        self.batch_size = _check_count("latency.batch_size", self.batch_size, 1)
+        self.warmup = _check_count("latency.warmup", self.warmup, 0)
+        self.repeats = _check_count("latency.repeats", self.repeats, 1)
+        if self.num_threads is not None:
+            self.num_threads = _check_count("latency.num_threads", self.num_threads, 1)
+        self.num_archs = _check_count("latency.num_archs", self.num_archs, 1)
+        self.holdout_fraction = _check_number("latency.holdout_fraction", self.holdout_fraction)
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"latency.holdout_fraction must be in (0, 1), got {self.holdout_fraction}.")
+        needed = min_fit_archs()
+        if self.num_fit_archs < needed:
+            enough = next(n for n in range(needed, 100 * needed) if n - self._holdout(n) >= needed)
+            raise ValueError(
+                f"latency.num_archs={self.num_archs} leaves {self.num_fit_archs} archs to fit the latency model after "
+                f"holding out {self.num_holdout_archs}; it needs at least {needed} (two per fitted parameter). Set "
+                f"latency.num_archs to at least {enough}."
+            )
+
+    def _holdout(self, num_archs: int) -> int:
+        return max(1, int(round(num_archs * self.holdout_fraction)))
+
+    @property
+    def num_holdout_archs(self) -> int:
+        """Measured archs held out to report the latency model's error (the first ones sampled)."""
+        return self._holdout(self.num_archs)
+
+    @property
+    def num_fit_archs(self) -> int:
+        return self.num_archs - self.num_holdout_archs
+
     def measure_kwargs(self) -> dict[str, Any]:
         return {
             "device": self.device,
@@ -108,7 +180,7 @@ class LatencyConfig:
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(ConfigMixin):
     seed: int = 0
     device: str = "auto"  # where candidates are evaluated ("auto": cuda if present, else mps, else cpu)
     num_threads: int | None = None  # torch intra-op threads for evaluation (None: torch's default)
@@ -116,7 +188,8 @@ class SearchConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
-    budgets: list[BudgetSpec] = field(default_factory=list)
+    budgets: list[BudgetSpec] = field(default_factory=list)  # [{name, one of macs_millions | macs_fraction |
+    # latency_ms | latency_of}] (see the module docstring)
 
     def __post_init__(self):
         names = [budget.name for budget in self.budgets]
@@ -128,68 +201,46 @@ class SearchConfig:
                 raise ValueError(
                     f"budget {budget.name!r} uses the latency of {budget.latency_of!r}, which has no budget here."
                 )
+        cycle = _latency_of_cycle(self.budgets)
+        if cycle:
+            raise ValueError(
+                f"budgets refer to each other's latency in a cycle ({' -> '.join(cycle)}); one of them needs its own "
+                "budget (macs_millions, macs_fraction or latency_ms)."
+            )
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> SearchConfig:
+    def accepted_keys(cls) -> list[str]:
+        return [*cls.field_names(), "calibration"]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "search config") -> SearchConfig:
+        """From a YAML mapping: `calibration: {num_batches: N}` is `data.calibration_batches`, and `data.seed`
+        defaults to `seed`. Keys and types are checked by the config system (closest-key hints)."""
         raw = copy.deepcopy(raw or {})
-        known = {
-            "seed",
-            "device",
-            "num_threads",
-            "data",
-            "calibration",
-            "predictor",
-            "evolution",
-            "latency",
-            "budgets",
-        }
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"search config has unknown sections {sorted(unknown)}; known: {sorted(known)}.")
-
-        def build(kind, section: str, values: dict[str, Any] | None):
-            values = dict(values or {})
-            allowed = set(kind.__dataclass_fields__)
-            extra = set(values) - allowed
-            if extra:
-                raise ValueError(
-                    f"search config [{section}] has unknown keys {sorted(extra)}; known: {sorted(allowed)}."
-                )
-            return kind(**values)
-
-        seed = int(raw.get("seed", 0))
-        data = dict(raw.get("data") or {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source} must be a mapping of sections, got {type(raw).__name__}.")
+        cls.check_keys(raw, source)
+        seed = raw.get("seed", 0)
+        data = raw.get("data") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [data] must be a mapping of keys, got {data!r}.")
+        data = dict(data)
         data.setdefault("seed", seed)
-        calibration = dict(raw.get("calibration") or {})
+        calibration = raw.pop("calibration", None) or {}
+        if not isinstance(calibration, dict):
+            raise ConfigError(f"{source}: [calibration] must be a mapping, got {calibration!r}.")
+        calibration = dict(calibration)
         if "num_batches" in calibration:
             data["calibration_batches"] = calibration.pop("num_batches")
         if calibration:
-            raise ValueError(
-                f"search config [calibration] has unknown keys {sorted(calibration)}; known: ['num_batches']."
+            raise ConfigError(
+                f"{source} [calibration] has unknown keys {sorted(calibration)}; known: ['num_batches']."
             )
-        budgets = raw.get("budgets") or []
-        if not isinstance(budgets, list):
-            raise ValueError("search config [budgets] must be a list of {name: ..., <one budget kind>: ...} entries.")
-        return cls(
-            seed=seed,
-            device=str(raw.get("device", "auto")),
-            num_threads=raw.get("num_threads"),
-            data=build(DataConfig, "data", data),
-            predictor=build(PredictorConfig, "predictor", raw.get("predictor")),
-            evolution=build(EvolutionConfig, "evolution", raw.get("evolution")),
-            latency=build(LatencyConfig, "latency", raw.get("latency")),
-            budgets=[build(BudgetSpec, "budgets", entry) for entry in budgets],
-        )
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> SearchConfig:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"search config {str(path)!r} does not exist.")
-        with open(path, encoding="utf-8") as file:
-            return cls.from_dict(yaml.safe_load(file))
+        raw["data"] = data
+        if raw.get("budgets") is not None and not isinstance(raw["budgets"], list):
+            raise ConfigError(f"{source} [budgets] must be a list of {{name: ..., <one budget kind>: ...}} entries.")
+        raw["budgets"] = raw.get("budgets") or []
+        return build_dataclass(cls, raw, source)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self.data)
@@ -209,8 +260,57 @@ class SearchConfig:
         value = self.to_dict() if section is None else self.to_dict()[section]
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
+    def with_available_devices(self) -> SearchConfig:
+        """The config with `device` and `latency.device` checked against this machine (`resolve_device`: "auto"
+        becomes what exists; an absent device is a ConfigError naming the override)."""
+        self.device = resolve_device(self.device, "device")
+        self.latency.device = resolve_device(self.latency.device, "latency.device")
+        return self
+
+    def with_evaluation_data(self, supernet_dir: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
+        """The config with `data` resolved for this supernet (`resolve_evaluation_data`): its held-out split when it
+        was trained with `holdout_per_class`, else the configured data, refused if it is the supernet's training
+        split. `overrides`: the command line's keys; `data.*` ones count as named explicitly (a `data.dataset`
+        without `data.data_dir` drops the config file's folder, which belongs to the config's dataset)."""
+        from .evaluation import resolve_evaluation_data
+
+        explicit = {key.split(".", 1)[1] for key in overrides or {} if key.startswith("data.")}
+        if "dataset" in explicit and "data_dir" not in explicit:
+            self.data.data_dir = None
+        self.data = resolve_evaluation_data(self.data, supernet_dir, explicit)
+        return self
+
     def budget(self, name: str) -> BudgetSpec:
         for budget in self.budgets:
             if budget.name == name.lower():
                 return budget
         raise KeyError(f"no budget named {name!r} in this search config; it has {[b.name for b in self.budgets]}.")
+
+
+def resolve_device(name: str, key: str = "device") -> str:
+    """`name` if this machine has that torch device (None or `"auto"`: CUDA when present, else MPS, else CPU);
+    otherwise a ConfigError that names the override to use (`--device cpu`)."""
+    import torch
+
+    if name in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"{key} {name!r} is not a torch device: use cpu, cuda, cuda:<index>, mps or auto (--{key} cpu)."
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ConfigError(
+                f"the config's {key} is {name!r}, but this machine has {count} CUDA device(s): pass --{key} cpu (or "
+                f"--{key} auto, which takes what exists)."
+            )
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"the config's {key} is 'mps', but MPS is not available here: pass --{key} cpu.")
+    return name

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..calibration import calibrate_batchnorm
+from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
 from ..models.image_processing_nasvit import NASViTImageProcessor
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "evaluate_subnet",
     "load_evaluation_data",
     "preserved_batchnorm_statistics",
-    "resolve_device",
     "resolve_evaluation_data",
     "top1_accuracy",
     "torch_threads",
@@ -70,7 +69,7 @@ class DataConfig:
     max_evaluation_samples: int | None = None
     seed: int = 0
     load_kwargs: dict[str, Any] = field(default_factory=dict)
-    holdout: str | None = None
+    holdout: str | None = None  # a holdout.json written by training (default: found beside the supernet)
 
     def __post_init__(self):
         if self.batch_size < 1 or self.calibration_batches < 1:
@@ -227,25 +226,6 @@ def torch_threads(num_threads: int | None):
         torch.set_num_threads(previous)
 
 
-@contextlib.contextmanager
-def preserved_batchnorm_statistics(model: nn.Module):
-    """Restore every BatchNorm's running statistics on exit (recalibrating a candidate leaves the supernet as is)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [
-        (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-        for m in norms
-        if m.running_mean is not None
-    ]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, (mean, var, count) in zip([m for m in norms if m.running_mean is not None], saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
-
-
 @torch.no_grad()
 def top1_accuracy(model: nn.Module, images: ImageSet, resolution: int) -> float:
     """Top-1 accuracy (%) of `model` in eval mode on `images` preprocessed at `resolution`."""
@@ -281,36 +261,6 @@ def evaluate_subnet(
     finally:
         if previous is not None:
             model.set_active_subnet(previous)
-
-
-def resolve_device(requested: str | None, source: str = "the config") -> str:
-    """The torch device to evaluate on: None or "auto" picks what exists (cuda, then mps, then cpu); a named device
-    that this machine does not have is a ValueError saying so and how to choose another."""
-    if requested in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise ValueError(
-            f"device {requested!r} (from {source}) is not a torch device: use cpu, cuda, cuda:1, mps or auto."
-        ) from None
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available() and (device.index is None or device.index < torch.cuda.device_count()),
-        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-    }.get(device.type)
-    if available is None:
-        available = hasattr(torch, device.type) and getattr(torch, device.type).is_available()
-    if not available:
-        raise ValueError(
-            f"device {requested!r} (from {source}) is not available on this machine: pass --device cpu, or --device "
-            "auto to use what exists."
-        )
-    return requested
 
 
 def _training_record(supernet_dir: Path) -> dict[str, Any] | None:
@@ -374,7 +324,7 @@ def resolve_evaluation_data(
         if trained and data.evaluation_split == record["train_split"]:
             raise ValueError(
                 f"the supernet was trained on split {record['train_split']!r} of {data.dataset!r}: ranking subnets on "
-                "it would measure training images. Name a split held out of training (--evaluation_split), or "
+                "it would measure training images. Name a split held out of training (--data.evaluation_split), or "
                 "retrain with holdout_per_class so that search finds its held-out split."
             )
     elif record is None:

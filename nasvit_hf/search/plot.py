@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
+
+from ..utils.io import atomic_file
 
 __all__ = ["plot_pareto"]
 
@@ -53,8 +54,8 @@ def plot_pareto(
         axis.legend(loc="lower right", fontsize=8)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temp, dpi=120)
-    plt.close(figure)
-    os.replace(temp, path)
+    try:
+        with atomic_file(path, ".png") as (_, temp):
+            figure.savefig(temp, dpi=120)
+    finally:
+        plt.close(figure)

@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..loading import load_pretrained_strict
 from ..macs import count_macs, count_parameters
 from ..models.configuration_nasvit import NASViTConfig
 from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..models.modeling_nasvit import NASViTForImageClassification
-from .config import BudgetSpec, SearchConfig
+from .config import BudgetSpec, SearchConfig, resolve_device
 from .efficiency import MacsEfficiency, latency_features
 from .encoding import ArchEncoder
-from .evaluation import EvaluationData, evaluate_subnet, load_evaluation_data, resolve_device
+from .evaluation import EvaluationData, evaluate_subnet, load_evaluation_data
 from .evolution import evolutionary_search
 from .latency import LatencyEfficiency, LatencyModel, measure_subnet_latency
 from .predictor import AccuracyPredictor
@@ -57,7 +58,7 @@ def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassi
         )
     if config.num_labels < 1:
         raise ValueError(f"{str(path)!r} has no classifier (num_labels=0); search ranks subnets by top-1.")
-    model = NASViTForImageClassification.from_pretrained(path, config=config)
+    model = load_pretrained_strict(NASViTForImageClassification, path, config=config)
     return model.to(device).eval()
 
 
@@ -295,9 +296,7 @@ class SearchRun:
         rng = np.random.default_rng([self.config.seed, 1])
         rows = self.encoder.sample(settings.num_archs, rng)
         archs = [self.encoder.decode(row) for row in rows]
-        num_holdout = max(1, int(round(settings.num_archs * settings.holdout_fraction)))
-        if settings.num_archs - num_holdout < 3:
-            raise ValueError(f"latency.num_archs={settings.num_archs} is too few to fit and check the latency model.")
+        num_holdout = settings.num_holdout_archs  # enough archs left to fit: checked by LatencyConfig
         done = {record["index"]: record for record in self.results.read_jsonl("latency.jsonl")}
         for index, arch in enumerate(archs):
             if index in done:

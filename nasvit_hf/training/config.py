@@ -2,31 +2,27 @@
 
 `TrainingConfig.from_yaml(path, overrides)` reads a YAML file of `key: value` pairs and applies `--key value`
 overrides (values parsed as YAML, so `--max_steps 20`, `--ema_decay null`, `--crop_scale [0.5,1.0]` work). Unknown
-keys fail with the closest valid key; values are type-checked.
+keys fail with the closest valid key; values are type-checked. Loading, coercion, hints and `--help` come from the
+package's one config system (`nasvit_hf.config_system`); the comment on a field's line is its `--help` text.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import typing
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
+from ..config_system import ConfigMixin, load_yaml_mapping, parse_overrides
 
-__all__ = ["TrainingConfig", "parse_overrides"]
+__all__ = ["TrainingConfig", "load_yaml_mapping", "parse_overrides"]
 
 # Keys renamed after release 0.1.0 (as in NASViTConfig): still read, with a FutureWarning naming the new key.
 RENAMED_KEYS = {"layer_scale": "switchable_scaling"}
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(ConfigMixin):
     # ---- model
-    search_space: Any = "tiny"  # a preset name ("tiny", "reference") or a search-space dict
+    search_space: Any = "tiny"  # a preset name ("tiny", "reference", "paper", "tiny-paper") or a search-space dict
     model_name_or_path: str | None = None  # start from a saved supernet instead of random weights
     switchable_scaling: str = "tokens"  # "tokens" (reference) | "width" (paper) | "shared" | "none"
     drop_path_rate: float = 0.0
@@ -98,8 +94,31 @@ class TrainingConfig:
     checkpointing_steps: int | None = 500
     checkpoints_total_limit: int | None = 3
     resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
     save_final_model: bool = True
     progress_bar: bool = True
+
+    # Keys a resumed run may change (they do not change the model, data, optimisation or schedule); every other
+    # change fails with the list of keys. The keys in RESUME_GROWABLE_KEYS may only grow.
+    RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "num_workers",
+            "per_device_eval_batch_size",
+            "max_eval_samples",
+            "num_threads",
+            "eval_every_epochs",
+            "calibration_batches",
+            "eval_archs",
+            "logging_steps",
+            "report_to",
+            "checkpointing_steps",
+            "checkpoints_total_limit",
+            "save_final_model",
+            "progress_bar",
+        }
+    )
+    RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+    RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
 
     def __post_init__(self):
         self.validate()
@@ -150,117 +169,3 @@ class TrainingConfig:
             raise ValueError(f"config crop_scale must be [low, high], got {self.crop_scale!r}.")
         if not isinstance(self.eval_archs, list):
             raise ValueError(f"config eval_archs must be a list of arch dicts, got {self.eval_archs!r}.")
-
-    # ------------------------------------------------------------------------------------------------------------
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainingConfig:
-        if not isinstance(values, dict):
-            raise ValueError(f"{source} must be a mapping of key: value pairs, got {type(values).__name__}.")
-        values = _rename_keys(values, source)
-        names = cls.field_names()
-        unknown = [key for key in values if key not in names]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, names, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(
-                f"{source} has unknown keys: {', '.join(hints)}. Valid keys are the fields of TrainingConfig "
-                "(see recipes/configs/digits_tiny.yaml)."
-            )
-        hints = typing.get_type_hints(cls)
-        clean = {key: _coerce(key, value, hints[key], source) for key, value in values.items()}
-        return cls(**clean)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
-        values: dict[str, Any] = {}
-        if path is not None:
-            loaded = load_yaml_mapping(path)
-            cls.from_dict(loaded, source=f"config file {str(path)!r}")  # report its own errors by name
-            values.update(loaded)
-        if overrides:
-            cls.from_dict({**values, **overrides}, source="command-line overrides")
-            values.update(overrides)
-        return cls.from_dict(values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _rename_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """`values` with the old names of `RENAMED_KEYS` replaced by the new ones (a FutureWarning each)."""
-    values = dict(values)
-    for old, new in RENAMED_KEYS.items():
-        if old not in values:
-            continue
-        if new in values and values[new] != values[old]:
-            raise ValueError(f"{source} sets both {old!r} (the old name) and {new!r}; keep only {new!r}.")
-        warnings.warn(f"{source}: key {old!r} is deprecated, it is now {new!r}.", FutureWarning, stacklevel=3)
-        values[new] = values.pop(old)
-    return values
-
-
-def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:
-    """Check a value against a field annotation (accepting ints for floats); raise a ValueError naming the key."""
-    if value is None:
-        allows_none = annotation is Any or type(None) in typing.get_args(annotation)
-        if not allows_none:
-            raise ValueError(f"{source}: {key} cannot be null.")
-        return None
-    if annotation is Any:
-        return value
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    base = args[0]
-    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if base is float and isinstance(value, str):  # YAML reads "1e-5" (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if base is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if base is bool and isinstance(value, bool):
-        return value
-    if base is str and isinstance(value, str):
-        return value
-    if base is list and isinstance(value, (list, tuple)):
-        return list(value)
-    raise ValueError(f"{source}: {key} must be of type {getattr(base, '__name__', base)}, got {value!r}.")
-
-
-def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """The `key: value` mapping of a YAML config file, with clear errors for a missing file or another shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist (see recipes/configs/).")
-    loaded = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping of key: value pairs.")
-    return loaded
-
-
-def parse_overrides(arguments: list[str]) -> dict[str, Any]:
-    """`["--max_steps", "20", "--ema_decay=null"]` → {"max_steps": 20, "ema_decay": None} (values parsed as YAML)."""
-    overrides: dict[str, Any] = {}
-    index = 0
-    while index < len(arguments):
-        token = arguments[index]
-        if not token.startswith("--"):
-            raise ValueError(f"unexpected argument {token!r}: overrides are written --key value.")
-        key = token[2:].replace("-", "_")
-        if "=" in key:
-            key, raw = key.split("=", 1)
-        else:
-            if index + 1 >= len(arguments) or arguments[index + 1].startswith("--"):
-                raise ValueError(f"override --{key} needs a value (e.g. --{key} 10).")
-            index += 1
-            raw = arguments[index]
-        overrides[key] = yaml.safe_load(raw) if raw != "" else None
-        index += 1
-    return overrides

@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -70,6 +70,22 @@ class SandwichConfig:
     drop_path_rate: float = 0.0
     drop_connect_rate: float = 0.0
     dropout: float = 0.0
+
+    # The training config's keys for the fields it names differently; every other field is read under its own name.
+    TRAINING_CONFIG_KEYS: ClassVar[dict[str, str]] = {
+        "priority": "gradient_priority",
+        "granularity": "gradient_granularity",
+    }
+
+    @classmethod
+    def from_training_config(cls, config: Any) -> SandwichConfig:
+        """The sandwich settings of a `TrainingConfig` (derived from its fields, never copied by hand)."""
+        values = {}
+        for item in fields(cls):
+            key = cls.TRAINING_CONFIG_KEYS.get(item.name, item.name)
+            if hasattr(config, key):
+                values[item.name] = getattr(config, key)
+        return cls(**values)
 
     def __post_init__(self):
         if self.num_random_subnets < 0:

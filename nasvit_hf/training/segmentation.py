@@ -5,31 +5,33 @@ Accelerate, logging and checkpoints.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ..config_system import ConfigMixin, parse_overrides
 from ..models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
 from ..models.configuration_nasvit import BACKBONE_STAGE_NAMES
-from .config import load_yaml_mapping, parse_overrides
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SegmentationTrainingConfig",
     "SegmentationTransform",
+    "build_image_processor",
     "build_segmentation_model",
+    "build_segmentation_scheduler",
     "collate_segmentation_batch",
     "evaluate_segmentation",
     "load_segmentation_splits",
     "parse_overrides",
+    "save_segmentation_model",
+    "segmentation_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,12 +43,12 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
-class SegmentationTrainingConfig:
+class SegmentationTrainingConfig(ConfigMixin):
     # ---- model
     model_name_or_path: str | None = None  # an exported classification subnet (or a segmentation model) folder
     search_space: Any = "tiny"  # without model_name_or_path: a preset name or a search-space dict ...
     arch: Any = "largest"  # ... and "largest" | "smallest" | a preset name (nasvit_hf.presets) | an arch dict
-    num_windows: Any = "auto"  # windows per side in the transformer layers; "auto" = feature side // 7
+    num_windows: Any = "auto"  # k windows in total per stage (1, 4, 9, ...); "auto" = feature side // 7 per side
     decoder_hidden_size: int = 256
     out_features: list | None = None  # default: ["mb2", "mb3", "mb4", "mb6"] (strides 4-32)
     classifier_dropout: float = 0.1
@@ -97,6 +99,23 @@ class SegmentationTrainingConfig:
     checkpointing_steps: int | None = 100
     checkpoints_total_limit: int | None = 2
     resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
+
+    # Keys a resumed run may change (see TrainingConfig); the keys in RESUME_GROWABLE_KEYS may only grow.
+    RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "num_workers",
+            "per_device_eval_batch_size",
+            "max_eval_samples",
+            "eval_short_side",
+            "eval_every_steps",
+            "logging_steps",
+            "report_to",
+            "checkpointing_steps",
+            "checkpoints_total_limit",
+        }
+    )
+    RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
 
     def __post_init__(self) -> None:
         if self.lr_scheduler_type not in ("poly", "cosine", "constant"):
@@ -120,37 +139,6 @@ class SegmentationTrainingConfig:
             raise ValueError(f"out_features must be names out of {BACKBONE_STAGE_NAMES}, got {self.out_features}.")
         if self.id2label is not None:
             self.id2label = {int(key): str(value) for key, value in self.id2label.items()}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> SegmentationTrainingConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown keys {unknown}; allowed: {sorted(names)}.")
-        hints = typing.get_type_hints(cls)
-        for key, value in values.items():
-            annotation = hints[key]
-            if value is None or annotation is Any:
-                continue
-            expected = tuple(t for t in typing.get_args(annotation) if t is not type(None)) or (annotation,)
-            expected = tuple(typing.get_origin(t) or t for t in expected)
-            if float in expected and isinstance(value, int) and not isinstance(value, bool):
-                continue
-            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
-                raise ValueError(f"{source}: {key} must be {annotation}, got {value!r}.")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> SegmentationTrainingConfig:
-        values: dict[str, Any] = {}
-        if path is not None:
-            loaded = load_yaml_mapping(path)
-            values.update(loaded)
-        values.update(overrides or {})
-        return cls.from_dict(values, source=f"config {str(path)!r} + overrides" if path else "config")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -423,3 +411,53 @@ def evaluate_segmentation(
         metric.add_batch(predictions=predictions, references=references)
     model.train(was_training)
     return metric.compute(num_labels=num_labels, ignore_index=ignore_index)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Schedule and saving
+# ----------------------------------------------------------------------------------------------------------------------
+def build_segmentation_scheduler(
+    config: SegmentationTrainingConfig, optimizer: torch.optim.Optimizer, max_steps: int, num_processes: int = 1
+) -> Any:
+    """`poly` (power 1, to 0: Segformer), `cosine` or `constant` with `warmup_steps`, counted in the steps the
+    prepared scheduler sees (Accelerate steps a prepared scheduler once per process)."""
+    from transformers import get_scheduler
+
+    if config.lr_scheduler_type == "poly":
+        name, extra = "polynomial", {"power": 1.0, "lr_end": 0.0}
+    else:
+        name, extra = config.lr_scheduler_type, {}
+    return get_scheduler(
+        name,
+        optimizer,
+        num_warmup_steps=config.warmup_steps * num_processes,
+        num_training_steps=max_steps * num_processes,
+        scheduler_specific_kwargs=extra,
+    )
+
+
+def segmentation_summary(
+    steps: int, seconds: float, history: list[dict[str, Any]], scores: dict[str, Any] | None, id2label: dict
+) -> dict[str, Any]:
+    """The run's summary: steps, time, evaluation history and, after a final evaluation, its scores per class."""
+    import math
+
+    summary: dict[str, Any] = {"steps": steps, "train_seconds": seconds, "history": history}
+    if scores is not None:
+        summary.update({key: scores[key] for key in ("mean_iou", "mean_accuracy", "overall_accuracy")})
+        summary["per_category_iou"] = {
+            id2label[i]: (None if math.isnan(v) else float(v)) for i, v in enumerate(scores["per_category_iou"])
+        }
+    return summary
+
+
+def save_segmentation_model(model: Any, config: SegmentationTrainingConfig, summary: dict[str, Any]) -> Path:
+    """`<output_dir>/model` (weights, config, image processor; replaced atomically) and `summary.json`."""
+    from ..utils.io import atomic_write_json, staging_folder
+
+    output_dir = Path(config.output_dir)
+    with staging_folder(output_dir / "model") as temporary:
+        build_image_processor(config).save_pretrained(temporary)
+        model.save_pretrained(temporary)
+    atomic_write_json(output_dir / "summary.json", summary)
+    return output_dir / "model"

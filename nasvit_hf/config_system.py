@@ -1,0 +1,610 @@
+"""The one configuration system of every recipe (train, train_segmentation, search, export, deploy, convert).
+
+A recipe's settings are dataclasses that inherit `ConfigMixin`:
+
+- `Config.from_yaml(path, overrides)` reads one YAML file of `key: value` pairs (`load_yaml_mapping`) and applies
+  command-line overrides on top; `Config.from_dict(values)` builds from a mapping. Both check every key (an unknown
+  key fails with the closest valid one: "did you mean 'max_steps'?") and coerce every value to its field's type
+  (`coerce_value`: ints for floats, `"1e-5"` for a float since YAML reads it as a string, integral floats and
+  numpy integers for ints, nested dataclasses from mappings); a value of another type fails naming the key.
+- `parse_overrides(["--max_steps", "20", "--ema_decay=null"])` turns `--key value` pairs into a mapping (values
+  parsed as YAML, so `--crop_scale [0.5,1.0]` and `--ema_decay null` work); dotted keys (`--data.batch_size 8`)
+  reach a nested section; with a dataclass, a boolean key without a value is `true` and a list key takes several
+  values (`--names a0 a1`).
+- `parse_command_line(argv, options_cls, config_cls)` is what a recipe's `parse_args` calls: `--help` prints every
+  key (`config_help`, generated from the dataclasses: a field's `metadata["help"]` or the comment on its line in
+  the source), `--config FILE` names the YAML file, and every other `--key value` goes to the recipe's options or
+  to its config.
+
+The dataclasses are the one place that documents every key: the comment on a field's line is its help text and a
+`# ---- title` comment line starts a section of `--help`.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import difflib
+import inspect
+import io
+import json
+import numbers
+import os
+import re
+import sys
+import textwrap
+import tokenize
+import types
+import typing
+import warnings
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "ConfigMixin",
+    "closest_key",
+    "RecipeError",
+    "coerce_value",
+    "config_help",
+    "exit_on_user_error",
+    "run_recipe",
+    "field_help",
+    "load_yaml_mapping",
+    "parse_command_line",
+    "parse_overrides",
+    "build_dataclass",
+    "set_dotted",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or command line that cannot be used as given; the message says what to change."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading and overriding
+# ----------------------------------------------------------------------------------------------------------------------
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The `key: value` mapping of a YAML config file, with clear errors for a missing file or another shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist (see recipes/configs/).")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value pairs.")
+    return loaded
+
+
+def parse_overrides(
+    arguments: list[str],
+    flag_keys: typing.Iterable[str] = (),
+    list_keys: typing.Iterable[str] = (),
+    known_keys: typing.Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """`["--max_steps", "20", "--ema_decay=null"]` → {"max_steps": 20, "ema_decay": None} (values parsed as YAML).
+
+    Keys in `flag_keys` (booleans) may stand alone (`--overwrite` = true); keys in `list_keys` take every value up to
+    the next `--key` (`--names a0 a1`). Dashes in keys become underscores."""
+    flag_keys, list_keys = set(flag_keys), set(list_keys)
+    overrides: dict[str, Any] = {}
+    index = 0
+    while index < len(arguments):
+        token = arguments[index]
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(f"unexpected argument {token!r}: settings are written --key value.")
+        key, equals, raw = token[2:].partition("=")
+        key = key.replace("-", "_")
+        if equals:
+            overrides[key] = _parse_value(raw)
+            index += 1
+            continue
+        values = []
+        while index + 1 < len(arguments) and not arguments[index + 1].startswith("--"):
+            values.append(arguments[index + 1])
+            index += 1
+            if key not in list_keys:
+                break
+        index += 1
+        if not values:
+            if key in flag_keys:
+                overrides[key] = True
+                continue
+            if known_keys is not None and key.split(".")[0] not in set(known_keys):
+                raise ConfigError(_unknown_keys_message([key], sorted(known_keys), "the command line", "this recipe"))
+            raise ConfigError(f"override --{key} needs a value (e.g. --{key} 10).")
+        if key in list_keys and (len(values) > 1 or not values[0].lstrip().startswith("[")):
+            overrides[key] = [_parse_value(value) for value in values]
+        else:
+            overrides[key] = _parse_value(values[0])
+    return overrides
+
+
+def _parse_value(raw: str) -> Any:
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    """`set_dotted(d, "data.batch_size", 8)` sets `d["data"]["batch_size"]` (creating the section)."""
+    *sections, last = key.split(".")
+    target = values
+    for section in sections:
+        if target.get(section) is None:
+            target[section] = {}
+        if not isinstance(target[section], dict):
+            raise ConfigError(f"--{key}: {section!r} is not a section of keys (it holds {target[section]!r}).")
+        target = target[section]
+    target[last] = value
+
+
+def closest_key(key: str, names: typing.Iterable[str]) -> str | None:
+    """The valid key closest to a misspelt one, or None when nothing is close."""
+    names = list(names)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    prefixed = [name for name in names if name.startswith(key)]  # an abbreviation: --trust for --trust_checkpoint
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def _unknown_keys_message(unknown: list[str], names: list[str], source: str, owner: str) -> str:
+    hints = []
+    for key in unknown:
+        close = closest_key(key, names)
+        hints.append(f"{key!r}" + (f" (did you mean {close!r}?)" if close else ""))
+    return f"{source} has unknown keys: {', '.join(hints)}. Valid keys are the fields of {owner} (--help lists them)."
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Type coercion
+# ----------------------------------------------------------------------------------------------------------------------
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+# YAML 1.1 (PyYAML) reads a float written with an exponent but no dot ("1e-5", "3E4") as a string: such strings are
+# floats. Other strings are not numbers: a quoted "300" in a YAML file is refused like any other type error.
+_YAML_MISREAD_FLOAT = re.compile(r"^[+-]?(\d+)(\.\d*)?[eE][+-]?\d+$")
+
+
+def coerce_value(key: str, value: Any, annotation: Any, source: str = "config") -> Any:
+    """`value` checked against a field annotation and converted where that is lossless; a ConfigError names the key.
+
+    float: ints, numpy numbers and exponent strings such as "1e-5" (YAML reads an exponent without a dot as a
+    string; other strings are refused); int: integral floats and numpy integers; bool: only true/false (no truthy
+    strings); str; list (elements coerced when the annotation says `list[int]`); dict; a nested dataclass from a
+    mapping; `A | B` tries each in turn."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{source}: {key} cannot be null.")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce_value(key, value, option, source)
+            except ConfigError as error:
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0]
+        allowed = " or ".join(_type_name(option) for option in options if option is not type(None))
+        raise ConfigError(f"{source}: {key} must be of type {allowed}, got {value!r}.")
+    if value is None:
+        raise ConfigError(f"{source}: {key} cannot be null.")
+    base = origin or annotation
+    if dataclasses.is_dataclass(base):
+        if isinstance(value, base):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping of {base.__name__} keys, got {value!r}.")
+        return build_dataclass(base, value, f"{source} [{key}]")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif base is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _YAML_MISREAD_FLOAT.match(value.strip()):
+            return float(value)
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    elif base is list:
+        if isinstance(value, (list, tuple)):
+            (element,) = typing.get_args(annotation) or (Any,)
+            return [coerce_value(f"{key}[{i}]", item, element, source) for i, item in enumerate(value)]
+    elif base is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif isinstance(base, type) and isinstance(value, base):
+        return value
+    hint = " (quote it: YAML reads yes/no/on/off as booleans)" if base is str and isinstance(value, bool) else ""
+    raise ConfigError(f"{source}: {key} must be of type {_type_name(base)}, got {value!r}{hint}.")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
+    """`cls(**values)` after checking the keys (closest-key hints, required keys) and coercing each value."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source} must be a mapping of key: value pairs, got {type(values).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [key for key in values if key not in fields]
+    if unknown:
+        raise ConfigError(_unknown_keys_message(unknown, list(fields), source, cls.__name__))
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{source}: missing required keys {', '.join('--' + name for name in missing)}.")
+    hints = typing.get_type_hints(cls)
+    clean, failures = {}, []
+    for key, value in values.items():
+        try:
+            clean[key] = coerce_value(key, value, hints[key], source)
+        except ConfigError as error:
+            if _is_nested(hints[key]):
+                raise
+            clean[key], failures = value, [*failures, error]
+    try:
+        built = cls(**clean)
+    except ConfigError:
+        raise
+    except ValueError as error:  # the class's own check, which may say more about a value of the wrong type
+        raise ConfigError(f"{source}: {error}") from None
+    except TypeError as error:
+        if failures:
+            raise failures[0] from None
+        if "__init__()" not in str(error):
+            raise
+        raise ConfigError(f"{source}: {error}") from None
+    if failures:
+        raise failures[0]
+    return built
+
+
+def _is_nested(annotation: Any) -> bool:
+    """True when an annotation holds dataclasses (a section or a list of entries): those are built, not checked."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    for option in (annotation, *options):
+        base = typing.get_origin(option) or option
+        if dataclasses.is_dataclass(base):
+            return True
+        if base is list and any(dataclasses.is_dataclass(arg) for arg in typing.get_args(option)):
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Documentation of every key
+# ----------------------------------------------------------------------------------------------------------------------
+@cache
+def _source_comments(cls: type) -> tuple[dict[str, str], dict[str, str]]:
+    """({field: the comment on its line (+ continuation comment lines)}, {field: section title}) from the source."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}, {}
+    comments: dict[int, str] = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.string.lstrip("#").strip()
+    lines = source.splitlines()
+    tree = ast.parse(source).body[0]
+    helps: dict[str, str] = {}
+    sections: dict[str, str] = {}
+    section = ""
+    previous_end = tree.lineno
+    for node in getattr(tree, "body", []):
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            previous_end = getattr(node, "end_lineno", previous_end)
+            continue
+        for line in range(previous_end, node.lineno):
+            if comments.get(line, "").startswith("----"):
+                section = comments[line].strip("- ").strip()
+        name = node.target.id
+        sections[name] = section
+        text = [comments[node.end_lineno]] if node.end_lineno in comments else []
+        line = node.end_lineno + 1
+        while line in comments and lines[line - 1].strip().startswith("#") and not comments[line].startswith("----"):
+            if not text:
+                break  # a comment block above the next field belongs to that field's section, not to this one
+            text.append(comments[line])
+            line += 1
+        helps[name] = " ".join(text)
+        previous_end = node.end_lineno + 1
+    return helps, sections
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """{field name: help text}: `metadata["help"]` where given, else the comment on the field's line."""
+    comments, _ = _source_comments(cls)
+    return {f.name: f.metadata.get("help", comments.get(f.name, "")) for f in dataclasses.fields(cls)}
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return json.dumps(f.default, default=str)
+    if f.default_factory is not dataclasses.MISSING:
+        return json.dumps(f.default_factory(), default=str)
+    return "required"
+
+
+def _help_lines(cls: type, prefix: str = "") -> list[str]:
+    hints = typing.get_type_hints(cls)
+    helps = field_help(cls)
+    _, sections = _source_comments(cls)
+    lines: list[str] = []
+    current = None
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        section = sections.get(f.name, "")
+        if section and section != current:
+            lines.append(f"  # {section}")
+            current = section
+        annotation = hints[f.name]
+        nested = annotation if dataclasses.is_dataclass(annotation) else None
+        name = f"{prefix}{f.name}"
+        if nested is not None:
+            lines.append(f"  --{name}.KEY  section [{f.name}]{': ' + helps[f.name] if helps[f.name] else ''}")
+            lines += _help_lines(nested, prefix=f"{name}.")
+            continue
+        kind = str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
+        head = f"  --{name} ({kind}, default {_default_text(f)})"
+        lines.append(head + (f"  {helps[f.name]}" if helps[f.name] else ""))
+    return lines
+
+
+def config_help(cls: type, title: str | None = None) -> str:
+    """Every key of a config dataclass with its type, default and help text (nested sections as dotted keys)."""
+    header = title or f"{cls.__name__} keys (in the YAML file or as --key value):"
+    return "\n".join([header, *_help_lines(cls)])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The mixin every recipe config inherits
+# ----------------------------------------------------------------------------------------------------------------------
+class ConfigMixin:
+    """`from_dict`, `from_yaml`, `to_dict`, `field_names` and `help` for a config dataclass."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    # {old key: new key} of keys renamed since a release: still read, with a FutureWarning naming the new key.
+    RENAMED_KEYS: typing.ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config"):
+        return build_dataclass(cls, cls.rename_keys(values, source), source)
+
+    @classmethod
+    def rename_keys(cls, values: dict[str, Any], source: str = "config") -> dict[str, Any]:
+        """`values` with the old names of `RENAMED_KEYS` replaced by the new ones (a FutureWarning each)."""
+        if not isinstance(values, dict) or not any(old in values for old in cls.RENAMED_KEYS):
+            return values
+        values = dict(values)
+        for old, new in cls.RENAMED_KEYS.items():
+            if old not in values:
+                continue
+            if new in values and values[new] != values[old]:
+                raise ConfigError(f"{source} sets both {old!r} (the old name) and {new!r}; keep only {new!r}.")
+            warnings.warn(f"{source}: key {old!r} is deprecated, it is now {new!r}.", FutureWarning, stacklevel=3)
+            values[new] = values.pop(old)
+        return values
+
+    @classmethod
+    def accepted_keys(cls) -> list[str]:
+        """The top-level keys a config file may hold (the fields, their old names, any a subclass translates)."""
+        return [*cls.field_names(), *cls.RENAMED_KEYS]
+
+    @classmethod
+    def check_keys(cls, values: dict[str, Any], source: str = "command-line overrides") -> None:
+        """Unknown (top-level) keys fail with the closest valid key; dotted keys are checked by their section."""
+        names = cls.accepted_keys()
+        unknown = [key for key in values if key.split(".")[0] not in names]
+        if unknown:
+            raise ConfigError(_unknown_keys_message(unknown, names, source, cls.__name__))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+        """The YAML file's values with `overrides` on top; errors name the file or the command line."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            loaded = cls.rename_keys(load_yaml_mapping(path), f"config file {str(path)!r}")
+            cls.from_dict(loaded, source=f"config file {str(path)!r}")  # report the file's own errors by name
+            values.update(loaded)
+        if overrides:
+            cls.check_keys(overrides)
+            overrides = cls.rename_keys(overrides, "command-line overrides")
+            merged = _merge(values, overrides)
+            cls.from_dict(merged, source="command-line overrides")
+            values = merged
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def help(cls) -> str:
+        return config_help(cls)
+
+
+def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    merged = copy.deepcopy(values)
+    for key, value in overrides.items():
+        set_dotted(merged, key, value)
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A recipe's command line
+# ----------------------------------------------------------------------------------------------------------------------
+def _flag_and_list_keys(*classes: type | None) -> tuple[set[str], set[str]]:
+    flags, lists = set(), set()
+    for cls in classes:
+        if cls is None:
+            continue
+        for name, annotation in typing.get_type_hints(cls).items():
+            options = set(typing.get_args(annotation)) | {typing.get_origin(annotation) or annotation}
+            if bool in options:
+                flags.add(name)
+            if list in options or any(typing.get_origin(o) is list for o in options):
+                lists.add(name)
+    return flags, lists
+
+
+def _string_keys(*classes: type | None) -> set[str]:
+    keys = set()
+    for cls in classes:
+        if cls is None:
+            continue
+        for name, annotation in typing.get_type_hints(cls).items():
+            union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+            if annotation is str or (union and set(typing.get_args(annotation)) <= {str, type(None)}):
+                keys.add(name)
+    return keys
+
+
+def _raw_value(argv: list[str], key: str) -> str:
+    for index, token in enumerate(argv):
+        name, equals, raw = token[2:].partition("=")
+        if token.startswith("--") and name.replace("-", "_") == key:
+            return raw if equals else argv[index + 1]
+    raise KeyError(key)
+
+
+def parse_command_line(
+    argv: list[str] | None,
+    options_cls: type | None,
+    config_cls: type | None = None,
+    description: str = "",
+    default_config: str | Path | None = None,
+):
+    """Parse a recipe's command line: `--help`, `--config FILE` and `--key value` settings.
+
+    `options_cls` holds the recipe's own settings (paths, names, flags). With `config_cls`, every other key is an
+    override of that config and `(options, overrides, config_path)` is returned (the recipe loads the config when it
+    knows its default file: `config_cls.from_yaml(config_path, overrides)`); the override keys are checked now.
+    Without it, `--config FILE` holds options and the options are returned. Prints help and exits 0 for `--help`;
+    a bad command line raises ConfigError."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        parts = [
+            description.strip(),
+            "",
+            "Options:",
+            "  --config FILE  a YAML file of the keys below (command-line keys win)",
+        ]
+        parts.append("  --debug  show the full traceback of an error (or set NASVIT_DEBUG=1)")
+        if options_cls is not None:
+            parts += config_help(options_cls, "").splitlines()[1:]
+        if config_cls is not None:
+            parts += ["", config_help(config_cls, f"Config keys ({config_cls.__name__}; YAML file or --key value):")]
+        print("\n".join(parts))
+        raise SystemExit(0)
+    argv = [str(arg) for arg in argv]  # paths given as Path objects from Python
+    flags, lists = _flag_and_list_keys(options_cls, config_cls)
+    known = {"config"} | ({f.name for f in dataclasses.fields(options_cls)} if options_cls is not None else set())
+    known |= set(config_cls.accepted_keys()) if config_cls is not None else set()
+    values = parse_overrides(argv, flag_keys=flags, list_keys=lists, known_keys=known)
+    strings = _string_keys(options_cls, config_cls)
+    for key, value in list(values.items()):
+        if key in strings and value is not None and not isinstance(value, str):
+            values[key] = _raw_value(argv, key)  # a path or name that YAML would read as a number or a boolean
+    config_path = values.pop("config", None)
+    if config_path is not None:
+        config_path = str(config_path)
+    elif default_config is not None:
+        config_path = str(default_config)
+    option_names = {f.name for f in dataclasses.fields(options_cls)} if options_cls is not None else set()
+    options = {key: value for key, value in values.items() if key in option_names}
+    rest = {key: value for key, value in values.items() if key not in option_names}
+    if config_cls is None:
+        if config_path is not None:
+            options = {**load_yaml_mapping(config_path), **options}
+        if rest:
+            names = sorted(option_names) + ["config"]
+            raise ConfigError(_unknown_keys_message(sorted(rest), names, "the command line", options_cls.__name__))
+        return build_dataclass(options_cls, options, "the command line")
+    try:
+        config_cls.check_keys(rest)
+    except ConfigError:
+        names = sorted(option_names | set(config_cls.accepted_keys())) + ["config"]
+        unknown = [key for key in rest if key.split(".")[0] not in names]
+        raise ConfigError(_unknown_keys_message(unknown, names, "the command line", config_cls.__name__)) from None
+    options = build_dataclass(options_cls, options, "the command line") if options_cls is not None else None
+    return options, rest, config_path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Errors: one clear line for the user, the traceback on request
+# ----------------------------------------------------------------------------------------------------------------------
+class RecipeError(RuntimeError):
+    """A run that cannot go on for a reason the user can act on (the message says how)."""
+
+
+USER_ERRORS = (ValueError, OSError, RecipeError)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("NASVIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def report_error(error: BaseException) -> None:
+    """Print `error: <message>` (one line) to stderr, with how to see the traceback."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"error: {message} (rerun with --debug or NASVIT_DEBUG=1 for the traceback)", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def exit_on_user_error(code: int = 2):
+    """Turn a user error (`USER_ERRORS`) inside the block into one error line and `SystemExit(code)`; with
+    `--debug` / NASVIT_DEBUG=1 the exception propagates with its traceback."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        if debug_enabled():
+            raise
+        report_error(error)
+        raise SystemExit(code) from None
+
+
+def run_recipe(main: typing.Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
+    """A recipe's `__main__`: `main(argv)` with user errors as one line and exit status 2 (`--debug` in argv or
+    NASVIT_DEBUG=1: the traceback instead). Returns the exit status for `sys.exit`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        argv = [arg for arg in argv if arg != "--debug"]
+        os.environ["NASVIT_DEBUG"] = "1"
+    with exit_on_user_error():
+        result = main(argv)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

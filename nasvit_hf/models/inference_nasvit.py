@@ -1,0 +1,486 @@
+"""Inference fast path for NASViT models in eval mode: the same arithmetic as the modules, with weights prepared once.
+
+When a `NASViTModel` runs in eval mode with nothing that needs gradients, its forward computes exactly what the
+modules compute, reorganised for speed; the prepared tensors are cached on the model and rebuilt whenever anything
+they were made from changes (see `NASViTInferenceCache`):
+
+- every convolution + BatchNorm is one convolution with the BN folded into its weight and bias (running statistics:
+  eval mode only), and its swish runs fused in the oneDNN kernel on CPU (`mkldnn._convolution_pointwise`);
+- activations stay in channels_last memory (the layout oneDNN's convolutions and a transformer stage's tokens share,
+  so the stage's (B, C, H, W) ↔ (B, H·W, C) conversions are free views);
+- in a transformer layer the token norms' affine parameters are folded into the linear layer that follows, q, k and
+  v are one matmul with q's 1/√d folded in, the relative position bias is pushed through the first talking-heads
+  map once (W·(S + P) + b = W·S + (W·P + b)), and the layer-scale vectors are folded into the output projections.
+
+Nothing here changes the stored parameters, their names or what they mean: training, `state_dict` and
+`save_pretrained` see the modules only. Under `torch.export` (ONNX export) the same plan is built inside the traced
+graph from the parameters (exporters fold those constants), with standard operators in place of the oneDNN kernels.
+This file is Hub-portable: it imports only torch and its sibling configuration file.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .configuration_nasvit import make_divisible
+
+__all__ = ["NASViTInferenceCache", "NASViTInferencePlan"]
+
+# Below this many tokens·batch rows, MKL's GEMM + a separate swish beats oneDNN's fused linear + swish.
+_FUSED_LINEAR_MIN_ROWS = 1024
+
+
+def _mkldnn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    full = weight.shape[-1]
+    if kernel_size == full:
+        return weight
+    start = (full - kernel_size) // 2
+    return weight[:, :, start : start + kernel_size, start : start + kernel_size]
+
+
+def _fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, norm, channels: int):
+    """(weight, bias) of conv → BN(eval) as one conv; `norm` is a BatchNorm2d whose first `channels` entries apply."""
+    scale = norm.weight[:channels] * torch.rsqrt(norm.running_var[:channels] + norm.eps)
+    shift = norm.bias[:channels] - norm.running_mean[:channels] * scale
+    if bias is not None:
+        shift = shift + bias * scale
+    return weight * scale.view(-1, 1, 1, 1), shift
+
+
+class _Conv:
+    """A convolution (BN folded in) with an optional fused activation ("silu" or None)."""
+
+    __slots__ = ("weight", "bias", "stride", "padding", "groups", "activation", "_mkldnn_args")
+
+    def __init__(self, weight, bias, stride: int, padding: int, groups: int, activation: str | None):
+        self.weight, self.bias = weight, bias
+        self.stride, self.padding, self.groups, self.activation = stride, padding, groups, activation
+        self._mkldnn_args = (
+            [padding, padding],
+            [stride, stride],
+            [1, 1],
+            groups,
+            "swish" if activation == "silu" else "none",
+            [],
+            "",
+        )
+
+    def __call__(self, hidden_states: torch.Tensor, fused: bool) -> torch.Tensor:
+        if fused:
+            return torch.ops.mkldnn._convolution_pointwise(hidden_states, self.weight, self.bias, *self._mkldnn_args)
+        hidden_states = F.conv2d(hidden_states, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+        return F.silu(hidden_states, inplace=True) if self.activation == "silu" else hidden_states
+
+
+@dataclass
+class _MBConv:
+    expansion: _Conv | None
+    depthwise: _Conv
+    squeeze_excite: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None
+    projection: _Conv
+    stride: int
+    shortcut: torch.Tensor | None  # 1×1 conv weight where the channel count changes
+
+
+@dataclass
+class _TransformerLayer:
+    eps: float
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor
+    channels: int
+    heads: int
+    head_dim: int
+    value_conv: _Conv
+    talking_pre_weight: torch.Tensor
+    talking_pre_bias: torch.Tensor  # (1, heads, L·L): b + W·relative_position_bias
+    talking_post_weight: torch.Tensor
+    talking_post_bias: torch.Tensor
+    proj_weight: torch.Tensor
+    proj_bias: torch.Tensor
+    mlp: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], ...]  # (mlp2, mlp1) in run order
+
+
+@dataclass
+class _Stage:
+    first: _MBConv
+    blocks: list[Any]  # _MBConv, _TransformerLayer, or a module to call as it is
+    is_transformer: bool
+
+
+def _conv_bn(module, in_channels: int, out_channels: int, kernel_size: int, channels_last: bool) -> _Conv:
+    """A `NASViTConvBN` at the given active sizes, folded."""
+    conv = module.conv
+    if conv.depthwise:
+        weight, groups, out_channels = conv.weight[:in_channels], in_channels, in_channels
+    else:
+        weight, groups = conv.weight[:out_channels, :in_channels], 1
+    weight = _centre_crop(weight, kernel_size)
+    bias = conv.bias[:out_channels] if conv.bias is not None else None
+    weight, bias = _fold_batchnorm(weight, bias, module.norm, out_channels)
+    if channels_last:
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    return _Conv(weight, bias, conv.stride, kernel_size // 2, groups, "silu" if module.activation else None)
+
+
+def _batchnorm_foldable(norm) -> bool:
+    return norm.track_running_stats and norm.running_mean is not None and norm.running_var is not None
+
+
+def _mbconv(block, in_channels: int, channels_last: bool) -> tuple[_MBConv, int]:
+    out_channels = block.active_out_channels
+    kernel_size = block.active_kernel_size
+    mid = in_channels
+    expansion = None
+    if block.expansion is not None:
+        mid = make_divisible(round(in_channels * block.active_expand_ratio), 8)
+        expansion = _conv_bn(block.expansion, in_channels, mid, 1, channels_last)
+    depthwise = _conv_bn(block.depthwise, mid, mid, kernel_size, channels_last)
+    squeeze_excite = None
+    if block.squeeze_excite is not None:
+        hidden = make_divisible(mid // 4, 8)
+        reduce, expand = block.squeeze_excite.reduce, block.squeeze_excite.expand
+        squeeze_excite = (
+            reduce.weight[:hidden, :mid].flatten(1),
+            reduce.bias[:hidden],
+            expand.weight[:mid, :hidden].flatten(1),
+            expand.bias[:mid],
+        )
+    projection = _conv_bn(block.projection, mid, out_channels, 1, channels_last)
+    shortcut = None
+    if in_channels != out_channels:
+        if block.shortcut is None:
+            raise RuntimeError(f"no shortcut conv for {in_channels} -> {out_channels} channels")
+        shortcut = block.shortcut.weight[:out_channels, :in_channels]
+        if channels_last:
+            shortcut = shortcut.contiguous(memory_format=torch.channels_last)
+    return _MBConv(expansion, depthwise, squeeze_excite, projection, block.stride, shortcut), out_channels
+
+
+def _norm_then_linear(norm, linear, channels: int, out_features: int, scale=None):
+    """Weight and bias of linear(norm_affine(x)) as one linear on the affine-free normalised x, times `scale`."""
+    weight = linear.weight[:out_features, :channels]
+    bias = linear.bias[:out_features]
+    gain, shift = norm.weight[:channels], norm.bias[:channels]
+    bias = bias + weight @ shift
+    weight = weight * gain
+    if scale is not None:
+        weight, bias = weight * scale.view(-1, 1), bias * scale
+    return weight, bias
+
+
+def _output_linear(linear, in_features: int, channels: int, scale):
+    weight, bias = linear.weight[:channels, :in_features], linear.bias[:channels]
+    if isinstance(scale, torch.Tensor):
+        return weight * scale.view(-1, 1), bias * scale
+    return weight, bias
+
+
+def _transformer_layer(layer, channels: int, height: int, width: int, channels_last: bool) -> _TransformerLayer:
+    attention = layer.attention
+    length = height * width
+    heads = channels // attention.head_dim
+    value_channels = attention.value_expansion * channels
+    scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
+    scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
+    norm = layer.norm1
+    query_scale = torch.full((channels,), attention.head_dim**-0.5, dtype=norm.weight.dtype, device=norm.weight.device)
+    query = _norm_then_linear(norm, attention.q, channels, channels, query_scale)
+    key = _norm_then_linear(norm, attention.k, channels, channels)
+    value = _norm_then_linear(norm, attention.v, channels, value_channels)
+    value_conv = attention.value_conv[:value_channels]
+    if channels_last:
+        value_conv = value_conv.contiguous(memory_format=torch.channels_last)
+    pre, post = attention.talking_heads_pre, attention.talking_heads_post
+    pre_weight, post_weight = pre.weight[:heads, :heads], post.weight[:heads, :heads]
+    position_bias = attention.relative_position_bias(height, width, heads).reshape(heads, length * length)
+    pre_bias = torch.addmm(pre.bias[:heads].view(heads, 1), pre_weight, position_bias)
+    mlp = []
+    for mlp_module, mlp_norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2)):
+        hidden = channels
+        fc1 = _norm_then_linear(mlp_norm, mlp_module.fc1, channels, hidden)
+        fc2 = _output_linear(mlp_module.fc2, hidden, channels, scale_mlp)
+        mlp.append((*fc1, *fc2))
+    return _TransformerLayer(
+        eps=norm.eps,
+        qkv_weight=torch.cat([query[0], key[0], value[0]]),
+        qkv_bias=torch.cat([query[1], key[1], value[1]]),
+        channels=channels,
+        heads=heads,
+        head_dim=attention.head_dim,
+        value_conv=_Conv(value_conv, None, 1, 1, value_channels, None),
+        talking_pre_weight=pre_weight,
+        talking_pre_bias=pre_bias.unsqueeze(0),
+        talking_post_weight=post_weight,
+        talking_post_bias=post.bias[:heads].view(1, heads, 1),
+        proj_weight=_output_linear(attention.proj, value_channels, channels, scale_attn)[0],
+        proj_bias=_output_linear(attention.proj, value_channels, channels, scale_attn)[1],
+        mlp=tuple(mlp),
+    )
+
+
+def _linear_silu(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fused: bool) -> torch.Tensor:
+    if fused and hidden_states.shape[0] * hidden_states.shape[1] >= _FUSED_LINEAR_MIN_ROWS:
+        return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, bias, "swish", [], "")
+    return F.silu(F.linear(hidden_states, weight, bias), inplace=True)
+
+
+class NASViTInferencePlan:
+    """The active subnet of a `NASViTModel` as prepared tensors: call it on pixel values at the active resolution.
+
+    Args:
+        model: the `NASViTModel` (eval mode; BatchNorm with running statistics).
+        fused_kernels: run convolutions (and large linear + swish) through oneDNN's fused kernels (CPU, float32).
+        channels_last: keep activations (and convolution weights) in channels_last memory.
+    """
+
+    def __init__(self, model, fused_kernels: bool, channels_last: bool):
+        self.fused_kernels = fused_kernels
+        self.channels_last = channels_last
+        resolution = model.active_resolution
+        in_channels = model.config.num_channels
+        stem = model.stem
+        self.stem = _conv_bn(stem, in_channels, model.active_stem_channels, stem.conv.kernel_size, channels_last)
+        channels = model.active_stem_channels
+        size = (resolution - 1) // stem.conv.stride + 1
+        self.stages: list[_Stage] = []
+        for stage in model.stages:
+            first, channels = _mbconv(stage.blocks[0], channels, channels_last)
+            if stage.blocks[0].stride == 2:
+                size = (size - 1) // 2 + 1
+            blocks: list[Any] = []
+            for block in list(stage.blocks)[1 : stage.active_depth]:  # (slicing a ModuleList registers)
+                if not stage.is_transformer:
+                    blocks.append(_mbconv(block, channels, channels_last)[0])
+                elif block.attention.window_grid(size, size) == (1, 1):
+                    blocks.append(_transformer_layer(block, channels, size, size, channels_last))
+                else:  # windowed attention: the module itself
+                    blocks.append(block)
+            self.stages.append(_Stage(first, blocks, stage.is_transformer))
+        head = model.head
+        self.final_expand = _conv_bn(head.final_expand, channels, 6 * channels, 1, channels_last)
+        out_channels = head.active_out_channels
+        self.feature_mix_weight = head.feature_mix.weight[:out_channels, : 6 * channels].flatten(1)
+        mix_bias = head.feature_mix.bias
+        self.feature_mix_bias = mix_bias[:out_channels] if mix_bias is not None else None
+        self.resolution = resolution
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def _mbconv(self, block: _MBConv, hidden_states: torch.Tensor) -> torch.Tensor:
+        fused = self.fused_kernels
+        residual = hidden_states
+        if block.expansion is not None:
+            hidden_states = block.expansion(hidden_states, fused)
+        hidden_states = block.depthwise(hidden_states, fused)
+        if block.squeeze_excite is not None:
+            reduce_weight, reduce_bias, expand_weight, expand_bias = block.squeeze_excite
+            scale = F.relu(F.linear(hidden_states.mean(dim=(2, 3)), reduce_weight, reduce_bias), inplace=True)
+            scale = F.hardsigmoid(F.linear(scale, expand_weight, expand_bias), inplace=True)
+            hidden_states = hidden_states.mul_(scale.view(*scale.shape, 1, 1))
+        hidden_states = block.projection(hidden_states, fused)
+        if block.stride == 2:
+            padding = (residual.shape[-2] % 2, residual.shape[-1] % 2)
+            residual = F.avg_pool2d(residual, kernel_size=2, stride=2, padding=padding, count_include_pad=True)
+        if block.shortcut is not None:
+            residual = F.conv2d(residual, block.shortcut)
+        return hidden_states.add_(residual)
+
+    def _transformer_layer(self, layer: _TransformerLayer, tokens: torch.Tensor, height: int, width: int):
+        """One transformer layer on (B, L, C) tokens; updates `tokens` in place and returns it."""
+        batch, length, channels = tokens.shape
+        heads, head_dim = layer.heads, layer.head_dim
+        normed = F.layer_norm(tokens, tokens.shape[1:], eps=layer.eps)
+        qkv = F.linear(normed, layer.qkv_weight, layer.qkv_bias)
+        query, key, value = qkv.split([channels, channels, qkv.shape[-1] - 2 * channels], dim=-1)
+        query = query.view(batch, length, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, length, heads, head_dim).permute(0, 2, 3, 1)  # kᵀ
+        value = value.view(batch, height, width, -1).permute(0, 3, 1, 2)
+        if self.channels_last:
+            value = value.contiguous(memory_format=torch.channels_last)
+        value = layer.value_conv(value, self.fused_kernels)
+        value_channels = value.shape[1]
+        value = value.permute(0, 2, 3, 1).reshape(batch, length, heads, value_channels // heads).transpose(1, 2)
+
+        scores = torch.matmul(query, key).view(batch, heads, length * length)
+        scores = torch.baddbmm(layer.talking_pre_bias, layer.talking_pre_weight.expand(batch, heads, heads), scores)
+        scores = scores.view(batch, heads, length, length).softmax(dim=-1).view(batch, heads, length * length)
+        scores = torch.baddbmm(layer.talking_post_bias, layer.talking_post_weight.expand(batch, heads, heads), scores)
+        context = torch.matmul(scores.view(batch, heads, length, length), value)
+        context = F.silu(context.transpose(1, 2).reshape(batch, length, value_channels), inplace=True)
+        tokens = tokens.add_(F.linear(context, layer.proj_weight, layer.proj_bias))
+        for fc1_weight, fc1_bias, fc2_weight, fc2_bias in layer.mlp:
+            normed = F.layer_norm(tokens, tokens.shape[1:], eps=layer.eps)
+            hidden = _linear_silu(normed, fc1_weight, fc1_bias, self.fused_kernels)
+            tokens = tokens.add_(F.linear(hidden, fc2_weight, fc2_bias))
+        return tokens
+
+    def _stage(self, stage: _Stage, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self._mbconv(stage.first, hidden_states)
+        if not stage.is_transformer:
+            for block in stage.blocks:
+                hidden_states = self._mbconv(block, hidden_states)
+            return hidden_states
+        if not stage.blocks:
+            return hidden_states
+        batch, channels, height, width = hidden_states.shape
+        # channels_last (B, C, H, W) memory is (B, H·W, C): a view; otherwise a copy into a fresh token tensor.
+        tokens = hidden_states.flatten(2).transpose(1, 2)
+        if not tokens.is_contiguous():
+            tokens = tokens.contiguous()
+        for layer in stage.blocks:
+            if isinstance(layer, _TransformerLayer):
+                tokens = self._transformer_layer(layer, tokens, height, width)
+            else:
+                tokens = layer(tokens, height, width)
+        return tokens.transpose(1, 2).reshape(batch, channels, height, width)
+
+    def __call__(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """(last_hidden_state, pooled_output, hidden_states or None), as the modules would return them."""
+        hidden_states = self.stem(pixel_values, self.fused_kernels)
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        for stage in self.stages:
+            hidden_states = self._stage(stage, hidden_states)
+            if all_hidden_states is not None:
+                all_hidden_states.append(hidden_states)
+        pooled = self.final_expand(hidden_states, self.fused_kernels).mean(dim=(2, 3))
+        pooled = F.silu(F.linear(pooled, self.feature_mix_weight, self.feature_mix_bias), inplace=True)
+        if all_hidden_states is not None:
+            # Callers get the modules' (contiguous) layout; the tensors are fresh, never updated in place later.
+            all_hidden_states = [state.contiguous() for state in all_hidden_states]
+            return all_hidden_states[-1], pooled, tuple(all_hidden_states)
+        return hidden_states.contiguous(), pooled, None
+
+
+# Registering a parameter, buffer or submodule on a module that a plan was built from (e.g. an adapter library
+# swapping a layer) bumps this counter, so a plan built before the swap is never used after it.
+_STRUCTURE_GENERATION = [0]
+_PLANNED_MODULE_SET: weakref.WeakSet = weakref.WeakSet()
+
+
+def _bump_generation(module, name, value) -> None:
+    if module in _PLANNED_MODULE_SET:
+        _STRUCTURE_GENERATION[0] += 1
+
+
+torch.nn.modules.module.register_module_parameter_registration_hook(_bump_generation)
+torch.nn.modules.module.register_module_buffer_registration_hook(_bump_generation)
+torch.nn.modules.module.register_module_module_registration_hook(_bump_generation)
+
+# The modules a plan knows how to run (by class name, defined in modeling_nasvit.py), and the torch containers.
+_PLANNED_MODULES = {
+    "NASViTConvBN",
+    "NASViTDynamicConv2d",
+    "NASViTDynamicBatchNorm2d",
+    "NASViTDynamicLinear",
+    "NASViTSqueezeExcite",
+    "NASViTMBConvBlock",
+    "NASViTTokenNorm",
+    "NASViTMLP",
+    "NASViTAttention",
+    "NASViTTransformerLayer",
+    "NASViTStage",
+    "NASViTHead",
+}
+
+
+def _is_planned(module) -> bool:
+    cls = type(module)
+    if cls is torch.nn.ModuleList:
+        return True
+    return cls.__name__ in _PLANNED_MODULES and cls.__module__.rpartition(".")[2] == "modeling_nasvit"
+
+
+class NASViTInferenceCache:
+    """Holds a model's `NASViTInferencePlan` and says when it may be used; rebuilt when anything it depends on changes.
+
+    The plan is used when the model is in eval mode, no gradient can flow to a parameter (`torch.no_grad`,
+    `torch.inference_mode`, or frozen parameters), the model is not being compiled or traced (under `torch.export`,
+    the ONNX exporter's front end, a plan is built inside the traced graph instead), every BatchNorm has running
+    statistics, every submodule is one of NASViT's own (no adapter or quantization wrapper) and none has a forward hook
+    (the plan would bypass it). It is keyed on every parameter and buffer's storage and version counter (so optimizer
+    steps, `load_state_dict`, `.to()` and in-place edits all invalidate it), on the active arch and the attention
+    windows, and on a counter of parameter/buffer/submodule registrations; `train()`, `set_active_subnet` and `_apply`
+    (`.to()`, `.half()`, ...) drop it.
+    """
+
+    def __init__(self):
+        self.plan: NASViTInferencePlan | None = None
+        self.key: tuple | None = None
+        self._modules: list | None = None
+        self._tensors: list | None = None
+        self._generation = -1
+
+    def clear(self) -> None:
+        self.plan, self.key, self._modules, self._tensors = None, None, None, None
+
+    def _refresh_structure(self, model) -> bool:
+        """Re-read the submodules and tensors after a registration anywhere; False when the plan cannot run them."""
+        if self._generation == _STRUCTURE_GENERATION[0] and self._modules is not None:
+            return True
+        self.clear()
+        modules = [module for module in model.modules() if module is not model]
+        if not all(_is_planned(module) for module in modules):
+            return False
+        if not all(
+            _batchnorm_foldable(module) for module in modules if isinstance(module, torch.nn.modules.batchnorm._NormBase)
+        ):
+            return False
+        self._modules = modules
+        _PLANNED_MODULE_SET.update(modules)
+        _PLANNED_MODULE_SET.add(model)
+        self._tensors = [*model.parameters(), *model.buffers()]
+        self._generation = _STRUCTURE_GENERATION[0]
+        return True
+
+    def _state_key(self, model) -> tuple | None:
+        """What the plan is built from, or None when the modules must run (a gradient could flow, a hook is set, a
+        tensor is an inference tensor with no version counter)."""
+        if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in self._tensors):
+            return None
+        for module in self._modules:
+            if module._forward_hooks or module._forward_pre_hooks:
+                return None
+        try:
+            entries = tuple([(tensor._version, tensor.data_ptr()) for tensor in self._tensors])
+        except RuntimeError:  # "Inference tensors do not track version counter"
+            return None
+        windows = tuple(getattr(module, "num_windows", None) for module in self._modules if hasattr(module, "num_windows"))
+        return (repr(model.config.arch), repr(windows), model.active_resolution, entries)
+
+    def plan_for(self, model, pixel_values: torch.Tensor) -> NASViTInferencePlan | None:
+        """The plan to run `model` on `pixel_values` now, or None for the modules' own path."""
+        if model.training or not getattr(model, "inference_fast_path", True):
+            return None
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return None
+        global_hooks = torch.nn.modules.module
+        if global_hooks._global_forward_hooks or global_hooks._global_forward_pre_hooks:
+            return None
+        if torch.compiler.is_compiling():
+            if torch.compiler.is_exporting() and not torch.is_grad_enabled() and self._refresh_structure(model):
+                return NASViTInferencePlan(model, fused_kernels=False, channels_last=False)
+            return None
+        if not self._refresh_structure(model):
+            return None
+        key = self._state_key(model)
+        if key is None:
+            return None
+        if self.plan is not None and key == self.key:
+            return self.plan
+        weight = model.stem.conv.weight
+        on_cpu_fp32 = weight.device.type == "cpu" and weight.dtype == torch.float32
+        fused = on_cpu_fp32 and pixel_values.device.type == "cpu" and _mkldnn_available()
+        with torch.no_grad():
+            self.plan = NASViTInferencePlan(model, fused_kernels=fused, channels_last=True)
+        self.key = key
+        return self.plan

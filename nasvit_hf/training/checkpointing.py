@@ -1,0 +1,334 @@
+"""Training runs on disk: output folders, atomic checkpoints, pruning, and strict resume (classification and
+segmentation share it).
+
+Layout of a run's `output_dir`:
+
+    nasvit_run.json          the run's identity (run_id, kind): written when a fresh run starts
+    training_config.json     the config the run started with (never rewritten by a resume)
+    config_history.jsonl     one line per resume that changed a safe key (step, {key: [old, new]})
+    checkpoints/step_<N>/    `accelerator.save_state` + nasvit_checkpoint.json (run_id, step, the config it ran with)
+
+Guarantees:
+- a fresh run refuses a folder that holds another run (`RunFolderError`) unless `overwrite_output_dir` is set, and
+  then the old run's files are removed before anything is written (never mixed in); other files are left alone;
+- a checkpoint is written to a hidden temporary folder and renamed into place, so `checkpoints/step_<N>` is always
+  complete; pruning keeps the newest `checkpoints_total_limit` checkpoints *of the current run* and never removes
+  another run's (or an unlabelled) checkpoint;
+- resuming compares the checkpoint's recorded config with the new one: changes to keys outside the config's
+  `RESUME_SAFE_KEYS` (or shrinking one of its `RESUME_GROWABLE_KEYS`, e.g. `max_steps`) fail with one
+  `ResumeConfigError` listing each key (old -> new); safe changes are appended to `config_history.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config_system import ConfigError
+from ..utils.io import atomic_write_json, atomic_write_text, make_dir
+
+__all__ = [
+    "CHECKPOINT_RECORD",
+    "CONFIG_HISTORY",
+    "RUN_MARKER",
+    "ResumeConfigError",
+    "RunFolderError",
+    "TrainState",
+    "TrainingRun",
+    "config_changes",
+    "find_latest_checkpoint",
+    "list_checkpoints",
+    "prune_checkpoints",
+    "read_checkpoint_record",
+    "save_checkpoint",
+    "start_run",
+    "start_run_from_config",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+RUN_MARKER = "nasvit_run.json"
+CHECKPOINT_RECORD = "nasvit_checkpoint.json"
+CONFIG_HISTORY = "config_history.jsonl"
+# What a training run writes into its output_dir: a folder holding any of these holds a run.
+RUN_ARTIFACTS = (
+    RUN_MARKER,
+    "checkpoints",
+    "train_log.jsonl",
+    "training_config.json",
+    CONFIG_HISTORY,
+    "summary.json",
+    "final",
+    "final_ema",
+    "model",
+    "nasvit_train",
+    "nasvit_segmentation",
+)
+ALWAYS_SAFE_KEYS = frozenset({"output_dir"})
+HOW_TO_START_KEYS = frozenset({"resume_from_checkpoint", "overwrite_output_dir"})  # never compared
+
+
+class RunFolderError(FileExistsError):
+    """The output folder cannot be used as asked (it holds another run, or the resume point is missing)."""
+
+
+class ResumeConfigError(ConfigError):
+    """Resuming with a config that changes what the checkpoint ran with."""
+
+
+class TrainState:
+    """Counters that must survive a resume (registered with `accelerator.register_for_checkpointing`)."""
+
+    def __init__(self):
+        self.global_step = 0
+        self.consecutive_nonfinite = 0
+        self.skipped_steps = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "global_step": self.global_step,
+            "consecutive_nonfinite": self.consecutive_nonfinite,
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for key in self.state_dict():
+            if key in state:  # checkpoints of older versions hold only global_step
+                setattr(self, key, int(state[key]))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+def list_checkpoints(output_dir: str | os.PathLike, run_id: str | None = None) -> list[tuple[int, Path]]:
+    """`[(step, folder)]` of the complete checkpoints under `<output_dir>/checkpoints`, oldest first; with `run_id`,
+    only those recorded as that run's."""
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        if run_id is not None and read_checkpoint_record(path).get("run_id") != run_id:
+            continue
+        found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def find_latest_checkpoint(output_dir: str | os.PathLike, run_id: str | None = None) -> Path:
+    checkpoints = list_checkpoints(output_dir, run_id)
+    if not checkpoints:
+        raise RunFolderError(
+            f"--resume_from_checkpoint latest: no checkpoint under {Path(output_dir) / 'checkpoints'}. Start a fresh "
+            "run without --resume_from_checkpoint, or name a checkpoint folder."
+        )
+    return checkpoints[-1][1]
+
+
+def read_checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's `nasvit_checkpoint.json` (run_id, step, config), or {} for a checkpoint without one."""
+    path = Path(checkpoint) / CHECKPOINT_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, keep: int, run_id: str) -> list[Path]:
+    """Remove all but the newest `keep` checkpoints of run `run_id` (other runs' checkpoints are never touched)."""
+    removed = []
+    if keep and keep > 0:
+        for _, path in list_checkpoints(output_dir, run_id)[:-keep]:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[str, Any], keep: int | None) -> Path:
+    """`accelerator.save_state` into a hidden temporary folder, the checkpoint record beside it, then an atomic rename
+    to `checkpoints/step_<step>`; then prune to the newest `keep` checkpoints of this run."""
+    folder = run.output_dir / "checkpoints"
+    final, temporary = folder / f"step_{step}", folder / f".tmp_step_{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        make_dir(folder)
+        if final.exists() and read_checkpoint_record(final).get("run_id") != run.run_id:
+            raise RunFolderError(f"{final} belongs to another run: refusing to replace it.")
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        record = {"run_id": run.run_id, "step": step, "time": time.time(), "config": config}
+        atomic_write_json(temporary / CHECKPOINT_RECORD, record)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        prune_checkpoints(run.output_dir, keep or 0, run.run_id)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Starting or resuming a run
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainingRun:
+    """Where a run writes (`output_dir`), who it is (`run_id`), and where it resumes from (`resume_path`)."""
+
+    output_dir: Path
+    run_id: str
+    resume_path: Path | None = None
+    changes: dict[str, list[Any]] = field(default_factory=dict)  # safe changes of this resume: {key: [old, new]}
+
+
+def config_changes(
+    old: dict[str, Any], new: dict[str, Any], safe_keys: frozenset[str], growable_keys: frozenset[str] = frozenset()
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """`(safe, unsafe)` differences `{key: [old, new]}` between a checkpoint's config and a resumed run's. Keys in
+    `growable_keys` may grow (a longer `max_steps`); keys the checkpoint did not record (added since) are skipped."""
+    safe, unsafe = {}, {}
+    for key, value in new.items():
+        if key not in old or old[key] == value or key in HOW_TO_START_KEYS:
+            continue
+        before = old[key]
+        grows = (
+            key in growable_keys
+            and isinstance(before, (int, float))
+            and isinstance(value, (int, float))
+            and value >= before
+        )
+        (safe if key in safe_keys or key in ALWAYS_SAFE_KEYS or grows else unsafe)[key] = [before, value]
+    return safe, unsafe
+
+
+def _holds_run(folder: Path) -> list[str]:
+    return [name for name in RUN_ARTIFACTS if (folder / name).exists()] if folder.is_dir() else []
+
+
+def _run_id_of(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / RUN_MARKER).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _remove_run(folder: Path) -> None:
+    for name in RUN_ARTIFACTS:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def start_run_from_config(config: Any, kind: str, is_main_process: bool = True) -> TrainingRun:
+    """`start_run` with a training config's `output_dir`, `resume_from_checkpoint`, `overwrite_output_dir` and its
+    class's `RESUME_SAFE_KEYS` / `RESUME_GROWABLE_KEYS`."""
+    return start_run(
+        config.output_dir,
+        config.to_dict(),
+        kind=kind,
+        resume_from_checkpoint=config.resume_from_checkpoint,
+        overwrite_output_dir=config.overwrite_output_dir,
+        safe_keys=type(config).RESUME_SAFE_KEYS,
+        growable_keys=type(config).RESUME_GROWABLE_KEYS,
+        is_main_process=is_main_process,
+    )
+
+
+def start_run(
+    output_dir: str | os.PathLike,
+    config: dict[str, Any],
+    *,
+    kind: str,
+    resume_from_checkpoint: str | None,
+    overwrite_output_dir: bool,
+    safe_keys: frozenset[str],
+    growable_keys: frozenset[str] = frozenset(),
+    is_main_process: bool = True,
+) -> TrainingRun:
+    """Check the output folder and the resume point, then claim the folder (main process only).
+
+    Fresh run: a folder holding another run fails unless `overwrite_output_dir` (which removes the old run's files
+    first); the run marker and `training_config.json` are written. Resume: the checkpoint (`"latest"` = the newest
+    under `output_dir`) must exist; its recorded config is compared with `config` (`ResumeConfigError` for unsafe
+    changes); safe changes are appended to `config_history.jsonl`. Every check runs before anything is written."""
+    folder = Path(output_dir)
+    existing = _holds_run(folder)
+    if resume_from_checkpoint and overwrite_output_dir:
+        raise ConfigError(
+            "resume_from_checkpoint and overwrite_output_dir contradict each other: resume the run, or delete it "
+            "and start over, not both."
+        )
+    if not resume_from_checkpoint:
+        if existing and not overwrite_output_dir:
+            raise RunFolderError(
+                f"output_dir {str(folder)!r} holds an earlier training run ({', '.join(existing)}): resume it with "
+                "--resume_from_checkpoint latest, pass --overwrite_output_dir to delete it and start over, or choose "
+                "another --output_dir."
+            )
+        run = TrainingRun(folder, uuid.uuid4().hex)
+        if is_main_process:
+            if existing:
+                logger.warning(
+                    "overwrite_output_dir: removing the earlier run in %s (%s)", folder, ", ".join(existing)
+                )
+                _remove_run(folder)
+            make_dir(folder)
+            atomic_write_json(folder / RUN_MARKER, {"run_id": run.run_id, "kind": kind, "started": time.time()})
+            atomic_write_json(folder / "training_config.json", config)
+        return run
+
+    path = Path(resume_from_checkpoint)
+    if resume_from_checkpoint == "latest":
+        path = find_latest_checkpoint(folder, _run_id_of(folder))
+    if not path.is_dir():
+        raise RunFolderError(
+            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint folder: name a "
+            f"checkpoints/step_<N> folder, or 'latest' for the newest under {str(folder)!r}."
+        )
+    record = read_checkpoint_record(path)
+    run_id = record.get("run_id") or _run_id_of(folder) or uuid.uuid4().hex
+    folder_run = _run_id_of(folder)
+    if existing and folder_run is not None and folder_run != run_id:
+        raise RunFolderError(
+            f"output_dir {str(folder)!r} holds another run than checkpoint {str(path)!r}: resume into that "
+            "checkpoint's own output_dir or an empty folder."
+        )
+    changes: dict[str, list[Any]] = {}
+    if "config" in record:
+        changes, unsafe = config_changes(record["config"], config, safe_keys, growable_keys)
+        if unsafe:
+            listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(unsafe.items()))
+            raise ResumeConfigError(
+                f"cannot resume {str(path)!r} with a different config ({listed}): these keys change the model, data, "
+                "optimisation or schedule. Resume with the checkpoint's values, or start a fresh run (another "
+                "--output_dir, or --overwrite_output_dir)."
+            )
+    else:
+        logger.warning("checkpoint %s records no config (an older version wrote it): the config is not checked", path)
+    run = TrainingRun(folder, run_id, path, changes)
+    if is_main_process:
+        make_dir(folder)
+        if folder_run is None:
+            atomic_write_json(folder / RUN_MARKER, {"run_id": run_id, "kind": kind, "started": time.time()})
+        if not (folder / "training_config.json").exists():
+            atomic_write_json(folder / "training_config.json", record.get("config", config))
+        if changes:
+            entry = {"resumed_from": str(path), "step": record.get("step"), "time": time.time(), "changes": changes}
+            history = folder / CONFIG_HISTORY
+            previous = history.read_text(encoding="utf-8") if history.exists() else ""
+            atomic_write_text(history, previous + json.dumps(entry) + "\n")
+    return run

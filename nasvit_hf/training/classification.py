@@ -1,0 +1,422 @@
+"""Library side of `recipes/train.py` (supernet training for image classification): the model, the data loaders,
+the teacher, the optimiser with timm-style parameter groups, subnet validation and the training log. The recipe
+only wires these to Accelerate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
+from ..models import NASViTConfig, NASViTForImageClassification
+from ..utils.io import atomic_write_json, staging_folder
+from .augment import build_batch_mixing, build_eval_transform, build_train_transform
+from .config import TrainingConfig
+from .data import ImageClassificationDataset, TrainingSplits, collate_image_batch, load_training_splits
+
+__all__ = [
+    "ClassificationData",
+    "build_classification_data",
+    "build_param_groups",
+    "build_supernet",
+    "check_eval_archs",
+    "check_nonfinite_limit",
+    "load_teacher",
+    "count_skipped_step",
+    "load_classification_splits",
+    "multi_cpu_launch",
+    "sandwich_update",
+    "save_final_supernets",
+    "search_space_of",
+    "setup_logging",
+    "step_record",
+    "validate_subnets",
+    "write_summary",
+]
+
+
+def search_space_of(config: TrainingConfig) -> dict[str, Any]:
+    from ..presets import get_search_space
+
+    return get_search_space(config.search_space) if isinstance(config.search_space, str) else config.search_space
+
+
+def check_eval_archs(archs: list, search_space: dict) -> dict[str, dict]:
+    """eval_archs validated against the search space, named arch0, arch1, ...; a ValueError says which is wrong."""
+    from ..models.configuration_nasvit import validate_arch
+
+    checked = {}
+    for index, arch in enumerate(archs):
+        try:
+            checked[f"arch{index}"] = validate_arch(search_space, arch)
+        except ValueError as error:
+            raise ValueError(f"eval_archs[{index}] is not in the search space: {error}") from None
+    return checked
+
+
+def build_supernet(config: TrainingConfig, label_names: list[str]) -> NASViTForImageClassification:
+    """A fresh supernet of the config's search space, or `model_name_or_path` (whose labels must match the data)."""
+    if config.model_name_or_path:
+        model = NASViTForImageClassification.from_pretrained(config.model_name_or_path)
+        if model.config.num_labels != len(label_names):
+            raise ValueError(
+                f"{config.model_name_or_path} has {model.config.num_labels} labels, the data has {len(label_names)}."
+            )
+        return model
+    id2label = dict(enumerate(label_names))
+    model_config = NASViTConfig(
+        search_space=search_space_of(config),
+        num_labels=len(label_names),
+        id2label=id2label,
+        label2id={name: i for i, name in id2label.items()},
+        switchable_scaling=config.switchable_scaling,
+        drop_path_rate=config.drop_path_rate,
+        drop_connect_rate=config.drop_connect_rate,
+        classifier_dropout=config.dropout,
+    )
+    return NASViTForImageClassification(model_config)
+
+
+@dataclass
+class ClassificationData:
+    """The loaders of a run. `train_dataset.set_epoch` and `sampler_generator.manual_seed(seed + epoch)` make each
+    epoch's order and augmentation depend only on (seed, epoch), so a resumed run sees the same images."""
+
+    label_names: list[str]
+    train_dataset: ImageClassificationDataset
+    sampler_generator: torch.Generator
+    train_loader: DataLoader
+    calibration_loader: DataLoader
+    validation_loader: DataLoader | None
+    mixing: Any
+
+
+def build_classification_data(config: TrainingConfig, splits: tuple, image_size: int) -> ClassificationData:
+    """Training (augmented, seeded), calibration (training images, eval transform) and validation loaders."""
+    train_split, validation_split, label_names = splits[:3]
+    train_transform = build_train_transform(
+        image_size,
+        config.randaugment_num_ops,
+        config.randaugment_magnitude,
+        config.crop_scale,
+        config.hflip,
+        config.random_erasing,
+    )
+    eval_transform = build_eval_transform(image_size)
+    columns = (config.image_column, config.label_column)
+    train_dataset = ImageClassificationDataset(train_split, train_transform, *columns, seed=config.seed)
+    sampler_generator = torch.Generator()
+    common = {"collate_fn": collate_image_batch, "num_workers": config.num_workers}
+    train_loader = DataLoader(
+        train_dataset,
+        batch_size=config.per_device_train_batch_size,
+        sampler=RandomSampler(train_dataset, generator=sampler_generator),
+        drop_last=True,
+        **common,
+    )
+    calibration_dataset = ImageClassificationDataset(train_split, eval_transform, *columns)
+    calibration_loader = DataLoader(
+        calibration_dataset,
+        batch_size=config.per_device_train_batch_size,
+        sampler=RandomSampler(calibration_dataset, generator=torch.Generator().manual_seed(config.seed)),
+        **common,
+    )
+    validation_loader = None
+    if validation_split is not None:
+        validation_loader = DataLoader(
+            ImageClassificationDataset(validation_split, eval_transform, *columns),
+            batch_size=config.per_device_eval_batch_size,
+            **common,
+        )
+    mixing = build_batch_mixing(config.mixup_alpha, config.cutmix_alpha, len(label_names))
+    return ClassificationData(
+        label_names, train_dataset, sampler_generator, train_loader, calibration_loader, validation_loader, mixing
+    )
+
+
+def load_classification_splits(config: TrainingConfig) -> TrainingSplits:
+    """(train split, validation split or None, label names, held-out split or None, its rows) of the config's
+    dataset: with `holdout_per_class`, a class-balanced, seeded split is carved out of the training images and
+    excluded from training (`nasvit_hf.data.carve_holdout`; save it beside the supernet for search and export)."""
+    return load_training_splits(
+        config.dataset,
+        config.train_split,
+        config.validation_split,
+        config.image_column,
+        config.label_column,
+        config.dataset_config,
+        config.data_dir,
+        config.max_train_samples,
+        config.max_eval_samples,
+        holdout_per_class=config.holdout_per_class,
+        holdout_seed=config.seed if config.holdout_seed is None else config.holdout_seed,
+    )
+
+
+def load_teacher(config: TrainingConfig, num_labels: int, device: torch.device) -> nn.Module | None:
+    """The frozen `teacher` (any AutoModelForImageClassification of the same label set), or None."""
+    if not config.teacher:
+        return None
+    from transformers import AutoModelForImageClassification
+
+    teacher = AutoModelForImageClassification.from_pretrained(config.teacher).eval().requires_grad_(False)
+    if teacher.config.num_labels != num_labels:
+        raise ValueError(
+            f"teacher {config.teacher!r} predicts {teacher.config.num_labels} classes, the data has {num_labels}: use "
+            "a teacher fine-tuned on the same label set."
+        )
+    return teacher.to(device)
+
+
+def build_param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    lr_multipliers: dict[str, float] | None = None,
+    learning_rate: float | None = None,
+    no_decay_for_norms_and_tables: bool = True,
+) -> list[dict[str, Any]]:
+    """Optimiser parameter groups, timm's way: parameters with one dimension (norms, biases) and those the model
+    names in `no_weight_decay()` get no weight decay. `lr_multipliers` ({name prefix: factor}, with `learning_rate`)
+    puts the parameters under a prefix in their own groups at `factor * learning_rate` (e.g. a decode head at 10x).
+    Groups come in a fixed order (the rest first, then each prefix; decay before no decay); empty ones are dropped.
+    With `no_decay_for_norms_and_tables=False` every parameter is decayed."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    multipliers = dict(lr_multipliers or {})
+    if multipliers and learning_rate is None:
+        raise ValueError("lr_multipliers need learning_rate (the base rate they multiply).")
+    buckets: dict[tuple[str | None, bool], list[nn.Parameter]] = {}
+    order = [None, *multipliers]
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        prefix = next((p for p in multipliers if name.startswith(p)), None)
+        decayed = not no_decay_for_norms_and_tables or not (parameter.ndim <= 1 or name in skip)
+        buckets.setdefault((prefix, decayed), []).append(parameter)
+    groups = []
+    for prefix in order:
+        for decayed in (True, False):
+            params = buckets.get((prefix, decayed))
+            if not params:
+                continue
+            group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decayed else 0.0}
+            if learning_rate is not None:
+                group["lr"] = learning_rate * (multipliers[prefix] if prefix is not None else 1.0)
+            groups.append(group)
+    return groups
+
+
+@torch.no_grad()
+def validate_subnets(
+    model: nn.Module,
+    archs: dict[str, dict],
+    calibration_loader: Any,
+    validation_loader: Any,
+    calibration_batches: int,
+    top_k: list[int],
+    accelerator: Any,
+) -> dict[str, dict[str, float]]:
+    """`{name: {"top1": %, "top5": %}}` of each arch after BN recalibration on training batches. The model's BN
+    statistics, active arch, train/eval mode and the global RNG are as before afterwards."""
+    from ..metrics import load_accuracy_metric
+
+    module = accelerator.unwrap_model(model)
+    active, was_training = module.active_arch, module.training
+    results: dict[str, dict[str, float]] = {}
+    metric = load_accuracy_metric()  # compute() empties it for the next arch
+    with torch.random.fork_rng(devices=[]), preserved_batchnorm_statistics(module):
+        for name, arch in archs.items():
+            module.set_active_subnet(arch)
+            calibrate_batchnorm(module, calibration_loader, calibration_batches)
+            module.eval()
+            for batch in validation_loader:
+                with accelerator.autocast():
+                    logits = module(pixel_values=batch["pixel_values"]).logits.float()
+                logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
+                metric.add_batch(predictions=logits.cpu().numpy(), references=labels.cpu().numpy())
+            scores = metric.compute(top_k=top_k)
+            results[name] = {"top1": 100.0 * scores["accuracy"]}
+            for k in top_k[1:]:
+                results[name][f"top{k}"] = 100.0 * scores[f"top{k}_accuracy"]
+    module.set_active_subnet(active)
+    module.train(was_training)
+    return results
+
+
+def multi_cpu_launch() -> bool:
+    """True for a multi-process launch on a machine without GPUs. Accelerate then needs `cpu=True` to run MULTI_CPU
+    (gloo): without it, `accelerate launch --multi_gpu` / torchrun on CPU gives every process a one-process state."""
+    has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return not has_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def step_record(step: int, epoch: int, lr: float, output: Any) -> dict[str, Any]:
+    """One line of `train_log.jsonl` for a sandwich step's output."""
+    return {
+        "step": step,
+        "epoch": epoch,
+        "lr": lr,
+        **{f"loss/{name}": value for name, value in output.losses.items()},
+        "conflict_ratio": output.conflict_ratio,
+        "grad_norm/sup": output.sup_grad_norm,
+        "grad_norm/sub": output.sub_grad_norm,
+        "projected": int(output.projected),
+        "skipped": int(output.skipped),
+    }
+
+
+def append_log_line(path: str | Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def write_summary(output_dir: str | Path, summary: dict[str, Any], validation: dict[str, Any]) -> str:
+    """Write `summary.json` atomically; return the human summary printed at the end of a run."""
+    atomic_write_json(Path(output_dir) / "summary.json", summary)
+    lines = [
+        f"Trained {summary['steps']} sandwich steps in {summary['seconds']:.0f} s ({summary['skipped_steps']} skipped)."
+    ]
+    if "mean_conflict_ratio" in summary:
+        lines.append(f"Mean gradient-conflict ratio (before combination): {summary['mean_conflict_ratio']:.3f}")
+    for name, scores in validation.items():
+        lines.append(f"  {name:>9}: " + ", ".join(f"{k} {v:.2f}%" for k, v in scores.items()))
+    if "final_model" in summary:
+        lines.append(f"Supernet saved to {summary['final_model']} (AutoModelForImageClassification).")
+    return "\n".join(lines)
+
+
+def nanmean(values: list[float]) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def setup_logging(is_main_process: bool = True) -> None:
+    """The recipes' log format; the libraries that chatter at INFO are kept at WARNING."""
+    import logging
+
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if is_main_process else logging.WARNING,
+    )
+    for noisy in ("datasets", "evaluate", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def sandwich_update(
+    trainer: Any,
+    optimizer: torch.optim.Optimizer,
+    batches: Any,
+    archs: list,
+    accelerator: Any,
+    *,
+    accumulation: int = 1,
+    mixing: Any = None,
+    teacher: nn.Module | None = None,
+    teacher_temperature: float = 1.0,
+    project: bool = True,
+) -> Any:
+    """One optimiser step of sandwich training: `accumulation` micro-batches from `batches` (mixed, with the
+    teacher's soft targets when given) through `trainer.accumulate`, then `trainer.step`."""
+    for _ in range(accumulation):
+        batch = next(batches)
+        pixel_values, targets = batch["pixel_values"], batch["labels"]
+        if mixing is not None:
+            pixel_values, targets = mixing(pixel_values, targets)
+        teacher_probs = None
+        if teacher is not None:
+            with torch.no_grad(), accelerator.autocast():
+                teacher_logits = teacher(pixel_values=pixel_values).logits.float()
+            teacher_probs = (teacher_logits / teacher_temperature).softmax(dim=-1)
+        trainer.accumulate(pixel_values, targets, archs, teacher_probs)
+    scale = accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0
+    return trainer.step(optimizer, project=project, grad_scale=scale)
+
+
+def count_skipped_step(state: Any, output: Any, logger: Any) -> None:
+    """Update the skipped-step counters of `state` for `output` (before the step is counted); warn for a skipped
+    step."""
+    state.skipped_steps += int(output.skipped)
+    state.consecutive_nonfinite = state.consecutive_nonfinite + 1 if output.skipped else 0
+    if output.skipped:
+        logger.warning(
+            f"step {state.global_step + 1}: {output.skip_reason} (losses {output.losses}); step skipped, weights and "
+            "optimizer state untouched"
+        )
+
+
+def check_nonfinite_limit(state: Any, output: Any, max_consecutive: int) -> None:
+    """Stop the run (RecipeError, saying what to change) after `max_consecutive` skipped steps in a row."""
+    from ..config_system import RecipeError
+
+    if state.consecutive_nonfinite >= max_consecutive:
+        raise RecipeError(
+            f"{state.consecutive_nonfinite} consecutive steps had non-finite losses or gradients (last: "
+            f"{output.skip_reason}). Lower learning_rate, enable max_grad_norm, or use bf16/fp32 instead of fp16."
+        )
+
+
+def save_final_supernets(
+    output_dir: str | Path, model: nn.Module, ema: Any = None, holdout: Any = None
+) -> dict[str, str]:
+    """Save the supernet (and its EMA) with the largest subnet active to `final/` (`final_ema/`), each with the
+    held-out split (`holdout.json`, a `nasvit_hf.data.HoldoutSplit`) when training carved one out."""
+    saved = {}
+    for name, supernet in (("final", model), ("final_ema", ema.module if ema is not None else None)):
+        if supernet is not None:
+            supernet.sample_max_subnet()
+            with staging_folder(Path(output_dir) / name) as temporary:  # complete or absent, never half-written
+                supernet.save_pretrained(temporary)
+                if holdout is not None:  # search and export find it beside the supernet
+                    holdout.save(temporary)
+            saved[f"{name}_model"] = str(Path(output_dir) / name)
+    return saved
+
+
+def check_distributed_type(accelerator: Any) -> None:
+    """Sandwich training needs each rank's full gradients (DDP or one process), never sharded ones."""
+    from ..config_system import RecipeError
+
+    if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise RecipeError(
+            f"{accelerator.distributed_type.value} shards gradients, but the gradient combination needs every "
+            "parameter's full supernet and subnet gradients on each rank: launch with DDP (--multi_gpu) instead."
+        )
+
+
+def build_optimizer(model: nn.Module, config: TrainingConfig, num_processes: int) -> torch.optim.AdamW:
+    """AdamW over `build_param_groups` (no decay on norms, biases and `model.no_weight_decay()`); with `scale_lr`
+    the learning rate is scaled by the total batch / 512 (the reference)."""
+    total_batch = config.per_device_train_batch_size * num_processes * config.gradient_accumulation_steps
+    learning_rate = config.learning_rate * (total_batch / 512.0 if config.scale_lr else 1.0)
+    return torch.optim.AdamW(
+        build_param_groups(model, config.weight_decay),
+        lr=learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+    )
+
+
+def build_schedule(config: TrainingConfig, optimizer: torch.optim.Optimizer, batches_per_epoch: int) -> tuple:
+    """`(lr_scheduler, steps_per_epoch, max_steps)`: optimiser steps per epoch of `batches_per_epoch` batches (per
+    process), the run's length (`max_steps` or whole epochs) and the warmup + decay schedule over it."""
+    from transformers import get_scheduler
+
+    from ..config_system import RecipeError
+
+    steps_per_epoch = batches_per_epoch // config.gradient_accumulation_steps
+    if steps_per_epoch == 0:
+        raise RecipeError(
+            f"one epoch has {batches_per_epoch} batches per process, fewer than gradient_accumulation_steps="
+            f"{config.gradient_accumulation_steps}: lower the batch size or the accumulation."
+        )
+    max_steps = config.max_steps or config.num_train_epochs * steps_per_epoch
+    warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_epochs * steps_per_epoch)
+    return get_scheduler(config.lr_scheduler_type, optimizer, warmup, max_steps), steps_per_epoch, max_steps

@@ -1,0 +1,111 @@
+"""Output folders: a fresh training run never mixes into (or deletes) another run's folder unless told to, pruning
+only removes the current run's checkpoints, and nothing a user owns is lost."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nasvit_hf.config_system import ConfigError
+from nasvit_hf.training.checkpointing import (
+    CHECKPOINT_RECORD,
+    RUN_MARKER,
+    RunFolderError,
+    list_checkpoints,
+    start_run,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAFE = frozenset({"logging_steps"})
+
+
+def _earlier_run(folder: Path) -> None:
+    (folder / "checkpoints" / "step_40").mkdir(parents=True)
+    (folder / "checkpoints" / "step_40" / CHECKPOINT_RECORD).write_text(json.dumps({"run_id": "old", "config": {}}))
+    (folder / "train_log.jsonl").write_text('{"step": 40}\n')
+    (folder / RUN_MARKER).write_text(json.dumps({"run_id": "old"}))
+    (folder / "final").mkdir()
+    (folder / "my_notes.txt").write_text("not the run's")
+
+
+def _start(folder, resume=None, overwrite=False, config=None):
+    return start_run(
+        folder,
+        config or {"learning_rate": 0.1},
+        kind="classification",
+        resume_from_checkpoint=resume,
+        overwrite_output_dir=overwrite,
+        safe_keys=SAFE,
+    )
+
+
+FOLDER_CASES = [
+    # (resume, overwrite, error type, phrase)
+    (None, False, RunFolderError, "holds an earlier training run"),
+    ("latest", True, ConfigError, "contradict each other"),
+    ("{tmp}/nowhere", False, RunFolderError, "is not a checkpoint folder"),
+]
+
+
+@pytest.mark.parametrize(("resume", "overwrite", "error", "phrase"), FOLDER_CASES)
+def test_a_folder_holding_a_run_is_refused_and_kept(tmp_path, resume, overwrite, error, phrase):
+    _earlier_run(tmp_path)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(error, match=phrase):
+        _start(tmp_path, resume and resume.replace("{tmp}", str(tmp_path)), overwrite)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_latest_without_checkpoints_says_how_to_start(tmp_path):
+    with pytest.raises(RunFolderError, match="no checkpoint under .*Start a fresh run"):
+        _start(tmp_path / "empty", "latest")
+    assert not (tmp_path / "empty").exists()
+
+
+def test_overwrite_removes_the_old_run_first_and_keeps_other_files(tmp_path):
+    _earlier_run(tmp_path)
+    run = _start(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([RUN_MARKER, "my_notes.txt", "training_config.json"])
+    assert json.loads((tmp_path / RUN_MARKER).read_text())["run_id"] == run.run_id != "old"
+
+
+def test_a_fresh_run_in_an_empty_or_unrelated_folder_starts(tmp_path):
+    (tmp_path / "data.csv").write_text("x")
+    run = _start(tmp_path)
+    assert json.loads((tmp_path / "training_config.json").read_text()) == {"learning_rate": 0.1}
+    assert (tmp_path / "data.csv").read_text() == "x" and run.resume_path is None
+
+
+def test_resuming_into_a_folder_of_another_run_is_refused(tmp_path):
+    _earlier_run(tmp_path / "a")
+    other = tmp_path / "b"
+    (other / "checkpoints" / "step_3").mkdir(parents=True)
+    (other / "checkpoints" / "step_3" / CHECKPOINT_RECORD).write_text(json.dumps({"run_id": "b", "config": {}}))
+    with pytest.raises(RunFolderError, match="holds another run"):
+        _start(tmp_path / "a", str(other / "checkpoints" / "step_3"))
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("NASVIT_DEBUG", None)
+    return env
+
+
+@pytest.mark.parametrize("recipe", ["train.py", "train_segmentation.py"])
+def test_recipes_refuse_a_folder_with_an_earlier_run_before_loading_anything(recipe, tmp_path):
+    _earlier_run(tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / recipe), "--output_dir", str(tmp_path), "--report_to", "none"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "holds an earlier training run" in result.stderr and "--overwrite_output_dir" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [40]
+    assert (tmp_path / "train_log.jsonl").read_text() == '{"step": 40}\n' and (tmp_path / "final").is_dir()

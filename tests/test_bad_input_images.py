@@ -1,0 +1,97 @@
+"""Bad and unusual images for both image processors: refused with a clear ValueError, or read correctly.
+
+Refusals (table): absurd aspect ratios (memory would be unbounded), resizes to absurd sizes, high-bit images whose
+value range is unknown. Accepted (table): 16-bit / 32-bit integer / float PIL modes scaled by their value range, 2-D
+numpy arrays and tensors, integer arrays, all giving the same pixels as the equivalent 8-bit image.
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nasvit_hf import NASViTImageProcessor, NASViTSegmentationImageProcessor
+
+PROCESSORS = {
+    "classification": lambda: NASViTImageProcessor.for_resolution(32),
+    "segmentation": lambda: NASViTSegmentationImageProcessor(size={"height": 32, "width": 32}),
+}
+
+
+def _png(image: Image.Image) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+RAMP16 = np.linspace(0, 65535, 48 * 40).reshape(48, 40).astype(np.uint16)
+RAMP8 = np.round(RAMP16 / 257.0).astype(np.uint8)
+
+BAD_IMAGES = [
+    ("1x100000 PNG strip", lambda: _png(Image.new("L", (100000, 1))), {}, "aspect ratio of 100000:1"),
+    ("100000x1 array", lambda: np.zeros((100000, 1, 3), np.uint8), {}, "images more elongated than 100:1"),
+    ("2-D strip", lambda: np.zeros((2, 500), np.uint8), {}, "aspect ratio of 250:1"),
+    ("empty array", lambda: np.zeros((0, 5, 3), np.uint8), {}, "at least one pixel"),
+    ("huge resize", lambda: RAMP8, {"size": {"shortest_edge": 100000}}, "more than the 67,108,864 allowed"),
+    ("F outside [0, 1]", lambda: Image.fromarray(np.full((8, 8), 3.0, np.float32)), {}, "in [0, 1]"),
+    ("F with NaN", lambda: Image.fromarray(np.full((8, 8), np.nan, np.float32)), {}, "finite intensities"),
+    ("I negative", lambda: Image.fromarray(np.full((8, 8), -3, np.int32)), {}, "intensities in [0, 65535]"),
+    ("I above 16 bit", lambda: Image.fromarray(np.full((8, 8), 70000, np.int32)), {}, "[70000, 70000]"),
+    ("int64 array above 255", lambda: np.full((8, 8, 3), 300), {}, "8-bit values in [0, 255]"),
+    ("int32 tensor negative", lambda: torch.full((3, 8, 8), -1, dtype=torch.int32), {}, "8-bit values in [0, 255]"),
+    ("complex array", lambda: np.zeros((8, 8, 3), np.complex64), {}, "not an image type"),
+]
+
+
+@pytest.mark.parametrize("processor_name", sorted(PROCESSORS))
+@pytest.mark.parametrize("case, make, kwargs, phrase", BAD_IMAGES, ids=[row[0] for row in BAD_IMAGES])
+def test_bad_image_is_refused(processor_name, case, make, kwargs, phrase):
+    processor = PROCESSORS[processor_name]()
+    if processor_name == "segmentation" and "size" in kwargs:
+        kwargs = {"size": {"height": 10000, "width": 10000}}
+        phrase = "more than the 67,108,864 allowed"
+    with pytest.raises(ValueError) as error:
+        processor(make(), return_tensors="pt", **kwargs)
+    assert phrase in str(error.value)
+
+
+EQUIVALENT_IMAGES = [
+    ("I;16 PNG", lambda: _png(Image.fromarray(RAMP16))),
+    ("I (16-bit values)", lambda: Image.fromarray(RAMP16.astype(np.int32))),
+    ("F in [0, 1]", lambda: Image.fromarray((RAMP8 / 255.0).astype(np.float32))),
+    ("2-D uint8 array", lambda: RAMP8),
+    ("2-D uint8 tensor", lambda: torch.from_numpy(RAMP8)),
+    ("2-D uint16 array", lambda: RAMP16),
+    ("HWC uint16 array", lambda: RAMP16[..., None].repeat(3, axis=-1)),
+    ("HWC int64 array", lambda: RAMP8[..., None].repeat(3, axis=-1).astype(np.int64)),
+    ("CHW int32 tensor", lambda: torch.from_numpy(RAMP8.astype(np.int32))[None].repeat(3, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("processor_name", sorted(PROCESSORS))
+@pytest.mark.parametrize("case, make", EQUIVALENT_IMAGES, ids=[row[0] for row in EQUIVALENT_IMAGES])
+def test_high_bit_and_2d_images_match_their_8_bit_equivalent(processor_name, case, make):
+    processor = PROCESSORS[processor_name]()
+    expected = processor(Image.fromarray(RAMP8), return_tensors="pt")["pixel_values"]
+    got = processor(make(), return_tensors="pt")["pixel_values"]
+    assert got.shape == expected.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_a_list_of_2d_arrays_is_a_batch_of_grayscale_images():
+    processor = PROCESSORS["classification"]()
+    batch = processor([RAMP8, 255 - RAMP8], return_tensors="pt")["pixel_values"]
+    assert batch.shape == (2, 3, 32, 32) and not torch.equal(batch[0], batch[1])
+
+
+def test_elongated_but_allowed_image_is_processed():
+    processor = PROCESSORS["classification"]()
+    assert processor(np.zeros((3, 297, 3), np.uint8), return_tensors="pt")["pixel_values"].shape == (1, 3, 32, 32)
+
+
+def test_segmentation_maps_with_a_2d_image():
+    processor = PROCESSORS["segmentation"]()
+    batch = processor(RAMP8, segmentation_maps=np.ones((48, 40), np.uint8), return_tensors="pt")
+    assert batch["pixel_values"].shape == (1, 3, 32, 32) and batch["labels"].shape == (1, 32, 32)

@@ -1,0 +1,103 @@
+"""The package's own loaders refuse checkpoints whose weights do not match their config.
+
+`load_supernet` (search and `recipes/export.py`) and `load_subnet_for_export` (`recipes/deploy.py`) are given a
+folder written by `save_pretrained` whose `model.safetensors` was then damaged (a weight removed, one added, one
+reshaped, a dtype-compatible but foreign file): each is refused with a `CheckpointMismatchError` (a `ValueError`)
+naming the key, instead of running with random weights. An intact folder loads with identical weights.
+"""
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from nasvit_hf.deploy import load_subnet_for_export
+from nasvit_hf.loading import CheckpointMismatchError
+from nasvit_hf.search import load_supernet
+from tests._training_helpers import micro_model
+
+STEM_KEY = "nasvit.stem.conv.weight"
+CLASSIFIER_KEY = "classifier.weight"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loaders")
+    supernet = micro_model(num_labels=4).eval()
+    supernet.save_pretrained(root / "supernet")
+    subnet = supernet.extract_subnet(supernet.config.smallest_arch()).eval()
+    subnet.save_pretrained(root / "subnet")
+    return {
+        "supernet": root / "supernet",
+        "subnet": root / "subnet",
+        "models": {"supernet": supernet, "subnet": subnet},
+    }
+
+
+def _drop(key):
+    def damage(state):
+        del state[key]
+
+    return damage
+
+
+def _add(key):
+    def damage(state):
+        state[key] = torch.zeros(3)
+
+    return damage
+
+
+def _reshape(key):
+    def damage(state):
+        state[key] = torch.zeros(*[size + 1 for size in state[key].shape])
+
+    return damage
+
+
+def _keep_only(prefix):
+    def damage(state):
+        for key in [key for key in state if not key.startswith(prefix)]:
+            del state[key]
+
+    return damage
+
+
+DAMAGES = [
+    ("missing stem weight", _drop(STEM_KEY), f"1 missing weights ({STEM_KEY})"),
+    ("missing classifier", _drop(CLASSIFIER_KEY), f"1 missing weights ({CLASSIFIER_KEY})"),
+    ("unexpected weight", _add("extra.adapter.weight"), "1 unexpected weights (extra.adapter.weight)"),
+    ("reshaped weight", _reshape(CLASSIFIER_KEY), f"1 weights of another shape ({CLASSIFIER_KEY})"),
+    ("only the stem left", _keep_only("nasvit.stem."), "more)"),
+]
+LOADERS = {
+    "load_supernet": ("supernet", load_supernet),
+    "load_subnet_for_export": ("subnet", load_subnet_for_export),
+}
+
+
+@pytest.mark.parametrize("loader_name", sorted(LOADERS))
+@pytest.mark.parametrize("case, damage, phrase", DAMAGES, ids=[row[0] for row in DAMAGES])
+def test_damaged_checkpoint_is_refused(folders, tmp_path, loader_name, case, damage, phrase):
+    kind, loader = LOADERS[loader_name]
+    folder = tmp_path / kind
+    shutil.copytree(folders[kind], folder)
+    state = load_file(folder / "model.safetensors")
+    damage(state)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointMismatchError) as error:
+        loader(folder)
+    assert phrase in str(error.value) and "does not match" in str(error.value)
+    assert isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize("loader_name", sorted(LOADERS))
+def test_intact_checkpoint_loads_with_identical_weights(folders, loader_name):
+    kind, loader = LOADERS[loader_name]
+    loaded = loader(folders[kind])
+    expected = folders["models"][kind].state_dict()
+    got = loaded.state_dict()
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0)

@@ -1,0 +1,252 @@
+"""The eval-mode inference plan (nasvit_hf/models/inference_nasvit.py) computes what the modules compute, is used only
+where it may be, and is rebuilt whenever what it was built from changes."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import nasvit_hf
+from nasvit_hf import NASViTConfig, NASViTForImageClassification
+from tests.conftest import randomize_batchnorm_and_scales
+
+ATOL = 1e-5
+
+
+@contextlib.contextmanager
+def plain_path(model):
+    """Run `model` through its modules (the path before the inference plan existed)."""
+    model.nasvit.inference_fast_path = False
+    try:
+        yield model
+    finally:
+        model.nasvit.inference_fast_path = True
+
+
+def plain_and_fast(model, pixel_values, **kwargs):
+    with torch.no_grad():
+        with plain_path(model):
+            plain = model(pixel_values, **kwargs)
+        fast = model(pixel_values, **kwargs)
+    assert model.nasvit._inference_cache.plan is not None, "the inference plan was not used"
+    return plain, fast
+
+
+def assert_same_outputs(plain, fast):
+    torch.testing.assert_close(fast.logits, plain.logits, atol=ATOL, rtol=0)
+    if plain.hidden_states is not None:
+        for fast_state, plain_state in zip(fast.hidden_states, plain.hidden_states, strict=True):
+            torch.testing.assert_close(fast_state, plain_state, atol=ATOL, rtol=0)
+            assert fast_state.is_contiguous()
+
+
+@pytest.fixture
+def random_tiny_model(tiny_config):
+    torch.manual_seed(0)
+    model = NASViTForImageClassification(tiny_config).eval()
+    randomize_batchnorm_and_scales(model, seed=1)
+    return model
+
+
+@pytest.mark.parametrize("switchable_scaling", ["tokens", "width", "shared", "none"])
+def test_plan_matches_the_modules_on_random_tiny_archs(tiny_config, switchable_scaling):
+    tiny_config.switchable_scaling = switchable_scaling
+    torch.manual_seed(0)
+    model = NASViTForImageClassification(tiny_config).eval()
+    randomize_batchnorm_and_scales(model, seed=1)
+    generator = torch.Generator().manual_seed(2)
+    for arch in [model.config.smallest_arch(), model.config.largest_arch()] + [None] * 3:
+        arch = model.set_active_subnet(arch) if arch is not None else model.sample_active_subnet(generator)
+        pixel_values = torch.randn(3, 3, arch["resolution"], arch["resolution"])
+        assert_same_outputs(*plain_and_fast(model, pixel_values, output_hidden_states=True))
+        subnet = model.extract_subnet(arch).eval()
+        assert_same_outputs(*plain_and_fast(subnet, pixel_values))
+
+
+def test_plan_matches_the_modules_on_random_reference_archs():
+    torch.manual_seed(0)
+    model = NASViTForImageClassification(NASViTConfig(num_labels=17)).eval()
+    randomize_batchnorm_and_scales(model, seed=3)
+    generator = torch.Generator().manual_seed(4)
+    for arch in [model.config.smallest_arch(), None]:
+        arch = model.set_active_subnet(arch) if arch is not None else model.sample_active_subnet(generator)
+        subnet = model.extract_subnet(arch).eval()
+        pixel_values = torch.randn(1, 3, arch["resolution"], arch["resolution"])
+        assert_same_outputs(*plain_and_fast(subnet, pixel_values, output_hidden_states=True))
+
+
+@pytest.mark.parametrize("num_windows", [4, "auto", [1, 4, 1, 4]])
+def test_plan_matches_the_modules_with_windowed_attention(random_tiny_model, num_windows):
+    random_tiny_model.set_num_windows(num_windows)
+    arch = random_tiny_model.sample_max_subnet()
+    pixel_values = torch.randn(2, 3, arch["resolution"], arch["resolution"])
+    assert_same_outputs(*plain_and_fast(random_tiny_model, pixel_values))
+
+
+def test_bare_model_and_resized_inputs_match(tiny_config):
+    torch.manual_seed(0)
+    model = nasvit_hf.NASViTModel(tiny_config).eval()
+    randomize_batchnorm_and_scales(model, seed=1)
+    pixel_values = torch.randn(2, 3, 40, 40)  # resized to the active resolution first, as on the plain path
+    with torch.no_grad():
+        model.inference_fast_path = False
+        plain = model(pixel_values)
+        model.inference_fast_path = True
+        fast = model(pixel_values)
+    assert model._inference_cache.plan is not None
+    torch.testing.assert_close(fast.pooler_output, plain.pooler_output, atol=ATOL, rtol=0)
+    torch.testing.assert_close(fast.last_hidden_state, plain.last_hidden_state, atol=ATOL, rtol=0)
+
+
+def test_plan_is_not_used_in_training_mode_and_training_is_unchanged(random_tiny_model):
+    pixel_values = torch.randn(4, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        random_tiny_model(pixel_values)
+    assert random_tiny_model.nasvit._inference_cache.plan is not None
+    random_tiny_model.train()
+    assert random_tiny_model.nasvit._inference_cache.plan is None  # train() drops it
+    state = {name: tensor.clone() for name, tensor in random_tiny_model.state_dict().items()}
+    torch.manual_seed(5)
+    loss = random_tiny_model(pixel_values, labels=labels).loss
+    loss.backward()
+    assert random_tiny_model.nasvit._inference_cache.plan is None
+    gradients = {name: p.grad.clone() for name, p in random_tiny_model.named_parameters() if p.grad is not None}
+
+    random_tiny_model.load_state_dict(state)
+    random_tiny_model.zero_grad()
+    with plain_path(random_tiny_model):
+        torch.manual_seed(5)
+        reference_loss = random_tiny_model(pixel_values, labels=labels).loss
+        reference_loss.backward()
+    assert loss.item() == reference_loss.item()
+    for name, parameter in random_tiny_model.named_parameters():
+        if name in gradients:
+            assert torch.equal(parameter.grad, gradients[name]), name
+
+
+def test_plan_is_not_used_when_gradients_can_flow(random_tiny_model):
+    pixel_values = torch.randn(2, 3, 32, 32)
+    logits = random_tiny_model(pixel_values).logits  # eval mode, grad enabled: the modules run, autograd works
+    assert random_tiny_model.nasvit._inference_cache.plan is None
+    logits.sum().backward()
+    assert random_tiny_model.nasvit.stem.conv.weight.grad is not None
+    random_tiny_model.requires_grad_(False)  # frozen: nothing to differentiate, the plan may run
+    random_tiny_model(pixel_values)
+    assert random_tiny_model.nasvit._inference_cache.plan is not None
+
+
+def test_plan_is_rebuilt_after_a_weight_change(random_tiny_model):
+    pixel_values = torch.randn(2, 3, 32, 32)
+    plain, fast = plain_and_fast(random_tiny_model, pixel_values)
+    first_plan = random_tiny_model.nasvit._inference_cache.plan
+    optimizer = torch.optim.SGD(random_tiny_model.parameters(), lr=0.01)
+    random_tiny_model(pixel_values).logits.square().sum().backward()
+    optimizer.step()
+    plain_after, fast_after = plain_and_fast(random_tiny_model, pixel_values)
+    assert random_tiny_model.nasvit._inference_cache.plan is not first_plan
+    assert (plain_after.logits - plain.logits).abs().max() > 1e-3
+    assert_same_outputs(plain_after, fast_after)
+
+
+def test_plan_is_rebuilt_after_a_buffer_change_and_load_state_dict(random_tiny_model):
+    pixel_values = torch.randn(2, 3, 32, 32)
+    state = {name: tensor.clone() for name, tensor in random_tiny_model.state_dict().items()}
+    plain_and_fast(random_tiny_model, pixel_values)
+    with torch.no_grad():
+        random_tiny_model.nasvit.stem.norm.running_mean.add_(1.0)
+    assert_same_outputs(*plain_and_fast(random_tiny_model, pixel_values))
+    random_tiny_model.load_state_dict(state)
+    plain, fast = plain_and_fast(random_tiny_model, pixel_values)
+    assert_same_outputs(plain, fast)
+
+
+def test_plan_is_rebuilt_after_set_active_subnet(random_tiny_model):
+    config = random_tiny_model.config
+    pixel_values = torch.randn(2, 3, 32, 32)
+    random_tiny_model.set_active_subnet(config.largest_arch())
+    plain_and_fast(random_tiny_model, pixel_values)
+    random_tiny_model.set_active_subnet(config.smallest_arch())
+    assert random_tiny_model.nasvit._inference_cache.plan is None
+    assert_same_outputs(*plain_and_fast(random_tiny_model, pixel_values))
+
+
+def test_plan_is_rebuilt_after_train_then_eval(random_tiny_model):
+    pixel_values = torch.randn(4, 3, 32, 32)
+    plain_and_fast(random_tiny_model, pixel_values)
+    random_tiny_model.train()
+    random_tiny_model(pixel_values)  # BN running statistics move
+    random_tiny_model.eval()
+    assert_same_outputs(*plain_and_fast(random_tiny_model, pixel_values))
+
+
+def test_saved_weights_and_keys_are_unchanged_and_the_loaded_model_uses_the_plan(random_tiny_model, tmp_path):
+    subnet = random_tiny_model.extract_subnet(random_tiny_model.config.largest_arch()).eval()
+    keys_before = list(subnet.state_dict())
+    pixel_values = torch.randn(2, 3, 32, 32)
+    plain, fast = plain_and_fast(subnet, pixel_values)
+    assert list(subnet.state_dict()) == keys_before
+    subnet.save_pretrained(tmp_path)
+    loaded = NASViTForImageClassification.from_pretrained(tmp_path).eval()
+    for name, tensor in subnet.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    with torch.inference_mode():
+        logits = loaded(pixel_values).logits
+    assert loaded.nasvit._inference_cache.plan is not None
+    torch.testing.assert_close(logits, plain.logits, atol=ATOL, rtol=0)
+
+
+def test_batchnorm_without_running_statistics_keeps_the_modules(random_tiny_model):
+    norm = random_tiny_model.nasvit.stem.norm
+    norm.track_running_stats = False
+    norm.running_mean = norm.running_var = None
+    with torch.no_grad():
+        random_tiny_model(torch.randn(2, 3, 32, 32))
+    assert random_tiny_model.nasvit._inference_cache.plan is None
+
+
+def test_forward_hooks_on_submodules_are_honoured(random_tiny_model):
+    pixel_values = torch.randn(2, 3, 32, 32)
+    plain_and_fast(random_tiny_model, pixel_values)
+    seen = []
+    handle = random_tiny_model.nasvit.stages[1].register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.no_grad():
+        random_tiny_model(pixel_values)
+    assert len(seen) == 1  # the modules ran, so the hook saw the stage output
+    handle.remove()
+    with torch.no_grad():
+        random_tiny_model(pixel_values)
+    assert len(seen) == 1 and random_tiny_model.nasvit._inference_cache.plan is not None
+
+
+def test_a_swapped_in_foreign_layer_is_run_not_bypassed(random_tiny_model):
+    class Doubled(torch.nn.Module):  # what an adapter library does: wrap a layer in a module of its own
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, hidden_states, out_features=None):
+            return 2 * self.inner(hidden_states, out_features)
+
+    arch = random_tiny_model.sample_max_subnet()
+    pixel_values = torch.randn(2, 3, arch["resolution"], arch["resolution"])
+    before = plain_and_fast(random_tiny_model, pixel_values)[1].logits
+    layer = next(stage for stage in random_tiny_model.nasvit.stages if stage.is_transformer).blocks[1]
+    layer.mlp1.fc2 = Doubled(layer.mlp1.fc2)
+    with torch.no_grad():
+        after = random_tiny_model(pixel_values).logits
+        with plain_path(random_tiny_model):
+            expected = random_tiny_model(pixel_values).logits
+    assert random_tiny_model.nasvit._inference_cache.plan is None
+    assert torch.equal(after, expected) and not torch.allclose(after, before)
+
+
+def test_plan_follows_a_dtype_change(random_tiny_model):
+    pixel_values = torch.randn(2, 3, 32, 32)
+    plain_and_fast(random_tiny_model, pixel_values)
+    random_tiny_model.to(torch.float64)
+    plain, fast = plain_and_fast(random_tiny_model, pixel_values.double())
+    assert fast.logits.dtype == torch.float64
+    torch.testing.assert_close(fast.logits, plain.logits, atol=1e-10, rtol=0)

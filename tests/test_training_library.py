@@ -1,0 +1,176 @@
+"""Unit tests of the library the training recipes are thin over: checkpoints, run state, parameter groups, BN
+statistics, the sandwich settings derived from the training config, and the one atomic writer."""
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from nasvit_hf.calibration import preserved_batchnorm_statistics
+from nasvit_hf.training import SandwichConfig, TrainingConfig
+from nasvit_hf.training.checkpointing import (
+    CHECKPOINT_RECORD,
+    TrainingRun,
+    TrainState,
+    config_changes,
+    find_latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from nasvit_hf.training.classification import build_param_groups
+from nasvit_hf.utils.io import OwnershipError, atomic_write_json, atomic_write_text, staging_folder
+
+from ._training_helpers import micro_model
+
+
+class FakeAccelerator:
+    """What save_checkpoint needs of an Accelerator: one process, save_state writing a file."""
+
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, folder):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "model.safetensors"), "w") as handle:
+            handle.write("weights")
+
+
+def _checkpoint(root, step, run_id=None):
+    folder = root / "checkpoints" / f"step_{step}"
+    folder.mkdir(parents=True)
+    if run_id is not None:
+        (folder / CHECKPOINT_RECORD).write_text(json.dumps({"run_id": run_id, "step": step, "config": {}}))
+    return folder
+
+
+def test_train_state_round_trips_and_reads_older_checkpoints():
+    state = TrainState()
+    state.global_step, state.skipped_steps = 12, 2
+    restored = TrainState()
+    restored.load_state_dict(state.state_dict())
+    assert restored.state_dict() == {"global_step": 12, "consecutive_nonfinite": 0, "skipped_steps": 2}
+    older = TrainState()
+    older.load_state_dict({"global_step": 5})  # segmentation checkpoints before the shared state
+    assert (older.global_step, older.skipped_steps) == (5, 0)
+
+
+def test_save_checkpoint_is_complete_records_the_config_and_prunes_only_its_run(tmp_path):
+    _checkpoint(tmp_path, 1, run_id="other")  # another run's checkpoint, and one without a record
+    _checkpoint(tmp_path, 2)
+    run = TrainingRun(tmp_path, "mine")
+    for step in (3, 4, 5):
+        save_checkpoint(FakeAccelerator(), run, step, {"learning_rate": 0.1}, keep=2)
+    steps = [step for step, _ in list_checkpoints(tmp_path)]
+    assert steps == [1, 2, 4, 5]
+    record = json.loads((tmp_path / "checkpoints" / "step_5" / CHECKPOINT_RECORD).read_text())
+    assert record["run_id"] == "mine" and record["config"] == {"learning_rate": 0.1} and record["step"] == 5
+    assert (tmp_path / "checkpoints" / "step_5" / "model.safetensors").is_file()
+    assert not list((tmp_path / "checkpoints").glob(".tmp*"))
+    assert find_latest_checkpoint(tmp_path, "mine").name == "step_5"
+    assert find_latest_checkpoint(tmp_path, "other").name == "step_1"
+
+
+def test_prune_never_touches_other_runs(tmp_path):
+    for step in (10, 20, 30):
+        _checkpoint(tmp_path, step, run_id="old")
+    _checkpoint(tmp_path, 1, run_id="new")
+    prune_checkpoints(tmp_path, keep=1, run_id="new")
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [1, 10, 20, 30]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "safe", "unsafe"),
+    [
+        ({"learning_rate": 1e-3}, {"learning_rate": 2e-3}, {}, {"learning_rate": [1e-3, 2e-3]}),
+        ({"logging_steps": 1}, {"logging_steps": 5}, {"logging_steps": [1, 5]}, {}),
+        ({"max_steps": 10}, {"max_steps": 20}, {"max_steps": [10, 20]}, {}),
+        ({"max_steps": 10}, {"max_steps": 5}, {}, {"max_steps": [10, 5]}),
+        ({"output_dir": "a"}, {"output_dir": "b"}, {"output_dir": ["a", "b"]}, {}),
+        ({}, {"new_key": 1}, {}, {}),  # keys added since the checkpoint was written are not compared
+    ],
+)
+def test_config_changes_split_safe_and_unsafe_keys(old, new, safe, unsafe):
+    assert config_changes(old, new, TrainingConfig.RESUME_SAFE_KEYS, TrainingConfig.RESUME_GROWABLE_KEYS) == (
+        safe,
+        unsafe,
+    )
+
+
+def test_param_groups_follow_no_weight_decay_and_lr_multipliers():
+    model = micro_model(num_labels=3)
+    skip = model.no_weight_decay()
+    assert skip and all("switchable_scaling" in n or "layer_scale" in n or "bias_table" in n for n in skip)
+    decay, no_decay = build_param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 and names[id(p)] not in skip for p in decay["params"])
+    assert {names[id(p)] for p in no_decay["params"]} >= skip
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    groups = build_param_groups(
+        model, 0.01, {"classifier.": 10.0}, learning_rate=1e-3, no_decay_for_norms_and_tables=False
+    )
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-2)]
+    assert all(names[id(p)].startswith("classifier.") for p in groups[1]["params"])
+    with pytest.raises(ValueError, match="need learning_rate"):
+        build_param_groups(model, 0.01, {"classifier.": 10.0})
+
+
+def test_sandwich_config_is_derived_from_the_training_config():
+    config = TrainingConfig(num_random_subnets=3, gradient_priority="sup", gradient_granularity="global", iw_clip=2.0)
+    sandwich = SandwichConfig.from_training_config(config)
+    assert (sandwich.num_random_subnets, sandwich.priority, sandwich.granularity, sandwich.iw_clip) == (
+        3,
+        "sup",
+        "global",
+        2.0,
+    )
+    assert sandwich.max_grad_norm == config.max_grad_norm and sandwich.dropout == config.dropout
+
+
+def test_preserved_batchnorm_statistics_restores_running_stats():
+    model = micro_model(num_labels=3)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in norms]
+    with preserved_batchnorm_statistics(model):
+        model.train()(torch.randn(2, 3, 32, 32))
+        assert any(not torch.equal(m.running_mean, b) for m, b in zip(norms, before))
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_and_folders_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_write_json(tmp_path / "b.json", {"x": 1})
+        with staging_folder(tmp_path / "folder") as folder:
+            (folder / "inside.txt").write_text("y")
+    finally:
+        os.umask(previous)
+    for path, full in ((tmp_path / "a.txt", 0o666), (tmp_path / "b.json", 0o666), (tmp_path / "folder", 0o777)):
+        assert stat.S_IMODE(path.stat().st_mode) == full & ~umask, path
+
+
+def test_staging_folder_replaces_only_its_own_folders_and_cleans_up_on_failure(tmp_path):
+    target = tmp_path / "out"
+    with staging_folder(target, marker=".made_by_me") as folder:
+        (folder / "v1").write_text("1")
+    with staging_folder(target, marker=".made_by_me") as folder:
+        (folder / "v2").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == [".made_by_me", "v2"]
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("precious")
+    with pytest.raises(OwnershipError, match="was not written by this tool"):
+        with staging_folder(foreign, marker=".made_by_me"):
+            pass
+    assert (foreign / "chapter1.tex").read_text() == "precious"
+    with pytest.raises(RuntimeError):
+        with staging_folder(target, marker=".made_by_me") as folder:
+            raise RuntimeError("interrupted")
+    assert (target / "v2").is_file() and not list(tmp_path.glob(".out.tmp-*"))
