@@ -49,7 +49,7 @@ _LEAF_RENAMES = [
     (r"attn\.(q|k|v|proj)\.linear\.(weight|bias)", "attention.{0}.{1}"),
     (r"attn\.proj_l\.linear\.(weight|bias)", "attention.talking_heads_pre.{0}"),
     (r"attn\.proj_w\.linear\.(weight|bias)", "attention.talking_heads_post.{0}"),
-    (r"attn\.vconv\.weight", "attention.value_conv"),
+    (r"attn\.vconv\.weight", "attention.value_conv.weight"),
     (r"attn\.relative_position_bias_table", "attention.relative_position_bias_table"),
     (r"mlp([12])\.linear([12])\.linear\.(weight|bias)", "mlp{0}.fc{1}.{2}"),
     (r"rescale_attn", "layer_scale_attn"),

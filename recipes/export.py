@@ -72,8 +72,8 @@ class ExportOptions(ConfigMixin):
     log_level: str = "INFO"
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ExportOptions, dict, str | None]:
-    """(options, search-config overrides, search config path or None for the default by search space)."""
+def parse_args(argv: list[str] | None = None) -> ExportOptions:
+    """The options, with `config_overrides` (search-config keys) and `config_path` (None: by the search space)."""
     with exit_on_user_error():
         options, overrides, config_path = parse_command_line(argv, ExportOptions, SearchConfig, __doc__)
         if config_path:
@@ -91,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ExportOptions, dict, str 
             "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
             "`huggingface-cli login` instead."
         )
-    return options, overrides, config_path
+    options.config_overrides, options.config_path = overrides, config_path
+    return options
 
 
 def default_config(search_space: dict) -> Path:
@@ -112,7 +113,8 @@ def supernet_license(supernet_dir: Path) -> str:
 
 
 def main(argv=None) -> list:
-    args, overrides, config_path = parse_args(argv)
+    args = parse_args(argv)
+    overrides, config_path = args.config_overrides, args.config_path
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supernet_dir = Path(args.supernet)
     names = [name.lower() for name in args.names]

@@ -40,7 +40,7 @@ from nasvit_hf.training.classification import (
     check_nonfinite_limit,
     count_skipped_step,
     load_classification_splits,
-    load_teacher,
+    load_teachers,
     multi_cpu_launch,
     nanmean,
     sandwich_update,
@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     space = model.config.search_space
     eval_archs = {"smallest": model.config.smallest_arch(), "largest": model.config.largest_arch()}
     eval_archs.update(check_eval_archs(config.eval_archs, space))
-    data = build_classification_data(config, splits, config.image_size or max(space["resolutions"]))
-    teacher = load_teacher(config, len(data.label_names), accelerator.device)
+    image_size = config.image_size or max(space["resolutions"])
+    data = build_classification_data(config, splits, image_size, max(space["resolutions"]), accelerator.prepare)
+    teacher = load_teachers(config, data.label_names, image_size, accelerator.device)
     optimizer = build_optimizer(model, config, accelerator.num_processes)
 
     # ---- prepare
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, data.train_loader)
-    validation_loader = accelerator.prepare(data.validation_loader) if data.validation_loader is not None else None
     lr_scheduler, steps_per_epoch, max_steps = build_schedule(config, optimizer, len(train_loader))
     accumulation = config.gradient_accumulation_steps
     module = accelerator.unwrap_model(model)
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     show = accelerator.is_local_main_process and config.progress_bar
     progress = tqdm(total=max_steps, initial=state.global_step, disable=not show, desc="sandwich steps")
     ratios: list[float] = []
+    ratios_after: list[float] = []
     validation: dict[str, Any] = {}
     start_time = time.time()
     model.train()
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             output = sandwich_update(
                 trainer, optimizer, batches, sampler.sample(), accelerator,
                 accumulation=accumulation, mixing=data.mixing, teacher=teacher,
-                teacher_temperature=config.teacher_temperature, project=epoch >= config.projection_start_epoch,
+                project=epoch >= config.projection_start_epoch,
             )  # fmt: skip
             count_skipped_step(state, output, logger)
             if not output.skipped:
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             progress.update(1)
             record = step_record(state.global_step, epoch, lr_scheduler.get_last_lr()[0], output)
             ratios.append(output.conflict_ratio)
+            ratios_after.append(output.conflict_ratio_after)
             if state.global_step % config.logging_steps == 0 or output.skipped:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.global_step)
                 if accelerator.is_main_process:
@@ -158,14 +160,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             finished_epoch = (state.global_step - 1) // steps_per_epoch + 1
             last = state.global_step == max_steps
             epoch_done = state.global_step % steps_per_epoch == 0 or last
-            if (
-                validation_loader is not None
-                and epoch_done
-                and (finished_epoch % config.eval_every_epochs == 0 or last)
-            ):
+            if data.has_validation and epoch_done and (finished_epoch % config.eval_every_epochs == 0 or last):
+                # With an EMA, validation reports the EMA weights: what final/ holds and search/export use.
                 validation = validate_subnets(
-                    model, eval_archs, data.calibration_loader, validation_loader, config.calibration_batches,
-                    top_k, accelerator,
+                    ema.module if ema is not None else model, eval_archs, data.eval_loaders,
+                    config.calibration_batches, top_k, accelerator,
                 )  # fmt: skip
                 flat = {f"val/{name}/{k}": v for name, scores in validation.items() for k, v in scores.items()}
                 accelerator.log(flat, step=state.global_step)
@@ -187,11 +186,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if nanmean(ratios) is not None:
         summary["mean_conflict_ratio"] = nanmean(ratios)
+        summary["mean_conflict_ratio_after"] = nanmean(ratios_after)
+    summary["validated_weights"] = "ema" if ema is not None else "raw"
     if accelerator.is_main_process:
         if config.save_final_model:
-            summary.update(
-                save_final_supernets(config.output_dir, accelerator.unwrap_model(model), ema, splits.holdout)
-            )
+            module = accelerator.unwrap_model(model)  # final/ = EMA (when kept) + processor, final/raw/ = raw weights
+            summary.update(save_final_supernets(config.output_dir, module, ema, data.eval_processor, splits.holdout))
         print(write_summary(config.output_dir, summary, validation), flush=True)
     accelerator.end_training()
     return summary

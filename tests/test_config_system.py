@@ -136,8 +136,9 @@ def test_overrides_win_over_the_file_and_reach_nested_sections(tmp_path):
 
 def test_string_options_keep_what_was_typed():
     # a folder named 2024 or true stays a string: YAML would read a number or a boolean
-    _, overrides, _ = parse_command_line(["--output_dir", "2024", "--teacher", "true"], None, TrainingConfig)
-    assert overrides == {"output_dir": "2024", "teacher": "true"}
+    # (a str-typed field: `teacher` became the list-valued `teachers`; `auto_augment` is a str field)
+    _, overrides, _ = parse_command_line(["--output_dir", "2024", "--auto_augment", "true"], None, TrainingConfig)
+    assert overrides == {"output_dir": "2024", "auto_augment": "true"}
 
 
 def test_bad_yaml_and_other_shapes_are_clear_errors(tmp_path):

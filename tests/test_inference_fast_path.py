@@ -77,7 +77,7 @@ def test_plan_matches_the_modules_on_random_reference_archs():
         assert_same_outputs(*plain_and_fast(subnet, pixel_values, output_hidden_states=True))
 
 
-@pytest.mark.parametrize("num_windows", [4, "auto", [1, 4, 1, 4]])
+@pytest.mark.parametrize("num_windows", [4, "auto", [1, 4, 1, 4]])  # k: total windows (4 = 2x2)
 def test_plan_matches_the_modules_with_windowed_attention(random_tiny_model, num_windows):
     random_tiny_model.set_num_windows(num_windows)
     arch = random_tiny_model.sample_max_subnet()

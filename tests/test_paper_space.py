@@ -299,3 +299,22 @@ with torch.no_grad():
 """
     run_without_nasvit(code, cwd=tmp_path)
     torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected, atol=0, rtol=0)
+
+
+def test_eval_fast_path_equals_the_modules_on_random_archs(tiny_paper_model):
+    """The eval-mode inference plan (inference_nasvit.py) sizes the MLP hidden layer by the MLP ratio too."""
+    model = copy.deepcopy(tiny_paper_model).eval()
+    generator = torch.Generator().manual_seed(11)
+    ratios = set()
+    for _ in range(5):
+        arch = model.sample_active_subnet(generator)
+        ratios.update(arch["mlp_ratio"])
+        pixel_values = torch.randn(2, 3, arch["resolution"], arch["resolution"], generator=generator)
+        with torch.no_grad():
+            fast = model(pixel_values).logits
+            assert model.nasvit._inference_cache.plan is not None
+            model.nasvit.inference_fast_path = False
+            plain = model(pixel_values).logits
+            model.nasvit.inference_fast_path = True
+        torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+    assert ratios == {1, 2}

@@ -10,7 +10,6 @@ from nasvit_hf.training.pipeline import (
     build_eval_processor,
     build_target_transform,
     build_training_transform,
-    save_final_models,
     smooth_targets,
 )
 from nasvit_hf.training.timm_data import find_rand_augment
@@ -48,18 +47,20 @@ def test_label_smoothing_of_indices_and_of_mixed_targets():
 
 
 def test_final_folder_holds_the_ema_and_raw_weights_beside_it(tmp_path):
+    from types import SimpleNamespace
+
+    from nasvit_hf import NASViTForImageClassification
+    from nasvit_hf.training.classification import save_final_supernets
+
     model, ema_model = micro_model(seed=0), micro_model(seed=1)
     processor = build_eval_processor("reference", 32)
-    folders = save_final_models(model, tmp_path, processor, ema_model=ema_model)
-    assert folders == {"final": str(tmp_path / "final"), "raw": str(tmp_path / "final" / "raw")}
-    from nasvit_hf import NASViTForImageClassification
-
-    final = NASViTForImageClassification.from_pretrained(folders["final"])
-    raw = NASViTForImageClassification.from_pretrained(folders["raw"])
+    saved = save_final_supernets(tmp_path, model, SimpleNamespace(module=ema_model), processor)
+    assert saved == {"final_model": str(tmp_path / "final"), "raw_model": str(tmp_path / "final" / "raw")}
+    final = NASViTForImageClassification.from_pretrained(saved["final_model"])
+    raw = NASViTForImageClassification.from_pretrained(saved["raw_model"])
     for name, tensor in ema_model.state_dict().items():
         assert torch.equal(final.state_dict()[name], tensor)
         assert torch.equal(raw.state_dict()[name], model.state_dict()[name])
-    assert AutoImageProcessor.from_pretrained(folders["final"]).crop_mode == "reference"
-    assert AutoImageProcessor.from_pretrained(folders["raw"]).crop_mode == "reference"
-    only = save_final_models(model, tmp_path / "no_ema")
-    assert only == {"final": str(tmp_path / "no_ema" / "final")}
+    assert AutoImageProcessor.from_pretrained(saved["final_model"]).crop_mode == "reference"
+    assert AutoImageProcessor.from_pretrained(saved["raw_model"]).crop_mode == "reference"
+    assert save_final_supernets(tmp_path / "no_ema", model) == {"final_model": str(tmp_path / "no_ema" / "final")}

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models.configuration_nasvit import BACKBONE_STAGE_NAMES, NASViTConfig, normalize_num_windows, window_grid
+from ..models.configuration_nasvit import (
+    BACKBONE_STAGE_NAMES,
+    NASViTConfig,
+    normalize_num_windows,
+    segmentation_out_features,
+    window_grid,
+)
 from .classification import stage_macs
 
 __all__ = ["count_segmentation_macs", "window_grid"]
@@ -38,7 +44,7 @@ def count_segmentation_macs(
         raise ValueError(f"image_size must be positive, got {(height, width)}.")
     decoder_hidden_size = config.decoder_hidden_size if decoder_hidden_size is None else decoder_hidden_size
     num_labels = config.num_labels if num_labels is None else num_labels
-    out_features = list(config.out_features if out_features is None else out_features)
+    out_features = list(segmentation_out_features(config) if out_features is None else out_features)
     unknown = [name for name in out_features if name not in BACKBONE_STAGE_NAMES]
     if unknown or not out_features:
         raise ValueError(f"out_features must be a non-empty subset of {BACKBONE_STAGE_NAMES}, got {out_features}.")

@@ -2,6 +2,10 @@
 
 `evaluate.load(metric_path("accuracy"))` loads `nasvit_hf/metrics/accuracy/accuracy.py` (top-1/top-k), and
 `evaluate.load(metric_path("mean_iou"))` loads `nasvit_hf/metrics/mean_iou/mean_iou.py`.
+
+With `evaluate.evaluator("image-classification")`, pass the model folder (or Hub name) as `model_or_pipeline`, not a
+`pipeline(...)` object: under transformers 5 evaluate's pipeline check reads the removed `TFPreTrainedModel` and fails
+with an AttributeError (docs/model.md, "Upstream workarounds").
 """
 
 from __future__ import annotations

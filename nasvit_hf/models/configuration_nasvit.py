@@ -35,7 +35,7 @@ __all__ = [
     "ARCH_KEYS",
     "ArchField",
     "BACKBONE_STAGE_NAMES",
-    "DEFAULT_BACKBONE_OUT_FEATURES",
+    "SEGMENTATION_OUT_FEATURES",
     "MBCONV_STAGES",
     "REFERENCE_SEARCH_SPACE",
     "STAGE_NAMES",
@@ -51,6 +51,7 @@ __all__ = [
     "normalize_search_space",
     "sample_arch",
     "search_space_is_supernet",
+    "segmentation_out_features",
     "smallest_arch",
     "resolve_num_windows",
     "stage_choices",
@@ -64,9 +65,10 @@ BODY_STAGES = STAGE_NAMES[1:-1]
 MBCONV_STAGES = ["mb1", "mb2", "mb3"]
 TRANSFORMER_STAGES = ["mb4", "mb5", "mb6", "mb7"]
 # Feature maps a backbone can return (transformers' `stage_names`): the stem and each body stage. In the reference
-# space their strides are 2, 2, 4, 8, 16, 32, 32, 64; the default multi-scale set is strides 4, 8, 16, 32.
+# space their strides are 2, 2, 4, 8, 16, 32, 32, 64. A backbone returns `out_features` (default, as in transformers:
+# the last stage); the segmentation model asks for the four maps of strides 4, 8, 16, 32 (paper, Sec. 4.2).
 BACKBONE_STAGE_NAMES = ["stem", *BODY_STAGES]
-DEFAULT_BACKBONE_OUT_FEATURES = ["mb2", "mb3", "mb4", "mb6"]
+SEGMENTATION_OUT_FEATURES = ["mb2", "mb3", "mb4", "mb6"]
 SWITCHABLE_SCALING_MODES = ["tokens", "width", "shared", "none"]
 # Config keys renamed after release 0.1.0: transformers' helpers treat any `*layer_scale*` key as a numeric init scale,
 # and these held a mode string and an int. Old saved configs still load: `NASViTConfig.__init__` maps the old names
@@ -653,7 +655,10 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
             for a config dict that has a `num_windows` but no `windows_convention` key, and ints are migrated to k
             (2 per side -> 4). Saved configs always record `"total"`.
         out_features / out_indices (`list`, *optional*): the feature maps a `NASViTBackbone` returns, out of
-            `stage_names` = `["stem", "mb1", ..., "mb7"]`; default `["mb2", "mb3", "mb4", "mb6"]` (strides 4-32).
+            `stage_names` = `["stem", "mb1", ..., "mb7"]`. `None` (both) means the last stage, as for every
+            transformers backbone, here and when set later. `NASViTForSemanticSegmentation` asks for
+            `SEGMENTATION_OUT_FEATURES` = `["mb2", "mb3", "mb4", "mb6"]` (strides 4-32) unless the config names other
+            maps (see `segmentation_out_features`).
         decoder_hidden_size (`int`, *optional*, defaults to 256): width of the Segformer all-MLP decode head.
         semantic_loss_ignore_index (`int`, *optional*, defaults to 255): mask label ignored by the segmentation loss.
     """
@@ -742,8 +747,6 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         self.num_windows = normalize_num_windows(num_windows, windows_convention)
         self.windows_convention = "total"
         self.stage_names = list(BACKBONE_STAGE_NAMES)
-        if out_features is None and out_indices is None:
-            out_features = list(DEFAULT_BACKBONE_OUT_FEATURES)
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         super().__init__(**kwargs)
 
@@ -794,3 +797,11 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         config_dict["search_space"] = collapse_search_space(self.search_space, arch)
         config_dict["arch"] = arch
         return self.__class__.from_dict(config_dict)
+
+
+def segmentation_out_features(config: NASViTConfig) -> list[str]:
+    """The feature maps the segmentation decoder reads: `config.out_features`, except that transformers' default (the
+    last stage only, a stride-64 map) means Segformer's four scales, `SEGMENTATION_OUT_FEATURES`."""
+    if list(config.out_features) == [config.stage_names[-1]]:
+        return list(SEGMENTATION_OUT_FEATURES)
+    return list(config.out_features)

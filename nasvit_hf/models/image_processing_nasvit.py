@@ -182,13 +182,13 @@ class NASViTImageProcessor(BaseImageProcessorFast):
 
     def resize(self, image: torch.Tensor, size: Any, *args, **kwargs) -> torch.Tensor:
         height, width = int(image.shape[-2]), int(image.shape[-1])
-        if getattr(size, "shortest_edge", None):
+        if size.shortest_edge:
             short = size.shortest_edge
             long = short * max(height, width) / max(1, min(height, width))
-            if getattr(size, "longest_edge", None):
+            if size.longest_edge:
                 long = min(long, size.longest_edge)
             pixels = short * long
-        elif getattr(size, "height", None) and getattr(size, "width", None):
+        elif size.height and size.width:
             pixels = size.height * size.width
         else:
             pixels = 0

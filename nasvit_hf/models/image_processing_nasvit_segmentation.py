@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import BatchFeature
-from transformers.image_utils import PILImageResampling
+from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
+from transformers.image_utils import PILImageResampling, is_pil_image
 
 from .image_processing_nasvit import NASViTImageProcessor
 
@@ -23,7 +24,7 @@ def _as_list(items: Any) -> list:
 
 def _image_size(image: Any) -> tuple[int, int]:
     """(height, width) of a PIL image, or of an array/tensor in HW, HWC or CHW layout."""
-    if hasattr(image, "size") and not isinstance(image, (np.ndarray, torch.Tensor)):
+    if is_pil_image(image):
         width, height = image.size
         return height, width
     shape = tuple(image.shape)
@@ -118,20 +119,35 @@ class NASViTSegmentationImageProcessor(NASViTImageProcessor):
         return batch
 
     def post_process_semantic_segmentation(
-        self, outputs: Any, target_sizes: list[tuple[int, int]] | torch.Tensor | None = None
-    ) -> list[torch.Tensor]:
+        self,
+        outputs: Any,
+        target_sizes: list[tuple[int, int]] | torch.Tensor | None = None,
+        return_segmentation_scores: bool = False,
+    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
         """Per image, the (height, width) map of predicted class ids, the logits bilinearly resized to
-        `target_sizes[i]` first when given (e.g. the original image sizes), else at the logits' size."""
-        logits = outputs.logits if hasattr(outputs, "logits") else outputs["logits"]
+        `target_sizes[i]` first when given (e.g. the original image sizes), else at the logits' size. With
+        `return_segmentation_scores=True` (as Segformer's processor), each item is a
+        `SemanticSegmentationPostProcessorOutput` with `segmentation` and the (num_labels, height, width) logits
+        `segmentation_scores`."""
+        logits = outputs["logits"]  # a SemanticSegmenterOutput or a dict
         if target_sizes is None:
-            return list(logits.argmax(dim=1))
-        if len(target_sizes) != len(logits):
-            raise ValueError(
-                f"got {len(target_sizes)} target sizes for a batch of {len(logits)}; pass one (height, width) per image."
+            scores = list(logits)
+        else:
+            if len(target_sizes) != len(logits):
+                raise ValueError(
+                    f"got {len(target_sizes)} target sizes for a batch of {len(logits)}; pass one (height, width) "
+                    "per image."
+                )
+            scores = []
+            for index, size in enumerate(target_sizes):
+                size = tuple(int(side) for side in size)
+                resized = F.interpolate(logits[index : index + 1], size=size, mode="bilinear", align_corners=False)
+                scores.append(resized[0])
+        if not return_segmentation_scores:
+            return [score.argmax(dim=0) for score in scores]
+        return [
+            SemanticSegmentationPostProcessorOutput(
+                data={"segmentation": score.argmax(dim=0), "segmentation_scores": score}
             )
-        segmentations = []
-        for index, size in enumerate(target_sizes):
-            size = tuple(int(side) for side in size)
-            resized = F.interpolate(logits[index : index + 1], size=size, mode="bilinear", align_corners=False)
-            segmentations.append(resized[0].argmax(dim=0))
-        return segmentations
+            for score in scores
+        ]

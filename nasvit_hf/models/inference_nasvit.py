@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils._python_dispatch
 
 from .configuration_nasvit import make_divisible
 
@@ -196,7 +197,7 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
     query = _norm_then_linear(norm, attention.q, channels, channels, query_scale)
     key = _norm_then_linear(norm, attention.k, channels, channels)
     value = _norm_then_linear(norm, attention.v, channels, value_channels)
-    value_conv = attention.value_conv[:value_channels]
+    value_conv = attention.value_conv.weight[:value_channels]
     if channels_last:
         value_conv = value_conv.contiguous(memory_format=torch.channels_last)
     pre, post = attention.talking_heads_pre, attention.talking_heads_post
@@ -205,7 +206,7 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
     pre_bias = torch.addmm(pre.bias[:heads].view(heads, 1), pre_weight, position_bias)
     mlp = []
     for mlp_module, mlp_norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2)):
-        hidden = channels
+        hidden = layer.active_mlp_ratio * channels  # the MLP ratio (paper space); 1 in the reference space
         fc1 = _norm_then_linear(mlp_norm, mlp_module.fc1, channels, hidden)
         fc2 = _output_linear(mlp_module.fc2, hidden, channels, scale_mlp)
         mlp.append((*fc1, *fc2))
@@ -432,7 +433,9 @@ class NASViTInferenceCache:
         if not all(_is_planned(module) for module in modules):
             return False
         if not all(
-            _batchnorm_foldable(module) for module in modules if isinstance(module, torch.nn.modules.batchnorm._NormBase)
+            _batchnorm_foldable(module)
+            for module in modules
+            if isinstance(module, torch.nn.modules.batchnorm._NormBase)
         ):
             return False
         self._modules = modules
@@ -454,17 +457,20 @@ class NASViTInferenceCache:
             entries = tuple([(tensor._version, tensor.data_ptr()) for tensor in self._tensors])
         except RuntimeError:  # "Inference tensors do not track version counter"
             return None
-        windows = tuple(getattr(module, "num_windows", None) for module in self._modules if hasattr(module, "num_windows"))
+        windows = tuple(module.num_windows for module in self._modules if type(module).__name__ == "NASViTAttention")
         return (repr(model.config.arch), repr(windows), model.active_resolution, entries)
 
     def plan_for(self, model, pixel_values: torch.Tensor) -> NASViTInferencePlan | None:
         """The plan to run `model` on `pixel_values` now, or None for the modules' own path."""
-        if model.training or not getattr(model, "inference_fast_path", True):
+        if model.training or not model.inference_fast_path:
             return None
         if torch.jit.is_tracing() or torch.jit.is_scripting():
             return None
         global_hooks = torch.nn.modules.module
         if global_hooks._global_forward_hooks or global_hooks._global_forward_pre_hooks:
+            return None
+        if torch.utils._python_dispatch.is_in_torch_dispatch_mode():
+            # e.g. FlopCounterMode: it counts the modules' aten ops, not the plan's fused oneDNN kernels
             return None
         if torch.compiler.is_compiling():
             if torch.compiler.is_exporting() and not torch.is_grad_enabled() and self._refresh_structure(model):

@@ -40,7 +40,9 @@ from .configuration_nasvit import (
 from .inference_nasvit import NASViTInferenceCache
 
 __all__ = [
+    "LEGACY_KEY_MAPPING",
     "sample_arch",
+    "NASViTSupernetMixin",
     "NASViTForImageClassification",
     "NASViTModel",
     "NASViTPreTrainedModel",
@@ -50,6 +52,9 @@ __all__ = [
 _LAYER_SCALE_NUMERATOR = 8.0
 # Byte alignment of torch's CPU allocations (c10's `gAlignment`); see `NASViTPreTrainedModel.realign_cpu_tensors`.
 _CPU_ALIGNMENT = 64
+# `from_pretrained(..., key_mapping=LEGACY_KEY_MAPPING)` loads checkpoints saved by nasvit_hf 0.1.0, whose attention
+# value conv was a bare parameter (`attention.value_conv`; now the NASViTDynamicConv2d `attention.value_conv.weight`).
+LEGACY_KEY_MAPPING = {r"attention\.value_conv$": "attention.value_conv.weight"}
 
 
 def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
@@ -305,7 +310,8 @@ class NASViTAttention(nn.Module):
         self.q = NASViTDynamicLinear(max_channels, max_channels)
         self.k = NASViTDynamicLinear(max_channels, max_channels)
         self.v = NASViTDynamicLinear(max_channels, config.value_expansion * max_channels)
-        self.value_conv = nn.Parameter(torch.empty(config.value_expansion * max_channels, 1, 3, 3))
+        value_channels = config.value_expansion * max_channels
+        self.value_conv = NASViTDynamicConv2d(value_channels, value_channels, kernel_size=3, depthwise=True)
         self.proj = NASViTDynamicLinear(config.value_expansion * max_channels, max_channels)
         self.talking_heads_pre = NASViTDynamicLinear(self.max_heads, self.max_heads)
         self.talking_heads_post = NASViTDynamicLinear(self.max_heads, self.max_heads)
@@ -362,7 +368,7 @@ class NASViTAttention(nn.Module):
         query = self.q(hidden_states, channels).view(batch, length, heads, self.head_dim).transpose(1, 2)
         key = self.k(hidden_states, channels).view(batch, length, heads, self.head_dim).transpose(1, 2)
         value = self.v(hidden_states, value_channels).transpose(1, 2).reshape(batch, value_channels, height, width)
-        value = F.conv2d(value, self.value_conv[:value_channels], padding=1, groups=value_channels)
+        value = self.value_conv(value)
         windows = self.window_grid(height, width)
         if windows != (1, 1):
             return self._windowed_attention(query, key, value, height, width, windows)
@@ -569,6 +575,97 @@ class NASViTHead(nn.Module):
 # ------------------------------------------------------------------------------------------------------------------
 # Pretrained-model plumbing and the supernet API
 # ------------------------------------------------------------------------------------------------------------------
+class NASViTSupernetMixin:
+    """The supernet API of every NASViT model (once-for-all style): run, sample and extract subnets.
+
+    A model class mixes it in before `NASViTPreTrainedModel` and implements two hooks: `get_supernet_body()` (the
+    module holding the stem and the body `stages`: the model itself or its `nasvit` body) and `_apply_arch(arch)`
+    (set every layer's active sizes). The active arch is `config.arch`; it is validated against
+    `config.search_space` and travels with `save_pretrained`.
+    """
+
+    config: NASViTConfig
+
+    def get_supernet_body(self) -> nn.Module:
+        """The module holding the stem and `stages` (each class says which)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get_supernet_body()")
+
+    def _apply_arch(self, arch: dict[str, Any]) -> None:
+        """Set every layer to run `arch` (already validated); each class implements it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _apply_arch(arch)")
+
+    @property
+    def active_arch(self) -> dict[str, Any]:
+        """The architecture the model currently runs (a copy)."""
+        return {key: (list(value) if isinstance(value, list) else value) for key, value in self.config.arch.items()}
+
+    def set_active_subnet(self, arch: dict[str, Any]) -> dict[str, Any]:
+        """Run the subnet `arch` (validated against the search space) from now on; returns the clean arch."""
+        arch = self.config.validate_arch(arch)
+        self._apply_arch(arch)
+        self.config.arch = arch
+        return self.active_arch
+
+    def set_num_windows(self, num_windows: int | str | list[int | str] | None) -> None:
+        """Override the windowed attention of the transformer layers: k, the total number of windows (a perfect
+        square: 1 = global attention, 4 = 2×2 windows), `"auto"` (feature-map side // 7 windows per side, at least 1:
+        the paper's segmentation setting) or a list with one of those per transformer stage mb4..mb7. `None` removes
+        the override: each stage runs its arch's `num_windows` (1 in spaces without that field, the reference).
+        Recorded in `config.num_windows`."""
+        value = normalize_num_windows(num_windows)
+        per_stage = value if isinstance(value, list) else [value] * len(TRANSFORMER_STAGES)
+        for stage in self.get_supernet_body().stages:
+            if stage.is_transformer:
+                stage.set_num_windows_override(per_stage[TRANSFORMER_STAGES.index(stage.name)])
+        self.config.num_windows = value
+
+    def sample_max_subnet(self) -> dict[str, Any]:
+        return self.set_active_subnet(self.config.largest_arch())
+
+    def sample_min_subnet(self) -> dict[str, Any]:
+        return self.set_active_subnet(self.config.smallest_arch())
+
+    def sample_active_subnet(self, generator: torch.Generator | random.Random | None = None) -> dict[str, Any]:
+        """Activate a uniformly random subnet (each stage's choices drawn independently from `generator`, see
+        `sample_arch`) and return its arch."""
+        return self.set_active_subnet(sample_arch(self.config.search_space, generator))
+
+    @torch.no_grad()
+    def extract_subnet(self, arch: dict[str, Any] | None = None) -> NASViTSupernetMixin:
+        """A standalone model of the same class holding only the weights of `arch` (default: the active arch).
+
+        Its config is this config with the search space collapsed to `arch`; in eval mode it computes exactly what
+        this supernet computes when set to `arch`.
+        """
+        arch = self.config.validate_arch(arch if arch is not None else self.config.arch)
+        reference = next(self.parameters())
+        with torch.device("meta"):  # every tensor is overwritten below: skip initialisation
+            subnet = self.__class__(self.config.subnet_config(arch))
+        subnet.to_empty(device=reference.device)
+        source = self.state_dict()
+        target = subnet.state_dict()
+        for name, tensor in target.items():
+            if name not in source:
+                raise RuntimeError(f"cannot extract {name!r}: it is not in the supernet's state dict")
+            tensor.copy_(_slice_to_shape(source[name], tensor.shape))
+        for module in subnet.modules():
+            if isinstance(module, NASViTAttention):
+                module.relative_position_index.copy_(module._relative_position_index(module.window))
+        if self.config.switchable_scaling == "width":
+            widths = dict(zip(STAGE_NAMES, arch["width"]))
+            stage_pairs = zip(subnet.get_supernet_body().stages, self.get_supernet_body().stages)
+            for sub_stage, sup_stage in stage_pairs:
+                width = widths[sup_stage.name]
+                for sub_block, sup_block in zip(sub_stage.blocks, sup_stage.blocks):
+                    if isinstance(sub_block, NASViTTransformerLayer):
+                        column = sup_block.width_choices.index(width)
+                        sub_block.layer_scale_attn[:, 0].copy_(sup_block.layer_scale_attn[:, column, :width])
+                        sub_block.layer_scale_mlp[:, 0].copy_(sup_block.layer_scale_mlp[:, column, :width])
+        subnet.to(dtype=reference.dtype)
+        subnet.train(self.training)
+        return subnet
+
+
 class NASViTPreTrainedModel(PreTrainedModel):
     config_class = NASViTConfig
     config: NASViTConfig
@@ -606,7 +703,6 @@ class NASViTPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
         elif isinstance(module, NASViTAttention):
             nn.init.trunc_normal_(module.relative_position_bias_table, std=std)
-            nn.init.kaiming_normal_(module.value_conv, mode="fan_out")
             module.relative_position_index.copy_(module._relative_position_index(module.window))
         elif isinstance(module, NASViTTransformerLayer):
             for table in (module.layer_scale_attn, module.layer_scale_mlp):
@@ -616,88 +712,27 @@ class NASViTPreTrainedModel(PreTrainedModel):
             # The projection BN starts at zero so every block starts as its shortcut (as in the reference).
             nn.init.zeros_(module.projection.norm.weight)
 
-    # The supernet API lives on the base class so the bare model and every head share it.
-    @property
-    def _body(self) -> NASViTModel:
-        return getattr(self, self.base_model_prefix) if hasattr(self, self.base_model_prefix) else self
-
-    @property
-    def active_arch(self) -> dict[str, Any]:
-        """The architecture the model currently runs (a copy)."""
-        return {key: (list(value) if isinstance(value, list) else value) for key, value in self.config.arch.items()}
-
-    def set_active_subnet(self, arch: dict[str, Any]) -> dict[str, Any]:
-        """Run the subnet `arch` (validated against the search space) from now on; returns the clean arch."""
-        arch = self.config.validate_arch(arch)
-        self._body._apply_arch(arch)
-        self.config.arch = arch
-        return self.active_arch
-
-    def set_num_windows(self, num_windows: int | str | list[int | str] | None) -> None:
-        """Override the windowed attention of the transformer layers: k, the total number of windows (a perfect
-        square: 1 = global attention, 4 = 2×2 windows), `"auto"` (feature-map side // 7 windows per side, at least 1:
-        the paper's segmentation setting) or a list with one of those per transformer stage mb4..mb7. `None` removes
-        the override: each stage runs its arch's `num_windows` (1 in spaces without that field, the reference).
-        Recorded in `config.num_windows`."""
-        value = normalize_num_windows(num_windows)
-        per_stage = value if isinstance(value, list) else [value] * len(TRANSFORMER_STAGES)
-        for stage in self._body.stages:
-            if stage.is_transformer:
-                stage.set_num_windows_override(per_stage[TRANSFORMER_STAGES.index(stage.name)])
-        self.config.num_windows = value
-
-    def sample_max_subnet(self) -> dict[str, Any]:
-        return self.set_active_subnet(self.config.largest_arch())
-
-    def sample_min_subnet(self) -> dict[str, Any]:
-        return self.set_active_subnet(self.config.smallest_arch())
-
-    def sample_active_subnet(self, generator: torch.Generator | random.Random | None = None) -> dict[str, Any]:
-        """Activate a uniformly random subnet (each stage's choices drawn independently from `generator`, see
-        `sample_arch`) and return its arch."""
-        return self.set_active_subnet(sample_arch(self.config.search_space, generator))
-
-    @torch.no_grad()
-    def extract_subnet(self, arch: dict[str, Any] | None = None) -> NASViTPreTrainedModel:
-        """A standalone model of the same class holding only the weights of `arch` (default: the active arch).
-
-        Its config is this config with the search space collapsed to `arch`; in eval mode it computes exactly what
-        this supernet computes when set to `arch`.
-        """
-        arch = self.config.validate_arch(arch if arch is not None else self.config.arch)
-        reference = next(self.parameters())
-        with torch.device("meta"):  # every tensor is overwritten below: skip initialisation
-            subnet = self.__class__(self.config.subnet_config(arch))
-        subnet.to_empty(device=reference.device)
-        source = self.state_dict()
-        target = subnet.state_dict()
-        for name, tensor in target.items():
-            if name not in source:
-                raise RuntimeError(f"cannot extract {name!r}: it is not in the supernet's state dict")
-            tensor.copy_(_slice_to_shape(source[name], tensor.shape))
-        for module in subnet.modules():
-            if isinstance(module, NASViTAttention):
-                module.relative_position_index.copy_(module._relative_position_index(module.window))
-        if self.config.switchable_scaling == "width":
-            widths = dict(zip(STAGE_NAMES, arch["width"]))
-            for sub_stage, sup_stage in zip(subnet._body.stages, self._body.stages):
-                for sub_block, sup_block in zip(sub_stage.blocks, sup_stage.blocks):
-                    if isinstance(sub_block, NASViTTransformerLayer):
-                        column = sup_block.width_choices.index(widths[sup_stage.name])
-                        for attr in ("layer_scale_attn", "layer_scale_mlp"):
-                            row = getattr(sup_block, attr)[:, column, : widths[sup_stage.name]]
-                            getattr(sub_block, attr)[:, 0].copy_(row)
-        subnet.to(dtype=reference.dtype)
-        subnet.train(self.training)
-        return subnet
-
     def tie_weights(self, *args, **kwargs) -> None:
         """`PreTrainedModel.tie_weights` (NASViT ties no weights), then `realign_cpu_tensors`.
 
-        transformers calls `tie_weights` once the checkpoint's tensors are in place (the last step of
-        `from_pretrained`), so this is where loaded weights get their own aligned memory (as Wav2Vec2 re-purposes
-        this hook to load its adapters)."""
+        transformers calls `tie_weights(missing_keys=...)` once the checkpoint's tensors are in place (the last step
+        of `from_pretrained`), so this is where loaded weights get their own aligned memory (as Wav2Vec2 re-purposes
+        this hook to load its adapters), and where a checkpoint from nasvit_hf 0.1.0 gets a clear error."""
         super().tie_weights(*args, **kwargs)
+        # A 0.1.0 checkpoint: the attention's other weights loaded, its value conv (under the old key) did not.
+        missing_keys = set(kwargs.get("missing_keys") or ())
+        missing = sorted(
+            key
+            for key in missing_keys
+            if key.endswith(".attention.value_conv.weight")
+            and key.replace(".value_conv.weight", ".q.weight") not in missing_keys
+        )
+        if missing:
+            raise ValueError(
+                f"the checkpoint has no {missing[0]!r} ({len(missing)} value convs missing): it was saved by nasvit_hf "
+                "0.1.0, which stored them as '...attention.value_conv'. Load it with "
+                f"from_pretrained(path, key_mapping={LEGACY_KEY_MAPPING!r}) and save it again."
+            )
         self.realign_cpu_tensors()
 
     @torch.no_grad()
@@ -724,7 +759,7 @@ class NASViTPreTrainedModel(PreTrainedModel):
             from .image_processing_nasvit import NASViTImageProcessor
 
             processor = NASViTImageProcessor.for_resolution(self.config.arch["resolution"])
-            if getattr(self.__class__, "_auto_class", None) is not None:
+            if self._auto_class is not None:
                 processor.register_for_auto_class("AutoImageProcessor")
             processor.save_pretrained(save_directory)
 
@@ -819,7 +854,7 @@ def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
     return per_stage["first_conv"]["width"]
 
 
-class NASViTModel(NASViTPreTrainedModel):
+class NASViTModel(NASViTSupernetMixin, NASViTPreTrainedModel):
     """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features).
 
     In eval mode with no gradient to compute, forward runs a cached inference plan (BatchNorm folded into the convs,
@@ -838,6 +873,9 @@ class NASViTModel(NASViTPreTrainedModel):
         self._apply_arch(config.arch)
         if config.num_windows is not None:
             self.set_num_windows(config.num_windows)
+
+    def get_supernet_body(self) -> NASViTModel:
+        return self
 
     def train(self, mode: bool = True) -> NASViTModel:
         if mode:
@@ -892,7 +930,7 @@ class NASViTModel(NASViTPreTrainedModel):
         )
 
 
-class NASViTForImageClassification(NASViTPreTrainedModel):
+class NASViTForImageClassification(NASViTSupernetMixin, NASViTPreTrainedModel):
     """NASViT with a linear classifier on the pooled features (identity when `num_labels == 0`)."""
 
     def __init__(self, config: NASViTConfig):
@@ -905,6 +943,12 @@ class NASViTForImageClassification(NASViTPreTrainedModel):
             NASViTDynamicLinear(last_width, config.num_labels) if config.num_labels > 0 else nn.Identity()
         )
         self.post_init()
+
+    def get_supernet_body(self) -> NASViTModel:
+        return self.nasvit
+
+    def _apply_arch(self, arch: dict[str, Any]) -> None:
+        self.nasvit._apply_arch(arch)
 
     def forward(
         self,
@@ -924,28 +968,21 @@ class NASViTForImageClassification(NASViTPreTrainedModel):
         return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """transformers' image-classification loss (`self.loss_function`: regression for one label, cross-entropy
+        for class indices, BCE for multi-label; `config.problem_type` as transformers sets it), plus soft targets:
+        float labels shaped like the logits (mixup/cutmix, distillation; `problem_type` None or
+        `"soft_label_classification"`) give cross-entropy against those probabilities (torch's `cross_entropy`)."""
         problem_type = self.config.problem_type
         labels = check_classification_labels(labels, logits, self.num_labels, problem_type)
-        if problem_type is None:
-            if self.num_labels == 1:
-                problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int) and labels.ndim == 1:
-                problem_type = "single_label_classification"
-            elif labels.ndim == 2 and labels.shape == logits.shape and labels.is_floating_point():
-                problem_type = "soft_label_classification"
-            else:
-                problem_type = "multi_label_classification"
-        if problem_type == "regression":
-            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).squeeze(-1))
-        if problem_type == "single_label_classification":
-            if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
-                raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+        soft = labels.is_floating_point() and labels.shape == logits.shape and self.num_labels > 1
+        if problem_type == "soft_label_classification" or (soft and problem_type is None):
+            return F.cross_entropy(logits, labels.to(logits.dtype))
+        if self.num_labels == 1 or problem_type in ("regression", "multi_label_classification"):
+            labels = labels.to(logits.dtype)
+        elif not labels.is_floating_point() and labels.ndim == 1:
             if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_labels):
                 raise ValueError(
                     f"labels must be class indices in [0, {self.num_labels}), got values in "
                     f"[{int(labels.min())}, {int(labels.max())}]."
                 )
-            return F.cross_entropy(logits, labels)
-        if problem_type == "soft_label_classification":
-            return torch.sum(-labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

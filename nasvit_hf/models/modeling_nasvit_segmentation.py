@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
 
-from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfig
+from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfig, segmentation_out_features
 from .modeling_nasvit import (
     NASViTDynamicLinear,
     NASViTPreTrainedModel,
+    NASViTSupernetMixin,
     apply_arch_to_stages,
     build_stem_and_stages,
     check_pixel_values,
@@ -43,15 +44,20 @@ _CLASSIFICATION_ONLY_KEYS = [r"(^|\.)head\.", r"^classifier\."]
 _BACKBONE_UNUSED_KEYS = [*_CLASSIFICATION_ONLY_KEYS, r"^decode_head\."]
 
 
-class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
+class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     """Multi-scale NASViT features (`BackboneOutput.feature_maps`) for dense prediction.
 
     `config.out_features` / `out_indices` pick the maps out of `stage_names` = `["stem", "mb1", ..., "mb7"]`
-    (reference strides 2, 2, 4, 8, 16, 32, 32, 64; default `["mb2", "mb3", "mb4", "mb6"]`, strides 4-32). Stages
-    after the last requested one do not run. The input keeps its size. Windowed attention defaults to `"auto"`
+    (reference strides 2, 2, 4, 8, 16, 32, 32, 64; default, as every transformers backbone: the last stage; the
+    segmentation model asks for `["mb2", "mb3", "mb4", "mb6"]`, strides 4-32). Stages after the last requested one
+    do not run. The input keeps its size. Windowed attention defaults to `"auto"`
     (`config.num_windows=None`); `set_num_windows(1)` gives global attention, i.e. exactly the classification
     model's stage outputs. The supernet API (`set_active_subnet`, `sample_*`, `extract_subnet`) works as on the
     classification model.
+
+    Load a saved backbone with `NASViTBackbone.from_pretrained(folder)`: transformers 5.24's
+    `AutoBackbone.from_pretrained` asks the Hub whether the name is a repository first, so it fails for a local
+    folder (`HFValidationError`) and offline, for every model. `AutoBackbone.from_config(config)` works.
     """
 
     has_attentions = False
@@ -63,6 +69,9 @@ class NASViTBackbone(BackboneMixin, NASViTPreTrainedModel):
         self.post_init()
         self._apply_arch(config.arch)
         self.set_num_windows("auto" if config.num_windows is None else config.num_windows)
+
+    def get_supernet_body(self) -> NASViTBackbone:
+        return self
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
@@ -148,7 +157,7 @@ class NASViTDecodeHead(nn.Module):
         return self.classifier(self.dropout(hidden_states))
 
 
-class NASViTForSemanticSegmentation(NASViTPreTrainedModel):
+class NASViTForSemanticSegmentation(NASViTSupernetMixin, NASViTPreTrainedModel):
     """NASViT backbone + Segformer all-MLP decode head (paper, Section 4.2).
 
     Build it from an exported classification subnet, keeping its backbone weights (the MBPool head and classifier
@@ -168,11 +177,19 @@ class NASViTForSemanticSegmentation(NASViTPreTrainedModel):
         super().__init__(config)
         if config.num_labels < 1:
             raise ValueError(f"semantic segmentation needs num_labels >= 1, got {config.num_labels}.")
+        # The decoder's maps: Segformer's four scales unless the config names others (recorded in the config).
+        config.out_features = segmentation_out_features(config)
         self.nasvit = NASViTBackbone(config)
         max_channels = self.nasvit.max_channels
         out_indices = [index % len(BACKBONE_STAGE_NAMES) for index in config.out_indices]
         self.decode_head = NASViTDecodeHead(config, [max_channels[index] for index in out_indices])
         self.post_init()
+
+    def get_supernet_body(self) -> NASViTBackbone:
+        return self.nasvit
+
+    def _apply_arch(self, arch: dict[str, Any]) -> None:
+        self.nasvit._apply_arch(arch)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -230,15 +247,18 @@ class NASViTForSemanticSegmentation(NASViTPreTrainedModel):
         return labels.long()
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        """As Segformer: the logits upsampled (bilinear) to the labels' size, then transformers' semantic-segmentation
+        loss (`self.loss_function`: cross-entropy skipping `semantic_loss_ignore_index`); one label: binary
+        cross-entropy on the valid pixels (averaged over them, where Segformer divides by every pixel)."""
         ignore_index = self.config.semantic_loss_ignore_index
         valid = labels != ignore_index
-        if not bool(valid.any()):
-            return upsampled.sum() * 0.0  # every pixel ignored: a zero loss that still has a graph
-        if self.config.num_labels == 1:
-            loss = F.binary_cross_entropy_with_logits(upsampled[:, 0], labels.to(upsampled.dtype), reduction="none")
-            return loss[valid].mean()
-        return F.cross_entropy(upsampled, labels, ignore_index=ignore_index)
+        if not bool(valid.any()):  # every pixel ignored: cross-entropy would be 0/0; a zero loss that keeps a graph
+            return logits.sum() * 0.0
+        if self.config.num_labels > 1:
+            return self.loss_function(logits=logits, labels=labels, ignore_index=ignore_index)
+        upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        loss = F.binary_cross_entropy_with_logits(upsampled[:, 0], labels.to(upsampled.dtype), reduction="none")
+        return loss[valid].mean()
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, save_image_processor: bool = True, **kwargs):
         """`save_pretrained`, plus a `NASViTSegmentationImageProcessor` config when the folder has none (so the
@@ -248,6 +268,6 @@ class NASViTForSemanticSegmentation(NASViTPreTrainedModel):
             from .image_processing_nasvit_segmentation import NASViTSegmentationImageProcessor
 
             processor = NASViTSegmentationImageProcessor()
-            if getattr(self.__class__, "_auto_class", None) is not None:
+            if self._auto_class is not None:
                 processor.register_for_auto_class("AutoImageProcessor")
             processor.save_pretrained(save_directory)

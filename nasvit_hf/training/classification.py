@@ -18,10 +18,14 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
 from ..models import NASViTConfig, NASViTForImageClassification
+from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..utils.io import atomic_write_json, staging_folder
-from .augment import build_batch_mixing, build_eval_transform, build_train_transform
+from .augment import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainingConfig
 from .data import ImageClassificationDataset, TrainingSplits, collate_image_batch, load_training_splits
+from .pipeline import build_eval_processor, build_target_transform, build_training_transform
+from .schedule import build_lr_scheduler
+from .teachers import TeacherEnsemble, load_teacher_ensemble
 
 __all__ = [
     "ClassificationData",
@@ -30,7 +34,7 @@ __all__ = [
     "build_supernet",
     "check_eval_archs",
     "check_nonfinite_limit",
-    "load_teacher",
+    "load_teachers",
     "count_skipped_step",
     "load_classification_splits",
     "multi_cpu_launch",
@@ -89,29 +93,39 @@ def build_supernet(config: TrainingConfig, label_names: list[str]) -> NASViTForI
 @dataclass
 class ClassificationData:
     """The loaders of a run. `train_dataset.set_epoch` and `sampler_generator.manual_seed(seed + epoch)` make each
-    epoch's order and augmentation depend only on (seed, epoch), so a resumed run sees the same images."""
+    epoch's order and augmentation depend only on (seed, epoch), so a resumed run sees the same images.
+    `eval_processor` is the run's evaluation protocol; `eval_loaders(resolution)` gives the (calibration,
+    validation) loaders preprocessed by it at an arch's resolution: the tensors the exported subnet's processor gives.
+    `mixing` maps (pixel values, labels) to the largest subnet's targets (mixup/cutmix, label smoothing) or is None."""
 
     label_names: list[str]
     train_dataset: ImageClassificationDataset
     sampler_generator: torch.Generator
     train_loader: DataLoader
-    calibration_loader: DataLoader
-    validation_loader: DataLoader | None
+    eval_processor: NASViTImageProcessor
+    eval_loaders: Any
+    has_validation: bool
     mixing: Any
 
 
-def build_classification_data(config: TrainingConfig, splits: tuple, image_size: int) -> ClassificationData:
-    """Training (augmented, seeded), calibration (training images, eval transform) and validation loaders."""
+def build_classification_data(
+    config: TrainingConfig, splits: tuple, image_size: int, max_resolution: int, prepare: Any = None
+) -> ClassificationData:
+    """Training loader (augmented with the config's `data_pipeline`, seeded), the evaluation processor
+    (`eval_crop_mode` at `max_resolution`) and a cached factory of per-resolution calibration / validation loaders
+    (`prepare`, e.g. `accelerator.prepare`, is applied to each validation loader)."""
     train_split, validation_split, label_names = splits[:3]
-    train_transform = build_train_transform(
+    train_transform = build_training_transform(
+        config.data_pipeline,
         image_size,
-        config.randaugment_num_ops,
-        config.randaugment_magnitude,
-        config.crop_scale,
-        config.hflip,
-        config.random_erasing,
+        auto_augment=config.auto_augment,
+        randaugment_num_ops=config.randaugment_num_ops,
+        randaugment_magnitude=config.randaugment_magnitude,
+        crop_scale=config.crop_scale,
+        hflip=config.hflip,
+        random_erasing=config.random_erasing,
+        random_erasing_mode=config.random_erasing_mode,
     )
-    eval_transform = build_eval_transform(image_size)
     columns = (config.image_column, config.label_column)
     train_dataset = ImageClassificationDataset(train_split, train_transform, *columns, seed=config.seed)
     sampler_generator = torch.Generator()
@@ -123,23 +137,53 @@ def build_classification_data(config: TrainingConfig, splits: tuple, image_size:
         drop_last=True,
         **common,
     )
-    calibration_dataset = ImageClassificationDataset(train_split, eval_transform, *columns)
-    calibration_loader = DataLoader(
-        calibration_dataset,
-        batch_size=config.per_device_train_batch_size,
-        sampler=RandomSampler(calibration_dataset, generator=torch.Generator().manual_seed(config.seed)),
-        **common,
+    eval_processor = build_eval_processor(config.eval_crop_mode, max_resolution)
+    cache: dict[int, tuple] = {}
+
+    def eval_loaders(resolution: int) -> tuple:
+        if resolution not in cache:
+            processor = eval_processor.at_resolution(resolution)
+
+            def transform(image):
+                return processor(image, return_tensors="pt")["pixel_values"][0]
+
+            calibration_dataset = ImageClassificationDataset(train_split, transform, *columns)
+            calibration_loader = DataLoader(
+                calibration_dataset,
+                batch_size=config.per_device_train_batch_size,
+                sampler=RandomSampler(calibration_dataset, generator=torch.Generator().manual_seed(config.seed)),
+                **common,
+            )
+            validation_loader = None
+            if validation_split is not None:
+                validation_loader = DataLoader(
+                    ImageClassificationDataset(validation_split, transform, *columns),
+                    batch_size=config.per_device_eval_batch_size,
+                    **common,
+                )
+                if prepare is not None:
+                    validation_loader = prepare(validation_loader)
+            cache[resolution] = (calibration_loader, validation_loader)
+        return cache[resolution]
+
+    mixing = build_target_transform(
+        config.data_pipeline,
+        len(label_names),
+        mixup_alpha=config.mixup_alpha,
+        cutmix_alpha=config.cutmix_alpha,
+        mixup_prob=config.mixup_prob,
+        mixup_switch_prob=config.mixup_switch_prob,
+        label_smoothing=config.label_smoothing,
     )
-    validation_loader = None
-    if validation_split is not None:
-        validation_loader = DataLoader(
-            ImageClassificationDataset(validation_split, eval_transform, *columns),
-            batch_size=config.per_device_eval_batch_size,
-            **common,
-        )
-    mixing = build_batch_mixing(config.mixup_alpha, config.cutmix_alpha, len(label_names))
     return ClassificationData(
-        label_names, train_dataset, sampler_generator, train_loader, calibration_loader, validation_loader, mixing
+        label_names,
+        train_dataset,
+        sampler_generator,
+        train_loader,
+        eval_processor,
+        eval_loaders,
+        validation_split is not None,
+        mixing,
     )
 
 
@@ -162,19 +206,22 @@ def load_classification_splits(config: TrainingConfig) -> TrainingSplits:
     )
 
 
-def load_teacher(config: TrainingConfig, num_labels: int, device: torch.device) -> nn.Module | None:
-    """The frozen `teacher` (any AutoModelForImageClassification of the same label set), or None."""
-    if not config.teacher:
+def load_teachers(
+    config: TrainingConfig, label_names: list[str], image_size: int, device: torch.device
+) -> TeacherEnsemble | None:
+    """The frozen teacher ensemble of `config.teachers` (`load_teacher_ensemble`: labels checked by name, each
+    teacher fed in its own input form, mean of softmax(logits / teacher_temperature)), or None."""
+    if not config.teachers:
         return None
-    from transformers import AutoModelForImageClassification
-
-    teacher = AutoModelForImageClassification.from_pretrained(config.teacher).eval().requires_grad_(False)
-    if teacher.config.num_labels != num_labels:
-        raise ValueError(
-            f"teacher {config.teacher!r} predicts {teacher.config.num_labels} classes, the data has {num_labels}: use "
-            "a teacher fine-tuned on the same label set."
-        )
-    return teacher.to(device)
+    return load_teacher_ensemble(
+        config.teachers,
+        label_names,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        config.teacher_temperature,
+        default_size=(image_size, image_size),
+        device=device,
+    )
 
 
 def build_param_groups(
@@ -218,14 +265,14 @@ def build_param_groups(
 def validate_subnets(
     model: nn.Module,
     archs: dict[str, dict],
-    calibration_loader: Any,
-    validation_loader: Any,
+    eval_loaders: Any,
     calibration_batches: int,
     top_k: list[int],
     accelerator: Any,
 ) -> dict[str, dict[str, float]]:
-    """`{name: {"top1": %, "top5": %}}` of each arch after BN recalibration on training batches. The model's BN
-    statistics, active arch, train/eval mode and the global RNG are as before afterwards."""
+    """`{name: {"top1": %, "top5": %}}` of each arch after BN recalibration on training batches, both through
+    `eval_loaders(arch resolution)` → (calibration, validation) loaders. The model's BN statistics, active arch,
+    train/eval mode and the global RNG are as before afterwards."""
     from ..metrics import load_accuracy_metric
 
     module = accelerator.unwrap_model(model)
@@ -235,6 +282,7 @@ def validate_subnets(
     with torch.random.fork_rng(devices=[]), preserved_batchnorm_statistics(module):
         for name, arch in archs.items():
             module.set_active_subnet(arch)
+            calibration_loader, validation_loader = eval_loaders(arch["resolution"])
             calibrate_batchnorm(module, calibration_loader, calibration_batches)
             module.eval()
             for batch in validation_loader:
@@ -266,6 +314,7 @@ def step_record(step: int, epoch: int, lr: float, output: Any) -> dict[str, Any]
         "lr": lr,
         **{f"loss/{name}": value for name, value in output.losses.items()},
         "conflict_ratio": output.conflict_ratio,
+        "conflict_ratio_after": output.conflict_ratio_after,
         "grad_norm/sup": output.sup_grad_norm,
         "grad_norm/sub": output.sub_grad_norm,
         "projected": int(output.projected),
@@ -285,11 +334,16 @@ def write_summary(output_dir: str | Path, summary: dict[str, Any], validation: d
         f"Trained {summary['steps']} sandwich steps in {summary['seconds']:.0f} s ({summary['skipped_steps']} skipped)."
     ]
     if "mean_conflict_ratio" in summary:
-        lines.append(f"Mean gradient-conflict ratio (before combination): {summary['mean_conflict_ratio']:.3f}")
+        after = summary.get("mean_conflict_ratio_after")
+        lines.append(
+            f"Mean gradient-conflict ratio: {summary['mean_conflict_ratio']:.3f} before combination"
+            + (f", {after:.3f} after" if after is not None else "")
+        )
     for name, scores in validation.items():
         lines.append(f"  {name:>9}: " + ", ".join(f"{k} {v:.2f}%" for k, v in scores.items()))
     if "final_model" in summary:
-        lines.append(f"Supernet saved to {summary['final_model']} (AutoModelForImageClassification).")
+        weights = "EMA weights; raw weights in final/raw" if "raw_model" in summary else "weights"
+        lines.append(f"Supernet saved to {summary['final_model']} ({weights}; AutoModelForImageClassification).")
     return "\n".join(lines)
 
 
@@ -320,11 +374,11 @@ def sandwich_update(
     accumulation: int = 1,
     mixing: Any = None,
     teacher: nn.Module | None = None,
-    teacher_temperature: float = 1.0,
     project: bool = True,
 ) -> Any:
     """One optimiser step of sandwich training: `accumulation` micro-batches from `batches` (mixed, with the
-    teacher's soft targets when given) through `trainer.accumulate`, then `trainer.step`."""
+    teachers' soft targets when given: `teacher(pixel_values)` → probabilities, e.g. a `TeacherEnsemble`) through
+    `trainer.accumulate`, then `trainer.step`."""
     for _ in range(accumulation):
         batch = next(batches)
         pixel_values, targets = batch["pixel_values"], batch["labels"]
@@ -333,8 +387,7 @@ def sandwich_update(
         teacher_probs = None
         if teacher is not None:
             with torch.no_grad(), accelerator.autocast():
-                teacher_logits = teacher(pixel_values=pixel_values).logits.float()
-            teacher_probs = (teacher_logits / teacher_temperature).softmax(dim=-1)
+                teacher_probs = teacher(pixel_values)
         trainer.accumulate(pixel_values, targets, archs, teacher_probs)
     scale = accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0
     return trainer.step(optimizer, project=project, grad_scale=scale)
@@ -364,19 +417,36 @@ def check_nonfinite_limit(state: Any, output: Any, max_consecutive: int) -> None
 
 
 def save_final_supernets(
-    output_dir: str | Path, model: nn.Module, ema: Any = None, holdout: Any = None
+    output_dir: str | Path,
+    model: nn.Module,
+    ema: Any = None,
+    processor: NASViTImageProcessor | None = None,
+    holdout: Any = None,
 ) -> dict[str, str]:
-    """Save the supernet (and its EMA) with the largest subnet active to `final/` (`final_ema/`), each with the
-    held-out split (`holdout.json`, a `nasvit_hf.data.HoldoutSplit`) when training carved one out."""
-    saved = {}
-    for name, supernet in (("final", model), ("final_ema", ema.module if ema is not None else None)):
-        if supernet is not None:
+    """Save the trained supernet with the largest subnet active: `final/` holds what validation evaluated — the EMA
+    weights when an EMA is kept — with `processor` (the evaluation protocol, at the largest resolution), and
+    `final/raw/` the raw weights beside it (only with an EMA). Written into a staging folder: complete or absent.
+    `holdout` (a `nasvit_hf.data.HoldoutSplit`, when training carved one out) is saved as `final/holdout.json`: search
+    and export find it beside the supernet (or the folder above, for `final/raw/`)."""
+    evaluated = ema.module if ema is not None else model
+    final = Path(output_dir) / "final"
+    with staging_folder(final) as temporary:
+        for supernet, folder in (
+            (evaluated, Path(temporary)),
+            (model if ema is not None else None, Path(temporary) / "raw"),
+        ):
+            if supernet is None:
+                continue
             supernet.sample_max_subnet()
-            with staging_folder(Path(output_dir) / name) as temporary:  # complete or absent, never half-written
-                supernet.save_pretrained(temporary)
-                if holdout is not None:  # search and export find it beside the supernet
-                    holdout.save(temporary)
-            saved[f"{name}_model"] = str(Path(output_dir) / name)
+            folder.mkdir(parents=True, exist_ok=True)
+            if processor is not None:
+                processor.at_resolution(supernet.config.arch["resolution"]).save_pretrained(folder)
+            supernet.save_pretrained(folder)
+        if holdout is not None:
+            holdout.save(temporary)
+    saved = {"final_model": str(final)}
+    if ema is not None:
+        saved["raw_model"] = str(final / "raw")
     return saved
 
 
@@ -407,8 +477,6 @@ def build_optimizer(model: nn.Module, config: TrainingConfig, num_processes: int
 def build_schedule(config: TrainingConfig, optimizer: torch.optim.Optimizer, batches_per_epoch: int) -> tuple:
     """`(lr_scheduler, steps_per_epoch, max_steps)`: optimiser steps per epoch of `batches_per_epoch` batches (per
     process), the run's length (`max_steps` or whole epochs) and the warmup + decay schedule over it."""
-    from transformers import get_scheduler
-
     from ..config_system import RecipeError
 
     steps_per_epoch = batches_per_epoch // config.gradient_accumulation_steps
@@ -419,4 +487,10 @@ def build_schedule(config: TrainingConfig, optimizer: torch.optim.Optimizer, bat
         )
     max_steps = config.max_steps or config.num_train_epochs * steps_per_epoch
     warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_epochs * steps_per_epoch)
-    return get_scheduler(config.lr_scheduler_type, optimizer, warmup, max_steps), steps_per_epoch, max_steps
+    try:
+        scheduler = build_lr_scheduler(
+            optimizer, config.lr_scheduler_type, warmup, max_steps, config.min_lr_rate, config.warmup_lr_rate
+        )
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
+    return scheduler, steps_per_epoch, max_steps

@@ -16,7 +16,7 @@ from ..config_system import ConfigMixin, load_yaml_mapping, parse_overrides
 __all__ = ["TrainingConfig", "load_yaml_mapping", "parse_overrides"]
 
 # Keys renamed after release 0.1.0 (as in NASViTConfig): still read, with a FutureWarning naming the new key.
-RENAMED_KEYS = {"layer_scale": "switchable_scaling"}
+RENAMED_KEYS = {"layer_scale": "switchable_scaling", "teacher": "teachers"}
 
 
 @dataclass
@@ -42,14 +42,21 @@ class TrainingConfig(ConfigMixin):
     holdout_per_class: int | None = None  # images per class held out of training for search (holdout.json)
     holdout_seed: int | None = None  # default: seed
     num_workers: int = 0
-    # ---- augmentation (Table 5; defaults = the paper's weak recipe)
+    # ---- augmentation (Table 5; defaults = the paper's weak recipe through torchvision)
+    data_pipeline: str = "torchvision"  # "torchvision" (the n/m knobs below) | "timm" (the reference's: auto_augment)
+    auto_augment: str | None = None  # timm policy for data_pipeline timm, e.g. "rand-n1-m1-mstd0.5-inc1"
     randaugment_num_ops: int = 1
     randaugment_magnitude: int = 1
     crop_scale: list = field(default_factory=lambda: [0.08, 1.0])
     hflip: float = 0.5
     random_erasing: float = 0.0
+    random_erasing_mode: str = "pixel"  # timm's RandomErasing mode (data_pipeline timm): const | rand | pixel
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0  # timm Mixup: probability of mixing a batch at all
+    mixup_switch_prob: float = 0.5  # timm Mixup: probability of cutmix instead of mixup when both are on
+    label_smoothing: float = 0.0  # on label targets (AlphaNet's teacherless recipe: 0.1)
+    eval_crop_mode: str = "resolution"  # evaluation protocol: "resolution" (r/0.875 -> r) | "reference" (256->224->r)
     # ---- sandwich step
     num_random_subnets: int = 2
     distill_loss: str = "alpha_divergence"  # or "kl"
@@ -60,8 +67,8 @@ class TrainingConfig(ConfigMixin):
     gradient_granularity: str = "tensor"  # "tensor" (reference) | "global" (paper)
     max_projection_coefficient: float | None = 2.0
     projection_start_epoch: int = 0  # the reference: 100 (plain sum before)
-    teacher: str | None = None  # an AutoModelForImageClassification name or path
-    teacher_temperature: float = 1.0
+    teachers: Any = None  # AutoModelForImageClassification names/paths: a list, or one string ("a,b" = two)
+    teacher_temperature: float = 1.0  # ensemble = mean of softmax(logits / T); the reference: 0.2
     # ---- optimisation
     seed: int = 42
     per_device_train_batch_size: int = 32
@@ -75,7 +82,9 @@ class TrainingConfig(ConfigMixin):
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
-    lr_scheduler_type: str = "cosine"
+    lr_scheduler_type: str = "cosine"  # any transformers scheduler; "cosine_warmup_with_min_lr" = the reference
+    min_lr_rate: float | None = None  # final lr / peak lr, for cosine_with_min_lr / cosine_warmup_with_min_lr
+    warmup_lr_rate: float | None = None  # first warm-up lr / peak lr, for cosine_warmup_with_min_lr
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None  # overrides warmup_epochs
     max_grad_norm: float | None = 1.0
@@ -121,6 +130,10 @@ class TrainingConfig(ConfigMixin):
     RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
 
     def __post_init__(self):
+        if isinstance(self.teachers, str):  # "a" or the command line's "a,b" -> a list
+            from .teachers import parse_teacher_names
+
+            self.teachers = parse_teacher_names(self.teachers)
         self.validate()
 
     def validate(self) -> None:
@@ -130,6 +143,9 @@ class TrainingConfig(ConfigMixin):
             "gradient_priority": ["sub", "sup", "none"],
             "gradient_granularity": ["tensor", "global"],
             "mixed_precision": [None, "no", "fp16", "bf16"],
+            "data_pipeline": ["torchvision", "timm"],
+            "eval_crop_mode": ["resolution", "reference"],
+            "random_erasing_mode": ["const", "rand", "pixel"],
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -158,7 +174,7 @@ class TrainingConfig(ConfigMixin):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"config {name} must be >= 1 or null, got {value}.")
-        for name in ["drop_path_rate", "drop_connect_rate", "dropout", "hflip", "random_erasing"]:
+        for name in ["drop_path_rate", "drop_connect_rate", "dropout", "hflip", "random_erasing", "label_smoothing"]:
             if not 0.0 <= getattr(self, name) < 1.0 + (name in ("hflip", "random_erasing")):
                 raise ValueError(f"config {name} must be a probability, got {getattr(self, name)}.")
         if self.alpha_min > self.alpha_max:
@@ -167,5 +183,19 @@ class TrainingConfig(ConfigMixin):
             raise ValueError("dataset 'imagefolder' needs data_dir (a folder with one sub-folder per class).")
         if not isinstance(self.crop_scale, (list, tuple)) or len(self.crop_scale) != 2:
             raise ValueError(f"config crop_scale must be [low, high], got {self.crop_scale!r}.")
+        for name in ["mixup_prob", "mixup_switch_prob"]:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"config {name} must be a probability, got {getattr(self, name)}.")
+        if self.teachers is not None and not (
+            isinstance(self.teachers, list) and all(isinstance(name, str) for name in self.teachers)
+        ):
+            raise ValueError(f"config teachers must be a model name/path or a list of them, got {self.teachers!r}.")
+        if self.teacher_temperature <= 0:
+            raise ValueError(f"config teacher_temperature must be > 0, got {self.teacher_temperature}.")
+        if self.auto_augment and self.data_pipeline != "timm":
+            raise ValueError(
+                f"config auto_augment {self.auto_augment!r} is a timm policy: set data_pipeline: timm (the torchvision "
+                "pipeline uses randaugment_num_ops / randaugment_magnitude)."
+            )
         if not isinstance(self.eval_archs, list):
             raise ValueError(f"config eval_archs must be a list of arch dicts, got {self.eval_archs!r}.")

@@ -1,16 +1,13 @@
 """Training-pipeline choices shared by `recipes/train.py` and `recipes/conflict_ratio.py`: which augmentation
 pipeline (torchvision's Table-5 knobs or timm's, as the reference ran), how labels become the largest subnet's
-targets (mixup/cutmix, label smoothing), the evaluation protocol's processor, and the final model folders (the EMA
-weights, which are what gets evaluated, in `final/`, the raw weights in `final/raw/`)."""
+targets (mixup/cutmix, label smoothing) and the evaluation protocol's processor."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..models.image_processing_nasvit import CROP_MODES, NASViTImageProcessor
 from .augment import build_batch_mixing, build_train_transform
@@ -21,7 +18,6 @@ __all__ = [
     "build_eval_processor",
     "build_target_transform",
     "build_training_transform",
-    "save_final_models",
     "smooth_targets",
 ]
 
@@ -117,27 +113,3 @@ def build_eval_processor(crop_mode: str, resolution: int) -> NASViTImageProcesso
     if crop_mode not in CROP_MODES:
         raise ValueError(f"eval_crop_mode must be one of {list(CROP_MODES)}, got {crop_mode!r}.")
     return NASViTImageProcessor.for_resolution(resolution, crop_mode=crop_mode)
-
-
-def save_final_models(
-    model: nn.Module,
-    output_dir: str | Path,
-    processor: NASViTImageProcessor | None = None,
-    ema_model: nn.Module | None = None,
-) -> dict[str, str]:
-    """Write the trained supernet(s) as `save_pretrained` folders, set to the largest subnet: `output_dir/final`
-    holds what validation evaluated — the EMA weights when an EMA is kept — and `output_dir/final/raw` the raw
-    weights beside it (only with an EMA). `processor` (the evaluation protocol) goes into each folder. Returns
-    {"final": path[, "raw": path]}."""
-    final = Path(output_dir) / "final"
-    folders = {"final": final}
-    if ema_model is not None:
-        folders["raw"] = final / "raw"
-    for key, folder in folders.items():
-        module = ema_model if key == "final" and ema_model is not None else model
-        module.set_active_subnet(module.config.largest_arch())
-        folder.mkdir(parents=True, exist_ok=True)
-        if processor is not None:
-            processor.at_resolution(module.config.arch["resolution"]).save_pretrained(folder)
-        module.save_pretrained(folder)
-    return {key: str(path) for key, path in folders.items()}

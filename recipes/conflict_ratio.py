@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Measure the gradient-conflict ratio of a saved NASViT supernet over a dataset, per layer (the paper's Table 4
+protocol: "go through the entire ImageNet training set and calculate the percentage of negative cosine similarity
+between the gradients of supernet and sub-networks ... at a per layer granularity ... under the same data
+augmentation and regularization as the supernet training stage").
+
+    python recipes/conflict_ratio.py --supernet runs/in1k/final --config runs/in1k/training_config.json \
+        [--max_batches 500] [--no_projection] [--output conflicts.json] [--key value ...]
+
+`--config` is the run's training config (its saved training_config.json or the YAML it was trained with): data,
+augmentation, teachers and sandwich settings come from it, and any `--key value` overrides it (e.g. `--data_dir`).
+Each batch runs one sandwich step's forward and backward passes (largest subnet on labels or teachers, smallest and
+random subnets distilled), the gradients are clipped and combined as in training, and the cosines are counted before
+and after combination; no optimizer step is taken. The report (JSON) holds the overall ratio and one entry per
+parameter tensor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, RandomSampler
+
+from nasvit_hf.search import load_supernet
+from nasvit_hf.training import (
+    ArchSampler,
+    ImageClassificationDataset,
+    SandwichConfig,
+    SandwichTrainer,
+    TrainingConfig,
+    collate_image_batch,
+    load_image_classification_splits,
+    parse_overrides,
+)
+from nasvit_hf.training.classification import load_teachers
+from nasvit_hf.training.conflicts import sweep_gradient_conflicts
+from nasvit_hf.training.pipeline import build_target_transform, build_training_transform
+
+logger = logging.getLogger("nasvit_hf.conflict_ratio")
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, TrainingConfig]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument("--supernet", required=True, help="a saved supernet folder (e.g. <run>/final)")
+    parser.add_argument("--config", required=True, help="the run's training config (training_config.json or YAML)")
+    parser.add_argument("--split", default=None, help="dataset split to sweep (default: the config's train_split)")
+    parser.add_argument("--max_batches", type=int, default=None, help="stop after this many batches (default: all)")
+    parser.add_argument("--no_projection", action="store_true", help="measure the plain sum (before epoch 100)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--output", default=None, help="JSON report (default: <supernet>/conflict_ratio.json)")
+    args, rest = parser.parse_known_args(argv)
+    if args.max_batches is not None and args.max_batches < 1:
+        parser.error(f"--max_batches must be >= 1, got {args.max_batches}.")
+    try:
+        config = TrainingConfig.from_yaml(args.config, parse_overrides(rest))
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return args, config
+
+
+def main(argv=None) -> dict:
+    args, config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    set_seed(config.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_supernet(args.supernet, device=str(device))
+    split = args.split or config.train_split
+    data, _, label_names = load_image_classification_splits(
+        config.dataset, split, None, config.image_column, config.label_column, config.dataset_config,
+        config.data_dir, config.max_train_samples,
+    )  # fmt: skip
+    if len(label_names) != model.config.num_labels:
+        raise SystemExit(f"the data has {len(label_names)} classes, the supernet {model.config.num_labels}.")
+    image_size = config.image_size or max(model.config.search_space["resolutions"])
+    transform = build_training_transform(
+        config.data_pipeline, image_size, auto_augment=config.auto_augment,
+        randaugment_num_ops=config.randaugment_num_ops, randaugment_magnitude=config.randaugment_magnitude,
+        crop_scale=config.crop_scale, hflip=config.hflip, random_erasing=config.random_erasing,
+        random_erasing_mode=config.random_erasing_mode,
+    )  # fmt: skip
+    dataset = ImageClassificationDataset(data, transform, config.image_column, config.label_column, seed=config.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.per_device_train_batch_size,
+        sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed)),
+        collate_fn=collate_image_batch,
+        num_workers=config.num_workers,
+        drop_last=True,
+    )
+    targets = build_target_transform(
+        config.data_pipeline, len(label_names), mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+        mixup_prob=config.mixup_prob, mixup_switch_prob=config.mixup_switch_prob,
+        label_smoothing=config.label_smoothing,
+    )  # fmt: skip
+    teacher = load_teachers(config, label_names, image_size, device)
+    trainer = SandwichTrainer(model, SandwichConfig.from_training_config(config))
+    sampler = ArchSampler(model.config, config.num_random_subnets, seed=config.seed)
+    batches = ((batch["pixel_values"], batch["labels"]) for batch in loader)
+    sweep = sweep_gradient_conflicts(
+        trainer, batches, sampler, project=not args.no_projection, teacher=teacher,
+        max_batches=args.max_batches, batch_transform=targets,
+    )  # fmt: skip
+    report = {
+        "supernet": str(args.supernet),
+        "split": split,
+        "priority": "none" if args.no_projection else config.gradient_priority,
+        "granularity": config.gradient_granularity,
+        **sweep.to_dict(),
+    }
+    output = Path(args.output) if args.output else Path(args.supernet) / "conflict_ratio.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    layers = sorted(sweep.per_layer().items(), key=lambda item: -item[1]["before"])
+    print(
+        f"conflict ratio over {sweep.num_batches} batches ({sweep.num_images} images of split {split!r}): "
+        f"{100 * sweep.ratio_before:.1f} % before combination, {100 * sweep.ratio_after:.1f} % after "
+        f"(priority {report['priority']}, {config.gradient_granularity}); report: {output}"
+    )
+    for name, entry in layers[:10]:
+        print(f"  {name:<70} {100 * entry['before']:5.1f} % -> {100 * entry['after']:5.1f} %")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
