@@ -4,14 +4,19 @@ checkpoints, re-deriving searched archs with one command.
 
     python recipes/export.py --supernet runs/tiny_supernet --names a0 a1 a2 b0 --output_dir exports \
         [--config recipes/configs/search_tiny.yaml] [--push_to_hub --hub_org my-org]
+    python recipes/export.py --supernet nasvit-supernet --names table13-a1 --output_dir exports \
+        --data.dataset imagefolder --data.data_dir /data/imagenet   # a preset arch: no search, BN calibration data only
+    python recipes/export.py --supernet runs/tiny_supernet --arch_file arch.json --name mine --output_dir exports
 
 Names without a published arch (A0-A5, B0-B2) are searched first with --config (default: search_reference.yaml for
 the reference space, search_tiny.yaml otherwise; results in <output_dir>/search, resumable). Each subnet is then
 extracted, its BN statistics recalibrated, its top-1 and latency measured, and saved to <output_dir>/nasvit-<name>
 with safetensors weights, config (id2label), image processor, code for trust_remote_code and a README model card.
 An existing folder is replaced only with --overwrite, and only if it is an earlier export (it holds
-nasvit_export.json). Every key of the search config can be overridden as `--key value` (e.g. `--device cpu`);
---help lists them.
+nasvit_export.json). Every key of the search config can be overridden as `--key value` (e.g. `--device cpu`,
+`--data.data_dir DIR`); --help lists them. A supernet trained with `holdout_per_class` is calibrated and evaluated
+on its held-out split (holdout.json, found beside it). Besides the folders, <output_dir>/nasvit-family holds the
+family index (a card linking every member, family.json); --push_to_hub pushes the members, then the index.
 """
 
 # No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
@@ -19,13 +24,14 @@ nasvit_export.json). Every key of the search config can be overridden as `--key 
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
-from nasvit_hf.hub import export_subnet, push_folder_to_hub, resolve_named_archs
+from nasvit_hf.hub import export_subnet, named_subnet_from_arch, resolve_named_archs
+from nasvit_hf.hub.family import push_family, write_family_index
 from nasvit_hf.hub.subnets import check_export_target
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.search import (
@@ -47,8 +53,11 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 @dataclass
 class ExportOptions(ConfigMixin):
     supernet: str  # folder of a NASViT supernet
-    names: list[str]  # subnet names: a0..a5, b0..b2, table13-a1..a4
     output_dir: str  # one folder <prefix><name> per subnet is written here
+    names: list[str] = field(default_factory=list)  # subnet names: a0..a5, b0..b2, table13-a1..a4
+    arch_file: str | None = None  # a JSON arch (or a named.json entry) to export as --name
+    name: str | None = None  # the name of the --arch_file subnet (folder <prefix><name>)
+    no_recalibration: bool = False  # keep the supernet's shared BN statistics (no calibration; recorded in the card)
     search_dir: str | None = None  # search results folder (default: <output_dir>/search)
     license: str | None = None  # license of the source weights for the model cards (default: the supernet README's,
     # else 'unknown'; the reference checkpoint is cc-by-nc-4.0)
@@ -71,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> ExportOptions:
             SearchConfig.from_yaml(config_path, overrides)  # a bad config file fails before anything is loaded
         if options.push_to_hub and not options.hub_org:
             raise ConfigError("--push_to_hub needs --hub_org (the user or organisation to create the repos under).")
+        if bool(options.arch_file) != bool(options.name):
+            raise ConfigError(
+                "--arch_file and --name go together: the arch to export and the name to export it under."
+            )
+        if not options.names and not options.arch_file:
+            raise ConfigError("nothing to export: give --names and/or --arch_file with --name.")
     if options.hub_token:
         logger.warning(
             "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
@@ -105,18 +120,29 @@ def main(argv=None) -> list:
     names = [name.lower() for name in args.names]
     # Validate the names and the output folders before loading anything heavy.
     resolve_named_archs(names)
-    for name in names:
+    for name in names + ([args.name.lower()] if args.name else []):
         check_export_target(Path(args.output_dir) / f"{args.prefix}{name}", args.overwrite)
+    arch = None
+    if args.arch_file:
+        try:
+            arch = json.loads(Path(args.arch_file).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--arch_file {args.arch_file!r} does not exist.") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--arch_file {args.arch_file!r} is not JSON: {error}.") from None
     supernet = load_supernet(supernet_dir)
     config_path = Path(config_path) if config_path else default_config(supernet.config.search_space)
     config = SearchConfig.from_yaml(config_path, overrides).with_available_devices()
+    config.with_evaluation_data(supernet_dir, overrides)  # its held-out split; never its training images
+    custom = named_subnet_from_arch(args.name, arch, supernet.config, args.arch_file) if args.arch_file else None
     supernet.to(config.device)
     with torch_threads(config.num_threads):
-        return export(args, names, supernet, supernet_dir, config, config_path)
+        return export(args, names, supernet, supernet_dir, config, config_path, custom)
 
 
-def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path) -> list:
-    named = resolve_named_archs(names, supernet.config)
+def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path, custom=None) -> list:
+    extra = [custom] if custom is not None else []
+    named = resolve_named_archs(names, supernet.config) + extra
     processor = load_supernet_processor(supernet_dir)  # the supernet's evaluation protocol, carried by the exports
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None
@@ -137,10 +163,15 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             processor=processor,
         )
         searched = run.run(to_search)
-        named = resolve_named_archs(names, supernet.config, searched)
+        named = resolve_named_archs(names, supernet.config, searched) + extra
         data = run.data
     if data is None:
         data = load_evaluation_data(config.data, processor)
+        if data.num_labels != supernet.config.num_labels:
+            raise ConfigError(
+                f"the calibration/evaluation data ({data.description}) has {data.num_labels} classes, the supernet "
+                f"{supernet.config.num_labels}: name the data it was trained on (--data.dataset / --data.data_dir)."
+            )
     license = args.license or supernet_license(supernet_dir)
     if license == "unknown":
         logger.warning(
@@ -162,12 +193,23 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
                 latency_kwargs=config.latency.measure_kwargs(),
                 repo_id=repo_id,
                 overwrite=args.overwrite,
+                recalibrate=not args.no_recalibration,
             )
         )
-        if args.push_to_hub:
-            push_folder_to_hub(folder, repo_id, token=args.hub_token, private=True if args.hub_private else None)
     summary = [item.__dict__ for item in exported]
     atomic_write_text(Path(args.output_dir) / "exports.json", json.dumps(summary, indent=2) + "\n")
+    index = write_family_index(
+        exported, Path(args.output_dir), supernet=supernet_dir.resolve().name, hub_org=args.hub_org, prefix=args.prefix
+    )
+    if args.push_to_hub:  # every member, then the index that links them
+        push_family(
+            exported,
+            index,
+            args.hub_org,
+            prefix=args.prefix,
+            token=args.hub_token,
+            private=True if args.hub_private else None,
+        )
     print(f"{'name':<12}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  folder")
     for item in exported:
         print(

@@ -9,7 +9,9 @@ BN recalibration + top-1 of N sampled subnets on the held-out split → random-f
 Spearman rho on a validation half) → latency measurements and latency model (held-out error) → evolutionary search
 per budget → the winners' real accuracy and latency → Pareto fronts (pareto.json, pareto.png) and named.json.
 Every key of the search config (`nasvit_hf.search.SearchConfig`, listed by --help) can be overridden as
-`--key value`, nested ones with dots (`--latency.repeats 10`).
+`--key value`, nested ones with dots (`--latency.repeats 10`, `--data.dataset imagefolder --data.data_dir DIR`). A
+supernet trained with `holdout_per_class` is ranked on its held-out split (holdout.json, found beside it, or named
+with `--data.holdout`); ranking on the split the supernet was trained on is refused.
 """
 
 # No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
@@ -40,7 +42,8 @@ class SearchOptions(ConfigMixin):
     log_level: str = "INFO"
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[SearchOptions, SearchConfig, str]:
+def parse_args(argv: list[str] | None = None) -> tuple[SearchOptions, SearchConfig, str, dict]:
+    """(options, search config, its path, the command line's config overrides)."""
     with exit_on_user_error():
         options, overrides, path = parse_command_line(argv, SearchOptions, SearchConfig, __doc__)
         if path is None:
@@ -48,13 +51,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[SearchOptions, SearchConf
         if "seed" in overrides:  # one seed for the search and its data, unless the data's is given
             overrides.setdefault("data.seed", overrides["seed"])
         config = SearchConfig.from_yaml(path, overrides).with_available_devices()
-    return options, config, path
+    return options, config, path, overrides
 
 
 def main(argv: list[str] | None = None) -> dict:
-    options, config, config_path = parse_args(argv)
+    options, config, config_path, overrides = parse_args(argv)
     logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supernet_dir = Path(options.supernet)
+    config.with_evaluation_data(supernet_dir, overrides)  # its held-out split; never its training images
     with torch_threads(config.num_threads):
         supernet = load_supernet(supernet_dir, device=config.device)
         output_dir = Path(options.output_dir or supernet_dir / f"search_{Path(config_path).stem}")

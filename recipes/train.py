@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- build: data, model, teacher, optimiser, schedule, sandwich trainer
     splits = load_classification_splits(config)
+    if splits.holdout is not None and accelerator.is_main_process:
+        splits.holdout.save(config.output_dir)  # search and export find it beside the supernet (final/ too)
+        logger.info(f"held out {len(splits.holdout)} training images for search: {config.output_dir}/holdout.json")
     model = build_supernet(config, splits[2])
     space = model.config.search_space
     eval_archs = {"smallest": model.config.smallest_arch(), "largest": model.config.largest_arch()}
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if accelerator.is_main_process:
         if config.save_final_model:
             module = accelerator.unwrap_model(model)  # final/ = EMA (when kept) + processor, final/raw/ = raw weights
-            summary.update(save_final_supernets(config.output_dir, module, ema, data.eval_processor))
+            summary.update(save_final_supernets(config.output_dir, module, ema, data.eval_processor, splits.holdout))
         print(write_summary(config.output_dir, summary, validation), flush=True)
     accelerator.end_training()
     return summary

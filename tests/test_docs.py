@@ -169,7 +169,8 @@ def test_every_block_check_matches_a_block():
 
 def _script_flags(script: Path) -> set[str]:
     """The flags `script` accepts: its `add_argument("--x")` literals, the fields of its own options dataclass and of
-    the `...Config` dataclasses it imports from nasvit_hf (the `--key value` config overrides)."""
+    the `...Config` dataclasses it imports from nasvit_hf (the `--key value` config overrides), and the flags of the
+    `add_..._arguments(parser)` helpers it imports from nasvit_hf (shared argument groups)."""
     tree = ast.parse(script.read_text())
     flags: set[str] = {"help"}
     for node in ast.walk(tree):
@@ -190,6 +191,18 @@ def _script_flags(script: Path) -> set[str]:
             if any(alias.name == "parse_command_line" for alias in node.names):
                 flags.update({"config", "debug"})  # every recipe on the config system takes these
             for alias in node.names:
+                if alias.name.startswith("add_") and alias.name.endswith("_arguments"):
+                    import argparse
+
+                    parser = argparse.ArgumentParser(add_help=False)
+                    _resolve(f"{node.module}.{alias.name}")(parser)
+                    flags.update(
+                        option[2:].replace("-", "_")
+                        for action in parser._actions
+                        for option in action.option_strings
+                        if option.startswith("--")
+                    )
+                    continue
                 if not alias.name.endswith("Config"):
                     continue
                 obj = _resolve(f"{node.module}.{alias.name}")

@@ -155,6 +155,9 @@ def test_export_cli_pushes_through_hf_api(export_dir, toy_supernet_dir, search_d
         ("create_repo", "my-org/nasvit-a0"),
         ("repo_info", "my-org/nasvit-a0"),
         ("upload_folder", "my-org/nasvit-a0"),
+        ("create_repo", "my-org/nasvit-family"),  # then the family index linking the exported subnets
+        ("repo_info", "my-org/nasvit-family"),
+        ("upload_folder", "my-org/nasvit-family"),
     ]
     assert "private" not in api.calls[0][1]
     card = (export_dir / "pushed" / "nasvit-a0" / "README.md").read_text()

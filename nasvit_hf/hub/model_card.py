@@ -55,7 +55,7 @@ class SubnetCard:
     latency: dict[str, Any]  # a LatencyMeasurement.to_dict()
     accuracy: float
     evaluation: str  # what the accuracy was measured on
-    calibration: str  # how BN statistics were calibrated
+    calibration: str | None  # how BN statistics were calibrated (None: not recalibrated, `--no_recalibration`)
     provenance: str
     supernet: str
     license: str
@@ -63,7 +63,37 @@ class SubnetCard:
     budget: str | None = None
     paper_top1: float | None = None
     paper_macs_millions: float | None = None
+    table12: dict[str, Any] | None = None  # B-models: {a_model, a_/b_latency_ms, a_/b_accuracy, measurement, ...}
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the card's "Compared with its A-model" section shows (the search run's Table 12 record)."""
+    if not record:
+        return None
+    a_name = record["a_model"].upper()
+    measurement = record.get("measurement", {})
+    if record.get("same_arch_as_a"):
+        how = f"{title} has {a_name}'s architecture ({record.get('note', 'no faster candidate was found')}); timed once"
+    else:
+        how = (
+            f"Both were timed in the same session, in {measurement.get('rounds', '?')} alternating rounds of "
+            f"{measurement.get('repeats_per_round', '?')} runs (median of the round medians)"
+        )
+    return {
+        "a_name": a_name,
+        "how": how,
+        "batch_size": measurement.get("batch_size", 1),
+        "device": measurement.get("device", "cpu"),
+        "num_threads": measurement.get("num_threads", "?"),
+        "machine": measurement.get("machine", "the searching machine"),
+        "a_macs": f"{record['a_macs'] / 1e6:.2f}",
+        "b_macs": f"{record['b_macs'] / 1e6:.2f}",
+        "a_latency": f"{record['a_latency_ms']:.2f}",
+        "b_latency": f"{record['b_latency_ms']:.2f}",
+        "a_accuracy": f"{record['a_accuracy']:.2f}",
+        "b_accuracy": f"{record['b_accuracy']:.2f}",
+    }
 
 
 def _arch_table(arch: dict[str, Any]) -> str:
@@ -176,6 +206,7 @@ def build_model_card(card: SubnetCard) -> ModelCard:
         arch_table=_arch_table(card.arch),
         arch_json=json.dumps(card.arch),
         calibration=card.calibration,
+        table12=_table12_values(card.name.upper(), card.table12),
         repo=repo,
         deployment_section=model_card_section(repo, image_size=resolution).strip(),
         license_note=license_note,

@@ -56,6 +56,7 @@ def push_folder_to_hub(
     private: bool | None = None,
     commit_message: str | None = None,
     api=None,
+    require_config: bool = True,
 ) -> str:
     """Create `repo_id` (a model repo; no error when it exists) and upload `folder` to it. Returns the commit URL.
 
@@ -67,9 +68,10 @@ def push_folder_to_hub(
             refuses to upload unless the Hub reports the repo private (checked for existing repos too).
         api: defaults to `huggingface_hub.HfApi(token=token)`; pass another object with `create_repo`,
             `repo_info` and `upload_folder` to test without the network.
+        require_config: False for a folder that is not a model (the family index: a card and family.json).
     """
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
+    if require_config and not (folder / "config.json").is_file():
         raise ValueError(f"{str(folder)!r} is not an exported model folder (no config.json).")
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"repo_id must be '<user or org>/<name>', got {repo_id!r}.")

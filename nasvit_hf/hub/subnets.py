@@ -32,6 +32,7 @@ __all__ = [
     "NamedSubnet",
     "check_export_target",
     "export_subnet",
+    "named_subnet_from_arch",
     "resolve_named_archs",
 ]
 
@@ -48,6 +49,7 @@ class NamedSubnet:
     paper_top1: float | None = None
     paper_macs_millions: float | None = None
     budget: str | None = None
+    table12: dict[str, Any] | None = None  # B-models: measured against their A-model in the same search run
 
 
 @dataclass
@@ -60,6 +62,28 @@ class ExportedSubnet:
     accuracy: float
     latency_ms: float
     provenance: str
+    recalibrated: bool = True
+    table12: dict[str, Any] | None = None
+
+
+def named_subnet_from_arch(name: str, arch: Any, config, source: str) -> NamedSubnet:
+    """A custom-named subnet from an arch dict (e.g. the JSON of `--arch_file`), validated against the supernet's
+    search space (`config`); a ValueError names what does not fit."""
+    if not isinstance(arch, dict):
+        raise ValueError(
+            f"{source} must hold one arch as a JSON object with resolution, width, depth, kernel_size and "
+            f"expand_ratio, got {type(arch).__name__}."
+        )
+    if "arch" in arch and isinstance(arch["arch"], dict):  # a named.json / nasvit_export.json entry
+        arch = arch["arch"]
+    name = str(name).strip().lower()
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"subnet name {name!r} is not usable as a folder name: use letters, digits, - or _.")
+    try:
+        checked = config.validate_arch(arch)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"the arch in {source} does not fit this supernet's search space: {error}") from None
+    return NamedSubnet(name, checked, f"arch given in {source}")
 
 
 def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] | None = None) -> list[NamedSubnet]:
@@ -88,13 +112,16 @@ def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] 
         arch = (config.validate_arch(found["arch"]) if config is not None else found["arch"]) if found else None
         provenance = found["provenance"] if found else ""
         budget = None
+        table12 = found.get("table12") if found else None
         if found:
             spec = found["budget"]
             unit = "M MACs" if spec["metric"] == "macs" else "ms (predicted latency)"
             value = spec["value"] / 1e6 if spec["metric"] == "macs" else spec["value"]
             how = {k: v for k, v in spec.items() if k not in ("metric", "value", "unit", "name")}
             budget = f"{spec['metric']} <= {value:.4g} {unit} ({', '.join(f'{k}: {v}' for k, v in how.items())})"
-        resolved.append(NamedSubnet(entry.name, arch, provenance, entry.paper_top1, entry.paper_macs_millions, budget))
+        resolved.append(
+            NamedSubnet(entry.name, arch, provenance, entry.paper_top1, entry.paper_macs_millions, budget, table12)
+        )
     return resolved
 
 
@@ -124,6 +151,7 @@ def export_subnet(
     latency_kwargs: dict[str, Any] | None = None,
     repo_id: str | None = None,
     overwrite: bool = False,
+    recalibrate: bool = True,
 ) -> ExportedSubnet:
     """Extract `named.arch`, recalibrate its BN statistics on `data.calibration`, measure top-1 on
     `data.evaluation` and latency, and write a complete Hub folder at `output_dir` (safetensors weights, config with
@@ -132,15 +160,19 @@ def export_subnet(
     folder is checked before any work and replaced only once the new export is complete.
 
     The folder is meant to be pushed: `supernet_name` and the descriptions of the data keep only the last component
-    of any local path (`/home/me/runs/supernet` -> `supernet`)."""
+    of any local path (`/home/me/runs/supernet` -> `supernet`).
+
+    `recalibrate=False` keeps the supernet's shared BN statistics (no calibration images needed; `data.calibration`
+    is unused) and says so in the card: accuracy is usually far lower."""
     if named.arch is None:
         raise ValueError(f"{named.name} has no arch yet: search the supernet first (recipes/search.py).")
     check_export_target(output_dir, overwrite)
     arch = named.arch
     resolution = arch["resolution"]
     subnet = supernet.extract_subnet(arch)
-    batches = (pixels for pixels, _ in data.calibration.batches(resolution))
-    used = calibrate_batchnorm(subnet, batches, num_batches=data.calibration_batches)
+    if recalibrate:
+        batches = (pixels for pixels, _ in data.calibration.batches(resolution))
+        used = calibrate_batchnorm(subnet, batches, num_batches=data.calibration_batches)
     subnet.eval()
     accuracy = top1_accuracy(subnet, data.evaluation, resolution)
     latency = measure_latency(subnet, resolution, **(latency_kwargs or {}))
@@ -150,10 +182,13 @@ def export_subnet(
         subnet.config.label2id = {label: i for i, label in data.id2label.items()}
     macs = count_macs(subnet.config)
     params = count_parameters(subnet.config)
-    calibration = (
-        f"{used} batches of {data.calibration.batch_size} training images ({data.description.split(' (')[0]}, "
-        f"split used for calibration: {data.description.split('calibration: ')[-1].split(';')[0]})"
-    )
+    if recalibrate:
+        calibration = (
+            f"{used} batches of {data.calibration.batch_size} training images ({data.description.split(' (')[0]}, "
+            f"split used for calibration: {data.description.split('calibration: ')[-1].split(';')[0]})"
+        )
+    else:
+        calibration = None
     card = SubnetCard(
         name=named.name,
         repo_id=repo_id,
@@ -163,7 +198,7 @@ def export_subnet(
         latency=latency.to_dict(),
         accuracy=accuracy,
         evaluation=strip_local_paths(f"top-1 on {data.description}"),
-        calibration=strip_local_paths(calibration),
+        calibration=calibration and strip_local_paths(calibration),
         provenance=strip_local_paths(named.provenance),
         supernet=strip_local_paths(supernet_name),
         license=license,
@@ -171,6 +206,7 @@ def export_subnet(
         budget=named.budget and strip_local_paths(named.budget),
         paper_top1=named.paper_top1,
         paper_macs_millions=named.paper_macs_millions,
+        table12=named.table12,
     )
     target = Path(output_dir)
     with staging_folder(target, marker=EXPORT_MARKER, overwrite=overwrite) as temporary:
@@ -180,4 +216,15 @@ def export_subnet(
         atomic_write_text(temporary / "README.md", render_model_card(card))
         atomic_write_json(temporary / EXPORT_MARKER, {**asdict(card), "name": named.name, "nasvit_hf_export": 1})
     logger.info("exported %s to %s: %.2f M MACs, top-1 %.2f %%", named.name, target, macs / 1e6, accuracy)
-    return ExportedSubnet(named.name, str(target), arch, macs, params, accuracy, latency.median_ms, named.provenance)
+    return ExportedSubnet(
+        named.name,
+        str(target),
+        arch,
+        macs,
+        params,
+        accuracy,
+        latency.median_ms,
+        named.provenance,
+        recalibrate,
+        named.table12,
+    )

@@ -17,6 +17,7 @@ import json
 import math
 import numbers
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config_system import ConfigError, ConfigMixin, build_dataclass
@@ -134,6 +135,8 @@ class LatencyConfig:
     num_threads: int | None = 1
     num_archs: int = 64  # measured archs for the latency model
     holdout_fraction: float = 0.25  # of them, held out to report the model's error
+    table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.table12.compare_latency)
+    table12_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
 
     def __post_init__(self):
         self.batch_size = _check_count("latency.batch_size", self.batch_size, 1)
@@ -179,7 +182,7 @@ class LatencyConfig:
 @dataclass
 class SearchConfig(ConfigMixin):
     seed: int = 0
-    device: str = "cpu"  # where candidates are evaluated
+    device: str = "auto"  # where candidates are evaluated ("auto": cuda if present, else mps, else cpu)
     num_threads: int | None = None  # torch intra-op threads for evaluation (None: torch's default)
     data: DataConfig = field(default_factory=DataConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
@@ -264,6 +267,19 @@ class SearchConfig(ConfigMixin):
         self.latency.device = resolve_device(self.latency.device, "latency.device")
         return self
 
+    def with_evaluation_data(self, supernet_dir: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
+        """The config with `data` resolved for this supernet (`resolve_evaluation_data`): its held-out split when it
+        was trained with `holdout_per_class`, else the configured data, refused if it is the supernet's training
+        split. `overrides`: the command line's keys; `data.*` ones count as named explicitly (a `data.dataset`
+        without `data.data_dir` drops the config file's folder, which belongs to the config's dataset)."""
+        from .evaluation import resolve_evaluation_data
+
+        explicit = {key.split(".", 1)[1] for key in overrides or {} if key.startswith("data.")}
+        if "dataset" in explicit and "data_dir" not in explicit:
+            self.data.data_dir = None
+        self.data = resolve_evaluation_data(self.data, supernet_dir, explicit)
+        return self
+
     def budget(self, name: str) -> BudgetSpec:
         for budget in self.budgets:
             if budget.name == name.lower():
@@ -272,12 +288,16 @@ class SearchConfig(ConfigMixin):
 
 
 def resolve_device(name: str, key: str = "device") -> str:
-    """`name` if this machine has that torch device (`"auto"`: CUDA when present, else CPU); otherwise a ConfigError
-    that names the override to use (`--device cpu`)."""
+    """`name` if this machine has that torch device (None or `"auto"`: CUDA when present, else MPS, else CPU);
+    otherwise a ConfigError that names the override to use (`--device cpu`)."""
     import torch
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):

@@ -12,9 +12,12 @@ resolution). Supernet BN statistics are restored after each candidate, so evalua
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,7 @@ __all__ = [
     "evaluate_subnet",
     "load_evaluation_data",
     "preserved_batchnorm_statistics",
+    "resolve_evaluation_data",
     "top1_accuracy",
     "torch_threads",
 ]
@@ -42,11 +46,15 @@ logger = logging.getLogger(__name__)
 class DataConfig:
     """Where the calibration and ranking images come from.
 
-    `dataset`: "digits" (the bundled demo data), "imagefolder" (with `data_dir`), or any `datasets.load_dataset`
-    name or local path (`dataset_config` is its config name). `calibration_split` feeds BN recalibration (training
-    images), `evaluation_split` ranks subnets (held out of training). `max_evaluation_samples` caps the ranking split
-    (a seeded, class-stratified-by-shuffle subset), `calibration_batches * batch_size` images are drawn for
-    calibration.
+    `dataset`: "digits" / "mnist_5k" (the bundled demo data), "imagefolder" (with `data_dir`), or any
+    `datasets.load_dataset` name or local path (`dataset_config` is its config name). `calibration_split` feeds BN
+    recalibration (training images), `evaluation_split` ranks subnets (held out of training). `max_evaluation_samples`
+    caps the ranking split (a seeded, class-stratified-by-shuffle subset), `calibration_batches * batch_size` images
+    are drawn for calibration.
+
+    `holdout`: the `holdout.json` of a supernet trained with `holdout_per_class` (`resolve_evaluation_data` finds it
+    beside the supernet). With it the ranking images are exactly its held-out rows of the training split, the
+    calibration images are drawn from the other training rows, and `evaluation_split` is not used.
     """
 
     dataset: str = "digits"
@@ -61,6 +69,7 @@ class DataConfig:
     max_evaluation_samples: int | None = None
     seed: int = 0
     load_kwargs: dict[str, Any] = field(default_factory=dict)
+    holdout: str | None = None  # a holdout.json written by training (default: found beside the supernet)
 
     def __post_init__(self):
         if self.batch_size < 1 or self.calibration_batches < 1:
@@ -130,32 +139,59 @@ class EvaluationData:
 
 
 def _load_dataset_dict(config: DataConfig):
-    if config.dataset == "digits":
-        from ..data import load_digits_dataset
+    from ..data import BUNDLED_DATASETS, load_bundled_dataset
 
-        return load_digits_dataset(seed=config.seed)
+    if config.dataset in BUNDLED_DATASETS:
+        # The digits' splits are seeded with 0 as in training (`load_image_classification_splits`): another seed
+        # would move training images into the `search` split.
+        return load_bundled_dataset(config.dataset, seed=0)
     from datasets import load_dataset
 
     if config.dataset == "imagefolder":
         if not config.data_dir:
             raise ValueError("data.dataset 'imagefolder' needs data.data_dir (a folder of <split>/<class>/images).")
+        if not Path(config.data_dir).is_dir():
+            raise ValueError(f"data.data_dir {config.data_dir!r} is not a folder: name the image folder (--data_dir).")
         return load_dataset("imagefolder", data_dir=config.data_dir, **config.load_kwargs)
-    return load_dataset(config.dataset, config.dataset_config, data_dir=config.data_dir, **config.load_kwargs)
+    try:
+        return load_dataset(config.dataset, config.dataset_config, data_dir=config.data_dir, **config.load_kwargs)
+    except Exception as error:  # datasets raises many kinds (EmptyDatasetError, DatasetNotFoundError, ConnectionError)
+        raise ValueError(
+            f"cannot load dataset {config.dataset!r}"
+            + (f" (data_dir {config.data_dir!r})" if config.data_dir else "")
+            + f": {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} Name the data for "
+            "calibration and evaluation with --dataset / --data_dir."
+        ) from None
 
 
 def load_evaluation_data(config: DataConfig, processor: NASViTImageProcessor | None = None) -> EvaluationData:
     """The calibration and ranking images of `config` (seeded subsets), preprocessed by `processor` moved to each
     resolution (None: `NASViTImageProcessor.for_resolution`)."""
     splits = _load_dataset_dict(config)
-    for split in (config.calibration_split, config.evaluation_split):
+    needed = [config.calibration_split] + ([] if config.holdout else [config.evaluation_split])
+    for split in needed:
         if split not in splits:
-            raise ValueError(f"split {split!r} is not in dataset {config.dataset!r}; it has {sorted(splits)}.")
+            raise ValueError(
+                f"split {split!r} is not in dataset {config.dataset!r}; it has {sorted(splits)}. Name the splits "
+                "(--calibration_split / --evaluation_split), or train with holdout_per_class so that search finds "
+                "its held-out split."
+            )
     rng = np.random.default_rng(config.seed)
     calibration = splits[config.calibration_split]
+    if config.holdout:
+        from ..data.holdout import HoldoutSplit
+
+        holdout = HoldoutSplit.load(config.holdout)
+        evaluation, calibration = holdout.select(calibration)
+        evaluation_name = (
+            f"held out of {config.calibration_split!r} ({holdout.per_class} per class, seed {holdout.seed})"
+        )
+    else:
+        evaluation = splits[config.evaluation_split]
+        evaluation_name = f"split {config.evaluation_split!r}"
     wanted = config.calibration_batches * config.batch_size
     if len(calibration) > wanted:
         calibration = calibration.select(np.sort(rng.permutation(len(calibration))[:wanted]))
-    evaluation = splits[config.evaluation_split]
     if config.max_evaluation_samples is not None and len(evaluation) > config.max_evaluation_samples:
         evaluation = evaluation.select(np.sort(rng.permutation(len(evaluation))[: config.max_evaluation_samples]))
     feature = evaluation.features.get(config.label_column)
@@ -169,7 +205,7 @@ def load_evaluation_data(config: DataConfig, processor: NASViTImageProcessor | N
         num_labels=num_labels,
         id2label=id2label,
         description=f"{where} (calibration: {len(calibration)} images of split {config.calibration_split!r}; "
-        f"evaluation: {len(evaluation)} images of split {config.evaluation_split!r})",
+        f"evaluation: {len(evaluation)} images {evaluation_name})",
         calibration_batches=config.calibration_batches,
         processor=processor,
     )
@@ -225,3 +261,77 @@ def evaluate_subnet(
     finally:
         if previous is not None:
             model.set_active_subnet(previous)
+
+
+def _training_record(supernet_dir: Path) -> dict[str, Any] | None:
+    """The `training_config.json` that `recipes/train.py` writes beside the supernet's folder, if any."""
+    for candidate in (supernet_dir / "training_config.json", supernet_dir.parent / "training_config.json"):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def _same_data(dataset: str, data_dir: str | None, other_dataset: str | None, other_dir: str | None) -> bool:
+    if dataset != other_dataset:
+        return False
+    if dataset == "imagefolder" or data_dir or other_dir:
+        if not data_dir or not other_dir:
+            return dataset != "imagefolder"
+        return Path(data_dir).resolve() == Path(other_dir).resolve()
+    return True
+
+
+def resolve_evaluation_data(
+    data: DataConfig, supernet_dir: str | Path, explicit: set[str] | None = None
+) -> DataConfig:
+    """The data search/export use for a supernet: its held-out split when it was trained with `holdout_per_class`
+    (found beside it: `nasvit_hf.data.find_holdout`), else `data` as configured, checked against the training
+    record (`training_config.json`) so that subnets are never ranked on images the supernet was trained on.
+
+    `explicit`: the `data` fields the user named on the command line; a held-out split replaces the configured data
+    source, except a `data_dir` given explicitly (the same images, moved: the held-out files are checked).
+    A ValueError says what is wrong and what to do."""
+    from ..data.holdout import HoldoutSplit, find_holdout
+
+    explicit = set(explicit or ())
+    supernet_dir = Path(supernet_dir)
+    found = None if data.holdout else find_holdout(supernet_dir)
+    if data.holdout or (found is not None and "evaluation_split" not in explicit):
+        path = Path(data.holdout or found)
+        holdout = HoldoutSplit.load(path)
+        source = holdout.source
+        data_dir = data.data_dir if "data_dir" in explicit else source.get("data_dir")
+        resolved = dataclasses.replace(
+            data,
+            dataset=source.get("dataset", data.dataset),
+            dataset_config=source.get("dataset_config"),
+            data_dir=data_dir,
+            calibration_split=source.get("split", data.calibration_split),
+            image_column=holdout.image_column,
+            label_column=holdout.label_column,
+            holdout=str(path),
+        )
+        logger.info(
+            "ranking subnets on the held-out split of %s (%d images, %s)", source.get("dataset"), len(holdout), path
+        )
+        return resolved
+    record = _training_record(supernet_dir)
+    if record is not None and record.get("train_split"):
+        trained = _same_data(data.dataset, data.data_dir, record.get("dataset"), record.get("data_dir"))
+        if trained and data.evaluation_split == record["train_split"]:
+            raise ValueError(
+                f"the supernet was trained on split {record['train_split']!r} of {data.dataset!r}: ranking subnets on "
+                "it would measure training images. Name a split held out of training (--data.evaluation_split), or "
+                "retrain with holdout_per_class so that search finds its held-out split."
+            )
+    elif record is None:
+        logger.warning(
+            "no training record beside %s: cannot check that split %r of %s was held out of its training",
+            supernet_dir,
+            data.evaluation_split,
+            data.dataset,
+        )
+    return data

@@ -21,7 +21,7 @@ from ..macs import count_macs, count_parameters
 from ..models.configuration_nasvit import NASViTConfig
 from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..models.modeling_nasvit import NASViTForImageClassification
-from .config import BudgetSpec, SearchConfig
+from .config import BudgetSpec, SearchConfig, resolve_device
 from .efficiency import MacsEfficiency, latency_features
 from .encoding import ArchEncoder
 from .evaluation import EvaluationData, evaluate_subnet, load_evaluation_data
@@ -239,7 +239,7 @@ class SearchRun:
         if pending:
             logger.info("evaluating %d of %d sampled subnets (%d done)", len(pending), len(archs), len(done))
         pending.sort(key=lambda i: archs[i]["resolution"])  # one preprocessing per resolution
-        device = self.config.device
+        device = resolve_device(self.config.device)
         self.supernet.to(device)
         start = time.perf_counter()
         for count, index in enumerate(pending):
@@ -386,7 +386,11 @@ class SearchRun:
             self.encoder, predictor.predict, efficiency, value, self.config.evolution, rng, anchor=anchor
         )
         seconds = time.perf_counter() - start
-        arch = self.encoder.decode(result.genes)
+        genes, family_note = self._family_member(budget, result, named)
+        table12 = None
+        if budget.latency_of is not None:
+            genes, table12 = self._no_slower_than(budget, result, named[budget.latency_of], genes)
+        arch = self.encoder.decode(genes)
         record = self._evaluate(arch, kind=f"searched:{budget.name}")
         measurement = self.measure(arch)
         entry = {
@@ -401,11 +405,11 @@ class SearchRun:
             },
             "macs": record["macs"],
             "params": record["params"],
-            "predicted_accuracy": result.predicted_accuracy,
+            "predicted_accuracy": float(predictor.predict(self.encoder.features(genes[None]))[0]),
             "accuracy": record["accuracy"],
             "latency_ms": measurement["median_ms"],
             "latency_measurement": measurement,
-            "predicted_latency_ms": float(latency(result.genes[None])[0]),
+            "predicted_latency_ms": float(latency(genes[None])[0]),
             "evolution": {
                 **result.summary(),
                 "seconds": seconds,
@@ -419,6 +423,19 @@ class SearchRun:
             "evaluation": self.data.description,
             "calibration_batches": self.data.calibration_batches,
         }
+        if family_note:
+            entry["family"] = family_note
+        if table12 is not None:
+            reference = named[budget.latency_of]
+            table12.update(
+                {
+                    "a_accuracy": reference["accuracy"],
+                    "b_accuracy": record["accuracy"],
+                    "a_macs": reference["macs"],
+                    "b_macs": record["macs"],
+                }
+            )
+            entry["table12"] = table12
         logger.info(
             "%s: %.2f M MACs, %.2f ms, top-1 %.2f %% (predicted %.2f %%)",
             budget.name,
@@ -428,6 +445,96 @@ class SearchRun:
             entry["predicted_accuracy"],
         )
         return entry
+
+    def _family_member(self, budget: BudgetSpec, result, named: dict[str, Any]) -> tuple[np.ndarray, str | None]:
+        """A MACs-budget winner that costs more MACs than every smaller-budget name already searched (A0 < A1 < ...
+        strictly): the best-predicted runner-up of the final population that does, else the winner itself."""
+        if budget.metric != "macs":
+            return result.genes, None
+        value = self.resolve_macs_budget(budget)
+        smaller = [
+            entry["macs"]
+            for other in self.config.budgets
+            if other.metric == "macs"
+            and other.name != budget.name
+            and other.name in named
+            and self.resolve_macs_budget(other) < value
+            for entry in [named[other.name]]
+        ]
+        if not smaller:
+            return result.genes, None
+        floor = max(smaller)
+        macs = self.macs(result.final_population)
+        for index, (genes, cost) in enumerate(zip(result.final_population, macs)):
+            if cost > floor:
+                if index == 0:  # the winner itself
+                    return genes, None
+                return genes, (
+                    f"the best predicted arch costs no more MACs than a smaller budget's ({floor / 1e6:.3f} M): the "
+                    "best runner-up above that was taken, so that the family grows strictly in MACs"
+                )
+        logger.warning(
+            "%s: no arch of the final population exceeds %.3f M MACs; the family is not strict",
+            budget.name,
+            floor / 1e6,
+        )
+        return result.genes, f"no arch within the budget found above the smaller budget's {floor / 1e6:.3f} M MACs"
+
+    def _no_slower_than(self, budget: BudgetSpec, result, reference: dict[str, Any], first: np.ndarray):
+        """Walk the B-candidates (best predicted first) and keep the first whose extracted subnet is measured no
+        slower than the reference A-model in an interleaved comparison (`compare_latency`); A's own arch is the
+        fallback. Returns (genes, Table 12 record)."""
+        from .table12 import compare_latency
+
+        settings = self.config.latency
+        kwargs = settings.measure_kwargs()
+        reference_genes = self.encoder.encode(reference["arch"])
+        reference_model = self.supernet.extract_subnet(reference["arch"])
+        candidates = [first] + [g for g in result.final_population if not np.array_equal(g, first)]
+        checked = []
+        for genes in candidates[: settings.table12_candidates]:
+            if np.array_equal(genes, reference_genes):
+                break
+            arch = self.encoder.decode(genes)
+            paired = compare_latency(
+                reference_model,
+                reference["arch"]["resolution"],
+                self.supernet.extract_subnet(arch),
+                arch["resolution"],
+                rounds=settings.table12_rounds,
+                device=kwargs["device"],
+                batch_size=kwargs["batch_size"],
+                warmup=kwargs["warmup"],
+                repeats=kwargs["repeats"],
+                num_threads=kwargs["num_threads"],
+            )
+            checked.append({"arch": arch, "a_ms": paired.first_ms, "b_ms": paired.second_ms})
+            if paired.second_no_slower:
+                return genes, {
+                    "a_model": budget.latency_of,
+                    "same_arch_as_a": False,
+                    "a_latency_ms": paired.first_ms,
+                    "b_latency_ms": paired.second_ms,
+                    "measurement": paired.to_dict(),
+                    "candidates_checked": len(checked),
+                }
+        # A's arch: no slower than itself by definition; timed once for the record.
+        from .latency import measure_latency
+
+        timing = measure_latency(reference_model, reference["arch"]["resolution"], **kwargs)
+        from .table12 import machine_description
+
+        return reference_genes, {
+            "a_model": budget.latency_of,
+            "same_arch_as_a": True,
+            "a_latency_ms": timing.median_ms,
+            "b_latency_ms": timing.median_ms,
+            "measurement": {**timing.to_dict(), "machine": machine_description()},
+            "candidates_checked": len(checked),
+            "rejected": checked,
+            "note": f"no better-predicted candidate within the latency model's budget was measured no slower than "
+            f"{budget.latency_of.upper()}: {budget.name.upper()} is {budget.latency_of.upper()}'s arch",
+        }
 
     # ---------------------------------------------------------------------------------------------------------------
     def run(self, names: list[str] | None = None) -> dict[str, Any]:

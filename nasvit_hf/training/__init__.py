@@ -5,7 +5,13 @@
 
 from .augment import build_batch_mixing, build_eval_transform, build_train_transform
 from .config import TrainingConfig, parse_overrides
-from .data import ImageClassificationDataset, collate_image_batch, load_image_classification_splits
+from .data import (
+    ImageClassificationDataset,
+    TrainingSplits,
+    collate_image_batch,
+    load_image_classification_splits,
+    load_training_splits,
+)
 from .ema import ModelEMA
 from .gradients import all_reduce_gradients, combine_gradients, conflict_ratio, gradient_cosines
 from .losses import (
@@ -46,6 +52,8 @@ __all__ = [
     "gradient_cosines",
     "kl_distillation",
     "load_image_classification_splits",
+    "load_training_splits",
+    "TrainingSplits",
     "parse_overrides",
     "sample_arch",
     "set_regularization",

@@ -22,7 +22,7 @@ from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..utils.io import atomic_write_json, staging_folder
 from .augment import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainingConfig
-from .data import ImageClassificationDataset, collate_image_batch, load_image_classification_splits
+from .data import ImageClassificationDataset, TrainingSplits, collate_image_batch, load_training_splits
 from .pipeline import build_eval_processor, build_target_transform, build_training_transform
 from .schedule import build_lr_scheduler
 from .teachers import TeacherEnsemble, load_teacher_ensemble
@@ -114,7 +114,7 @@ def build_classification_data(
     """Training loader (augmented with the config's `data_pipeline`, seeded), the evaluation processor
     (`eval_crop_mode` at `max_resolution`) and a cached factory of per-resolution calibration / validation loaders
     (`prepare`, e.g. `accelerator.prepare`, is applied to each validation loader)."""
-    train_split, validation_split, label_names = splits
+    train_split, validation_split, label_names = splits[:3]
     train_transform = build_training_transform(
         config.data_pipeline,
         image_size,
@@ -187,9 +187,11 @@ def build_classification_data(
     )
 
 
-def load_classification_splits(config: TrainingConfig) -> tuple:
-    """(train split, validation split or None, label names) of the config's dataset."""
-    return load_image_classification_splits(
+def load_classification_splits(config: TrainingConfig) -> TrainingSplits:
+    """(train split, validation split or None, label names, held-out split or None, its rows) of the config's
+    dataset: with `holdout_per_class`, a class-balanced, seeded split is carved out of the training images and
+    excluded from training (`nasvit_hf.data.carve_holdout`; save it beside the supernet for search and export)."""
+    return load_training_splits(
         config.dataset,
         config.train_split,
         config.validation_split,
@@ -199,6 +201,8 @@ def load_classification_splits(config: TrainingConfig) -> tuple:
         config.data_dir,
         config.max_train_samples,
         config.max_eval_samples,
+        holdout_per_class=config.holdout_per_class,
+        holdout_seed=config.seed if config.holdout_seed is None else config.holdout_seed,
     )
 
 
@@ -413,11 +417,17 @@ def check_nonfinite_limit(state: Any, output: Any, max_consecutive: int) -> None
 
 
 def save_final_supernets(
-    output_dir: str | Path, model: nn.Module, ema: Any = None, processor: NASViTImageProcessor | None = None
+    output_dir: str | Path,
+    model: nn.Module,
+    ema: Any = None,
+    processor: NASViTImageProcessor | None = None,
+    holdout: Any = None,
 ) -> dict[str, str]:
     """Save the trained supernet with the largest subnet active: `final/` holds what validation evaluated — the EMA
     weights when an EMA is kept — with `processor` (the evaluation protocol, at the largest resolution), and
-    `final/raw/` the raw weights beside it (only with an EMA). Written into a staging folder: complete or absent."""
+    `final/raw/` the raw weights beside it (only with an EMA). Written into a staging folder: complete or absent.
+    `holdout` (a `nasvit_hf.data.HoldoutSplit`, when training carved one out) is saved as `final/holdout.json`: search
+    and export find it beside the supernet (or the folder above, for `final/raw/`)."""
     evaluated = ema.module if ema is not None else model
     final = Path(output_dir) / "final"
     with staging_folder(final) as temporary:
@@ -432,6 +442,8 @@ def save_final_supernets(
             if processor is not None:
                 processor.at_resolution(supernet.config.arch["resolution"]).save_pretrained(folder)
             supernet.save_pretrained(folder)
+        if holdout is not None:
+            holdout.save(temporary)
     saved = {"final_model": str(final)}
     if ema is not None:
         saved["raw_model"] = str(final / "raw")

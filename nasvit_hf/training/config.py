@@ -39,6 +39,8 @@ class TrainingConfig(ConfigMixin):
     image_size: int | None = None  # the dataloader's size; default: the space's largest resolution
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    holdout_per_class: int | None = None  # images per class held out of training for search (holdout.json)
+    holdout_seed: int | None = None  # default: seed
     num_workers: int = 0
     # ---- augmentation (Table 5; defaults = the paper's weak recipe through torchvision)
     data_pipeline: str = "torchvision"  # "torchvision" (the n/m knobs below) | "timm" (the reference's: auto_augment)
@@ -161,7 +163,14 @@ class TrainingConfig(ConfigMixin):
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"config {name} must be >= 1, got {getattr(self, name)}.")
-        for name in ["max_steps", "checkpointing_steps", "max_train_samples", "max_eval_samples", "image_size"]:
+        for name in [
+            "max_steps",
+            "checkpointing_steps",
+            "max_train_samples",
+            "max_eval_samples",
+            "image_size",
+            "holdout_per_class",
+        ]:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"config {name} must be >= 1 or null, got {value}.")

