@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 
 
-def write_imagenet_folder(root: Path, per_class_train: int = 4, per_class_val: int = 2) -> Path:
+def write_imagenet_folder(root: Path, per_class_train: int = 7, per_class_val: int = 2) -> Path:
+    # 7 training images per class: the ImageNet config holds 5 of each class out for search (holdout_per_class).
     rng = np.random.default_rng(0)
     for split, count in (("train", per_class_train), ("val", per_class_val)):
         for index, wnid in enumerate(WNIDS):
