@@ -131,9 +131,7 @@ def test_find_local_paths_ignores_urls_and_relative_paths(tmp_path):
 def test_command_line_token_warns(caplog):
     export = load_recipe("export")
     with caplog.at_level(logging.WARNING):
-        options = export.parse_args(["--supernet", "s", "--names", "a0", "--output_dir", "o", "--hub_token", "hf_x"])[
-            0
-        ]
+        options = export.parse_args(["--supernet", "s", "--names", "a0", "--output_dir", "o", "--hub_token", "hf_x"])
     assert options.hub_token == "hf_x"
     assert "HF_TOKEN" in caplog.text and "huggingface-cli login" in caplog.text
 
