@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     setup_logging()
     check_distributed_type(accelerator)
-    run = start_run_from_config(config, "classification", accelerator.is_main_process)
+    run = start_run_from_config(config, "classification", accelerator.is_main_process, accelerator.wait_for_everyone)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     set_seed(config.seed, deterministic=config.deterministic)

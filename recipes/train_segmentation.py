@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     setup_logging(accelerator.is_main_process)
-    run = start_run_from_config(config, "segmentation", accelerator.is_main_process)
+    run = start_run_from_config(config, "segmentation", accelerator.is_main_process, accelerator.wait_for_everyone)
     set_seed(config.seed)
 
     # ---- build: data, model, optimiser (decode head at head_learning_rate_multiplier x), schedule

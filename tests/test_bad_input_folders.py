@@ -109,3 +109,43 @@ def test_recipes_refuse_a_folder_with_an_earlier_run_before_loading_anything(rec
     assert "Traceback" not in result.stderr
     assert [step for step, _ in list_checkpoints(tmp_path)] == [40]
     assert (tmp_path / "train_log.jsonl").read_text() == '{"step": 40}\n' and (tmp_path / "final").is_dir()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_every_process_checks_the_folder_before_the_main_process_claims_it(tmp_path, overwrite):
+    """Data-parallel runs: with the barrier, a slow non-main process still sees the folder as it was (no "holds an
+    earlier training run" from the main process's fresh marker) and adopts the main process's run id."""
+    import threading
+    import time
+
+    if overwrite:
+        _earlier_run(tmp_path)
+    barrier = threading.Barrier(2, timeout=30)
+    runs, errors = {}, []
+
+    def process(is_main: bool, delay: float) -> None:
+        time.sleep(delay)
+        try:
+            runs[is_main] = start_run(
+                tmp_path,
+                {"learning_rate": 0.1},
+                kind="classification",
+                resume_from_checkpoint=None,
+                overwrite_output_dir=overwrite,
+                safe_keys=SAFE,
+                is_main_process=is_main,
+                barrier=barrier.wait,
+            )
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=process, args=(True, 0.0)), threading.Thread(target=process, args=(False, 0.3))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    marker = json.loads((tmp_path / RUN_MARKER).read_text())
+    assert runs[True].run_id == runs[False].run_id == marker["run_id"] != "old"
+    assert (tmp_path / "my_notes.txt").exists() == overwrite  # overwrite removes only the run's own files

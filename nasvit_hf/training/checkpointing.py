@@ -28,6 +28,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,7 +234,9 @@ def _remove_run(folder: Path) -> None:
             path.unlink()
 
 
-def start_run_from_config(config: Any, kind: str, is_main_process: bool = True) -> TrainingRun:
+def start_run_from_config(
+    config: Any, kind: str, is_main_process: bool = True, barrier: Callable[[], None] | None = None
+) -> TrainingRun:
     """`start_run` with a training config's `output_dir`, `resume_from_checkpoint`, `overwrite_output_dir` and its
     class's `RESUME_SAFE_KEYS` / `RESUME_GROWABLE_KEYS`."""
     return start_run(
@@ -245,6 +248,7 @@ def start_run_from_config(config: Any, kind: str, is_main_process: bool = True) 
         safe_keys=type(config).RESUME_SAFE_KEYS,
         growable_keys=type(config).RESUME_GROWABLE_KEYS,
         is_main_process=is_main_process,
+        barrier=barrier,
     )
 
 
@@ -258,13 +262,19 @@ def start_run(
     safe_keys: frozenset[str],
     growable_keys: frozenset[str] = frozenset(),
     is_main_process: bool = True,
+    barrier: Callable[[], None] | None = None,
 ) -> TrainingRun:
     """Check the output folder and the resume point, then claim the folder (main process only).
 
     Fresh run: a folder holding another run fails unless `overwrite_output_dir` (which removes the old run's files
     first); the run marker and `training_config.json` are written. Resume: the checkpoint (`"latest"` = the newest
     under `output_dir`) must exist; its recorded config is compared with `config` (`ResumeConfigError` for unsafe
-    changes); safe changes are appended to `config_history.jsonl`. Every check runs before anything is written."""
+    changes); safe changes are appended to `config_history.jsonl`. Every check runs before anything is written.
+
+    With several processes, every process calls this with `barrier` (e.g. `accelerator.wait_for_everyone`): all of
+    them check the folder before the main process writes to it, and the others then read the run id it wrote, so
+    they all agree on one run."""
+    sync = barrier if barrier is not None else (lambda: None)
     folder = Path(output_dir)
     existing = _holds_run(folder)
     if resume_from_checkpoint and overwrite_output_dir:
@@ -280,6 +290,7 @@ def start_run(
                 "another --output_dir."
             )
         run = TrainingRun(folder, uuid.uuid4().hex)
+        sync()  # every process has checked the folder before the main process changes it
         if is_main_process:
             if existing:
                 logger.warning(
@@ -289,6 +300,9 @@ def start_run(
             make_dir(folder)
             atomic_write_json(folder / RUN_MARKER, {"run_id": run.run_id, "kind": kind, "started": time.time()})
             atomic_write_json(folder / "training_config.json", config)
+        sync()
+        if not is_main_process and barrier is not None:
+            run = TrainingRun(folder, _run_id_of(folder) or run.run_id)
         return run
 
     path = Path(resume_from_checkpoint)
@@ -320,6 +334,7 @@ def start_run(
     else:
         logger.warning("checkpoint %s records no config (an older version wrote it): the config is not checked", path)
     run = TrainingRun(folder, run_id, path, changes)
+    sync()
     if is_main_process:
         make_dir(folder)
         if folder_run is None:
@@ -331,4 +346,5 @@ def start_run(
             history = folder / CONFIG_HISTORY
             previous = history.read_text(encoding="utf-8") if history.exists() else ""
             atomic_write_text(history, previous + json.dumps(entry) + "\n")
+    sync()
     return run
