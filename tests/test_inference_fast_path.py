@@ -250,3 +250,57 @@ def test_plan_follows_a_dtype_change(random_tiny_model):
     plain, fast = plain_and_fast(random_tiny_model, pixel_values.double())
     assert fast.logits.dtype == torch.float64
     torch.testing.assert_close(fast.logits, plain.logits, atol=1e-10, rtol=0)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="packed weights need oneDNN")
+def test_packed_weights_match_the_modules_at_every_batch_size(random_tiny_model, monkeypatch):
+    """Small batches run on weights packed once per input shape (oneDNN convolution layout, MKL GEMM format); larger
+    ones on the plain weights; beyond the per-weight shape limit the plain weights serve. All match the modules."""
+    from nasvit_hf.models import inference_nasvit
+
+    arch = random_tiny_model.sample_max_subnet()
+    monkeypatch.setattr(inference_nasvit, "_PACK_MAX_SHAPES", 2)
+    plan = None
+    for batch_size in (1, 2, 3, 1, 6):  # 3: a third small shape, over the limit of 2; 6: above _PACK_MAX_BATCH
+        pixel_values = torch.randn(batch_size, 3, arch["resolution"], arch["resolution"])
+        assert_same_outputs(*plain_and_fast(random_tiny_model, pixel_values, output_hidden_states=True))
+        if plan is not None:
+            assert random_tiny_model.nasvit._inference_cache.plan is plan  # one plan serves every batch size
+        plan = random_tiny_model.nasvit._inference_cache.plan
+    packables = list(_iter_packables(plan))
+    convs = [p for p in packables if isinstance(p, inference_nasvit._Conv)]
+    linears = [p for p in packables if isinstance(p, inference_nasvit._Linear)]
+    assert convs and linears, "the tiny max subnet has MBConv and transformer layers"
+    assert all(len(conv._packed) == 2 for conv in convs), "each convolution: packed for batch 1 and 2, not 3 or 6"
+    if inference_nasvit._mkl_packing_available():
+        assert all(len(linear._packed) == 2 for linear in linears)
+
+
+def _iter_packables(plan):
+    from nasvit_hf.models.inference_nasvit import _MBConv, _TransformerLayer
+
+    yield plan.stem
+    yield plan.final_expand
+    for stage in plan.stages:
+        for block in [stage.first, *stage.blocks]:
+            if isinstance(block, _MBConv):
+                yield from (conv for conv in (block.expansion, block.depthwise, block.projection) if conv is not None)
+            elif isinstance(block, _TransformerLayer):
+                yield from (block.qkv, block.value_conv, block.proj)
+                for fc1, fc2 in block.mlp:
+                    yield from (fc1, fc2)
+
+
+def test_a_model_with_a_built_plan_can_be_copied_and_pickled(random_tiny_model):
+    """Packed oneDNN/MKL weights cannot be copied: a copy (deepcopy, pickle) starts with no plan and builds its own."""
+    import copy
+    import pickle
+
+    arch = random_tiny_model.sample_max_subnet()
+    pixel_values = torch.randn(1, 3, arch["resolution"], arch["resolution"])
+    _, fast = plain_and_fast(random_tiny_model, pixel_values)
+    for clone in (copy.deepcopy(random_tiny_model), pickle.loads(pickle.dumps(random_tiny_model))):
+        assert clone.nasvit._inference_cache.plan is None
+        with torch.no_grad():
+            torch.testing.assert_close(clone(pixel_values).logits, fast.logits, atol=0, rtol=0)
+        assert clone.nasvit._inference_cache.plan is not None

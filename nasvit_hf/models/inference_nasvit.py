@@ -6,6 +6,9 @@ they were made from changes (see `NASViTInferenceCache`):
 
 - every convolution + BatchNorm is one convolution with the BN folded into its weight and bias (running statistics:
   eval mode only), and its swish runs fused in the oneDNN kernel on CPU (`mkldnn._convolution_pointwise`);
+- at small batches (up to 4) on CPU, convolution weights are packed once per input shape into oneDNN's blocked
+  layout and the transformer layers' linear weights into MKL's packed GEMM format (`mkl._mkl_linear`), so no call
+  re-packs them: at batch 1 that re-packing was about a third of the forward's time;
 - activations stay in channels_last memory (the layout oneDNN's convolutions and a transformer stage's tokens share,
   so the stage's (B, C, H, W) ↔ (B, H·W, C) conversions are free views);
 - in a transformer layer the token norms' affine parameters are folded into the linear layer that follows, q, k and
@@ -34,10 +37,19 @@ __all__ = ["NASViTInferenceCache", "NASViTInferencePlan"]
 
 # Below this many tokens·batch rows, MKL's GEMM + a separate swish beats oneDNN's fused linear + swish.
 _FUSED_LINEAR_MIN_ROWS = 1024
+# Batch sizes up to this get convolution weights pre-packed into oneDNN's blocked layout for their input shape (and
+# linear weights into MKL's packed GEMM format for their row count), once per shape: at small batches re-packing the
+# weights on every call is a large share of a convolution's time. At most this many shapes are packed per weight.
+_PACK_MAX_BATCH = 4
+_PACK_MAX_SHAPES = 4
 
 
 def _mkldnn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _mkl_packing_available() -> bool:
+    return torch._C.has_mkl and hasattr(torch.ops.mkl, "_mkl_linear")
 
 
 def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -60,7 +72,7 @@ def _fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, norm, chann
 class _Conv:
     """A convolution (BN folded in) with an optional fused activation ("silu" or None)."""
 
-    __slots__ = ("weight", "bias", "stride", "padding", "groups", "activation", "_mkldnn_args")
+    __slots__ = ("weight", "bias", "stride", "padding", "groups", "activation", "_mkldnn_args", "_packed")
 
     def __init__(self, weight, bias, stride: int, padding: int, groups: int, activation: str | None):
         self.weight, self.bias = weight, bias
@@ -74,12 +86,51 @@ class _Conv:
             [],
             "",
         )
+        self._packed: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def _weight_for(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The weight in oneDNN's layout for this input shape (packed on first use), or the plain weight."""
+        if hidden_states.shape[0] > _PACK_MAX_BATCH:
+            return self.weight
+        shape = tuple(hidden_states.shape)
+        packed = self._packed.get(shape)
+        if packed is None:
+            if len(self._packed) >= _PACK_MAX_SHAPES:
+                return self.weight
+            padding, stride, dilation = self._mkldnn_args[:3]
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, padding, stride, dilation, self.groups, list(shape)
+            )
+            self._packed[shape] = packed
+        return packed
 
     def __call__(self, hidden_states: torch.Tensor, fused: bool) -> torch.Tensor:
         if fused:
-            return torch.ops.mkldnn._convolution_pointwise(hidden_states, self.weight, self.bias, *self._mkldnn_args)
+            weight = self._weight_for(hidden_states)
+            return torch.ops.mkldnn._convolution_pointwise(hidden_states, weight, self.bias, *self._mkldnn_args)
         hidden_states = F.conv2d(hidden_states, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
         return F.silu(hidden_states, inplace=True) if self.activation == "silu" else hidden_states
+
+
+class _Linear:
+    """A linear layer; at small batches on CPU its weight is packed once per row count into MKL's GEMM format."""
+
+    __slots__ = ("weight", "bias", "_packed")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight, self.bias = weight, bias
+        self._packed: dict[int, torch.Tensor] = {}
+
+    def __call__(self, hidden_states: torch.Tensor, pack: bool) -> torch.Tensor:
+        if pack and hidden_states.shape[0] <= _PACK_MAX_BATCH:
+            rows = hidden_states.numel() // hidden_states.shape[-1]
+            packed = self._packed.get(rows)
+            if packed is None and len(self._packed) < _PACK_MAX_SHAPES:
+                packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight.contiguous(), rows)
+                self._packed[rows] = packed
+            if packed is not None:
+                return torch.ops.mkl._mkl_linear(hidden_states, packed, self.weight, self.bias, rows)
+        return F.linear(hidden_states, self.weight, self.bias)
 
 
 @dataclass
@@ -95,8 +146,7 @@ class _MBConv:
 @dataclass
 class _TransformerLayer:
     eps: float
-    qkv_weight: torch.Tensor
-    qkv_bias: torch.Tensor
+    qkv: _Linear
     channels: int
     heads: int
     head_dim: int
@@ -105,9 +155,8 @@ class _TransformerLayer:
     talking_pre_bias: torch.Tensor  # (1, heads, L·L): b + W·relative_position_bias
     talking_post_weight: torch.Tensor
     talking_post_bias: torch.Tensor
-    proj_weight: torch.Tensor
-    proj_bias: torch.Tensor
-    mlp: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], ...]  # (mlp2, mlp1) in run order
+    proj: _Linear
+    mlp: tuple[tuple[_Linear, _Linear], ...]  # (fc1, fc2) of mlp2, then of mlp1: the run order
 
 
 @dataclass
@@ -209,11 +258,10 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
         hidden = layer.active_mlp_ratio * channels  # the MLP ratio (paper space); 1 in the reference space
         fc1 = _norm_then_linear(mlp_norm, mlp_module.fc1, channels, hidden)
         fc2 = _output_linear(mlp_module.fc2, hidden, channels, scale_mlp)
-        mlp.append((*fc1, *fc2))
+        mlp.append((_Linear(*fc1), _Linear(*fc2)))
     return _TransformerLayer(
         eps=norm.eps,
-        qkv_weight=torch.cat([query[0], key[0], value[0]]),
-        qkv_bias=torch.cat([query[1], key[1], value[1]]),
+        qkv=_Linear(torch.cat([query[0], key[0], value[0]]), torch.cat([query[1], key[1], value[1]])),
         channels=channels,
         heads=heads,
         head_dim=attention.head_dim,
@@ -222,16 +270,15 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
         talking_pre_bias=pre_bias.unsqueeze(0),
         talking_post_weight=post_weight,
         talking_post_bias=post.bias[:heads].view(1, heads, 1),
-        proj_weight=_output_linear(attention.proj, value_channels, channels, scale_attn)[0],
-        proj_bias=_output_linear(attention.proj, value_channels, channels, scale_attn)[1],
+        proj=_Linear(*_output_linear(attention.proj, value_channels, channels, scale_attn)),
         mlp=tuple(mlp),
     )
 
 
-def _linear_silu(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fused: bool) -> torch.Tensor:
+def _linear_silu(hidden_states: torch.Tensor, linear: _Linear, fused: bool, pack: bool) -> torch.Tensor:
     if fused and hidden_states.shape[0] * hidden_states.shape[1] >= _FUSED_LINEAR_MIN_ROWS:
-        return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, bias, "swish", [], "")
-    return F.silu(F.linear(hidden_states, weight, bias), inplace=True)
+        return torch.ops.mkldnn._linear_pointwise(hidden_states, linear.weight, linear.bias, "swish", [], "")
+    return F.silu(linear(hidden_states, pack), inplace=True)
 
 
 class NASViTInferencePlan:
@@ -239,12 +286,15 @@ class NASViTInferencePlan:
 
     Args:
         model: the `NASViTModel` (eval mode; BatchNorm with running statistics).
-        fused_kernels: run convolutions (and large linear + swish) through oneDNN's fused kernels (CPU, float32).
+        fused_kernels: run convolutions (and large linear + swish) through oneDNN's fused kernels (CPU, float32); at
+            batch sizes up to 4 the convolution weights are packed into oneDNN's layout and the transformer layers'
+            linear weights into MKL's packed GEMM format, once per input shape.
         channels_last: keep activations (and convolution weights) in channels_last memory.
     """
 
     def __init__(self, model, fused_kernels: bool, channels_last: bool):
         self.fused_kernels = fused_kernels
+        self.pack_linear = fused_kernels and _mkl_packing_available()
         self.channels_last = channels_last
         resolution = model.active_resolution
         in_channels = model.config.num_channels
@@ -299,7 +349,8 @@ class NASViTInferencePlan:
         batch, length, channels = tokens.shape
         heads, head_dim = layer.heads, layer.head_dim
         normed = F.layer_norm(tokens, tokens.shape[1:], eps=layer.eps)
-        qkv = F.linear(normed, layer.qkv_weight, layer.qkv_bias)
+        pack = self.pack_linear
+        qkv = layer.qkv(normed, pack)
         query, key, value = qkv.split([channels, channels, qkv.shape[-1] - 2 * channels], dim=-1)
         query = query.view(batch, length, heads, head_dim).transpose(1, 2)
         key = key.view(batch, length, heads, head_dim).permute(0, 2, 3, 1)  # kᵀ
@@ -316,11 +367,11 @@ class NASViTInferencePlan:
         scores = torch.baddbmm(layer.talking_post_bias, layer.talking_post_weight.expand(batch, heads, heads), scores)
         context = torch.matmul(scores.view(batch, heads, length, length), value)
         context = F.silu(context.transpose(1, 2).reshape(batch, length, value_channels), inplace=True)
-        tokens = tokens.add_(F.linear(context, layer.proj_weight, layer.proj_bias))
-        for fc1_weight, fc1_bias, fc2_weight, fc2_bias in layer.mlp:
+        tokens = tokens.add_(layer.proj(context, pack))
+        for fc1, fc2 in layer.mlp:
             normed = F.layer_norm(tokens, tokens.shape[1:], eps=layer.eps)
-            hidden = _linear_silu(normed, fc1_weight, fc1_bias, self.fused_kernels)
-            tokens = tokens.add_(F.linear(hidden, fc2_weight, fc2_bias))
+            hidden = _linear_silu(normed, fc1, self.fused_kernels, pack)
+            tokens = tokens.add_(fc2(hidden, pack))
         return tokens
 
     def _stage(self, stage: _Stage, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -413,6 +464,14 @@ class NASViTInferenceCache:
     windows, and on a counter of parameter/buffer/submodule registrations; `train()`, `set_active_subnet` and `_apply`
     (`.to()`, `.half()`, ...) drop it.
     """
+
+    def __deepcopy__(self, memo) -> NASViTInferenceCache:
+        # A copy of the model builds its own plan: packed oneDNN/MKL weights cannot be copied, and the plan is keyed
+        # on the original's tensors anyway.
+        return NASViTInferenceCache()
+
+    def __reduce__(self):
+        return (NASViTInferenceCache, ())
 
     def __init__(self):
         self.plan: NASViTInferencePlan | None = None
