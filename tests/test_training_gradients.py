@@ -125,3 +125,44 @@ def test_global_projection_spans_tensors_where_only_the_kept_gradient_exists():
     flat_projected = torch.cat([(c - b).flatten() for c, b in zip(combined, sub)])
     assert _flat_cos(flat_projected, flat_sub) == pytest.approx(0.0, abs=1e-7)
     torch.testing.assert_close(combined[1], torch.tensor([2.0]))  # 1 + (2 / 2) * 1
+
+
+@pytest.mark.parametrize("priority", ["sub", "sup"])
+@pytest.mark.parametrize("granularity", ["tensor", "global"])
+@pytest.mark.parametrize("max_coefficient", [2.0, 0.3, None])
+def test_conflicts_after_combination_from_the_pair_statistics_equal_those_of_the_projected_gradients(
+    priority, granularity, max_coefficient
+):
+    """The sandwich step counts conflicts after combination from the pair's statistics, re-reading only the tensors
+    the projection changed (`combined_pair_stats`); it gives the cosines and the ratio of the projected pair."""
+    from nasvit_hf.training.gradients import (
+        AFTER_COMBINATION_TOLERANCE,
+        _dots_and_norms,
+        combined_pair_stats,
+        projected_pair,
+    )
+
+    generator = torch.Generator().manual_seed(7)
+    shapes = [(3, 4), (5,), (2, 2, 3), (7,), (4,), (6, 2), (1,), (3,)]
+    sup = [torch.randn(shape, generator=generator) for shape in shapes] + [torch.randn(2), None]
+    # mostly against the supernet gradient (so the global dot is negative too), two tensors along it
+    sub = [
+        (1 if index in (1, 4) else -2) * a + 0.5 * torch.randn(a.shape, generator=generator)
+        for index, a in enumerate(sup[: len(shapes)])
+    ] + [None, torch.randn(2)]
+    stats = _dots_and_norms(sup, sub)
+    coefficients: list[float] = []
+    combined = combine_gradients(
+        sup, sub, priority, granularity, max_coefficient, _stats=stats, _coefficients_out=coefficients
+    )
+    assert len(coefficients) == len(stats[0]) and any(c > 0 for c in coefficients)
+    expected_pair = projected_pair(sup, sub, combined, priority)
+    indices, dots, sup_sq, sub_sq = combined_pair_stats(stats, coefficients, sup, sub, combined, priority)
+    _, expected_dots, expected_sup_sq, expected_sub_sq = _dots_and_norms(*expected_pair)
+    # (projected_pair re-forms the untouched tensors as (a + b) - b: equal up to float32 rounding)
+    for value, expected in ((dots, expected_dots), (sup_sq, expected_sup_sq), (sub_sq, expected_sub_sq)):
+        torch.testing.assert_close(value, expected, atol=1e-5, rtol=1e-5)
+    fast = conflict_ratio(sup, sub, _stats=(indices, dots, sup_sq, sub_sq), tolerance=AFTER_COMBINATION_TOLERANCE)
+    slow = conflict_ratio(*expected_pair, tolerance=AFTER_COMBINATION_TOLERANCE)
+    assert fast == slow
+    assert combined_pair_stats(stats, coefficients, sup, sub, combined, "none") is stats

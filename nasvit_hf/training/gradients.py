@@ -24,6 +24,7 @@ __all__ = [
     "GRANULARITIES",
     "all_reduce_gradients",
     "combine_gradients",
+    "combined_pair_stats",
     "conflict_ratio",
     "gradient_cosines",
     "projected_pair",
@@ -129,6 +130,7 @@ def combine_gradients(
     max_coefficient: float | None = 2.0,
     eps: float = 1e-6,
     _stats=None,
+    _coefficients_out: list[float] | None = None,
 ) -> list[torch.Tensor | None]:
     """Combine the supernet and (summed) subnet gradients; returns new tensors (inputs are not modified).
 
@@ -175,10 +177,42 @@ def combine_gradients(
     else:
         keep_sq = sub_sq if priority == "sub" else sup_sq
         targets = list(zip(indices, _coefficient(dots, keep_sq, max_coefficient, eps).tolist()))
+    if _coefficients_out is not None:  # one coefficient per entry of `indices`, for `combined_pair_stats`
+        by_index = dict(targets)
+        _coefficients_out[:] = [by_index.get(index, 0.0) for index in indices]
     for index, coefficient in targets:
         if coefficient > 0.0:
             combined[index].add_(keep[index], alpha=coefficient)
     return combined
+
+
+def combined_pair_stats(
+    stats, coefficients: list[float], sup_grads: GradList, sub_grads: GradList, combined: GradList, priority: str
+):
+    """`(indices, a·b, ‖a‖², ‖b‖²)` of the two gradients as `combine_gradients` added them (`projected_pair`), given
+    the pair's own statistics and the projection coefficients: a tensor the projection left alone (coefficient 0)
+    keeps its statistics, so only the projected tensors are read again (`combined - kept`, exactly as
+    `projected_pair` forms them). `conflict_ratio(..., _stats=combined_pair_stats(...))` is then the ratio after
+    combination of `conflict_ratio(*projected_pair(...))` at the cost of the conflicting tensors only."""
+    indices, dots, sup_sq, sub_sq = stats
+    if priority == "none" or not indices:
+        return stats
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be one of {list(PRIORITIES)}, got {priority!r}.")
+    keep = sub_grads if priority == "sub" else sup_grads
+    positions = [position for position, coefficient in enumerate(coefficients) if coefficient > 0.0]
+    if not positions:
+        return stats
+    moved = [combined[indices[p]] - keep[indices[p]] for p in positions]
+    kept = [keep[indices[p]].reshape(-1) for p in positions]
+    moved = [tensor.reshape(-1) for tensor in moved]
+    new_dots = torch.stack([torch.dot(a, b) for a, b in zip(moved, kept)]).double()
+    new_sq = torch.stack(torch._foreach_norm(moved)).double().pow(2)
+    where = torch.tensor(positions, device=dots.device)
+    dots = dots.index_copy(0, where, new_dots.to(dots.device))
+    if priority == "sub":
+        return indices, dots, sup_sq.index_copy(0, where, new_sq.to(sup_sq.device)), sub_sq
+    return indices, dots, sup_sq, sub_sq.index_copy(0, where, new_sq.to(sub_sq.device))
 
 
 @torch.no_grad()

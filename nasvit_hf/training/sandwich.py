@@ -33,6 +33,7 @@ from .gradients import (
     _dots_and_norms,
     all_reduce_gradients,
     combine_gradients,
+    combined_pair_stats,
     conflict_ratio,
     gradient_cosines,
     projected_pair,
@@ -389,14 +390,24 @@ class SandwichTrainer:
         stats = _dots_and_norms(sup_grads, sub_grads)  # shared by the conflict ratio and the projection
         ratio = conflict_ratio(sup_grads, sub_grads, _stats=stats)
         priority = config.priority if project else "none"
+        coefficients: list[float] = []
         combined = combine_gradients(
-            sup_grads, sub_grads, priority, config.granularity, config.max_projection_coefficient, _stats=stats
+            sup_grads,
+            sub_grads,
+            priority,
+            config.granularity,
+            config.max_projection_coefficient,
+            _stats=stats,
+            _coefficients_out=coefficients,
         )
         ratio_after = (
             ratio
             if priority == "none"
             else conflict_ratio(
-                *projected_pair(sup_grads, sub_grads, combined, priority), tolerance=AFTER_COMBINATION_TOLERANCE
+                sup_grads,
+                sub_grads,
+                _stats=combined_pair_stats(stats, coefficients, sup_grads, sub_grads, combined, priority),
+                tolerance=AFTER_COMBINATION_TOLERANCE,
             )
         )
         for param, grad in zip(self.parameters, combined):
