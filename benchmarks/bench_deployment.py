@@ -105,7 +105,10 @@ def benchmark_size(name: str, args: argparse.Namespace, workdir: str) -> dict[st
     calls = {
         "eager": lambda x: model(x).logits,
         "compile": lambda x: compiled(x).logits,
-        **{key: (lambda x, r=runner: r.session.run(None, {"pixel_values": x.numpy()})) for key, runner in runners.items()},
+        **{
+            key: (lambda x, r=runner: r.session.run(None, {"pixel_values": x.numpy()}))
+            for key, runner in runners.items()
+        },
     }
     time_backends(calls, backends, arch["resolution"], args, result)
     return result
@@ -137,10 +140,23 @@ def _export_peer(model: torch.nn.Module, path: str, example: torch.Tensor) -> di
         )
     seconds = time.perf_counter() - start
     program.save(path, external_data=False)
-    runner = OnnxRunner(path)
+    session = _peer_session(path, threads=None)
     with torch.no_grad():
         expected = wrapper(example).numpy()
-    return {"seconds": seconds, "max_abs_diff": float(np.abs(runner.run(example)[0] - expected).max())}
+    output = session.run(None, {"pixel_values": example.numpy()})[0]
+    return {"seconds": seconds, "max_abs_diff": float(np.abs(output - expected).max())}
+
+
+def _peer_session(path: str, threads: int | None):
+    """A plain onnxruntime session for a peer's graph (OnnxRunner is for NASViT exports: it checks their metadata),
+    with OnnxRunner's thread settings."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def benchmark_peer(name: str, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
@@ -168,10 +184,10 @@ def benchmark_peer(name: str, args: argparse.Namespace, workdir: str) -> dict[st
         export = _export_peer(model, path, torch.randn(2, 3, resolution, resolution))
         result["onnx_export_seconds"] = export["seconds"]
         result["onnx_max_abs_diff"] = export["max_abs_diff"]
-        runners["onnxruntime"] = OnnxRunner(path, num_threads=args.threads)
+        runners["onnxruntime"] = _peer_session(path, threads=args.threads)
     calls = {
         "eager": lambda x: model(x).logits,
-        **{key: (lambda x, r=runner: r.session.run(None, {"pixel_values": x.numpy()})) for key, runner in runners.items()},
+        **{key: (lambda x, s=session: s.run(None, {"pixel_values": x.numpy()})) for key, session in runners.items()},
     }
     time_backends(calls, backends, resolution, args, result)
     return result
@@ -199,7 +215,8 @@ def time_backends(calls, backends: list[str], resolution: int, args: argparse.Na
         result["batches"][str(batch)] = entry
         entry["load_average"] = f"{os.getloadavg()[0]:.1f}"
         print(
-            f"  {name} batch {batch}: " + ", ".join(f"{b} {1000 * m:.1f} ms" for b, m in medians.items())
+            f"  {name} batch {batch}: "
+            + ", ".join(f"{b} {1000 * m:.1f} ms" for b, m in medians.items())
             + f" (load average {entry['load_average']})",
             flush=True,
         )
@@ -234,7 +251,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_sizes", default="1,32")
     parser.add_argument("--backends", default=",".join(BACKENDS), help=f"Comma-separated subset of {BACKENDS}.")
     parser.add_argument(
-        "--peers", default=",".join(PEERS), help=f"Comma-separated subset of {PEERS} to run beside NASViT ('' for none)."
+        "--peers",
+        default=",".join(PEERS),
+        help=f"Comma-separated subset of {PEERS} to run beside NASViT ('' for none).",
     )
     parser.add_argument("--compile_sizes", default="a0", help="Sizes that also run torch.compile ('all': every size).")
     parser.add_argument("--repeats", type=int, default=10, help="Timed rounds at batch sizes <= 8.")

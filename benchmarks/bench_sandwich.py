@@ -9,15 +9,28 @@ Measured in one run, interleaved, median of repeats:
   C. the gradient-combination part alone (conflict ratio + `combine_gradients` on the step's real gradients).
 Reports A / B (weight-sharing overhead, target <= 1.2x) and C / A (combination overhead, target <= 5 %).
 
+With `--baseline REV` (a git revision of this repository) it also times A against the same step of that revision's
+code: its `nasvit_hf` is unpacked with `git archive` into a temporary folder, and two worker processes (the current
+package and the baseline's) build the same supernet, batch and archs and are stepped alternately, so one load affects
+both; the ratio current / baseline is what issue 14 bounds ("the sandwich step no slower than today").
+`BASELINE_REVISION` is the commit the inference fast path started from.
+
     python benchmarks/bench_sandwich.py --space tiny --batch_size 32 --repeats 7
+    python benchmarks/bench_sandwich.py --space tiny --batch_size 32 --repeats 15 --baseline 11fd7cb
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -25,6 +38,69 @@ from nasvit_hf import NASViTConfig, NASViTForImageClassification
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.training import ArchSampler, SandwichConfig, SandwichTrainer, combine_gradients, conflict_ratio
 from nasvit_hf.training.losses import adaptive_alpha_divergence, soft_target_cross_entropy
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE_REVISION = "11fd7cb"  # the parent of the first inference-fast-path commit (efc21ae)
+
+
+def _start_worker(pythonpath: str, settings: dict) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=pythonpath, OMP_NUM_THREADS=str(settings["threads"]))
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "_sandwich_worker.py"), json.dumps(settings)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    ready = json.loads(worker.stdout.readline())
+    if not ready.get("ready", "").startswith(pythonpath):
+        raise RuntimeError(f"worker imported nasvit_hf from {ready.get('ready')!r}, not from {pythonpath!r}")
+    return worker
+
+
+def _step(worker: subprocess.Popen) -> float:
+    worker.stdin.write("step\n")
+    worker.stdin.flush()
+    line = worker.stdout.readline()
+    if not line:
+        raise RuntimeError("a sandwich worker exited early: run it alone to see its error")
+    return float(line)
+
+
+def compare_with_baseline(revision: str, settings: dict, repeats: int) -> dict:
+    """Median sandwich-step seconds of the current code and of `revision`'s, stepped alternately."""
+    with tempfile.TemporaryDirectory() as folder:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", revision, "nasvit_hf"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+        workers = {"current": _start_worker(str(ROOT), settings), "baseline": _start_worker(folder, settings)}
+        try:
+            for worker in workers.values():  # warm-up
+                _step(worker)
+            times: dict[str, list[float]] = {name: [] for name in workers}
+            for index in range(repeats):
+                order = list(workers) if index % 2 == 0 else list(reversed(workers))
+                for name in order:
+                    times[name].append(_step(workers[name]))
+        finally:
+            for worker in workers.values():
+                worker.stdin.close()
+                worker.wait(timeout=60)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "baseline_revision": revision,
+        "median_seconds": {name: round(value, 4) for name, value in median.items()},
+        "current_over_baseline": round(median["current"] / median["baseline"], 3),
+        # each current step next to the baseline step taken just before or after it: steadier under drifting load
+        "median_of_paired_ratios": round(
+            statistics.median(c / b for c, b in zip(times["current"], times["baseline"], strict=True)), 3
+        ),
+        "seconds": {name: [round(value, 4) for value in values] for name, values in times.items()},
+    }
 
 
 def main(argv=None):
@@ -35,6 +111,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--granularity", default="tensor", choices=["tensor", "global"])
+    parser.add_argument(
+        "--baseline",
+        nargs="?",
+        const=BASELINE_REVISION,
+        default=None,
+        help=f"also time the sandwich step against this git revision's code (default {BASELINE_REVISION})",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -103,6 +186,16 @@ def main(argv=None):
         "sandwich_over_separate": round(median["sandwich"] / median["separate"], 3),
         "combination_share_of_step": round(median["combination"] / median["sandwich"], 4),
     }
+    if args.baseline:
+        settings = {
+            "space": args.space,
+            "threads": args.threads,
+            "granularity": args.granularity,
+            "batch_size": args.batch_size,
+            "resolution": resolution,
+            "archs": [[name, arch] for name, arch in archs],
+        }
+        result["baseline"] = compare_with_baseline(args.baseline, settings, args.repeats)
     print(json.dumps(result, indent=2))
     return result
 
