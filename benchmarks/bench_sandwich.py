@@ -22,6 +22,7 @@ both; the ratio current / baseline is what issue 14 bounds ("the sandwich step n
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -75,7 +76,7 @@ def compare_with_baseline(revision: str, settings: dict, repeats: int) -> dict:
             check=True,
             capture_output=True,
         ).stdout
-        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(folder, filter="data")
         workers = {"current": _start_worker(str(ROOT), settings), "baseline": _start_worker(folder, settings)}
         try:
