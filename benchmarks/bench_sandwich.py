@@ -90,7 +90,11 @@ def compare_with_baseline(revision: str, settings: dict, repeats: int) -> dict:
         finally:
             for worker in workers.values():
                 worker.stdin.close()
-                worker.wait(timeout=60)
+                try:
+                    worker.wait(timeout=300)  # on a throttled machine tearing down torch can take a minute
+                except subprocess.TimeoutExpired:
+                    worker.kill()  # its timings are already read
+                    worker.wait()
     median = {name: statistics.median(values) for name, values in times.items()}
     return {
         "baseline_revision": revision,
