@@ -246,7 +246,11 @@ def test_search_resumes_where_it_stopped(search_dir, toy_supernet_dir, search_co
     before, after = by_index(search_dir), by_index(resumed)
     assert before == after  # re-evaluated candidates get the same accuracy: evaluation is deterministic
     old, new = SearchResults(search_dir).read_json("named.json"), SearchResults(resumed).read_json("named.json")
-    assert new["b0"]["arch"] == old["b0"]["arch"]  # same seed, same stored latencies: the same search
+    # Same seed, same stored latencies: the same evolution. (B0's final arch is the first of its candidates that a
+    # live, interleaved timing finds no slower than A0, so it may differ between two runs on a busy machine.)
+    search_summary = lambda entry: {k: v for k, v in entry["evolution"].items() if k != "seconds"}  # noqa: E731
+    assert search_summary(new["b0"]) == search_summary(old["b0"])
+    assert new["b0"]["budget"] == old["b0"]["budget"]
     assert new["a0"] == old["a0"]
 
 
