@@ -74,7 +74,10 @@ def build_models(workdir: str) -> tuple[dict[str, torch.nn.Module], dict[str, st
     modules_only.nasvit.inference_fast_path = False
     mobilenet = MobileNetV2ForImageClassification(MobileNetV2Config(num_labels=IMAGENET_CLASSES)).eval()
     levit = LevitForImageClassification(LevitConfig(num_labels=IMAGENET_CLASSES)).eval()
-    for model, processor, name in ((mobilenet, MobileNetV2ImageProcessor(), MOBILENET), (levit, LevitImageProcessor(), LEVIT)):
+    for model, processor, name in (
+        (mobilenet, MobileNetV2ImageProcessor(), MOBILENET),
+        (levit, LevitImageProcessor(), LEVIT),
+    ):
         model.save_pretrained(folders[name])
         processor.save_pretrained(folders[name])
     models = {NASVIT: subnet, NASVIT_MODULES: modules_only, SUPERNET: supernet, MOBILENET: mobilenet, LEVIT: levit}
@@ -154,7 +157,9 @@ def main() -> None:
                     }
                 )
         if pipelines:
-            assert pipelines[NASVIT].model.nasvit._inference_cache.plan is not None, "the pipeline did not use the plan"
+            assert pipelines[NASVIT].model.nasvit._inference_cache.plan is not None, (
+                "the pipeline did not use the plan"
+            )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -74,7 +74,9 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
     a_name = record["a_model"].upper()
     measurement = record.get("measurement", {})
     if record.get("same_arch_as_a"):
-        how = f"{title} has {a_name}'s architecture ({record.get('note', 'no faster candidate was found')}); timed once"
+        how = (
+            f"{title} has {a_name}'s architecture ({record.get('note', 'no faster candidate was found')}); timed once"
+        )
     else:
         how = (
             f"Both were timed in the same session, in {measurement.get('rounds', '?')} alternating rounds of "
