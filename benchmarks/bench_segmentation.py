@@ -9,7 +9,11 @@ The NASViT arch is A1-sized: the paper's Table 6 gives A1 309 M MACs at 224 px, 
 transformer depths 3, 3, 3 and the mb3 expand ratio 5: 311.3 M MACs at 224 px by `nasvit_hf.count_macs`. Windows are
 "auto" (feature side // 7, the paper's segmentation setting), the decode head 256 wide like Segformer-B0's.
 
-Baseline and candidate are timed interleaved in the same process (one forward each per round, after warm-up), so
+"nasvit_plan_off" is the same NASViT model with the backbone's inference plan switched off
+(`model.nasvit.inference_fast_path = False`: the modules, the code before the plan); the "*_backbone" rows time
+the two models' backbones alone (`model.nasvit`, the feature maps the decode head reads).
+
+Baseline and candidates are timed interleaved in the same process (one forward each per round, after warm-up), so
 machine load hits both alike; the report is the median per model and the ratio of medians, plus MACs (NASViT:
 `count_segmentation_macs`, checked against torch's FlopCounterMode; Segformer: FlopCounterMode / 2). One thread by
 default: on a shared, oversubscribed machine multi-thread barriers swamp the models' own differences.
@@ -69,7 +73,15 @@ def main() -> None:
     }
     assert traced_macs(nasvit, pixel_values) == macs["nasvit_a1_sized"], "analytic MACs disagree with the trace"
 
-    models = {"segformer_b0": segformer, "nasvit_a1_sized": nasvit}
+    plan_off = copy.deepcopy(nasvit)
+    plan_off.nasvit.inference_fast_path = False
+    models = {
+        "segformer_b0": segformer,
+        "nasvit_a1_sized": nasvit,
+        "nasvit_plan_off": plan_off,
+        "nasvit_backbone": nasvit.nasvit,
+        "nasvit_backbone_plan_off": plan_off.nasvit,
+    }
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for _ in range(args.warmup):
@@ -90,10 +102,17 @@ def main() -> None:
         "nasvit_classification_macs_at_224_millions": round(count_macs(NASViTConfig(), arch) / 1e6, 1),
         "gmacs": {name: round(value / 1e9, 3) for name, value in macs.items()},
         "params_millions": {
-            name: round(sum(p.numel() for p in m.parameters()) / 1e6, 2) for name, m in models.items()
+            name: round(sum(p.numel() for p in m.parameters()) / 1e6, 2)
+            for name, m in models.items()
+            if name in ("segformer_b0", "nasvit_a1_sized")
         },
         "median_ms": {name: round(value, 1) for name, value in medians.items()},
         "latency_ratio_nasvit_over_segformer_b0": round(medians["nasvit_a1_sized"] / medians["segformer_b0"], 3),
+        "latency_ratio_plan_off_over_segformer_b0": round(medians["nasvit_plan_off"] / medians["segformer_b0"], 3),
+        "latency_ratio_nasvit_over_plan_off": round(medians["nasvit_a1_sized"] / medians["nasvit_plan_off"], 3),
+        "latency_ratio_backbone_over_plan_off": round(
+            medians["nasvit_backbone"] / medians["nasvit_backbone_plan_off"], 3
+        ),
     }
     print(json.dumps(report, indent=2))
 

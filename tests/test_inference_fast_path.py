@@ -304,3 +304,86 @@ def test_a_model_with_a_built_plan_can_be_copied_and_pickled(random_tiny_model):
         with torch.no_grad():
             torch.testing.assert_close(clone(pixel_values).logits, fast.logits, atol=0, rtol=0)
         assert clone.nasvit._inference_cache.plan is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The backbone and the segmentation model (any input size, windowed attention, early stop)
+# ---------------------------------------------------------------------------------------------------------------------
+ALL_STAGES = ["stem", "mb1", "mb2", "mb3", "mb4", "mb5", "mb6", "mb7"]
+
+
+def _random_backbone(tiny_config, out_features, seed=0):
+    tiny_config.out_features = out_features
+    torch.manual_seed(seed)
+    backbone = nasvit_hf.NASViTBackbone(tiny_config).eval()
+    randomize_batchnorm_and_scales(backbone, seed=seed + 1)
+    return backbone
+
+
+def _plain_and_fast_maps(backbone, pixel_values, **kwargs):
+    with torch.no_grad():
+        backbone.inference_fast_path = False
+        plain = backbone(pixel_values, **kwargs)
+        backbone.inference_fast_path = True
+        fast = backbone(pixel_values, **kwargs)
+    assert backbone._inference_cache.plan is not None, "the inference plan was not used"
+    return plain, fast
+
+
+# Odd sizes and 9 windows give windows padded at the bottom/right (masked keys); "auto" at 224 px windows mb4 only.
+@pytest.mark.parametrize("num_windows", [1, 4, 9, "auto"])
+@pytest.mark.parametrize("size", [(64, 64), (100, 76), (224, 160)])
+def test_backbone_plan_matches_the_modules_at_any_size_and_windows(tiny_config, num_windows, size):
+    from nasvit_hf.models.inference_nasvit import _TransformerLayer
+
+    backbone = _random_backbone(tiny_config, ALL_STAGES)
+    backbone.set_num_windows(num_windows)
+    backbone.set_active_subnet(backbone.sample_active_subnet(torch.Generator().manual_seed(sum(size))))
+    plain, fast = _plain_and_fast_maps(backbone, torch.randn(2, 3, *size))
+    for fast_map, plain_map in zip(fast.feature_maps, plain.feature_maps, strict=True):
+        torch.testing.assert_close(fast_map, plain_map, atol=ATOL, rtol=0)
+        assert fast_map.is_contiguous()
+    plan = backbone._inference_cache.plan
+    layers = [layer for stage in plan.stages for layer in stage.blocks if stage.is_transformer]
+    assert layers and all(isinstance(layer, _TransformerLayer) for layer in layers)  # windows run in the plan too
+    if num_windows in (4, 9):
+        assert any(layer.windows is not None for layer in layers)
+    if num_windows == 9 and size == (100, 76):
+        assert any(layer.windows.key_mask is not None for layer in layers)  # some windows are padded
+
+
+def test_backbone_plan_stops_at_the_last_requested_stage_and_returns_hidden_states(tiny_config):
+    backbone = _random_backbone(tiny_config, ["mb1", "mb3"])
+    pixel_values = torch.randn(1, 3, 72, 56)
+    plain, fast = _plain_and_fast_maps(backbone, pixel_values)
+    assert len(backbone._inference_cache.plan.stages) == 3 and backbone._inference_cache.plan.final_expand is None
+    assert [m.shape[1] for m in fast.feature_maps] == [m.shape[1] for m in plain.feature_maps]
+    for fast_map, plain_map in zip(fast.feature_maps, plain.feature_maps, strict=True):
+        torch.testing.assert_close(fast_map, plain_map, atol=ATOL, rtol=0)
+    plain, fast = _plain_and_fast_maps(backbone, pixel_values, output_hidden_states=True)
+    assert len(fast.hidden_states) == len(plain.hidden_states) == 8
+    for fast_state, plain_state in zip(fast.hidden_states, plain.hidden_states, strict=True):
+        torch.testing.assert_close(fast_state, plain_state, atol=ATOL, rtol=0)
+
+
+def test_segmentation_plan_follows_the_input_size_and_leaves_training_alone(tiny_config):
+    tiny_config.num_labels = 4
+    torch.manual_seed(0)
+    model = nasvit_hf.NASViTForSemanticSegmentation(tiny_config).eval()
+    randomize_batchnorm_and_scales(model, seed=1)
+    cache = model.nasvit._inference_cache
+    for size in [(96, 96), (130, 97), (96, 96)]:
+        pixel_values = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            model.nasvit.inference_fast_path = False
+            plain = model(pixel_values).logits
+            model.nasvit.inference_fast_path = True
+            fast = model(pixel_values).logits
+        assert cache.plan is not None and cache.plan.input_size == size  # rebuilt for each new size
+        torch.testing.assert_close(fast, plain, atol=ATOL, rtol=0)
+    model.train()
+    assert cache.plan is None
+    labels = torch.randint(0, 4, (2, 96, 96))
+    loss = model(torch.randn(2, 3, 96, 96), labels=labels).loss
+    loss.backward()
+    assert cache.plan is None and model.nasvit.stem.conv.weight.grad is not None

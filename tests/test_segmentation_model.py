@@ -110,6 +110,7 @@ def test_backbone_with_one_window_equals_the_classification_model():
     backbone.load_state_dict(classifier.state_dict(), strict=False)
     backbone.set_num_windows(1)
     backbone.eval()
+    backbone.inference_fast_path = False  # (the backbone's plan: tests/test_inference_fast_path.py)
     pixel_values = torch.randn(2, 3, 64, 64)  # the arch's resolution: the classifier does not resize
     with torch.no_grad():
         expected = classifier(pixel_values, output_hidden_states=True).hidden_states

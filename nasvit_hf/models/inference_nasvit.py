@@ -144,6 +144,55 @@ class _MBConv:
 
 
 @dataclass
+class _Windows:
+    """Swin-style windows of a (height × width) token grid: (grid_h × grid_w) windows of (window_h × window_w)
+    tokens, the grid zero-padded by (pad_h, pad_w) at the bottom/right; `key_mask` (1, windows, 1, 1, window tokens)
+    is True at the padded keys (None when nothing is padded)."""
+
+    window_h: int
+    window_w: int
+    grid_h: int
+    grid_w: int
+    pad_h: int
+    pad_w: int
+    key_mask: torch.Tensor | None
+
+    @classmethod
+    def for_grid(cls, height: int, width: int, windows: tuple[int, int], device) -> _Windows:
+        window_h, window_w = -(-height // windows[0]), -(-width // windows[1])
+        grid_h, grid_w = -(-height // window_h), -(-width // window_w)
+        pad_h, pad_w = grid_h * window_h - height, grid_w * window_w - width
+        key_mask = None
+        if pad_h or pad_w:
+            padded = torch.zeros(grid_h * window_h, grid_w * window_w, dtype=torch.bool, device=device)
+            padded[height:, :] = True
+            padded[:, width:] = True
+            padded = padded.view(grid_h, window_h, grid_w, window_w).permute(0, 2, 1, 3)
+            key_mask = padded.reshape(1, grid_h * grid_w, 1, 1, window_h * window_w)
+        return cls(window_h, window_w, grid_h, grid_w, pad_h, pad_w, key_mask)
+
+    def partition(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, H·W, C) tokens → (B·windows, window tokens, C), window-major within each sample."""
+        batch, _, channels = tokens.shape
+        tokens = tokens.view(batch, height, width, channels)
+        if self.pad_h or self.pad_w:
+            tokens = F.pad(tokens, (0, 0, 0, self.pad_w, 0, self.pad_h))
+        tokens = tokens.view(batch, self.grid_h, self.window_h, self.grid_w, self.window_w, channels)
+        return tokens.permute(0, 1, 3, 2, 4, 5).reshape(-1, self.window_h * self.window_w, channels)
+
+    def merge(self, windows: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+        """The inverse of `partition`, padding dropped: (B·windows, window tokens, C) → (B, H·W, C)."""
+        channels = windows.shape[-1]
+        tokens = windows.view(batch, self.grid_h, self.grid_w, self.window_h, self.window_w, channels)
+        tokens = tokens.permute(0, 1, 3, 2, 4, 5).reshape(
+            batch, self.grid_h * self.window_h, self.grid_w * self.window_w, channels
+        )
+        if self.pad_h or self.pad_w:
+            tokens = tokens[:, :height, :width]
+        return tokens.reshape(batch, height * width, channels)
+
+
+@dataclass
 class _TransformerLayer:
     eps: float
     qkv: _Linear
@@ -157,12 +206,13 @@ class _TransformerLayer:
     talking_post_bias: torch.Tensor
     proj: _Linear
     mlp: tuple[tuple[_Linear, _Linear], ...]  # (fc1, fc2) of mlp2, then of mlp1: the run order
+    windows: _Windows | None  # windowed attention (the talking-heads biases are then the window's), or global
 
 
 @dataclass
 class _Stage:
     first: _MBConv
-    blocks: list[Any]  # _MBConv, _TransformerLayer, or a module to call as it is
+    blocks: list[Any]  # _MBConv or _TransformerLayer
     is_transformer: bool
 
 
@@ -236,7 +286,7 @@ def _output_linear(linear, in_features: int, channels: int, scale):
 
 def _transformer_layer(layer, channels: int, height: int, width: int, channels_last: bool) -> _TransformerLayer:
     attention = layer.attention
-    length = height * width
+    length = height * width  # the switchable scaling's token count: the whole grid's, windowed or not
     heads = channels // attention.head_dim
     value_channels = attention.value_expansion * channels
     scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
@@ -251,7 +301,13 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
         value_conv = value_conv.contiguous(memory_format=torch.channels_last)
     pre, post = attention.talking_heads_pre, attention.talking_heads_post
     pre_weight, post_weight = pre.weight[:heads, :heads], post.weight[:heads, :heads]
-    position_bias = attention.relative_position_bias(height, width, heads).reshape(heads, length * length)
+    windows = None
+    grid = attention.window_grid(height, width)
+    if grid != (1, 1):
+        windows = _Windows.for_grid(height, width, grid, pre_weight.device)
+        height, width = windows.window_h, windows.window_w
+    window_length = height * width
+    position_bias = attention.relative_position_bias(height, width, heads).reshape(heads, window_length**2)
     pre_bias = torch.addmm(pre.bias[:heads].view(heads, 1), pre_weight, position_bias)
     mlp = []
     for mlp_module, mlp_norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2)):
@@ -272,6 +328,7 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
         talking_post_bias=post.bias[:heads].view(1, heads, 1),
         proj=_Linear(*_output_linear(attention.proj, value_channels, channels, scale_attn)),
         mlp=tuple(mlp),
+        windows=windows,
     )
 
 
@@ -282,47 +339,61 @@ def _linear_silu(hidden_states: torch.Tensor, linear: _Linear, fused: bool, pack
 
 
 class NASViTInferencePlan:
-    """The active subnet of a `NASViTModel` as prepared tensors: call it on pixel values at the active resolution.
+    """The active subnet of a `NASViTModel` (or `NASViTBackbone`) as prepared tensors, for one input size.
 
     Args:
-        model: the `NASViTModel` (eval mode; BatchNorm with running statistics).
+        model: the `NASViTModel` or `NASViTBackbone` (eval mode; BatchNorm with running statistics).
         fused_kernels: run convolutions (and large linear + swish) through oneDNN's fused kernels (CPU, float32); at
             batch sizes up to 4 the convolution weights are packed into oneDNN's layout and the transformer layers'
             linear weights into MKL's packed GEMM format, once per input shape.
         channels_last: keep activations (and convolution weights) in channels_last memory.
+        height, width: the input size it runs on (default: the model's active resolution, square); the relative
+            position biases and the attention windows are prepared for it.
+        num_stages: run only the first `num_stages` body stages (a backbone whose last requested map is earlier);
+            default all. The MBPool head is prepared when the model has one and every stage runs.
     """
 
-    def __init__(self, model, fused_kernels: bool, channels_last: bool):
+    def __init__(
+        self,
+        model,
+        fused_kernels: bool,
+        channels_last: bool,
+        height: int | None = None,
+        width: int | None = None,
+        num_stages: int | None = None,
+    ):
         self.fused_kernels = fused_kernels
         self.pack_linear = fused_kernels and _mkl_packing_available()
         self.channels_last = channels_last
-        resolution = model.active_resolution
+        if height is None or width is None:
+            height = width = model.active_resolution
+        self.input_size = (height, width)
         in_channels = model.config.num_channels
         stem = model.stem
         self.stem = _conv_bn(stem, in_channels, model.active_stem_channels, stem.conv.kernel_size, channels_last)
         channels = model.active_stem_channels
-        size = (resolution - 1) // stem.conv.stride + 1
+        height, width = (height - 1) // stem.conv.stride + 1, (width - 1) // stem.conv.stride + 1
+        stages = list(model.stages)[:num_stages]
         self.stages: list[_Stage] = []
-        for stage in model.stages:
+        for stage in stages:
             first, channels = _mbconv(stage.blocks[0], channels, channels_last)
             if stage.blocks[0].stride == 2:
-                size = (size - 1) // 2 + 1
+                height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
             blocks: list[Any] = []
             for block in list(stage.blocks)[1 : stage.active_depth]:  # (slicing a ModuleList registers)
-                if not stage.is_transformer:
+                if stage.is_transformer:
+                    blocks.append(_transformer_layer(block, channels, height, width, channels_last))
+                else:
                     blocks.append(_mbconv(block, channels, channels_last)[0])
-                elif block.attention.window_grid(size, size) == (1, 1):
-                    blocks.append(_transformer_layer(block, channels, size, size, channels_last))
-                else:  # windowed attention: the module itself
-                    blocks.append(block)
             self.stages.append(_Stage(first, blocks, stage.is_transformer))
-        head = model.head
-        self.final_expand = _conv_bn(head.final_expand, channels, 6 * channels, 1, channels_last)
-        out_channels = head.active_out_channels
-        self.feature_mix_weight = head.feature_mix.weight[:out_channels, : 6 * channels].flatten(1)
-        mix_bias = head.feature_mix.bias
-        self.feature_mix_bias = mix_bias[:out_channels] if mix_bias is not None else None
-        self.resolution = resolution
+        self.final_expand = None
+        head = getattr(model, "head", None)
+        if head is not None and len(stages) == len(model.stages):
+            self.final_expand = _conv_bn(head.final_expand, channels, 6 * channels, 1, channels_last)
+            out_channels = head.active_out_channels
+            self.feature_mix_weight = head.feature_mix.weight[:out_channels, : 6 * channels].flatten(1)
+            mix_bias = head.feature_mix.bias
+            self.feature_mix_bias = mix_bias[:out_channels] if mix_bias is not None else None
 
     # ---------------------------------------------------------------------------------------------------------------
     def _mbconv(self, block: _MBConv, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -352,27 +423,65 @@ class NASViTInferencePlan:
         pack = self.pack_linear
         qkv = layer.qkv(normed, pack)
         query, key, value = qkv.split([channels, channels, qkv.shape[-1] - 2 * channels], dim=-1)
-        query = query.view(batch, length, heads, head_dim).transpose(1, 2)
-        key = key.view(batch, length, heads, head_dim).permute(0, 2, 3, 1)  # kᵀ
+        if layer.windows is None:
+            query = query.view(batch, length, heads, head_dim).transpose(1, 2)
+            key = key.view(batch, length, heads, head_dim).permute(0, 2, 3, 1)  # kᵀ
         value = value.view(batch, height, width, -1).permute(0, 3, 1, 2)
         if self.channels_last:
             value = value.contiguous(memory_format=torch.channels_last)
         value = layer.value_conv(value, self.fused_kernels)
         value_channels = value.shape[1]
-        value = value.permute(0, 2, 3, 1).reshape(batch, length, heads, value_channels // heads).transpose(1, 2)
+        value = value.permute(0, 2, 3, 1).reshape(batch, length, value_channels)
+        if layer.windows is None:
+            value = value.view(batch, length, heads, value_channels // heads).transpose(1, 2)
 
-        scores = torch.matmul(query, key).view(batch, heads, length * length)
-        scores = torch.baddbmm(layer.talking_pre_bias, layer.talking_pre_weight.expand(batch, heads, heads), scores)
-        scores = scores.view(batch, heads, length, length).softmax(dim=-1).view(batch, heads, length * length)
-        scores = torch.baddbmm(layer.talking_post_bias, layer.talking_post_weight.expand(batch, heads, heads), scores)
-        context = torch.matmul(scores.view(batch, heads, length, length), value)
-        context = F.silu(context.transpose(1, 2).reshape(batch, length, value_channels), inplace=True)
+        if layer.windows is None:
+            context = self._attention_core(layer, query, key, value)
+            context = context.transpose(1, 2).reshape(batch, length, value_channels)
+        else:
+            context = self._windowed_attention_core(layer, qkv, value, height, width)
+        context = F.silu(context, inplace=True)
         tokens = tokens.add_(layer.proj(context, pack))
         for fc1, fc2 in layer.mlp:
             normed = F.layer_norm(tokens, tokens.shape[1:], eps=layer.eps)
             hidden = _linear_silu(normed, fc1, self.fused_kernels, pack)
             tokens = tokens.add_(fc2(hidden, pack))
         return tokens
+
+    @staticmethod
+    def _attention_core(
+        layer: _TransformerLayer, query: torch.Tensor, key_t: torch.Tensor, value: torch.Tensor, key_mask=None
+    ) -> torch.Tensor:
+        """softmax(talking_pre(q·kᵀ) + bias) → talking_post → ·v for (N, h, L, d) q, (N, h, d, L) kᵀ, (N, h, L, dv) v;
+        `key_mask` (N / windows, windows, 1, 1, L) sets the padded keys' scores to -inf before the softmax."""
+        count, heads, length = query.shape[:3]
+        scores = torch.matmul(query, key_t).view(count, heads, length * length)
+        scores = torch.baddbmm(layer.talking_pre_bias, layer.talking_pre_weight.expand(count, heads, heads), scores)
+        if key_mask is not None:
+            windows = key_mask.shape[1]
+            scores = scores.view(-1, windows, heads, length, length).masked_fill_(key_mask, float("-inf"))
+        scores = scores.view(count, heads, length, length).softmax(dim=-1).view(count, heads, length * length)
+        scores = torch.baddbmm(layer.talking_post_bias, layer.talking_post_weight.expand(count, heads, heads), scores)
+        return torch.matmul(scores.view(count, heads, length, length), value)
+
+    def _windowed_attention_core(
+        self, layer: _TransformerLayer, qkv: torch.Tensor, value: torch.Tensor, height: int, width: int
+    ) -> torch.Tensor:
+        """Attention inside each window (as the modules' `_windowed_attention`): the (B, L, ·) q, k (from `qkv`) and
+        conv'd v are partitioned into windows, padded keys masked, and the (B, L, value channels) context returned."""
+        windows, batch, channels = layer.windows, qkv.shape[0], layer.channels
+        heads, head_dim = layer.heads, layer.head_dim
+        query_key = windows.partition(qkv[..., : 2 * channels], height, width)
+        value = windows.partition(value, height, width)
+        count, window_length = query_key.shape[:2]
+        query_key = query_key.view(count, window_length, 2, heads, head_dim)
+        query = query_key[:, :, 0].transpose(1, 2)
+        key_t = query_key[:, :, 1].permute(0, 2, 3, 1)
+        value_channels = value.shape[-1]
+        value = value.view(count, window_length, heads, value_channels // heads).transpose(1, 2)
+        context = self._attention_core(layer, query, key_t, value, windows.key_mask)
+        context = context.transpose(1, 2).reshape(count, window_length, value_channels)
+        return windows.merge(context, batch, height, width)
 
     def _stage(self, stage: _Stage, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self._mbconv(stage.first, hidden_states)
@@ -388,16 +497,29 @@ class NASViTInferencePlan:
         if not tokens.is_contiguous():
             tokens = tokens.contiguous()
         for layer in stage.blocks:
-            if isinstance(layer, _TransformerLayer):
-                tokens = self._transformer_layer(layer, tokens, height, width)
-            else:
-                tokens = layer(tokens, height, width)
+            tokens = self._transformer_layer(layer, tokens, height, width)
         return tokens.transpose(1, 2).reshape(batch, channels, height, width)
+
+    def feature_maps(self, pixel_values: torch.Tensor, indices) -> dict[int, torch.Tensor]:
+        """{index: map} of the stem (index 0) and stage outputs (1 = mb1, ...) named by `indices`, in the modules'
+        (contiguous) layout."""
+        wanted = set(indices)
+        hidden_states = self.stem(pixel_values, self.fused_kernels)
+        maps = {0: hidden_states.contiguous()} if 0 in wanted else {}
+        for index, stage in enumerate(self.stages, start=1):
+            hidden_states = self._stage(stage, hidden_states)
+            if index in wanted:
+                maps[index] = hidden_states.contiguous()  # fresh tensors: the next stage never updates them in place
+        return maps
 
     def __call__(
         self, pixel_values: torch.Tensor, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """(last_hidden_state, pooled_output, hidden_states or None), as the modules would return them."""
+        if self.final_expand is None:
+            raise RuntimeError(
+                "this plan has no MBPool head (a backbone's, or one for fewer stages): use feature_maps"
+            )
         hidden_states = self.stem(pixel_values, self.fused_kernels)
         all_hidden_states = [hidden_states] if output_hidden_states else None
         for stage in self.stages:
@@ -517,10 +639,11 @@ class NASViTInferenceCache:
         except RuntimeError:  # "Inference tensors do not track version counter"
             return None
         windows = tuple(module.num_windows for module in self._modules if type(module).__name__ == "NASViTAttention")
-        return (repr(model.config.arch), repr(windows), model.active_resolution, entries)
+        return (repr(model.config.arch), repr(windows), entries)
 
-    def plan_for(self, model, pixel_values: torch.Tensor) -> NASViTInferencePlan | None:
-        """The plan to run `model` on `pixel_values` now, or None for the modules' own path."""
+    def plan_for(self, model, pixel_values: torch.Tensor, num_stages: int | None = None) -> NASViTInferencePlan | None:
+        """The plan to run `model` (its first `num_stages` body stages, default all) on `pixel_values` now, or None
+        for the modules' own path. One plan is kept: a new input size rebuilds it."""
         if model.training or not model.inference_fast_path:
             return None
         if torch.jit.is_tracing() or torch.jit.is_scripting():
@@ -533,19 +656,26 @@ class NASViTInferenceCache:
             return None
         if torch.compiler.is_compiling():
             if torch.compiler.is_exporting() and not torch.is_grad_enabled() and self._refresh_structure(model):
-                return NASViTInferencePlan(model, fused_kernels=False, channels_last=False)
+                height, width = pixel_values.shape[-2:]
+                return NASViTInferencePlan(
+                    model, fused_kernels=False, channels_last=False, height=height, width=width, num_stages=num_stages
+                )
             return None
         if not self._refresh_structure(model):
             return None
         key = self._state_key(model)
         if key is None:
             return None
+        height, width = pixel_values.shape[-2:]
+        key = (*key, height, width, num_stages)
         if self.plan is not None and key == self.key:
             return self.plan
         weight = model.stem.conv.weight
         on_cpu_fp32 = weight.device.type == "cpu" and weight.dtype == torch.float32
         fused = on_cpu_fp32 and pixel_values.device.type == "cpu" and _mkldnn_available()
         with torch.no_grad():
-            self.plan = NASViTInferencePlan(model, fused_kernels=fused, channels_last=True)
+            self.plan = NASViTInferencePlan(
+                model, fused_kernels=fused, channels_last=True, height=height, width=width, num_stages=num_stages
+            )
         self.key = key
         return self.plan

@@ -22,6 +22,7 @@ from torch import nn
 from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
 
 from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfig, segmentation_out_features
+from .inference_nasvit import NASViTInferenceCache
 from .modeling_nasvit import (
     NASViTDynamicLinear,
     NASViTPreTrainedModel,
@@ -53,7 +54,9 @@ class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     do not run. The input keeps its size. Windowed attention defaults to `"auto"`
     (`config.num_windows=None`); `set_num_windows(1)` gives global attention, i.e. exactly the classification
     model's stage outputs. The supernet API (`set_active_subnet`, `sample_*`, `extract_subnet`) works as on the
-    classification model.
+    classification model. In eval mode with no gradient to compute, forward runs the classification model's inference
+    plan (`inference_nasvit.py`: BatchNorm folded, fused activations, channels_last, windowed attention on prepared
+    tensors), rebuilt when the input size changes; set `inference_fast_path = False` to run the modules themselves.
 
     Load a saved backbone with `NASViTBackbone.from_pretrained(folder)`: transformers 5.24's
     `AutoBackbone.from_pretrained` asks the Hub whether the name is a repository first, so it fails for a local
@@ -62,9 +65,11 @@ class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
 
     has_attentions = False
     _keys_to_ignore_on_load_unexpected = _BACKBONE_UNUSED_KEYS
+    inference_fast_path: bool = True
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
+        self._inference_cache = NASViTInferenceCache()
         self.stem, self.stages = build_stem_and_stages(config)
         self.post_init()
         self._apply_arch(config.arch)
@@ -73,7 +78,17 @@ class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     def get_supernet_body(self) -> NASViTBackbone:
         return self
 
+    def train(self, mode: bool = True) -> NASViTBackbone:
+        if mode:
+            self._inference_cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._inference_cache.clear()  # .to(), .half(), ...: the plan is rebuilt from the converted tensors
+        return super()._apply(fn, recurse)
+
     def _apply_arch(self, arch: dict[str, Any]) -> None:
+        self._inference_cache.clear()
         self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         # Channels of every stage output for the active arch (BackboneMixin's `channels` / `out_feature_channels`).
         self.num_features = list(arch["width"][: len(BACKBONE_STAGE_NAMES)])
@@ -100,11 +115,16 @@ class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
         )
         out_indices = [index % len(self.stage_names) for index in self.out_indices]
         last = len(self.stages) if output_hidden_states else max(out_indices)
-        hidden_states = self.stem(pixel_values, self.active_stem_channels)
-        all_hidden_states = [hidden_states]
-        for stage in self.stages[:last]:
-            hidden_states = stage(hidden_states)
-            all_hidden_states.append(hidden_states)
+        plan = self._inference_cache.plan_for(self, pixel_values, num_stages=last)
+        if plan is not None:
+            maps = plan.feature_maps(pixel_values, range(last + 1) if output_hidden_states else out_indices)
+            all_hidden_states = [maps.get(index) for index in range(last + 1)]
+        else:
+            hidden_states = self.stem(pixel_values, self.active_stem_channels)
+            all_hidden_states = [hidden_states]
+            for stage in self.stages[:last]:
+                hidden_states = stage(hidden_states)
+                all_hidden_states.append(hidden_states)
         feature_maps = tuple(all_hidden_states[index] for index in out_indices)
         hidden = tuple(all_hidden_states) if output_hidden_states else None
         if not return_dict:
