@@ -9,8 +9,8 @@ The NASViT arch is A1-sized: the paper's Table 6 gives A1 309 M MACs at 224 px, 
 transformer depths 3, 3, 3 and the mb3 expand ratio 5: 311.3 M MACs at 224 px by `nasvit_hf.count_macs`. Windows are
 "auto" (feature side // 7, the paper's segmentation setting), the decode head 256 wide like Segformer-B0's.
 
-"nasvit_plan_off" is the same NASViT model with the backbone's inference plan switched off
-(`model.nasvit.inference_fast_path = False`: the modules, the code before the plan); the "*_backbone" rows time
+"nasvit_plan_off" is the same NASViT model with the inference fast paths switched off (`model.nasvit` and
+`model.decode_head`'s `inference_fast_path = False`: the modules, the code before them); the "*_backbone" rows time
 the two models' backbones alone (`model.nasvit`, the feature maps the decode head reads).
 
 Baseline and candidates are timed interleaved in the same process (one forward each per round, after warm-up), so
@@ -74,7 +74,7 @@ def main() -> None:
     assert traced_macs(nasvit, pixel_values) == macs["nasvit_a1_sized"], "analytic MACs disagree with the trace"
 
     plan_off = copy.deepcopy(nasvit)
-    plan_off.nasvit.inference_fast_path = False
+    plan_off.nasvit.inference_fast_path = plan_off.decode_head.inference_fast_path = False
     models = {
         "segformer_b0": segformer,
         "nasvit_a1_sized": nasvit,

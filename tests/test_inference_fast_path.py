@@ -366,6 +366,38 @@ def test_backbone_plan_stops_at_the_last_requested_stage_and_returns_hidden_stat
         torch.testing.assert_close(fast_state, plain_state, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("out_features", [None, ["mb1", "mb4"]])
+def test_decode_head_fast_path_is_the_same_function(tiny_config, out_features):
+    """Projection + fuse block + BN folded per scale and applied before the upsampling: equal to the modules (checked
+    in float64, where only the rounding of the reordered sums differs), with random BN statistics and odd sizes."""
+    tiny_config.num_labels, tiny_config.decoder_hidden_size = 7, 32
+    if out_features is not None:
+        tiny_config.out_features = out_features
+    model = nasvit_hf.NASViTForSemanticSegmentation(tiny_config).eval().double()
+    head = model.decode_head
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.normal_()
+        head.batch_norm.running_mean.normal_()
+        head.batch_norm.running_var.uniform_(0.5, 2.0)
+    channels = model.nasvit.num_features
+    indices = [index % 8 for index in model.config.out_indices]
+    sizes = [(33, 47), (17, 24), (9, 12), (5, 6)][: len(indices)]
+    features = [torch.randn(2, channels[i], *size, dtype=torch.float64) for i, size in zip(indices, sizes)]
+    calls = []
+    handle = head.linear_fuse.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        plain = head(features)  # a hook on a submodule: the modules run
+        handle.remove()
+        fast = head(features)
+    assert calls == [1]
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-10)
+    head.inference_fast_path = False
+    with torch.no_grad():
+        torch.testing.assert_close(head(features), plain, rtol=0, atol=0)
+
+
 def test_segmentation_plan_follows_the_input_size_and_leaves_training_alone(tiny_config):
     tiny_config.num_labels = 4
     torch.manual_seed(0)
@@ -375,9 +407,9 @@ def test_segmentation_plan_follows_the_input_size_and_leaves_training_alone(tiny
     for size in [(96, 96), (130, 97), (96, 96)]:
         pixel_values = torch.randn(2, 3, *size)
         with torch.no_grad():
-            model.nasvit.inference_fast_path = False
+            model.nasvit.inference_fast_path = model.decode_head.inference_fast_path = False
             plain = model(pixel_values).logits
-            model.nasvit.inference_fast_path = True
+            model.nasvit.inference_fast_path = model.decode_head.inference_fast_path = True
             fast = model(pixel_values).logits
         assert cache.plan is not None and cache.plan.input_size == size  # rebuilt for each new size
         torch.testing.assert_close(fast, plain, atol=ATOL, rtol=0)

@@ -219,6 +219,7 @@ def test_decode_head_equals_transformers_segformer_head():
             parameter.normal_()
     segformer.load_state_dict(model.decode_head.state_dict())
     features = [torch.randn(2, c, s, s + 1) for c, s in zip(channels, [16, 8, 4, 2])]
+    model.decode_head.inference_fast_path = False  # the modules (the fast path: tests/test_inference_fast_path.py)
     with torch.no_grad():
         torch.testing.assert_close(model.decode_head(features), segformer(features), rtol=1e-5, atol=1e-5)
 

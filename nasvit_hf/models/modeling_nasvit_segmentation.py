@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils._python_dispatch
 from torch import nn
 from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
 
@@ -147,7 +148,18 @@ class NASViTSegformerMLP(nn.Module):
 class NASViTDecodeHead(nn.Module):
     """Segformer's all-MLP decode head: project each scale to `decoder_hidden_size`, upsample (bilinear) to the first
     (finest, stride-4) scale, concatenate (coarsest first, as Segformer), fuse (1×1 conv → BN → ReLU), dropout,
-    classify (1×1 conv). Logits come out at the finest feature map's size."""
+    classify (1×1 conv). Logits come out at the finest feature map's size.
+
+    Inference fast path: in eval mode with no gradient to compute, the projection, the fuse conv's block for that
+    scale and the BatchNorm (running statistics) are one C_i → width 1×1 conv applied at each scale's own resolution
+    before the upsampling, and the four results are summed. Upsampling and 1×1 convs commute (bilinear weights sum to
+    1), so this is the same function, to float rounding, without the 4·width → width fuse conv at the finest
+    resolution (most of the head's MACs). Set `inference_fast_path = False` to run the modules; it also stands aside
+    under autograd, forward hooks on the head's submodules, `torch.jit` and dispatch modes (e.g. `FlopCounterMode`,
+    which then counts the head as defined).
+    """
+
+    inference_fast_path: bool = True
 
     def __init__(self, config: NASViTConfig, in_channels: list[int]):
         super().__init__()
@@ -164,6 +176,8 @@ class NASViTDecodeHead(nn.Module):
             raise ValueError(
                 f"the decode head was built for {len(self.linear_projections)} feature maps, got {len(feature_maps)}."
             )
+        if self._use_fast_path():
+            return self._fast_forward(feature_maps)
         batch = feature_maps[0].shape[0]
         size = feature_maps[0].shape[-2:]
         projected = []
@@ -175,6 +189,48 @@ class NASViTDecodeHead(nn.Module):
             projected.append(hidden_states)
         hidden_states = self.activation(self.batch_norm(self.linear_fuse(torch.cat(projected[::-1], dim=1))))
         return self.classifier(self.dropout(hidden_states))
+
+    def _use_fast_path(self) -> bool:
+        if self.training or not self.inference_fast_path:
+            return False
+        if torch.is_grad_enabled() and any(parameter.requires_grad for parameter in self.parameters()):
+            return False
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return False
+        if torch.utils._python_dispatch.is_in_torch_dispatch_mode():
+            return False
+        norm = self.batch_norm
+        if type(norm) is not nn.BatchNorm2d or norm.running_mean is None or norm.running_var is None:
+            return False
+        if type(self.linear_fuse) is not nn.Conv2d or type(self.activation) is not nn.ReLU:
+            return False
+        if not all(type(module.proj) is NASViTDynamicLinear for module in self.linear_projections):
+            return False
+        return not any(
+            module._forward_hooks or module._forward_pre_hooks for module in self.modules() if module is not self
+        )
+
+    def _fast_forward(self, feature_maps) -> torch.Tensor:
+        norm = self.batch_norm
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        shift = norm.bias - norm.running_mean * scale
+        width = self.linear_fuse.out_channels
+        count = len(self.linear_projections)
+        # The fuse conv's input is the projections concatenated coarsest first: scale i owns block count-1-i.
+        blocks = self.linear_fuse.weight.view(width, count, -1) * scale.view(width, 1, 1)
+        size = feature_maps[0].shape[-2:]
+        fused = None
+        for index, (feature_map, projection) in enumerate(zip(feature_maps, self.linear_projections)):
+            block = blocks[:, count - 1 - index]
+            linear = projection.proj
+            weight = block @ linear.weight[:, : feature_map.shape[1]]
+            bias = block @ linear.bias if linear.bias is not None else None
+            hidden_states = F.conv2d(feature_map, weight[:, :, None, None], bias)
+            if hidden_states.shape[-2:] != size:
+                hidden_states = F.interpolate(hidden_states, size=size, mode="bilinear", align_corners=False)
+            fused = hidden_states if fused is None else fused.add_(hidden_states)
+        fused = fused.add_(shift.view(1, width, 1, 1)).relu_()
+        return self.classifier(self.dropout(fused))
 
 
 class NASViTForSemanticSegmentation(NASViTSupernetMixin, NASViTPreTrainedModel):
