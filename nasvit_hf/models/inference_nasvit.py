@@ -387,7 +387,7 @@ class NASViTInferencePlan:
                     blocks.append(_mbconv(block, channels, channels_last)[0])
             self.stages.append(_Stage(first, blocks, stage.is_transformer))
         self.final_expand = None
-        head = getattr(model, "head", None)
+        head = model._modules.get("head")  # NASViTModel has the MBPool head, NASViTBackbone none
         if head is not None and len(stages) == len(model.stages):
             self.final_expand = _conv_bn(head.final_expand, channels, 6 * channels, 1, channels_last)
             out_channels = head.active_out_channels
