@@ -165,4 +165,14 @@ def test_conflicts_after_combination_from_the_pair_statistics_equal_those_of_the
     fast = conflict_ratio(sup, sub, _stats=(indices, dots, sup_sq, sub_sq), tolerance=AFTER_COMBINATION_TOLERANCE)
     slow = conflict_ratio(*expected_pair, tolerance=AFTER_COMBINATION_TOLERANCE)
     assert fast == slow
+    # measure_conflicts' per-tensor cosines after combination come from the same statistics
+    from nasvit_hf.training.gradients import gradient_cosines
+
+    torch.testing.assert_close(
+        gradient_cosines(sup, sub, _stats=(indices, dots, sup_sq, sub_sq)),
+        gradient_cosines(*expected_pair),
+        atol=1e-5,
+        rtol=1e-5,
+        equal_nan=True,
+    )
     assert combined_pair_stats(stats, coefficients, sup, sub, combined, "none") is stats

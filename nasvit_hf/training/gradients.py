@@ -66,11 +66,13 @@ def _dots_and_norms(sup_grads: GradList, sub_grads: GradList):
     return indices, dots, sup_sq, sub_sq
 
 
-def gradient_cosines(sup_grads: GradList, sub_grads: GradList) -> torch.Tensor:
-    """cos(g_sup, g_sub) per parameter tensor (float64); NaN where either gradient is missing or zero."""
+def gradient_cosines(sup_grads: GradList, sub_grads: GradList, _stats=None) -> torch.Tensor:
+    """cos(g_sup, g_sub) per parameter tensor (float64); NaN where either gradient is missing or zero. `_stats`: the
+    pair's `(indices, a·b, ‖a‖², ‖b‖²)` when already computed (e.g. `combined_pair_stats` for the pair after
+    combination), so the gradients are not read again."""
     _check_pair(sup_grads, sub_grads)
     cosines = torch.full((len(sup_grads),), float("nan"), dtype=torch.float64)
-    indices, dots, sup_sq, sub_sq = _dots_and_norms(sup_grads, sub_grads)
+    indices, dots, sup_sq, sub_sq = _stats if _stats is not None else _dots_and_norms(sup_grads, sub_grads)
     if indices:
         denominator = (sup_sq * sub_sq).sqrt()
         values = torch.where(denominator > 0, dots / denominator.clamp_min(1e-300), torch.nan)

@@ -36,7 +36,6 @@ from .gradients import (
     combined_pair_stats,
     conflict_ratio,
     gradient_cosines,
-    projected_pair,
 )
 from .losses import adaptive_alpha_divergence, kl_distillation, soft_target_cross_entropy
 
@@ -345,14 +344,24 @@ class SandwichTrainer:
             sub_grads = self._clip_sub(sub_grads, sub_norm)
         config = self.config
         priority = config.priority if project else "none"
+        stats = _dots_and_norms(sup_grads, sub_grads)
+        coefficients: list[float] = []
         combined = combine_gradients(
-            sup_grads, sub_grads, priority, config.granularity, config.max_projection_coefficient
+            sup_grads,
+            sub_grads,
+            priority,
+            config.granularity,
+            config.max_projection_coefficient,
+            _stats=stats,
+            _coefficients_out=coefficients,
         )
+        # The pair as combined (`projected_pair`), from the statistics: only the projected tensors are read again.
+        after = combined_pair_stats(stats, coefficients, sup_grads, sub_grads, combined, priority)
         names = {id(param): name for name, param in self.module.named_parameters()}
         return GradientConflicts(
             names=[names[id(param)] for param in self.parameters],
-            before=gradient_cosines(sup_grads, sub_grads),
-            after=gradient_cosines(*projected_pair(sup_grads, sub_grads, combined, priority)),
+            before=gradient_cosines(sup_grads, sub_grads, _stats=stats),
+            after=gradient_cosines(sup_grads, sub_grads, _stats=after),
         )
 
     @torch.no_grad()
