@@ -7,7 +7,8 @@ program (`.pt2`).
 The ONNX graph is checked with `onnx.checker` and run with onnxruntime, the program is loaded back and run, and both
 are compared with PyTorch eager on random inputs (batch sizes 1 and 4 with --dynamic_batch) before they are written.
 A supernet folder is refused: extract a subnet first (recipes/export.py). The graphs take inputs at the subnet's
-resolution only (`config.arch["resolution"]`): preprocess with the folder's image processor.
+resolution only (`config.arch["resolution"]`): preprocess with the folder's image processor. A segmentation model
+exports at any square size (`--image_size 512`); its metadata then records a segmentation processor resizing to it.
 """
 
 # No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
@@ -33,6 +34,7 @@ class DeployOptions(ConfigMixin):
     program: str | None = None  # also write the torch.export ExportedProgram here (e.g. model.pt2)
     no_verify: bool = False  # skip the comparison with PyTorch eager
     atol: float = 1e-4  # absolute tolerance of the comparison
+    image_size: int | None = None  # input side; default the subnet's resolution (other sizes: segmentation models)
     report: str | None = None  # write the export reports as JSON here
 
 
@@ -45,7 +47,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
-    options = {"dynamic_batch": args.dynamic_batch, "verify": not args.no_verify, "batch_size": args.batch_size}
+    options = {
+        "dynamic_batch": args.dynamic_batch,
+        "verify": not args.no_verify,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+    }
     with exit_on_user_error():
         model = load_subnet_for_export(args.model)
         reports = [export_onnx(model, args.output, opset=args.opset, atol=args.atol, **options)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -211,7 +212,7 @@ def test_runners_reject_other_resolutions(tiny_export):
         OnnxRunner(tiny_export["folder"] / "model.onnx"),
         ProgramRunner(tiny_export["folder"] / "model.pt2", trust_program=True),
     ):
-        with pytest.raises(ValueError, match=rf"only takes {size}x{size} inputs.*for_resolution\({size}\)"):
+        with pytest.raises(ValueError, match=rf"for {size}x{size} inputs only.*for_resolution\({size}\)"):
             runner(wrong)
 
 
@@ -325,3 +326,35 @@ def test_model_card_without_shipped_files_shows_the_export_call():
         compile(block, "snippet", "exec")
     with pytest.raises(ValueError, match="image_size"):
         model_card_section("someone/nasvit-a0", 0)
+
+
+def test_segmentation_model_exports_at_any_size_with_its_own_preprocessing(tmp_path):
+    """Dense models keep their input's size: `image_size` picks the exported size (here 80 px for a 48-px subnet,
+    with windowed attention over padded windows), and the metadata records the segmentation processor resizing to
+    it, not the classification crop."""
+    torch.manual_seed(0)
+    config = nasvit_hf.NASViTConfig(search_space=get_search_space("tiny"), num_labels=5, num_windows=4)
+    supernet = nasvit_hf.NASViTForSemanticSegmentation(config)
+    arch = supernet.config.smallest_arch()
+    arch["resolution"] = 48
+    subnet = supernet.extract_subnet(arch).eval()
+    report = export_onnx(subnet, tmp_path / "seg.onnx", image_size=80, batch_size=2)
+    assert report.image_size == 80 and report.output_names == ["logits"] and report.max_abs_diff[2] <= ATOL
+    runner = OnnxRunner(tmp_path / "seg.onnx")
+    pixel_values = random_pixels(2, 80, 3)
+    (logits,) = runner.run(pixel_values)
+    with torch.no_grad():
+        expected = subnet(pixel_values).logits.numpy()
+    assert logits.shape == expected.shape == (2, 5, 20, 20)
+    np.testing.assert_allclose(logits, expected, atol=ATOL, rtol=1e-4)
+    processor = json.loads(runner.metadata["nasvit.preprocessor"])
+    assert processor["size"] == {"height": 80, "width": 80} and not processor.get("do_center_crop")
+    assert runner.metadata["nasvit.model_class"] == "NASViTForSemanticSegmentation"
+    with pytest.raises(ValueError, match=r"for 80x80 inputs only.*NASViTSegmentationImageProcessor"):
+        runner.run(random_pixels(2, 48, 0))
+
+
+def test_classification_export_refuses_another_image_size(tiny_export, tmp_path):
+    with pytest.raises(ValueError, match=r"exports at its subnet's resolution \(48\).*Only segmentation models"):
+        export_onnx(tiny_export["model"], tmp_path / "other.onnx", image_size=64)
+    assert not (tmp_path / "other.onnx").exists()

@@ -398,6 +398,24 @@ def test_decode_head_fast_path_is_the_same_function(tiny_config, out_features):
         torch.testing.assert_close(head(features), plain, rtol=0, atol=0)
 
 
+def test_decode_head_fast_path_is_traced_by_torch_export_and_counted_as_defined_by_flop_counter(tiny_config):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    tiny_config.num_labels = 3
+    head = nasvit_hf.NASViTForSemanticSegmentation(tiny_config).eval().decode_head
+    features = [torch.randn(1, c, s, s) for c, s in zip([24, 32, 40, 56], [16, 8, 4, 2])]
+    with torch.no_grad():
+        program = torch.export.export(head, (features,))
+        expected = head(features)
+        with FlopCounterMode(display=False) as counter:
+            head(features)
+    targets = {str(node.target) for node in program.graph.nodes}
+    assert not any("cat" in target for target in targets)  # the folded form: no concatenation, no 4·width fuse conv
+    torch.testing.assert_close(program.module()(features), expected, atol=ATOL, rtol=0)
+    fuse_macs = (4 * 256) * 256 * 16 * 16  # the defined head's fuse conv at 16x16 (decoder width 256)
+    assert counter.get_total_flops() // 2 > fuse_macs
+
+
 def test_segmentation_plan_follows_the_input_size_and_leaves_training_alone(tiny_config):
     tiny_config.num_labels = 4
     torch.manual_seed(0)

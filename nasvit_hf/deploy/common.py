@@ -185,25 +185,62 @@ def export_ready(model: NASViTPreTrainedModel) -> Iterator[NASViTPreTrainedModel
         target.train(was_training)
 
 
-def example_pixel_values(config: NASViTConfig, batch_size: int, seed: int = 0) -> torch.Tensor:
-    """Seeded standard-normal pixel values of the subnet's resolution (what the processor's output looks like)."""
+def example_pixel_values(
+    config: NASViTConfig, batch_size: int, seed: int = 0, image_size: int | None = None
+) -> torch.Tensor:
+    """Seeded standard-normal pixel values of `image_size` (default: the subnet's resolution), what the processor's
+    output looks like."""
     generator = torch.Generator().manual_seed(seed)
-    size = config.arch["resolution"]
+    size = image_size or config.arch["resolution"]
     return torch.randn(batch_size, config.num_channels, size, size, generator=generator)
 
 
+def is_dense(model: NASViTPreTrainedModel) -> bool:
+    """A dense-prediction model (segmentation, backbone): it keeps its input's size, so it exports at any size."""
+    from ..models.modeling_nasvit_segmentation import NASViTBackbone, NASViTForSemanticSegmentation
+
+    return isinstance(model, (NASViTBackbone, NASViTForSemanticSegmentation))
+
+
+def export_image_size(model: NASViTPreTrainedModel, image_size: int | None) -> int:
+    """The side of the square input an export takes: the subnet's resolution for classification models (they resize
+    any input to it inside the graph), any size (default: the resolution) for dense-prediction models."""
+    resolution = model.config.arch["resolution"]
+    if image_size is None:
+        return resolution
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
+    if image_size != resolution and not is_dense(model):
+        raise ValueError(
+            f"a {type(model).__name__} exports at its subnet's resolution ({resolution}), got image_size="
+            f"{image_size}: the model resizes every input to {resolution} px itself, so resize images to "
+            f"{resolution} (NASViTImageProcessor.for_resolution({resolution})) instead. Only segmentation models and "
+            "backbones export at other sizes."
+        )
+    return image_size
+
+
 def deployment_metadata(
-    model: NASViTPreTrainedModel, output_names: list[str], dynamic_batch: bool, batch_size: int
+    model: NASViTPreTrainedModel,
+    output_names: list[str],
+    dynamic_batch: bool,
+    batch_size: int,
+    image_size: int | None = None,
 ) -> dict[str, str]:
     """String metadata stored with an exported graph, enough to preprocess inputs and name the outputs."""
     from ..models.image_processing_nasvit import NASViTImageProcessor
+    from ..models.image_processing_nasvit_segmentation import NASViTSegmentationImageProcessor
 
     config = model.config
-    processor = NASViTImageProcessor.for_resolution(config.arch["resolution"]).to_dict()
+    size = image_size or config.arch["resolution"]
+    if is_dense(model):  # resize the whole image to the exported size (no crop), as the segmentation processor does
+        processor = NASViTSegmentationImageProcessor(size={"height": size, "width": size}).to_dict()
+    else:
+        processor = NASViTImageProcessor.for_resolution(config.arch["resolution"]).to_dict()
     processor = {key: value for key, value in processor.items() if key != "image_processor_type"}
     return {
         "nasvit.model_class": type(model).__name__,
-        "nasvit.image_size": str(config.arch["resolution"]),
+        "nasvit.image_size": str(size),
         "nasvit.num_channels": str(config.num_channels),
         "nasvit.dynamic_batch": json.dumps(dynamic_batch),
         "nasvit.batch_size": json.dumps(None if dynamic_batch else batch_size),
@@ -240,9 +277,11 @@ def check_exported_pixel_values(
     shape = tuple(pixel_values.shape)
     if shape[2:] != (image_size, image_size):
         raise ValueError(
-            f"{what} was exported at the subnet's resolution and only takes {image_size}x{image_size} inputs, "
-            f"got {shape[2]}x{shape[3]}. Preprocess with NASViTImageProcessor.for_resolution({image_size}) (or the "
-            "model folder's AutoImageProcessor), which resizes and centre-crops to that size."
+            f"{what} was exported for {image_size}x{image_size} inputs only, got {shape[2]}x{shape[3]}. Preprocess "
+            f"with the image processor recorded in its metadata (`nasvit.preprocessor`): for a classification subnet "
+            f"NASViTImageProcessor.for_resolution({image_size}) (or the model folder's AutoImageProcessor), which "
+            "resizes and centre-crops to that size; for a segmentation model NASViTSegmentationImageProcessor(size="
+            f'{{"height": {image_size}, "width": {image_size}}}).'
         )
     if batch_size is not None and shape[0] != batch_size:
         raise ValueError(
@@ -279,9 +318,10 @@ class PreparedExport:
     dynamic_batch: bool
     batch_size: int
     seed: int
+    image_size: int
 
     def metadata(self) -> dict[str, str]:
-        return deployment_metadata(self.model, self.output_names, self.dynamic_batch, self.batch_size)
+        return deployment_metadata(self.model, self.output_names, self.dynamic_batch, self.batch_size, self.image_size)
 
     def verify(
         self,
@@ -296,7 +336,7 @@ class PreparedExport:
         Returns the largest difference per batch size; raises RuntimeError (nothing is written then)."""
         diffs: dict[int, float] = {}
         for size in batch_sizes or ([1, 4] if self.dynamic_batch else [self.batch_size]):
-            inputs = example_pixel_values(self.model.config, size, self.seed + size)
+            inputs = example_pixel_values(self.model.config, size, self.seed + size, self.image_size)
             with torch.no_grad():
                 expected = self.wrapper(inputs)
                 outputs = run(inputs)
@@ -317,7 +357,7 @@ class PreparedExport:
         return ExportReport(
             format=format,
             path=path,
-            image_size=self.model.config.image_size,
+            image_size=self.image_size,
             dynamic_batch=self.dynamic_batch,
             batch_size=None if self.dynamic_batch else self.batch_size,
             input_name="pixel_values",
@@ -332,19 +372,32 @@ class PreparedExport:
 
 @contextlib.contextmanager
 def prepare_export(
-    model_or_path: NASViTPreTrainedModel | str | os.PathLike, dynamic_batch: bool, batch_size: int, seed: int
+    model_or_path: NASViTPreTrainedModel | str | os.PathLike,
+    dynamic_batch: bool,
+    batch_size: int,
+    seed: int,
+    image_size: int | None = None,
 ) -> Iterator[PreparedExport]:
-    """Load and check the subnet (`load_subnet_for_export`) and make it ready to trace; the model's mode is restored
-    afterwards."""
+    """Load and check the subnet (`load_subnet_for_export`) and make it ready to trace at `image_size`
+    (`export_image_size`); the model's mode is restored afterwards."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     model = load_subnet_for_export(model_or_path)
+    image_size = export_image_size(model, image_size)
     with export_ready(model) as model:
         wrapper = NASViTExportWrapper(model).eval()
-        example = example_pixel_values(model.config, 2 if dynamic_batch else batch_size, seed)
+        example = example_pixel_values(model.config, 2 if dynamic_batch else batch_size, seed, image_size)
         dynamic_shapes = None
         if dynamic_batch:
             dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
         yield PreparedExport(
-            model, wrapper, example, wrapper.output_names(example), dynamic_shapes, dynamic_batch, batch_size, seed
+            model,
+            wrapper,
+            example,
+            wrapper.output_names(example),
+            dynamic_shapes,
+            dynamic_batch,
+            batch_size,
+            seed,
+            image_size,
         )

@@ -52,15 +52,20 @@ def export_onnx(
     rtol: float = 1e-4,
     verify_batch_sizes: list[int] | None = None,
     seed: int = 0,
+    image_size: int | None = None,
 ) -> ExportReport:
     """Export an extracted subnet (an instance, or a `save_pretrained` folder / Hub id) to the ONNX file `output`.
 
     Args:
         opset: the ai.onnx opset (>= 18); default: the exporter's recommended one.
         dynamic_batch: make the batch dimension symbolic (`batch`); otherwise it is fixed to `batch_size`. Height
-            and width are always the subnet's resolution (`config.arch["resolution"]`).
+            and width are fixed: `image_size`.
         verify: run the file with onnxruntime on seeded random inputs (batch sizes 1 and 4 when `dynamic_batch`,
             else `batch_size`, or `verify_batch_sizes`) and require |onnxruntime − eager| <= atol + rtol·|eager|.
+        image_size: the side of the square input. Classification subnets export at their resolution
+            (`config.arch["resolution"]`, the default; they resize any input to it themselves); segmentation models
+            and backbones keep their input's size, so any size works (e.g. 512 for ADE20K-style inputs), and the
+            metadata records a `NASViTSegmentationImageProcessor` resizing to it.
     Returns:
         an `ExportReport` (path, opset, shapes, file size, export time, the measured differences).
 
@@ -71,7 +76,7 @@ def export_onnx(
     onnx, _ = _require_onnx()
     if opset is not None and (not isinstance(opset, int) or opset < MIN_ONNX_OPSET):
         raise ValueError(f"opset must be an int >= {MIN_ONNX_OPSET} (the dynamo exporter's minimum), got {opset!r}.")
-    with prepare_export(model_or_path, dynamic_batch, batch_size, seed) as prepared:
+    with prepare_export(model_or_path, dynamic_batch, batch_size, seed, image_size) as prepared:
         start = time.perf_counter()
         with torch.no_grad():
             program = torch.onnx.export(
@@ -89,8 +94,8 @@ def export_onnx(
         program.model.producer_name = "nasvit_hf"
         program.model.doc_string = (
             f"NASViT {type(prepared.model).__name__} subnet; input pixel_values "
-            f"({'batch' if dynamic_batch else batch_size}, {config.num_channels}, {config.image_size}, "
-            f"{config.image_size}) preprocessed like NASViTImageProcessor."
+            f"({'batch' if dynamic_batch else batch_size}, {config.num_channels}, {prepared.image_size}, "
+            f"{prepared.image_size}) preprocessed as the nasvit.preprocessor metadata says."
         )
         for key, value in prepared.metadata().items():
             program.model.metadata_props[key] = value

@@ -41,6 +41,7 @@ def export_program(
     rtol: float = 1e-4,
     verify_batch_sizes: list[int] | None = None,
     seed: int = 0,
+    image_size: int | None = None,
 ) -> ExportReport:
     """`torch.export` an extracted subnet and save the `ExportedProgram` to `output` (`.pt2`) with `torch.export.save`.
 
@@ -49,7 +50,7 @@ def export_program(
     model's output tensors (`(logits,)` for classification); names and preprocessing are in the archive's
     `nasvit.json` (read them with `ProgramRunner`).
     """
-    with prepare_export(model_or_path, dynamic_batch, batch_size, seed) as prepared:
+    with prepare_export(model_or_path, dynamic_batch, batch_size, seed, image_size) as prepared:
         start = time.perf_counter()
         with torch.no_grad():
             program = torch.export.export(

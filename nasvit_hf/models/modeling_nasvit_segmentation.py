@@ -156,7 +156,7 @@ class NASViTDecodeHead(nn.Module):
     1), so this is the same function, to float rounding, without the 4·width → width fuse conv at the finest
     resolution (most of the head's MACs). Set `inference_fast_path = False` to run the modules; it also stands aside
     under autograd, forward hooks on the head's submodules, `torch.jit` and dispatch modes (e.g. `FlopCounterMode`,
-    which then counts the head as defined).
+    which then counts the head as defined), but not under `torch.export` / `torch.compile` (exported graphs get it).
     """
 
     inference_fast_path: bool = True
@@ -197,8 +197,8 @@ class NASViTDecodeHead(nn.Module):
             return False
         if torch.jit.is_tracing() or torch.jit.is_scripting():
             return False
-        if torch.utils._python_dispatch.is_in_torch_dispatch_mode():
-            return False
+        if torch.utils._python_dispatch.is_in_torch_dispatch_mode() and not torch.compiler.is_compiling():
+            return False  # e.g. FlopCounterMode (torch.export and torch.compile trace under a fake-tensor mode)
         norm = self.batch_norm
         if type(norm) is not nn.BatchNorm2d or norm.running_mean is None or norm.running_var is None:
             return False
