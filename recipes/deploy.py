@@ -8,7 +8,8 @@ The ONNX graph is checked with `onnx.checker` and run with onnxruntime, the prog
 are compared with PyTorch eager on random inputs (batch sizes 1 and 4 with --dynamic_batch) before they are written.
 A supernet folder is refused: extract a subnet first (recipes/export.py). The graphs take inputs at the subnet's
 resolution only (`config.arch["resolution"]`): preprocess with the folder's image processor. A segmentation model
-exports at any square size (`--image_size 512`); its metadata then records a segmentation processor resizing to it.
+exports at any size (`--image_size 512`, or `--image_size 512 1024` for height and width); its metadata then records a
+segmentation processor resizing to it.
 """
 
 # No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
@@ -34,7 +35,8 @@ class DeployOptions(ConfigMixin):
     program: str | None = None  # also write the torch.export ExportedProgram here (e.g. model.pt2)
     no_verify: bool = False  # skip the comparison with PyTorch eager
     atol: float = 1e-4  # absolute tolerance of the comparison
-    image_size: int | None = None  # input side; default the subnet's resolution (other sizes: segmentation models)
+    # the input's side, or height and width (segmentation models only; default: the subnet's resolution)
+    image_size: list[int] | None = None
     report: str | None = None  # write the export reports as JSON here
 
 
@@ -43,17 +45,23 @@ def parse_args(argv: list[str] | None = None) -> DeployOptions:
         return parse_command_line(argv, DeployOptions, None, __doc__)
 
 
+def _image_size(values: list[int]) -> int | tuple[int, int]:
+    if len(values) not in (1, 2):
+        raise ValueError(f"--image_size takes one side or a height and a width, got {len(values)} values: {values}.")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
-    options = {
-        "dynamic_batch": args.dynamic_batch,
-        "verify": not args.no_verify,
-        "batch_size": args.batch_size,
-        "image_size": args.image_size,
-    }
     with exit_on_user_error():
+        options = {
+            "dynamic_batch": args.dynamic_batch,
+            "verify": not args.no_verify,
+            "batch_size": args.batch_size,
+            "image_size": None if args.image_size is None else _image_size(args.image_size),
+        }
         model = load_subnet_for_export(args.model)
         reports = [export_onnx(model, args.output, opset=args.opset, atol=args.atol, **options)]
         if args.program:

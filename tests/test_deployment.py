@@ -329,29 +329,44 @@ def test_model_card_without_shipped_files_shows_the_export_call():
 
 
 def test_segmentation_model_exports_at_any_size_with_its_own_preprocessing(tmp_path):
-    """Dense models keep their input's size: `image_size` picks the exported size (here 80 px for a 48-px subnet,
+    """Dense models keep their input's size: `image_size` picks the exported size (here 80x56 for a 48-px subnet,
     with windowed attention over padded windows), and the metadata records the segmentation processor resizing to
-    it, not the classification crop."""
+    it, not the classification crop. The program runner reads the same size back."""
     torch.manual_seed(0)
     config = nasvit_hf.NASViTConfig(search_space=get_search_space("tiny"), num_labels=5, num_windows=4)
     supernet = nasvit_hf.NASViTForSemanticSegmentation(config)
     arch = supernet.config.smallest_arch()
     arch["resolution"] = 48
     subnet = supernet.extract_subnet(arch).eval()
-    report = export_onnx(subnet, tmp_path / "seg.onnx", image_size=80, batch_size=2)
-    assert report.image_size == 80 and report.output_names == ["logits"] and report.max_abs_diff[2] <= ATOL
+    report = export_onnx(subnet, tmp_path / "seg.onnx", image_size=(80, 56), batch_size=2)
+    assert report.image_size == (80, 56) and report.output_names == ["logits"] and report.max_abs_diff[2] <= ATOL
+    assert "(batch 2, 3, 80, 56)" in report.summary()
     runner = OnnxRunner(tmp_path / "seg.onnx")
-    pixel_values = random_pixels(2, 80, 3)
+    assert runner.input_size == (80, 56)
+    pixel_values = random_pixels(2, 80, 3)[..., :56]
     (logits,) = runner.run(pixel_values)
     with torch.no_grad():
         expected = subnet(pixel_values).logits.numpy()
-    assert logits.shape == expected.shape == (2, 5, 20, 20)
+    assert logits.shape == expected.shape == (2, 5, 20, 14)
     np.testing.assert_allclose(logits, expected, atol=ATOL, rtol=1e-4)
     processor = json.loads(runner.metadata["nasvit.preprocessor"])
-    assert processor["size"] == {"height": 80, "width": 80} and not processor.get("do_center_crop")
+    assert processor["size"] == {"height": 80, "width": 56} and not processor.get("do_center_crop")
     assert runner.metadata["nasvit.model_class"] == "NASViTForSemanticSegmentation"
-    with pytest.raises(ValueError, match=r"for 80x80 inputs only.*NASViTSegmentationImageProcessor"):
+    assert runner.metadata["nasvit.image_size"] == "80x56"
+    with pytest.raises(ValueError, match=r"for 80x56 inputs only.*NASViTSegmentationImageProcessor"):
         runner.run(random_pixels(2, 48, 0))
+
+
+def test_deploy_cli_image_size_takes_one_side_or_height_and_width(capsys):
+    sys.path.insert(0, RECIPES)
+    try:
+        import deploy as cli
+    finally:
+        sys.path.remove(RECIPES)
+    assert cli._image_size([512]) == 512 and cli._image_size([512, 1024]) == (512, 1024)
+    with pytest.raises(SystemExit):
+        cli.main(["--model", "unused", "--output", "unused.onnx", "--image_size", "1", "2", "3"])
+    assert "--image_size takes one side or a height and a width, got 3 values" in capsys.readouterr().err
 
 
 def test_classification_export_refuses_another_image_size(tiny_export, tmp_path):

@@ -48,7 +48,7 @@ class ExportReport:
 
     format: str  # "onnx" or "torch.export"
     path: str
-    image_size: int
+    image_size: int | tuple[int, int]  # the input's side, or (height, width) when not square
     dynamic_batch: bool
     batch_size: int | None  # the fixed batch size, None when dynamic
     input_name: str
@@ -71,7 +71,7 @@ class ExportReport:
         opset = f", opset {self.opset}" if self.opset is not None else ""
         line = (
             f"{self.format}: {self.path} ({self.file_size_bytes / 2**20:.1f} MiB{opset}; input {self.input_name} "
-            f"({batch}, 3, {self.image_size}, {self.image_size}) -> {', '.join(self.output_names)}; "
+            f"({batch}, 3, {', '.join(map(str, input_size(self.image_size)))}) -> {', '.join(self.output_names)}; "
             f"exported in {self.export_seconds:.1f} s)"
         )
         if self.verified:
@@ -185,14 +185,22 @@ def export_ready(model: NASViTPreTrainedModel) -> Iterator[NASViTPreTrainedModel
         target.train(was_training)
 
 
+def input_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(height, width) of an export's `image_size` (a side, or a (height, width) pair)."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
 def example_pixel_values(
-    config: NASViTConfig, batch_size: int, seed: int = 0, image_size: int | None = None
+    config: NASViTConfig, batch_size: int, seed: int = 0, image_size: int | tuple[int, int] | None = None
 ) -> torch.Tensor:
     """Seeded standard-normal pixel values of `image_size` (default: the subnet's resolution), what the processor's
     output looks like."""
     generator = torch.Generator().manual_seed(seed)
-    size = image_size or config.arch["resolution"]
-    return torch.randn(batch_size, config.num_channels, size, size, generator=generator)
+    height, width = input_size(image_size or config.arch["resolution"])
+    return torch.randn(batch_size, config.num_channels, height, width, generator=generator)
 
 
 def is_dense(model: NASViTPreTrainedModel) -> bool:
@@ -202,22 +210,30 @@ def is_dense(model: NASViTPreTrainedModel) -> bool:
     return isinstance(model, (NASViTBackbone, NASViTForSemanticSegmentation))
 
 
-def export_image_size(model: NASViTPreTrainedModel, image_size: int | None) -> int:
-    """The side of the square input an export takes: the subnet's resolution for classification models (they resize
-    any input to it inside the graph), any size (default: the resolution) for dense-prediction models."""
+def export_image_size(
+    model: NASViTPreTrainedModel, image_size: int | tuple[int, int] | list[int] | None
+) -> tuple[int, int]:
+    """The (height, width) an export takes: the subnet's resolution for classification models (they resize any
+    input to it inside the graph), any size (an int for a square, or (height, width); default the resolution) for
+    dense-prediction models."""
     resolution = model.config.arch["resolution"]
     if image_size is None:
-        return resolution
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
-    if image_size != resolution and not is_dense(model):
+        return resolution, resolution
+    pair = [image_size] * 2 if isinstance(image_size, int) and not isinstance(image_size, bool) else image_size
+    if (
+        not isinstance(pair, (list, tuple))
+        or len(pair) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+    ):
+        raise ValueError(f"image_size must be a positive int or a (height, width) pair of them, got {image_size!r}.")
+    if tuple(pair) != (resolution, resolution) and not is_dense(model):
         raise ValueError(
             f"a {type(model).__name__} exports at its subnet's resolution ({resolution}), got image_size="
             f"{image_size}: the model resizes every input to {resolution} px itself, so resize images to "
             f"{resolution} (NASViTImageProcessor.for_resolution({resolution})) instead. Only segmentation models and "
             "backbones export at other sizes."
         )
-    return image_size
+    return int(pair[0]), int(pair[1])
 
 
 def deployment_metadata(
@@ -225,22 +241,23 @@ def deployment_metadata(
     output_names: list[str],
     dynamic_batch: bool,
     batch_size: int,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """String metadata stored with an exported graph, enough to preprocess inputs and name the outputs."""
     from ..models.image_processing_nasvit import NASViTImageProcessor
     from ..models.image_processing_nasvit_segmentation import NASViTSegmentationImageProcessor
 
     config = model.config
-    size = image_size or config.arch["resolution"]
+    height, width = input_size(image_size or config.arch["resolution"])
     if is_dense(model):  # resize the whole image to the exported size (no crop), as the segmentation processor does
-        processor = NASViTSegmentationImageProcessor(size={"height": size, "width": size}).to_dict()
+        processor = NASViTSegmentationImageProcessor(size={"height": height, "width": width}).to_dict()
     else:
         processor = NASViTImageProcessor.for_resolution(config.arch["resolution"]).to_dict()
     processor = {key: value for key, value in processor.items() if key != "image_processor_type"}
     return {
         "nasvit.model_class": type(model).__name__,
-        "nasvit.image_size": str(size),
+        "nasvit.image_size": str(height) if height == width else f"{height}x{width}",
+        "nasvit.input_size": json.dumps([height, width]),
         "nasvit.num_channels": str(config.num_channels),
         "nasvit.dynamic_batch": json.dumps(dynamic_batch),
         "nasvit.batch_size": json.dumps(None if dynamic_batch else batch_size),
@@ -253,7 +270,7 @@ def deployment_metadata(
 
 def check_exported_pixel_values(
     pixel_values: np.ndarray | torch.Tensor,
-    image_size: int,
+    image_size: int | tuple[int, int],
     num_channels: int = 3,
     batch_size: int | None = None,
     what: str = "this exported model",
@@ -275,13 +292,14 @@ def check_exported_pixel_values(
         )
     check_pixel_values(pixel_values, num_channels)
     shape = tuple(pixel_values.shape)
-    if shape[2:] != (image_size, image_size):
+    height, width = input_size(image_size)
+    if shape[2:] != (height, width):
         raise ValueError(
-            f"{what} was exported for {image_size}x{image_size} inputs only, got {shape[2]}x{shape[3]}. Preprocess "
+            f"{what} was exported for {height}x{width} inputs only, got {shape[2]}x{shape[3]}. Preprocess "
             f"with the image processor recorded in its metadata (`nasvit.preprocessor`): for a classification subnet "
-            f"NASViTImageProcessor.for_resolution({image_size}) (or the model folder's AutoImageProcessor), which "
+            f"NASViTImageProcessor.for_resolution({height}) (or the model folder's AutoImageProcessor), which "
             "resizes and centre-crops to that size; for a segmentation model NASViTSegmentationImageProcessor(size="
-            f'{{"height": {image_size}, "width": {image_size}}}).'
+            f'{{"height": {height}, "width": {width}}}).'
         )
     if batch_size is not None and shape[0] != batch_size:
         raise ValueError(
@@ -318,7 +336,7 @@ class PreparedExport:
     dynamic_batch: bool
     batch_size: int
     seed: int
-    image_size: int
+    image_size: tuple[int, int]  # (height, width)
 
     def metadata(self) -> dict[str, str]:
         return deployment_metadata(self.model, self.output_names, self.dynamic_batch, self.batch_size, self.image_size)
@@ -357,7 +375,7 @@ class PreparedExport:
         return ExportReport(
             format=format,
             path=path,
-            image_size=self.image_size,
+            image_size=self.image_size[0] if self.image_size[0] == self.image_size[1] else self.image_size,
             dynamic_batch=self.dynamic_batch,
             batch_size=None if self.dynamic_batch else self.batch_size,
             input_name="pixel_values",
@@ -376,7 +394,7 @@ def prepare_export(
     dynamic_batch: bool,
     batch_size: int,
     seed: int,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> Iterator[PreparedExport]:
     """Load and check the subnet (`load_subnet_for_export`) and make it ready to trace at `image_size`
     (`export_image_size`); the model's mode is restored afterwards."""

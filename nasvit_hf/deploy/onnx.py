@@ -52,7 +52,7 @@ def export_onnx(
     rtol: float = 1e-4,
     verify_batch_sizes: list[int] | None = None,
     seed: int = 0,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> ExportReport:
     """Export an extracted subnet (an instance, or a `save_pretrained` folder / Hub id) to the ONNX file `output`.
 
@@ -62,10 +62,10 @@ def export_onnx(
             and width are fixed: `image_size`.
         verify: run the file with onnxruntime on seeded random inputs (batch sizes 1 and 4 when `dynamic_batch`,
             else `batch_size`, or `verify_batch_sizes`) and require |onnxruntime − eager| <= atol + rtol·|eager|.
-        image_size: the side of the square input. Classification subnets export at their resolution
+        image_size: the input's side, or (height, width). Classification subnets export at their resolution
             (`config.arch["resolution"]`, the default; they resize any input to it themselves); segmentation models
-            and backbones keep their input's size, so any size works (e.g. 512 for ADE20K-style inputs), and the
-            metadata records a `NASViTSegmentationImageProcessor` resizing to it.
+            and backbones keep their input's size, so any size works (e.g. 512, or (512, 1024) for Cityscapes-style
+            inputs), and the metadata records a `NASViTSegmentationImageProcessor` resizing to it.
     Returns:
         an `ExportReport` (path, opset, shapes, file size, export time, the measured differences).
 
@@ -94,8 +94,8 @@ def export_onnx(
         program.model.producer_name = "nasvit_hf"
         program.model.doc_string = (
             f"NASViT {type(prepared.model).__name__} subnet; input pixel_values "
-            f"({'batch' if dynamic_batch else batch_size}, {config.num_channels}, {prepared.image_size}, "
-            f"{prepared.image_size}) preprocessed as the nasvit.preprocessor metadata says."
+            f"({'batch' if dynamic_batch else batch_size}, {config.num_channels}, {prepared.image_size[0]}, "
+            f"{prepared.image_size[1]}) preprocessed as the nasvit.preprocessor metadata says."
         )
         for key, value in prepared.metadata().items():
             program.model.metadata_props[key] = value
@@ -157,9 +157,11 @@ class OnnxRunner:
         self.input_name = graph_input.name
         self.output_names = [output.name for output in self.session.get_outputs()]
         batch, channels, height, width = shape
-        if not all(isinstance(value, int) for value in (channels, height, width)) or height != width:
+        square_or_dense = height == width or "nasvit.input_size" in meta  # dense exports may be non-square
+        if not all(isinstance(value, int) for value in (channels, height, width)) or not square_or_dense:
             raise ValueError(f"{self.path!r} is not a NASViT export: input shape {graph_input.shape}.")
-        self.image_size = int(height)
+        self.input_size = (int(height), int(width))
+        self.image_size = int(height) if height == width else self.input_size
         self.num_channels = int(channels)
         self.batch_size = batch if isinstance(batch, int) else None
         self.dynamic_batch = self.batch_size is None
@@ -169,7 +171,7 @@ class OnnxRunner:
     def run(self, pixel_values: np.ndarray | torch.Tensor) -> list[np.ndarray]:
         """The outputs, in `output_names` order, for checked float32 `pixel_values`."""
         check_exported_pixel_values(
-            pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the ONNX model {self.path!r}"
+            pixel_values, self.input_size, self.num_channels, self.batch_size, what=f"the ONNX model {self.path!r}"
         )
         if isinstance(pixel_values, torch.Tensor):
             pixel_values = pixel_values.detach().cpu().numpy()
@@ -182,6 +184,6 @@ class OnnxRunner:
     def __repr__(self) -> str:
         batch = "batch" if self.dynamic_batch else self.batch_size
         return (
-            f"OnnxRunner({self.path!r}, input {self.input_name} ({batch}, {self.num_channels}, {self.image_size}, "
-            f"{self.image_size}), outputs {self.output_names})"
+            f"OnnxRunner({self.path!r}, input {self.input_name} ({batch}, {self.num_channels}, {self.input_size[0]}, "
+            f"{self.input_size[1]}), outputs {self.output_names})"
         )

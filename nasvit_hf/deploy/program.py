@@ -41,7 +41,7 @@ def export_program(
     rtol: float = 1e-4,
     verify_batch_sizes: list[int] | None = None,
     seed: int = 0,
-    image_size: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> ExportReport:
     """`torch.export` an extracted subnet and save the `ExportedProgram` to `output` (`.pt2`) with `torch.export.save`.
 
@@ -104,7 +104,12 @@ class ProgramRunner:
             raise ValueError(f"{self.path!r} has no {METADATA_FILE}: it was not written by export_program().")
         self.metadata: dict[str, str] = json.loads(extra_files[METADATA_FILE])
         self.module = self.program.module()
-        self.image_size = int(self.metadata["nasvit.image_size"])
+        if "nasvit.input_size" in self.metadata:
+            height, width = (int(value) for value in json.loads(self.metadata["nasvit.input_size"]))
+        else:  # exported before non-square inputs: one side
+            height = width = int(self.metadata["nasvit.image_size"])
+        self.input_size = (height, width)
+        self.image_size = height if height == width else self.input_size
         self.num_channels = int(self.metadata["nasvit.num_channels"])
         self.output_names: list[str] = json.loads(self.metadata["nasvit.output_names"])
         self.dynamic_batch: bool = json.loads(self.metadata["nasvit.dynamic_batch"])
@@ -116,7 +121,7 @@ class ProgramRunner:
         if not isinstance(pixel_values, torch.Tensor):
             pixel_values = torch.as_tensor(pixel_values)
         check_exported_pixel_values(
-            pixel_values, self.image_size, self.num_channels, self.batch_size, what=f"the program {self.path!r}"
+            pixel_values, self.input_size, self.num_channels, self.batch_size, what=f"the program {self.path!r}"
         )
         with torch.no_grad():
             return tuple(self.module(pixel_values.to(torch.float32)))
@@ -127,6 +132,6 @@ class ProgramRunner:
     def __repr__(self) -> str:
         batch = "batch" if self.dynamic_batch else self.batch_size
         return (
-            f"ProgramRunner({self.path!r}, input pixel_values ({batch}, {self.num_channels}, {self.image_size}, "
-            f"{self.image_size}), outputs {self.output_names})"
+            f"ProgramRunner({self.path!r}, input pixel_values ({batch}, {self.num_channels}, {self.input_size[0]}, "
+            f"{self.input_size[1]}), outputs {self.output_names})"
         )
