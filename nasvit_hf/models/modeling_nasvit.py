@@ -854,15 +854,31 @@ def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
     return per_stage["first_conv"]["width"]
 
 
-class NASViTModel(NASViTSupernetMixin, NASViTPreTrainedModel):
+class NASViTInferencePlanMixin:
+    """The eval-mode inference plan's switch and cache bookkeeping, for the models whose forward runs a
+    `NASViTInferencePlan` (`NASViTModel`, `NASViTBackbone`): they create `self._inference_cache` in `__init__` and ask
+    it for a plan in `forward`. `train()` and `_apply` (`.to()`, `.half()`, ...) drop the plan."""
+
+    inference_fast_path: bool = True
+    _inference_cache: NASViTInferenceCache
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._inference_cache.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._inference_cache.clear()  # .to(), .half(), ...: the plan is rebuilt from the converted tensors
+        return super()._apply(fn, recurse)
+
+
+class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features).
 
     In eval mode with no gradient to compute, forward runs a cached inference plan (BatchNorm folded into the convs,
     fused activations, channels_last, prepared attention weights: `inference_nasvit.py`) that computes what the
     modules compute; set `inference_fast_path = False` to run the modules themselves.
     """
-
-    inference_fast_path: bool = True
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
@@ -876,15 +892,6 @@ class NASViTModel(NASViTSupernetMixin, NASViTPreTrainedModel):
 
     def get_supernet_body(self) -> NASViTModel:
         return self
-
-    def train(self, mode: bool = True) -> NASViTModel:
-        if mode:
-            self._inference_cache.clear()
-        return super().train(mode)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._inference_cache.clear()  # .to(), .half(), ...: the plan is rebuilt from the converted tensors
-        return super()._apply(fn, recurse)
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self._inference_cache.clear()

@@ -26,6 +26,7 @@ from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfi
 from .inference_nasvit import NASViTInferenceCache
 from .modeling_nasvit import (
     NASViTDynamicLinear,
+    NASViTInferencePlanMixin,
     NASViTPreTrainedModel,
     NASViTSupernetMixin,
     apply_arch_to_stages,
@@ -46,7 +47,7 @@ _CLASSIFICATION_ONLY_KEYS = [r"(^|\.)head\.", r"^classifier\."]
 _BACKBONE_UNUSED_KEYS = [*_CLASSIFICATION_ONLY_KEYS, r"^decode_head\."]
 
 
-class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
+class NASViTBackbone(BackboneMixin, NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     """Multi-scale NASViT features (`BackboneOutput.feature_maps`) for dense prediction.
 
     `config.out_features` / `out_indices` pick the maps out of `stage_names` = `["stem", "mb1", ..., "mb7"]`
@@ -66,7 +67,6 @@ class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
 
     has_attentions = False
     _keys_to_ignore_on_load_unexpected = _BACKBONE_UNUSED_KEYS
-    inference_fast_path: bool = True
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
@@ -78,15 +78,6 @@ class NASViTBackbone(BackboneMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
 
     def get_supernet_body(self) -> NASViTBackbone:
         return self
-
-    def train(self, mode: bool = True) -> NASViTBackbone:
-        if mode:
-            self._inference_cache.clear()
-        return super().train(mode)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._inference_cache.clear()  # .to(), .half(), ...: the plan is rebuilt from the converted tensors
-        return super()._apply(fn, recurse)
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
         self._inference_cache.clear()

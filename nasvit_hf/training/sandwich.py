@@ -334,6 +334,22 @@ class SandwichTrainer:
         return sub_grads
 
     @torch.no_grad()
+    def _combine(self, sup_grads, sub_grads, priority: str, stats):
+        """`combine_gradients` with the config's settings and the pair's statistics `stats`; returns the combined
+        gradients and the statistics of the pair as combined (`projected_pair`'s), for which only the projected
+        tensors are read again (`combined_pair_stats`)."""
+        coefficients: list[float] = []
+        combined = combine_gradients(
+            sup_grads,
+            sub_grads,
+            priority,
+            self.config.granularity,
+            self.config.max_projection_coefficient,
+            _stats=stats,
+            _coefficients_out=coefficients,
+        )
+        return combined, combined_pair_stats(stats, coefficients, sup_grads, sub_grads, combined, priority)
+
     def measure_conflicts(self, project: bool = True, grad_scale: float = 1.0) -> GradientConflicts:
         """Instead of `step`: reduce and clip the accumulated gradients as `step` would, and return the per-tensor
         cosines before and after combination, without touching the weights (the gradient-conflict sweep of the
@@ -342,21 +358,9 @@ class SandwichTrainer:
         sub_norm = _global_norm(sub_grads, grad_scale)
         if math.isfinite(sub_norm):
             sub_grads = self._clip_sub(sub_grads, sub_norm)
-        config = self.config
-        priority = config.priority if project else "none"
+        priority = self.config.priority if project else "none"
         stats = _dots_and_norms(sup_grads, sub_grads)
-        coefficients: list[float] = []
-        combined = combine_gradients(
-            sup_grads,
-            sub_grads,
-            priority,
-            config.granularity,
-            config.max_projection_coefficient,
-            _stats=stats,
-            _coefficients_out=coefficients,
-        )
-        # The pair as combined (`projected_pair`), from the statistics: only the projected tensors are read again.
-        after = combined_pair_stats(stats, coefficients, sup_grads, sub_grads, combined, priority)
+        combined, after = self._combine(sup_grads, sub_grads, priority, stats)
         names = {id(param): name for name, param in self.module.named_parameters()}
         return GradientConflicts(
             names=[names[id(param)] for param in self.parameters],
@@ -399,25 +403,11 @@ class SandwichTrainer:
         stats = _dots_and_norms(sup_grads, sub_grads)  # shared by the conflict ratio and the projection
         ratio = conflict_ratio(sup_grads, sub_grads, _stats=stats)
         priority = config.priority if project else "none"
-        coefficients: list[float] = []
-        combined = combine_gradients(
-            sup_grads,
-            sub_grads,
-            priority,
-            config.granularity,
-            config.max_projection_coefficient,
-            _stats=stats,
-            _coefficients_out=coefficients,
-        )
+        combined, after = self._combine(sup_grads, sub_grads, priority, stats)
         ratio_after = (
             ratio
             if priority == "none"
-            else conflict_ratio(
-                sup_grads,
-                sub_grads,
-                _stats=combined_pair_stats(stats, coefficients, sup_grads, sub_grads, combined, priority),
-                tolerance=AFTER_COMBINATION_TOLERANCE,
-            )
+            else conflict_ratio(sup_grads, sub_grads, _stats=after, tolerance=AFTER_COMBINATION_TOLERANCE)
         )
         for param, grad in zip(self.parameters, combined):
             param.grad = grad
