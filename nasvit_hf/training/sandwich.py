@@ -333,7 +333,6 @@ class SandwichTrainer:
             sub_grads = [g.mul_(factor) if g is not None else None for g in sub_grads]
         return sub_grads
 
-    @torch.no_grad()
     def _combine(self, sup_grads, sub_grads, priority: str, stats):
         """`combine_gradients` with the config's settings and the pair's statistics `stats`; returns the combined
         gradients and the statistics of the pair as combined (`projected_pair`'s), for which only the projected
@@ -350,6 +349,7 @@ class SandwichTrainer:
         )
         return combined, combined_pair_stats(stats, coefficients, sup_grads, sub_grads, combined, priority)
 
+    @torch.no_grad()
     def measure_conflicts(self, project: bool = True, grad_scale: float = 1.0) -> GradientConflicts:
         """Instead of `step`: reduce and clip the accumulated gradients as `step` would, and return the per-tensor
         cosines before and after combination, without touching the weights (the gradient-conflict sweep of the
