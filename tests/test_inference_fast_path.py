@@ -416,6 +416,32 @@ def test_decode_head_fast_path_is_traced_by_torch_export_and_counted_as_defined_
     assert counter.get_total_flops() // 2 > fuse_macs
 
 
+def test_torch_export_traces_the_plan_and_a_global_hook_keeps_the_modules(random_tiny_model, tiny_config):
+    """Under torch.export (the ONNX exporter's front end) the plan is built inside the traced graph: BatchNorm is
+    folded, so no batch-norm op is left. A global forward hook makes every fast path stand aside (it would be
+    bypassed), the decode head's as well as the plan."""
+    arch = random_tiny_model.sample_max_subnet()
+    subnet = random_tiny_model.extract_subnet(arch).eval()
+    pixel_values = torch.randn(1, 3, arch["resolution"], arch["resolution"])
+    with torch.no_grad():
+        program = torch.export.export(subnet, (pixel_values,))
+        expected = subnet(pixel_values).logits
+    assert not any("batch_norm" in str(node.target) for node in program.graph.nodes)
+    torch.testing.assert_close(program.module()(pixel_values).logits, expected, atol=ATOL, rtol=0)
+
+    tiny_config.num_labels = 3
+    head = nasvit_hf.NASViTForSemanticSegmentation(tiny_config).eval().decode_head
+    features = [torch.randn(1, c, s, s) for c, s in zip([24, 32, 40, 56], [16, 8, 4, 2])]
+    calls = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, *args: calls.append(module))
+    try:
+        with torch.no_grad():
+            head(features)
+    finally:
+        handle.remove()
+    assert head.linear_fuse in calls  # the modules ran
+
+
 def test_segmentation_plan_follows_the_input_size_and_leaves_training_alone(tiny_config):
     tiny_config.num_labels = 4
     torch.manual_seed(0)

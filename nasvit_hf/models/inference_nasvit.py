@@ -33,7 +33,7 @@ import torch.utils._python_dispatch
 
 from .configuration_nasvit import make_divisible
 
-__all__ = ["NASViTInferenceCache", "NASViTInferencePlan"]
+__all__ = ["NASViTInferenceCache", "NASViTInferencePlan", "fast_path_context_allows"]
 
 # Below this many tokens·batch rows, MKL's GEMM + a separate swish beats oneDNN's fused linear + swish.
 _FUSED_LINEAR_MIN_ROWS = 1024
@@ -50,6 +50,21 @@ def _mkldnn_available() -> bool:
 
 def _mkl_packing_available() -> bool:
     return torch._C.has_mkl and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
+def fast_path_context_allows(module) -> bool:
+    """The checks every eval-mode fast path shares (the inference plan, the segmentation decode head's folded form):
+    `module` is in eval mode with its `inference_fast_path` switch on, nothing traces it with `torch.jit`, no global
+    forward hook is set (the fast path would bypass it), and no dispatch mode is active other than the fake-tensor
+    mode that `torch.export` / `torch.compile` trace under (e.g. `FlopCounterMode` counts the modules' ops)."""
+    if module.training or not module.inference_fast_path:
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    global_hooks = torch.nn.modules.module
+    if global_hooks._global_forward_hooks or global_hooks._global_forward_pre_hooks:
+        return False
+    return not (torch.utils._python_dispatch.is_in_torch_dispatch_mode() and not torch.compiler.is_compiling())
 
 
 def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -144,10 +159,10 @@ class _MBConv:
 
 
 @dataclass
-class _Windows:
+class WindowGrid:
     """Swin-style windows of a (height × width) token grid: (grid_h × grid_w) windows of (window_h × window_w)
     tokens, the grid zero-padded by (pad_h, pad_w) at the bottom/right; `key_mask` (1, windows, 1, 1, window tokens)
-    is True at the padded keys (None when nothing is padded)."""
+    is True at the padded keys (None when nothing is padded). The geometry of the modules' windowed attention too."""
 
     window_h: int
     window_w: int
@@ -158,7 +173,7 @@ class _Windows:
     key_mask: torch.Tensor | None
 
     @classmethod
-    def for_grid(cls, height: int, width: int, windows: tuple[int, int], device) -> _Windows:
+    def for_grid(cls, height: int, width: int, windows: tuple[int, int], device) -> WindowGrid:
         window_h, window_w = -(-height // windows[0]), -(-width // windows[1])
         grid_h, grid_w = -(-height // window_h), -(-width // window_w)
         pad_h, pad_w = grid_h * window_h - height, grid_w * window_w - width
@@ -206,7 +221,7 @@ class _TransformerLayer:
     talking_post_bias: torch.Tensor
     proj: _Linear
     mlp: tuple[tuple[_Linear, _Linear], ...]  # (fc1, fc2) of mlp2, then of mlp1: the run order
-    windows: _Windows | None  # windowed attention (the talking-heads biases are then the window's), or global
+    windows: WindowGrid | None  # windowed attention (the talking-heads biases are then the window's), or global
 
 
 @dataclass
@@ -304,7 +319,7 @@ def _transformer_layer(layer, channels: int, height: int, width: int, channels_l
     windows = None
     grid = attention.window_grid(height, width)
     if grid != (1, 1):
-        windows = _Windows.for_grid(height, width, grid, pre_weight.device)
+        windows = WindowGrid.for_grid(height, width, grid, pre_weight.device)
         height, width = windows.window_h, windows.window_w
     window_length = height * width
     position_bias = attention.relative_position_bias(height, width, heads).reshape(heads, window_length**2)
@@ -422,21 +437,17 @@ class NASViTInferencePlan:
         normed = F.layer_norm(tokens, tokens.shape[1:], eps=layer.eps)
         pack = self.pack_linear
         qkv = layer.qkv(normed, pack)
-        query, key, value = qkv.split([channels, channels, qkv.shape[-1] - 2 * channels], dim=-1)
-        if layer.windows is None:
-            query = query.view(batch, length, heads, head_dim).transpose(1, 2)
-            key = key.view(batch, length, heads, head_dim).permute(0, 2, 3, 1)  # kᵀ
-        value = value.view(batch, height, width, -1).permute(0, 3, 1, 2)
+        value = qkv[..., 2 * channels :].view(batch, height, width, -1).permute(0, 3, 1, 2)
         if self.channels_last:
             value = value.contiguous(memory_format=torch.channels_last)
         value = layer.value_conv(value, self.fused_kernels)
         value_channels = value.shape[1]
         value = value.permute(0, 2, 3, 1).reshape(batch, length, value_channels)
         if layer.windows is None:
+            query = qkv[..., :channels].view(batch, length, heads, head_dim).transpose(1, 2)
+            key_t = qkv[..., channels : 2 * channels].view(batch, length, heads, head_dim).permute(0, 2, 3, 1)
             value = value.view(batch, length, heads, value_channels // heads).transpose(1, 2)
-
-        if layer.windows is None:
-            context = self._attention_core(layer, query, key, value)
+            context = self._attention_core(layer, query, key_t, value)
             context = context.transpose(1, 2).reshape(batch, length, value_channels)
         else:
             context = self._windowed_attention_core(layer, qkv, value, height, width)
@@ -500,17 +511,19 @@ class NASViTInferencePlan:
             tokens = self._transformer_layer(layer, tokens, height, width)
         return tokens.transpose(1, 2).reshape(batch, channels, height, width)
 
+    def _stage_outputs(self, pixel_values: torch.Tensor):
+        """The stem's output, then each stage's, in the plan's (channels_last) layout."""
+        hidden_states = self.stem(pixel_values, self.fused_kernels)
+        yield hidden_states
+        for stage in self.stages:
+            hidden_states = self._stage(stage, hidden_states)
+            yield hidden_states
+
     def feature_maps(self, pixel_values: torch.Tensor, indices) -> dict[int, torch.Tensor]:
         """{index: map} of the stem (index 0) and stage outputs (1 = mb1, ...) named by `indices`, in the modules'
-        (contiguous) layout."""
+        (contiguous) layout: fresh tensors, which the next stage never updates in place."""
         wanted = set(indices)
-        hidden_states = self.stem(pixel_values, self.fused_kernels)
-        maps = {0: hidden_states.contiguous()} if 0 in wanted else {}
-        for index, stage in enumerate(self.stages, start=1):
-            hidden_states = self._stage(stage, hidden_states)
-            if index in wanted:
-                maps[index] = hidden_states.contiguous()  # fresh tensors: the next stage never updates them in place
-        return maps
+        return {i: state.contiguous() for i, state in enumerate(self._stage_outputs(pixel_values)) if i in wanted}
 
     def __call__(
         self, pixel_values: torch.Tensor, output_hidden_states: bool = False
@@ -520,10 +533,8 @@ class NASViTInferencePlan:
             raise RuntimeError(
                 "this plan has no MBPool head (a backbone's, or one for fewer stages): use feature_maps"
             )
-        hidden_states = self.stem(pixel_values, self.fused_kernels)
-        all_hidden_states = [hidden_states] if output_hidden_states else None
-        for stage in self.stages:
-            hidden_states = self._stage(stage, hidden_states)
+        all_hidden_states = [] if output_hidden_states else None
+        for hidden_states in self._stage_outputs(pixel_values):
             if all_hidden_states is not None:
                 all_hidden_states.append(hidden_states)
         pooled = self.final_expand(hidden_states, self.fused_kernels).mean(dim=(2, 3))
@@ -644,15 +655,7 @@ class NASViTInferenceCache:
     def plan_for(self, model, pixel_values: torch.Tensor, num_stages: int | None = None) -> NASViTInferencePlan | None:
         """The plan to run `model` (its first `num_stages` body stages, default all) on `pixel_values` now, or None
         for the modules' own path. One plan is kept: a new input size rebuilds it."""
-        if model.training or not model.inference_fast_path:
-            return None
-        if torch.jit.is_tracing() or torch.jit.is_scripting():
-            return None
-        global_hooks = torch.nn.modules.module
-        if global_hooks._global_forward_hooks or global_hooks._global_forward_pre_hooks:
-            return None
-        if torch.utils._python_dispatch.is_in_torch_dispatch_mode():
-            # e.g. FlopCounterMode: it counts the modules' aten ops, not the plan's fused oneDNN kernels
+        if not fast_path_context_allows(model):
             return None
         if torch.compiler.is_compiling():
             if torch.compiler.is_exporting() and not torch.is_grad_enabled() and self._refresh_structure(model):

@@ -37,7 +37,7 @@ from .configuration_nasvit import (
     stage_choices,
     window_grid,
 )
-from .inference_nasvit import NASViTInferenceCache
+from .inference_nasvit import NASViTInferenceCache, WindowGrid
 
 __all__ = [
     "LEGACY_KEY_MAPPING",
@@ -402,9 +402,9 @@ class NASViTAttention(nn.Module):
         """
         batch, heads, _, head_dim = query.shape
         value_channels = value.shape[1]
-        window_h, window_w = -(-height // windows[0]), -(-width // windows[1])
-        grid_h, grid_w = -(-height // window_h), -(-width // window_w)
-        pad_h, pad_w = grid_h * window_h - height, grid_w * window_w - width
+        grid = WindowGrid.for_grid(height, width, windows, query.device)
+        window_h, window_w, grid_h, grid_w = grid.window_h, grid.window_w, grid.grid_h, grid.grid_w
+        pad_h, pad_w = grid.pad_h, grid.pad_w
 
         def partition(tokens: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B·nW, C, window tokens)
             tokens = F.pad(tokens, (0, pad_w, 0, pad_h))
@@ -423,13 +423,11 @@ class NASViTAttention(nn.Module):
         scores = (query * self.head_dim**-0.5) @ key.transpose(-2, -1)
         scores = scores + self.relative_position_bias(window_h, window_w, heads).unsqueeze(0)
         scores = self._talking_heads(scores, self.talking_heads_pre)
-        if pad_h or pad_w:
-            padded = torch.zeros(grid_h * window_h, grid_w * window_w, dtype=torch.bool, device=scores.device)
-            padded[height:, :] = True
-            padded[:, width:] = True
-            padded = padded.view(grid_h, window_h, grid_w, window_w).permute(0, 2, 1, 3).reshape(-1, window_length)
-            mask = padded.repeat(batch, 1)[:, None, None, :]  # (B·nW, 1, 1, window tokens): padded keys
-            scores = scores.masked_fill(mask, float("-inf"))
+        if grid.key_mask is not None:  # (1, nW, 1, 1, window tokens): the padded keys of each window
+            scores = scores.view(batch, -1, heads, window_length, window_length).masked_fill(
+                grid.key_mask, float("-inf")
+            )
+            scores = scores.view(count, heads, window_length, window_length)
         scores = self._talking_heads(scores.softmax(dim=-1), self.talking_heads_post)
         context = (scores @ value).transpose(-2, -1).reshape(batch, grid_h, grid_w, value_channels, window_h, window_w)
         context = context.permute(0, 3, 1, 4, 2, 5).reshape(

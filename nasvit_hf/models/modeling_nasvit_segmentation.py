@@ -18,12 +18,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torch.utils._python_dispatch
 from torch import nn
 from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
 
 from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfig, segmentation_out_features
-from .inference_nasvit import NASViTInferenceCache
+from .inference_nasvit import NASViTInferenceCache, fast_path_context_allows
 from .modeling_nasvit import (
     NASViTDynamicLinear,
     NASViTInferencePlanMixin,
@@ -146,8 +145,9 @@ class NASViTDecodeHead(nn.Module):
     before the upsampling, and the four results are summed. Upsampling and 1×1 convs commute (bilinear weights sum to
     1), so this is the same function, to float rounding, without the 4·width → width fuse conv at the finest
     resolution (most of the head's MACs). Set `inference_fast_path = False` to run the modules; it also stands aside
-    under autograd, forward hooks on the head's submodules, `torch.jit` and dispatch modes (e.g. `FlopCounterMode`,
-    which then counts the head as defined), but not under `torch.export` / `torch.compile` (exported graphs get it).
+    under autograd, forward hooks (global or on the head's submodules), `torch.jit` and dispatch modes (e.g.
+    `FlopCounterMode`, which then counts the head as defined), but not under `torch.export` / `torch.compile`
+    (exported graphs get it): `fast_path_context_allows`, shared with the backbone's inference plan.
     """
 
     inference_fast_path: bool = True
@@ -182,14 +182,10 @@ class NASViTDecodeHead(nn.Module):
         return self.classifier(self.dropout(hidden_states))
 
     def _use_fast_path(self) -> bool:
-        if self.training or not self.inference_fast_path:
+        if not fast_path_context_allows(self):
             return False
         if torch.is_grad_enabled() and any(parameter.requires_grad for parameter in self.parameters()):
             return False
-        if torch.jit.is_tracing() or torch.jit.is_scripting():
-            return False
-        if torch.utils._python_dispatch.is_in_torch_dispatch_mode() and not torch.compiler.is_compiling():
-            return False  # e.g. FlopCounterMode (torch.export and torch.compile trace under a fake-tensor mode)
         norm = self.batch_norm
         if type(norm) is not nn.BatchNorm2d or norm.running_mean is None or norm.running_var is None:
             return False
