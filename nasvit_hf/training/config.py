@@ -65,8 +65,9 @@ class TrainingConfig(ConfigMixin):
     iw_clip: float = 5.0
     gradient_priority: str = "sub"  # "sub" (Eqn. 1) | "sup" | "none"
     gradient_granularity: str = "tensor"  # "tensor" (reference) | "global" (paper)
-    max_projection_coefficient: float | None = 2.0
-    projection_start_epoch: int = 0  # the reference: 100 (plain sum before)
+    max_projection_coefficient: float | None = 2.0  # the reference's cap; null = no cap
+    projection_eps: float = 1e-6  # added to ‖g‖² in the coefficient (the reference); 0 + no cap = exact projection
+    projection_start_epoch: int = 0  # first (0-based) epoch that projects, plain sum before; the reference: 101
     teachers: Any = None  # AutoModelForImageClassification names/paths: a list, or one string ("a,b" = two)
     teacher_temperature: float = 1.0  # ensemble = mean of softmax(logits / T); the reference: 0.2
     # ---- optimisation
@@ -177,6 +178,14 @@ class TrainingConfig(ConfigMixin):
         for name in ["drop_path_rate", "drop_connect_rate", "dropout", "hflip", "random_erasing", "label_smoothing"]:
             if not 0.0 <= getattr(self, name) < 1.0 + (name in ("hflip", "random_erasing")):
                 raise ValueError(f"config {name} must be a probability, got {getattr(self, name)}.")
+        if not self.projection_eps >= 0:
+            raise ValueError(
+                f"config projection_eps must be >= 0 (0 = the exact projection), got {self.projection_eps}."
+            )
+        if self.max_projection_coefficient is not None and self.max_projection_coefficient < 0:
+            raise ValueError(
+                f"config max_projection_coefficient must be >= 0 or null (no cap), got {self.max_projection_coefficient}."
+            )
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"config alpha_min ({self.alpha_min}) must not exceed alpha_max ({self.alpha_max}).")
         if self.dataset == "imagefolder" and not self.data_dir:

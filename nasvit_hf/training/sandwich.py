@@ -66,6 +66,7 @@ class SandwichConfig:
     priority: str = "sub"
     granularity: str = "tensor"
     max_projection_coefficient: float | None = 2.0
+    projection_eps: float = 1e-6
     max_grad_norm: float | None = 1.0
     drop_path_rate: float = 0.0
     drop_connect_rate: float = 0.0
@@ -98,6 +99,12 @@ class SandwichConfig:
             raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {self.granularity!r}.")
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"alpha_min must not exceed alpha_max, got {self.alpha_min} > {self.alpha_max}.")
+        if self.max_projection_coefficient is not None and self.max_projection_coefficient < 0:
+            raise ValueError(
+                f"max_projection_coefficient must be >= 0 or None (no cap), got {self.max_projection_coefficient}."
+            )
+        if not self.projection_eps >= 0:
+            raise ValueError(f"projection_eps must be >= 0 (0 = the exact projection), got {self.projection_eps}.")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}.")
         for name in ("drop_path_rate", "drop_connect_rate", "dropout"):
@@ -344,6 +351,7 @@ class SandwichTrainer:
             priority,
             self.config.granularity,
             self.config.max_projection_coefficient,
+            self.config.projection_eps,
             _stats=stats,
             _coefficients_out=coefficients,
         )
