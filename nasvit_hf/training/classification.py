@@ -489,7 +489,7 @@ def build_schedule(config: TrainingConfig, optimizer: torch.optim.Optimizer, bat
     warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_epochs * steps_per_epoch)
     try:
         scheduler = build_lr_scheduler(
-            optimizer, config.lr_scheduler_type, warmup, max_steps, config.min_lr_rate, config.warmup_lr_rate
+            optimizer, config.lr_scheduler_type, warmup, max_steps, *config.schedule_rates()
         )
     except ValueError as error:
         raise RecipeError(str(error)) from None

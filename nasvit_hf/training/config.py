@@ -86,6 +86,8 @@ class TrainingConfig(ConfigMixin):
     lr_scheduler_type: str = "cosine"  # any transformers scheduler; "cosine_warmup_with_min_lr" = the reference
     min_lr_rate: float | None = None  # final lr / peak lr, for cosine_with_min_lr / cosine_warmup_with_min_lr
     warmup_lr_rate: float | None = None  # first warm-up lr / peak lr, for cosine_warmup_with_min_lr
+    min_learning_rate: float | None = None  # final lr, scaled with learning_rate (scale_lr): instead of min_lr_rate
+    warmup_learning_rate: float | None = None  # first warm-up lr, scaled with learning_rate: instead of warmup_lr_rate
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None  # overrides warmup_epochs
     max_grad_norm: float | None = 1.0
@@ -137,6 +139,18 @@ class TrainingConfig(ConfigMixin):
             self.teachers = parse_teacher_names(self.teachers)
         self.validate()
 
+    def schedule_rates(self) -> tuple[float | None, float | None]:
+        """`(min_lr_rate, warmup_lr_rate)`: the final and first warm-up lr as fractions of the peak lr. Given as
+        `min_learning_rate` / `warmup_learning_rate`, they are scaled with `learning_rate` (`scale_lr`: × total batch
+        / 512, as the reference's main.py scales its BASE_LR, WARMUP_LR and MIN_LR alike), so their fraction of the
+        peak is the ratio of the configured values at any batch size."""
+        min_rate, warmup_rate = self.min_lr_rate, self.warmup_lr_rate
+        if self.min_learning_rate is not None:
+            min_rate = self.min_learning_rate / self.learning_rate
+        if self.warmup_learning_rate is not None:
+            warmup_rate = self.warmup_learning_rate / self.learning_rate
+        return min_rate, warmup_rate
+
     def validate(self) -> None:
         choices = {
             "switchable_scaling": ["tokens", "width", "shared", "none"],
@@ -178,6 +192,17 @@ class TrainingConfig(ConfigMixin):
         for name in ["drop_path_rate", "drop_connect_rate", "dropout", "hflip", "random_erasing", "label_smoothing"]:
             if not 0.0 <= getattr(self, name) < 1.0 + (name in ("hflip", "random_erasing")):
                 raise ValueError(f"config {name} must be a probability, got {getattr(self, name)}.")
+        for absolute, rate in (("min_learning_rate", "min_lr_rate"), ("warmup_learning_rate", "warmup_lr_rate")):
+            value = getattr(self, absolute)
+            if value is None:
+                continue
+            if getattr(self, rate) is not None:
+                raise ValueError(
+                    f"config sets both {absolute} and {rate}: they say the same thing (the lr, or its fraction of the "
+                    "peak lr); keep one."
+                )
+            if not (self.learning_rate > 0 and 0.0 <= value <= self.learning_rate):
+                raise ValueError(f"config {absolute} must be in [0, learning_rate={self.learning_rate}], got {value}.")
         if not self.projection_eps >= 0:
             raise ValueError(
                 f"config projection_eps must be >= 0 (0 = the exact projection), got {self.projection_eps}."
