@@ -41,6 +41,7 @@ from nasvit_hf.training.classification import (
     count_skipped_step,
     load_classification_splits,
     load_teachers,
+    logged_archs,
     multi_cpu_launch,
     nanmean,
     sandwich_update,
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lr_scheduler, steps_per_epoch, max_steps = build_schedule(config, optimizer, len(train_loader))
     accumulation = config.gradient_accumulation_steps
     module = accelerator.unwrap_model(model)
-    sampler = ArchSampler(module.config, config.num_random_subnets, seed=config.seed)
+    sampler = ArchSampler(
+        module.config, config.num_random_subnets, config.seed, config.subnet_sampling, accelerator.process_index
+    )
     ema = ModelEMA(module, config.ema_decay) if config.ema_decay else None
     state = TrainState()
     accelerator.register_for_checkpointing(lr_scheduler, sampler, state, *([ema] if ema is not None else []))
@@ -153,8 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratios_after.append(output.conflict_ratio_after)
             if state.global_step % config.logging_steps == 0 or output.skipped:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.global_step)
+                archs = logged_archs(output, accelerator, config.subnet_sampling == "per_rank")
                 if accelerator.is_main_process:
-                    append_log_line(log_path, dict(record, archs=dict(output.archs)))
+                    append_log_line(log_path, dict(record, **archs))
                 progress.set_postfix(loss=f"{output.losses['total']:.3f}", conflict=f"{output.conflict_ratio:.2f}")
             check_nonfinite_limit(state, output, config.max_consecutive_nonfinite)
             finished_epoch = (state.global_step - 1) // steps_per_epoch + 1

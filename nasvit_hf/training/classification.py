@@ -35,6 +35,7 @@ __all__ = [
     "check_eval_archs",
     "check_nonfinite_limit",
     "load_teachers",
+    "logged_archs",
     "count_skipped_step",
     "load_classification_splits",
     "multi_cpu_launch",
@@ -320,6 +321,17 @@ def step_record(step: int, epoch: int, lr: float, output: Any) -> dict[str, Any]
         "projected": int(output.projected),
         "skipped": int(output.skipped),
     }
+
+
+def logged_archs(output: Any, accelerator: Any, per_rank: bool) -> dict[str, Any]:
+    """The archs a step trained, for its log line: `{"archs": {name: arch}}` (this rank's), and with per-rank subnet
+    sampling on several processes `"archs_per_rank"`: every rank's (a collective: call it on every rank)."""
+    logged: dict[str, Any] = {"archs": dict(output.archs)}
+    if per_rank and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        logged["archs_per_rank"] = gather_object([dict(output.archs)])
+    return logged
 
 
 def append_log_line(path: str | Path, record: dict[str, Any]) -> None:

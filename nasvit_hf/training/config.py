@@ -59,6 +59,7 @@ class TrainingConfig(ConfigMixin):
     eval_crop_mode: str = "resolution"  # evaluation protocol: "resolution" (r/0.875 -> r) | "reference" (256->224->r)
     # ---- sandwich step
     num_random_subnets: int = 2
+    subnet_sampling: str = "synchronized"  # "synchronized" (all ranks, same random subnets) | "per_rank" (reference)
     distill_loss: str = "alpha_divergence"  # or "kl"
     alpha_min: float = -1.0
     alpha_max: float = 1.0
@@ -160,6 +161,7 @@ class TrainingConfig(ConfigMixin):
             "mixed_precision": [None, "no", "fp16", "bf16"],
             "data_pipeline": ["torchvision", "timm"],
             "eval_crop_mode": ["resolution", "reference"],
+            "subnet_sampling": ["synchronized", "per_rank"],
             "random_erasing_mode": ["const", "rand", "pixel"],
         }
         for name, allowed in choices.items():
