@@ -40,7 +40,7 @@ from nasvit_hf.training import (
 )
 from nasvit_hf.training.classification import load_teachers
 from nasvit_hf.training.conflicts import sweep_gradient_conflicts
-from nasvit_hf.training.pipeline import build_target_transform, build_training_transform
+from nasvit_hf.training.pipeline import build_target_transform, training_transform_of
 
 logger = logging.getLogger("nasvit_hf.conflict_ratio")
 
@@ -82,12 +82,7 @@ def main(argv=None) -> dict:
     if len(label_names) != model.config.num_labels:
         raise SystemExit(f"the data has {len(label_names)} classes, the supernet {model.config.num_labels}.")
     image_size = config.image_size or max(model.config.search_space["resolutions"])
-    transform = build_training_transform(
-        config.data_pipeline, image_size, auto_augment=config.auto_augment,
-        randaugment_num_ops=config.randaugment_num_ops, randaugment_magnitude=config.randaugment_magnitude,
-        crop_scale=config.crop_scale, hflip=config.hflip, random_erasing=config.random_erasing,
-        random_erasing_mode=config.random_erasing_mode,
-    )  # fmt: skip
+    transform = training_transform_of(config, image_size)
     dataset = ImageClassificationDataset(data, transform, config.image_column, config.label_column, seed=config.seed)
     loader = DataLoader(
         dataset,

@@ -23,7 +23,7 @@ from ..utils.io import atomic_write_json, staging_folder
 from .augment import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainingConfig
 from .data import ImageClassificationDataset, TrainingSplits, collate_image_batch, load_training_splits
-from .pipeline import build_eval_processor, build_target_transform, build_training_transform
+from .pipeline import build_eval_processor, build_target_transform, training_transform_of
 from .schedule import build_lr_scheduler
 from .teachers import TeacherEnsemble, load_teacher_ensemble
 
@@ -116,17 +116,7 @@ def build_classification_data(
     (`eval_crop_mode` at `max_resolution`) and a cached factory of per-resolution calibration / validation loaders
     (`prepare`, e.g. `accelerator.prepare`, is applied to each validation loader)."""
     train_split, validation_split, label_names = splits[:3]
-    train_transform = build_training_transform(
-        config.data_pipeline,
-        image_size,
-        auto_augment=config.auto_augment,
-        randaugment_num_ops=config.randaugment_num_ops,
-        randaugment_magnitude=config.randaugment_magnitude,
-        crop_scale=config.crop_scale,
-        hflip=config.hflip,
-        random_erasing=config.random_erasing,
-        random_erasing_mode=config.random_erasing_mode,
-    )
+    train_transform = training_transform_of(config, image_size)
     columns = (config.image_column, config.label_column)
     train_dataset = ImageClassificationDataset(train_split, train_transform, *columns, seed=config.seed)
     sampler_generator = torch.Generator()
@@ -148,7 +138,12 @@ def build_classification_data(
             def transform(image):
                 return processor(image, return_tensors="pt")["pixel_values"][0]
 
-            calibration_dataset = ImageClassificationDataset(train_split, transform, *columns)
+            if config.calibration_transform == "training":  # augmented image_size crops, seeded per image
+                calibration_dataset = ImageClassificationDataset(
+                    train_split, train_transform, *columns, seed=config.seed
+                )
+            else:
+                calibration_dataset = ImageClassificationDataset(train_split, transform, *columns)
             calibration_loader = DataLoader(
                 calibration_dataset,
                 batch_size=config.per_device_train_batch_size,

@@ -101,6 +101,7 @@ class TrainingConfig(ConfigMixin):
     output_dir: str = "outputs/digits_tiny"
     eval_every_epochs: int = 1
     calibration_batches: int = 64
+    calibration_transform: str = "evaluation"  # BN recalibration images: "evaluation" | "training" (the reference)
     eval_archs: list = field(default_factory=list)  # extra archs to validate each epoch
     logging_steps: int = 1
     report_to: str = "tensorboard"  # "tensorboard", "none", or any accelerate tracker name
@@ -162,6 +163,7 @@ class TrainingConfig(ConfigMixin):
             "data_pipeline": ["torchvision", "timm"],
             "eval_crop_mode": ["resolution", "reference"],
             "subnet_sampling": ["synchronized", "per_rank"],
+            "calibration_transform": ["evaluation", "training"],
             "random_erasing_mode": ["const", "rand", "pixel"],
         }
         for name, allowed in choices.items():
