@@ -6,6 +6,12 @@ augmentation and regularization as the supernet training stage").
 
     python recipes/conflict_ratio.py --supernet runs/in1k/final --config runs/in1k/training_config.json \
         [--max_batches 500] [--no_projection] [--output conflicts.json] [--key value ...]
+    python recipes/conflict_ratio.py --snapshots runs/in1k [--max_batches 500]     # Table 4 from one run
+
+`--snapshots RUN` sweeps every `RUN/snapshots/epoch_<E>/` that training kept (`snapshot_epochs: table4`: epochs 1,
+90, 180, 270, 360 of 360, scaled to the run's length) with the same data and archs, writes each snapshot's report
+into its folder and the table (epoch -> ratio before / after combination) to `RUN/conflict_ratio_table.json`
+(or `--output`); `--config` defaults to `RUN/training_config.json`.
 
 `--config` is the run's training config (its saved training_config.json or the YAML it was trained with): data,
 augmentation, teachers and sandwich settings come from it, and any `--key value` overrides it (e.g. `--data_dir`).
@@ -18,8 +24,8 @@ parameter tensor.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -38,9 +44,10 @@ from nasvit_hf.training import (
     load_image_classification_splits,
     parse_overrides,
 )
-from nasvit_hf.training.classification import load_teachers
+from nasvit_hf.training.classification import SNAPSHOTS_FOLDER, load_teachers
 from nasvit_hf.training.conflicts import sweep_gradient_conflicts
 from nasvit_hf.training.pipeline import build_target_transform, training_transform_of
+from nasvit_hf.utils.io import atomic_write_json
 
 logger = logging.getLogger("nasvit_hf.conflict_ratio")
 
@@ -49,8 +56,10 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, TrainingConfig]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
-    parser.add_argument("--supernet", required=True, help="a saved supernet folder (e.g. <run>/final)")
-    parser.add_argument("--config", required=True, help="the run's training config (training_config.json or YAML)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--supernet", help="a saved supernet folder (e.g. <run>/final)")
+    source.add_argument("--snapshots", help="a training run's output_dir: sweep each of its snapshots/epoch_<E>/")
+    parser.add_argument("--config", default=None, help="the run's training config (training_config.json or YAML)")
     parser.add_argument("--split", default=None, help="dataset split to sweep (default: the config's train_split)")
     parser.add_argument("--max_batches", type=int, default=None, help="stop after this many batches (default: all)")
     parser.add_argument("--no_projection", action="store_true", help="measure the plain sum (before epoch 100)")
@@ -59,6 +68,10 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, TrainingConfig]:
     args, rest = parser.parse_known_args(argv)
     if args.max_batches is not None and args.max_batches < 1:
         parser.error(f"--max_batches must be >= 1, got {args.max_batches}.")
+    if args.config is None:
+        if args.snapshots is None:
+            parser.error("--config is required with --supernet: the run's training_config.json or its YAML.")
+        args.config = str(Path(args.snapshots) / "training_config.json")
     try:
         config = TrainingConfig.from_yaml(args.config, parse_overrides(rest))
     except (ValueError, FileNotFoundError) as error:
@@ -66,14 +79,21 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, TrainingConfig]:
     return args, config
 
 
-def main(argv=None) -> dict:
-    args, config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+def snapshot_folders(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """`[(epoch, folder)]` of a run's `snapshots/epoch_<E>/` supernet folders, by epoch."""
+    folder = Path(run_dir) / SNAPSHOTS_FOLDER
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        match = re.fullmatch(r"epoch_(\d+)", path.name)
+        if match and (path / "config.json").is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def sweep_supernet(path: str | Path, config: TrainingConfig, args: argparse.Namespace, device: torch.device) -> dict:
+    """The conflict sweep of the supernet at `path` (seeded: every supernet sees the same images and archs)."""
     set_seed(config.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_supernet(args.supernet, device=str(device))
+    model = load_supernet(path, device=str(device))
     split = args.split or config.train_split
     data, _, label_names = load_image_classification_splits(
         config.dataset, split, None, config.image_column, config.label_column, config.dataset_config,
@@ -106,23 +126,59 @@ def main(argv=None) -> dict:
         max_batches=args.max_batches, batch_transform=targets,
     )  # fmt: skip
     report = {
-        "supernet": str(args.supernet),
+        "supernet": str(path),
         "split": split,
         "priority": "none" if args.no_projection else config.gradient_priority,
         "granularity": config.gradient_granularity,
         **sweep.to_dict(),
     }
-    output = Path(args.output) if args.output else Path(args.supernet) / "conflict_ratio.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    layers = sorted(sweep.per_layer().items(), key=lambda item: -item[1]["before"])
     print(
-        f"conflict ratio over {sweep.num_batches} batches ({sweep.num_images} images of split {split!r}): "
+        f"conflict ratio of {path} over {sweep.num_batches} batches ({sweep.num_images} images of split {split!r}): "
         f"{100 * sweep.ratio_before:.1f} % before combination, {100 * sweep.ratio_after:.1f} % after "
-        f"(priority {report['priority']}, {config.gradient_granularity}); report: {output}"
+        f"(priority {report['priority']}, {config.gradient_granularity})"
     )
+    return report
+
+
+def main(argv=None) -> dict:
+    args, config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.snapshots is not None:
+        folders = snapshot_folders(args.snapshots)
+        if not folders:
+            raise SystemExit(
+                f"{args.snapshots} holds no snapshots/epoch_<E>/ supernets: train with snapshot_epochs: table4 (or a "
+                "list of epochs), or sweep one supernet with --supernet."
+            )
+        rows = []
+        for epoch, folder in folders:
+            report = sweep_supernet(folder, config, args, device)
+            atomic_write_json(folder / "conflict_ratio.json", report)
+            rows.append(
+                {"epoch": epoch, "before": report["conflict_ratio_before"], "after": report["conflict_ratio_after"]}
+            )
+        table = {"run": str(args.snapshots), "priority": report["priority"], "epochs": rows}
+        output = Path(args.output) if args.output else Path(args.snapshots) / "conflict_ratio_table.json"
+        atomic_write_json(output, table)
+        print("epoch | conflict ratio before | after combination (%)")
+        for row in rows:
+            before, after = (f"{100 * row[key]:.1f}" if row[key] is not None else "-" for key in ("before", "after"))
+            print(f"{row['epoch']:>5} | {before:>21} | {after}")
+        print(f"table: {output}")
+        return table
+    report = sweep_supernet(args.supernet, config, args, device)
+    output = Path(args.output) if args.output else Path(args.supernet) / "conflict_ratio.json"
+    atomic_write_json(output, report)
+    layers = sorted(report["per_layer"].items(), key=lambda item: -(item[1]["before"] or 0.0))
+    print(f"report: {output}")
     for name, entry in layers[:10]:
-        print(f"  {name:<70} {100 * entry['before']:5.1f} % -> {100 * entry['after']:5.1f} %")
+        before, after = (
+            f"{100 * entry[key]:5.1f} %" if entry[key] is not None else "    -" for key in ("before", "after")
+        )
+        print(f"  {name:<70} {before} -> {after}")
     return report
 
 

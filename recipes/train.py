@@ -44,8 +44,10 @@ from nasvit_hf.training.classification import (
     logged_archs,
     multi_cpu_launch,
     nanmean,
+    resolve_snapshot_epochs,
     sandwich_update,
     save_final_supernets,
+    save_snapshot,
     search_space_of,
     setup_logging,
     step_record,
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---- prepare
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, data.train_loader)
     lr_scheduler, steps_per_epoch, max_steps = build_schedule(config, optimizer, len(train_loader))
+    snapshot_epochs = resolve_snapshot_epochs(config.snapshot_epochs, math.ceil(max_steps / steps_per_epoch))
     accumulation = config.gradient_accumulation_steps
     module = accelerator.unwrap_model(model)
     sampler = ArchSampler(
@@ -173,6 +176,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flat = {f"val/{name}/{k}": v for name, scores in validation.items() for k, v in scores.items()}
                 accelerator.log(flat, step=state.global_step)
                 logger.info(f"epoch {finished_epoch}: {json.dumps(validation)}", main_process_only=True)
+            if state.global_step % steps_per_epoch == 0 and finished_epoch in snapshot_epochs:
+                if accelerator.is_main_process:  # Table 4's epochs: the weights recipes/conflict_ratio.py sweeps
+                    save_snapshot(
+                        config.output_dir, accelerator.unwrap_model(model), finished_epoch, data.eval_processor
+                    )
+                accelerator.wait_for_everyone()
             if config.checkpointing_steps and (state.global_step % config.checkpointing_steps == 0 or last):
                 save_checkpoint(accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit)
             if state.global_step >= max_steps:

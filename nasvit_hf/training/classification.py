@@ -39,8 +39,10 @@ __all__ = [
     "count_skipped_step",
     "load_classification_splits",
     "multi_cpu_launch",
+    "resolve_snapshot_epochs",
     "sandwich_update",
     "save_final_supernets",
+    "save_snapshot",
     "search_space_of",
     "setup_logging",
     "step_record",
@@ -455,6 +457,41 @@ def save_final_supernets(
     if ema is not None:
         saved["raw_model"] = str(final / "raw")
     return saved
+
+
+# The epochs at which the paper's Table 4 measures the gradient-conflict ratio, of a 360-epoch run.
+TABLE4_EPOCHS = (1, 90, 180, 270, 360)
+SNAPSHOTS_FOLDER = "snapshots"
+
+
+def resolve_snapshot_epochs(snapshot_epochs: Any, num_epochs: int) -> list[int]:
+    """The (1-based) epochs whose end saves a snapshot: `snapshot_epochs` as a list of epochs, or `"table4"` for
+    Table 4's epochs 1, 90, 180, 270 and 360 of 360 scaled to `num_epochs` (round(e · num_epochs / 360), at least 1):
+    epochs 1, 100, 200, 300, 400 of a 400-epoch run. None or [] = no snapshots. Epochs past the run are dropped."""
+    if snapshot_epochs in (None, []):
+        return []
+    if snapshot_epochs == "table4":
+        epochs = {max(1, round(epoch * num_epochs / TABLE4_EPOCHS[-1])) for epoch in TABLE4_EPOCHS}
+    else:
+        epochs = set(snapshot_epochs)
+    return sorted(epoch for epoch in epochs if epoch <= num_epochs)
+
+
+def save_snapshot(
+    output_dir: str | Path, model: nn.Module, epoch: int, processor: NASViTImageProcessor | None = None
+) -> Path:
+    """Save the training (raw) weights at the end of `epoch` to `<output_dir>/snapshots/epoch_<epoch>/` (a supernet
+    folder, largest subnet active, with the evaluation `processor`; atomic): what `recipes/conflict_ratio.py
+    --snapshots <output_dir>` sweeps for Table 4. The model's active arch is left as it was."""
+    active = model.active_arch
+    target = Path(output_dir) / SNAPSHOTS_FOLDER / f"epoch_{epoch}"
+    with staging_folder(target) as temporary:
+        model.sample_max_subnet()
+        if processor is not None:
+            processor.at_resolution(model.config.arch["resolution"]).save_pretrained(temporary)
+        model.save_pretrained(temporary)
+    model.set_active_subnet(active)
+    return target
 
 
 def check_distributed_type(accelerator: Any) -> None:

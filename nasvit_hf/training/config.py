@@ -107,6 +107,7 @@ class TrainingConfig(ConfigMixin):
     report_to: str = "tensorboard"  # "tensorboard", "none", or any accelerate tracker name
     checkpointing_steps: int | None = 500
     checkpoints_total_limit: int | None = 3
+    snapshot_epochs: Any = None  # epochs whose end saves snapshots/epoch_<E>/: a list, or "table4" (Table 4, scaled)
     resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
     overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
     save_final_model: bool = True
@@ -127,6 +128,7 @@ class TrainingConfig(ConfigMixin):
             "report_to",
             "checkpointing_steps",
             "checkpoints_total_limit",
+            "snapshot_epochs",
             "save_final_model",
             "progress_bar",
         }
@@ -234,6 +236,15 @@ class TrainingConfig(ConfigMixin):
             raise ValueError(
                 f"config auto_augment {self.auto_augment!r} is a timm policy: set data_pipeline: timm (the torchvision "
                 "pipeline uses randaugment_num_ops / randaugment_magnitude)."
+            )
+        snapshots = self.snapshot_epochs
+        if not (
+            snapshots is None
+            or snapshots == "table4"
+            or (isinstance(snapshots, list) and all(type(e) is int and e >= 1 for e in snapshots))
+        ):
+            raise ValueError(
+                f"config snapshot_epochs must be a list of epochs >= 1, 'table4' or null, got {snapshots!r}."
             )
         if not isinstance(self.eval_archs, list):
             raise ValueError(f"config eval_archs must be a list of arch dicts, got {self.eval_archs!r}.")
