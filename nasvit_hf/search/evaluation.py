@@ -179,6 +179,10 @@ def _load_dataset_dict(config: DataConfig):
             raise ValueError("data.dataset 'imagefolder' needs data.data_dir (a folder of <split>/<class>/images).")
         if not Path(config.data_dir).is_dir():
             raise ValueError(f"data.data_dir {config.data_dir!r} is not a folder: name the image folder (--data_dir).")
+        if not config.load_kwargs:
+            from ..data.imagefolder import load_imagefolder
+
+            return load_imagefolder(config.data_dir).splits
         return load_dataset("imagefolder", data_dir=config.data_dir, **config.load_kwargs)
     try:
         return load_dataset(config.dataset, config.dataset_config, data_dir=config.data_dir, **config.load_kwargs)
