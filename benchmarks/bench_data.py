@@ -80,12 +80,20 @@ def time_start_up(data_dir: Path) -> dict[str, float]:
     start = time.perf_counter()
     load_training_splits("imagefolder", validation_split=None, data_dir=str(data_dir))
     cold = time.perf_counter() - start
-    warm = []
+    warm, holdout = [], []
     for _ in range(3):
         start = time.perf_counter()
         load_training_splits("imagefolder", validation_split=None, data_dir=str(data_dir))
         warm.append(time.perf_counter() - start)
-    return {"datasets_warm": datasets_warm, "index_cold": cold, "index_warm": statistics.median(warm)}
+        start = time.perf_counter()  # the ImageNet recipe also carves 5 images per class out for search
+        load_training_splits("imagefolder", validation_split=None, data_dir=str(data_dir), holdout_per_class=5)
+        holdout.append(time.perf_counter() - start)
+    return {
+        "datasets_warm": datasets_warm,
+        "index_cold": cold,
+        "index_warm": statistics.median(warm),
+        "index_warm_holdout": statistics.median(holdout),
+    }
 
 
 class _RoundSampler(torch.utils.data.Sampler):
@@ -150,49 +158,72 @@ def check_same_outputs(ours, timm_dataset, pairs, count: int = 20) -> float:
     return worst
 
 
+class _SeededTimm(torch.utils.data.Dataset):
+    """timm's dataset with each image's transform under the RNGs our dataset seeds for that image (no restore, as in
+    a worker): the same random decisions as ours, so a comparison measures the pipelines, not the draws."""
+
+    def __init__(self, timm_dataset, ours, our_row_of: dict[int, int]):
+        self.timm_dataset, self.ours, self.our_row_of = timm_dataset, ours, our_row_of
+
+    def __len__(self) -> int:
+        return len(self.timm_dataset)
+
+    def __getitem__(self, timm_row: int):
+        from nasvit_hf.training.data import seeded_rngs
+
+        row = self.our_row_of[timm_row]
+        with seeded_rngs((self.ours.seed * 1_000_003 + self.ours.epoch * 100_003 + row) % (2**63 - 1), restore=False):
+            return self.timm_dataset[timm_row]
+
+
 def time_items(data_dir: Path, rounds: int, items: int, seed: int = 0) -> dict[str, float]:
-    """Per-image wall time of timm's pipeline and the package's on the same images, two ways, interleaved rounds:
-    in this process (`dataset[i]`; ours seeds each image and restores the global RNGs after) and through a
-    `DataLoader` with one worker process (the training setting: ours seeds without restoring), batch 32."""
+    """Per-image wall time of timm's pipeline and the package's on the same images, interleaved rounds, in this
+    process (`dataset[i]`; ours seeds each image and restores the global RNGs after; also CPU time) and through a
+    `DataLoader` with one worker process (the training setting: ours seeds without restoring), batch 32. "natural":
+    timm as it runs (its own random draws); "paired": timm under our per-image seeds (the same draws; timm then also
+    pays the seeding, ~20 us per image)."""
     from nasvit_hf.training.data import collate_image_batch
 
     ours, timm_dataset, pairs = build_pipelines(data_dir, seed)
-    samplers = {"timm": _RoundSampler(), "ours": _RoundSampler()}
-    datasets_by_name = {"timm": timm_dataset, "ours": ours}
+    seeded_timm = _SeededTimm(timm_dataset, ours, {timm_row: row for row, timm_row in pairs})
+    pipelines = {"timm": timm_dataset, "timm_paired": seeded_timm, "ours": ours}
+    samplers = {name: _RoundSampler() for name in pipelines}
     loaders = {
         name: torch.utils.data.DataLoader(
-            datasets_by_name[name],
+            dataset,
             batch_size=32,
             sampler=samplers[name],
             num_workers=1,
             persistent_workers=True,
-            collate_fn=_timm_collate if name == "timm" else collate_image_batch,
+            collate_fn=collate_image_batch if name == "ours" else _timm_collate,
         )  # fmt: skip
-        for name in ("timm", "ours")
+        for name, dataset in pipelines.items()
     }
     rng = random.Random(seed)
-    times: dict[str, list[float]] = {key: [] for key in ("timm_main", "ours_main", "timm_worker", "ours_worker")}
+    times: dict[str, list[float]] = {}
     for round_index in range(rounds + 1):  # round 0 warms up (file cache, lazy imports, worker start)
         chosen = rng.sample(pairs, items)
-        names = ["timm", "ours"] if round_index % 2 == 0 else ["ours", "timm"]
+        names = list(pipelines)
+        names = names[round_index % len(names) :] + names[: round_index % len(names)]
         for name in names:
             rows = [row if name == "ours" else timm_row for row, timm_row in chosen]
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for row in rows:
-                datasets_by_name[name][row]
-            main = time.perf_counter() - start
+                pipelines[name][row]
+            main, main_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             samplers[name].indices = rows
             start = time.perf_counter()
             for _ in loaders[name]:
                 pass
             worker = time.perf_counter() - start
             if round_index:
-                times[f"{name}_main"].append(main / items)
-                times[f"{name}_worker"].append(worker / items)
+                for key, value in (("main", main), ("main_cpu", main_cpu), ("worker", worker)):
+                    times.setdefault(f"{name}_{key}", []).append(value / items)
     results = {key: statistics.median(values) for key, values in times.items()}
-    for mode in ("main", "worker"):
-        ratios = [a / b for a, b in zip(times[f"timm_{mode}"], times[f"ours_{mode}"])]
-        results[f"ratio_{mode}"] = statistics.median(ratios)
+    for baseline in ("timm", "timm_paired"):
+        for mode in ("main", "main_cpu", "worker"):
+            ratios = [a / b for a, b in zip(times[f"{baseline}_{mode}"], times[f"ours_{mode}"])]
+            results[f"ratio_{baseline}_{mode}"] = statistics.median(ratios)
     results["max_difference_same_seeds"] = check_same_outputs(ours, timm_dataset, pairs)
     return results
 
@@ -224,22 +255,32 @@ def main(argv=None) -> dict:
             per_million = {key: value * 1e6 / num_images / 60 for key, value in start_up.items()}
             print(
                 f"start-up on {num_images} images: datasets imagefolder warm {start_up['datasets_warm']:.2f} s; "
-                f"index cold {start_up['index_cold']:.2f} s, warm {start_up['index_warm']:.3f} s "
-                f"(per million images: {per_million['datasets_warm']:.1f} / {per_million['index_cold']:.1f} / "
-                f"{per_million['index_warm']:.2f} min; datasets warm / index warm = "
+                f"index cold {start_up['index_cold']:.2f} s, warm {start_up['index_warm']:.3f} s, warm with the 5 per "
+                f"class holdout {start_up['index_warm_holdout']:.3f} s (per million images: "
+                f"{per_million['datasets_warm']:.1f} / {per_million['index_cold']:.1f} / "
+                f"{per_million['index_warm']:.2f} / {per_million['index_warm_holdout']:.2f} min; datasets warm / index warm = "
                 f"{start_up['datasets_warm'] / start_up['index_warm']:.0f}x)"
             )
         items = time_items(data_dir, args.rounds, args.items)
         results["items"] = items
         results["load_average_end"] = load_average()
         print(
-            f"training items, one core, {args.rounds} interleaved rounds of {args.items} images: per image, timm "
-            f"{1e3 * items['timm_main']:.2f} ms / ours {1e3 * items['ours_main']:.2f} ms in this process, "
-            f"{1e3 * items['timm_worker']:.2f} / {1e3 * items['ours_worker']:.2f} ms through one DataLoader worker; "
-            f"timm / ours (median of the rounds' ratios) = {items['ratio_main']:.3f} in process, "
-            f"{items['ratio_worker']:.3f} through a worker; same seeds, same images: max |ours - timm| = "
-            f"{items['max_difference_same_seeds']:.1e}; load {results['load_average_start']} -> "
-            f"{results['load_average_end']}"
+            f"training items, one core, {args.rounds} interleaved rounds of {args.items} images, per image (ms): "
+            f"in this process timm {1e3 * items['timm_main']:.2f} / timm paired {1e3 * items['timm_paired_main']:.2f}"
+            f" / ours {1e3 * items['ours_main']:.2f} (CPU {1e3 * items['timm_main_cpu']:.2f} / "
+            f"{1e3 * items['timm_paired_main_cpu']:.2f} / {1e3 * items['ours_main_cpu']:.2f}); one DataLoader worker "
+            f"{1e3 * items['timm_worker']:.2f} / {1e3 * items['timm_paired_worker']:.2f} / "
+            f"{1e3 * items['ours_worker']:.2f}"
+        )
+        for baseline in ("timm", "timm_paired"):
+            print(
+                f"  {baseline} / ours (median of the rounds' ratios; > 1: ours is faster): in this process "
+                f"{items[f'ratio_{baseline}_main']:.3f} (CPU {items[f'ratio_{baseline}_main_cpu']:.3f}), through a "
+                f"worker {items[f'ratio_{baseline}_worker']:.3f}"
+            )
+        print(
+            f"same seeds, same images: max |ours - timm| = {items['max_difference_same_seeds']:.1e}; load "
+            f"{results['load_average_start']} -> {results['load_average_end']}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -172,3 +172,25 @@ def test_datasets_with_embedded_images_keep_the_row_path():
     dataset = ImageClassificationDataset(digits, lambda image: np.asarray(image))
     assert dataset._paths is None
     assert np.array_equal(dataset[2]["pixel_values"], np.asarray(digits[2]["image"]))
+
+
+def test_persistent_workers_follow_the_epoch(folder, tmp_path):
+    """With workers that stay up between epochs, set_epoch still reaches them (the epoch lives in shared memory):
+    each epoch's augmentation is the one the main process computes for that epoch, and epochs differ."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from nasvit_hf.training.data import ImageClassificationDataset, collate_image_batch
+    from nasvit_hf.training.timm_data import build_timm_train_transform
+
+    split = load_imagefolder(folder, cache_dir=tmp_path / "cache").splits["train"].select(range(6))
+    dataset = ImageClassificationDataset(split, build_timm_train_transform(16, "rand-n1-m1-mstd0.5-inc1"), seed=1)
+    loader = DataLoader(dataset, batch_size=3, num_workers=2, persistent_workers=True, collate_fn=collate_image_batch)
+    seen = []
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        loaded = torch.cat([batch["pixel_values"] for batch in loader])
+        expected = torch.stack([dataset[index]["pixel_values"] for index in range(len(dataset))])
+        torch.testing.assert_close(loaded, expected, rtol=0, atol=0)
+        seen.append(loaded)
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])

@@ -35,6 +35,7 @@ __all__ = [
     "check_eval_archs",
     "check_nonfinite_limit",
     "load_teachers",
+    "loader_settings",
     "logged_archs",
     "count_skipped_step",
     "load_classification_splits",
@@ -111,6 +112,20 @@ class ClassificationData:
     mixing: Any
 
 
+def loader_settings(config: TrainingConfig) -> dict[str, Any]:
+    """The DataLoader keyword arguments every loader of a run shares: collate, workers, pinning, prefetching (the
+    worker-only ones only with workers, as torch requires). `persistent_workers` is the training loader's alone: the
+    calibration and validation loaders (one pair per resolution) would otherwise keep their workers idle all run."""
+    settings: dict[str, Any] = {
+        "collate_fn": collate_image_batch,
+        "num_workers": config.num_workers,
+        "pin_memory": torch.cuda.is_available() if config.pin_memory is None else config.pin_memory,
+    }
+    if config.num_workers > 0 and config.prefetch_factor is not None:
+        settings["prefetch_factor"] = config.prefetch_factor
+    return settings
+
+
 def build_classification_data(
     config: TrainingConfig, splits: tuple, image_size: int, max_resolution: int, prepare: Any = None
 ) -> ClassificationData:
@@ -122,12 +137,13 @@ def build_classification_data(
     columns = (config.image_column, config.label_column)
     train_dataset = ImageClassificationDataset(train_split, train_transform, *columns, seed=config.seed)
     sampler_generator = torch.Generator()
-    common = {"collate_fn": collate_image_batch, "num_workers": config.num_workers}
+    common = loader_settings(config)
     train_loader = DataLoader(
         train_dataset,
         batch_size=config.per_device_train_batch_size,
         sampler=RandomSampler(train_dataset, generator=sampler_generator),
         drop_last=True,
+        persistent_workers=config.persistent_workers and config.num_workers > 0,
         **common,
     )
     eval_processor = build_eval_processor(config.eval_crop_mode, max_resolution)

@@ -42,6 +42,9 @@ class TrainingConfig(ConfigMixin):
     holdout_per_class: int | None = None  # images per class held out of training for search (holdout.json)
     holdout_seed: int | None = None  # default: seed
     num_workers: int = 0
+    pin_memory: bool | None = None  # page-locked batches for fast host-to-GPU copies; None = when CUDA is available
+    persistent_workers: bool = False  # the training loader's workers stay up between epochs (with num_workers > 0)
+    prefetch_factor: int | None = None  # batches each worker loads ahead (with num_workers > 0); None = torch's 2
     # ---- augmentation (Table 5; defaults = the paper's weak recipe through torchvision)
     data_pipeline: str = "torchvision"  # "torchvision" (the n/m knobs below) | "timm" (the reference's: auto_augment)
     auto_augment: str | None = None  # timm policy for data_pipeline timm, e.g. "rand-n1-m1-mstd0.5-inc1"
@@ -118,6 +121,9 @@ class TrainingConfig(ConfigMixin):
     RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
         {
             "num_workers",
+            "pin_memory",
+            "persistent_workers",
+            "prefetch_factor",
             "per_device_eval_batch_size",
             "max_eval_samples",
             "num_threads",
@@ -184,7 +190,10 @@ class TrainingConfig(ConfigMixin):
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"config {name} must be >= 1, got {getattr(self, name)}.")
+        if self.num_workers < 0:
+            raise ValueError(f"config num_workers must be >= 0, got {self.num_workers}.")
         for name in [
+            "prefetch_factor",
             "max_steps",
             "checkpointing_steps",
             "max_train_samples",

@@ -163,11 +163,16 @@ class ImageClassificationDataset(Dataset):
         self.image_column = image_column
         self.label_column = label_column
         self.seed = seed
-        self.epoch = 0
+        # In shared memory: DataLoader workers that stay up across epochs (persistent_workers) see set_epoch too.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._image_feature, self._paths, self._labels = _path_columns(dataset, image_column, label_column)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.dataset)
