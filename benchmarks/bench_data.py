@@ -176,6 +176,24 @@ class _SeededTimm(torch.utils.data.Dataset):
             return self.timm_dataset[timm_row]
 
 
+class _CpuTimed(torch.utils.data.Dataset):
+    """A dataset that adds the CPU time its items take (in whichever process loads them) to a shared counter: the
+    worker's own work, which other jobs on a shared machine do not inflate as they do wall time."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.seconds = torch.zeros((), dtype=torch.float64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        start = time.process_time()
+        item = self.dataset[index]
+        self.seconds += time.process_time() - start
+        return item
+
+
 def time_items(data_dir: Path, rounds: int, items: int, seed: int = 0) -> dict[str, float]:
     """Per-image wall time of timm's pipeline and the package's on the same images, interleaved rounds, in this
     process (`dataset[i]`; ours seeds each image and restores the global RNGs after; also CPU time) and through a
@@ -188,16 +206,17 @@ def time_items(data_dir: Path, rounds: int, items: int, seed: int = 0) -> dict[s
     seeded_timm = _SeededTimm(timm_dataset, ours, {timm_row: row for row, timm_row in pairs})
     pipelines = {"timm": timm_dataset, "timm_paired": seeded_timm, "ours": ours}
     samplers = {name: _RoundSampler() for name in pipelines}
+    timed = {name: _CpuTimed(dataset) for name, dataset in pipelines.items()}
     loaders = {
         name: torch.utils.data.DataLoader(
-            dataset,
+            timed[name],
             batch_size=32,
             sampler=samplers[name],
             num_workers=1,
             persistent_workers=True,
             collate_fn=collate_image_batch if name == "ours" else _timm_collate,
         )  # fmt: skip
-        for name, dataset in pipelines.items()
+        for name in pipelines
     }
     rng = random.Random(seed)
     times: dict[str, list[float]] = {}
@@ -212,16 +231,18 @@ def time_items(data_dir: Path, rounds: int, items: int, seed: int = 0) -> dict[s
                 pipelines[name][row]
             main, main_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             samplers[name].indices = rows
+            timed[name].seconds.zero_()
             start = time.perf_counter()
             for _ in loaders[name]:
                 pass
-            worker = time.perf_counter() - start
+            worker, worker_cpu = time.perf_counter() - start, float(timed[name].seconds)
             if round_index:
-                for key, value in (("main", main), ("main_cpu", main_cpu), ("worker", worker)):
+                measured = (("main", main), ("main_cpu", main_cpu), ("worker", worker), ("worker_cpu", worker_cpu))
+                for key, value in measured:
                     times.setdefault(f"{name}_{key}", []).append(value / items)
     results = {key: statistics.median(values) for key, values in times.items()}
     for baseline in ("timm", "timm_paired"):
-        for mode in ("main", "main_cpu", "worker"):
+        for mode in ("main", "main_cpu", "worker", "worker_cpu"):
             ratios = [a / b for a, b in zip(times[f"{baseline}_{mode}"], times[f"ours_{mode}"])]
             results[f"ratio_{baseline}_{mode}"] = statistics.median(ratios)
     results["max_difference_same_seeds"] = check_same_outputs(ours, timm_dataset, pairs)
@@ -271,13 +292,14 @@ def main(argv=None) -> dict:
             f" / ours {1e3 * items['ours_main']:.2f} (CPU {1e3 * items['timm_main_cpu']:.2f} / "
             f"{1e3 * items['timm_paired_main_cpu']:.2f} / {1e3 * items['ours_main_cpu']:.2f}); one DataLoader worker "
             f"{1e3 * items['timm_worker']:.2f} / {1e3 * items['timm_paired_worker']:.2f} / "
-            f"{1e3 * items['ours_worker']:.2f}"
+            f"{1e3 * items['ours_worker']:.2f} (the worker's CPU per item {1e3 * items['timm_worker_cpu']:.2f} / "
+            f"{1e3 * items['timm_paired_worker_cpu']:.2f} / {1e3 * items['ours_worker_cpu']:.2f})"
         )
         for baseline in ("timm", "timm_paired"):
             print(
                 f"  {baseline} / ours (median of the rounds' ratios; > 1: ours is faster): in this process "
                 f"{items[f'ratio_{baseline}_main']:.3f} (CPU {items[f'ratio_{baseline}_main_cpu']:.3f}), through a "
-                f"worker {items[f'ratio_{baseline}_worker']:.3f}"
+                f"worker {items[f'ratio_{baseline}_worker']:.3f} (its CPU {items[f'ratio_{baseline}_worker_cpu']:.3f})"
             )
         print(
             f"same seeds, same images: max |ours - timm| = {items['max_difference_same_seeds']:.1e}; load "
