@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -194,10 +195,26 @@ class ImageClassificationDataset(Dataset):
         return {"pixel_values": pixel_values, "labels": label}
 
 
+# The path columns of each dataset object, shared by the datasets built on it (training and calibration loaders).
+_PATH_COLUMNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _path_columns(dataset: Any, image_column: str, label_column: str) -> tuple[Any, Any, Any]:
     """`(Image feature, paths, labels)` of a `datasets.Dataset` whose image column holds only file paths (no embedded
     bytes) and whose labels are integers, as Arrow / NumPy arrays in row order (the dataset's selection applied);
-    `(None, None, None)` for anything else (embedded bytes, decoded features, other dataset types)."""
+    `(None, None, None)` for anything else (embedded bytes, decoded features, other dataset types). Computed once per
+    dataset object and columns."""
+    try:
+        cached = _PATH_COLUMNS.get(dataset, {})
+    except TypeError:  # not weak-referenceable (e.g. a list)
+        return None, None, None
+    if (image_column, label_column) not in cached:
+        cached[(image_column, label_column)] = _read_path_columns(dataset, image_column, label_column)
+        _PATH_COLUMNS[dataset] = cached
+    return cached[(image_column, label_column)]
+
+
+def _read_path_columns(dataset: Any, image_column: str, label_column: str) -> tuple[Any, Any, Any]:
     import datasets
     import pyarrow as pa
     import pyarrow.compute as pc
