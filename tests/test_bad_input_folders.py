@@ -59,6 +59,30 @@ def test_a_folder_holding_a_run_is_refused_and_kept(tmp_path, resume, overwrite,
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
 
 
+def _users_own_folder(folder: Path) -> None:
+    """A folder the package never made (no run marker) holding names a training run would write."""
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "weights.bin").write_text("mine")
+    (folder / "checkpoints" / "epoch_3").mkdir(parents=True)
+    (folder / "final").mkdir()
+    (folder / "summary.json").write_text('{"mine": true}')
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("marker", [None, "[1, 2]", '{"run_id": 7}'])
+def test_a_folder_without_a_run_marker_is_never_replaced(tmp_path, overwrite, marker):
+    _users_own_folder(tmp_path)
+    if marker is not None:  # a damaged marker is no marker
+        (tmp_path / RUN_MARKER).write_text(marker)
+    before = {str(p.relative_to(tmp_path)): p.is_dir() or p.read_text() for p in tmp_path.rglob("*")}
+    with pytest.raises(
+        RunFolderError, match=rf"\(checkpoints, summary.json, final, model\) but no valid {RUN_MARKER}"
+    ) as error:
+        _start(tmp_path, overwrite=overwrite)
+    assert "Move them away" in str(error.value) and "pass --overwrite_output_dir" not in str(error.value)
+    assert {str(p.relative_to(tmp_path)): p.is_dir() or p.read_text() for p in tmp_path.rglob("*")} == before
+
+
 def test_latest_without_checkpoints_says_how_to_start(tmp_path):
     with pytest.raises(RunFolderError, match="no checkpoint under .*Start a fresh run"):
         _start(tmp_path / "empty", "latest")

@@ -143,9 +143,10 @@ def read_checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int, run_id: str) -> list[Path]:
@@ -219,10 +220,12 @@ def _holds_run(folder: Path) -> list[str]:
 
 
 def _run_id_of(folder: Path) -> str | None:
+    """The run id in the folder's run marker, or None (no marker, or one that is not a run marker)."""
     try:
-        return json.loads((folder / RUN_MARKER).read_text(encoding="utf-8")).get("run_id")
-    except (OSError, json.JSONDecodeError, AttributeError):
+        run_id = json.loads((folder / RUN_MARKER).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
+    return run_id if isinstance(run_id, str) and run_id else None
 
 
 def _remove_run(folder: Path) -> None:
@@ -283,6 +286,14 @@ def start_run(
             "and start over, not both."
         )
     if not resume_from_checkpoint:
+        if existing and _run_id_of(folder) is None:
+            # No run marker: these files were not written by a training run of this package (or the marker is
+            # damaged), so nothing here may delete them, --overwrite_output_dir included.
+            raise RunFolderError(
+                f"output_dir {str(folder)!r} holds files a training run would write "
+                f"({', '.join(name for name in existing if name != RUN_MARKER)}) but no valid {RUN_MARKER}: they were not written by a training run of this package, and neither a fresh run nor "
+                "--overwrite_output_dir will replace them. Move them away, or choose another --output_dir."
+            )
         if existing and not overwrite_output_dir:
             raise RunFolderError(
                 f"output_dir {str(folder)!r} holds an earlier training run ({', '.join(existing)}): resume it with "
