@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config_system import ConfigError
-from ..utils.io import atomic_write_json, atomic_write_text, make_dir
+from ..utils.io import apply_umask_modes, atomic_write_json, atomic_write_text, make_dir
 
 __all__ = [
     "CHECKPOINT_RECORD",
@@ -175,6 +175,7 @@ def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[
     if accelerator.is_main_process:
         record = {"run_id": run.run_id, "step": step, "time": time.time(), "config": config}
         atomic_write_json(temporary / CHECKPOINT_RECORD, record)
+        apply_umask_modes(temporary)  # safetensors writes model.safetensors 0600
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
         prune_checkpoints(run.output_dir, keep or 0, run.run_id)
