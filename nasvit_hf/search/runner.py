@@ -7,7 +7,6 @@ skipped on resume when its output is there.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..loading import load_pretrained_strict
+from ..loading import load_pretrained_strict, read_nasvit_config
 from ..macs import count_macs, count_parameters
 from ..models.configuration_nasvit import NASViTConfig
 from ..models.image_processing_nasvit import NASViTImageProcessor
@@ -38,19 +37,9 @@ logger = logging.getLogger(__name__)
 def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassification:
     """Load a NASViT supernet folder, with clear errors for anything else."""
     path = Path(path)
-    config_file = path / "config.json"
-    if not path.is_dir() or not config_file.is_file():
-        raise ValueError(f"{str(path)!r} is not a NASViT supernet folder: it has no config.json.")
-    with open(config_file, encoding="utf-8") as file:
-        raw = json.load(file)
-    model_type = raw.get("model_type")
-    if model_type != "nasvit":
-        raise ValueError(
-            f"{str(path)!r} is not a NASViT supernet: its config.json has model_type {model_type!r} (expected "
-            "'nasvit'). Convert a reference checkpoint with recipes/convert_official_checkpoint.py or train one with "
-            "recipes/train.py."
-        )
-    config = NASViTConfig.from_pretrained(path)
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is not a NASViT supernet folder: there is no such folder.")
+    config = read_nasvit_config(path, "a NASViT supernet")
     if not config.is_supernet:
         raise ValueError(
             f"{str(path)!r} holds a single extracted subnet (its search space has one choice per dimension), not a "

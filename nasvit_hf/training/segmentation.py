@@ -344,6 +344,9 @@ def build_segmentation_model(
     if config.out_features is not None:
         settings["out_features"] = list(config.out_features)
     if config.model_name_or_path:
+        from ..loading import read_nasvit_config
+
+        read_nasvit_config(config.model_name_or_path, "a NASViT model")  # transformers would convert any config
         return NASViTForSemanticSegmentation.from_pretrained(
             config.model_name_or_path, ignore_mismatched_sizes=True, **settings
         )
