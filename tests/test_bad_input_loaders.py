@@ -101,3 +101,53 @@ def test_intact_checkpoint_loads_with_identical_weights(folders, loader_name):
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The converter's input: files that are not what they claim. Trust (`trust_checkpoint`) is suggested only for a pickle
+# that holds Python objects, where it helps; a damaged file is called damaged, with or without trust.
+# ----------------------------------------------------------------------------------------------------------------------
+class _PythonObject:
+    pass
+
+
+def _write(name: str, content: bytes):
+    def make(root):
+        (root / name).write_bytes(content)
+        return root / name
+
+    return make
+
+
+def _saved(name: str, value):
+    def make(root):
+        torch.save(value, root / name)
+        return root / name
+
+    return make
+
+
+# (case, file maker, trust, phrase; "trust_checkpoint" in the message exactly when the phrase names it)
+CHECKPOINT_FILES = [
+    ("random bytes", _write("c.pth", bytes(range(256)) * 4), False, "damaged or not a checkpoint (neither"),
+    ("random bytes, trusted", _write("c.pth", bytes(range(256)) * 4), True, "damaged or not a checkpoint (neither"),
+    ("an empty file", _write("c.pth", b""), False, "damaged or not a checkpoint"),
+    ("a broken pickle", _write("c.pth", b"\x80" + bytes(range(170, 256)) * 8), False, "damaged or not a checkpoint"),
+    ("a broken pickle, trusted", _write("c.pth", b"\x80" + bytes(range(170, 256)) * 8), True, "damaged or not a checkpoint"),
+    ("a zip that is not torch's", _write("c.pth", b"PK\x05\x06" + bytes(18)), False, "damaged or not a checkpoint"),
+    ("damaged safetensors", _write("c.safetensors", bytes(range(200))), False, "as a safetensors file"),
+    ("a pickle holding Python objects", _saved("c.pth", {"args": _PythonObject()}), False, "pass trust_checkpoint=True"),
+    ("a list", _saved("c.pth", [1, 2]), False, "expected a checkpoint dict or a state dict, got list"),
+    ("a dict of other weights", _saved("c.pth", {"fc.weight": torch.zeros(2)}), False, "not a reference NASViT checkpoint"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, make, trust, phrase", CHECKPOINT_FILES, ids=[row[0] for row in CHECKPOINT_FILES])
+def test_converter_input_that_is_not_a_reference_checkpoint_is_refused(tmp_path, case, make, trust, phrase):
+    from nasvit_hf.conversion import NotANASViTCheckpointError, load_reference_checkpoint
+
+    with pytest.raises(NotANASViTCheckpointError) as error:
+        load_reference_checkpoint(make(tmp_path), trust_checkpoint=trust)
+    message = str(error.value)
+    assert phrase in message and isinstance(error.value, ValueError)
+    assert ("trust_checkpoint" in message) == ("trust_checkpoint" in phrase), message
