@@ -6,6 +6,7 @@ reshaped, a dtype-compatible but foreign file): each is refused with a `Checkpoi
 naming the key, instead of running with random weights. An intact folder loads with identical weights.
 """
 
+import json
 import shutil
 
 import pytest
@@ -151,3 +152,57 @@ def test_converter_input_that_is_not_a_reference_checkpoint_is_refused(tmp_path,
     message = str(error.value)
     assert phrase in message and isinstance(error.value, ValueError)
     assert ("trust_checkpoint" in message) == ("trust_checkpoint" in phrase), message
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# holdout.json (what search and export rank subnets on): a damaged or hand-edited file is refused when it is loaded,
+# naming the file and what is wrong, instead of an IndexError deep inside `datasets`.
+# ----------------------------------------------------------------------------------------------------------------------
+def _valid_holdout() -> dict:
+    return {
+        "per_class": 1,
+        "seed": 0,
+        "label_column": "label",
+        "image_column": "image",
+        "source": {"dataset": "digits", "split": "train", "num_rows": 10},
+        "indices": [2, 7],
+        "labels": [0, 1],
+        "file_ids": None,
+        "format": 1,
+    }
+
+
+def _holdout(**changes):
+    return json.dumps({**_valid_holdout(), **changes})
+
+
+HOLDOUT_DAMAGES = [
+    ("indices beyond the training rows", _holdout(indices=[2, 5000]), "indices outside the 10 training rows"),
+    ("negative index", _holdout(indices=[-1, 2]), "indices outside"),
+    ("repeated index", _holdout(indices=[2, 2]), "repeated indices"),
+    ("labels as strings", _holdout(labels=["cat", "dog"]), "labels[0] must be of type int"),
+    ("indices as a string", _holdout(indices="2,7"), "indices must be of type list"),
+    ("fewer labels than indices", _holdout(labels=[0]), "1 labels for 2 indices"),
+    ("file ids of another length", _holdout(file_ids=["a.png"]), "1 file ids for 2 indices"),
+    ("source without num_rows", _holdout(source={"dataset": "digits"}), "source.num_rows is None"),
+    ("data_dir as a number", _holdout(source={"dataset": "digits", "num_rows": 10, "data_dir": 5}), "source.data_dir is 5"),
+    ("per_class as a string", _holdout(per_class="1"), "per_class must be of type int"),
+    ("a JSON list", "[1, 2]", "it holds a list"),
+    ("not JSON", "indices: [1, 2]", "invalid JSON"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, text, phrase", HOLDOUT_DAMAGES, ids=[row[0] for row in HOLDOUT_DAMAGES])
+def test_damaged_holdout_file_is_refused_when_loaded(tmp_path, case, text, phrase):
+    from nasvit_hf.data import HoldoutSplit
+
+    (tmp_path / "holdout.json").write_text(text)
+    with pytest.raises(ValueError) as error:
+        HoldoutSplit.load(tmp_path / "holdout.json")
+    assert phrase in str(error.value) and "holdout.json" in str(error.value)
+
+
+def test_a_valid_holdout_file_loads():
+    from nasvit_hf.data import HoldoutSplit
+
+    assert HoldoutSplit(**_valid_holdout()).indices == [2, 7]
