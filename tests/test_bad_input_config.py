@@ -121,3 +121,89 @@ def test_numpy_numbers_are_accepted_and_stored_as_plain_python():
     assert type(config.arch["width"][0]) is int and type(config.head_dim) is int and config.num_labels == 4
     assert config.search_space["mb3"]["se"] is True and type(config.batch_norm_eps) is float
     json.dumps(config.to_dict())  # plain Python values all the way down
+
+
+# A tampered config.json: each key replaced in the saved file, then loaded (the error names the key, not a line deep
+# inside transformers).
+TAMPERED_CONFIG_JSON = [
+    ("search_space", "tiny", "got the string 'tiny'; for a preset, pass nasvit_hf.presets.get_search_space"),
+    ("search_space", [1, 2], "search_space must be a dict"),
+    ("id2label", ["cat", "dog"], "id2label must be a mapping of class index to name"),
+    ("id2label", {"x": "cat"}, "id2label keys must be class indices"),
+    ("id2label", {"-1": "cat"}, "id2label keys must be class indices"),
+    ("label2id", ["cat"], "label2id must be a mapping of class name to index"),
+    ("dtype", "float99", "dtype must be one of ['float32', 'float16', 'bfloat16', 'float64'] or 'auto'"),
+    ("torch_dtype", "float99", "torch_dtype must be one of"),
+    ("dtype", 5, "dtype must be one of"),
+    ("num_labels", "3", "num_labels must be an integer"),
+    ("arch", "largest", "arch must be a dict"),
+]
+
+
+@pytest.mark.parametrize(
+    "key, value, phrase", TAMPERED_CONFIG_JSON, ids=[f"{row[0]}={row[1]!r}" for row in TAMPERED_CONFIG_JSON]
+)
+def test_tampered_config_json_key_is_named_on_load(tmp_path, key, value, phrase):
+    NASViTConfig(search_space=TINY, num_labels=2).save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    raw[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError) as error:
+        NASViTConfig.from_pretrained(tmp_path)
+    assert phrase in str(error.value)
+
+
+def test_label_maps_and_dtypes_that_transformers_writes_still_load(tmp_path):
+    import torch
+
+    config = NASViTConfig(search_space=TINY, id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})
+    config.dtype = torch.bfloat16
+    config.save_pretrained(tmp_path)
+    loaded = NASViTConfig.from_pretrained(tmp_path)
+    assert loaded.id2label == {0: "cat", 1: "dog"} and loaded.num_labels == 2
+    assert NASViTConfig(search_space=TINY, dtype=torch.float16).dtype == torch.float16
+
+
+def _counters():
+    from nasvit_hf import NASViTForImageClassification
+    from nasvit_hf.macs import count_macs, count_parameters, count_segmentation_macs
+
+    config = NASViTConfig(search_space=TINY, num_labels=3)
+    model = NASViTForImageClassification(NASViTConfig(search_space=get_search_space("tiny"), num_labels=3))
+    return config, model, count_macs, count_parameters, count_segmentation_macs
+
+
+# (case, call(config, model, count_macs, count_parameters, count_segmentation_macs), error type, phrase)
+BAD_COUNTER_CALLS = [
+    ("count_macs(None)", lambda c, m, macs, params, seg: macs(None), TypeError, "count_macs takes a NASViTConfig"),
+    ("count_macs(dict)", lambda c, m, macs, params, seg: macs(c.to_dict()), TypeError, "got dict"),
+    ("count_macs(model)", lambda c, m, macs, params, seg: macs(m), TypeError, "pass model.config"),
+    ("count_macs num_labels=-5", lambda c, m, macs, params, seg: macs(c, num_labels=-5), ValueError, "num_labels must be in [0, 1000000]"),
+    ("count_macs num_labels='x'", lambda c, m, macs, params, seg: macs(c, num_labels="x"), TypeError, "num_labels must be an int"),
+    ("count_macs arch=str", lambda c, m, macs, params, seg: macs(c, "largest"), ValueError, "arch must be a dict"),
+    ("count_parameters(None)", lambda c, m, macs, params, seg: params(None), TypeError, "count_parameters takes a NASViTConfig"),
+    ("count_parameters(model)", lambda c, m, macs, params, seg: params(m), TypeError, "pass model.config"),
+    ("count_parameters num_labels=-5", lambda c, m, macs, params, seg: params(c, num_labels=-5), ValueError, "num_labels must be in"),
+    ("count_parameters num_labels=2.5", lambda c, m, macs, params, seg: params(c, num_labels=2.5), TypeError, "num_labels must be an int"),
+    ("segmentation image_size='64'", lambda c, m, macs, params, seg: seg(c, image_size="64"), TypeError, "image_size must be a positive int"),
+    ("segmentation image_size=(64,)", lambda c, m, macs, params, seg: seg(c, image_size=(64,)), ValueError, "(height, width) pair"),
+    ("segmentation image_size=64.5", lambda c, m, macs, params, seg: seg(c, image_size=64.5), TypeError, "image_size must be a positive int"),
+    ("segmentation image_size=(0, 64)", lambda c, m, macs, params, seg: seg(c, image_size=(0, 64)), ValueError, "image_size must be positive"),
+    ("segmentation image_size=True", lambda c, m, macs, params, seg: seg(c, image_size=True), TypeError, "image_size must be a positive int"),
+    ("segmentation num_labels=-1", lambda c, m, macs, params, seg: seg(c, num_labels=-1), ValueError, "num_labels must be in"),
+    ("segmentation decoder_hidden_size=0", lambda c, m, macs, params, seg: seg(c, decoder_hidden_size=0), ValueError, "decoder_hidden_size must be a positive int"),
+    ("segmentation(model)", lambda c, m, macs, params, seg: seg(m), TypeError, "pass model.config"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, call, error, phrase", BAD_COUNTER_CALLS, ids=[row[0] for row in BAD_COUNTER_CALLS])
+def test_bad_counter_arguments_are_named(case, call, error, phrase):
+    with pytest.raises(error) as raised:
+        call(*_counters())
+    assert phrase in str(raised.value)
+
+
+def test_counters_accept_numpy_label_counts_and_image_size_pairs():
+    config, _, macs, params, seg = _counters()
+    assert macs(config, num_labels=np.int64(3)) == macs(config) and params(config, num_labels=0) < params(config)
+    assert seg(config, image_size=[64, 64]) == seg(config, image_size=64)

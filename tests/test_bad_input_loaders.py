@@ -206,3 +206,59 @@ def test_a_valid_holdout_file_loads():
     from nasvit_hf.data import HoldoutSplit
 
     assert HoldoutSplit(**_valid_holdout()).indices == [2, 7]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A search's results folder: a resumed search reads its own records back; a damaged or hand-edited record is refused
+# naming the file, and a folder holding result files but no run.json (not a search's) is never written into.
+# ----------------------------------------------------------------------------------------------------------------------
+def _search_run(folder):
+    from nasvit_hf.search import SearchConfig, SearchRun
+
+    config = SearchConfig.from_dict(
+        {
+            "num_threads": 1,
+            "data": {"max_evaluation_samples": 20},
+            "predictor": {"num_subnets": 4},
+            "budgets": [{"name": "a0", "macs_fraction": 0.0}],
+        }  # fmt: skip
+    )
+    return SearchRun(micro_model(num_labels=10), config, folder, supernet_name="s", config_name="c")
+
+
+def _started(folder):
+    run = _search_run(folder)
+    run._write_run_file()
+    run.sampled_archs()
+    return folder
+
+
+def _damage(name, text):
+    def damage(folder):
+        _started(folder)
+        (folder / name).write_text(text)
+
+    return damage
+
+
+SEARCH_FOLDERS = [
+    ("result files without run.json", lambda folder: folder.mkdir() or (folder / "pareto.png").write_text("mine"),
+     "holds pareto.png but no run.json"),
+    ("run.json holding a list", _damage("run.json", "[]"), "run.json is damaged (it holds a list"),
+    ("run.json not JSON", _damage("run.json", "{"), "run.json is damaged (not valid JSON"),
+    ("sampled arch outside the space", _damage("sampled_archs.json", '[{"resolution": 1000}]'), "does not fit the supernet's space"),
+    ("candidate with a text accuracy", _damage("candidates.jsonl", '{"index": 0, "arch": {}, "macs": 1, "params": 1, "accuracy": "high"}\n'),
+     "accuracy is 'high'"),
+    ("candidate that is a list", _damage("candidates.jsonl", "[1]\n[2]\n"), "an entry is a list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, make, phrase", SEARCH_FOLDERS, ids=[row[0] for row in SEARCH_FOLDERS])
+def test_a_damaged_or_foreign_results_folder_is_refused(tmp_path, case, make, phrase):
+    folder = tmp_path / "results"
+    make(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises((ValueError, OSError)) as error:
+        _search_run(folder).run()
+    assert phrase in str(error.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
