@@ -9,9 +9,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from nasvit_hf import NASViTConfig
-from nasvit_hf.presets import get_search_space
+from nasvit_hf.hub import resolve_named_archs
+from nasvit_hf.presets import get_named_arch, get_search_space
+from nasvit_hf.search import ArchEncoder, measure_latency, torch_threads
+from nasvit_hf.training import ArchSampler, SandwichConfig, alpha_divergence
+from nasvit_hf.training.schedule import build_lr_scheduler
 
 TINY = get_search_space("tiny")
 
@@ -154,8 +159,6 @@ def test_tampered_config_json_key_is_named_on_load(tmp_path, key, value, phrase)
 
 
 def test_label_maps_and_dtypes_that_transformers_writes_still_load(tmp_path):
-    import torch
-
     config = NASViTConfig(search_space=TINY, id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})
     config.dtype = torch.bfloat16
     config.save_pretrained(tmp_path)
@@ -207,3 +210,52 @@ def test_counters_accept_numpy_label_counts_and_image_size_pairs():
     config, _, macs, params, seg = _counters()
     assert macs(config, num_labels=np.int64(3)) == macs(config) and params(config, num_labels=0) < params(config)
     assert seg(config, image_size=[64, 64]) == seg(config, image_size=64)
+
+
+def _library():
+    from nasvit_hf import NASViTForImageClassification
+
+    config = NASViTConfig(search_space=TINY, num_labels=3)
+    subnet = NASViTForImageClassification(config).extract_subnet(config.smallest_arch()).eval()
+    return config, subnet
+
+
+def _optimizer():
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
+# (case, call(config, subnet), error type, phrase): the library's other entry points, with the arguments that used to
+# fail deep inside torch / numpy (RuntimeError, IndexError, KeyError, AttributeError) or answer wrongly
+BAD_LIBRARY_CALLS = [
+    ("get_search_space('tiyn')", lambda c, s: get_search_space("tiyn"), ValueError, "did you mean 'tiny'"),
+    ("get_search_space(None)", lambda c, s: get_search_space(None), ValueError, "unknown search space None"),
+    ("get_named_arch(3)", lambda c, s: get_named_arch(3), ValueError, "unknown subnet name 3"),
+    ("ArchSampler(num_random=-1)", lambda c, s: ArchSampler(c, -1), ValueError, "num_random must be a non-negative integer"),
+    ("ArchSampler(seed='x')", lambda c, s: ArchSampler(c, 2, seed="x"), ValueError, "seed must be a non-negative integer"),
+    ("SandwichConfig(max_grad_norm=nan)", lambda c, s: SandwichConfig(max_grad_norm=float("nan")), ValueError, "max_grad_norm must be a finite number"),
+    ("SandwichConfig(kd_temperature=0)", lambda c, s: SandwichConfig(kd_temperature=0.0), ValueError, "kd_temperature must be in (0, inf)"),
+    ("alpha_divergence(shape mismatch)", lambda c, s: alpha_divergence(
+        torch.zeros(2, 3), torch.zeros(2, 4), 0.5), ValueError, "must both have shape"),
+    ("alpha_divergence(iw_clip=-1)", lambda c, s: alpha_divergence(
+        torch.zeros(2, 3), torch.zeros(2, 3), 0.5, iw_clip=-1), ValueError, "iw_clip must be a finite positive number"),
+    ("build_lr_scheduler(num_training_steps=0)", lambda c, s: build_lr_scheduler(
+        _optimizer(), "cosine", 0, 0), ValueError, "num_training_steps must be an integer >= 1"),
+    ("build_lr_scheduler(num_warmup_steps=-1)", lambda c, s: build_lr_scheduler(
+        _optimizer(), "linear", -1, 10), ValueError, "num_warmup_steps must be an integer >= 0"),
+    ("ArchEncoder.decode(short row)", lambda c, s: ArchEncoder(c.search_space).decode(
+        np.zeros(2, np.int64)), ValueError, "a gene row holds"),
+    ("ArchEncoder.decode(index 99)", lambda c, s: (lambda e: e.decode(np.full(e.num_genes, 99)))(
+        ArchEncoder(c.search_space)), ValueError, "it indexes"),
+    ("ArchEncoder.encode({})", lambda c, s: ArchEncoder(c.search_space).encode({}), ValueError, "arch must be a dict with keys"),
+    ("measure_latency(num_threads=-3)", lambda c, s: measure_latency(s, 32, num_threads=-3), ValueError, "num_threads must be a positive integer"),
+    ("measure_latency(resolution='32')", lambda c, s: measure_latency(s, "32"), ValueError, "resolution must be a positive int"),
+    ("torch_threads(-3)", lambda c, s: torch_threads(-3).__enter__(), ValueError, "num_threads must be a positive integer"),
+    ("resolve_named_archs('a0')", lambda c, s: resolve_named_archs("a0"), ValueError, "names must be a list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, call, error, phrase", BAD_LIBRARY_CALLS, ids=[row[0] for row in BAD_LIBRARY_CALLS])
+def test_bad_library_arguments_are_named(case, call, error, phrase):
+    with pytest.raises(error) as raised:
+        call(*_library())
+    assert phrase in str(raised.value)

@@ -47,6 +47,7 @@ BAD_IMAGES = [
     ("2-D float array with NaN", lambda: np.full((8, 8), np.nan), {}, "holds NaN or infinite values"),
     ("float tensor with NaN", lambda: torch.full((3, 8, 8), float("nan")), {}, "holds NaN or infinite values"),
     ("object array", lambda: np.array([[None] * 8] * 8), {}, "not an image type"),
+    ("an empty list", lambda: [], {}, "no images"),
 ]
 
 

@@ -90,6 +90,8 @@ def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] 
     """Registry lookup of `names` (unknown names are an error that lists the known ones). Archs published in the
     paper are checked against the supernet's space (`config`; None: names are only looked up); the others take
     their arch from `searched` (named.json) when given, else stay None (to be searched)."""
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"names must be a list of subnet names (e.g. ['a0', 'a1']), got {names!r}.")
     unknown = [name for name in names if name.lower() not in NAMED_ARCHS]
     if unknown:
         raise ValueError(f"unknown subnet name(s) {unknown}; known names: {sorted(NAMED_ARCHS)}.")

@@ -167,6 +167,8 @@ class NASViTImageProcessor(BaseImageProcessorFast):
 
     def _prepare_images_structure(self, images: Any, expected_ndims: int = 3) -> Any:
         # transformers only takes 3-D arrays; a 2-D (height, width) array is one grayscale image.
+        if isinstance(images, (list, tuple)) and not images:
+            raise ValueError("no images: pass an image or a non-empty list of images.")
         if _is_2d_array(images):
             return [images]
         if isinstance(images, (list, tuple)) and images and any(_is_2d_array(image) for image in images):
