@@ -297,6 +297,10 @@ def build_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
         if "__init__()" not in str(error):
             raise
         raise ConfigError(f"{source}: {error}") from None
+    except Exception:
+        if failures:  # the class's checks stumbled on a value of the wrong type (AttributeError, ...): name the value
+            raise failures[0] from None
+        raise
     if failures:
         raise failures[0]
     return built

@@ -23,6 +23,7 @@ family index (a card linking every member, family.json); --push_to_hub pushes th
 # is loaded as a file without a module in sys.modules (tests load it with importlib).
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> ExportOptions:
             )
         if not options.names and not options.arch_file:
             raise ConfigError("nothing to export: give --names and/or --arch_file with --name.")
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*|", options.prefix):
+            raise ConfigError(
+                f"--prefix {options.prefix!r} must be a folder-name prefix (letters, digits, '.', '-', '_'; no path): "
+                "the exports go inside --output_dir."
+            )
     if options.hub_token:
         logger.warning(
             "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "

@@ -80,6 +80,8 @@ INPUT_CASES = [
     ("search", ["--supernet", "{segmentation}", "--config", TINY, "--output_dir", "{tmp}/o"], "holds a single extracted subnet"),
     ("export", ["--supernet", "{supernet}", "--arch_file", "{arch}", "--name", "family", "--output_dir", "{tmp}/o"], "is reserved"),
     ("export", ["--supernet", "{supernet}", "--arch_file", "{arch}", "--name", "../x", "--output_dir", "{tmp}/o"], "not usable as a folder name"),
+    ("export", ["--supernet", "{supernet}", "--names", "a0", "--prefix", "../", "--output_dir", "{tmp}/o"], "must be a folder-name prefix"),
+    ("train_segmentation", ["--id2label", "[a, b]"], "id2label must be of type dict"),
     ("deploy", ["--model", "{segmentation}", "--output", "{tmp}/o/m.onnx", "--image_size", "100000"], "more than the 67,108,864 allowed"),
     ("deploy", ["--model", "{segmentation}", "--output", "{tmp}/o/m.onnx", "--batch_size", "0"], "batch_size must be in [1, 65536]"),
     ("deploy", ["--model", "{supernet}", "--output", "{tmp}/o/m.onnx", "--atol", ".nan"], "atol must be a finite number"),
