@@ -157,7 +157,7 @@ class NASViTSegmentationImageProcessor(NASViTImageProcessor):
         `SemanticSegmentationPostProcessorOutput` with `segmentation` and the (num_labels, height, width) logits
         `segmentation_scores`."""
         # a SemanticSegmenterOutput or a dict
-        logits = outputs.get("logits") if isinstance(outputs, Mapping) else getattr(outputs, "logits", None)
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
         if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
             raise ValueError(
                 "outputs must hold logits of shape (batch, num_labels, height, width) (a NASViTForSemanticSegmentation "
