@@ -141,9 +141,9 @@ class SegmentationTrainingConfig(ConfigMixin):
         "weight_decay": "[0, inf)",
         "warmup_steps": "[0, inf)",
         "max_grad_norm": "(0, inf)",
-        "eval_every_steps": "[1, inf)",
+        "eval_every_steps": "[0, inf)",  # 0 or null: once per epoch
         "logging_steps": "[1, inf)",
-        "checkpointing_steps": "[1, inf)",
+        "checkpointing_steps": "[0, inf)",  # 0 or null: no checkpoints
         "checkpoints_total_limit": "[0, inf)",
     }
 
