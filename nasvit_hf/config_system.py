@@ -662,8 +662,9 @@ def debug_enabled() -> bool:
     return os.environ.get("NASVIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
-# Flags of other programs that error messages may name (`accelerate launch --multi_gpu`), and every recipe's own.
-EXTERNAL_FLAGS = frozenset({"multi_gpu", "num_processes", "quiet"})
+# Flags of other programs that error messages may name (`accelerate launch --multi_gpu`), the placeholder of the
+# syntax (`--key value`), and every recipe's own keys.
+EXTERNAL_FLAGS = frozenset({"multi_gpu", "num_processes", "quiet", "key"})
 GENERIC_KEYS = frozenset({"config", "debug", "help"})
 _HINT = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*)")
 _recipe_keys: frozenset[str] | None = None

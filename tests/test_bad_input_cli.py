@@ -252,3 +252,40 @@ def test_debug_flag_and_environment_show_the_traceback(tmp_path):
     assert loud.returncode != 0 and "Traceback" in loud.stderr
     env["NASVIT_DEBUG"] = "1"
     assert "Traceback" in subprocess.run(command, env=env, capture_output=True, text=True, timeout=300).stderr
+
+
+def _all_recipe_keys() -> frozenset[str]:
+    from nasvit_hf.search import SearchConfig
+    from nasvit_hf.training import TrainingConfig
+    from nasvit_hf.training.segmentation import SegmentationTrainingConfig
+
+    keys = recipe_keys(None, TrainingConfig) | recipe_keys(None, SegmentationTrainingConfig)
+    keys |= recipe_keys(load_recipe("search").SearchOptions, SearchConfig)
+    keys |= recipe_keys(load_recipe("export").ExportOptions, SearchConfig)
+    keys |= recipe_keys(load_recipe("deploy").DeployOptions) | recipe_keys(
+        load_recipe("conflict_ratio").ConflictOptions
+    )
+    return keys | recipe_keys(load_recipe("convert_official_checkpoint").ConvertOptions)
+
+
+def test_every_hint_in_the_source_names_a_key_of_some_recipe():
+    """Every `--key` written in a string of the package or the recipes is a key some recipe accepts (or a nested key
+    that `checked_hints` completes, or a flag of accelerate): a hint can only send the user to a real key."""
+    import ast
+
+    keys = _all_recipe_keys()
+    unknown = []
+    for path in [*sorted((ROOT / "nasvit_hf").rglob("*.py")), *sorted((ROOT / "recipes").glob("*.py"))]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                unknown += [f"{path.name}: --{key}" for key in checked_hints(node.value, keys)[1]]
+    assert unknown == []
