@@ -21,19 +21,22 @@ and after combination; no optimizer step is taken. The report (JSON) holds the o
 parameter tensor.
 """
 
-from __future__ import annotations
-
-import argparse
+# No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
+# is loaded as a file without a module in sys.modules (tests load it with importlib).
 import logging
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, RandomSampler
 
+from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.search import load_supernet
+from nasvit_hf.search.config import resolve_device
 from nasvit_hf.training import (
     ArchSampler,
     ImageClassificationDataset,
@@ -42,7 +45,6 @@ from nasvit_hf.training import (
     TrainingConfig,
     collate_image_batch,
     load_image_classification_splits,
-    parse_overrides,
 )
 from nasvit_hf.training.classification import SNAPSHOTS_FOLDER, load_teachers
 from nasvit_hf.training.conflicts import sweep_gradient_conflicts
@@ -52,30 +54,31 @@ from nasvit_hf.utils.io import atomic_write_json
 logger = logging.getLogger("nasvit_hf.conflict_ratio")
 
 
-def parse_args(argv=None) -> tuple[argparse.Namespace, TrainingConfig]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--supernet", help="a saved supernet folder (e.g. <run>/final)")
-    source.add_argument("--snapshots", help="a training run's output_dir: sweep each of its snapshots/epoch_<E>/")
-    parser.add_argument("--config", default=None, help="the run's training config (training_config.json or YAML)")
-    parser.add_argument("--split", default=None, help="dataset split to sweep (default: the config's train_split)")
-    parser.add_argument("--max_batches", type=int, default=None, help="stop after this many batches (default: all)")
-    parser.add_argument("--no_projection", action="store_true", help="measure the plain sum (before epoch 100)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    parser.add_argument("--output", default=None, help="JSON report (default: <supernet>/conflict_ratio.json)")
-    args, rest = parser.parse_known_args(argv)
-    if args.max_batches is not None and args.max_batches < 1:
-        parser.error(f"--max_batches must be >= 1, got {args.max_batches}.")
-    if args.config is None:
-        if args.snapshots is None:
-            parser.error("--config is required with --supernet: the run's training_config.json or its YAML.")
-        args.config = str(Path(args.snapshots) / "training_config.json")
-    try:
-        config = TrainingConfig.from_yaml(args.config, parse_overrides(rest))
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+@dataclass
+class ConflictOptions(ConfigMixin):
+    supernet: str | None = None  # a saved supernet folder (e.g. <run>/final)
+    snapshots: str | None = None  # instead: a training run's output_dir, to sweep each of its snapshots/epoch_<E>/
+    split: str | None = None  # dataset split to sweep (default: the config's train_split)
+    max_batches: int | None = None  # stop after this many batches (default: all)
+    no_projection: bool = False  # measure the plain sum (before epoch 100)
+    device: str = "auto"  # cpu, cuda, ... ("auto": cuda when available)
+    output: str | None = None  # JSON report (default: <supernet>/conflict_ratio.json, <run>/conflict_ratio_table.json)
+
+    FIELD_RANGES: ClassVar[dict[str, str]] = {"max_batches": "[1, inf)"}
+
+
+def parse_args(argv=None) -> tuple[ConflictOptions, TrainingConfig]:
+    """(options, the run's training config with the command line's `--key value` overrides)."""
+    with exit_on_user_error():
+        args, overrides, path = parse_command_line(argv, ConflictOptions, TrainingConfig, __doc__)
+        if (args.supernet is None) == (args.snapshots is None):
+            raise ConfigError("name one supernet (--supernet <folder>) or one run's snapshots (--snapshots <run>).")
+        if path is None and args.snapshots is not None:
+            path = str(Path(args.snapshots) / "training_config.json")
+        if path is None:
+            raise ConfigError("--config is required: the run's training config (training_config.json or YAML).")
+        config = TrainingConfig.from_yaml(path, overrides)
+        args.device = resolve_device(args.device, "device")
     return args, config
 
 
@@ -90,9 +93,10 @@ def snapshot_folders(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def sweep_supernet(path: str | Path, config: TrainingConfig, args: argparse.Namespace, device: torch.device) -> dict:
+def sweep_supernet(path: str | Path, config: TrainingConfig, args: ConflictOptions) -> dict:
     """The conflict sweep of the supernet at `path` (seeded: every supernet sees the same images and archs)."""
     set_seed(config.seed)
+    device = torch.device(args.device)
     model = load_supernet(path, device=str(device))
     split = args.split or config.train_split
     data, _, label_names = load_image_classification_splits(
@@ -100,7 +104,10 @@ def sweep_supernet(path: str | Path, config: TrainingConfig, args: argparse.Name
         config.data_dir, config.max_train_samples,
     )  # fmt: skip
     if len(label_names) != model.config.num_labels:
-        raise SystemExit(f"the data has {len(label_names)} classes, the supernet {model.config.num_labels}.")
+        raise ValueError(
+            f"the data has {len(label_names)} classes, the supernet {model.config.num_labels}: name the data the "
+            "supernet was trained on (--dataset, --data_dir)."
+        )
     image_size = config.image_size or max(model.config.search_space["resolutions"])
     transform = training_transform_of(config, image_size)
     dataset = ImageClassificationDataset(data, transform, config.image_column, config.label_column, seed=config.seed)
@@ -140,22 +147,25 @@ def sweep_supernet(path: str | Path, config: TrainingConfig, args: argparse.Name
     return report
 
 
+def _percent(value: float | None, width: int = 5) -> str:
+    return f"{100 * value:{width}.1f} %" if value is not None else "-".rjust(width + 2)
+
+
 def main(argv=None) -> dict:
     args, config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.snapshots is not None:
         folders = snapshot_folders(args.snapshots)
         if not folders:
-            raise SystemExit(
+            raise ConfigError(
                 f"{args.snapshots} holds no snapshots/epoch_<E>/ supernets: train with snapshot_epochs: table4 (or a "
                 "list of epochs), or sweep one supernet with --supernet."
             )
         rows = []
         for epoch, folder in folders:
-            report = sweep_supernet(folder, config, args, device)
+            report = sweep_supernet(folder, config, args)
             atomic_write_json(folder / "conflict_ratio.json", report)
             rows.append(
                 {"epoch": epoch, "before": report["conflict_ratio_before"], "after": report["conflict_ratio_after"]}
@@ -163,24 +173,20 @@ def main(argv=None) -> dict:
         table = {"run": str(args.snapshots), "priority": report["priority"], "epochs": rows}
         output = Path(args.output) if args.output else Path(args.snapshots) / "conflict_ratio_table.json"
         atomic_write_json(output, table)
-        print("epoch | conflict ratio before | after combination (%)")
+        print("epoch | conflict ratio before | after combination")
         for row in rows:
-            before, after = (f"{100 * row[key]:.1f}" if row[key] is not None else "-" for key in ("before", "after"))
-            print(f"{row['epoch']:>5} | {before:>21} | {after}")
+            print(f"{row['epoch']:>5} | {_percent(row['before'], 19)} | {_percent(row['after'])}")
         print(f"table: {output}")
         return table
-    report = sweep_supernet(args.supernet, config, args, device)
+    report = sweep_supernet(args.supernet, config, args)
     output = Path(args.output) if args.output else Path(args.supernet) / "conflict_ratio.json"
     atomic_write_json(output, report)
     layers = sorted(report["per_layer"].items(), key=lambda item: -(item[1]["before"] or 0.0))
     print(f"report: {output}")
     for name, entry in layers[:10]:
-        before, after = (
-            f"{100 * entry[key]:5.1f} %" if entry[key] is not None else "    -" for key in ("before", "after")
-        )
-        print(f"  {name:<70} {before} -> {after}")
+        print(f"  {name:<70} {_percent(entry['before'])} -> {_percent(entry['after'])}")
     return report
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_recipe(main))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..config_system import check_field_ranges
 from ..models.configuration_nasvit import sample_arch
 from .gradients import (
     AFTER_COMBINATION_TOLERANCE,
@@ -89,7 +91,21 @@ class SandwichConfig:
                 values[item.name] = getattr(config, key)
         return cls(**values)
 
+    # The range of every number field (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "num_random_subnets": "[0, 1024]",
+        "iw_clip": "(0, inf)",
+        "kd_temperature": "(0, inf)",
+        "max_projection_coefficient": "[0, inf)",
+        "projection_eps": "[0, inf)",
+        "max_grad_norm": "(0, inf)",
+        "drop_path_rate": "[0, 1)",
+        "drop_connect_rate": "[0, 1)",
+        "dropout": "[0, 1)",
+    }
+
     def __post_init__(self):
+        check_field_ranges(self)
         if self.num_random_subnets < 0:
             raise ValueError(f"num_random_subnets must be >= 0, got {self.num_random_subnets}.")
         if self.distill_loss not in DISTILL_LOSSES:
@@ -100,12 +116,6 @@ class SandwichConfig:
             raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {self.granularity!r}.")
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"alpha_min must not exceed alpha_max, got {self.alpha_min} > {self.alpha_max}.")
-        if self.max_projection_coefficient is not None and self.max_projection_coefficient < 0:
-            raise ValueError(
-                f"max_projection_coefficient must be >= 0 or None (no cap), got {self.max_projection_coefficient}."
-            )
-        if not self.projection_eps >= 0:
-            raise ValueError(f"projection_eps must be >= 0 (0 = the exact projection), got {self.projection_eps}.")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}.")
         for name in ("drop_path_rate", "drop_connect_rate", "dropout"):
@@ -137,6 +147,9 @@ class ArchSampler:
     on every rank) is all a resume needs, whichever process saves it."""
 
     def __init__(self, config, num_random: int = 2, seed: int = 0, sampling: str = "synchronized", rank: int = 0):
+        for name, value in (("num_random", num_random), ("seed", seed), ("rank", rank)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"ArchSampler {name} must be a non-negative integer, got {value!r}.")
         if sampling not in SUBNET_SAMPLING:
             raise ValueError(f"subnet sampling must be one of {list(SUBNET_SAMPLING)}, got {sampling!r}.")
         self.search_space = config.search_space
