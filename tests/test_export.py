@@ -58,6 +58,8 @@ def test_exported_folder_is_a_complete_hub_checkpoint(export_dir, search_dir):
         f"{searched['macs'] / 1e6:.2f} M",
         "searched on supernet with search_test.yaml",
         "recalibrated",
+        "training images (digits, split used for calibration:",
+        "through the evaluation preprocessing",  # which calibration transform (the toy run records none)
         'pipeline("image-classification"',
         "trust_remote_code=True",
         "@inproceedings{gong2022nasvit",
