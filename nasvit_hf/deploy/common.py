@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from ..loading import load_pretrained_strict, read_nasvit_config
-from ..models.configuration_nasvit import NASViTConfig, arch_fields, field_choices
+from ..models.configuration_nasvit import NASViTConfig
 from ..models.image_processing_nasvit import check_image_shape, check_resize_pixels
 from ..models.modeling_nasvit import NASViTPreTrainedModel, check_pixel_values
+from ..models.search_space_nasvit import arch_fields, field_choices
 
 __all__ = [
     "DEFAULT_ATOL",

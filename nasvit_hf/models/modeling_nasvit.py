@@ -25,11 +25,12 @@ from transformers.modeling_outputs import (
     ImageClassifierOutputWithNoAttention,
 )
 
-from .configuration_nasvit import (
+from .configuration_nasvit import NASViTConfig
+from .inference_nasvit import NASViTInferenceCache, WindowGrid
+from .search_space_nasvit import (
     BODY_STAGES,
     STAGE_NAMES,
     TRANSFORMER_STAGES,
-    NASViTConfig,
     arch_per_stage,
     make_divisible,
     normalize_num_windows,
@@ -37,7 +38,6 @@ from .configuration_nasvit import (
     stage_choices,
     window_grid,
 )
-from .inference_nasvit import NASViTInferenceCache, WindowGrid
 
 __all__ = [
     "LEGACY_KEY_MAPPING",

@@ -61,7 +61,7 @@ def search_space_of(config: TrainingConfig) -> dict[str, Any]:
 
 def check_eval_archs(archs: list, search_space: dict) -> dict[str, dict]:
     """eval_archs validated against the search space, named arch0, arch1, ...; a ValueError says which is wrong."""
-    from ..models.configuration_nasvit import validate_arch
+    from ..models.search_space_nasvit import validate_arch
 
     checked = {}
     for index, arch in enumerate(archs):

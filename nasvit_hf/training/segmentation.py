@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 
 from ..config_system import ConfigMixin, check_field_ranges, parse_overrides
 from ..models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
-from ..models.configuration_nasvit import BACKBONE_STAGE_NAMES
+from ..models.search_space_nasvit import BACKBONE_STAGE_NAMES
 
 __all__ = [
     "IMAGE_EXTENSIONS",
