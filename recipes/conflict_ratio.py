@@ -35,7 +35,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, RandomSampler
 
 from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
-from nasvit_hf.search import load_supernet
+from nasvit_hf.loading import load_supernet
 from nasvit_hf.search.config import resolve_device
 from nasvit_hf.training import (
     ArchSampler,
