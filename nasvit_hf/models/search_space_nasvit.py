@@ -21,7 +21,10 @@ import numbers
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ARCH_FIELDS",
@@ -39,6 +42,7 @@ __all__ = [
     "WINDOW_CONVENTIONS",
     "arch_fields",
     "arch_per_stage",
+    "centre_crop_kernel",
     "collapse_search_space",
     "field_choices",
     "get_arch_field",
@@ -500,6 +504,16 @@ def normalize_num_windows(value: Any, convention: str = "total") -> int | str | 
             )
         return [check(item, f"[{i}]") for i, item in enumerate(value)]
     return check(value, "")
+
+
+def centre_crop_kernel(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The kernel-size convention (once-for-all's elastic kernel): a conv weight `(out, in, K, K)` run at kernel size
+    `k <= K` uses its centred `k x k` window."""
+    full = weight.shape[-1]
+    if kernel_size == full:
+        return weight
+    start = (full - kernel_size) // 2
+    return weight[:, :, start : start + kernel_size, start : start + kernel_size]
 
 
 def window_grid(num_windows: int | str, height: int, width: int) -> tuple[int, int]:
