@@ -74,7 +74,7 @@ class TrainingConfig(ConfigMixin):
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64
     gradient_accumulation_steps: int = 1
-    num_train_epochs: int = 3
+    num_train_epochs: float = 3  # a fraction of an epoch is rounded up to whole steps
     max_steps: int | None = None  # overrides num_train_epochs
     learning_rate: float = 3e-4
     scale_lr: bool = False  # learning_rate × total batch / 512 (the reference)
@@ -128,6 +128,13 @@ class TrainingConfig(ConfigMixin):
     )
     RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
     RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
+    # What NASVIT_STEP_SCALE scales (nasvit_hf.config_system): the run's length and its warm-up.
+    STEP_KEYS: ClassVar[dict[str, float]] = {
+        "max_steps": 1,
+        "num_train_epochs": 0,
+        "warmup_steps": 0,
+        "warmup_epochs": 0,
+    }
 
     def __post_init__(self):
         if isinstance(self.teachers, str):  # "a" or the command line's "a,b" -> a list
@@ -154,7 +161,6 @@ class TrainingConfig(ConfigMixin):
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
             "gradient_accumulation_steps",
-            "num_train_epochs",
             "eval_every_epochs",
             "calibration_batches",
             "logging_steps",
@@ -177,6 +183,8 @@ class TrainingConfig(ConfigMixin):
         for name in ["drop_path_rate", "drop_connect_rate", "dropout", "hflip", "random_erasing", "label_smoothing"]:
             if not 0.0 <= getattr(self, name) < 1.0 + (name in ("hflip", "random_erasing")):
                 raise ValueError(f"config {name} must be a probability, got {getattr(self, name)}.")
+        if not self.num_train_epochs > 0:
+            raise ValueError(f"config num_train_epochs must be > 0, got {self.num_train_epochs}.")
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"config alpha_min ({self.alpha_min}) must not exceed alpha_max ({self.alpha_max}).")
         if self.dataset == "imagefolder" and not self.data_dir:

@@ -116,6 +116,8 @@ class SegmentationTrainingConfig(ConfigMixin):
         }
     )
     RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+    # What NASVIT_STEP_SCALE scales (nasvit_hf.config_system): the run's length and its warm-up.
+    STEP_KEYS: ClassVar[dict[str, float]] = {"max_steps": 1, "num_train_epochs": 0, "warmup_steps": 0}
 
     def __post_init__(self) -> None:
         if self.lr_scheduler_type not in ("poly", "cosine", "constant"):
@@ -420,18 +422,22 @@ def build_segmentation_scheduler(
     config: SegmentationTrainingConfig, optimizer: torch.optim.Optimizer, max_steps: int, num_processes: int = 1
 ) -> Any:
     """`poly` (power 1, to 0: Segformer), `cosine` or `constant` with `warmup_steps`, counted in the steps the
-    prepared scheduler sees (Accelerate steps a prepared scheduler once per process)."""
+    prepared scheduler sees (Accelerate steps a prepared scheduler once per process). A run no longer than its
+    warm-up works: it ends inside the warm-up, with a warning (`schedule_length`)."""
     from transformers import get_scheduler
 
     if config.lr_scheduler_type == "poly":
         name, extra = "polynomial", {"power": 1.0, "lr_end": 0.0}
     else:
         name, extra = config.lr_scheduler_type, {}
+    from .schedule import schedule_length
+
+    warmup = config.warmup_steps * num_processes
     return get_scheduler(
         name,
         optimizer,
-        num_warmup_steps=config.warmup_steps * num_processes,
-        num_training_steps=max_steps * num_processes,
+        num_warmup_steps=warmup,
+        num_training_steps=schedule_length(warmup, max_steps * num_processes),
         scheduler_specific_kwargs=extra,
     )
 
