@@ -31,6 +31,7 @@ __all__ = [
     "load_segmentation_splits",
     "parse_overrides",
     "save_segmentation_model",
+    "segmentation_model_from_folder",
     "segmentation_summary",
 ]
 
@@ -346,15 +347,63 @@ def build_segmentation_model(
     if config.out_features is not None:
         settings["out_features"] = list(config.out_features)
     if config.model_name_or_path:
-        return NASViTForSemanticSegmentation.from_pretrained(
-            config.model_name_or_path, ignore_mismatched_sizes=True, **settings
-        )
+        return segmentation_model_from_folder(config.model_name_or_path, settings)
     from ..presets import get_search_space
 
     space = get_search_space(config.search_space) if isinstance(config.search_space, str) else config.search_space
     supernet_config = NASViTConfig(search_space=space, **settings)
     arch = _resolve_arch(supernet_config, config.arch)
     return NASViTForSemanticSegmentation(supernet_config.subnet_config(arch))
+
+
+def segmentation_model_from_folder(path: str, settings: dict[str, Any]) -> NASViTForSemanticSegmentation:
+    """`NASViTForSemanticSegmentation` from a saved NASViT folder with `settings` (labels, windows, head) applied.
+
+    From an exported classification subnet the backbone keeps its weights, the classification head is dropped and the
+    decode head starts from scratch; from a segmentation model with another number of labels the classifier does. Both
+    are what fine-tuning expects, so they are said in one log line instead of transformers' label-count warning and
+    its table of MISSING weights. Anything else missing or of another shape is a `CheckpointMismatchError`."""
+    from transformers.utils import logging as transformers_logging
+
+    from ..loading import CheckpointMismatchError
+
+    values = NASViTConfig.get_config_dict(path)[0]
+    values.update({key: value for key, value in settings.items() if key != "num_labels"})  # id2label says it
+    model_config = NASViTConfig.from_dict(values)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = NASViTForSemanticSegmentation.from_pretrained(
+            path, config=model_config, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(
+        entry[0] if isinstance(entry, (list, tuple)) else entry for entry in info.get("mismatched_keys") or []
+    )
+    fresh_head = bool(missing) and all(key.startswith("decode_head.") for key in missing)
+    unexpected = [key for key in missing if not key.startswith("decode_head.")]
+    unexpected += [key for key in mismatched if not key.startswith("decode_head.classifier.")]
+    unexpected += sorted(info.get("unexpected_keys") or [])
+    if unexpected:
+        raise CheckpointMismatchError(
+            f"{path!r} does not hold the weights of the NASViT backbone its config.json describes ({len(unexpected)} "
+            f"missing, unexpected or reshaped: {', '.join(unexpected[:5])}); use a folder written by recipes/export.py "
+            "or save_pretrained."
+        )
+    labels = len(model_config.id2label)
+    if fresh_head:
+        logger.info(
+            "%s: backbone weights loaded; the decode head (%d tensors) starts from scratch for %d labels (expected: "
+            "fine-tuning a classification subnet for segmentation)",
+            path,
+            len(missing),
+            labels,
+        )
+    elif mismatched:
+        logger.info("%s: segmentation model loaded; its classifier starts from scratch for %d labels", path, labels)
+    return model
 
 
 def build_image_processor(config: SegmentationTrainingConfig) -> NASViTSegmentationImageProcessor:
