@@ -44,6 +44,7 @@ from nasvit_hf.deploy import OnnxRunner, export_onnx
 from nasvit_hf.deploy.common import MAX_DYNAMIC_BATCH
 from nasvit_hf.models.configuration_nasvit import sample_arch
 from nasvit_hf.presets import NAMED_ARCHS, TABLE13_MEASURED_MACS_MILLIONS, get_named_arch
+from nasvit_hf.utils.extras import require_extra
 
 PAPER_BUDGETS_MILLIONS = {"a0": 208, "a1": 309, "a2": 421, "a3": 528, "a4": 591, "a5": 757}
 BACKENDS = ["eager", "onnxruntime", "onnxruntime-modules", "compile"]
@@ -150,8 +151,7 @@ def _export_peer(model: torch.nn.Module, path: str, example: torch.Tensor) -> di
 def _peer_session(path: str, threads: int | None):
     """A plain onnxruntime session for a peer's graph (OnnxRunner is for NASViT exports: it checks their metadata),
     with OnnxRunner's thread settings."""
-    import onnxruntime
-
+    _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads

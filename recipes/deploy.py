@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from nasvit_hf.config_system import ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.deploy import export_onnx, export_program, load_subnet_for_export
+from nasvit_hf.utils.extras import require_extra
 from nasvit_hf.utils.io import atomic_write_json
 
 logger = logging.getLogger("export_onnx")
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     with exit_on_user_error():
+        require_extra("export", "recipes/deploy.py")  # before the model loads: a missing extra is the first thing said
         options = {
             "dynamic_batch": args.dynamic_batch,
             "verify": not args.no_verify,

@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import time
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
+from ..utils.extras import require_extra
 from ..utils.io import atomic_file
 from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
 
@@ -28,17 +28,6 @@ logger = logging.getLogger(__name__)
 
 # The dynamo exporter translates to ONNX opset 18 or later.
 MIN_ONNX_OPSET = 18
-
-
-def _require_onnx() -> tuple[Any, Any]:
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as error:
-        raise ImportError(
-            "ONNX export needs onnx, onnxscript and onnxruntime: pip install 'nasvit_hf[export]'."
-        ) from error
-    return onnx, onnxruntime
 
 
 def export_onnx(
@@ -73,7 +62,7 @@ def export_onnx(
     The file's metadata (`nasvit.*` keys) records the image size, arch, labels and preprocessing. The file is
     written atomically: nothing appears at `output` unless the export, the checker and the verification pass.
     """
-    onnx, _ = _require_onnx()
+    onnx, _, _ = require_extra("export", "ONNX export")
     if opset is not None and (not isinstance(opset, int) or opset < MIN_ONNX_OPSET):
         raise ValueError(f"opset must be an int >= {MIN_ONNX_OPSET} (the dynamo exporter's minimum), got {opset!r}.")
     with prepare_export(model_or_path, dynamic_batch, batch_size, seed, image_size) as prepared:
@@ -129,7 +118,7 @@ class OnnxRunner:
         providers: list[str] | None = None,
         num_threads: int | None = None,
     ):
-        _, onnxruntime = _require_onnx()
+        _, onnxruntime, _ = require_extra("export", "OnnxRunner")
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"no ONNX file at {self.path!r}; export one with export_onnx().")
