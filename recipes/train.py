@@ -3,7 +3,8 @@
 
     accelerate launch recipes/train.py                                   # tiny supernet on the bundled digits
     accelerate launch recipes/train.py --config recipes/configs/imagenet_reference.yaml --output_dir runs/in1k
-    accelerate launch recipes/train.py --max_steps 20 --resume_from_checkpoint latest
+    accelerate launch recipes/train.py --resume_from_checkpoint latest   # the run in outputs/digits_tiny, as started
+    accelerate launch recipes/train.py --resume_from_checkpoint latest --max_steps 300   # ... trained on to step 300
 
 Every key of the config (`nasvit_hf.training.TrainingConfig`, listed by --help) can be overridden as `--key value`.
 The script only wires config -> data -> Accelerate -> the library (`nasvit_hf.training`): the sandwich step,

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Fine-tune NASViT + Segformer all-MLP head for semantic segmentation (NASViT, ICLR 2022, Section 4.2).
 
-    accelerate launch recipes/train_segmentation.py                 # built-in digits scenes, CPU, a few minutes
+    accelerate launch recipes/train_segmentation.py                 # built-in digits scenes, under a CPU minute
     accelerate launch recipes/train_segmentation.py --config recipes/configs/segmentation_ade20k.yaml \\
-        --model_name_or_path exported/nasvit-a1
-    accelerate launch recipes/train_segmentation.py --max_steps 50 --resume_from_checkpoint latest
+        --model_name_or_path exports/nasvit-a1
+    accelerate launch recipes/train_segmentation.py --max_steps 200 --resume_from_checkpoint latest  # train on
 
 Every key of `nasvit_hf.training.segmentation.SegmentationTrainingConfig` can be overridden as `--key value`. The
 script wires config -> data -> Accelerate -> the library: AdamW (decode head at `head_learning_rate_multiplier` x the
