@@ -102,7 +102,8 @@ class TrainingConfig(ConfigMixin):
     report_to: str = "tensorboard"  # "tensorboard", "none", or any accelerate tracker name
     checkpointing_steps: int | None = 500
     checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest": the run goes on with the config it
+    # recorded; the keys given with it are changes (checked)
     overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
     save_final_model: bool = True
     progress_bar: bool = True

@@ -99,7 +99,8 @@ class SegmentationTrainingConfig(ConfigMixin):
     report_to: str | None = "tensorboard"
     checkpointing_steps: int | None = 100
     checkpoints_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest": the run goes on with the config it
+    # recorded; the keys given with it are changes (checked)
     overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
 
     # Keys a resumed run may change (see TrainingConfig); the keys in RESUME_GROWABLE_KEYS may only grow.
