@@ -571,6 +571,9 @@ def test_journey_covers_every_page_and_every_check_names_a_command_it_runs():
     for step in steps:
         if step.skip is None:
             assert not re.search(r"<[^>]*>", step.line), f"{step.block.id}: placeholder in a runnable command"
+            assert "benchmarks/" not in step.key, (
+                f"{step.block.id}: a benchmark never runs in the tests: mark it not-run"
+            )
 
 
 def test_optional_groups_are_left_out_and_accelerate_q_is_the_same_command():
