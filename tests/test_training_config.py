@@ -55,3 +55,5 @@ def test_data_source_is_read_from_the_training_config_by_name():
     )
     train, validation, labels = load_image_classification_splits(ImageDataSource("digits", max_train_samples=5))
     assert len(train) == 5 and len(validation) > 5 and labels == [str(digit) for digit in range(10)]
+    by_keywords = load_image_classification_splits(dataset="digits", max_train_samples=5)  # the old call form
+    assert [len(split) for split in by_keywords[:2]] == [5, len(validation)] and by_keywords[2] == labels

@@ -61,14 +61,16 @@ class ImageDataSource:
         return cls(**{**values, **changes})
 
 
-def _data_source(source: ImageDataSource | str, changes: dict[str, Any]) -> ImageDataSource:
+def _data_source(source: ImageDataSource | str | None, changes: dict[str, Any]) -> ImageDataSource:
+    if source is None:  # every field by keyword, `dataset=...` too
+        return ImageDataSource(**changes)
     if isinstance(source, str):
         return ImageDataSource(source, **changes)
     return dataclasses.replace(source, **changes) if changes else source
 
 
 def load_training_splits(
-    source: ImageDataSource | str,
+    source: ImageDataSource | str | None = None,
     holdout_per_class: int | None = None,
     holdout_seed: int = 0,
     **changes: Any,
@@ -78,7 +80,7 @@ def load_training_splits(
     subnets on (`nasvit_hf.data.carve_holdout`; save `splits.holdout` beside the supernet).
 
     `source`: an `ImageDataSource`, or a dataset name with the source's other fields as keywords
-    (`load_training_splits("imagefolder", data_dir="images", holdout_per_class=5)`)."""
+    (`load_training_splits("imagefolder", data_dir="images", holdout_per_class=5)`; `dataset=` works too)."""
     from ..data.holdout import carve_holdout
 
     source = _data_source(source, changes)
@@ -105,7 +107,7 @@ def load_training_splits(
 
 
 def load_image_classification_splits(
-    source: ImageDataSource | str, **changes: Any
+    source: ImageDataSource | str | None = None, **changes: Any
 ) -> tuple[Any, Any | None, list[str]]:
     """Returns (train split, validation split or None, label names) of `source` as `datasets.Dataset`s.
 
