@@ -1,6 +1,8 @@
-"""Supernet training: losses, gradient combination, the sandwich step, EMA, augmentation, data and config.
+"""Supernet training: losses, gradient combination, the sandwich step, EMA, augmentation, data and config; the loop's
+mechanics in `loop`, the two recipes' task libraries in `classification` and `segmentation`.
 
-`recipes/train.py` wires these to Accelerate; everything here takes tensors, modules and small dataclasses.
+`recipes/train.py` and `recipes/train_segmentation.py` wire these to Accelerate; everything here takes tensors,
+modules and small dataclasses.
 """
 
 from .augment import build_batch_mixing, build_eval_transform, build_train_transform
@@ -31,6 +33,7 @@ from .sandwich import (
     set_regularization,
     unwrap_model,
 )
+from .schedule import build_lr_scheduler, build_param_groups
 
 __all__ = [
     "AdaptiveAlphaDivergence",
@@ -46,6 +49,8 @@ __all__ = [
     "all_reduce_gradients",
     "alpha_divergence",
     "build_batch_mixing",
+    "build_lr_scheduler",
+    "build_param_groups",
     "build_eval_transform",
     "build_train_transform",
     "collate_image_batch",
