@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -19,6 +19,10 @@ from ..config_system import check_field_ranges, parse_overrides, recipe_defaults
 from ..models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
 from ..models.search_space_nasvit import BACKBONE_STAGE_NAMES
 from .config import TrainingRunConfig
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -424,10 +428,10 @@ def build_image_processor(config: SegmentationTrainingConfig) -> NASViTSegmentat
 @torch.no_grad()
 def evaluate_segmentation(
     model: torch.nn.Module,
-    dataloader: Any,
+    dataloader: DataLoader,
     num_labels: int,
     ignore_index: int = 255,
-    accelerator: Any = None,
+    accelerator: Accelerator | None = None,
 ) -> dict[str, Any]:
     """mIoU (local `evaluate` module) of `model` on batches from a `SegmentationTransform(train=False)` loader. The
     logits are resized to each ORIGINAL mask's size before the argmax, so the score does not depend on
@@ -469,7 +473,7 @@ def evaluate_segmentation(
 # ----------------------------------------------------------------------------------------------------------------------
 def build_segmentation_scheduler(
     config: SegmentationTrainingConfig, optimizer: torch.optim.Optimizer, max_steps: int, num_processes: int = 1
-) -> Any:
+) -> torch.optim.lr_scheduler.LRScheduler:
     """`poly` (power 1, to 0: Segformer), `cosine` or `constant` with `warmup_steps`, counted in the steps the
     prepared scheduler sees (Accelerate steps a prepared scheduler once per process). A run no longer than its
     warm-up works: it ends inside the warm-up, with a warning (`schedule_length`)."""
@@ -506,7 +510,9 @@ def segmentation_summary(
     return summary
 
 
-def save_segmentation_model(model: Any, config: SegmentationTrainingConfig, summary: dict[str, Any]) -> Path:
+def save_segmentation_model(
+    model: NASViTForSemanticSegmentation, config: SegmentationTrainingConfig, summary: dict[str, Any]
+) -> Path:
     """`<output_dir>/model` (weights, config, image processor; replaced atomically) and `summary.json`."""
     from ..utils.io import atomic_write_json, staging_folder
 
