@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils._python_dispatch
 
-from .configuration_nasvit import make_divisible
+from .search_space_nasvit import make_divisible
 
 __all__ = ["NASViTInferenceCache", "NASViTInferencePlan", "fast_path_context_allows"]
 

@@ -7,6 +7,7 @@ from .augment import build_batch_mixing, build_eval_transform, build_train_trans
 from .config import TrainingConfig, parse_overrides
 from .data import (
     ImageClassificationDataset,
+    ImageDataSource,
     TrainingSplits,
     collate_image_batch,
     load_image_classification_splits,
@@ -35,6 +36,7 @@ __all__ = [
     "AdaptiveAlphaDivergence",
     "ArchSampler",
     "ImageClassificationDataset",
+    "ImageDataSource",
     "ModelEMA",
     "SandwichConfig",
     "SandwichStepOutput",

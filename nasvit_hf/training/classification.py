@@ -23,7 +23,13 @@ from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..utils.io import atomic_write_json, staging_folder
 from .augment import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainingConfig
-from .data import ImageClassificationDataset, TrainingSplits, collate_image_batch, load_training_splits
+from .data import (
+    ImageClassificationDataset,
+    ImageDataSource,
+    TrainingSplits,
+    collate_image_batch,
+    load_training_splits,
+)
 from .pipeline import build_eval_processor, build_target_transform, training_transform_of
 from .schedule import build_lr_scheduler
 from .teachers import TeacherEnsemble, load_teacher_ensemble
@@ -61,7 +67,7 @@ def search_space_of(config: TrainingConfig) -> dict[str, Any]:
 
 def check_eval_archs(archs: list, search_space: dict) -> dict[str, dict]:
     """eval_archs validated against the search space, named arch0, arch1, ...; a ValueError says which is wrong."""
-    from ..models.configuration_nasvit import validate_arch
+    from ..models.search_space_nasvit import validate_arch
 
     checked = {}
     for index, arch in enumerate(archs):
@@ -208,15 +214,7 @@ def load_classification_splits(config: TrainingConfig) -> TrainingSplits:
     dataset: with `holdout_per_class`, a class-balanced, seeded split is carved out of the training images and
     excluded from training (`nasvit_hf.data.carve_holdout`; save it beside the supernet for search and export)."""
     return load_training_splits(
-        config.dataset,
-        config.train_split,
-        config.validation_split,
-        config.image_column,
-        config.label_column,
-        config.dataset_config,
-        config.data_dir,
-        config.max_train_samples,
-        config.max_eval_samples,
+        ImageDataSource.from_config(config),
         holdout_per_class=config.holdout_per_class,
         holdout_seed=config.seed if config.holdout_seed is None else config.holdout_seed,
     )
