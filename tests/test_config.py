@@ -41,6 +41,16 @@ def test_config_json_round_trip(tmp_path):
     assert loaded.switchable_scaling == "width" and loaded.num_labels == 10
 
 
+@pytest.mark.parametrize("labels", [{}, {"id2label": {0: "LABEL_0", 1: "LABEL_1"}}, {"id2label": {0: "no", 1: "yes"}}])
+def test_two_class_config_reloads_with_two_classes(tmp_path, labels):
+    # transformers' to_diff_dict drops label maps equal to its own two-label default; NASViT's default is 1000
+    config = NASViTConfig(search_space=get_search_space("tiny"), num_labels=2, **labels)
+    config.save_pretrained(tmp_path)
+    loaded = NASViTConfig.from_pretrained(tmp_path)
+    assert loaded.num_labels == 2 and loaded.id2label == config.id2label
+    assert NASViTConfig.from_dict(config.to_diff_dict()).num_labels == 2
+
+
 def test_arch_value_outside_the_space_names_stage_field_and_allowed_values():
     config = NASViTConfig()
     arch = config.largest_arch()

@@ -207,6 +207,17 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
             output.pop("windows_convention", None)
         return output
 
+    def to_diff_dict(self) -> dict[str, Any]:
+        """`PretrainedConfig.to_diff_dict`, always keeping the label maps: transformers drops them when they equal its
+        base default (two labels `LABEL_0`, `LABEL_1`), but NASViT's default is 1000 classes, so a two-class config
+        saved without them would reload with 1000."""
+        output = super().to_diff_dict()
+        full = self.to_dict()
+        for key in ("id2label", "label2id"):
+            if key not in output and key in full:
+                output[key] = full[key]
+        return output
+
     # ----------------------------------------------------------------------------------------------------------------
     # Search-space helpers (pure Python, used by the model, the MACs counter, search and export)
     # ----------------------------------------------------------------------------------------------------------------
