@@ -416,17 +416,17 @@ def test_decode_head_fast_path_is_traced_by_torch_export_and_counted_as_defined_
     assert counter.get_total_flops() // 2 > fuse_macs
 
 
-def test_torch_export_traces_the_plan_and_a_global_hook_keeps_the_modules(random_tiny_model, tiny_config):
-    """Under torch.export (the ONNX exporter's front end) the plan is built inside the traced graph: BatchNorm is
-    folded, so no batch-norm op is left. A global forward hook makes every fast path stand aside (it would be
-    bypassed), the decode head's as well as the plan."""
+def test_torch_export_traces_the_modules_and_a_global_hook_keeps_the_modules(random_tiny_model, tiny_config):
+    """Under torch.export (the ONNX exporter's front end) and torch.compile the modules are traced, not the plan: in
+    an exported graph the plan measured no faster (docs/benchmarks.md), and `export_onnx` lays out its own graph.
+    A global forward hook makes every fast path stand aside (it would be bypassed), the decode head's as well."""
     arch = random_tiny_model.sample_max_subnet()
     subnet = random_tiny_model.extract_subnet(arch).eval()
     pixel_values = torch.randn(1, 3, arch["resolution"], arch["resolution"])
     with torch.no_grad():
         program = torch.export.export(subnet, (pixel_values,))
         expected = subnet(pixel_values).logits
-    assert not any("batch_norm" in str(node.target) for node in program.graph.nodes)
+    assert any("batch_norm" in str(node.target) for node in program.graph.nodes)
     torch.testing.assert_close(program.module()(pixel_values).logits, expected, atol=ATOL, rtol=0)
 
     tiny_config.num_labels = 3

@@ -13,20 +13,25 @@ from .common import (
     NASViTExportWrapper,
     check_exported_pixel_values,
     load_subnet_for_export,
+    modules_only,
     supernet_choices,
 )
-from .onnx import MIN_ONNX_OPSET, OnnxRunner, export_onnx
+from .graph import NASViTOnnxGraph
+from .onnx import GRAPHS, MIN_ONNX_OPSET, OnnxRunner, export_onnx
 from .program import ProgramRunner, export_program
 
 __all__ = [
+    "GRAPHS",
     "MIN_ONNX_OPSET",
     "ExportReport",
     "NASViTExportWrapper",
+    "NASViTOnnxGraph",
     "OnnxRunner",
     "ProgramRunner",
     "check_exported_pixel_values",
     "export_onnx",
     "export_program",
     "load_subnet_for_export",
+    "modules_only",
     "supernet_choices",
 ]

@@ -21,13 +21,16 @@ import torch
 from ..models.modeling_nasvit import NASViTPreTrainedModel
 from ..utils.io import atomic_file
 from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
+from .graph import onnx_graph_for
 
-__all__ = ["MIN_ONNX_OPSET", "OnnxRunner", "export_onnx"]
+__all__ = ["GRAPHS", "MIN_ONNX_OPSET", "OnnxRunner", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
 # The dynamo exporter translates to ONNX opset 18 or later.
 MIN_ONNX_OPSET = 18
+# What export_onnx traces: the graph laid out for onnxruntime (where it applies), or the modules as they are.
+GRAPHS = ("onnxruntime", "modules")
 
 
 def _require_onnx() -> tuple[Any, Any]:
@@ -53,6 +56,8 @@ def export_onnx(
     verify_batch_sizes: list[int] | None = None,
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
+    *,
+    graph: str = "onnxruntime",
 ) -> ExportReport:
     """Export an extracted subnet (an instance, or a `save_pretrained` folder / Hub id) to the ONNX file `output`.
 
@@ -66,6 +71,11 @@ def export_onnx(
             (`config.arch["resolution"]`, the default; they resize any input to it themselves); segmentation models
             and backbones keep their input's size, so any size works (e.g. 512, or (512, 1024) for Cityscapes-style
             inputs), and the metadata records a `NASViTSegmentationImageProcessor` resizing to it.
+        graph: "onnxruntime" (default): trace `NASViTOnnxGraph`, the subnet's function laid out for onnxruntime's
+            CPU provider (NCHW token stages, linear layers as 1×1 Convs, BN / norm affine / layer scales folded;
+            `nasvit_hf.deploy.graph`), where it applies (classification subnets and bare `NASViTModel`s with global
+            attention); other models, and "modules", trace the modules themselves. Either way the file holds
+            standard ONNX operators only and is verified against the plain modules (`inference_fast_path = False`).
     Returns:
         an `ExportReport` (path, opset, shapes, file size, export time, the measured differences).
 
@@ -74,13 +84,17 @@ def export_onnx(
     written atomically: nothing appears at `output` unless the export, the checker and the verification pass.
     """
     onnx, _ = _require_onnx()
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {list(GRAPHS)}, got {graph!r}.")
     if opset is not None and (not isinstance(opset, int) or opset < MIN_ONNX_OPSET):
         raise ValueError(f"opset must be an int >= {MIN_ONNX_OPSET} (the dynamo exporter's minimum), got {opset!r}.")
     with prepare_export(model_or_path, dynamic_batch, batch_size, seed, image_size) as prepared:
         start = time.perf_counter()
+        traced = onnx_graph_for(prepared.model) if graph == "onnxruntime" else None
+        graph_used = "onnxruntime" if traced is not None else "modules"
         with torch.no_grad():
             program = torch.onnx.export(
-                prepared.wrapper,
+                traced if traced is not None else prepared.wrapper,
                 (prepared.example,),
                 dynamo=True,
                 opset_version=opset,
@@ -99,6 +113,7 @@ def export_onnx(
         )
         for key, value in prepared.metadata().items():
             program.model.metadata_props[key] = value
+        program.model.metadata_props["nasvit.graph"] = graph_used
         with atomic_file(output, ".onnx") as (final, temp):
             program.save(temp, external_data=False)
             onnx.checker.check_model(temp, full_check=True)
@@ -111,7 +126,9 @@ def export_onnx(
                 diffs = prepared.verify(
                     lambda inputs: runner.run(inputs.numpy()), "graph", atol, rtol, verify_batch_sizes
                 )
-        report = prepared.report("onnx", final, export_seconds, diffs, atol if verify else None, opset=opset_used)
+        report = prepared.report(
+            "onnx", final, export_seconds, diffs, atol if verify else None, opset=opset_used, graph=graph_used
+        )
     logger.info(report.summary())
     return report
 

@@ -657,12 +657,7 @@ class NASViTInferenceCache:
         for the modules' own path. One plan is kept: a new input size rebuilds it."""
         if not fast_path_context_allows(model):
             return None
-        if torch.compiler.is_compiling():
-            if torch.compiler.is_exporting() and not torch.is_grad_enabled() and self._refresh_structure(model):
-                height, width = pixel_values.shape[-2:]
-                return NASViTInferencePlan(
-                    model, fused_kernels=False, channels_last=False, height=height, width=width, num_stages=num_stages
-                )
+        if torch.compiler.is_compiling():  # torch.compile / torch.export trace the modules (see the class docstring)
             return None
         if not self._refresh_structure(model):
             return None
