@@ -20,6 +20,7 @@ from nasvit_hf.deploy import (
     ProgramRunner,
     export_onnx,
     export_program,
+    load_quantization_data,
     load_subnet_for_export,
     modules_only,
 )
@@ -451,3 +452,68 @@ def test_classification_export_refuses_another_image_size(tiny_export, tmp_path)
     with pytest.raises(ValueError, match=r"exports at its subnet's resolution \(48\).*Only segmentation models"):
         export_onnx(tiny_export["model"], tmp_path / "other.onnx", image_size=64)
     assert not (tmp_path / "other.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def digits_quantization(tiny_export):
+    return load_quantization_data(
+        tiny_export["model"], "digits", split="search", calibration_size=16, evaluation_size=48, seed=1
+    )
+
+
+def test_quantization_data_is_disjoint_and_preprocessed_at_the_subnet_size(tiny_export, digits_quantization):
+    data = digits_quantization
+    size = tiny_export["size"]
+    assert data.calibration.shape == (16, 3, size, size) and data.evaluation.shape == (48, 3, size, size)
+    assert data.labels.shape == (48,) and int(data.labels.max()) < 10
+    flat = torch.cat([data.calibration, data.evaluation]).flatten(1)
+    assert len(torch.unique(flat, dim=0)) == 64  # no image both calibrates and evaluates
+    assert "digits" in data.description and "16 images calibrate" in data.description
+
+
+def test_int8_export_measures_top1_against_fp32_and_keeps_attention_in_float(
+    tiny_export, digits_quantization, tmp_path
+):
+    report = export_onnx(
+        tiny_export["model"], tmp_path / "int8.onnx", dynamic_batch=True, quantize="int8",
+        calibration=digits_quantization,
+    )  # fmt: skip
+    info = report.quantization
+    assert info["evaluation_images"] == 48 and info["calibration_images"] == 16
+    assert {"top1_fp32", "top1_int8", "top1_change", "top1_agreement"} <= set(info)
+    assert info["top1_change"] == pytest.approx(info["top1_int8"] - info["top1_fp32"])
+    assert max(report.max_abs_diff.values()) <= ATOL  # the fp32 graph it was made from was verified
+    runner = OnnxRunner(report.path)
+    assert json.loads(runner.metadata["nasvit.quantization"]) == info
+    assert runner.metadata["nasvit.arch"] == tiny_export["onnx_runner"].metadata["nasvit.arch"]
+    ops = operator_counts(report.path)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    graph = onnx.load(report.path).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    for node in graph.node:
+        if node.op_type in ("Softmax", "AveragePool"):  # float: never fed straight from an int8 tensor
+            assert producers.get(node.input[0]) != "QuantizeLinear"
+    logits = runner(digits_quantization.evaluation[:4])["logits"]
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
+
+
+def test_int8_without_calibration_images_is_refused(tiny_export, tmp_path, capsys):
+    with pytest.raises(ValueError, match="needs calibration images.*load_quantization_data"):
+        export_onnx(tiny_export["model"], tmp_path / "int8.onnx", quantize="int8")
+    with pytest.raises(ValueError, match="quantize must be None or one of"):
+        export_onnx(tiny_export["model"], tmp_path / "int8.onnx", quantize="int4")
+    sys.path.insert(0, RECIPES)
+    try:
+        import deploy as cli
+    finally:
+        sys.path.remove(RECIPES)
+    folder = str(tiny_export["folder"])
+    with pytest.raises(SystemExit):
+        cli.main(["--model", folder, "--output", str(tmp_path / "x.onnx"), "--quantize", "int8"])
+    assert "--calibration_dataset" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x.onnx")
+
+
+def test_quantization_data_refuses_a_missing_holdout(tiny_export, tmp_path):
+    with pytest.raises(ValueError, match="no held-out split.*holdout_per_class"):
+        load_quantization_data(tiny_export["model"], "mnist_5k", holdout=tmp_path)

@@ -112,6 +112,35 @@ class _GraphMBConv(nn.Module):
         return self.projection(hidden_states, residual)
 
 
+class _GraphAttention(nn.Module):
+    """(q, k, v) maps of one layer -> the (B, h, dv, L) context: scores, talking heads, softmax (its own module so
+    that int8 quantization can keep it in float: `ATTENTION_MODULE`)."""
+
+    def __init__(self, layer: _TransformerLayer, length: int):
+        super().__init__()
+        self.heads = layer.heads
+        self.register_buffer("talking_pre_weight", layer.talking_pre_weight.detach().clone(), persistent=False)
+        pre_bias = layer.talking_pre_bias.detach().reshape(layer.heads, length * length).clone()
+        self.register_buffer("talking_pre_bias", pre_bias, persistent=False)
+        self.register_buffer("talking_post_weight", layer.talking_post_weight.detach().clone(), persistent=False)
+        post_bias = layer.talking_post_bias.detach().reshape(1, layer.heads, 1, 1).clone()
+        self.register_buffer("talking_post_bias", post_bias, persistent=False)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = query.shape
+        length, heads = height * width, self.heads
+        query = query.reshape(batch, heads, channels // heads, length)
+        key = key.reshape(batch, heads, channels // heads, length)
+        value = value.reshape(batch, heads, value.shape[1] // heads, length)
+        scores = torch.matmul(query.transpose(-1, -2), key).reshape(batch, heads, length * length)
+        scores = torch.matmul(self.talking_pre_weight, scores) + self.talking_pre_bias
+        scores = scores.reshape(batch, heads, length, length).softmax(dim=-1).reshape(batch, heads, length * length)
+        scores = torch.matmul(self.talking_post_weight, scores).reshape(batch, heads, length, length)
+        # (P + b) vᵀ = P vᵀ + b Σ_tokens v: the post-map bias on the (B, h, dv, 1) token sum of v, not on the scores.
+        context = torch.matmul(value, scores.transpose(-1, -2))
+        return context + self.talking_post_bias * value.sum(dim=-1, keepdim=True)
+
+
 class _GraphTransformerLayer(nn.Module):
     """One transformer layer on the (B, C, H, W) token map (see the module docstring for the layout)."""
 
@@ -125,12 +154,7 @@ class _GraphTransformerLayer(nn.Module):
         length = height * width
         self.qkv = _conv_1x1(layer.qkv.weight, layer.qkv.bias)
         self.value_conv = _GraphConv(layer.value_conv)
-        self.register_buffer("talking_pre_weight", layer.talking_pre_weight.detach().clone(), persistent=False)
-        pre_bias = layer.talking_pre_bias.detach().reshape(layer.heads, length * length).clone()
-        self.register_buffer("talking_pre_bias", pre_bias, persistent=False)
-        self.register_buffer("talking_post_weight", layer.talking_post_weight.detach().clone(), persistent=False)
-        post_bias = layer.talking_post_bias.detach().reshape(1, layer.heads, 1, 1).clone()
-        self.register_buffer("talking_post_bias", post_bias, persistent=False)
+        self.attention = _GraphAttention(layer, length)
         self.proj = _conv_1x1(layer.proj.weight, layer.proj.bias)
         self.mlp = nn.ModuleList(
             nn.ModuleList([_conv_1x1(fc1.weight, fc1.bias), _conv_1x1(fc2.weight, fc2.bias)]) for fc1, fc2 in layer.mlp
@@ -138,23 +162,11 @@ class _GraphTransformerLayer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = tokens.shape
-        length, heads = height * width, self.heads
         qkv = self.qkv(F.layer_norm(tokens, tokens.shape[1:], eps=self.eps))
         query, key, value = qkv[:, :channels], qkv[:, channels : 2 * channels], qkv[:, 2 * channels :]
         value = self.value_conv(value)
-        value_channels = value.shape[1]
-        query = query.reshape(batch, heads, channels // heads, length)
-        key = key.reshape(batch, heads, channels // heads, length)
-        value = value.reshape(batch, heads, value_channels // heads, length)
-        scores = torch.matmul(query.transpose(-1, -2), key).reshape(batch, heads, length * length)
-        scores = torch.matmul(self.talking_pre_weight, scores) + self.talking_pre_bias
-        scores = scores.reshape(batch, heads, length, length).softmax(dim=-1).reshape(batch, heads, length * length)
-        scores = torch.matmul(self.talking_post_weight, scores).reshape(batch, heads, length, length)
-        # (P + b) vᵀ = P vᵀ + b Σ_tokens v: the post-map bias on the (B, h, dv, 1) token sum of v, not on the scores.
-        context = torch.matmul(value, scores.transpose(-1, -2))
-        context = context + self.talking_post_bias * value.sum(dim=-1, keepdim=True)
-        context = F.silu(context.reshape(batch, value_channels, height, width))
-        tokens = self.proj(context, tokens)
+        context = self.attention(query, key, value).reshape(batch, value.shape[1], height, width)
+        tokens = self.proj(F.silu(context), tokens)
         for fc1, fc2 in self.mlp:
             hidden = F.silu(fc1(F.layer_norm(tokens, tokens.shape[1:], eps=self.eps)))
             tokens = fc2(hidden, tokens)
