@@ -6,7 +6,7 @@ Add / Mul nodes on 3-D tensors (onnxruntime fuses MatMul + Add into Gemm for 2-D
 bias added to the scores before the talking-heads map and again after it. `NASViTOnnxGraph` computes the same
 function from the same tensors, prepared once, in the shapes onnxruntime's CPU provider runs best:
 
-- every conv + BatchNorm is one Conv with the BN folded in (`NASViTInferencePlan`'s folding), its swish a Sigmoid ·
+- every conv + BatchNorm is one Conv with the BN folded in (`fold_batchnorm`, as the eager plan), its swish a Sigmoid ·
   Mul pair that onnxruntime fuses into one QuickGelu node, squeeze-excite as 1×1 Convs on the pooled map (fused with
   their ReLU / HardSigmoid), residual Adds directly after the projection Conv (fused into onnxruntime's NCHWc Conv);
 - transformer stages keep the conv stages' NCHW layout: tokens are the (B, C, H, W) map, the token norm (over
@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.inference_nasvit import NASViTInferencePlan, _Conv, _MBConv, _TransformerLayer
+from ..models.configuration_nasvit import make_divisible
+from ..models.inference_nasvit import fold_batchnorm, talking_heads_pre_bias
 from ..models.modeling_nasvit import NASViTForImageClassification, NASViTModel, NASViTPreTrainedModel
 
 __all__ = ["NASViTOnnxGraph", "onnx_graph_for"]
@@ -57,16 +58,37 @@ class _WindowedAttention(ValueError):
     pass
 
 
-class _GraphConv(nn.Module):
-    """A folded convolution (weight and bias as buffers: the exporter writes them as initializers)."""
+def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    start = (weight.shape[-1] - kernel_size) // 2
+    return weight[:, :, start : start + kernel_size, start : start + kernel_size]
 
-    def __init__(self, conv: _Conv):
+
+class _GraphConv(nn.Module):
+    """A convolution with its weight and bias as buffers (the exporter writes them as initializers), an optional
+    swish, and an optional residual added to its output (onnxruntime fuses that Add into its NCHWc Conv)."""
+
+    def __init__(self, weight, bias, stride: int = 1, padding: int = 0, groups: int = 1, swish: bool = False):
         super().__init__()
-        self.register_buffer("weight", conv.weight.detach().contiguous().clone(), persistent=False)
-        bias = None if conv.bias is None else conv.bias.detach().clone()
-        self.register_buffer("bias", bias, persistent=False)
-        self.stride, self.padding, self.groups = conv.stride, conv.padding, conv.groups
-        self.swish = conv.activation == "silu"
+        self.register_buffer("weight", weight.detach().contiguous().clone(), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
+        self.stride, self.padding, self.groups, self.swish = stride, padding, groups, swish
+
+    @classmethod
+    def conv_bn(cls, module, in_channels: int, out_channels: int, kernel_size: int) -> _GraphConv:
+        """A `NASViTConvBN` at the given active sizes, BatchNorm folded in."""
+        conv = module.conv
+        if conv.depthwise:
+            weight, groups, out_channels = conv.weight[:in_channels], in_channels, in_channels
+        else:
+            weight, groups = conv.weight[:out_channels, :in_channels], 1
+        bias = conv.bias[:out_channels] if conv.bias is not None else None
+        weight, bias = fold_batchnorm(_centre_crop(weight, kernel_size), bias, module.norm, out_channels)
+        return cls(weight, bias, conv.stride, kernel_size // 2, groups, module.activation)
+
+    @classmethod
+    def linear(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> _GraphConv:
+        """A linear layer's (out, in) weight as a 1×1 convolution."""
+        return cls(weight[:, :, None, None], bias)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         hidden_states = F.conv2d(hidden_states, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
@@ -75,25 +97,34 @@ class _GraphConv(nn.Module):
         return hidden_states if residual is None else hidden_states + residual
 
 
-def _conv_1x1(weight: torch.Tensor, bias: torch.Tensor | None) -> _GraphConv:
-    """A linear layer's (out, in) weight as a 1×1 convolution."""
-    return _GraphConv(_Conv(weight.detach()[:, :, None, None], bias, 1, 0, 1, None))
-
-
 class _GraphMBConv(nn.Module):
-    def __init__(self, block: _MBConv):
+    def __init__(self, block, in_channels: int):
         super().__init__()
-        self.expansion = None if block.expansion is None else _GraphConv(block.expansion)
-        self.depthwise = _GraphConv(block.depthwise)
+        out_channels, kernel_size = block.active_out_channels, block.active_kernel_size
+        mid = in_channels
+        self.expansion = None
+        if block.expansion is not None:
+            mid = make_divisible(round(in_channels * block.active_expand_ratio), 8)
+            self.expansion = _GraphConv.conv_bn(block.expansion, in_channels, mid, 1)
+        self.depthwise = _GraphConv.conv_bn(block.depthwise, mid, mid, kernel_size)
         self.squeeze_excite = None
         if block.squeeze_excite is not None:
-            reduce_weight, reduce_bias, expand_weight, expand_bias = block.squeeze_excite
+            hidden = make_divisible(mid // 4, 8)
+            reduce, expand = block.squeeze_excite.reduce, block.squeeze_excite.expand
             self.squeeze_excite = nn.ModuleList(
-                [_conv_1x1(reduce_weight, reduce_bias), _conv_1x1(expand_weight, expand_bias)]
+                [
+                    _GraphConv.linear(reduce.weight[:hidden, :mid].flatten(1), reduce.bias[:hidden]),
+                    _GraphConv.linear(expand.weight[:mid, :hidden].flatten(1), expand.bias[:mid]),
+                ]
             )
-        self.projection = _GraphConv(block.projection)
+        self.projection = _GraphConv.conv_bn(block.projection, mid, out_channels, 1)
         self.stride = block.stride
-        self.shortcut = None if block.shortcut is None else _conv_1x1(block.shortcut.flatten(1), None)
+        self.shortcut = None
+        if in_channels != out_channels:
+            if block.shortcut is None:
+                raise RuntimeError(f"no shortcut conv for {in_channels} -> {out_channels} channels")
+            self.shortcut = _GraphConv.linear(block.shortcut.weight[:out_channels, :in_channels].flatten(1), None)
+        self.out_channels = out_channels
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         residual = hidden_states
@@ -112,18 +143,38 @@ class _GraphMBConv(nn.Module):
         return self.projection(hidden_states, residual)
 
 
+def _norm_then_linear(norm, linear, channels: int, out_features: int, scale=None):
+    """Weight and bias of linear(norm_affine(x)) as one linear on the affine-free normalised x, times `scale`."""
+    weight, bias = linear.weight[:out_features, :channels], linear.bias[:out_features]
+    gain, shift = norm.weight[:channels], norm.bias[:channels]
+    bias = bias + weight @ shift
+    weight = weight * gain
+    if scale is not None:
+        weight, bias = weight * scale.view(-1, 1), bias * scale
+    return weight, bias
+
+
+def _output_linear(linear, in_features: int, channels: int, scale):
+    """Weight and bias of linear(x) · scale (a layer-scale vector, or 1.0)."""
+    weight, bias = linear.weight[:channels, :in_features], linear.bias[:channels]
+    if isinstance(scale, torch.Tensor):
+        return weight * scale.view(-1, 1), bias * scale
+    return weight, bias
+
+
 class _GraphAttention(nn.Module):
     """(q, k, v) maps of one layer -> the (B, h, dv, L) context: scores, talking heads, softmax (its own module so
-    that int8 quantization can keep it in float: `ATTENTION_MODULE`)."""
+    that int8 quantization can keep it in float: `nasvit_hf.deploy.quantize.FLOAT_MODULES`)."""
 
-    def __init__(self, layer: _TransformerLayer, length: int):
+    def __init__(self, attention, heads: int, height: int, width: int):
         super().__init__()
-        self.heads = layer.heads
-        self.register_buffer("talking_pre_weight", layer.talking_pre_weight.detach().clone(), persistent=False)
-        pre_bias = layer.talking_pre_bias.detach().reshape(layer.heads, length * length).clone()
-        self.register_buffer("talking_pre_bias", pre_bias, persistent=False)
-        self.register_buffer("talking_post_weight", layer.talking_post_weight.detach().clone(), persistent=False)
-        post_bias = layer.talking_post_bias.detach().reshape(1, layer.heads, 1, 1).clone()
+        self.heads = heads
+        pre, post = attention.talking_heads_pre, attention.talking_heads_post
+        pre_bias = talking_heads_pre_bias(attention, heads, height, width)
+        self.register_buffer("talking_pre_weight", pre.weight[:heads, :heads].detach().clone(), persistent=False)
+        self.register_buffer("talking_pre_bias", pre_bias.detach().clone(), persistent=False)
+        self.register_buffer("talking_post_weight", post.weight[:heads, :heads].detach().clone(), persistent=False)
+        post_bias = post.bias[:heads].detach().reshape(1, heads, 1, 1).clone()
         self.register_buffer("talking_post_bias", post_bias, persistent=False)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -144,21 +195,36 @@ class _GraphAttention(nn.Module):
 class _GraphTransformerLayer(nn.Module):
     """One transformer layer on the (B, C, H, W) token map (see the module docstring for the layout)."""
 
-    def __init__(self, layer: _TransformerLayer, height: int, width: int):
+    def __init__(self, layer, channels: int, height: int, width: int):
         super().__init__()
-        if layer.windows is not None:
+        attention = layer.attention
+        if attention.window_grid(height, width) != (1, 1):
             raise _WindowedAttention(
                 "NASViTOnnxGraph lays out global attention only; windowed attention exports its modules."
             )
-        self.eps, self.channels, self.heads = layer.eps, layer.channels, layer.heads
-        length = height * width
-        self.qkv = _conv_1x1(layer.qkv.weight, layer.qkv.bias)
-        self.value_conv = _GraphConv(layer.value_conv)
-        self.attention = _GraphAttention(layer, length)
-        self.proj = _conv_1x1(layer.proj.weight, layer.proj.bias)
-        self.mlp = nn.ModuleList(
-            nn.ModuleList([_conv_1x1(fc1.weight, fc1.bias), _conv_1x1(fc2.weight, fc2.bias)]) for fc1, fc2 in layer.mlp
-        )
+        length = height * width  # the switchable scaling's token count
+        heads = channels // attention.head_dim
+        value_channels = attention.value_expansion * channels
+        scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
+        scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
+        norm = layer.norm1
+        query_scale = torch.full_like(norm.weight[:channels], attention.head_dim**-0.5)
+        query = _norm_then_linear(norm, attention.q, channels, channels, query_scale)
+        key = _norm_then_linear(norm, attention.k, channels, channels)
+        value = _norm_then_linear(norm, attention.v, channels, value_channels)
+        self.eps = norm.eps
+        self.qkv = _GraphConv.linear(torch.cat([query[0], key[0], value[0]]), torch.cat([query[1], key[1], value[1]]))
+        value_conv = attention.value_conv.weight[:value_channels]
+        self.value_conv = _GraphConv(value_conv, None, 1, 1, value_channels)
+        self.attention = _GraphAttention(attention, heads, height, width)
+        self.proj = _GraphConv.linear(*_output_linear(attention.proj, value_channels, channels, scale_attn))
+        hidden = layer.active_mlp_ratio * channels
+        mlp = []
+        for mlp_module, mlp_norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2)):
+            fc1 = _GraphConv.linear(*_norm_then_linear(mlp_norm, mlp_module.fc1, channels, hidden))
+            fc2 = _GraphConv.linear(*_output_linear(mlp_module.fc2, hidden, channels, scale_mlp))
+            mlp.append(nn.ModuleList([fc1, fc2]))
+        self.mlp = nn.ModuleList(mlp)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = tokens.shape
@@ -188,31 +254,38 @@ class NASViTOnnxGraph(nn.Module):
             raise TypeError(
                 f"NASViTOnnxGraph lays out NASViTForImageClassification and NASViTModel, not {type(model)}."
             )
-        size = body.active_resolution
+        size = self.resolution = body.active_resolution
         with torch.no_grad():
-            plan = NASViTInferencePlan(body, fused_kernels=False, channels_last=False, height=size, width=size)
-            self.resolution = size
-            self.stem = _GraphConv(plan.stem)
-            height = width = (size - 1) // body.stem.conv.stride + 1
+            stem = body.stem
+            channels = body.active_stem_channels
+            self.stem = _GraphConv.conv_bn(stem, body.config.num_channels, channels, stem.conv.kernel_size)
+            height = width = (size - 1) // stem.conv.stride + 1
             blocks = []
-            for stage in plan.stages:
-                if stage.first.stride == 2:
+            for stage in body.stages:
+                first = _GraphMBConv(stage.blocks[0], channels)
+                blocks.append(first)
+                channels = first.out_channels
+                if stage.blocks[0].stride == 2:
                     height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
-                blocks.append(_GraphMBConv(stage.first))
-                for block in stage.blocks:
-                    if isinstance(block, _TransformerLayer):
-                        blocks.append(_GraphTransformerLayer(block, height, width))
+                for index in range(1, stage.active_depth):
+                    block = stage.blocks[index]
+                    if stage.is_transformer:
+                        blocks.append(_GraphTransformerLayer(block, channels, height, width))
                     else:
-                        blocks.append(_GraphMBConv(block))
+                        blocks.append(_GraphMBConv(block, channels))
             self.blocks = nn.ModuleList(blocks)
-            self.final_expand = _GraphConv(plan.final_expand)
-            self.feature_mix = nn.Linear(*reversed(plan.feature_mix_weight.shape), plan.feature_mix_bias is not None)
-            self.feature_mix.weight.copy_(plan.feature_mix_weight)
-            if plan.feature_mix_bias is not None:
-                self.feature_mix.bias.copy_(plan.feature_mix_bias)
+            head = body.head
+            self.final_expand = _GraphConv.conv_bn(head.final_expand, channels, 6 * channels, 1)
+            out_channels = head.active_out_channels
+            mix_weight = head.feature_mix.weight[:out_channels, : 6 * channels].flatten(1)
+            mix_bias = head.feature_mix.bias
+            self.feature_mix = nn.Linear(mix_weight.shape[1], out_channels, bias=mix_bias is not None)
+            self.feature_mix.weight.copy_(mix_weight)
+            if mix_bias is not None:
+                self.feature_mix.bias.copy_(mix_bias[:out_channels])
             self.classifier = None
             if isinstance(model, NASViTForImageClassification) and not isinstance(model.classifier, nn.Identity):
-                weight = model.classifier.weight[:, : plan.feature_mix_weight.shape[0]]
+                weight = model.classifier.weight[:, :out_channels]
                 self.classifier = nn.Linear(weight.shape[1], weight.shape[0])
                 self.classifier.weight.copy_(weight)
                 self.classifier.bias.copy_(model.classifier.bias)
