@@ -28,8 +28,14 @@ import sys
 from dataclasses import dataclass
 
 from nasvit_hf.config_system import ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
-from nasvit_hf.deploy import export_onnx, export_program, load_quantization_data, load_subnet_for_export
-from nasvit_hf.utils.io import atomic_write_json
+from nasvit_hf.deploy import (
+    QUANTIZATIONS,
+    export_onnx,
+    export_program,
+    load_quantization_data,
+    load_subnet_for_export,
+)
+from nasvit_hf.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("export_onnx")
 
@@ -54,6 +60,7 @@ class DeployOptions(ConfigMixin):
     calibration_split: str = "train"  # the split whose images (or held-out rows, with holdout) are used
     holdout: str | None = None  # a supernet folder or its holdout.json: use the supernet's held-out rows
     calibration_size: int = 256  # images that set the int8 ranges; the others measure top-1 (fp32 and int8)
+    model_card: str | None = None  # write the model card's deployment section (markdown) for the ONNX file here
 
 
 def parse_args(argv: list[str] | None = None) -> DeployOptions:
@@ -91,11 +98,26 @@ def _calibration_data(args: DeployOptions, model, image_size):
     )
 
 
+def _write_model_card(args: DeployOptions, report) -> None:
+    """The deployment section of the model card, for the ONNX file just written (int8: with its top-1 check)."""
+    from nasvit_hf.hub import model_card_section
+
+    image_size = report.image_size if isinstance(report.image_size, int) else report.image_size[0]
+    local = os.path.isdir(args.model)
+    onnx_file = os.path.relpath(report.path, args.model) if local else os.path.basename(report.path)
+    section = model_card_section(args.model, image_size, onnx_file=onnx_file, quantization=report.quantization)
+    atomic_write_text(args.model_card, section)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     with exit_on_user_error():
+        if args.quantize is not None and args.quantize not in QUANTIZATIONS:
+            raise ValueError(f"--quantize must be one of {list(QUANTIZATIONS)}, got {args.quantize!r}.")
+        if args.model_card and os.path.exists(args.model_card):
+            raise ValueError(f"--model_card {args.model_card!r} exists; name a new file (nothing is overwritten).")
         options = {
             "dynamic_batch": args.dynamic_batch,
             "verify": not args.no_verify,
@@ -120,6 +142,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ]
         if args.program:
             reports.append(export_program(model, args.program, atol=args.atol, **options))
+    if args.model_card:
+        with exit_on_user_error():
+            _write_model_card(args, reports[0])
     for report in reports:
         logger.info("wrote %s", report.summary())
     results = [report.to_dict() for report in reports]

@@ -517,3 +517,24 @@ def test_int8_without_calibration_images_is_refused(tiny_export, tmp_path, capsy
 def test_quantization_data_refuses_a_missing_holdout(tiny_export, tmp_path):
     with pytest.raises(ValueError, match="no held-out split.*holdout_per_class"):
         load_quantization_data(tiny_export["model"], "mnist_5k", holdout=tmp_path)
+
+
+def test_cli_int8_export_writes_top1_into_metadata_and_model_card(tiny_export, tmp_path):
+    sys.path.insert(0, RECIPES)
+    try:
+        import deploy as cli
+    finally:
+        sys.path.remove(RECIPES)
+    output, card = tmp_path / "int8.onnx", tmp_path / "deployment.md"
+    args = ["--model", str(tiny_export["folder"]), "--output", str(output), "--quantize", "int8"]
+    args += ["--calibration_dataset", "digits", "--calibration_split", "search", "--calibration_size", "16"]
+    (report,) = cli.main([*args, "--model_card", str(card)])
+    info = report["quantization"]
+    assert info["calibration_images"] == 16 and info["evaluation_images"] == 84  # the 100 digits of "search"
+    assert json.loads(OnnxRunner(output).metadata["nasvit.quantization"])["top1_int8"] == info["top1_int8"]
+    text = card.read_text()
+    assert "The ONNX file is int8" in text and f"top-1 {info['top1_int8']:.2f} %" in text
+    assert f"{info['top1_fp32']:.2f} % for the fp32 graph" in text and "digits" in text
+    with pytest.raises(SystemExit):  # an existing card is never overwritten, and nothing is exported then
+        cli.main([*args[:3], str(tmp_path / "again.onnx"), *args[4:], "--model_card", str(card)])
+    assert not os.path.exists(tmp_path / "again.onnx")
