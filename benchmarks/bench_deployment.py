@@ -55,6 +55,7 @@ from nasvit_hf.deploy import export_onnx, quantize_onnx
 from nasvit_hf.deploy.common import MAX_DYNAMIC_BATCH
 from nasvit_hf.models.configuration_nasvit import sample_arch
 from nasvit_hf.presets import NAMED_ARCHS, get_named_arch
+from nasvit_hf.utils.extras import require_extra
 
 PAPER_BUDGETS_MILLIONS = {"a0": 208, "a1": 309, "a2": 421, "a3": 528, "a4": 591, "a5": 757}
 BACKENDS = ["eager", "onnxruntime", "onnxruntime-int8", "onnxruntime-modules", "compile"]
@@ -256,7 +257,7 @@ def build_peer(name: str, args: argparse.Namespace, workdir: str, eager: bool) -
 
 def session(path: str, threads: int | None):
     """A plain onnxruntime session with `threads` intra-op threads (OnnxRunner's settings)."""
-    import onnxruntime
+    _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
 
     options = onnxruntime.SessionOptions()
     if threads is not None:
@@ -498,7 +499,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     start = time.perf_counter()
-    import onnxruntime
+    _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
 
     print(
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, threads {args.threads}, "

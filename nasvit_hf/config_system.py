@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from .utils.extras import MissingExtraError
+
 __all__ = [
     "ConfigError",
     "ConfigMixin",
@@ -572,7 +574,7 @@ class RecipeError(RuntimeError):
     """A run that cannot go on for a reason the user can act on (the message says how)."""
 
 
-USER_ERRORS = (ValueError, OSError, RecipeError)
+USER_ERRORS = (ValueError, OSError, RecipeError, MissingExtraError)
 
 
 def debug_enabled() -> bool:

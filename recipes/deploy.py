@@ -35,6 +35,7 @@ from nasvit_hf.deploy import (
     load_quantization_data,
     load_subnet_for_export,
 )
+from nasvit_hf.utils.extras import require_extra
 from nasvit_hf.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("export_onnx")
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     with exit_on_user_error():
+        require_extra("export", "recipes/deploy.py")  # before the model loads: a missing extra is the first thing said
         if args.quantize is not None and args.quantize not in QUANTIZATIONS:
             raise ValueError(f"--quantize must be one of {list(QUANTIZATIONS)}, got {args.quantize!r}.")
         if args.model_card and os.path.exists(args.model_card):

@@ -15,12 +15,12 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..models.modeling_nasvit import NASViTForImageClassification, NASViTPreTrainedModel
+from ..utils.extras import require_extra
 from ..utils.io import atomic_file
 from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
 from .graph import onnx_graph_for
@@ -34,17 +34,6 @@ logger = logging.getLogger(__name__)
 MIN_ONNX_OPSET = 18
 # What export_onnx traces: the graph laid out for onnxruntime (where it applies), or the modules as they are.
 GRAPHS = ("onnxruntime", "modules")
-
-
-def _require_onnx() -> tuple[Any, Any]:
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as error:
-        raise ImportError(
-            "ONNX export needs onnx, onnxscript and onnxruntime: pip install 'nasvit_hf[export]'."
-        ) from error
-    return onnx, onnxruntime
 
 
 def export_onnx(
@@ -93,7 +82,7 @@ def export_onnx(
     The file's metadata (`nasvit.*` keys) records the image size, arch, labels and preprocessing. The file is
     written atomically: nothing appears at `output` unless the export, the checker and the verification pass.
     """
-    onnx, _ = _require_onnx()
+    onnx, _, _ = require_extra("export", "ONNX export")
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {list(GRAPHS)}, got {graph!r}.")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -179,7 +168,7 @@ class OnnxRunner:
         providers: list[str] | None = None,
         num_threads: int | None = None,
     ):
-        _, onnxruntime = _require_onnx()
+        _, onnxruntime, _ = require_extra("export", "OnnxRunner")
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"no ONNX file at {self.path!r}; export one with export_onnx().")

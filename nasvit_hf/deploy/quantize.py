@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils.extras import require_extra
+
 __all__ = [
     "FLOAT_MODULES",
     "QUANTIZATIONS",
@@ -79,13 +81,10 @@ class QuantizationData:
 
 
 def _require_quantization():
-    try:
-        from onnxruntime import quantization
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError as error:  # pragma: no cover - onnxruntime ships it
-        raise ImportError(
-            "int8 export needs onnxruntime's quantization tools: pip install 'nasvit_hf[export]'."
-        ) from error
+    require_extra("export", "int8 quantization")
+    from onnxruntime import quantization
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     return quantization, quant_pre_process
 
 
@@ -146,9 +145,8 @@ def quantize_onnx(
     """Write an int8 (QDQ, per-channel int8 weights, uint8 activations, MinMax ranges) version of the fp32 ONNX file
     `model_path` to `output`, calibrated on the preprocessed images `calibration` (N, 3, h, w), fed `batch_size` at
     a time (a fixed-batch graph gets its own batch size). The file's metadata is copied. Returns what was done."""
-    import onnx
-
     quantization, quant_pre_process = _require_quantization()
+    onnx = require_extra("export", "int8 quantization")[0]
     pixels = calibration.numpy() if isinstance(calibration, torch.Tensor) else np.asarray(calibration)
     pixels = pixels.astype(np.float32, copy=False)
     source = onnx.load(str(model_path))
@@ -188,9 +186,7 @@ def quantize_onnx(
 
 
 def _onnxruntime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
+    return require_extra("export", "int8 quantization")[1].__version__
 
 
 def onnx_top1(
