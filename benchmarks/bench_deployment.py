@@ -333,6 +333,50 @@ def run(entries: list[Entry], args) -> dict[str, dict[str, Any]]:
     return results
 
 
+def profile(entries: list[Entry], wanted: list[str], runs: int = 20) -> str:
+    """onnxruntime's own profile (`SessionOptions.enable_profiling`) of the named files, one thread, batch 1: the
+    median kernel time of every node, summed per operator type (after onnxruntime's fusions), and the node counts.
+    `wanted` names `<model>` (fp32), `<model>-int8` or `<model>-modules`."""
+    _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
+    lines = []
+    for key in wanted:
+        name, _, variant = key.partition("-int8") if key.endswith("-int8") else key.partition("-modules")
+        backend = {"-int8": "onnxruntime-int8", "-modules": "onnxruntime-modules"}.get(key[len(name) :], "onnxruntime")
+        entry = next((e for e in entries if e.name == name), None)
+        if entry is None or backend not in entry.files:
+            lines.append(f"{key}: not exported in this run")
+            continue
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads, options.enable_profiling = 1, 1, True
+        options.profile_file_prefix = os.path.join(os.path.dirname(entry.files[backend]), f"profile-{key}")
+        sess = onnxruntime.InferenceSession(entry.files[backend], options, providers=["CPUExecutionProvider"])
+        pixels = np.random.default_rng(0).standard_normal((1, 3, entry.resolution, entry.resolution), np.float32)
+        for _ in range(runs):
+            sess.run(None, {"pixel_values": pixels})
+        with open(sess.end_profiling()) as handle:
+            events = json.load(handle)
+        per_node: dict[str, list[float]] = {}
+        op_of: dict[str, str] = {}
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                per_node.setdefault(event["name"], []).append(event["dur"])
+                op_of[event["name"]] = event["args"]["op_name"]
+        per_op: dict[str, list[float]] = {}
+        for node, durations in per_node.items():
+            per_op.setdefault(op_of[node], []).append(statistics.median(durations) / 1000)
+        total = sum(sum(values) for values in per_op.values())
+        import onnx
+
+        file_nodes = len(onnx.load(entry.files[backend], load_external_data=False).graph.node)
+        top = sorted(per_op.items(), key=lambda item: -sum(item[1]))[:12]
+        parts = ", ".join(f"{op} {sum(values):.2f} ms ({len(values)})" for op, values in top)
+        lines.append(
+            f"- {entry.label} {backend}: {file_nodes} nodes in the file, {len(per_node)} after onnxruntime's "
+            f"optimisations; kernel time {total:.2f} ms per call (median per node, {runs} calls): {parts}"
+        )
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------------------------------
@@ -484,6 +528,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "time (a shared machine: it leaves out the time other processes held the core; exact for 1 thread, it "
         "misses onnxruntime's worker thread with 2). The JSON output has both.",
     )
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="Comma-separated files to profile with onnxruntime after the timing (1 thread, batch 1): <model> "
+        "(fp32), <model>-int8 or <model>-modules, e.g. 'a1,a1-int8,a1-modules,mobilenetv2,levit-128s'.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="Write the results as JSON here.")
     parser.add_argument("--markdown", default=None, help="Write the two tables as Markdown here.")
@@ -506,6 +556,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.int8_peers, args.modules_sizes, args.compile_sizes = (
         names(args.int8_peers), names(args.modules_sizes), names(args.compile_sizes)
     )  # fmt: skip
+    args.profile = names(args.profile)
     return args
 
 
@@ -529,6 +580,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entries.append(build_peer(name, args, workdir, eager="eager" in args.backends and name in MAC_PEERS))
             print(f"  {entries[-1].label}: exported ({entries[-1].info['onnx_export_seconds']:.0f} s)", flush=True)
         results = run(entries, args)
+        profiles = profile(entries, args.profile) if args.profile else ""
     tables = "\n\n".join(
         [
             f"MACs matched ({args.clock} time; onnxruntime fp32 and int8, eager PyTorch; ratios within each "
@@ -537,6 +589,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"Accuracy matched (onnxruntime fp32, {args.clock} time, ms):",
             accuracy_table([e for e in entries if e.top1 is not None], results),
         ]
+        + (["onnxruntime's profile (1 thread, batch 1):", profiles] if profiles else [])
     )
     print(tables)
     total = time.perf_counter() - start

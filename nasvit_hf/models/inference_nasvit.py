@@ -54,22 +54,6 @@ __all__ = [
 # Below this many tokens·batch rows, MKL's GEMM + a separate swish beats oneDNN's fused linear + swish.
 _FUSED_LINEAR_MIN_ROWS = 1024
 
-# The modules a plan knows how to run (by class name, defined in modeling_nasvit.py), and the torch containers.
-_PLANNED_MODULES = {
-    "NASViTConvBN",
-    "NASViTDynamicConv2d",
-    "NASViTDynamicBatchNorm2d",
-    "NASViTDynamicLinear",
-    "NASViTSqueezeExcite",
-    "NASViTMBConvBlock",
-    "NASViTTokenNorm",
-    "NASViTMLP",
-    "NASViTAttention",
-    "NASViTTransformerLayer",
-    "NASViTStage",
-    "NASViTHead",
-}
-
 
 def _mkldnn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -185,16 +169,32 @@ def talking_heads_pre_bias(attention, heads: int, height: int, width: int) -> to
     return cached_on_equal(attention._derived_cache, key, (table, weight, bias), compute)
 
 
+# The modules a plan knows how to run (defined in modeling_nasvit.py, which imports this file: filled on first use).
 _PLANNED_TYPES: set[type] = set()
 
 
 def _planned_types() -> set[type]:
-    """The classes of `_PLANNED_MODULES` (modeling_nasvit imports this file, so they are looked up on first use)."""
+    """The classes whose forward the plan reproduces, and torch's ModuleList."""
     if not _PLANNED_TYPES:
-        from . import modeling_nasvit
+        from . import modeling_nasvit as m
 
-        _PLANNED_TYPES.update(getattr(modeling_nasvit, name) for name in _PLANNED_MODULES)
-        _PLANNED_TYPES.add(torch.nn.ModuleList)
+        _PLANNED_TYPES.update(
+            {
+                m.NASViTConvBN,
+                m.NASViTDynamicConv2d,
+                m.NASViTDynamicBatchNorm2d,
+                m.NASViTDynamicLinear,
+                m.NASViTSqueezeExcite,
+                m.NASViTMBConvBlock,
+                m.NASViTTokenNorm,
+                m.NASViTMLP,
+                m.NASViTAttention,
+                m.NASViTTransformerLayer,
+                m.NASViTStage,
+                m.NASViTHead,
+                torch.nn.ModuleList,
+            }
+        )
     return _PLANNED_TYPES
 
 

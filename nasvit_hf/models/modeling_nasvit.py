@@ -867,9 +867,9 @@ class NASViTInferencePlanMixin:
 class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features).
 
-    In eval mode with no gradient to compute, forward runs a cached inference plan (BatchNorm folded into the convs,
-    fused activations, channels_last, prepared attention weights: `inference_nasvit.py`) that computes what the
-    modules compute; set `inference_fast_path = False` to run the modules themselves.
+    In eval mode with no gradient to compute, forward runs the inference plan (BatchNorm folded into the convs, fused
+    activations, channels_last: `inference_nasvit.py`), which computes what the modules compute from the weights as
+    they are at that call; set `inference_fast_path = False` to run the modules themselves.
     """
 
     def __init__(self, config: NASViTConfig):

@@ -56,8 +56,8 @@ class NASViTBackbone(BackboneMixin, NASViTInferencePlanMixin, NASViTSupernetMixi
     (`config.num_windows=None`); `set_num_windows(1)` gives global attention, i.e. exactly the classification
     model's stage outputs. The supernet API (`set_active_subnet`, `sample_*`, `extract_subnet`) works as on the
     classification model. In eval mode with no gradient to compute, forward runs the classification model's inference
-    plan (`inference_nasvit.py`: BatchNorm folded, fused activations, channels_last, windowed attention on prepared
-    tensors), rebuilt when the input size changes; set `inference_fast_path = False` to run the modules themselves.
+    plan (`inference_nasvit.py`: BatchNorm folded, fused activations, channels_last, windowed attention too), derived
+    from the weights at every call; set `inference_fast_path = False` to run the modules themselves.
 
     Load a saved backbone with `NASViTBackbone.from_pretrained(folder)`: transformers 5.24's
     `AutoBackbone.from_pretrained` asks the Hub whether the name is a repository first, so it fails for a local
