@@ -3,10 +3,11 @@
 `quantize_onnx` runs `onnxruntime.quantization` as its documentation recommends for CNNs on x86: the graph is
 pre-processed (`quant_pre_process`: shape inference and onnxruntime's basic graph optimisations), then statically
 quantized in QDQ format with per-channel int8 weights, uint8 activations and MinMax ranges calibrated on the images
-given. Kept in float, because onnxruntime's int8 kernels for them were measured slower than float or lose accuracy
-(docs/benchmarks.md): the attention core (scores, talking-heads maps, softmax: `_GraphAttention` /
-`NASViTAttention`'s own ops), the stem convolution (3 input channels) and the average pools of the stride-2
-shortcuts. Everything else (convolutions, linear layers, the swish's Sigmoid and Mul, residual Adds) runs in int8.
+given. Every operator onnxruntime can quantize is quantized (its default), except three kept in float because their
+int8 kernels measured slower than float (docs/benchmarks.md): the attention core (scores, talking-heads maps,
+softmax: the ops of `_GraphAttention` / `NASViTAttention` themselves), the stem convolution (3 input channels) and
+average pools (the stride-2 shortcuts). Convolutions, linear layers, the swish's Sigmoid and Mul, residual Adds run in
+int8.
 
 `export_onnx(..., quantize="int8", calibration=QuantizationData(...))` does it all inside the export; the top-1 of
 the fp32 and int8 graphs on held-out images (never calibrated on) is measured there and written into the file's
@@ -41,18 +42,6 @@ QUANTIZATIONS = ("int8",)
 FLOAT_MODULES = ("_GraphAttention", "NASViTAttention")
 # Operator types kept in float everywhere (onnxruntime's QLinearAveragePool measured slower than its float pool).
 _FLOAT_OP_TYPES = ("AveragePool",)
-_QUANTIZED_OP_TYPES = [
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "Sigmoid",
-    "Mul",
-    "Add",
-    "GlobalAveragePool",
-    "ReduceMean",
-    "HardSigmoid",
-    "Relu",
-]
 
 
 @dataclass
@@ -167,7 +156,6 @@ def quantize_onnx(
             per_channel=True,
             activation_type=quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
-            op_types_to_quantize=_QUANTIZED_OP_TYPES,
             nodes_to_exclude=kept_float,
             calibrate_method=quantization.CalibrationMethod.MinMax,
         )
