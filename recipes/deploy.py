@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 from nasvit_hf.config_system import ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.deploy import (
@@ -38,7 +39,7 @@ from nasvit_hf.deploy import (
 from nasvit_hf.utils.extras import require_extra
 from nasvit_hf.utils.io import atomic_write_json, atomic_write_text
 
-logger = logging.getLogger("export_onnx")
+logger = logging.getLogger("nasvit_hf.deploy")
 
 
 @dataclass
@@ -62,6 +63,8 @@ class DeployOptions(ConfigMixin):
     holdout: str | None = None  # a supernet folder or its holdout.json: use the supernet's held-out rows
     calibration_size: int = 256  # images that set the int8 ranges; the others measure top-1 (fp32 and int8)
     model_card: str | None = None  # write the model card's deployment section (markdown) for the ONNX file here
+
+    FIELD_RANGES: ClassVar[dict[str, str]] = {"opset": "[18, 1000]", "batch_size": "[1, 65536]", "atol": "[0, inf)"}
 
 
 def parse_args(argv: list[str] | None = None) -> DeployOptions:

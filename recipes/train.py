@@ -3,7 +3,8 @@
 
     accelerate launch recipes/train.py                                   # tiny supernet on the bundled digits
     accelerate launch recipes/train.py --config recipes/configs/imagenet_reference.yaml --output_dir runs/in1k
-    accelerate launch recipes/train.py --max_steps 20 --resume_from_checkpoint latest
+    accelerate launch recipes/train.py --resume_from_checkpoint latest   # the run in outputs/digits_tiny, as started
+    accelerate launch recipes/train.py --resume_from_checkpoint latest --max_steps 300   # ... trained on to step 300
 
 Every key of the config (`nasvit_hf.training.TrainingConfig`, listed by --help) can be overridden as `--key value`.
 The script only wires config -> data -> Accelerate -> the library (`nasvit_hf.training`): the sandwich step,
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from nasvit_hf.config_system import exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.models import NASViTConfig
 from nasvit_hf.training import ArchSampler, ModelEMA, SandwichConfig, SandwichTrainer, TrainingConfig
-from nasvit_hf.training.checkpointing import TrainState, save_checkpoint, start_run_from_config
+from nasvit_hf.training.checkpointing import TrainState, load_run_config, save_checkpoint, start_run_from_config
 from nasvit_hf.training.classification import (
     append_log_line,
     build_classification_data,
@@ -41,10 +42,13 @@ from nasvit_hf.training.classification import (
     count_skipped_step,
     load_classification_splits,
     load_teachers,
+    logged_archs,
     multi_cpu_launch,
     nanmean,
+    resolve_snapshot_epochs,
     sandwich_update,
     save_final_supernets,
+    save_snapshot,
     search_space_of,
     setup_logging,
     step_record,
@@ -58,8 +62,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "digits_tiny.yaml
 
 def parse_args(argv: list[str] | None = None) -> TrainingConfig:
     with exit_on_user_error():
-        _, overrides, path = parse_command_line(argv, None, TrainingConfig, __doc__, DEFAULT_CONFIG)
-        config = TrainingConfig.from_yaml(path, overrides)
+        _, overrides, path = parse_command_line(argv, None, TrainingConfig, __doc__)
+        config = load_run_config(TrainingConfig, overrides, path, DEFAULT_CONFIG)  # a resume: the run's own config
         if not config.model_name_or_path:  # otherwise the space comes with the model: checked once it is loaded
             check_eval_archs(config.eval_archs, NASViTConfig(search_space=search_space_of(config)).search_space)
     return config
@@ -100,9 +104,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---- prepare
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, data.train_loader)
     lr_scheduler, steps_per_epoch, max_steps = build_schedule(config, optimizer, len(train_loader))
+    snapshot_epochs = resolve_snapshot_epochs(config.snapshot_epochs, math.ceil(max_steps / steps_per_epoch))
     accumulation = config.gradient_accumulation_steps
     module = accelerator.unwrap_model(model)
-    sampler = ArchSampler(module.config, config.num_random_subnets, seed=config.seed)
+    sampler = ArchSampler(
+        module.config, config.num_random_subnets, config.seed, config.subnet_sampling, accelerator.process_index
+    )
     ema = ModelEMA(module, config.ema_decay) if config.ema_decay else None
     state = TrainState()
     accelerator.register_for_checkpointing(lr_scheduler, sampler, state, *([ema] if ema is not None else []))
@@ -121,13 +128,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{config.gradient_priority} ({config.gradient_granularity}) from epoch {config.projection_start_epoch}"
     )
 
+    run.started()  # from here on a failure leaves a run to resume; before, its start-up writes are undone
+
     # ---- loop
     show = accelerator.is_local_main_process and config.progress_bar
     progress = tqdm(total=max_steps, initial=state.global_step, disable=not show, desc="sandwich steps")
     ratios: list[float] = []
     ratios_after: list[float] = []
     validation: dict[str, Any] = {}
-    start_time = time.time()
+    start_time, start_step = time.time(), state.global_step
     model.train()
     while state.global_step < max_steps:
         epoch = state.global_step // steps_per_epoch
@@ -153,8 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratios_after.append(output.conflict_ratio_after)
             if state.global_step % config.logging_steps == 0 or output.skipped:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.global_step)
+                archs = logged_archs(output, accelerator, config.subnet_sampling == "per_rank")
                 if accelerator.is_main_process:
-                    append_log_line(log_path, dict(record, archs=dict(output.archs)))
+                    append_log_line(log_path, dict(record, **archs))
                 progress.set_postfix(loss=f"{output.losses['total']:.3f}", conflict=f"{output.conflict_ratio:.2f}")
             check_nonfinite_limit(state, output, config.max_consecutive_nonfinite)
             finished_epoch = (state.global_step - 1) // steps_per_epoch + 1
@@ -169,8 +179,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flat = {f"val/{name}/{k}": v for name, scores in validation.items() for k, v in scores.items()}
                 accelerator.log(flat, step=state.global_step)
                 logger.info(f"epoch {finished_epoch}: {json.dumps(validation)}", main_process_only=True)
+            if state.global_step % steps_per_epoch == 0 and finished_epoch in snapshot_epochs:
+                if accelerator.is_main_process:  # Table 4's epochs: the weights recipes/conflict_ratio.py sweeps
+                    save_snapshot(
+                        config.output_dir, accelerator.unwrap_model(model), finished_epoch, data.eval_processor
+                    )
+                accelerator.wait_for_everyone()
             if config.checkpointing_steps and (state.global_step % config.checkpointing_steps == 0 or last):
-                save_checkpoint(accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit)
+                save_checkpoint(
+                    accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit, max_steps
+                )
             if state.global_step >= max_steps:
                 break
     progress.close()
@@ -179,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     summary: dict[str, Any] = {
         "steps": state.global_step,
+        "session_steps": state.global_step - start_step,  # a resumed run: the steps this session ran
+        "resumed_from_step": start_step if run.resume_path is not None else None,
         "skipped_steps": state.skipped_steps,
         "seconds": round(time.time() - start_time, 1),
         "processes": accelerator.num_processes,

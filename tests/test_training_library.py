@@ -174,3 +174,47 @@ def test_staging_folder_replaces_only_its_own_folders_and_cleans_up_on_failure(t
         with staging_folder(target, marker=".made_by_me") as folder:
             raise RuntimeError("interrupted")
     assert (target / "v2").is_file() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_the_summary_of_a_resumed_run_counts_this_sessions_steps(tmp_path):
+    from nasvit_hf.training.classification import write_summary
+
+    fresh = {"steps": 30, "session_steps": 30, "resumed_from_step": None, "seconds": 12.0, "skipped_steps": 0}
+    assert write_summary(tmp_path, fresh, {}).startswith("Trained 30 sandwich steps in 12 s (0 skipped).")
+    resumed = dict(fresh, session_steps=10, resumed_from_step=20)
+    text = write_summary(tmp_path, resumed, {})
+    assert text.startswith("Trained 10 sandwich steps in 12 s, resumed at step 20: the run is at step 30")
+    assert json.loads((tmp_path / "summary.json").read_text())["session_steps"] == 10
+
+
+@pytest.mark.parametrize(
+    ("epochs", "value", "expected"),
+    [
+        (360, "table4", [1, 90, 180, 270, 360]),
+        (400, "table4", [1, 100, 200, 300, 400]),
+        (4, "table4", [1, 2, 3, 4]),
+        (2, "table4", [1, 2]),
+        (10, [3, 12, 3], [3]),
+        (10, None, []),
+    ],
+)
+def test_snapshot_epochs_scale_table4_to_the_run(epochs, value, expected):
+    from nasvit_hf.training.classification import resolve_snapshot_epochs
+
+    assert resolve_snapshot_epochs(value, epochs) == expected
+
+
+def test_snapshot_saves_a_loadable_supernet_and_keeps_the_active_arch(tmp_path):
+    from nasvit_hf.search import load_supernet
+    from nasvit_hf.training import TrainingConfig
+    from nasvit_hf.training.classification import save_snapshot
+
+    model = micro_model()
+    arch = model.sample_min_subnet()
+    folder = save_snapshot(tmp_path, model, 3)
+    assert folder == tmp_path / "snapshots" / "epoch_3" and model.active_arch == arch
+    loaded = load_supernet(folder)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="snapshot_epochs"):
+        TrainingConfig(snapshot_epochs="table5")

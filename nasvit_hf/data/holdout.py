@@ -44,6 +44,31 @@ class HoldoutSplit:
         "export rank subnets on them."
     )
 
+    def __post_init__(self):
+        """Refuse a split that cannot be what it claims (a damaged or hand-edited holdout.json)."""
+        num_rows = self.source.get("num_rows") if isinstance(self.source, dict) else None
+        problems = []
+        if not isinstance(num_rows, int) or isinstance(num_rows, bool) or num_rows < 1:
+            problems.append(f"source.num_rows is {num_rows!r}")
+        for key in ("dataset", "dataset_config", "data_dir", "split"):
+            value = self.source.get(key) if isinstance(self.source, dict) else None
+            if value is not None and not isinstance(value, str):
+                problems.append(f"source.{key} is {value!r}")
+        if self.per_class < 1:
+            problems.append(f"per_class is {self.per_class}")
+        if len(self.labels) != len(self.indices):
+            problems.append(f"{len(self.labels)} labels for {len(self.indices)} indices")
+        if self.file_ids is not None and len(self.file_ids) != len(self.indices):
+            problems.append(f"{len(self.file_ids)} file ids for {len(self.indices)} indices")
+        if len(set(self.indices)) != len(self.indices):
+            problems.append("repeated indices")
+        if self.indices and not problems and not 0 <= min(self.indices) <= max(self.indices) < num_rows:
+            problems.append(f"indices outside the {num_rows} training rows [0, {num_rows})")
+        if any(label < 0 for label in self.labels):
+            problems.append("negative labels")
+        if problems:
+            raise ValueError(f"not a valid held-out split: {'; '.join(problems)}")
+
     def __len__(self) -> int:
         return len(self.indices)
 
@@ -65,13 +90,28 @@ class HoldoutSplit:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"held-out split file {str(path)!r} does not exist.") from None
-        except json.JSONDecodeError as error:
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{str(path)!r} is not a held-out split file (invalid JSON: {error}).") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{str(path)!r} is not a held-out split file (it holds a {type(raw).__name__}).")
         missing = [name for name in ("per_class", "seed", "indices", "labels", "source") if name not in raw]
         if missing or raw.get("format") != _FORMAT:
             raise ValueError(f"{str(path)!r} is not a held-out split file of format {_FORMAT} (missing {missing}).")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in raw.items() if key in known})
+        import typing
+
+        from ..config_system import coerce_value
+
+        hints = typing.get_type_hints(cls)
+        try:  # types checked by the config system (lists of ints, a source mapping, ...), then __post_init__
+            values = {
+                key: coerce_value(key, value, hints[key], path.name) for key, value in raw.items() if key in hints
+            }
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(
+                f"{str(path)!r} is damaged ({error}): rerun the training that wrote it, or name the data to rank on "
+                "without it."
+            ) from None
 
     # ---------------------------------------------------------------------------------------------------------------
     def check_matches(self, dataset) -> None:
@@ -99,9 +139,9 @@ class HoldoutSplit:
     def select(self, dataset):
         """(held-out rows, training rows) of `dataset`, after `check_matches`."""
         self.check_matches(dataset)
-        held = set(self.indices)
-        rest = [i for i in range(len(dataset)) if i not in held]
-        return dataset.select(self.indices), dataset.select(rest)
+        keep = np.ones(len(dataset), dtype=bool)
+        keep[self.indices] = False
+        return dataset.select(self.indices), dataset.select(np.flatnonzero(keep))
 
 
 def image_file_ids(dataset, image_column: str, indices: list[int], data_dir: str | None = None) -> list[str] | None:
@@ -112,8 +152,13 @@ def image_file_ids(dataset, image_column: str, indices: list[int], data_dir: str
     feature = dataset.features.get(image_column)
     if not isinstance(feature, Image) or not indices:
         return None
-    raw = dataset.select(indices).cast_column(image_column, Image(decode=False))[image_column]
-    paths = [item.get("path") if isinstance(item, dict) else None for item in raw]
+    import pyarrow.compute as pc
+
+    # Through Arrow, a slice at a time: no per-row formatting, and embedded image bytes are never all in memory.
+    selected = dataset.select(indices).cast_column(image_column, Image(decode=False)).with_format("arrow")
+    paths = []
+    for start in range(0, len(selected), 1024):
+        paths.extend(pc.struct_field(selected[start : start + 1024][image_column], "path").to_pylist())
     if any(path is None for path in paths):
         return None
     if data_dir:
@@ -144,11 +189,15 @@ def carve_holdout(
         raise ValueError(f"holdout_per_class must be >= 1, got {per_class}.")
     if label_column not in dataset.column_names:
         raise ValueError(f"column {label_column!r} is not in the dataset; it has {dataset.column_names}.")
-    labels = np.asarray(dataset[label_column], dtype=np.int64)
+    labels = np.asarray(dataset.with_format("arrow")[label_column].to_numpy(), dtype=np.int64)
     rng = np.random.default_rng(seed)
     held: list[int] = []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
+    # Rows grouped by label in one stable sort (each group in row order, as np.flatnonzero(labels == label) lists
+    # them): O(n log n) instead of one pass over every row per class (1,000 passes over 1.28 M rows for ImageNet).
+    order = np.argsort(labels, kind="stable")
+    classes, starts = np.unique(labels[order], return_index=True)
+    for label, start, stop in zip(classes, starts, [*starts[1:], len(order)]):
+        rows = order[start:stop]
         if len(rows) <= per_class:
             raise ValueError(
                 f"holdout_per_class={per_class} would hold out every training image of class {int(label)} "
@@ -156,8 +205,9 @@ def carve_holdout(
             )
         held.extend(rng.choice(rows, size=per_class, replace=False).tolist())
     held.sort()
-    held_set = set(held)
-    rest = [i for i in range(len(dataset)) if i not in held_set]
+    keep = np.ones(len(labels), dtype=bool)
+    keep[held] = False
+    rest = np.flatnonzero(keep)
     source = dict(source or {})
     source["num_rows"] = len(dataset)
     split = HoldoutSplit(

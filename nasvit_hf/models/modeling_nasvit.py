@@ -777,9 +777,11 @@ def check_pixel_values(
     num_channels: int,
     processor: str = "NASViTImageProcessor",
     dtype: torch.dtype | None = None,
+    model: nn.Module | None = None,
 ) -> torch.Tensor:
-    """A clear error unless `pixel_values` is a non-empty float (batch, num_channels, height, width) tensor; cast to
-    `dtype` (the model's) when given, so float64 / half / bfloat16 inputs run on a model of another precision."""
+    """A clear error unless `pixel_values` is a non-empty float (batch, num_channels, height, width) tensor holding
+    data (not on the meta device, unless `model` is); cast to `dtype` (the model's) when given, so
+    float64 / half / bfloat16 inputs run on a model of another precision."""
     if pixel_values is None:
         raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
     if not isinstance(pixel_values, torch.Tensor):
@@ -797,6 +799,12 @@ def check_pixel_values(
         raise ValueError(
             f"pixel_values must be a float tensor of normalised pixels, got dtype {pixel_values.dtype}; preprocess the "
             f"images with the {processor} (return_tensors='pt')."
+        )
+    device = next(model.parameters()).device if model is not None and pixel_values.device.type == "meta" else None
+    if device is not None and device.type != "meta":
+        raise ValueError(
+            f"pixel_values is on the meta device (a shape without data) but the model is on {device}: pass real "
+            "pixels (e.g. from the image processor), on the model's device."
         )
     if dtype is not None and pixel_values.dtype != dtype:
         pixel_values = pixel_values.to(dtype)
@@ -822,7 +830,8 @@ def check_classification_labels(
     if single_label and not is_integer:
         raise ValueError(
             f"single-label classification needs integer class indices as labels, got dtype {labels.dtype}; cast "
-            f"them with labels.long(), or pass soft labels of shape ({logits.shape[0]}, {num_labels})."
+            f"them with labels.long(), or pass soft labels of shape ({logits.shape[0]}, {num_labels}) with "
+            "problem_type='soft_label_classification'."
         )
     if problem_type in ("multi_label_classification", "soft_label_classification") and labels.shape != logits.shape:
         raise ValueError(
@@ -900,7 +909,7 @@ class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTraine
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, dtype=self.dtype)
+        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, dtype=self.dtype, model=self)
         resolution = self.active_resolution
         if pixel_values.shape[-2:] != (resolution, resolution):
             pixel_values = F.interpolate(
@@ -965,21 +974,27 @@ class NASViTForImageClassification(NASViTSupernetMixin, NASViTPreTrainedModel):
         return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """transformers' image-classification loss (`self.loss_function`: regression for one label, cross-entropy
-        for class indices, BCE for multi-label; `config.problem_type` as transformers sets it), plus soft targets:
-        float labels shaped like the logits (mixup/cutmix, distillation; `problem_type` None or
-        `"soft_label_classification"`) give cross-entropy against those probabilities (torch's `cross_entropy`)."""
+        """transformers' image-classification loss (`self.loss_function`) under transformers' `problem_type` rules:
+        given, or when None inferred as transformers does (one label: regression; integer labels: single-label
+        cross-entropy; otherwise multi-label BCE) and then set on the config by transformers' loss. Integer labels of
+        any dtype are class indices. One extension: `problem_type="soft_label_classification"` takes float labels
+        shaped like the logits (mixup/cutmix, distillation) as probabilities (torch's `cross_entropy`)."""
         problem_type = self.config.problem_type
         labels = check_classification_labels(labels, logits, self.num_labels, problem_type)
-        soft = labels.is_floating_point() and labels.shape == logits.shape and self.num_labels > 1
-        if problem_type == "soft_label_classification" or (soft and problem_type is None):
+        if problem_type == "soft_label_classification":
             return F.cross_entropy(logits, labels.to(logits.dtype))
-        if self.num_labels == 1 or problem_type in ("regression", "multi_label_classification"):
+        if problem_type is None:  # transformers' rule (ForSequenceClassificationLoss)
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype == torch.long:  # every integer dtype, as class indices
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type in ("regression", "multi_label_classification"):
             labels = labels.to(logits.dtype)
-        elif not labels.is_floating_point() and labels.ndim == 1:
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_labels):
-                raise ValueError(
-                    f"labels must be class indices in [0, {self.num_labels}), got values in "
-                    f"[{int(labels.min())}, {int(labels.max())}]."
-                )
+        elif labels.numel() and (labels.min() < 0 or labels.max() >= self.num_labels):
+            raise ValueError(
+                f"labels must be class indices in [0, {self.num_labels}), got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]."
+            )
         return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

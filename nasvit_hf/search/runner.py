@@ -7,8 +7,8 @@ skipped on resume when its output is there.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..loading import load_pretrained_strict
+from ..loading import load_pretrained_strict, read_nasvit_config
 from ..macs import count_macs, count_parameters
 from ..models.configuration_nasvit import NASViTConfig
 from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..models.modeling_nasvit import NASViTForImageClassification
+from ..utils.io import atomic_write_text
 from .config import BudgetSpec, SearchConfig, resolve_device
 from .efficiency import MacsEfficiency, latency_features
 from .encoding import ArchEncoder
@@ -28,7 +29,7 @@ from .evaluation import EvaluationData, evaluate_subnet, load_evaluation_data
 from .evolution import evolutionary_search
 from .latency import LatencyEfficiency, LatencyModel, measure_subnet_latency
 from .predictor import AccuracyPredictor
-from .results import SearchResults, pareto_front
+from .results import RESULT_FILES, SearchResults, pareto_front
 
 __all__ = ["SearchRun", "load_supernet", "load_supernet_processor", "supernet_fingerprint"]
 
@@ -38,19 +39,9 @@ logger = logging.getLogger(__name__)
 def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassification:
     """Load a NASViT supernet folder, with clear errors for anything else."""
     path = Path(path)
-    config_file = path / "config.json"
-    if not path.is_dir() or not config_file.is_file():
-        raise ValueError(f"{str(path)!r} is not a NASViT supernet folder: it has no config.json.")
-    with open(config_file, encoding="utf-8") as file:
-        raw = json.load(file)
-    model_type = raw.get("model_type")
-    if model_type != "nasvit":
-        raise ValueError(
-            f"{str(path)!r} is not a NASViT supernet: its config.json has model_type {model_type!r} (expected "
-            "'nasvit'). Convert a reference checkpoint with recipes/convert_official_checkpoint.py or train one with "
-            "recipes/train.py."
-        )
-    config = NASViTConfig.from_pretrained(path)
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is not a NASViT supernet folder: there is no such folder.")
+    config = read_nasvit_config(path, "a NASViT supernet")
     if not config.is_supernet:
         raise ValueError(
             f"{str(path)!r} holds a single extracted subnet (its search space has one choice per dimension), not a "
@@ -83,6 +74,28 @@ def supernet_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+# What a resumed search reads back from its records ({dotted key: type}); anything else is a damaged file.
+CANDIDATE_FIELDS = {"index": int, "arch": dict, "macs": numbers.Real, "params": numbers.Real, "accuracy": numbers.Real}
+LATENCY_FIELDS = {
+    "index": int,
+    "split": str,
+    "arch": dict,
+    "measurement.median_ms": numbers.Real,
+    "measurement.q25_ms": numbers.Real,
+    "measurement.q75_ms": numbers.Real,
+}
+NAMED_FIELDS = {
+    "arch": dict,
+    "budget": dict,
+    "evolution": dict,
+    "macs": numbers.Real,
+    "params": numbers.Real,
+    "accuracy": numbers.Real,
+    "latency_ms": numbers.Real,
+    "predicted_latency_ms": numbers.Real,
+}
+
+
 class SearchRun:
     """One search of one supernet with one config, persisted in `output_dir` (resumable)."""
 
@@ -111,23 +124,34 @@ class SearchRun:
         self.processor = processor if processor is not None else (data.processor if data is not None else None)
         self.smallest_macs = count_macs(self.model_config, self.model_config.smallest_arch())
         self.largest_macs = count_macs(self.model_config, self.model_config.largest_arch())
-        self._check_run_file()
+        self._run_record = self._check_run_file()
 
     @property
     def provenance(self) -> str:
         return f"searched on {self.supernet_name} with {self.config_name}"
 
     # ---------------------------------------------------------------------------------------------------------------
-    def _check_run_file(self) -> None:
-        run = self.results.read_json("run.json")
+    def _check_run_file(self) -> dict[str, Any]:
+        """Check the results folder against this run (nothing is written): a folder holding another supernet's or
+        another config's search, or files of a results folder without its run.json (not written by a search), is
+        refused. Returns the run record `_write_run_file` writes once the inputs are checked."""
+        run = self.results.read_json("run.json", kind=dict)
         evaluation_sections = {k: self.config.fingerprint(k) for k in ("data", "predictor", "latency")}
-        if run is not None:
+        if run is None:
+            foreign = [name for name in RESULT_FILES if self.results.path(name).exists()]
+            if foreign:
+                raise FileExistsError(
+                    f"{self.results.directory} holds {', '.join(foreign)} but no run.json: it is not a results folder "
+                    "of a search, and the search would replace them. Choose another output folder, or move them away."
+                )
+        else:
             if run.get("supernet_fingerprint") != self.supernet_id:
                 raise ValueError(
                     f"{self.results.directory} holds a search of another supernet ({run.get('supernet')}); use a new "
                     "output folder."
                 )
             old = run.get("section_fingerprints", {})
+            old = old if isinstance(old, dict) else {}
             changed = [k for k, v in evaluation_sections.items() if old.get(k) != v] + (
                 ["seed"] if run.get("seed") != self.config.seed else []
             )
@@ -136,34 +160,45 @@ class SearchRun:
                     f"{self.results.directory} holds a search with a different config ({', '.join(changed)} changed); "
                     "resume with the same config or use a new output folder."
                 )
+        return {
+            "supernet": self.supernet_name,
+            "supernet_fingerprint": self.supernet_id,
+            "config": self.config_name,
+            "seed": self.config.seed,
+            "seeds": {
+                "sampling": [self.config.seed, 0],
+                "latency_archs": [self.config.seed, 1],
+                "evolution": [self.config.seed, 2, "<budget index>"],
+                "predictor": self.config.seed,
+                "data": self.config.data.seed,
+            },
+            "section_fingerprints": evaluation_sections,
+            "status": (run or {}).get("status", "running"),
+            "smallest_macs": self.smallest_macs,
+            "largest_macs": self.largest_macs,
+        }
+
+    def _read_records(self, name: str, fields: dict[str, Any]) -> list[dict[str, Any]]:
+        records = self.results.read_jsonl(name)
+        for record in records:
+            self.results.check_record(name, record, fields)
+            record["arch"] = self._checked_arch(name, record["arch"])
+        return records
+
+    def _write_run_file(self) -> None:
         import yaml
 
-        self.results.write_json(
-            "run.json",
-            {
-                "supernet": self.supernet_name,
-                "supernet_fingerprint": self.supernet_id,
-                "config": self.config_name,
-                "seed": self.config.seed,
-                "seeds": {
-                    "sampling": [self.config.seed, 0],
-                    "latency_archs": [self.config.seed, 1],
-                    "evolution": [self.config.seed, 2, "<budget index>"],
-                    "predictor": self.config.seed,
-                    "data": self.config.data.seed,
-                },
-                "section_fingerprints": evaluation_sections,
-                "status": (run or {}).get("status", "running"),
-                "smallest_macs": self.smallest_macs,
-                "largest_macs": self.largest_macs,
-            },
+        self.results.write_json("run.json", self._run_record)
+        atomic_write_text(
+            self.results.path("search_config.yaml"), yaml.safe_dump(self.config.to_dict(), sort_keys=False)
         )
-        self.results.path("search_config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
     @property
     def data(self) -> EvaluationData:
         if self._data is None:
-            self._data = load_evaluation_data(self.config.data, self.processor)
+            self._data = load_evaluation_data(
+                self.config.data, self.processor, max(self.model_config.search_space["resolutions"])
+            )
             if self._data.num_labels != self.model_config.num_labels:
                 raise ValueError(
                     f"the search data has {self._data.num_labels} classes but the supernet has "
@@ -209,10 +244,20 @@ class SearchRun:
     # ---------------------------------------------------------------------------------------------------------------
     # Step 1: sampled subnets, evaluated with BN recalibration
     # ---------------------------------------------------------------------------------------------------------------
+    def _checked_arch(self, name: str, arch: Any) -> dict[str, Any]:
+        """An arch read back from the results folder, validated against the supernet's space."""
+        try:
+            return self.model_config.validate_arch(arch)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(
+                f"{self.results.path(name)} is damaged (an arch does not fit the supernet's space: {error}); delete it "
+                "to recompute that step, or search into a new output folder."
+            ) from None
+
     def sampled_archs(self) -> list[dict[str, Any]]:
-        archs = self.results.read_json("sampled_archs.json")
+        archs = self.results.read_json("sampled_archs.json", kind=list)
         if archs is not None:
-            return archs
+            return [self._checked_arch("sampled_archs.json", arch) for arch in archs]
         count = self.config.predictor.num_subnets
         rng = np.random.default_rng([self.config.seed, 0])
         rows, seen = [], set()
@@ -234,7 +279,7 @@ class SearchRun:
 
     def evaluate_candidates(self) -> list[dict[str, Any]]:
         archs = self.sampled_archs()
-        done = {record["index"]: record for record in self.results.read_jsonl("candidates.jsonl")}
+        done = {record["index"]: record for record in self._read_records("candidates.jsonl", CANDIDATE_FIELDS)}
         pending = [i for i in range(len(archs)) if i not in done]
         if pending:
             logger.info("evaluating %d of %d sampled subnets (%d done)", len(pending), len(archs), len(done))
@@ -297,7 +342,7 @@ class SearchRun:
         rows = self.encoder.sample(settings.num_archs, rng)
         archs = [self.encoder.decode(row) for row in rows]
         num_holdout = settings.num_holdout_archs  # enough archs left to fit: checked by LatencyConfig
-        done = {record["index"]: record for record in self.results.read_jsonl("latency.jsonl")}
+        done = {record["index"]: record for record in self._read_records("latency.jsonl", LATENCY_FIELDS)}
         for index, arch in enumerate(archs):
             if index in done:
                 continue
@@ -541,11 +586,16 @@ class SearchRun:
         """Run (or resume) the whole search; `names` restricts the budgets searched (plus their dependencies).
         Returns the `named.json` content."""
         budgets = self.check_budgets(names)
+        self.data  # noqa: B018 - loads and checks the data: every input is checked before anything is written
+        self._write_run_file()
         candidates = self.evaluate_candidates()
         predictor = self.fit_predictor(candidates)
         latency_model = self.fit_latency_model()
         latency = LatencyEfficiency(self.model_config, self.encoder, latency_model)
-        named = self.results.read_json("named.json", {})
+        named = self.results.read_json("named.json", {}, kind=dict)
+        for name, entry in named.items():
+            self.results.check_record("named.json", entry, NAMED_FIELDS, where=f"{name}: ")
+            self._checked_arch("named.json", entry["arch"])
         order = [b.name for b in self.config.budgets]
         for budget in budgets:
             previous = named.get(budget.name)
@@ -559,7 +609,7 @@ class SearchRun:
             named[budget.name] = self.search_budget(budget, order.index(budget.name), predictor, latency, named)
             self.results.write_json("named.json", named)
         self.write_pareto(candidates, named, latency)
-        run = self.results.read_json("run.json")
+        run = dict(self._run_record)
         run["status"] = "complete" if all(b.name in named for b in self.config.budgets) else "partial"
         self.results.write_json("run.json", run)
         return named

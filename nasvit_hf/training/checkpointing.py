@@ -14,9 +14,11 @@ Guarantees:
 - a checkpoint is written to a hidden temporary folder and renamed into place, so `checkpoints/step_<N>` is always
   complete; pruning keeps the newest `checkpoints_total_limit` checkpoints *of the current run* and never removes
   another run's (or an unlabelled) checkpoint;
-- resuming compares the checkpoint's recorded config with the new one: changes to keys outside the config's
-  `RESUME_SAFE_KEYS` (or shrinking one of its `RESUME_GROWABLE_KEYS`, e.g. `max_steps`) fail with one
-  `ResumeConfigError` listing each key (old -> new); safe changes are appended to `config_history.jsonl`.
+- a resumed run's config is the run's own (`load_run_config`: the checkpoint's recorded config) with only what the
+  command line (and a `--config` file it names) sets on top; `start_run` compares that with the record: changes to
+  keys outside the config's `RESUME_SAFE_KEYS` (or shrinking one of its `RESUME_GROWABLE_KEYS`, e.g. `max_steps`)
+  fail with one `ResumeConfigError` listing each key (old -> new); safe changes are appended to
+  `config_history.jsonl`.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config_system import ConfigError
-from ..utils.io import atomic_write_json, atomic_write_text, make_dir
+from ..config_system import ConfigError, load_yaml_mapping, scale_step_counts, set_dotted, undo_if_the_recipe_fails
+from ..utils.io import apply_umask_modes, atomic_write_json, atomic_write_text, make_dir
 
 __all__ = [
     "CHECKPOINT_RECORD",
@@ -47,6 +49,7 @@ __all__ = [
     "config_changes",
     "find_latest_checkpoint",
     "list_checkpoints",
+    "load_run_config",
     "prune_checkpoints",
     "read_checkpoint_record",
     "save_checkpoint",
@@ -70,6 +73,7 @@ RUN_ARTIFACTS = (
     "summary.json",
     "final",
     "final_ema",
+    "snapshots",
     "model",
     "nasvit_train",
     "nasvit_segmentation",
@@ -143,9 +147,10 @@ def read_checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int, run_id: str) -> list[Path]:
@@ -158,9 +163,17 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int, run_id: str) -> 
     return removed
 
 
-def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[str, Any], keep: int | None) -> Path:
-    """`accelerator.save_state` into a hidden temporary folder, the checkpoint record beside it, then an atomic rename
-    to `checkpoints/step_<step>`; then prune to the newest `keep` checkpoints of this run."""
+def save_checkpoint(
+    accelerator: Any,
+    run: TrainingRun,
+    step: int,
+    config: dict[str, Any],
+    keep: int | None,
+    total_steps: int | None = None,
+) -> Path:
+    """`accelerator.save_state` into a hidden temporary folder, the checkpoint record beside it (with `total_steps`,
+    the run's length, which a config may leave to its epochs), then an atomic rename to `checkpoints/step_<step>`;
+    then prune to the newest `keep` checkpoints of this run."""
     folder = run.output_dir / "checkpoints"
     final, temporary = folder / f"step_{step}", folder / f".tmp_step_{step}"
     if accelerator.is_main_process:
@@ -173,7 +186,10 @@ def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         record = {"run_id": run.run_id, "step": step, "time": time.time(), "config": config}
+        if total_steps is not None:
+            record["total_steps"] = int(total_steps)
         atomic_write_json(temporary / CHECKPOINT_RECORD, record)
+        apply_umask_modes(temporary)  # safetensors writes model.safetensors 0600
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
         prune_checkpoints(run.output_dir, keep or 0, run.run_id)
@@ -184,6 +200,10 @@ def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[
 # ----------------------------------------------------------------------------------------------------------------------
 # Starting or resuming a run
 # ----------------------------------------------------------------------------------------------------------------------
+# What a run writes into its output_dir before its first step besides RUN_ARTIFACTS (the recipes' holdout.json).
+START_FILES = ("holdout.json",)
+
+
 @dataclass
 class TrainingRun:
     """Where a run writes (`output_dir`), who it is (`run_id`), and where it resumes from (`resume_path`)."""
@@ -192,6 +212,40 @@ class TrainingRun:
     run_id: str
     resume_path: Path | None = None
     changes: dict[str, list[Any]] = field(default_factory=dict)  # safe changes of this resume: {key: [old, new]}
+    # The folder as start_run found it (None: it did not exist), and config_history.jsonl's text before this resume
+    # appended to it: what `undone_on_error` restores.
+    found: frozenset[str] | None = None
+    history_before: str | None = None
+
+    cancel_undo: Callable[[], None] | None = None
+
+    def started(self) -> None:
+        """Call once the start-up (data, model, teachers, optimiser) is built: until then, a recipe that fails
+        (`run_recipe`) removes what `start_run` and the start-up wrote (`undo_start`), so a corrected rerun is not
+        refused as "an earlier training run"; from here on a failure leaves the run to resume."""
+        if self.cancel_undo is not None:
+            self.cancel_undo()
+            self.cancel_undo = None
+
+    def undo_start(self) -> None:
+        """Remove the run marker, training_config.json, config_history.jsonl's new line, holdout.json and the folder
+        itself where this run's start wrote them (what was there before stays)."""
+        folder = self.output_dir
+        if not folder.is_dir():
+            return
+        found = self.found or frozenset()
+        for name in (*RUN_ARTIFACTS, *START_FILES):
+            path = folder / name
+            if name in found or path.is_symlink():
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)  # a tracker's log folder
+            elif path.is_file():
+                path.unlink()
+        if self.history_before is not None and CONFIG_HISTORY in found:
+            atomic_write_text(folder / CONFIG_HISTORY, self.history_before)
+        if self.found is None and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def config_changes(
@@ -219,10 +273,12 @@ def _holds_run(folder: Path) -> list[str]:
 
 
 def _run_id_of(folder: Path) -> str | None:
+    """The run id in the folder's run marker, or None (no marker, or one that is not a run marker)."""
     try:
-        return json.loads((folder / RUN_MARKER).read_text(encoding="utf-8")).get("run_id")
-    except (OSError, json.JSONDecodeError, AttributeError):
+        run_id = json.loads((folder / RUN_MARKER).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
+    return run_id if isinstance(run_id, str) and run_id else None
 
 
 def _remove_run(folder: Path) -> None:
@@ -232,6 +288,59 @@ def _remove_run(folder: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def _checkpoint_to_resume(resume_from_checkpoint: str, output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint folder a resume names (`"latest"`: the newest of the run in `output_dir`), or None when there is
+    none (`start_run` then says what is wrong)."""
+    if resume_from_checkpoint != "latest":
+        path = Path(resume_from_checkpoint)
+        return path if path.is_dir() else None
+    checkpoints = list_checkpoints(output_dir, _run_id_of(Path(output_dir)))
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def load_run_config(config_cls: Any, overrides: dict[str, Any], config_file: str | None, default_file: str | Path):
+    """A training recipe's config from its command line (`overrides`, `--config config_file`).
+
+    A fresh run: the YAML file (`config_file`, else `default_file`) with `overrides` on top. A resumed run
+    (`--resume_from_checkpoint latest` or a checkpoint folder): the run's own config, as its checkpoint recorded it,
+    with only what the command line sets (and the keys of a `--config` file it names) on top, so `--output_dir runs/try
+    --resume_from_checkpoint latest` continues runs/try as it was started; `start_run` then checks those changes
+    against the record. Resuming from a checkpoint folder without `--output_dir` continues in the run's folder (the
+    one holding `checkpoints/`). A checkpoint without a record (an older version) falls back to the YAML file."""
+    file_values = load_yaml_mapping(config_file) if config_file else {}
+    resume = overrides.get("resume_from_checkpoint", file_values.get("resume_from_checkpoint"))
+    if resume is None and not config_file:
+        resume = load_yaml_mapping(default_file).get("resume_from_checkpoint")
+    if not resume:
+        return config_cls.from_yaml(config_file or default_file, overrides)
+    output_dir = overrides.get("output_dir", file_values.get("output_dir"))
+    if output_dir is None and resume == "latest":
+        fresh_run_file = file_values if config_file else load_yaml_mapping(default_file)
+        output_dir = fresh_run_file.get("output_dir") or config_cls().output_dir  # where a fresh run would be
+    path = _checkpoint_to_resume(str(resume), output_dir or ".")
+    record = read_checkpoint_record(path) if path is not None else {}
+    if not isinstance(record.get("config"), dict):
+        return config_cls.from_yaml(config_file or default_file, overrides)
+    values = config_cls.rename_keys(dict(record["config"]), f"the config recorded in {path}")
+    names = set(config_cls.field_names())
+    values = {key: value for key, value in values.items() if key in names}  # keys removed since: not part of it now
+    config_cls.check_keys(file_values, f"config file {config_file!r}")
+    config_cls.check_keys(overrides)
+    explicit = {
+        **config_cls.rename_keys(file_values, f"config file {config_file!r}"),
+        **config_cls.rename_keys(overrides, "command-line overrides"),
+    }
+    for key, value in scale_step_counts(explicit, config_cls, defaults=False).items():
+        set_dotted(values, key, value)
+    values["resume_from_checkpoint"] = resume
+    values["overwrite_output_dir"] = explicit.get("overwrite_output_dir", False)
+    if output_dir is None and path.parent.name == "checkpoints":
+        values["output_dir"] = str(path.parent.parent)
+    elif output_dir is not None:
+        values["output_dir"] = output_dir
+    return config_cls.from_dict(values, source=f"the config recorded in {path} with the command line on top")
 
 
 def start_run_from_config(
@@ -277,19 +386,29 @@ def start_run(
     sync = barrier if barrier is not None else (lambda: None)
     folder = Path(output_dir)
     existing = _holds_run(folder)
+    found = frozenset(os.listdir(folder)) if folder.is_dir() else None
     if resume_from_checkpoint and overwrite_output_dir:
         raise ConfigError(
             "resume_from_checkpoint and overwrite_output_dir contradict each other: resume the run, or delete it "
             "and start over, not both."
         )
     if not resume_from_checkpoint:
+        if existing and _run_id_of(folder) is None:
+            # No run marker: these files were not written by a training run of this package (or the marker is
+            # damaged), so nothing here may delete them, --overwrite_output_dir included.
+            raise RunFolderError(
+                f"output_dir {str(folder)!r} holds files a training run would write "
+                f"({', '.join(name for name in existing if name != RUN_MARKER)}) but no valid {RUN_MARKER}: they were not written by a training run of this package, and neither a fresh run nor "
+                "--overwrite_output_dir will replace them. Move them away, or choose another --output_dir."
+            )
         if existing and not overwrite_output_dir:
             raise RunFolderError(
                 f"output_dir {str(folder)!r} holds an earlier training run ({', '.join(existing)}): resume it with "
                 "--resume_from_checkpoint latest, pass --overwrite_output_dir to delete it and start over, or choose "
                 "another --output_dir."
             )
-        run = TrainingRun(folder, uuid.uuid4().hex)
+        # An overwritten run's files are gone for good: an undone start removes only what this run writes.
+        run = TrainingRun(folder, uuid.uuid4().hex, found=found and found - set(existing))
         sync()  # every process has checked the folder before the main process changes it
         if is_main_process:
             if existing:
@@ -302,7 +421,9 @@ def start_run(
             atomic_write_json(folder / "training_config.json", config)
         sync()
         if not is_main_process and barrier is not None:
-            run = TrainingRun(folder, _run_id_of(folder) or run.run_id)
+            run = TrainingRun(folder, _run_id_of(folder) or run.run_id, found=run.found)
+        if is_main_process:
+            run.cancel_undo = undo_if_the_recipe_fails(run.undo_start)
         return run
 
     path = Path(resume_from_checkpoint)
@@ -323,7 +444,10 @@ def start_run(
         )
     changes: dict[str, list[Any]] = {}
     if "config" in record:
-        changes, unsafe = config_changes(record["config"], config, safe_keys, growable_keys)
+        recorded = dict(record["config"])
+        if recorded.get("max_steps") is None and config.get("max_steps") is not None and "total_steps" in record:
+            recorded["max_steps"] = record["total_steps"]  # the length its epochs gave the run
+        changes, unsafe = config_changes(recorded, config, safe_keys, growable_keys)
         if unsafe:
             listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(unsafe.items()))
             raise ResumeConfigError(
@@ -333,7 +457,11 @@ def start_run(
             )
     else:
         logger.warning("checkpoint %s records no config (an older version wrote it): the config is not checked", path)
-    run = TrainingRun(folder, run_id, path, changes)
+    history = folder / CONFIG_HISTORY
+    history_before = history.read_text(encoding="utf-8") if history.is_file() else None
+    run = TrainingRun(folder, run_id, path, changes, found=found, history_before=history_before)
+    if is_main_process:
+        run.cancel_undo = undo_if_the_recipe_fails(run.undo_start)
     sync()
     if is_main_process:
         make_dir(folder)
