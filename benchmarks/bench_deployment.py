@@ -286,10 +286,30 @@ def callables(entries: list[Entry], threads: int, batch: int, args) -> dict[tupl
     return calls
 
 
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal floats to zero (its MXCSR FTZ/DAZ bits, which eager PyTorch and
+    onnxruntime's calling thread both compute under)."""
+    return float(torch.tensor([1e-39], dtype=torch.float32).mul(1.0001).item()) == 0.0
+
+
+def flush_denormals() -> None:
+    """Flush denormals to zero on this thread, and check it took. Random-init weights of several peers (EfficientNet,
+    MobileViT) shrink their activations into denormals, which x86 computes 10-40x slower (EfficientNet-B0: 360-470 ms
+    instead of 14 ms at batch 1); trained weights do not. onnxruntime clears the calling thread's flags when it
+    creates a session without `session.set_denormal_as_zero` (export_onnx's check and the int8 calibration do), so
+    this runs right before timing, not once at start-up."""
+    torch.set_flush_denormal(True)
+    if not denormals_flushed():
+        raise RuntimeError(
+            "this CPU cannot flush denormals to zero (torch.set_flush_denormal); timings would be unfair"
+        )
+
+
 def time_round_robin(calls: dict, repeats: int) -> dict[tuple[str, str], dict[str, float]]:
     """Median wall and thread-CPU milliseconds of each call: one warm-up each, then `repeats` rounds in which every
     call runs once, in an order rotated every round."""
     keys = list(calls)
+    flush_denormals()  # after every session of this block is built: creating one can clear the flags
     wall: dict[tuple[str, str], list[float]] = {key: [] for key in keys}
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in keys}
     with torch.inference_mode():
@@ -302,6 +322,8 @@ def time_round_robin(calls: dict, repeats: int) -> dict[tuple[str, str], dict[st
                 calls[key]()
                 wall[key].append(time.perf_counter() - start)
                 cpu[key].append(time.thread_time() - start_cpu)
+    if not denormals_flushed():
+        raise RuntimeError("denormals stopped being flushed to zero while timing; the timings are not comparable")
     return {
         key: {"ms": 1000 * statistics.median(wall[key]), "cpu_ms": 1000 * statistics.median(cpu[key])} for key in keys
     }
@@ -350,7 +372,9 @@ def profile(entries: list[Entry], wanted: list[str], runs: int = 20) -> str:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads, options.enable_profiling = 1, 1, True
         options.profile_file_prefix = os.path.join(os.path.dirname(entry.files[backend]), f"profile-{key}")
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         sess = onnxruntime.InferenceSession(entry.files[backend], options, providers=["CPUExecutionProvider"])
+        flush_denormals()
         pixels = np.random.default_rng(0).standard_normal((1, 3, entry.resolution, entry.resolution), np.float32)
         for _ in range(runs):
             sess.run(None, {"pixel_values": pixels})
@@ -596,10 +620,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _clock[0] = CLOCK[args.clock]
     if args.tables_from:
         return render(args)
-    # Denormal floats are flushed to zero in every backend (this thread's MXCSR: eager PyTorch and onnxruntime's
-    # one-thread sessions; the session option: its pool threads). Random-init weights of several peers (EfficientNet,
-    # MobileViT) shrink their activations into denormals, which x86 computes 10-40x slower; trained weights do not.
-    torch.set_flush_denormal(True)
+    # Denormal floats are flushed to zero in every backend (this thread's MXCSR, set again right before timing:
+    # eager PyTorch and onnxruntime's calling thread; the session option: its pool threads). See flush_denormals().
+    flush_denormals()
     start = time.perf_counter()
     _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
 
