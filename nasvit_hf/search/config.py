@@ -24,6 +24,7 @@ from ..config_system import ConfigError, ConfigMixin, build_dataclass
 from .evaluation import DataConfig
 from .evolution import EvolutionConfig
 from .latency import min_fit_archs
+from .runtimes import RuntimeSpec
 
 __all__ = ["BudgetSpec", "LatencyConfig", "PredictorConfig", "SearchConfig", "paper_macs_fraction", "resolve_device"]
 
@@ -128,6 +129,8 @@ class PredictorConfig:
 
 @dataclass
 class LatencyConfig:
+    backend: str = "eager"  # the runtime latency is measured on: eager | onnxruntime (nasvit_hf.search.runtimes)
+    quantize: str | None = None  # onnxruntime only: null (the fp32 graph) or int8 (export_onnx's int8 graph)
     device: str = "cpu"
     batch_size: int = 1
     warmup: int = 10
@@ -137,6 +140,9 @@ class LatencyConfig:
     holdout_fraction: float = 0.25  # of them, held out to report the model's error
     table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.table12.compare_latency)
     table12_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
+    # B-candidates are searched up to A's predicted latency plus this band (%) and each is re-timed against A: the
+    # latency model cannot tell archs this close to the budget apart. null: the model's held-out mean error.
+    near_budget_pct: float | None = None
 
     def __post_init__(self):
         self.batch_size = _check_count("latency.batch_size", self.batch_size, 1)
@@ -145,6 +151,13 @@ class LatencyConfig:
         if self.num_threads is not None:
             self.num_threads = _check_count("latency.num_threads", self.num_threads, 1)
         self.num_archs = _check_count("latency.num_archs", self.num_archs, 1)
+        self.table12_rounds = _check_count("latency.table12_rounds", self.table12_rounds, 1)
+        self.table12_candidates = _check_count("latency.table12_candidates", self.table12_candidates, 0)
+        if self.near_budget_pct is not None:
+            self.near_budget_pct = _check_number("latency.near_budget_pct", self.near_budget_pct)
+            if not 0.0 <= self.near_budget_pct <= 100.0:
+                raise ValueError(f"latency.near_budget_pct must be in [0, 100], got {self.near_budget_pct}.")
+        self.runtime_spec()  # backend, quantize and device checked together
         self.holdout_fraction = _check_number("latency.holdout_fraction", self.holdout_fraction)
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"latency.holdout_fraction must be in (0, 1), got {self.holdout_fraction}.")
@@ -169,8 +182,15 @@ class LatencyConfig:
     def num_fit_archs(self) -> int:
         return self.num_archs - self.num_holdout_archs
 
+    def runtime_spec(self) -> RuntimeSpec:
+        """The runtime latencies are measured on (`nasvit_hf.search.runtimes`)."""
+        return RuntimeSpec(self.backend, self.device, self.num_threads, self.batch_size, self.quantize)
+
     def measure_kwargs(self) -> dict[str, Any]:
+        """`measure_latency`'s arguments: the runtime and the protocol."""
         return {
+            "backend": self.backend,
+            "quantize": self.quantize,
             "device": self.device,
             "batch_size": self.batch_size,
             "warmup": self.warmup,
@@ -264,6 +284,8 @@ class SearchConfig(ConfigMixin):
         """The config with `device` and `latency.device` checked against this machine (`resolve_device`: "auto"
         becomes what exists; an absent device is a ConfigError naming the override)."""
         self.device = resolve_device(self.device, "device")
+        if self.latency.backend == "onnxruntime" and self.latency.device in (None, "", "auto"):
+            self.latency.device = "cpu"  # onnxruntime is timed on its CPU execution provider
         self.latency.device = resolve_device(self.latency.device, "latency.device")
         return self
 
