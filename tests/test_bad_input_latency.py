@@ -47,7 +47,11 @@ BAD_SEARCH_CONFIGS = [
     ),
     ("duplicate names", _budgets({"name": "a0", "macs_millions": 1}, {"name": "A0", "macs_millions": 2}), "more than"),
     ("too few latency archs", {"latency": {"num_archs": 6}}, "it needs at least 22"),
-    ("unknown backend", {"latency": {"backend": "tensorrt"}}, "latency.backend must be one of ['eager', 'onnxruntime']"),
+    (
+        "unknown backend",
+        {"latency": {"backend": "tensorrt"}},
+        "latency.backend must be one of ['eager', 'onnxruntime']",
+    ),
     ("int8 on eager", {"latency": {"quantize": "int8"}}, "set latency.backend: onnxruntime"),
     ("int4", {"latency": {"backend": "onnxruntime", "quantize": "int4"}}, "latency.quantize must be null"),
     (
@@ -55,8 +59,13 @@ BAD_SEARCH_CONFIGS = [
         {"latency": {"backend": "onnxruntime", "device": "cuda"}},
         "set latency.device: cpu",
     ),
-    ("near-budget band above 100", {"latency": {"near_budget_pct": 150}}, "near_budget_pct must be in [0, 100]"),
     ("zero B rounds", {"latency": {"table12_rounds": 0}}, "latency.table12_rounds must be an integer >= 1"),
+    ("unknown clock", {"latency": {"clock": "cpu"}}, "latency.clock must be one of ['wall', 'process']"),
+    (
+        "process clock with threads",
+        {"latency": {"clock": "process", "num_threads": 2}},
+        "it needs latency.num_threads: 1 (got 2)",
+    ),
     ("holdout fraction 0", {"latency": {"holdout_fraction": 0}}, "holdout_fraction must be in (0, 1)"),
     ("holdout fraction 1", {"latency": {"holdout_fraction": 1.0}}, "holdout_fraction must be in (0, 1)"),
     ("zero repeats", {"latency": {"repeats": 0}}, "latency.repeats must be an integer >= 1"),
@@ -120,7 +129,11 @@ BAD_STATES = [
     ("infinite floor", _state(min_latency_ms=float("inf")), "could predict a negative latency"),
     ("wrong length", _state(coefficients=[1e-6, 1e-6]), "needs 10 coefficients"),
     ("strings", _state(coefficients=list("abcdefghij")), "non-numeric values"),
-    ("unknown features", _state(feature_names=["flops"] * 10), "unknown or repeated names ['flops'"),
+    (
+        "unknown features",
+        _state(feature_names=["flops"] + LATENCY_FEATURE_NAMES[1:]),
+        "unknown or repeated names ['flops']",
+    ),
     ("not a list of features", _state(feature_names="macs"), "must be a non-empty list of names"),
 ]
 

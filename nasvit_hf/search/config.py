@@ -131,6 +131,8 @@ class PredictorConfig:
 class LatencyConfig:
     backend: str = "eager"  # the runtime latency is measured on: eager | onnxruntime (nasvit_hf.search.runtimes)
     quantize: str | None = None  # onnxruntime only: null (the fp32 graph) or int8 (export_onnx's int8 graph)
+    # wall: elapsed time; process: this process's CPU time, what an idle core would take (shared machines; 1 thread)
+    clock: str = "wall"
     device: str = "cpu"
     batch_size: int = 1
     warmup: int = 10
@@ -140,9 +142,6 @@ class LatencyConfig:
     holdout_fraction: float = 0.25  # of them, held out to report the model's error
     table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.table12.compare_latency)
     table12_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
-    # B-candidates are searched up to A's predicted latency plus this band (%) and each is re-timed against A: the
-    # latency model cannot tell archs this close to the budget apart. null: the model's held-out mean error.
-    near_budget_pct: float | None = None
 
     def __post_init__(self):
         self.batch_size = _check_count("latency.batch_size", self.batch_size, 1)
@@ -153,10 +152,6 @@ class LatencyConfig:
         self.num_archs = _check_count("latency.num_archs", self.num_archs, 1)
         self.table12_rounds = _check_count("latency.table12_rounds", self.table12_rounds, 1)
         self.table12_candidates = _check_count("latency.table12_candidates", self.table12_candidates, 0)
-        if self.near_budget_pct is not None:
-            self.near_budget_pct = _check_number("latency.near_budget_pct", self.near_budget_pct)
-            if not 0.0 <= self.near_budget_pct <= 100.0:
-                raise ValueError(f"latency.near_budget_pct must be in [0, 100], got {self.near_budget_pct}.")
         self.runtime_spec()  # backend, quantize and device checked together
         self.holdout_fraction = _check_number("latency.holdout_fraction", self.holdout_fraction)
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -184,13 +179,14 @@ class LatencyConfig:
 
     def runtime_spec(self) -> RuntimeSpec:
         """The runtime latencies are measured on (`nasvit_hf.search.runtimes`)."""
-        return RuntimeSpec(self.backend, self.device, self.num_threads, self.batch_size, self.quantize)
+        return RuntimeSpec(self.backend, self.device, self.num_threads, self.batch_size, self.quantize, self.clock)
 
     def measure_kwargs(self) -> dict[str, Any]:
         """`measure_latency`'s arguments: the runtime and the protocol."""
         return {
             "backend": self.backend,
             "quantize": self.quantize,
+            "clock": self.clock,
             "device": self.device,
             "batch_size": self.batch_size,
             "warmup": self.warmup,

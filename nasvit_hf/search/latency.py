@@ -18,7 +18,6 @@ needs `min_fit_archs()` measured archs (two per fitted parameter) to be fitted a
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -121,15 +120,17 @@ def measure_latency(
     num_threads: int | None = None,
     backend: str = "eager",
     quantize: str | None = None,
-    clock: Clock = time.perf_counter,
+    clock: str | Clock = "wall",
 ) -> LatencyMeasurement:
     """Median wall time (ms) of one `(batch_size, 3, r, r)` batch through `model` on the runtime `backend` (eager
     PyTorch, or onnxruntime on the graph `export_onnx` writes), after `warmup` untimed runs; `num_threads` sets the
-    runtime's intra-op threads for the measurement only. The model's train/eval mode is restored."""
+    runtime's intra-op threads for the measurement only; `clock` is "wall", "process" (CPU time, one thread) or a
+    clock function. The model's train/eval mode is restored."""
     if repeats < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}.")
-    spec = RuntimeSpec(backend, str(device), num_threads, batch_size, quantize)
-    runtime = make_backend(spec, clock)
+    named = clock if isinstance(clock, str) else "wall"
+    spec = RuntimeSpec(backend, str(device), num_threads, batch_size, quantize, named)
+    runtime = make_backend(spec, None if isinstance(clock, str) else clock)
     was_training = model.training
     try:
         return measure_timed(runtime, runtime.prepare(model, resolution), warmup=warmup, repeats=repeats)
@@ -156,7 +157,7 @@ class LatencyModel:
         min_latency_ms: float = 0.0,
         feature_names: list[str] | tuple[str, ...] = LATENCY_FEATURE_NAMES,
     ):
-        self.feature_names = self._check_names(feature_names)
+        self.feature_names = self._check_names(feature_names)  # any names in memory (e.g. a benchmark's baseline)
         self.coefficients = None
         self.intercept = 0.0
         self.min_latency_ms = 0.0
@@ -171,10 +172,11 @@ class LatencyModel:
             )
 
     @staticmethod
-    def _check_names(names: Any) -> list[str]:
+    def _check_names(names: Any, known_only: bool = False) -> list[str]:
+        """Distinct names; `known_only`: all of them features `latency_features` computes (a saved model must be)."""
         if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
             raise ValueError(f"latency model feature_names must be a non-empty list of names, got {names!r}.")
-        unknown = [name for name in names if name not in KNOWN_FEATURES]
+        unknown = [name for name in names if name not in KNOWN_FEATURES] if known_only else []
         if unknown or len(set(names)) != len(names):
             raise ValueError(
                 f"latency model features {list(names)} hold unknown or repeated names {unknown}; known: "
@@ -262,7 +264,7 @@ class LatencyModel:
         are not known operator counts."""
         if not isinstance(state, dict):
             raise ValueError(f"latency model state must be a mapping, got {type(state).__name__}.")
-        names = self._check_names(state.get("feature_names", LATENCY_FEATURE_NAMES))
+        names = self._check_names(state.get("feature_names", LATENCY_FEATURE_NAMES), known_only=True)
         if state.get("coefficients") is None:
             self.feature_names = names
             self.coefficients, self.intercept, self.min_latency_ms = None, 0.0, 0.0

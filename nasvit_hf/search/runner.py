@@ -100,10 +100,10 @@ class SearchRun:
         data: EvaluationData | None = None,
         processor: NASViTImageProcessor | None = None,
         runtime: LatencyBackend | None = None,
-        clock: Clock = time.perf_counter,
+        clock: Clock | None = None,
     ):
         """`runtime`: the backend latencies are measured on (default: the one `config.latency` names, timed with
-        `clock`)."""
+        `clock`, default the one `latency.clock` names)."""
         self.supernet = supernet
         self.model_config: NASViTConfig = supernet.config
         self.config = config
@@ -414,15 +414,11 @@ class SearchRun:
     ) -> dict[str, Any]:
         value, nominal = self.budget_value(budget, named, latency)
         efficiency = self.macs if budget.metric == "macs" else latency
-        # A B-model's candidates are searched up to A's predicted latency plus the band the latency model cannot
-        # resolve; each is then re-timed against A (`_faster_than_reference`).
-        band = self.near_budget_band() if budget.latency_of is not None else 0.0
-        searched_up_to = value * (1 + band / 100)
         rng = np.random.default_rng([self.config.seed, 2, index])
         start = time.perf_counter()
         anchor = self.encoder.encode(self.model_config.smallest_arch())
         result = evolutionary_search(
-            self.encoder, predictor.predict, efficiency, searched_up_to, self.config.evolution, rng, anchor=anchor
+            self.encoder, predictor.predict, efficiency, value, self.config.evolution, rng, anchor=anchor
         )
         seconds = time.perf_counter() - start
         genes, family_note = self._family_member(budget, result, named)
@@ -442,11 +438,7 @@ class SearchRun:
                 "metric": budget.metric,
                 "value": value,
                 **({"nominal_measured_ms": nominal} if nominal is not None else {}),
-                **(
-                    {"near_budget_pct": band, "searched_up_to": searched_up_to}
-                    if budget.latency_of is not None
-                    else {}
-                ),
+                **({"near_budget_pct": self.near_budget_band()} if budget.latency_of is not None else {}),
                 "unit": "MACs" if budget.metric == "macs" else "ms (predicted by the latency model)",
             },
             "macs": record["macs"],
@@ -527,10 +519,7 @@ class SearchRun:
         return result.genes, f"no arch within the budget found above the smaller budget's {floor / 1e6:.3f} M MACs"
 
     def near_budget_band(self) -> float:
-        """How close to a B-model's budget (%) the latency model cannot decide: `latency.near_budget_pct`, else the
-        model's held-out mean error."""
-        if self.config.latency.near_budget_pct is not None:
-            return self.config.latency.near_budget_pct
+        """How close to a budget (%) the latency model cannot tell archs apart: its held-out mean error."""
         if self._latency_report is None:
             raise RuntimeError("fit the latency model (fit_latency_model) before searching latency budgets.")
         return float(self._latency_report["holdout"]["mean_abs_pct_error"])
@@ -538,10 +527,12 @@ class SearchRun:
     def _faster_than_reference(
         self, budget: BudgetSpec, result, reference: dict[str, Any], latency: LatencyEfficiency, value: float
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Walk the B-candidates, best predicted first, that are predicted at least as accurate as the A-model
-        `reference`; re-time each against A on the runtime, alternating in the same session (`compare_latency`),
-        and keep the first measured faster than A by more than the noise. Else B is A's arch, and the record says
-        why. Returns (genes, Table 12 record)."""
+        """Walk the B-candidates (within A's predicted latency), best predicted first, that are predicted at least as
+        accurate as the A-model `reference`; re-time each against A on the runtime, alternating in the same session
+        (`compare_latency`), and keep the first measured faster than A by more than the noise. Else B is A's arch,
+        and the record says why. The latency model alone cannot decide for candidates predicted within its error of
+        the budget (`near_budget` in the record), and most winners of a search sit there. Returns (genes, Table 12
+        record)."""
         settings = self.config.latency
         a_name, b_name = budget.latency_of.upper(), budget.name.upper()
         reference_genes = self.encoder.encode(reference["arch"])
@@ -589,14 +580,14 @@ class SearchRun:
         if checked:
             best = max(checked, key=lambda c: c["speedup_pct"])
             note = (
-                f"none of the {len(checked)} candidate(s) predicted at least as accurate as {a_name} (within its "
-                f"predicted latency + {band:.1f} %) was measured faster than {a_name} by more than the noise (best: "
+                f"none of the {len(checked)} candidate(s) within {a_name}'s predicted latency and predicted at least "
+                f"as accurate was measured faster than {a_name} by more than the noise (best: "
                 f"{best['speedup_pct']:.1f} % faster, noise {best['noise_pct']:.1f} %): {b_name} is {a_name}'s arch"
             )
         else:
             note = (
-                f"no arch within {a_name}'s predicted latency (+ {band:.1f} %) is predicted more accurate than "
-                f"{a_name}: {b_name} is {a_name}'s arch"
+                f"no arch within {a_name}'s predicted latency is predicted more accurate than {a_name}: {b_name} is "
+                f"{a_name}'s arch"
             )
         return reference_genes, {
             "a_model": budget.latency_of,

@@ -11,7 +11,8 @@ A B-model is only faster where it is measured, so search times subnets on the ru
   threads).
 
 Every backend hands back a `Timed` callable (one batch per call) and every measurement reads the time from one
-`clock` (default `time.perf_counter`), so tests drive the whole pipeline with a fake clock. `runtime_record`
+`clock` (`latency.clock`: wall time by default, or this process's CPU time on a shared machine), so tests drive the
+whole pipeline with a fake clock. `runtime_record`
 describes where a latency was measured (backend, threads, batch, device, machine, package versions); it is written
 next to every latency the search reports.
 """
@@ -36,6 +37,7 @@ from torch import nn
 
 __all__ = [
     "BACKENDS",
+    "CLOCKS",
     "Clock",
     "EagerBackend",
     "LatencyBackend",
@@ -51,6 +53,10 @@ __all__ = [
 BACKENDS = ("eager", "onnxruntime")
 QUANTIZE_CHOICES = (None, "int8")
 Clock = Callable[[], float]  # seconds, monotonic (time.perf_counter)
+# "wall": elapsed time, what a user waits for. "process": the CPU time of this process (time.process_time), what the
+# batch costs one core whatever else runs on the machine: on a shared machine it is what an idle one would measure
+# (one intra-op thread only: with more, CPU time adds the threads up).
+CLOCKS: dict[str, Clock] = {"wall": time.perf_counter, "process": time.process_time}
 
 
 def machine_description() -> str:
@@ -88,8 +94,16 @@ class RuntimeSpec:
     num_threads: int | None = 1  # intra-op threads (None: the runtime's default)
     batch_size: int = 1
     quantize: str | None = None  # onnxruntime only: None (fp32) or "int8"
+    clock: str = "wall"  # wall | process (`CLOCKS`)
 
     def __post_init__(self):
+        if self.clock not in CLOCKS:
+            raise ValueError(f"latency.clock must be one of {list(CLOCKS)}, got {self.clock!r}.")
+        if self.clock == "process" and self.num_threads != 1:
+            raise ValueError(
+                f"latency.clock: process measures this process's CPU time, which adds up its threads: it needs "
+                f"latency.num_threads: 1 (got {self.num_threads}); use latency.clock: wall for more threads."
+            )
         if self.backend not in BACKENDS:
             raise ValueError(f"latency.backend must be one of {list(BACKENDS)}, got {self.backend!r}.")
         if self.quantize not in QUANTIZE_CHOICES:
@@ -161,9 +175,9 @@ class LatencyBackend:
 
     name = "backend"
 
-    def __init__(self, spec: RuntimeSpec, clock: Clock = time.perf_counter):
+    def __init__(self, spec: RuntimeSpec, clock: Clock | None = None):
         self.spec = spec
-        self.clock = clock
+        self.clock = clock if clock is not None else CLOCKS[spec.clock]
         self._record: dict[str, Any] | None = None
 
     def prepare(self, model: nn.Module, resolution: int) -> Timed:
@@ -225,7 +239,7 @@ class OnnxRuntimeBackend(LatencyBackend):
 
     name = "onnxruntime"
 
-    def __init__(self, spec: RuntimeSpec, clock: Clock = time.perf_counter, export_kwargs: dict | None = None):
+    def __init__(self, spec: RuntimeSpec, clock: Clock | None = None, export_kwargs: dict | None = None):
         super().__init__(spec, clock)
         self.export_kwargs = dict(export_kwargs or {})
         if spec.quantize is not None:
@@ -268,6 +282,6 @@ class OnnxRuntimeBackend(LatencyBackend):
         return Timed(call, resolution, num_threads=self.spec.num_threads, details=details)
 
 
-def make_backend(spec: RuntimeSpec, clock: Clock = time.perf_counter) -> LatencyBackend:
-    """The backend `spec.backend` names."""
+def make_backend(spec: RuntimeSpec, clock: Clock | None = None) -> LatencyBackend:
+    """The backend `spec.backend` names, timed with `clock` (default: the one `spec.clock` names)."""
     return {"eager": EagerBackend, "onnxruntime": OnnxRuntimeBackend}[spec.backend](spec, clock=clock)
