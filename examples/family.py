@@ -155,7 +155,7 @@ def report(
     results_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(search_dir / "pareto.png", results_dir / f"family{suffix}_pareto.png")
     runtime = latency_model["runtime"]
-    versions = ", ".join(f"{k} {v}" for k, v in runtime["versions"].items() if v)
+    versions = ", ".join(f"{k} {v}" for k, v in runtime["versions"].items() if v and k != "torch")  # torch: machine
     where = (
         f"{runtime['backend']}{' (' + runtime['graph'] + ')' if runtime.get('graph') else ''}, batch "
         f"{runtime['batch_size']}, {runtime['num_threads']} thread(s), {runtime['clock']} clock, on "

@@ -81,12 +81,13 @@ def runtime_words(measurement: dict[str, Any] | None) -> str:
     measurement = measurement or {}
     runtime = measurement.get("runtime") or {}
     versions = runtime.get("versions") or {}
+    clock = " (CPU time of the measuring process)" if runtime.get("clock") == "process" else ""
     if measurement.get("backend", runtime.get("backend", "eager")) == "onnxruntime":
         graph = runtime.get("quantize") or "fp32"
         version = f" {versions['onnxruntime']}" if versions.get("onnxruntime") else ""
-        return f"onnxruntime{version} (the graph `export_onnx` writes, {graph})"
+        return f"onnxruntime{version} (the graph `export_onnx` writes, {graph}){clock}"
     version = f" {versions['torch']}" if versions.get("torch") else ""
-    return f"eager PyTorch{version}"
+    return f"eager PyTorch{version}{clock}"
 
 
 def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
