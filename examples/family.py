@@ -214,7 +214,8 @@ def report(
         f"{predictor['rmse']:.2f} points.",
         f"Latency measured on {where}.",
         f"Latency model: {latency_model['holdout']['mean_abs_pct_error']:.1f} % mean absolute error on "
-        f"{latency_model['holdout']['num_archs']} held-out archs (measurement noise, median IQR / median: "
+        f"{latency_model['holdout']['num_archs']} held-out archs (measurement noise: the same arch timed again "
+        f"later {latency_model['measurement_noise_run_to_run_pct']:.1f} % apart, median; the timed runs' IQR / median "
         f"{latency_model['measurement_noise_median_relative_iqr_pct']:.1f} %); measuring its "
         f"{latency_model['settings']['num_archs']} archs took {latency_model['measurement_seconds']:.0f} s.",
         "Wall time (s): "
@@ -243,7 +244,10 @@ def report(
         },
         "export_latency_ms": {n: exports[n]["latency_ms"] for n in NAMES},
         "table12": {n: named[n]["table12"] for n in ("b0", "b1", "b2")},
-        "latency_model": {k: latency_model[k] for k in ("holdout", "measurement_noise_median_relative_iqr_pct")},
+        "latency_model": {
+            k: latency_model[k]
+            for k in ("holdout", "measurement_noise_median_relative_iqr_pct", "measurement_noise_run_to_run_pct")
+        },
         "runtime": runtime,
         "predictor": predictor,
         "sampled_accuracy": sampled,

@@ -233,8 +233,23 @@ def test_b_clearly_faster_than_a_is_faster_beyond_the_noise():
 
 
 def test_b_faster_by_less_than_the_noise_is_not():
-    paired = _pair(10.0, 9.8, jitter=0.10)
-    assert paired.speedup_pct > 0 and paired.noise_pct > paired.speedup_pct and not paired.faster_beyond_noise
+    paired = _pair(10.0, 9.8, jitter=0.25)
+    assert paired.noise_pct > paired.speedup_pct and not paired.faster_beyond_noise
+
+
+def test_noise_is_the_spread_of_round_medians_not_of_single_runs():
+    """Single runs jitter by +-20 %, but medians of 15 runs move less between rounds: a B 15 % faster in every round is
+    faster beyond the noise, though inside the single runs' inter-quartile range."""
+    paired = _pair(0.44, 0.374, jitter=0.2)
+    assert paired.within_round_iqr_pct > paired.speedup_pct and paired.faster_every_round
+    assert paired.noise_pct < paired.speedup_pct and paired.faster_beyond_noise
+
+
+def test_one_round_takes_the_spread_of_its_runs_as_the_noise():
+    backend = SimulatedBackend(lambda arch: arch["ms"], jitter=0.2, seed=1)
+    first, second = (backend.prepare(_Subnet(None, {"ms": ms}), 32) for ms in (10.0, 9.0))
+    paired = compare_latency(backend, first, second, rounds=1, warmup=1, repeats=15)
+    assert paired.noise_pct == paired.within_round_iqr_pct > 0
 
 
 def test_paired_rounds_alternate_which_model_runs_first():

@@ -211,6 +211,7 @@ def test_search_writes_results_within_every_budget(search_dir):
     assert {"kendall_tau", "spearman_rho", "num_train", "num_validation"} <= set(predictor)
     latency = results.read_json("latency_model.json")
     assert latency["holdout"]["num_archs"] == 4 and "measurement_noise_median_relative_iqr_pct" in latency
+    assert len(results.read_jsonl("latency_repeat.jsonl")) == 4 and latency["measurement_noise_run_to_run_pct"] >= 0
     assert latency["runtime"]["backend"] == "eager" and latency["runtime"]["versions"]["torch"] == torch.__version__
     named = results.read_json("named.json")
     assert set(named) == {"a0", "a2", "b0"}

@@ -4,10 +4,11 @@ in the same session, on the same runtime (`latency.backend`), on the same machin
 Two latencies measured minutes apart on a shared CPU differ by tens of percent for the same model, so the two
 subnets are compared by `compare_latency`: timed in alternating rounds (A, B, B, A, ...) after a common warm-up,
 each one's latency the median of its round medians. B is kept only when it is faster than A **by more than the
-noise** (`PairedLatency.faster_beyond_noise`): its speed-up, one minus the median over rounds of B's round median
-over A's, must exceed the session's measurement noise, the median relative inter-quartile range of the timed
-repeats within the rounds (the same noise figure the latency model's error is reported against). Otherwise B is A's
-arch and the record says why (`SearchRun`).
+noise** (`PairedLatency.faster_beyond_noise`): B is faster in every round, and its speed-up, one minus the median
+over rounds of B's round median over A's, exceeds the noise of this session's measurements: how far the same
+model's round medians spread, (largest - smallest) / median, the larger of A's and B's (with a single round: the
+inter-quartile range over the median of its timed runs). Otherwise B is A's arch and the record says why
+(`SearchRun`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ class PairedLatency:
     first_quartiles_ms: list[float]  # q25, q75 of all the first model's timed repeats
     second_quartiles_ms: list[float]
     speedup_pct: float  # 100 * (1 - median over rounds of second / first): > 0 when the second is faster
-    noise_pct: float  # 100 * median relative IQR of the timed repeats within the rounds (both models)
+    noise_pct: float  # 100 * the larger spread (max - min) / median of one model's round medians (one round: IQR)
+    within_round_iqr_pct: float  # 100 * median relative IQR of the timed runs within the rounds (both models)
+    faster_every_round: bool
     device: str
     num_threads: int | None
     batch_size: int
@@ -42,8 +45,8 @@ class PairedLatency:
 
     @property
     def faster_beyond_noise(self) -> bool:
-        """The second model is faster than the first by more than the session's measurement noise."""
-        return self.speedup_pct > self.noise_pct
+        """The second model is faster than the first in every round, by more than the session's noise."""
+        return self.faster_every_round and self.speedup_pct > self.noise_pct
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "faster_beyond_noise": self.faster_beyond_noise}
@@ -71,6 +74,12 @@ def compare_latency(
             medians[which].append(median)
             spreads.append((q75 - q25) / median if median > 0 else 0.0)
     ratios = [b / a for a, b in zip(medians[0], medians[1]) if a > 0]
+    if rounds > 1:
+        noise = max(
+            (max(v) - min(v)) / statistics.median(v) if statistics.median(v) > 0 else 0.0 for v in medians.values()
+        )
+    else:
+        noise = statistics.median(spreads)
     spec = backend.spec
     first_q, second_q = quartiles(pooled[0]), quartiles(pooled[1])
     return PairedLatency(
@@ -83,7 +92,9 @@ def compare_latency(
         first_quartiles_ms=[first_q[0], first_q[2]],
         second_quartiles_ms=[second_q[0], second_q[2]],
         speedup_pct=float(100 * (1 - statistics.median(ratios))) if ratios else 0.0,
-        noise_pct=float(100 * statistics.median(spreads)),
+        noise_pct=float(100 * noise),
+        within_round_iqr_pct=float(100 * statistics.median(spreads)),
+        faster_every_round=all(b < a for a, b in zip(medians[0], medians[1])),
         device=spec.device,
         num_threads=first.num_threads,
         batch_size=spec.batch_size,
