@@ -22,8 +22,9 @@ quarter (the first archs sampled, as search holds them out) and as the mean over
 - `all`: every operator count (`nasvit_hf.macs.operator_counts`): MACs by operator class, activation elements,
   block counts (search's model);
 - `all - <group>`: without one of the groups `macs`, `memory`, `overhead` (`nasvit_hf.search.latency.FEATURE_GROUPS`);
-- `macs`: the MACs total alone; `previous`: the model search used before (convolution / transformer / head MACs and
-  block counts).
+- `macs`: the MACs total alone; `previous features`: the features search used before (convolution / transformer / head
+  MACs and block counts), fitted the same way; `previous model`: those features fitted for the absolute error, as
+  search did before.
 
 And a learning curve: the error of `all` fitted on fewer archs. `report.json` / `report.md` in the output folder;
 `--report DIR [DIR ...]` prints one table over several runs (the one in docs/search-and-export.md).
@@ -82,6 +83,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--splits", type=int, default=200, help="random 3:1 splits for the mean held-out error")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", nargs="+", metavar="DIR", help="print one table over these finished runs")
+    parser.add_argument(
+        "--from_search",
+        nargs=2,
+        metavar=("SEARCH_DIR", "SUPERNET_DIR"),
+        help="evaluate the feature sets on a search's own latency measurements (latency.jsonl) instead of measuring",
+    )
     return parser.parse_args(argv)
 
 
@@ -106,7 +113,8 @@ def feature_sets() -> dict[str, list[str]]:
     for group, names in FEATURE_GROUPS.items():
         sets[f"all - {group}"] = [name for name in LATENCY_FEATURE_NAMES if name not in names]
     sets["macs"] = ["macs"]
-    sets["previous"] = PREVIOUS_FEATURES
+    sets["previous features"] = PREVIOUS_FEATURES
+    sets["previous model"] = PREVIOUS_FEATURES  # the same features, fitted for the absolute error as it was
     return sets
 
 
@@ -181,8 +189,9 @@ def _mape(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(100 * np.mean(np.abs(predicted - measured) / measured))
 
 
-def evaluate(records: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    config = nasvit_hf.NASViTConfig(search_space=get_search_space(args.space), num_labels=1000)
+def evaluate(records: list[dict[str, Any]], args: argparse.Namespace, config=None) -> dict[str, Any]:
+    if config is None:
+        config = nasvit_hf.NASViTConfig(search_space=get_search_space(args.space), num_labels=1000)
     first = sorted((r for r in records if r["pass"] == 1), key=lambda r: r["index"])
     second = {r["index"]: r for r in records if r["pass"] == 2}
     measured = np.array([r["median_ms"] for r in first])
@@ -190,7 +199,7 @@ def evaluate(records: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
     num_holdout = max(1, int(round(count * args.holdout_fraction)))
     matrices = {}
     for name, names in feature_sets().items():
-        if name == "previous":
+        if name.startswith("previous"):
             matrices[name] = np.stack([previous_features(config, r["arch"]) for r in first])
         else:
             matrices[name] = np.stack([latency_features(config, r["arch"], names) for r in first])
@@ -234,18 +243,22 @@ def evaluate(records: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
             "timing": float(statistics.median(r["timing_seconds"] for r in first)),
             "total_measuring": float(sum(r["prepare_seconds"] + r["timing_seconds"] for r in records)),
         },
-        "load_average_median": float(statistics.median(r["load_average"] for r in records)),
+        "load_average_median": float(statistics.median(r.get("load_average", float("nan")) for r in records)),
     }
 
 
+def _model(name: str) -> LatencyModel:
+    return LatencyModel(feature_names=feature_sets()[name], relative=name != "previous model")
+
+
 def _fit_error(name: str, matrix, measured, fit, holdout) -> float:
-    model = LatencyModel(feature_names=feature_sets()[name]).fit(matrix[fit], measured[fit])
+    model = _model(name).fit(matrix[fit], measured[fit])
     return _mape(model.predict(matrix[holdout]), measured[holdout])
 
 
 def _errors(matrix, measured, num_holdout, splits, name) -> dict[str, Any]:
     holdout, fit = np.arange(num_holdout), np.arange(num_holdout, len(measured))
-    model = LatencyModel(feature_names=feature_sets()[name]).fit(matrix[fit], measured[fit])
+    model = _model(name).fit(matrix[fit], measured[fit])
     predicted = model.predict(matrix[holdout])
     errors = np.abs(predicted - measured[holdout]) / measured[holdout]
     split_errors = [_fit_error(name, matrix, measured, order[num_holdout:], order[:num_holdout]) for order in splits]
@@ -280,6 +293,27 @@ def markdown(runs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def from_search(args: argparse.Namespace, search_dir: Path, supernet_dir: Path) -> int:
+    """The feature-set table on the measurements a search made (its held-out archs are the first ones, as here)."""
+    config = nasvit_hf.NASViTConfig.from_pretrained(supernet_dir)
+    settings = json.loads((search_dir / "latency_model.json").read_text())["settings"]
+    args.holdout_fraction = settings["holdout_fraction"]
+    records = [
+        {"index": r["index"], "pass": 1, "arch": r["arch"], "median_ms": r["measurement"]["median_ms"],
+         "relative_iqr": (r["measurement"]["q75_ms"] - r["measurement"]["q25_ms"]) / r["measurement"]["median_ms"],
+         "prepare_seconds": r.get("seconds", 0.0), "timing_seconds": 0.0}
+        for r in _jsonl(search_dir / "latency.jsonl")
+    ] + [
+        {"index": r["index"], "pass": 2, "median_ms": r["median_ms"], "prepare_seconds": 0.0, "timing_seconds": 0.0}
+        for r in _jsonl(search_dir / "latency_repeat.jsonl")
+    ]  # fmt: skip
+    report = evaluate(records, args, config)
+    run = {"settings": {**settings, "clock": settings.get("clock", "wall")}}
+    print(markdown([(str(search_dir), run, report)]))
+    print(json.dumps({k: report[k] for k in ("noise", "learning_curve_all")}, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.report:
@@ -290,6 +324,8 @@ def main(argv=None) -> int:
                          json.loads((folder / "report.json").read_text())))  # fmt: skip
         print(markdown(runs))
         return 0
+    if args.from_search:
+        return from_search(args, *map(Path, args.from_search))
     if not args.output_dir:
         raise SystemExit("--output_dir is required to measure (or give --report DIR ... to print a table).")
     output = Path(args.output_dir)

@@ -19,6 +19,7 @@ from nasvit_hf.search import LatencyModel, RuntimeSpec, SearchConfig, SearchRun,
 from nasvit_hf.search.latency import FEATURE_GROUPS, LATENCY_FEATURE_NAMES, latency_features, measure_timed
 from nasvit_hf.search.runtimes import LatencyBackend, Timed, time_repeats
 from nasvit_hf.search.table12 import compare_latency
+from tests.search_fixtures import SEARCH_CONFIG
 
 
 class FakeClock:
@@ -265,16 +266,12 @@ def test_paired_rounds_alternate_which_model_runs_first():
 # The B-model's choice in a search, on a simulated runtime
 # ---------------------------------------------------------------------------------------------------------------------
 FAKE_CLOCK_SEARCH = {
-    "seed": 0,
-    "num_threads": 1,
-    "data": {"dataset": "digits", "batch_size": 32, "max_evaluation_samples": 60},
+    **SEARCH_CONFIG,  # the toy supernet's search (tests/search_fixtures.py), with two budgets and 3 rounds for B
     "calibration": {"num_batches": 1},
     "predictor": {"num_subnets": 16, "n_estimators": 20},
-    "evolution": {"population_size": 128, "parents": 16, "mutations": 16, "crossovers": 16, "generations": 5},
-    "latency": {"warmup": 1, "repeats": 5, "num_archs": 26, "holdout_fraction": 0.15, "table12_rounds": 3,
-                "table12_candidates": 3},
+    "latency": {**SEARCH_CONFIG["latency"], "repeats": 5, "table12_rounds": 3, "table12_candidates": 3},
     "budgets": [{"name": "a2", "macs_fraction": 0.1367}, {"name": "b2", "latency_of": "a2"}],
-}  # fmt: skip
+}
 
 
 def _search(toy_supernet_dir, tmp_path, cost_ms, jitter=0.01, **latency):
@@ -347,3 +344,16 @@ def test_b_candidates_are_within_the_budget_and_flagged_near_it(toy_supernet_dir
         ratio = candidate["predicted_latency_ms"] / budget["value"]
         assert ratio <= 1 + 1e-9 and candidate["near_budget"] == ((1 - ratio) * 100 <= budget["near_budget_pct"])
         assert candidate["predicted_accuracy"] >= named["a2"]["predicted_accuracy"]
+
+
+def test_relative_fit_keeps_small_archs_accurate():
+    """Latency that grows faster than linearly with the only feature: the plain least-squares fit serves the slow
+    archs and misses the fast ones by far more (in %); the relative fit spreads the error more evenly."""
+    macs = np.linspace(1e6, 1e8, 30)[:, None]
+    latency = 0.5 + 1e-8 * macs[:, 0] + 1e-16 * macs[:, 0] ** 2
+    errors = {}
+    for relative in (True, False):
+        model = LatencyModel(feature_names=["macs"], relative=relative).fit(macs, latency)
+        error = np.abs(model.predict(macs) - latency) / latency
+        errors[relative] = (error.max(), error[:5].mean())
+    assert errors[True][0] < errors[False][0] and errors[True][1] < errors[False][1] / 2

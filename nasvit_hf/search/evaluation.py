@@ -11,7 +11,6 @@ resolution). Supernet BN statistics are restored after each candidate, so evalua
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -26,6 +25,7 @@ from torch import nn
 
 from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
 from ..models.image_processing_nasvit import NASViTImageProcessor
+from .runtimes import torch_threads
 
 __all__ = [
     "DataConfig",
@@ -209,21 +209,6 @@ def load_evaluation_data(config: DataConfig, processor: NASViTImageProcessor | N
         calibration_batches=config.calibration_batches,
         processor=processor,
     )
-
-
-@contextlib.contextmanager
-def torch_threads(num_threads: int | None):
-    """Run with `num_threads` intra-op threads (None: leave torch's setting), restoring the previous setting.
-
-    Tiny models are dominated by per-op overhead: on a busy CPU, extra OpenMP threads spin against other processes
-    and one thread can be 10x faster."""
-    previous = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @torch.no_grad()

@@ -156,8 +156,11 @@ class LatencyModel:
         intercept: float = 0.0,
         min_latency_ms: float = 0.0,
         feature_names: list[str] | tuple[str, ...] = LATENCY_FEATURE_NAMES,
+        relative: bool = True,
     ):
+        """`relative=False` fits the plain squared error in ms instead (the earlier model; for comparisons)."""
         self.feature_names = self._check_names(feature_names)  # any names in memory (e.g. a benchmark's baseline)
+        self.relative = relative
         self.coefficients = None
         self.intercept = 0.0
         self.min_latency_ms = 0.0
@@ -226,7 +229,7 @@ class LatencyModel:
         scale = np.maximum(features.max(axis=0), 1.0)
         design = np.column_stack([features / scale, np.ones(len(features))])
         regression = LinearRegression(positive=True, fit_intercept=False)
-        regression.fit(design, latencies_ms, sample_weight=1.0 / latencies_ms**2)
+        regression.fit(design, latencies_ms, sample_weight=1.0 / latencies_ms**2 if self.relative else None)
         self.coefficients = regression.coef_[:-1] / scale
         self.intercept = float(regression.coef_[-1])
         self.min_latency_ms = float(latencies_ms.min())

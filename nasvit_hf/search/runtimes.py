@@ -48,6 +48,7 @@ __all__ = [
     "make_backend",
     "runtime_record",
     "time_repeats",
+    "torch_threads",
 ]
 
 BACKENDS = ("eager", "onnxruntime")
@@ -196,7 +197,11 @@ class LatencyBackend:
 
 
 @contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run with `num_threads` intra-op threads (None: leave torch's setting), restoring the previous setting.
+
+    Tiny models are dominated by per-op overhead: on a busy CPU, extra OpenMP threads spin against other processes
+    and one thread can be 10x faster."""
     previous = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -226,9 +231,9 @@ class EagerBackend(LatencyBackend):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
-        with _torch_threads(self.spec.num_threads):
+        with torch_threads(self.spec.num_threads):
             num_threads = torch.get_num_threads()
-        return Timed(call, resolution, lambda: _torch_threads(self.spec.num_threads), num_threads)
+        return Timed(call, resolution, lambda: torch_threads(self.spec.num_threads), num_threads)
 
 
 class OnnxRuntimeBackend(LatencyBackend):
