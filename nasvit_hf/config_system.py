@@ -16,6 +16,11 @@ A recipe's settings are dataclasses that inherit `ConfigMixin`:
   the source), `--config FILE` names the YAML file, and every other `--key value` goes to the recipe's options or
   to its config.
 
+- `check_field_ranges(config)` is the one range check of every config dataclass: each class declares
+  `FIELD_RANGES = {"learning_rate": "(0, inf)", "seed": "[0, 4294967295]", ...}` (interval notation), its
+  `__post_init__` calls it first, and every float field must be finite (NaN and inf are refused) whether declared or
+  not. `--help` shows each declared range.
+
 The dataclasses are the one place that documents every key: the comment on a field's line is its help text and a
 `# ---- title` comment line starts a section of `--help`.
 """
@@ -29,6 +34,7 @@ import difflib
 import inspect
 import io
 import json
+import math
 import numbers
 import os
 import re
@@ -55,11 +61,17 @@ __all__ = [
     "config_help",
     "exit_on_user_error",
     "run_recipe",
+    "undo_if_the_recipe_fails",
     "field_help",
     "load_yaml_mapping",
     "parse_command_line",
     "parse_overrides",
     "build_dataclass",
+    "check_field_ranges",
+    "checked_hints",
+    "recipe_keys",
+    "register_recipe_keys",
+    "parse_range",
     "set_dotted",
 ]
 
@@ -285,9 +297,71 @@ def build_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
         if "__init__()" not in str(error):
             raise
         raise ConfigError(f"{source}: {error}") from None
+    except Exception:
+        if failures:  # the class's checks stumbled on a value of the wrong type (AttributeError, ...): name the value
+            raise failures[0] from None
+        raise
     if failures:
         raise failures[0]
     return built
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ranges: one check for every config dataclass
+# ----------------------------------------------------------------------------------------------------------------------
+_RANGE = re.compile(r"^([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])$")
+
+
+@cache
+def parse_range(spec: str) -> tuple[float, float, bool, bool]:
+    """`"[0, 1)"` -> (0.0, 1.0, True, False): the bounds and whether each is included (`inf` / `-inf` allowed)."""
+    match = _RANGE.match(spec.strip())
+    if match is None:
+        raise ValueError(f"range {spec!r} is not interval notation such as '[0, 1)' or '(0, inf)'.")
+    low, high = float(match.group(2)), float(match.group(3))
+    return low, high, match.group(1) == "[", match.group(4) == "]"
+
+
+def in_range(value: float, spec: str) -> bool:
+    low, high, low_closed, high_closed = parse_range(spec)
+    above = value >= low if low_closed else value > low
+    below = value <= high if high_closed else value < high
+    return above and below
+
+
+def check_field_ranges(config: Any) -> None:
+    """Refuse a number outside its field's declared range (`FIELD_RANGES` of the config's class: {field: "[low,
+    high)"}; `None` passes, for fields that may be null) and any non-finite float field. A ValueError names the key
+    (with the class's `CONFIG_SECTION`, e.g. `latency.num_threads`), the value and the range. Call it first in
+    `__post_init__`."""
+    cls = type(config)
+    section = getattr(cls, "CONFIG_SECTION", "")
+    prefix = f"{section}." if section else ""
+    ranges = getattr(cls, "FIELD_RANGES", {})
+    for f in dataclasses.fields(config):
+        value, spec = getattr(config, f.name, None), ranges.get(f.name)
+        if spec is not None and value is not None:  # a declared number: built in Python, nothing coerced it
+            kind = "int" if _annotation_is_int(cls, f.name) else "float"
+            integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or (kind == "int" and not integral):
+                raise ValueError(f"{prefix}{f.name} must be of type {kind} in {spec}, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{prefix}{f.name} must be a finite number, got {value!r}.")
+        if spec is not None and not in_range(value, spec):
+            raise ValueError(f"{prefix}{f.name} must be in {spec}, got {value!r}.")
+
+
+@cache
+def _annotation_is_int(cls: type, name: str) -> bool:
+    annotation = typing.get_type_hints(cls)[name]
+    options = (
+        set(typing.get_args(annotation))
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else {annotation}
+    )
+    return int in options and float not in options
 
 
 def _is_nested(annotation: Any) -> bool:
@@ -378,7 +452,8 @@ def _help_lines(cls: type, prefix: str = "") -> list[str]:
             lines += _help_lines(nested, prefix=f"{name}.")
             continue
         kind = str(annotation).replace("typing.", "") if not isinstance(annotation, type) else annotation.__name__
-        head = f"  --{name} ({kind}, default {_default_text(f)})"
+        spec = getattr(cls, "FIELD_RANGES", {}).get(f.name)
+        head = f"  --{name} ({kind}{', in ' + spec if spec else ''}, default {_default_text(f)})"
         lines.append(head + (f"  {helps[f.name]}" if helps[f.name] else ""))
     return lines
 
@@ -401,6 +476,11 @@ class ConfigMixin:
 
     # {old key: new key} of keys renamed since a release: still read, with a FutureWarning naming the new key.
     RENAMED_KEYS: typing.ClassVar[dict[str, str]] = {}
+    # {field: "[low, high)"}: the range of each number key (`check_field_ranges`, which __post_init__ runs).
+    FIELD_RANGES: typing.ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self):
+        check_field_ranges(self)  # a subclass with its own __post_init__ calls it first
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config"):
@@ -519,6 +599,7 @@ def parse_command_line(
     Without it, `--config FILE` holds options and the options are returned. Prints help and exits 0 for `--help`;
     a bad command line raises ConfigError."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    register_recipe_keys(options_cls, config_cls)  # the keys the error line's hints are checked against
     if "-h" in argv or "--help" in argv:
         parts = [
             description.strip(),
@@ -581,9 +662,73 @@ def debug_enabled() -> bool:
     return os.environ.get("NASVIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# Flags of other programs that error messages may name (`accelerate launch --multi_gpu`), the placeholder of the
+# syntax (`--key value`), and every recipe's own keys.
+EXTERNAL_FLAGS = frozenset({"multi_gpu", "num_processes", "quiet", "key"})
+GENERIC_KEYS = frozenset({"config", "debug", "help"})
+_HINT = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*)")
+_recipe_keys: frozenset[str] | None = None
+
+
+def recipe_keys(options_cls: type | None, config_cls: type | None = None) -> frozenset[str]:
+    """Every `--key` a recipe accepts: its options, its config's keys (old names included) and their dotted nested
+    keys (`data.data_dir`), and `--config`, `--debug`, `--help`."""
+
+    def walk(cls: type, prefix: str) -> set[str]:
+        keys = set()
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            keys.add(prefix + f.name)
+            if dataclasses.is_dataclass(hints[f.name]):
+                keys |= walk(hints[f.name], f"{prefix}{f.name}.")
+        return keys
+
+    keys = set(GENERIC_KEYS)
+    for cls in (options_cls, config_cls):
+        if cls is not None:
+            keys |= walk(cls, "") | set(getattr(cls, "accepted_keys", lambda: [])())
+    return frozenset(keys)
+
+
+def register_recipe_keys(options_cls: type | None, config_cls: type | None = None) -> None:
+    """Record the running recipe's keys: `report_error` checks the hints of its error line against them."""
+    global _recipe_keys
+    _recipe_keys = recipe_keys(options_cls, config_cls)
+
+
+def _key_known(key: str, keys: frozenset[str]) -> bool:
+    # A top-level key that is a section without a dataclass (search's `calibration`) takes any dotted key.
+    return key in keys or key in EXTERNAL_FLAGS or (key.split(".")[0] in keys and "." in key)
+
+
+def checked_hints(message: str, keys: frozenset[str] | None = None) -> tuple[str, list[str]]:
+    """`(message, unknown)`: the `--key` hints of an error message checked against a recipe's keys (default: the
+    running recipe's). A hint that names a nested key by its last part (`--data_dir` where the recipe has
+    `--data.data_dir`) becomes the full key when that is unambiguous; hints naming no key are listed in `unknown`
+    (the tests require none)."""
+    keys = _recipe_keys if keys is None else keys
+    if keys is None:
+        return message, []
+    unknown = []
+
+    def fix(match: re.Match) -> str:
+        key = match.group(1)
+        if _key_known(key, keys):
+            return match.group(0)
+        nested = sorted(k for k in keys if k.endswith("." + key))
+        if len(nested) == 1:
+            return f"--{nested[0]}"
+        unknown.append(key)
+        return match.group(0)
+
+    return _HINT.sub(fix, message), unknown
+
+
 def report_error(error: BaseException) -> None:
-    """Print `error: <message>` (one line) to stderr, with how to see the traceback."""
+    """Print `error: <message>` (one line) to stderr, with how to see the traceback; its `--key` hints are checked
+    against the running recipe's keys (`checked_hints`)."""
     message = " ".join(str(error).split()) or type(error).__name__
+    message, _ = checked_hints(message)
     print(f"error: {message} (rerun with --debug or NASVIT_DEBUG=1 for the traceback)", file=sys.stderr, flush=True)
 
 
@@ -600,13 +745,39 @@ def exit_on_user_error(code: int = 2):
         raise SystemExit(code) from None
 
 
+_undo_on_failure: list[typing.Callable[[], None]] = []
+
+
+def undo_if_the_recipe_fails(undo: typing.Callable[[], None]) -> typing.Callable[[], None]:
+    """Register `undo` to run if the running recipe (`run_recipe`) fails, with any error or an interrupt, before the
+    returned function is called (e.g. a training run's start-up writes: `TrainingRun.started()` calls it)."""
+    _undo_on_failure.append(undo)
+
+    def cancel() -> None:
+        if undo in _undo_on_failure:
+            _undo_on_failure.remove(undo)
+
+    return cancel
+
+
 def run_recipe(main: typing.Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
     """A recipe's `__main__`: `main(argv)` with user errors as one line and exit status 2 (`--debug` in argv or
-    NASVIT_DEBUG=1: the traceback instead). Returns the exit status for `sys.exit`."""
+    NASVIT_DEBUG=1: the traceback instead), and the undos registered with `undo_if_the_recipe_fails` run when it
+    fails. Returns the exit status for `sys.exit`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in argv:
         argv = [arg for arg in argv if arg != "--debug"]
         os.environ["NASVIT_DEBUG"] = "1"
-    with exit_on_user_error():
-        result = main(argv)
+    try:
+        with exit_on_user_error():
+            result = main(argv)
+    except BaseException:
+        for undo in reversed(_undo_on_failure):
+            try:
+                undo()
+            except Exception as error:  # noqa: BLE001 - the recipe's own error is the one to report
+                print(f"warning: could not undo the start-up writes: {error}", file=sys.stderr)
+        raise
+    finally:
+        _undo_on_failure.clear()
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -207,20 +209,54 @@ def _load_file(path: str | os.PathLike, trust_checkpoint: bool = False) -> Any:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist.")
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as error:
+            raise NotANASViTCheckpointError(
+                f"could not read {path!r} as a safetensors file ({_first_line(error)}): it is damaged or not a "
+                "checkpoint."
+            ) from None
+    damaged = f"could not read {path!r} as a torch checkpoint: it is damaged or not a checkpoint"
+    if not _looks_like_torch_file(path):
+        raise NotANASViTCheckpointError(f"{damaged} (neither the zip archive nor the pickle torch.save writes).")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with advice
-        if trust_checkpoint:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        raise NotANASViTCheckpointError(
-            f"could not read {path!r} as a weights-only torch checkpoint ({error.__class__.__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). If it is a reference checkpoint that also stores "
-            "Python objects (e.g. its training config) and you trust its source, pass trust_checkpoint=True "
-            "(--trust_checkpoint on the command line)."
-        ) from error
+        # Only a pickle that holds Python objects (globals the weights-only unpickler does not allow) may load with
+        # trust; anything else (random bytes, a truncated file) is damaged and trust would not help.
+        refused = isinstance(error, pickle.UnpicklingError) and "unsupported global" in str(error).lower()
+        if not refused:
+            raise NotANASViTCheckpointError(f"{damaged} ({_first_line(error)}).") from None
+        if not trust_checkpoint:
+            raise NotANASViTCheckpointError(
+                f"could not read {path!r} as a weights-only torch checkpoint ({_first_line(error)}). If it is a "
+                "reference checkpoint that also stores Python objects (e.g. its training config) and you trust its "
+                "source, pass trust_checkpoint=True (--trust_checkpoint on the command line)."
+            ) from error
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - the file is already trusted: what fails is its content
+        raise NotANASViTCheckpointError(f"{damaged} ({_first_line(error)}).") from None
+
+
+def _first_line(error: BaseException) -> str:
+    """`Type: the first line of the message` (for torch's weights-only unpickler: its reason, not its advice)."""
+    text = str(error).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    lines = text.splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _looks_like_torch_file(path: str) -> bool:
+    """A zip archive (torch.save since 1.6) or a pickle (the legacy format starts with a protocol-2 opcode)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as file:
+        return file.read(1) == b"\x80"
 
 
 def load_reference_checkpoint(

@@ -240,16 +240,26 @@ for _name, (_of, _top1) in _PAPER_B.items():
     )
 
 
+def _unknown(what: str, name: Any, known: list[str]) -> ValueError:
+    import difflib
+
+    close = difflib.get_close_matches(str(name).lower(), known, n=1) if isinstance(name, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"unknown {what} {name!r}{hint}; available: {known}.")
+
+
 def get_search_space(name: str) -> dict[str, Any]:
-    """A copy of the named search space (`"reference"`, `"paper"`, `"tiny"` or `"tiny-paper"`)."""
-    if name not in SEARCH_SPACES:
-        raise KeyError(f"unknown search space {name!r}; available: {sorted(SEARCH_SPACES)}.")
+    """A copy of the named search space (`"reference"`, `"paper"`, `"tiny"` or `"tiny-paper"`); a ValueError names
+    the available ones for any other name."""
+    if not isinstance(name, str) or name not in SEARCH_SPACES:
+        raise _unknown("search space", name, sorted(SEARCH_SPACES))
     return copy.deepcopy(SEARCH_SPACES[name].space)
 
 
 def get_named_arch(name: str) -> NamedArch:
-    """The registry entry of a named subnet (case-insensitive: `"A1"`, `"a1"`, `"table13-a2"`, ...)."""
-    key = name.lower()
+    """The registry entry of a named subnet (case-insensitive: `"A1"`, `"a1"`, `"table13-a2"`, ...); a ValueError
+    names the available ones for any other name."""
+    key = name.lower() if isinstance(name, str) else None
     if key not in NAMED_ARCHS:
-        raise KeyError(f"unknown subnet name {name!r}; available: {sorted(NAMED_ARCHS)}.")
+        raise _unknown("subnet name", name, sorted(NAMED_ARCHS))
     return NAMED_ARCHS[key]

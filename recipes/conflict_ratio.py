@@ -15,19 +15,21 @@ and after combination; no optimizer step is taken. The report (JSON) holds the o
 parameter tensor.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
+# No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
+# is loaded as a file without a module in sys.modules (tests load it with importlib).
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, RandomSampler
 
+from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.search import load_supernet
+from nasvit_hf.search.config import resolve_device
 from nasvit_hf.training import (
     ArchSampler,
     ImageClassificationDataset,
@@ -36,33 +38,35 @@ from nasvit_hf.training import (
     TrainingConfig,
     collate_image_batch,
     load_image_classification_splits,
-    parse_overrides,
 )
 from nasvit_hf.training.classification import load_teachers
 from nasvit_hf.training.conflicts import sweep_gradient_conflicts
 from nasvit_hf.training.pipeline import build_target_transform, build_training_transform
+from nasvit_hf.utils.io import atomic_write_json
 
 logger = logging.getLogger("nasvit_hf.conflict_ratio")
 
 
-def parse_args(argv=None) -> tuple[argparse.Namespace, TrainingConfig]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
-    )
-    parser.add_argument("--supernet", required=True, help="a saved supernet folder (e.g. <run>/final)")
-    parser.add_argument("--config", required=True, help="the run's training config (training_config.json or YAML)")
-    parser.add_argument("--split", default=None, help="dataset split to sweep (default: the config's train_split)")
-    parser.add_argument("--max_batches", type=int, default=None, help="stop after this many batches (default: all)")
-    parser.add_argument("--no_projection", action="store_true", help="measure the plain sum (before epoch 100)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    parser.add_argument("--output", default=None, help="JSON report (default: <supernet>/conflict_ratio.json)")
-    args, rest = parser.parse_known_args(argv)
-    if args.max_batches is not None and args.max_batches < 1:
-        parser.error(f"--max_batches must be >= 1, got {args.max_batches}.")
-    try:
-        config = TrainingConfig.from_yaml(args.config, parse_overrides(rest))
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+@dataclass
+class ConflictOptions(ConfigMixin):
+    supernet: str  # a saved supernet folder (e.g. <run>/final)
+    split: str | None = None  # dataset split to sweep (default: the config's train_split)
+    max_batches: int | None = None  # stop after this many batches (default: all)
+    no_projection: bool = False  # measure the plain sum (before epoch 100)
+    device: str = "auto"  # cpu, cuda, ... ("auto": cuda when available)
+    output: str | None = None  # JSON report (default: <supernet>/conflict_ratio.json)
+
+    FIELD_RANGES: ClassVar[dict[str, str]] = {"max_batches": "[1, inf)"}
+
+
+def parse_args(argv=None) -> tuple[ConflictOptions, TrainingConfig]:
+    """(options, the run's training config with the command line's `--key value` overrides)."""
+    with exit_on_user_error():
+        args, overrides, path = parse_command_line(argv, ConflictOptions, TrainingConfig, __doc__)
+        if path is None:
+            raise ConfigError("--config is required: the run's training config (training_config.json or YAML).")
+        config = TrainingConfig.from_yaml(path, overrides)
+        args.device = resolve_device(args.device, "device")
     return args, config
 
 
@@ -72,7 +76,7 @@ def main(argv=None) -> dict:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device)
     model = load_supernet(args.supernet, device=str(device))
     split = args.split or config.train_split
     data, _, label_names = load_image_classification_splits(
@@ -80,7 +84,10 @@ def main(argv=None) -> dict:
         config.data_dir, config.max_train_samples,
     )  # fmt: skip
     if len(label_names) != model.config.num_labels:
-        raise SystemExit(f"the data has {len(label_names)} classes, the supernet {model.config.num_labels}.")
+        raise ValueError(
+            f"the data has {len(label_names)} classes, the supernet {model.config.num_labels}: name the data the "
+            "supernet was trained on (--dataset, --data_dir)."
+        )
     image_size = config.image_size or max(model.config.search_space["resolutions"])
     transform = build_training_transform(
         config.data_pipeline, image_size, auto_augment=config.auto_augment,
@@ -118,8 +125,7 @@ def main(argv=None) -> dict:
         **sweep.to_dict(),
     }
     output = Path(args.output) if args.output else Path(args.supernet) / "conflict_ratio.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(output, report)
     layers = sorted(sweep.per_layer().items(), key=lambda item: -item[1]["before"])
     print(
         f"conflict ratio over {sweep.num_batches} batches ({sweep.num_images} images of split {split!r}): "
@@ -132,4 +138,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_recipe(main))

@@ -17,6 +17,7 @@ segmentation processor resizing to it.
 import logging
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 from nasvit_hf.config_system import ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.deploy import export_onnx, export_program, load_subnet_for_export
@@ -39,6 +40,8 @@ class DeployOptions(ConfigMixin):
     # the input's side, or height and width (segmentation models only; default: the subnet's resolution)
     image_size: list[int] | None = None
     report: str | None = None  # write the export reports as JSON here
+
+    FIELD_RANGES: ClassVar[dict[str, str]] = {"opset": "[18, 1000]", "batch_size": "[1, 65536]", "atol": "[0, inf)"}
 
 
 def parse_args(argv: list[str] | None = None) -> DeployOptions:

@@ -23,6 +23,7 @@ family index (a card linking every member, family.json); --push_to_hub pushes th
 # is loaded as a file without a module in sys.modules (tests load it with importlib).
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,13 @@ import yaml
 
 from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.hub import export_subnet, named_subnet_from_arch, resolve_named_archs
-from nasvit_hf.hub.family import push_family, write_family_index
+from nasvit_hf.hub.family import (
+    check_family_target,
+    check_member_name,
+    push_family,
+    write_exports_summary,
+    write_family_index,
+)
 from nasvit_hf.hub.subnets import check_export_target
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.search import (
@@ -44,7 +51,6 @@ from nasvit_hf.search import (
     torch_threads,
 )
 from nasvit_hf.search.config import BudgetSpec
-from nasvit_hf.utils.io import atomic_write_text
 
 logger = logging.getLogger("nasvit_hf.export")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -86,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> ExportOptions:
             )
         if not options.names and not options.arch_file:
             raise ConfigError("nothing to export: give --names and/or --arch_file with --name.")
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*|", options.prefix):
+            raise ConfigError(
+                f"--prefix {options.prefix!r} must be a folder-name prefix (letters, digits, '.', '-', '_'; no path): "
+                "the exports go inside --output_dir."
+            )
     if options.hub_token:
         logger.warning(
             "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
@@ -120,8 +131,10 @@ def main(argv=None) -> list:
     names = [name.lower() for name in args.names]
     # Validate the names and the output folders before loading anything heavy.
     resolve_named_archs(names)
-    for name in names + ([args.name.lower()] if args.name else []):
+    custom_name = check_member_name(args.name, args.prefix) if args.name else None
+    for name in names + ([custom_name] if custom_name else []):
         check_export_target(Path(args.output_dir) / f"{args.prefix}{name}", args.overwrite)
+    check_family_target(args.output_dir, args.prefix)  # an index the export may add to, and exports.json
     arch = None
     if args.arch_file:
         try:
@@ -131,10 +144,12 @@ def main(argv=None) -> list:
         except json.JSONDecodeError as error:
             raise ConfigError(f"--arch_file {args.arch_file!r} is not JSON: {error}.") from None
     supernet = load_supernet(supernet_dir)
+    args.supernet_id = supernet_fingerprint(supernet_dir)
+    check_family_target(args.output_dir, args.prefix, args.supernet_id)  # a family holds one supernet's subnets
     config_path = Path(config_path) if config_path else default_config(supernet.config.search_space)
     config = SearchConfig.from_yaml(config_path, overrides).with_available_devices()
     config.with_evaluation_data(supernet_dir, overrides)  # its held-out split; never its training images
-    custom = named_subnet_from_arch(args.name, arch, supernet.config, args.arch_file) if args.arch_file else None
+    custom = named_subnet_from_arch(custom_name, arch, supernet.config, args.arch_file) if args.arch_file else None
     supernet.to(config.device)
     with torch_threads(config.num_threads):
         return export(args, names, supernet, supernet_dir, config, config_path, custom)
@@ -159,7 +174,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
             Path(args.search_dir or Path(args.output_dir) / "search"),
             supernet_name=supernet_dir.resolve().name,
             config_name=config_path.name,
-            supernet_id=supernet_fingerprint(supernet_dir),
+            supernet_id=args.supernet_id,
             processor=processor,
         )
         searched = run.run(to_search)
@@ -196,10 +211,14 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
                 recalibrate=not args.no_recalibration,
             )
         )
-    summary = [item.__dict__ for item in exported]
-    atomic_write_text(Path(args.output_dir) / "exports.json", json.dumps(summary, indent=2) + "\n")
+    write_exports_summary(exported, args.output_dir)  # earlier exports of the folder stay listed
     index = write_family_index(
-        exported, Path(args.output_dir), supernet=supernet_dir.resolve().name, hub_org=args.hub_org, prefix=args.prefix
+        exported,
+        Path(args.output_dir),
+        supernet=supernet_dir.resolve().name,
+        hub_org=args.hub_org,
+        prefix=args.prefix,
+        supernet_id=args.supernet_id,
     )
     if args.push_to_hub:  # every member, then the index that links them
         push_family(

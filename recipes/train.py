@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{config.gradient_priority} ({config.gradient_granularity}) from epoch {config.projection_start_epoch}"
     )
 
+    run.started()  # from here on a failure leaves a run to resume; before, its start-up writes are undone
+
     # ---- loop
     show = accelerator.is_local_main_process and config.progress_bar
     progress = tqdm(total=max_steps, initial=state.global_step, disable=not show, desc="sandwich steps")

@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accelerator.wait_for_everyone()
         return scores
 
+    run.started()  # from here on a failure leaves a run to resume; before, its start-up writes are undone
+
     # ---- loop
     progress = tqdm(
         total=max_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc="train"

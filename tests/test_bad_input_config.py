@@ -9,9 +9,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from nasvit_hf import NASViTConfig
-from nasvit_hf.presets import get_search_space
+from nasvit_hf.hub import resolve_named_archs
+from nasvit_hf.presets import get_named_arch, get_search_space
+from nasvit_hf.search import ArchEncoder, measure_latency, torch_threads
+from nasvit_hf.training import ArchSampler, SandwichConfig, alpha_divergence
+from nasvit_hf.training.schedule import build_lr_scheduler
 
 TINY = get_search_space("tiny")
 
@@ -121,3 +126,136 @@ def test_numpy_numbers_are_accepted_and_stored_as_plain_python():
     assert type(config.arch["width"][0]) is int and type(config.head_dim) is int and config.num_labels == 4
     assert config.search_space["mb3"]["se"] is True and type(config.batch_norm_eps) is float
     json.dumps(config.to_dict())  # plain Python values all the way down
+
+
+# A tampered config.json: each key replaced in the saved file, then loaded (the error names the key, not a line deep
+# inside transformers).
+TAMPERED_CONFIG_JSON = [
+    ("search_space", "tiny", "got the string 'tiny'; for a preset, pass nasvit_hf.presets.get_search_space"),
+    ("search_space", [1, 2], "search_space must be a dict"),
+    ("id2label", ["cat", "dog"], "id2label must be a mapping of class index to name"),
+    ("id2label", {"x": "cat"}, "id2label keys must be class indices"),
+    ("id2label", {"-1": "cat"}, "id2label keys must be class indices"),
+    ("label2id", ["cat"], "label2id must be a mapping of class name to index"),
+    ("dtype", "float99", "dtype must be one of ['float32', 'float16', 'bfloat16', 'float64'] or 'auto'"),
+    ("torch_dtype", "float99", "torch_dtype must be one of"),
+    ("dtype", 5, "dtype must be one of"),
+    ("num_labels", "3", "num_labels must be an integer"),
+    ("arch", "largest", "arch must be a dict"),
+]
+
+
+@pytest.mark.parametrize(
+    "key, value, phrase", TAMPERED_CONFIG_JSON, ids=[f"{row[0]}={row[1]!r}" for row in TAMPERED_CONFIG_JSON]
+)
+def test_tampered_config_json_key_is_named_on_load(tmp_path, key, value, phrase):
+    NASViTConfig(search_space=TINY, num_labels=2).save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    raw[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError) as error:
+        NASViTConfig.from_pretrained(tmp_path)
+    assert phrase in str(error.value)
+
+
+def test_label_maps_and_dtypes_that_transformers_writes_still_load(tmp_path):
+    config = NASViTConfig(search_space=TINY, id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})
+    config.dtype = torch.bfloat16
+    config.save_pretrained(tmp_path)
+    loaded = NASViTConfig.from_pretrained(tmp_path)
+    assert loaded.id2label == {0: "cat", 1: "dog"} and loaded.num_labels == 2
+    assert NASViTConfig(search_space=TINY, dtype=torch.float16).dtype == torch.float16
+
+
+def _counters():
+    from nasvit_hf import NASViTForImageClassification
+    from nasvit_hf.macs import count_macs, count_parameters, count_segmentation_macs
+
+    config = NASViTConfig(search_space=TINY, num_labels=3)
+    model = NASViTForImageClassification(NASViTConfig(search_space=get_search_space("tiny"), num_labels=3))
+    return config, model, count_macs, count_parameters, count_segmentation_macs
+
+
+# (case, call(config, model, count_macs, count_parameters, count_segmentation_macs), error type, phrase)
+BAD_COUNTER_CALLS = [
+    ("count_macs(None)", lambda c, m, macs, params, seg: macs(None), TypeError, "count_macs takes a NASViTConfig"),
+    ("count_macs(dict)", lambda c, m, macs, params, seg: macs(c.to_dict()), TypeError, "got dict"),
+    ("count_macs(model)", lambda c, m, macs, params, seg: macs(m), TypeError, "pass model.config"),
+    ("count_macs num_labels=-5", lambda c, m, macs, params, seg: macs(c, num_labels=-5), ValueError, "num_labels must be in [0, 1000000]"),
+    ("count_macs num_labels='x'", lambda c, m, macs, params, seg: macs(c, num_labels="x"), TypeError, "num_labels must be an int"),
+    ("count_macs arch=str", lambda c, m, macs, params, seg: macs(c, "largest"), ValueError, "arch must be a dict"),
+    ("count_parameters(None)", lambda c, m, macs, params, seg: params(None), TypeError, "count_parameters takes a NASViTConfig"),
+    ("count_parameters(model)", lambda c, m, macs, params, seg: params(m), TypeError, "pass model.config"),
+    ("count_parameters num_labels=-5", lambda c, m, macs, params, seg: params(c, num_labels=-5), ValueError, "num_labels must be in"),
+    ("count_parameters num_labels=2.5", lambda c, m, macs, params, seg: params(c, num_labels=2.5), TypeError, "num_labels must be an int"),
+    ("segmentation image_size='64'", lambda c, m, macs, params, seg: seg(c, image_size="64"), TypeError, "image_size must be a positive int"),
+    ("segmentation image_size=(64,)", lambda c, m, macs, params, seg: seg(c, image_size=(64,)), ValueError, "(height, width) pair"),
+    ("segmentation image_size=64.5", lambda c, m, macs, params, seg: seg(c, image_size=64.5), TypeError, "image_size must be a positive int"),
+    ("segmentation image_size=(0, 64)", lambda c, m, macs, params, seg: seg(c, image_size=(0, 64)), ValueError, "image_size must be positive"),
+    ("segmentation image_size=True", lambda c, m, macs, params, seg: seg(c, image_size=True), TypeError, "image_size must be a positive int"),
+    ("segmentation num_labels=-1", lambda c, m, macs, params, seg: seg(c, num_labels=-1), ValueError, "num_labels must be in"),
+    ("segmentation decoder_hidden_size=0", lambda c, m, macs, params, seg: seg(c, decoder_hidden_size=0), ValueError, "decoder_hidden_size must be a positive int"),
+    ("segmentation(model)", lambda c, m, macs, params, seg: seg(m), TypeError, "pass model.config"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, call, error, phrase", BAD_COUNTER_CALLS, ids=[row[0] for row in BAD_COUNTER_CALLS])
+def test_bad_counter_arguments_are_named(case, call, error, phrase):
+    with pytest.raises(error) as raised:
+        call(*_counters())
+    assert phrase in str(raised.value)
+
+
+def test_counters_accept_numpy_label_counts_and_image_size_pairs():
+    config, _, macs, params, seg = _counters()
+    assert macs(config, num_labels=np.int64(3)) == macs(config) and params(config, num_labels=0) < params(config)
+    assert seg(config, image_size=[64, 64]) == seg(config, image_size=64)
+
+
+def _library():
+    from nasvit_hf import NASViTForImageClassification
+
+    config = NASViTConfig(search_space=TINY, num_labels=3)
+    subnet = NASViTForImageClassification(config).extract_subnet(config.smallest_arch()).eval()
+    return config, subnet
+
+
+def _optimizer():
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
+# (case, call(config, subnet), error type, phrase): the library's other entry points, with the arguments that used to
+# fail deep inside torch / numpy (RuntimeError, IndexError, KeyError, AttributeError) or answer wrongly
+BAD_LIBRARY_CALLS = [
+    ("get_search_space('tiyn')", lambda c, s: get_search_space("tiyn"), ValueError, "did you mean 'tiny'"),
+    ("get_search_space(None)", lambda c, s: get_search_space(None), ValueError, "unknown search space None"),
+    ("get_named_arch(3)", lambda c, s: get_named_arch(3), ValueError, "unknown subnet name 3"),
+    ("ArchSampler(num_random=-1)", lambda c, s: ArchSampler(c, -1), ValueError, "num_random must be a non-negative integer"),
+    ("ArchSampler(seed='x')", lambda c, s: ArchSampler(c, 2, seed="x"), ValueError, "seed must be a non-negative integer"),
+    ("SandwichConfig(max_grad_norm=nan)", lambda c, s: SandwichConfig(max_grad_norm=float("nan")), ValueError, "max_grad_norm must be a finite number"),
+    ("SandwichConfig(kd_temperature=0)", lambda c, s: SandwichConfig(kd_temperature=0.0), ValueError, "kd_temperature must be in (0, inf)"),
+    ("alpha_divergence(shape mismatch)", lambda c, s: alpha_divergence(
+        torch.zeros(2, 3), torch.zeros(2, 4), 0.5), ValueError, "must both have shape"),
+    ("alpha_divergence(iw_clip=-1)", lambda c, s: alpha_divergence(
+        torch.zeros(2, 3), torch.zeros(2, 3), 0.5, iw_clip=-1), ValueError, "iw_clip must be a finite positive number"),
+    ("build_lr_scheduler(num_training_steps=0)", lambda c, s: build_lr_scheduler(
+        _optimizer(), "cosine", 0, 0), ValueError, "num_training_steps must be an integer >= 1"),
+    ("build_lr_scheduler(num_warmup_steps=-1)", lambda c, s: build_lr_scheduler(
+        _optimizer(), "linear", -1, 10), ValueError, "num_warmup_steps must be an integer >= 0"),
+    ("ArchEncoder.decode(short row)", lambda c, s: ArchEncoder(c.search_space).decode(
+        np.zeros(2, np.int64)), ValueError, "a gene row holds"),
+    ("ArchEncoder.decode(index 99)", lambda c, s: (lambda e: e.decode(np.full(e.num_genes, 99)))(
+        ArchEncoder(c.search_space)), ValueError, "it indexes"),
+    ("ArchEncoder.encode({})", lambda c, s: ArchEncoder(c.search_space).encode({}), ValueError, "arch must be a dict with keys"),
+    ("measure_latency(num_threads=-3)", lambda c, s: measure_latency(s, 32, num_threads=-3), ValueError, "num_threads must be a positive integer"),
+    ("measure_latency(resolution='32')", lambda c, s: measure_latency(s, "32"), ValueError, "resolution must be a positive int"),
+    ("torch_threads(-3)", lambda c, s: torch_threads(-3).__enter__(), ValueError, "num_threads must be a positive integer"),
+    ("resolve_named_archs('a0')", lambda c, s: resolve_named_archs("a0"), ValueError, "names must be a list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, call, error, phrase", BAD_LIBRARY_CALLS, ids=[row[0] for row in BAD_LIBRARY_CALLS])
+def test_bad_library_arguments_are_named(case, call, error, phrase):
+    with pytest.raises(error) as raised:
+        call(*_library())
+    assert phrase in str(raised.value)

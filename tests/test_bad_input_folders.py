@@ -59,6 +59,30 @@ def test_a_folder_holding_a_run_is_refused_and_kept(tmp_path, resume, overwrite,
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
 
 
+def _users_own_folder(folder: Path) -> None:
+    """A folder the package never made (no run marker) holding names a training run would write."""
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "weights.bin").write_text("mine")
+    (folder / "checkpoints" / "epoch_3").mkdir(parents=True)
+    (folder / "final").mkdir()
+    (folder / "summary.json").write_text('{"mine": true}')
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("marker", [None, "[1, 2]", '{"run_id": 7}'])
+def test_a_folder_without_a_run_marker_is_never_replaced(tmp_path, overwrite, marker):
+    _users_own_folder(tmp_path)
+    if marker is not None:  # a damaged marker is no marker
+        (tmp_path / RUN_MARKER).write_text(marker)
+    before = {str(p.relative_to(tmp_path)): p.is_dir() or p.read_text() for p in tmp_path.rglob("*")}
+    with pytest.raises(
+        RunFolderError, match=rf"\(checkpoints, summary.json, final, model\) but no valid {RUN_MARKER}"
+    ) as error:
+        _start(tmp_path, overwrite=overwrite)
+    assert "Move them away" in str(error.value) and "pass --overwrite_output_dir" not in str(error.value)
+    assert {str(p.relative_to(tmp_path)): p.is_dir() or p.read_text() for p in tmp_path.rglob("*")} == before
+
+
 def test_latest_without_checkpoints_says_how_to_start(tmp_path):
     with pytest.raises(RunFolderError, match="no checkpoint under .*Start a fresh run"):
         _start(tmp_path / "empty", "latest")
@@ -149,3 +173,33 @@ def test_every_process_checks_the_folder_before_the_main_process_claims_it(tmp_p
     marker = json.loads((tmp_path / RUN_MARKER).read_text())
     assert runs[True].run_id == runs[False].run_id == marker["run_id"] != "old"
     assert (tmp_path / "my_notes.txt").exists() == overwrite  # overwrite removes only the run's own files
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_weights_and_checkpoints_get_the_umask_modes(tmp_path, umask):
+    """safetensors creates model.safetensors 0600: the final model, exports, converted folders (all written through
+    staging_folder) and checkpoints get the umask's modes like every other file the package writes."""
+    import stat
+
+    from accelerate import Accelerator
+
+    from nasvit_hf.training.checkpointing import TrainingRun, save_checkpoint
+    from nasvit_hf.utils.io import staging_folder
+
+    from ._training_helpers import micro_model
+
+    previous = os.umask(umask)
+    try:
+        model = micro_model(num_labels=3)
+        with staging_folder(tmp_path / "final") as folder:
+            model.save_pretrained(folder)
+        accelerator = Accelerator(cpu=True)
+        accelerator.prepare(model)
+        save_checkpoint(accelerator, TrainingRun(tmp_path, "run"), 1, {}, keep=None)
+    finally:
+        os.umask(previous)
+    written = [*(tmp_path / "final").rglob("*"), *(tmp_path / "checkpoints").rglob("*")]
+    assert {p.name for p in written} >= {"model.safetensors", "config.json", "step_1", CHECKPOINT_RECORD}
+    for path in [tmp_path / "final", tmp_path / "checkpoints" / "step_1", *written]:
+        full = 0o777 if path.is_dir() else 0o666
+        assert stat.S_IMODE(path.stat().st_mode) == full & ~umask, path

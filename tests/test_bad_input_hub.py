@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasvit_hf.deploy import OnnxRunner, ProgramRunner, load_subnet_for_export
+from nasvit_hf.deploy import OnnxRunner, ProgramRunner, export_onnx, load_subnet_for_export
 from nasvit_hf.hub import model_card_section, push_folder_to_hub
 from nasvit_hf.hub.push import find_local_paths, strip_local_paths
 
@@ -184,6 +184,22 @@ def _config_only(root: Path) -> Path:
     return root / "subnet"
 
 
+def _segmentation_subnet():
+    import nasvit_hf
+    from nasvit_hf.presets import get_search_space
+
+    supernet = nasvit_hf.NASViTForSemanticSegmentation(
+        nasvit_hf.NASViTConfig(search_space=get_search_space("tiny"), num_labels=3)
+    )
+    return supernet.extract_subnet(supernet.config.smallest_arch()).eval()
+
+
+def _folder_with_config(root: Path, config_text: str) -> Path:
+    (root / "model").mkdir()
+    (root / "model" / "config.json").write_text(config_text)
+    return root / "model"
+
+
 # (case, call, error type, phrase)
 BAD_DEPLOYMENT_FILES = [
     (".pt2 without trust", lambda root: ProgramRunner(_foreign_program(root / "m.pt2")), ValueError, "unpickles it"),
@@ -211,7 +227,43 @@ BAD_DEPLOYMENT_FILES = [
     ),
     ("supernet to export", lambda root: load_subnet_for_export(_supernet()), ValueError, "Extract a subnet first"),
     ("not a model", lambda root: load_subnet_for_export(42), TypeError, "expected a NASViT model or a path"),
-    ("folder without a config", lambda root: load_subnet_for_export(root), ValueError, "the folder has no config.json"),
+    ("folder without a config", lambda root: load_subnet_for_export(root), ValueError, "it has no config.json"),
+    (
+        "folder of another model type",
+        lambda root: load_subnet_for_export(_folder_with_config(root, '{"model_type": "bert", "hidden_size": 8}')),
+        ValueError,
+        "has model_type 'bert', not 'nasvit'",
+    ),
+    (
+        "config.json that is a list",
+        lambda root: load_subnet_for_export(_folder_with_config(root, "[1, 2]")),
+        ValueError,
+        "holds a list, not a JSON object",
+    ),
+    (
+        "config.json that is not JSON",
+        lambda root: load_subnet_for_export(_folder_with_config(root, "model_type: nasvit")),
+        ValueError,
+        "is not a NASViT model folder",
+    ),
+    (
+        "trusted .pt2 of random bytes",
+        lambda root: ProgramRunner(root / "m.pt2", trust_program=True) if (root / "m.pt2").write_bytes(bytes(range(256))) else None,
+        ValueError,
+        "is not an exported program",
+    ),
+    (
+        "segmentation export at 100000 px",
+        lambda root: export_onnx(_segmentation_subnet(), root / "seg.onnx", image_size=100000),
+        ValueError,
+        "more than the 67,108,864 allowed",
+    ),
+    (
+        "segmentation export at 8 x 4000 px",
+        lambda root: export_onnx(_segmentation_subnet(), root / "seg.onnx", image_size=(8, 4000)),
+        ValueError,
+        "images more elongated than 100:1 are refused",
+    ),
     (
         "folder without weights",
         lambda root: load_subnet_for_export(_config_only(root)),

@@ -42,6 +42,12 @@ BAD_IMAGES = [
     ("int64 array above 255", lambda: np.full((8, 8, 3), 300), {}, "8-bit values in [0, 255]"),
     ("int32 tensor negative", lambda: torch.full((3, 8, 8), -1, dtype=torch.int32), {}, "8-bit values in [0, 255]"),
     ("complex array", lambda: np.zeros((8, 8, 3), np.complex64), {}, "not an image type"),
+    ("float array with NaN", lambda: np.full((8, 8, 3), np.nan, np.float32), {}, "holds NaN or infinite values"),
+    ("float16 array with inf", lambda: np.full((8, 8, 3), np.inf, np.float16), {}, "holds NaN or infinite values"),
+    ("2-D float array with NaN", lambda: np.full((8, 8), np.nan), {}, "holds NaN or infinite values"),
+    ("float tensor with NaN", lambda: torch.full((3, 8, 8), float("nan")), {}, "holds NaN or infinite values"),
+    ("object array", lambda: np.array([[None] * 8] * 8), {}, "not an image type"),
+    ("an empty list", lambda: [], {}, "no images"),
 ]
 
 
@@ -95,3 +101,45 @@ def test_segmentation_maps_with_a_2d_image():
     processor = PROCESSORS["segmentation"]()
     batch = processor(RAMP8, segmentation_maps=np.ones((48, 40), np.uint8), return_tensors="pt")
     assert batch["pixel_values"].shape == (1, 3, 32, 32) and batch["labels"].shape == (1, 32, 32)
+
+
+def _segmentation_logits(batch=1):
+    return {"logits": torch.randn(batch, 3, 8, 8, generator=torch.Generator().manual_seed(0))}
+
+
+# (case, call(processor), phrase): segmentation maps and post-processing of NASViTSegmentationImageProcessor
+BAD_SEGMENTATION_CALLS = [
+    ("segmentation_maps=[None]", lambda p: p(RAMP8, segmentation_maps=[None]), "segmentation map 0 is None"),
+    ("one map None of two", lambda p: p([RAMP8, RAMP8], segmentation_maps=[np.ones((48, 40), np.uint8), None]),
+     "segmentation map 1 is None"),
+    ("a path as the map", lambda p: p(RAMP8, segmentation_maps="mask.png"), "open files first"),
+    ("an object array map", lambda p: p(RAMP8, segmentation_maps=np.array([[None] * 40] * 48)), "has dtype object"),
+    ("a float map", lambda p: p(RAMP8, segmentation_maps=np.ones((48, 40), np.float32)), "must hold integer class ids"),
+    ("target size (0, 0)", lambda p: p.post_process_semantic_segmentation(_segmentation_logits(), [(0, 0)]),
+     "target_sizes[0] must be a (height, width) pair of positive ints"),
+    ("target size (-5, 10)", lambda p: p.post_process_semantic_segmentation(_segmentation_logits(), [(-5, 10)]), "got (-5, 10)"),
+    ("target size (10,)", lambda p: p.post_process_semantic_segmentation(_segmentation_logits(), [(10,)]), "got (10,)"),
+    ("target size (10.5, 10)", lambda p: p.post_process_semantic_segmentation(_segmentation_logits(), [(10.5, 10)]), "positive ints"),
+    ("target size None", lambda p: p.post_process_semantic_segmentation(_segmentation_logits(), [None]), "got None"),
+    ("target size of 10^12 pixels", lambda p: p.post_process_semantic_segmentation(_segmentation_logits(), [(10**6, 10**6)]),
+     "more than the 67,108,864 allowed"),
+    ("target sizes for another batch", lambda p: p.post_process_semantic_segmentation(_segmentation_logits(2), [(8, 8)]),
+     "got 1 target sizes for a batch of 2"),
+    ("outputs without logits", lambda p: p.post_process_semantic_segmentation({"loss": 1.0}), "outputs must hold logits"),
+    ("3-D logits", lambda p: p.post_process_semantic_segmentation({"logits": torch.zeros(3, 8, 8)}), "got (3, 8, 8)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, call, phrase", BAD_SEGMENTATION_CALLS, ids=[row[0] for row in BAD_SEGMENTATION_CALLS])
+def test_bad_segmentation_maps_and_target_sizes_are_refused(case, call, phrase):
+    with pytest.raises(ValueError) as error:
+        call(PROCESSORS["segmentation"]())
+    assert phrase in str(error.value)
+
+
+def test_target_sizes_as_a_tensor_and_numpy_ints_are_accepted():
+    processor = PROCESSORS["segmentation"]()
+    maps = processor.post_process_semantic_segmentation(_segmentation_logits(2), torch.tensor([[10, 12], [5, 5]]))
+    assert [tuple(m.shape) for m in maps] == [(10, 12), (5, 5)]
+    maps = processor.post_process_semantic_segmentation(_segmentation_logits(), [(np.int64(7), np.int64(9))])
+    assert tuple(maps[0].shape) == (7, 9)

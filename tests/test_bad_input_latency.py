@@ -68,9 +68,9 @@ BAD_SEARCH_CONFIGS = [
     ),
     ("holdout fraction 0", {"latency": {"holdout_fraction": 0}}, "holdout_fraction must be in (0, 1)"),
     ("holdout fraction 1", {"latency": {"holdout_fraction": 1.0}}, "holdout_fraction must be in (0, 1)"),
-    ("zero repeats", {"latency": {"repeats": 0}}, "latency.repeats must be an integer >= 1"),
-    ("num_archs as a string", {"latency": {"num_archs": "64"}}, "latency.num_archs must be an integer"),
-    ("negative warmup", {"latency": {"warmup": -1}}, "latency.warmup must be an integer >= 0"),
+    ("zero repeats", {"latency": {"repeats": 0}}, "latency.repeats must be in [1, 1000000], got 0"),
+    ("num_archs as a string", {"latency": {"num_archs": "64"}}, "latency.num_archs must be of type int"),
+    ("negative warmup", {"latency": {"warmup": -1}}, "latency.warmup must be in [0, 1000000], got -1"),
 ]
 
 

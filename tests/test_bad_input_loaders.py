@@ -6,6 +6,7 @@ reshaped, a dtype-compatible but foreign file): each is refused with a `Checkpoi
 naming the key, instead of running with random weights. An intact folder loads with identical weights.
 """
 
+import json
 import shutil
 
 import pytest
@@ -101,3 +102,163 @@ def test_intact_checkpoint_loads_with_identical_weights(folders, loader_name):
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The converter's input: files that are not what they claim. Trust (`trust_checkpoint`) is suggested only for a pickle
+# that holds Python objects, where it helps; a damaged file is called damaged, with or without trust.
+# ----------------------------------------------------------------------------------------------------------------------
+class _PythonObject:
+    pass
+
+
+def _write(name: str, content: bytes):
+    def make(root):
+        (root / name).write_bytes(content)
+        return root / name
+
+    return make
+
+
+def _saved(name: str, value):
+    def make(root):
+        torch.save(value, root / name)
+        return root / name
+
+    return make
+
+
+# (case, file maker, trust, phrase; "trust_checkpoint" in the message exactly when the phrase names it)
+CHECKPOINT_FILES = [
+    ("random bytes", _write("c.pth", bytes(range(256)) * 4), False, "damaged or not a checkpoint (neither"),
+    ("random bytes, trusted", _write("c.pth", bytes(range(256)) * 4), True, "damaged or not a checkpoint (neither"),
+    ("an empty file", _write("c.pth", b""), False, "damaged or not a checkpoint"),
+    ("a broken pickle", _write("c.pth", b"\x80" + bytes(range(170, 256)) * 8), False, "damaged or not a checkpoint"),
+    ("a broken pickle, trusted", _write("c.pth", b"\x80" + bytes(range(170, 256)) * 8), True, "damaged or not a checkpoint"),
+    ("a zip that is not torch's", _write("c.pth", b"PK\x05\x06" + bytes(18)), False, "damaged or not a checkpoint"),
+    ("damaged safetensors", _write("c.safetensors", bytes(range(200))), False, "as a safetensors file"),
+    ("a pickle holding Python objects", _saved("c.pth", {"args": _PythonObject()}), False, "pass trust_checkpoint=True"),
+    ("a list", _saved("c.pth", [1, 2]), False, "expected a checkpoint dict or a state dict, got list"),
+    ("a dict of other weights", _saved("c.pth", {"fc.weight": torch.zeros(2)}), False, "not a reference NASViT checkpoint"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, make, trust, phrase", CHECKPOINT_FILES, ids=[row[0] for row in CHECKPOINT_FILES])
+def test_converter_input_that_is_not_a_reference_checkpoint_is_refused(tmp_path, case, make, trust, phrase):
+    from nasvit_hf.conversion import NotANASViTCheckpointError, load_reference_checkpoint
+
+    with pytest.raises(NotANASViTCheckpointError) as error:
+        load_reference_checkpoint(make(tmp_path), trust_checkpoint=trust)
+    message = str(error.value)
+    assert phrase in message and isinstance(error.value, ValueError)
+    assert ("trust_checkpoint" in message) == ("trust_checkpoint" in phrase), message
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# holdout.json (what search and export rank subnets on): a damaged or hand-edited file is refused when it is loaded,
+# naming the file and what is wrong, instead of an IndexError deep inside `datasets`.
+# ----------------------------------------------------------------------------------------------------------------------
+def _valid_holdout() -> dict:
+    return {
+        "per_class": 1,
+        "seed": 0,
+        "label_column": "label",
+        "image_column": "image",
+        "source": {"dataset": "digits", "split": "train", "num_rows": 10},
+        "indices": [2, 7],
+        "labels": [0, 1],
+        "file_ids": None,
+        "format": 1,
+    }
+
+
+def _holdout(**changes):
+    return json.dumps({**_valid_holdout(), **changes})
+
+
+HOLDOUT_DAMAGES = [
+    ("indices beyond the training rows", _holdout(indices=[2, 5000]), "indices outside the 10 training rows"),
+    ("negative index", _holdout(indices=[-1, 2]), "indices outside"),
+    ("repeated index", _holdout(indices=[2, 2]), "repeated indices"),
+    ("labels as strings", _holdout(labels=["cat", "dog"]), "labels[0] must be of type int"),
+    ("indices as a string", _holdout(indices="2,7"), "indices must be of type list"),
+    ("fewer labels than indices", _holdout(labels=[0]), "1 labels for 2 indices"),
+    ("file ids of another length", _holdout(file_ids=["a.png"]), "1 file ids for 2 indices"),
+    ("source without num_rows", _holdout(source={"dataset": "digits"}), "source.num_rows is None"),
+    ("data_dir as a number", _holdout(source={"dataset": "digits", "num_rows": 10, "data_dir": 5}), "source.data_dir is 5"),
+    ("per_class as a string", _holdout(per_class="1"), "per_class must be of type int"),
+    ("a JSON list", "[1, 2]", "it holds a list"),
+    ("not JSON", "indices: [1, 2]", "invalid JSON"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, text, phrase", HOLDOUT_DAMAGES, ids=[row[0] for row in HOLDOUT_DAMAGES])
+def test_damaged_holdout_file_is_refused_when_loaded(tmp_path, case, text, phrase):
+    from nasvit_hf.data import HoldoutSplit
+
+    (tmp_path / "holdout.json").write_text(text)
+    with pytest.raises(ValueError) as error:
+        HoldoutSplit.load(tmp_path / "holdout.json")
+    assert phrase in str(error.value) and "holdout.json" in str(error.value)
+
+
+def test_a_valid_holdout_file_loads():
+    from nasvit_hf.data import HoldoutSplit
+
+    assert HoldoutSplit(**_valid_holdout()).indices == [2, 7]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A search's results folder: a resumed search reads its own records back; a damaged or hand-edited record is refused
+# naming the file, and a folder holding result files but no run.json (not a search's) is never written into.
+# ----------------------------------------------------------------------------------------------------------------------
+def _search_run(folder):
+    from nasvit_hf.search import SearchConfig, SearchRun
+
+    config = SearchConfig.from_dict(
+        {
+            "num_threads": 1,
+            "data": {"max_evaluation_samples": 20},
+            "predictor": {"num_subnets": 4},
+            "budgets": [{"name": "a0", "macs_fraction": 0.0}],
+        }  # fmt: skip
+    )
+    return SearchRun(micro_model(num_labels=10), config, folder, supernet_name="s", config_name="c")
+
+
+def _started(folder):
+    run = _search_run(folder)
+    run._write_run_file()
+    run.sampled_archs()
+    return folder
+
+
+def _damage(name, text):
+    def damage(folder):
+        _started(folder)
+        (folder / name).write_text(text)
+
+    return damage
+
+
+SEARCH_FOLDERS = [
+    ("result files without run.json", lambda folder: folder.mkdir() or (folder / "pareto.png").write_text("mine"),
+     "holds pareto.png but no run.json"),
+    ("run.json holding a list", _damage("run.json", "[]"), "run.json is damaged (it holds a list"),
+    ("run.json not JSON", _damage("run.json", "{"), "run.json is damaged (not valid JSON"),
+    ("sampled arch outside the space", _damage("sampled_archs.json", '[{"resolution": 1000}]'), "does not fit the supernet's space"),
+    ("candidate with a text accuracy", _damage("candidates.jsonl", '{"index": 0, "arch": {}, "macs": 1, "params": 1, "accuracy": "high"}\n'),
+     "accuracy is 'high'"),
+    ("candidate that is a list", _damage("candidates.jsonl", "[1]\n[2]\n"), "an entry is a list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, make, phrase", SEARCH_FOLDERS, ids=[row[0] for row in SEARCH_FOLDERS])
+def test_a_damaged_or_foreign_results_folder_is_refused(tmp_path, case, make, phrase):
+    folder = tmp_path / "results"
+    make(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises((ValueError, OSError)) as error:
+        _search_run(folder).run()
+    assert phrase in str(error.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -39,6 +39,12 @@ BAD_CLASSIFICATION_INPUTS = [
     ("numpy pixels", lambda: {"pixel_values": _pixels().numpy()}, TypeError, "must be a torch.Tensor"),
     ("3-D pixels", lambda: {"pixel_values": _pixels()[0]}, ValueError, "must have shape (batch, 3, height, width)"),
     (
+        "meta pixels",
+        lambda: {"pixel_values": torch.empty(2, 3, 32, 32, device="meta")},
+        ValueError,
+        "on the meta device",
+    ),
+    (
         "float class indices",
         lambda: {"pixel_values": _pixels(), "labels": torch.tensor([1.0, 2.0])},
         ValueError,
@@ -123,6 +129,12 @@ BAD_SEGMENTATION_INPUTS = [
     ("empty batch", lambda: {"pixel_values": _pixels(0)}, ValueError, "pixel_values is empty"),
     ("int pixels", lambda: {"pixel_values": _pixels().long()}, ValueError, "must be a float tensor"),
     (
+        "meta pixels",
+        lambda: {"pixel_values": torch.empty(2, 3, 32, 32, device="meta")},
+        ValueError,
+        "on the meta device",
+    ),
+    (
         "float mask",
         lambda: {"pixel_values": _pixels(), "labels": torch.zeros(2, 32, 32)},
         ValueError,
@@ -153,3 +165,11 @@ def test_segmentation_takes_float64_pixels_and_any_integer_mask(segmenter, dtype
         expected = segmenter(pixel_values=_pixels(), labels=labels).loss
         got = segmenter(pixel_values=_pixels(dtype=torch.float64), labels=labels.to(dtype)).loss
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_a_model_on_the_meta_device_still_takes_meta_pixels():
+    """Shape inference with an empty model (accelerate's init_empty_weights): meta in, meta out."""
+    model = micro_model(num_labels=NUM_LABELS).to("meta").eval()
+    with torch.no_grad():
+        logits = model(pixel_values=torch.empty(2, 3, 32, 32, device="meta")).logits
+    assert logits.device.type == "meta" and tuple(logits.shape) == (2, NUM_LABELS)

@@ -107,10 +107,14 @@ def test_subnet_config_collapses_the_space_to_one_choice():
 
 
 def test_presets_lookup_errors_name_the_choices():
-    with pytest.raises(KeyError, match="available"):
+    with pytest.raises(ValueError, match="available"):
         get_search_space("huge")
-    with pytest.raises(KeyError, match="a0"):
+    with pytest.raises(ValueError, match="did you mean 'tiny'"):
+        get_search_space("tiyn")
+    with pytest.raises(ValueError, match="a0"):
         nasvit_hf.presets.get_named_arch("z9")
+    with pytest.raises(ValueError, match="unknown subnet name 3"):
+        nasvit_hf.presets.get_named_arch(3)
 
 
 def test_one_sampler_gives_random_largest_and_smallest_archs_from_either_generator():

@@ -166,3 +166,64 @@ def test_cli_failures_are_one_line(chain, tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def _export(chain, output_dir, *extra):
+    return load_recipe("export").main(
+        ["--supernet", str(chain["run"] / "final"), "--config", str(chain["config"]), "--output_dir", str(output_dir),
+         "--no_recalibration", *extra]
+    )  # fmt: skip
+
+
+def test_a_second_export_adds_to_the_family_and_records_names_not_paths(chain, tmp_path):
+    import shutil
+
+    exports = tmp_path / "exports"
+    shutil.copytree(chain["exports"], exports)
+    arch_file = tmp_path / "deep" / "private" / "arch.json"
+    arch_file.parent.mkdir(parents=True)
+    arch_file.write_text((exports / "nasvit-a0" / "config.json").read_text())  # a config.json holds its arch
+    arch_file.write_text(json.dumps(json.loads(arch_file.read_text())["arch"]))
+    _export(chain, exports, "--arch_file", str(arch_file), "--name", "mine")
+    family = json.loads((exports / "nasvit-family" / "family.json").read_text())
+    assert sorted(family["members"]) == ["a0", "a1", "b0", "mine"]  # the first export's members stay
+    assert sorted(e["name"] for e in json.loads((exports / "exports.json").read_text())) == ["a0", "a1", "b0", "mine"]
+    card = (exports / "nasvit-family" / "README.md").read_text()
+    assert "| MINE |" in card and "| A0 |" in card and "arch given in arch.json" in card
+    from nasvit_hf.hub.push import find_local_paths
+
+    assert find_local_paths(exports / "nasvit-family") == [] and str(tmp_path) not in card
+    assert family["members"]["mine"]["recalibrated"] is False and family["members"]["a0"]["recalibrated"] is True
+
+
+@pytest.mark.parametrize(
+    ("setup", "phrase"),
+    [
+        ("reserved", "is reserved"),
+        ("foreign_index", "is not a family index of this tool"),
+        ("damaged_index", "is not a family index"),
+        ("foreign_summary", "is not an export summary of this tool"),
+        ("other_supernet", "indexes the exports of another supernet"),
+    ],
+)
+def test_the_family_index_is_never_overwritten_or_mixed(chain, tmp_path, setup, phrase):
+    exports = tmp_path / "exports"
+    index = exports / "nasvit-family"
+    index.mkdir(parents=True)
+    name = "family" if setup == "reserved" else "mine"
+    if setup == "foreign_index":
+        (index / "README.md").write_text("my own notes")
+    elif setup == "damaged_index":
+        (index / "family.json").write_text('{"members": {"a0": {"macs": "many"}}}')
+    elif setup == "foreign_summary":
+        (index / "family.json").write_text('{"members": {}}')
+        (exports / "exports.json").write_text('{"mine": 1}')
+    elif setup == "other_supernet":
+        (index / "family.json").write_text('{"supernet": "other", "supernet_fingerprint": "0123", "members": {}}')
+    before = {p: p.read_bytes() for p in exports.rglob("*") if p.is_file()}
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(json.loads((chain["exports"] / "nasvit-a0" / "config.json").read_text())["arch"]))
+    with pytest.raises((ValueError, OSError), match=phrase):  # the recipe's user errors: one line, exit 2
+        _export(chain, exports, "--arch_file", str(arch), "--name", name)
+    assert {p: p.read_bytes() for p in exports.rglob("*") if p.is_file()} == before
+    assert not (exports / f"nasvit-{name}" / "config.json").exists()

@@ -75,9 +75,13 @@ def load_digits_segmentation_dataset(
     digits_segmentation_labels(label_mode)  # validates label_mode
     if num_train < 1 or num_validation < 1:
         raise ValueError(f"num_train and num_validation must be >= 1, got {num_train} and {num_validation}.")
-    if size < 32:
-        raise ValueError(f"size must be >= 32 pixels (digits are pasted at 14-30 px), got {size}.")
     photos = list(load_sample_images().images)
+    largest = min(min(photo.shape[:2]) for photo in photos)  # backgrounds are crops of the photos, never upscaled
+    if not 32 <= size <= largest:
+        raise ValueError(
+            f"size must be in [32, {largest}] pixels (digits are pasted at 14-30 px on crops of {largest}-px photos), "
+            f"got {size}."
+        )
     digits = load_digits()
     all_glyphs = np.clip(digits.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
     rng = np.random.default_rng(seed)

@@ -44,6 +44,31 @@ class HoldoutSplit:
         "export rank subnets on them."
     )
 
+    def __post_init__(self):
+        """Refuse a split that cannot be what it claims (a damaged or hand-edited holdout.json)."""
+        num_rows = self.source.get("num_rows") if isinstance(self.source, dict) else None
+        problems = []
+        if not isinstance(num_rows, int) or isinstance(num_rows, bool) or num_rows < 1:
+            problems.append(f"source.num_rows is {num_rows!r}")
+        for key in ("dataset", "dataset_config", "data_dir", "split"):
+            value = self.source.get(key) if isinstance(self.source, dict) else None
+            if value is not None and not isinstance(value, str):
+                problems.append(f"source.{key} is {value!r}")
+        if self.per_class < 1:
+            problems.append(f"per_class is {self.per_class}")
+        if len(self.labels) != len(self.indices):
+            problems.append(f"{len(self.labels)} labels for {len(self.indices)} indices")
+        if self.file_ids is not None and len(self.file_ids) != len(self.indices):
+            problems.append(f"{len(self.file_ids)} file ids for {len(self.indices)} indices")
+        if len(set(self.indices)) != len(self.indices):
+            problems.append("repeated indices")
+        if self.indices and not problems and not 0 <= min(self.indices) <= max(self.indices) < num_rows:
+            problems.append(f"indices outside the {num_rows} training rows [0, {num_rows})")
+        if any(label < 0 for label in self.labels):
+            problems.append("negative labels")
+        if problems:
+            raise ValueError(f"not a valid held-out split: {'; '.join(problems)}")
+
     def __len__(self) -> int:
         return len(self.indices)
 
@@ -65,13 +90,28 @@ class HoldoutSplit:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"held-out split file {str(path)!r} does not exist.") from None
-        except json.JSONDecodeError as error:
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{str(path)!r} is not a held-out split file (invalid JSON: {error}).") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{str(path)!r} is not a held-out split file (it holds a {type(raw).__name__}).")
         missing = [name for name in ("per_class", "seed", "indices", "labels", "source") if name not in raw]
         if missing or raw.get("format") != _FORMAT:
             raise ValueError(f"{str(path)!r} is not a held-out split file of format {_FORMAT} (missing {missing}).")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in raw.items() if key in known})
+        import typing
+
+        from ..config_system import coerce_value
+
+        hints = typing.get_type_hints(cls)
+        try:  # types checked by the config system (lists of ints, a source mapping, ...), then __post_init__
+            values = {
+                key: coerce_value(key, value, hints[key], path.name) for key, value in raw.items() if key in hints
+            }
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(
+                f"{str(path)!r} is damaged ({error}): rerun the training that wrote it, or name the data to rank on "
+                "without it."
+            ) from None
 
     # ---------------------------------------------------------------------------------------------------------------
     def check_matches(self, dataset) -> None:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..loading import load_pretrained_strict
+from ..loading import load_pretrained_strict, read_nasvit_config
 from ..models.configuration_nasvit import NASViTConfig, arch_fields, field_choices
+from ..models.image_processing_nasvit import check_image_shape, check_resize_pixels
 from ..models.modeling_nasvit import NASViTPreTrainedModel, check_pixel_values
 
 __all__ = [
@@ -122,14 +123,7 @@ def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
     import nasvit_hf  # every NASViT model class, by the name in config.architectures
 
     advice = "Pass a folder written by save_pretrained (config.json + model.safetensors) or a NASViT model instance."
-    try:
-        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-            raise OSError("the folder has no config.json")  # transformers would fall back to a default config
-        config = NASViTConfig.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"cannot load a NASViT config from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
-        ) from error
+    config = read_nasvit_config(path, "a NASViT model folder")
     names = config.architectures or ["NASViTForImageClassification"]
     model_class = getattr(nasvit_hf, names[0], None)
     if model_class is None or not issubclass(model_class, NASViTPreTrainedModel):
@@ -226,6 +220,9 @@ def export_image_size(
         or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
     ):
         raise ValueError(f"image_size must be a positive int or a (height, width) pair of them, got {image_size!r}.")
+    # The image processor's bounds: the processor this export's metadata records resizes to this size.
+    check_image_shape(pair[0], pair[1])
+    check_resize_pixels(pair[0] * pair[1], f"image_size {tuple(pair)}")
     if tuple(pair) != (resolution, resolution) and not is_dense(model):
         raise ValueError(
             f"a {type(model).__name__} exports at its subnet's resolution ({resolution}), got image_size="

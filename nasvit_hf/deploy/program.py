@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+import zipfile
 
 import torch
 
@@ -98,20 +99,38 @@ class ProgramRunner:
             )
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"no exported program at {self.path!r}; export one with export_program().")
+        if not zipfile.is_zipfile(self.path):  # torch.export.load would log a traceback, then fail deep inside
+            raise ValueError(
+                f"{self.path!r} is not an exported program (a .pt2 file is a zip archive): export one with "
+                "export_program()."
+            )
         extra_files = {METADATA_FILE: ""}
         self.program = torch.export.load(self.path, extra_files=extra_files)
         if not extra_files[METADATA_FILE]:
             raise ValueError(f"{self.path!r} has no {METADATA_FILE}: it was not written by export_program().")
-        self.metadata: dict[str, str] = json.loads(extra_files[METADATA_FILE])
+        try:
+            self._read_metadata(json.loads(extra_files[METADATA_FILE]))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(
+                f"the {METADATA_FILE} of {self.path!r} is damaged ({type(error).__name__}: {error}): export the "
+                "program again with export_program()."
+            ) from None
         self.module = self.program.module()
+
+    def _read_metadata(self, metadata: dict[str, str]) -> None:
+        self.metadata = metadata
         if "nasvit.input_size" in self.metadata:
             height, width = (int(value) for value in json.loads(self.metadata["nasvit.input_size"]))
         else:  # exported before non-square inputs: one side
             height = width = int(self.metadata["nasvit.image_size"])
+        if height < 1 or width < 1:
+            raise ValueError(f"input size {height}x{width}")
         self.input_size = (height, width)
         self.image_size = height if height == width else self.input_size
         self.num_channels = int(self.metadata["nasvit.num_channels"])
         self.output_names: list[str] = json.loads(self.metadata["nasvit.output_names"])
+        if not isinstance(self.output_names, list) or not all(isinstance(name, str) for name in self.output_names):
+            raise ValueError(f"output names {self.output_names!r}")
         self.dynamic_batch: bool = json.loads(self.metadata["nasvit.dynamic_batch"])
         self.batch_size: int | None = json.loads(self.metadata["nasvit.batch_size"])
         self.id2label = {int(k): v for k, v in json.loads(self.metadata["nasvit.id2label"]).items()}

@@ -11,19 +11,38 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, has_marker, staging_folder
 from .model_card import runtime_words
-from .push import push_folder_to_hub
+from .push import push_folder_to_hub, strip_local_paths
 
-__all__ = ["FAMILY_SUFFIX", "push_family", "render_family_card", "write_family_index"]
+__all__ = [
+    "EXPORTS_SUMMARY",
+    "FAMILY_FILE",
+    "FAMILY_SUFFIX",
+    "RESERVED_NAMES",
+    "check_family_target",
+    "check_member_name",
+    "family_folder",
+    "push_family",
+    "read_family_index",
+    "render_family_card",
+    "write_exports_summary",
+    "write_family_index",
+]
 
 logger = logging.getLogger(__name__)
 
 FAMILY_SUFFIX = "family"
+FAMILY_FILE = "family.json"  # the index's record; a <prefix>family folder without it is not the export's
+EXPORTS_SUMMARY = "exports.json"  # beside the exports: one record per exported subnet
+RESERVED_NAMES = (FAMILY_SUFFIX,)  # names no subnet may take: <prefix>family is the index's folder
+_MEMBER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def _member(item) -> dict[str, Any]:
@@ -91,7 +110,7 @@ def render_family_card(members: list, *, supernet: str, hub_org: str | None = No
             f"noise, on {machine}. Latency: median (inter-quartile range). Accuracies are from the same search run."
             "\n\n" + "\n".join(lines) + "\n"
         )
-    provenance = sorted({m.get("provenance", "") for m in members if m.get("provenance")})
+    provenance = sorted({strip_local_paths(m["provenance"]) for m in members if m.get("provenance")})
     return f"""---
 {yaml.safe_dump(metadata, sort_keys=False).strip()}
 ---
@@ -115,33 +134,155 @@ classifier = pipeline("image-classification", model="{(hub_org + "/") if hub_org
 """
 
 
+def family_folder(output_dir: str | os.PathLike, prefix: str = "nasvit-") -> Path:
+    """Where the family index of the exports `<output_dir>/<prefix><name>` lives: `<output_dir>/<prefix>family`."""
+    return Path(output_dir) / f"{prefix}{FAMILY_SUFFIX}"
+
+
+def check_member_name(name: str, prefix: str = "nasvit-") -> str:
+    """`name` (lower-cased) if it can name an exported subnet: a folder name that is not the family index's own
+    (`family`, `RESERVED_NAMES`); a ValueError says why not."""
+    cleaned = str(name).strip().lower()
+    if not _MEMBER_NAME.match(cleaned):
+        raise ValueError(
+            f"subnet name {name!r} is not usable as a folder name: use letters, digits, '-' and '_' (at most 64, "
+            "starting with a letter or digit)."
+        )
+    if cleaned in RESERVED_NAMES:
+        raise ValueError(
+            f"subnet name {name!r} is reserved: {prefix}{cleaned}/ holds the family index of the exports. Choose "
+            "another --name."
+        )
+    return cleaned
+
+
+def read_family_index(output_dir: str | os.PathLike, prefix: str = "nasvit-") -> dict[str, Any] | None:
+    """The checked `family.json` of the index in `output_dir`, or None when there is no index yet. A folder of that
+    name that the export did not write (no family.json), or a family.json that is not an index, is an error: the
+    export would otherwise replace it or drop its members."""
+    folder = family_folder(output_dir, prefix)
+    if not folder.exists() and not folder.is_symlink():
+        return None
+    path = folder / FAMILY_FILE
+    if not folder.is_dir() or folder.is_symlink() or not path.is_file():
+        raise OwnershipError(
+            f"{folder} exists and is not a family index of this tool (no {FAMILY_FILE} inside): the export writes its "
+            "index there. Move it away, or export with another --output_dir or --prefix."
+        )
+    try:
+        family = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a family index (unreadable JSON: {error}); move it away.") from None
+    members = family.get("members") if isinstance(family, dict) else None
+    fields = ("macs", "params", "latency_ms", "accuracy")
+    if not isinstance(members, dict) or not all(
+        isinstance(name, str)
+        and isinstance(record, dict)
+        and all(isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool) for key in fields)
+        for name, record in members.items()
+    ):
+        raise ValueError(
+            f"{path} is not a family index of this tool (members must map names to their {', '.join(fields)}); "
+            "move it away."
+        )
+    return family
+
+
+def check_family_target(
+    output_dir: str | os.PathLike, prefix: str = "nasvit-", supernet_id: str | None = None
+) -> dict[str, Any] | None:
+    """Before an export into `output_dir`: the existing family index (None: none yet), refused when it is not an
+    index of this tool or belongs to another supernet (`supernet_id`: `nasvit_hf.search.supernet_fingerprint`)."""
+    family = read_family_index(output_dir, prefix)
+    recorded = (family or {}).get("supernet_fingerprint")
+    if family is not None and supernet_id is not None and recorded is not None and recorded != supernet_id:
+        raise ValueError(
+            f"{family_folder(output_dir, prefix)} indexes the exports of another supernet ({family.get('supernet')!r}, "
+            f"fingerprint {recorded}): a family holds the subnets of one supernet. Export into another --output_dir "
+            "(or --prefix)."
+        )
+    _read_exports_summary(output_dir)
+    return family
+
+
 def write_family_index(
-    members: list, output_dir: str | os.PathLike, *, supernet: str, hub_org: str | None = None, prefix: str = "nasvit-"
+    members: list,
+    output_dir: str | os.PathLike,
+    *,
+    supernet: str,
+    hub_org: str | None = None,
+    prefix: str = "nasvit-",
+    supernet_id: str | None = None,
 ) -> Path:
-    """Write `<output_dir>/<prefix>family/` (README.md, family.json) and return the folder."""
-    from .push import strip_local_paths
+    """Write `<output_dir>/<prefix>family/` (README.md, family.json) and return the folder.
+
+    The index lists every export of the folder: the members of an earlier index whose folders are still there are
+    kept (a new export of the same name replaces its entry), so a second export adds to the family. An index of
+    another supernet, or a folder of that name the export did not write, is refused (`check_family_target`)."""
+    from .subnets import EXPORT_MARKER
 
     supernet = strip_local_paths(supernet)  # the index is pushed: names, not local paths
-    folder = Path(output_dir) / f"{prefix}{FAMILY_SUFFIX}"
-    folder.mkdir(parents=True, exist_ok=True)
-    records = [_member(m) for m in members]
-    (folder / "README.md").write_text(
-        render_family_card(records, supernet=supernet, hub_org=hub_org, prefix=prefix), encoding="utf-8"
-    )
+    folder = family_folder(output_dir, prefix)
+    earlier = check_family_target(output_dir, prefix, supernet_id) or {}
+    records = {}
+    for name, record in earlier.get("members", {}).items():
+        if has_marker(Path(output_dir) / f"{prefix}{name}", EXPORT_MARKER):
+            records[name] = {**record, "name": name}
+        else:
+            logger.warning("family index: %s%s/ is gone, dropping it from the index", prefix, name)
+    records.update({m["name"]: m for m in (_member(m) for m in members)})
     family = {
         "supernet": supernet,
+        "supernet_fingerprint": supernet_id or earlier.get("supernet_fingerprint"),
         "members": {
-            m["name"]: {
+            name: {
                 **{k: m[k] for k in ("macs", "params", "latency_ms", "accuracy", "arch") if k in m},
+                "recalibrated": bool(m.get("recalibrated", True)),
                 "provenance": strip_local_paths(m.get("provenance", "")),
-                "repo_id": f"{hub_org}/{prefix}{m['name']}" if hub_org else None,
+                "repo_id": f"{hub_org}/{prefix}{name}" if hub_org else None,
                 **({"table12": m["table12"]} if m.get("table12") else {}),
             }
-            for m in records
+            for name, m in records.items()
         },
     }
-    (folder / "family.json").write_text(json.dumps(family, indent=2) + "\n", encoding="utf-8")
+    card = render_family_card(
+        [{**record, "name": name} for name, record in family["members"].items()],
+        supernet=supernet,
+        hub_org=hub_org,
+        prefix=prefix,
+    )
+    with staging_folder(folder, marker=FAMILY_FILE) as staging:
+        atomic_write_text(staging / "README.md", card)
+        atomic_write_json(staging / FAMILY_FILE, family)
     return folder
+
+
+def _read_exports_summary(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(output_dir) / EXPORTS_SUMMARY
+    if not path.exists():
+        return []
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        summary = None
+    if not isinstance(summary, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) for e in summary
+    ):
+        raise OwnershipError(
+            f"{path} is not an export summary of this tool (a JSON list of exports with their names): the export "
+            "would replace it. Move it away, or export into another --output_dir."
+        )
+    return summary
+
+
+def write_exports_summary(exported: list, output_dir: str | os.PathLike) -> Path:
+    """`<output_dir>/exports.json`: one record per export of the folder, earlier exports kept (a new export of the
+    same name replaces its record)."""
+    records = {entry["name"]: entry for entry in _read_exports_summary(output_dir)}
+    records.update({m["name"]: m for m in (_member(m) for m in exported)})
+    path = Path(output_dir) / EXPORTS_SUMMARY
+    atomic_write_json(path, list(records.values()))
+    return path
 
 
 def push_family(

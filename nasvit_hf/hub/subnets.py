@@ -23,6 +23,7 @@ from ..presets import NAMED_ARCHS, get_named_arch
 from ..search.evaluation import EvaluationData, top1_accuracy
 from ..search.latency import measure_latency
 from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, has_marker, staging_folder
+from .family import check_member_name
 from .model_card import SubnetCard, render_model_card
 from .push import strip_local_paths
 
@@ -76,20 +77,21 @@ def named_subnet_from_arch(name: str, arch: Any, config, source: str) -> NamedSu
         )
     if "arch" in arch and isinstance(arch["arch"], dict):  # a named.json / nasvit_export.json entry
         arch = arch["arch"]
-    name = str(name).strip().lower()
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"subnet name {name!r} is not usable as a folder name: use letters, digits, - or _.")
+    name = check_member_name(name)
     try:
         checked = config.validate_arch(arch)
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"the arch in {source} does not fit this supernet's search space: {error}") from None
-    return NamedSubnet(name, checked, f"arch given in {source}")
+    # The provenance goes into the card and the family index, which are pushed: the file's name, not its path.
+    return NamedSubnet(name, checked, f"arch given in {Path(str(source)).name}")
 
 
 def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] | None = None) -> list[NamedSubnet]:
     """Registry lookup of `names` (unknown names are an error that lists the known ones). Archs published in the
     paper are checked against the supernet's space (`config`; None: names are only looked up); the others take
     their arch from `searched` (named.json) when given, else stay None (to be searched)."""
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"names must be a list of subnet names (e.g. ['a0', 'a1']), got {names!r}.")
     unknown = [name for name in names if name.lower() not in NAMED_ARCHS]
     if unknown:
         raise ValueError(f"unknown subnet name(s) {unknown}; known names: {sorted(NAMED_ARCHS)}.")

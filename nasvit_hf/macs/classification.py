@@ -7,6 +7,7 @@ pass) makes it cheap enough for the inner loop of evolutionary search (well over
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from ..models.configuration_nasvit import (
@@ -137,6 +138,44 @@ def _transformer_ops(
     )
 
 
+def check_config(config: Any, function: str) -> NASViTConfig:
+    """`config` if it is a NASViTConfig; a TypeError naming what to pass otherwise (a model: its `.config`)."""
+    if isinstance(config, NASViTConfig):
+        return config
+    if isinstance(getattr(config, "config", None), NASViTConfig):
+        raise TypeError(f"{function} takes a NASViTConfig, got a {type(config).__name__}: pass model.config.")
+    raise TypeError(
+        f"{function} takes a NASViTConfig (e.g. model.config or NASViTConfig(search_space=...)), got "
+        f"{type(config).__name__}."
+    )
+
+
+def check_label_count(num_labels: Any, default: int) -> int:
+    """`num_labels` (None: the config's `default`) checked to be an int in [0, 1000000], the config's own bound."""
+    if num_labels is None:
+        return default
+    if isinstance(num_labels, bool) or not isinstance(num_labels, numbers.Integral):
+        raise TypeError(f"num_labels must be an int (or None: the config's), got {num_labels!r}.")
+    if not 0 <= num_labels <= 1_000_000:
+        raise ValueError(f"num_labels must be in [0, 1000000] (0: no classifier), got {num_labels}.")
+    return int(num_labels)
+
+
+def check_image_size(image_size: Any) -> tuple[int, int]:
+    """(height, width) of an `image_size` given as a positive int side or a (height, width) pair of them."""
+    pair = (image_size, image_size) if not isinstance(image_size, (tuple, list)) else tuple(image_size)
+    if len(pair) != 2:
+        raise ValueError(f"image_size must be a side or a (height, width) pair, got {image_size!r}.")
+    for side in pair:
+        if isinstance(side, bool) or not isinstance(side, numbers.Integral):
+            raise TypeError(
+                f"image_size must be a positive int or a (height, width) pair of them, got {image_size!r}."
+            )
+        if side < 1:
+            raise ValueError(f"image_size must be positive, got {image_size!r}.")
+    return int(pair[0]), int(pair[1])
+
+
 class _SpacePlan:
     """What the counters need from a search space, precomputed once per space (search calls them ~10^4 times)."""
 
@@ -175,7 +214,7 @@ def _stage_ops(
     elif validate:
         arch = config.validate_arch(arch)
     plan = _plan(config)
-    height, width = image_size if image_size is not None else (arch["resolution"], arch["resolution"])
+    height, width = check_image_size(image_size) if image_size is not None else (arch["resolution"],) * 2
     height, width = _out_size(height, plan.stem_stride), _out_size(width, plan.stem_stride)
     per_stage = arch_per_stage(arch)
     override = config.num_windows if num_windows is None else normalize_num_windows(num_windows)
@@ -219,6 +258,7 @@ def stage_macs(
     The attention windows are the model's: `num_windows` (k or "auto", one or one per transformer stage) where
     given, else the config's runtime `num_windows` where set, else the arch's.
     """
+    check_config(config, "stage_macs")
     _, stages = _stage_ops(config, arch, image_size, validate, num_windows)
     return [(name, _macs(ops), size) for name, ops, size in stages]
 
@@ -237,6 +277,7 @@ def count_macs(
     """Multiply-accumulates per image of the subnet `arch` (default: the config's active arch), the paper's
     convention, including the MBPool head and the classifier (`num_labels` defaults to the config's).
     `validate=False` skips checking the arch against the search space (for archs generated from the space)."""
+    check_config(config, "count_macs")
     return _macs(operator_counts(config, arch, num_labels, validate))
 
 
@@ -246,8 +287,8 @@ def operator_counts(
     """Per-image counts of the subnet `arch` by operator class (`OPERATOR_COUNT_NAMES`): MACs by kind of operator
     (their sum is `count_macs`), the activation elements element-wise and normalisation operators touch, and the
     number of blocks. What search's latency model is fitted on (`nasvit_hf.search.latency_features`)."""
+    num_labels = check_label_count(num_labels, check_config(config, "operator_counts").num_labels)
     arch, stages = _stage_ops(config, arch, None, validate, None)
-    num_labels = config.num_labels if num_labels is None else num_labels
     total = _head_ops(config, arch, stages[-1][2], num_labels)
     for _, ops, _ in stages:
         _add(total, ops)
@@ -256,6 +297,7 @@ def operator_counts(
 
 def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, num_labels: int | None = None) -> int:
     """Number of parameters of the standalone subnet `arch` (what `extract_subnet` keeps), buffers excluded."""
+    num_labels = check_label_count(num_labels, check_config(config, "count_parameters").num_labels)
     arch = config.validate_arch(arch) if arch is not None else config.arch
     space = config.search_space
     per_stage = arch_per_stage(arch)
@@ -288,7 +330,6 @@ def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, n
             total += (depth - 1) * layer
         channels = c_out
     c_last = per_stage["last_conv"]["width"]
-    num_labels = config.num_labels if num_labels is None else num_labels
     total += channels * 6 * channels + 2 * 6 * channels + 6 * channels * c_last
     if num_labels > 0:
         total += c_last * num_labels + num_labels

@@ -17,7 +17,7 @@ from ..models.configuration_nasvit import (
     segmentation_out_features,
     window_grid,
 )
-from .classification import stage_macs
+from .classification import check_config, check_image_size, check_label_count, stage_macs
 
 __all__ = ["count_segmentation_macs", "window_grid"]
 
@@ -38,12 +38,13 @@ def count_segmentation_macs(
     (`None` in the config means `"auto"`, the segmentation default). Stages after the last output feature do not
     run and are not counted; the MBPool head and classifier are not part of the segmentation model.
     """
+    check_config(config, "count_segmentation_macs")
     arch = config.validate_arch(arch) if arch is not None else config.arch
-    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image_size must be positive, got {(height, width)}.")
+    height, width = check_image_size(image_size)
     decoder_hidden_size = config.decoder_hidden_size if decoder_hidden_size is None else decoder_hidden_size
-    num_labels = config.num_labels if num_labels is None else num_labels
+    if isinstance(decoder_hidden_size, bool) or not isinstance(decoder_hidden_size, int) or decoder_hidden_size < 1:
+        raise ValueError(f"decoder_hidden_size must be a positive int, got {decoder_hidden_size!r}.")
+    num_labels = check_label_count(num_labels, config.num_labels)
     out_features = list(segmentation_out_features(config) if out_features is None else out_features)
     unknown = [name for name in out_features if name not in BACKBONE_STAGE_NAMES]
     if unknown or not out_features:

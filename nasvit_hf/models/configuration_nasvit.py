@@ -183,6 +183,44 @@ def check_float_field(
     return value
 
 
+def check_label_maps(kwargs: dict[str, Any]) -> None:
+    """Refuse an `id2label` / `label2id` that transformers would fail on deep inside or misread: `id2label` must map
+    class indices (ints, or their decimal strings as JSON stores them) in [0, MAX_NUM_LABELS) to names, `label2id` the
+    reverse."""
+    id2label, label2id = kwargs.get("id2label"), kwargs.get("label2id")
+    if id2label is not None:
+        if not isinstance(id2label, dict):
+            raise ValueError(
+                f"id2label must be a mapping of class index to name ({{0: 'cat', 1: 'dog'}}), got "
+                f"{type(id2label).__name__} {str(id2label)[:80]}."
+            )
+        for key in id2label:
+            index = key if _is_int(key) else (int(key) if isinstance(key, str) and key.strip().isdigit() else None)
+            if index is None or not 0 <= index < MAX_NUM_LABELS:
+                raise ValueError(f"id2label keys must be class indices in [0, {MAX_NUM_LABELS}), got {key!r}.")
+        if len({int(key) for key in id2label}) != len(id2label):
+            raise ValueError("id2label names some class index twice (e.g. 1 and '1').")
+    if label2id is not None and not isinstance(label2id, dict):
+        raise ValueError(
+            f"label2id must be a mapping of class name to index ({{'cat': 0}}), got {type(label2id).__name__}."
+        )
+
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def check_dtype(kwargs: dict[str, Any]) -> None:
+    """Refuse a `dtype` / `torch_dtype` that is not a floating torch dtype (by name as config.json stores it, or a
+    `torch.dtype`) or "auto": transformers would fail with `module 'torch' has no attribute ...` when loading."""
+    for key in ("dtype", "torch_dtype"):
+        value = kwargs.get(key)
+        if value is None or type(value).__module__ == "torch":
+            continue
+        name = value.removeprefix("torch.") if isinstance(value, str) else None
+        if name not in (*FLOAT_DTYPES, "auto"):
+            raise ValueError(f"{key} must be one of {list(FLOAT_DTYPES)} or 'auto', got {value!r}.")
+
+
 MAX_NUM_LABELS = 1_000_000
 MAX_NUM_WINDOWS = 64
 # The scalar fields of `NASViTConfig.__init__`: name -> (low, high) for ints, (low, high, low_open, high_open) for
@@ -412,7 +450,13 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
     but never varies (`act_func`, `use_v3_head`) are accepted when they have their reference value.
     """
     if isinstance(space, str):
-        space = json.loads(space)
+        try:
+            space = json.loads(space)
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"search_space must be a dict in the reference schema (or its JSON text), got the string {space!r}; "
+                "for a preset, pass nasvit_hf.presets.get_search_space(name)."
+            ) from None
     if not isinstance(space, dict):
         raise ValueError(f"search_space must be a dict in the reference schema, got {type(space).__name__}.")
     network_keys = {arch_field.space_key for arch_field in ARCH_FIELDS if arch_field.per_network}
@@ -706,6 +750,8 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         switchable_scaling = renamed["switchable_scaling"]
         if "num_labels" in kwargs:
             kwargs["num_labels"] = check_int_field("num_labels", kwargs["num_labels"], 0, MAX_NUM_LABELS)
+        check_label_maps(kwargs)
+        check_dtype(kwargs)
         scalars = check_scalar_fields(
             num_channels=num_channels,
             head_dim=head_dim,

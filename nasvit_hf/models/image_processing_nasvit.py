@@ -92,6 +92,12 @@ def _pil_to_supported(image: Image.Image) -> Image.Image:
     return image
 
 
+_NOT_FINITE = (
+    "{what} holds NaN or infinite values: images must hold finite pixels (float images are multiplied by "
+    "rescale_factor; pass do_rescale=False for values already in [0, 1])."
+)
+
+
 def _is_2d_array(image: Any) -> bool:
     return isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 2
 
@@ -161,6 +167,8 @@ class NASViTImageProcessor(BaseImageProcessorFast):
 
     def _prepare_images_structure(self, images: Any, expected_ndims: int = 3) -> Any:
         # transformers only takes 3-D arrays; a 2-D (height, width) array is one grayscale image.
+        if isinstance(images, (list, tuple)) and not images:
+            raise ValueError("no images: pass an image or a non-empty list of images.")
         if _is_2d_array(images):
             return [images]
         if isinstance(images, (list, tuple)) and images and any(_is_2d_array(image) for image in images):
@@ -174,8 +182,12 @@ class NASViTImageProcessor(BaseImageProcessorFast):
             image = _pil_to_supported(image)
         elif isinstance(image, np.ndarray):
             image = _to_uint8(image, "an image array")
+            if image.dtype.kind == "f" and not np.isfinite(image).all():
+                raise ValueError(_NOT_FINITE.format(what="an image array"))
         elif isinstance(image, torch.Tensor) and not image.is_floating_point() and image.dtype != torch.uint8:
             image = torch.from_numpy(_to_uint8(image.detach().cpu().numpy(), "an image tensor"))
+        elif isinstance(image, torch.Tensor) and not bool(torch.isfinite(image).all()):
+            raise ValueError(_NOT_FINITE.format(what="an image tensor"))
         tensor = super().process_image(image, *args, **kwargs)
         check_image_shape(int(tensor.shape[-2]), int(tensor.shape[-1]))
         return tensor

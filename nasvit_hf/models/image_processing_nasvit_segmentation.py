@@ -4,6 +4,8 @@ mean/std, with segmentation maps resized alongside (nearest) and `post_process_s
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,7 @@ from transformers import BatchFeature
 from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_utils import PILImageResampling, is_pil_image
 
-from .image_processing_nasvit import NASViTImageProcessor
+from .image_processing_nasvit import NASViTImageProcessor, check_resize_pixels
 
 __all__ = ["NASViTSegmentationImageProcessor"]
 
@@ -36,12 +38,21 @@ def _image_size(image: Any) -> tuple[int, int]:
     raise ValueError(f"an image must be 2-D (H, W) or 3-D (HWC / CHW), got shape {shape}.")
 
 
-def _mask_tensor(mask: Any) -> torch.Tensor:
+def _mask_tensor(mask: Any, index: int = 0) -> torch.Tensor:
     """A segmentation map (PIL 'L'/'P'/'I' image, array or tensor of class ids, (H, W) or (1, H, W)) as int64 (H, W)."""
+    if mask is None or isinstance(mask, (str, bytes)):
+        raise ValueError(
+            f"segmentation map {index} is {mask!r}: pass one map of class ids per image (a PIL image, array or tensor; "
+            "open files first), or segmentation_maps=None for none."
+        )
     if isinstance(mask, torch.Tensor):
         tensor = mask.detach().cpu()
     else:
         array = np.asarray(mask)
+        if array.dtype.kind not in "biuf":
+            raise ValueError(
+                f"segmentation map {index} has dtype {array.dtype}: a map holds integer class ids (uint8, int64, ...)."
+            )
         if array.dtype == np.uint16 or array.dtype == np.uint32:
             array = array.astype(np.int64)
         tensor = torch.from_numpy(np.ascontiguousarray(array))
@@ -55,6 +66,21 @@ def _mask_tensor(mask: Any) -> torch.Tensor:
     if tensor.is_floating_point():
         raise ValueError(f"a segmentation map must hold integer class ids, got dtype {tensor.dtype}.")
     return tensor.to(torch.int64)
+
+
+def _target_size(size: Any, index: int) -> tuple[int, int]:
+    """A `post_process_semantic_segmentation` target size as (height, width) of positive ints, within the pixel bound
+    of the processors (`check_resize_pixels`)."""
+    values = size.tolist() if isinstance(size, torch.Tensor) else size
+    pair = tuple(values) if isinstance(values, (list, tuple)) else ()
+    if len(pair) != 2 or not all(
+        isinstance(side, numbers.Real) and not isinstance(side, bool) and float(side).is_integer() and side >= 1
+        for side in pair
+    ):
+        raise ValueError(f"target_sizes[{index}] must be a (height, width) pair of positive ints, got {size!r}.")
+    height, width = int(pair[0]), int(pair[1])
+    check_resize_pixels(height * width, f"target_sizes[{index}] = {(height, width)}")
+    return height, width
 
 
 class NASViTSegmentationImageProcessor(NASViTImageProcessor):
@@ -94,7 +120,8 @@ class NASViTSegmentationImageProcessor(NASViTImageProcessor):
         batch = super().preprocess(images, **kwargs)
         if segmentation_maps is None:
             return batch
-        images, masks = _as_list(images), [_mask_tensor(mask) for mask in _as_list(segmentation_maps)]
+        images = _as_list(images)
+        masks = [_mask_tensor(mask, index) for index, mask in enumerate(_as_list(segmentation_maps))]
         if len(masks) != len(images):
             raise ValueError(f"got {len(images)} images but {len(masks)} segmentation maps; pass one map per image.")
         pixel_values = batch["pixel_values"]
@@ -129,7 +156,13 @@ class NASViTSegmentationImageProcessor(NASViTImageProcessor):
         `return_segmentation_scores=True` (as Segformer's processor), each item is a
         `SemanticSegmentationPostProcessorOutput` with `segmentation` and the (num_labels, height, width) logits
         `segmentation_scores`."""
-        logits = outputs["logits"]  # a SemanticSegmenterOutput or a dict
+        # a SemanticSegmenterOutput or a dict
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else None
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
+            raise ValueError(
+                "outputs must hold logits of shape (batch, num_labels, height, width) (a NASViTForSemanticSegmentation "
+                f"output), got {type(logits).__name__ if logits is None else tuple(logits.shape)}."
+            )
         if target_sizes is None:
             scores = list(logits)
         else:
@@ -140,7 +173,7 @@ class NASViTSegmentationImageProcessor(NASViTImageProcessor):
                 )
             scores = []
             for index, size in enumerate(target_sizes):
-                size = tuple(int(side) for side in size)
+                size = _target_size(size, index)
                 resized = F.interpolate(logits[index : index + 1], size=size, mode="bilinear", align_corners=False)
                 scores.append(resized[0])
         if not return_segmentation_scores:

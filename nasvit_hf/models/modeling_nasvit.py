@@ -777,9 +777,11 @@ def check_pixel_values(
     num_channels: int,
     processor: str = "NASViTImageProcessor",
     dtype: torch.dtype | None = None,
+    model: nn.Module | None = None,
 ) -> torch.Tensor:
-    """A clear error unless `pixel_values` is a non-empty float (batch, num_channels, height, width) tensor; cast to
-    `dtype` (the model's) when given, so float64 / half / bfloat16 inputs run on a model of another precision."""
+    """A clear error unless `pixel_values` is a non-empty float (batch, num_channels, height, width) tensor holding
+    data (not on the meta device, unless `model` is); cast to `dtype` (the model's) when given, so
+    float64 / half / bfloat16 inputs run on a model of another precision."""
     if pixel_values is None:
         raise ValueError("pixel_values is required: a float tensor of shape (batch, 3, height, width).")
     if not isinstance(pixel_values, torch.Tensor):
@@ -797,6 +799,12 @@ def check_pixel_values(
         raise ValueError(
             f"pixel_values must be a float tensor of normalised pixels, got dtype {pixel_values.dtype}; preprocess the "
             f"images with the {processor} (return_tensors='pt')."
+        )
+    device = next(model.parameters()).device if model is not None and pixel_values.device.type == "meta" else None
+    if device is not None and device.type != "meta":
+        raise ValueError(
+            f"pixel_values is on the meta device (a shape without data) but the model is on {device}: pass real "
+            "pixels (e.g. from the image processor), on the model's device."
         )
     if dtype is not None and pixel_values.dtype != dtype:
         pixel_values = pixel_values.to(dtype)
@@ -908,7 +916,7 @@ class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTraine
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, dtype=self.dtype)
+        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, dtype=self.dtype, model=self)
         resolution = self.active_resolution
         if pixel_values.shape[-2:] != (resolution, resolution):
             pixel_values = F.interpolate(

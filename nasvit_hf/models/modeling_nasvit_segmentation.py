@@ -102,7 +102,11 @@ class NASViTBackbone(BackboneMixin, NASViTInferencePlanMixin, NASViTSupernetMixi
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         pixel_values = check_pixel_values(
-            pixel_values, self.config.num_channels, "NASViTSegmentationImageProcessor", dtype=self.dtype
+            pixel_values,
+            self.config.num_channels,
+            "NASViTSegmentationImageProcessor",
+            dtype=self.dtype,
+            model=self,
         )
         out_indices = [index % len(self.stage_names) for index in self.out_indices]
         last = len(self.stages) if output_hidden_states else max(out_indices)

@@ -18,9 +18,9 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ..config_system import ConfigError, ConfigMixin, build_dataclass
+from ..config_system import ConfigError, ConfigMixin, build_dataclass, check_field_ranges, closest_key
 from .evaluation import DataConfig
 from .evolution import EvolutionConfig
 from .latency import min_fit_archs
@@ -39,12 +39,6 @@ def _check_number(where: str, value: Any, *, positive: bool = False) -> float:
     if not math.isfinite(value) or (positive and value <= 0):
         raise ValueError(f"{where} must be a finite{' positive' if positive else ''} number, got {value!r}.")
     return value
-
-
-def _check_count(where: str, value: Any, low: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{where} must be an integer >= {low}, got {value!r}.")
-    return int(value)
 
 
 def _latency_of_cycle(budgets: list[BudgetSpec]) -> list[str] | None:
@@ -126,6 +120,16 @@ class PredictorConfig:
     n_estimators: int = 100
     include_extremes: bool = True  # the smallest and largest subnet are among the sampled ones
 
+    CONFIG_SECTION: ClassVar[str] = "predictor"
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "num_subnets": "[4, 10000000]",  # at least two to fit the forest and two to validate it
+        "validation_fraction": "(0, 1)",
+        "n_estimators": "[1, 100000]",
+    }
+
+    def __post_init__(self):
+        check_field_ranges(self)
+
 
 @dataclass
 class LatencyConfig:
@@ -143,19 +147,21 @@ class LatencyConfig:
     table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.table12.compare_latency)
     table12_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
 
+    CONFIG_SECTION: ClassVar[str] = "latency"
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "batch_size": "[1, 65536]",
+        "warmup": "[0, 1000000]",
+        "repeats": "[1, 1000000]",
+        "num_threads": "[1, 1024]",
+        "num_archs": "[1, 1000000]",
+        "holdout_fraction": "(0, 1)",
+        "table12_rounds": "[1, 100000]",
+        "table12_candidates": "[1, 100000]",
+    }
+
     def __post_init__(self):
-        self.batch_size = _check_count("latency.batch_size", self.batch_size, 1)
-        self.warmup = _check_count("latency.warmup", self.warmup, 0)
-        self.repeats = _check_count("latency.repeats", self.repeats, 1)
-        if self.num_threads is not None:
-            self.num_threads = _check_count("latency.num_threads", self.num_threads, 1)
-        self.num_archs = _check_count("latency.num_archs", self.num_archs, 1)
-        self.table12_rounds = _check_count("latency.table12_rounds", self.table12_rounds, 1)
-        self.table12_candidates = _check_count("latency.table12_candidates", self.table12_candidates, 0)
-        self.runtime_spec()  # backend, quantize and device checked together
-        self.holdout_fraction = _check_number("latency.holdout_fraction", self.holdout_fraction)
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ValueError(f"latency.holdout_fraction must be in (0, 1), got {self.holdout_fraction}.")
+        check_field_ranges(self)
+        self.runtime_spec()  # backend, quantize, clock, threads and device checked together
         needed = min_fit_archs()
         if self.num_fit_archs < needed:
             enough = next(n for n in range(needed, 100 * needed) if n - self._holdout(n) >= needed)
@@ -207,7 +213,10 @@ class SearchConfig(ConfigMixin):
     budgets: list[BudgetSpec] = field(default_factory=list)  # [{name, one of macs_millions | macs_fraction |
     # latency_ms | latency_of}] (see the module docstring)
 
+    FIELD_RANGES: ClassVar[dict[str, str]] = {"seed": "[0, 4294967295]", "num_threads": "[1, 1024]"}
+
     def __post_init__(self):
+        check_field_ranges(self)
         names = [budget.name for budget in self.budgets]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -247,7 +256,14 @@ class SearchConfig(ConfigMixin):
             raise ConfigError(f"{source}: [calibration] must be a mapping, got {calibration!r}.")
         calibration = dict(calibration)
         if "num_batches" in calibration:
-            data["calibration_batches"] = calibration.pop("num_batches")
+            num_batches = calibration.pop("num_batches")
+            if data.get("calibration_batches", num_batches) != num_batches:
+                raise ConfigError(
+                    f"{source} sets calibration.num_batches ({num_batches!r}) and data.calibration_batches "
+                    f"({data['calibration_batches']!r}), the same setting; keep one (on the command line: "
+                    "--calibration.num_batches N)."
+                )
+            data["calibration_batches"] = num_batches
         if calibration:
             raise ConfigError(
                 f"{source} [calibration] has unknown keys {sorted(calibration)}; known: ['num_batches']."
@@ -302,7 +318,13 @@ class SearchConfig(ConfigMixin):
         for budget in self.budgets:
             if budget.name == name.lower():
                 return budget
-        raise KeyError(f"no budget named {name!r} in this search config; it has {[b.name for b in self.budgets]}.")
+        names = [b.name for b in self.budgets]
+        close = closest_key(str(name).lower(), names)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        raise ConfigError(
+            f"no budget named {name!r} in this search config{hint}; it has {names}: name one of them (--names), or "
+            "add a budget of that name to the config's budgets."
+        )
 
 
 def resolve_device(name: str, key: str = "device") -> str:

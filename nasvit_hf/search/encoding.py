@@ -50,6 +50,9 @@ class ArchEncoder:
     def encode(self, arch: dict[str, Any]) -> np.ndarray:
         """The gene row (choice indices) of `arch`; raises ValueError for values outside the space."""
         row = np.empty(self.num_genes, dtype=np.int64)
+        if not isinstance(arch, dict) or any(field not in arch for field, _, _ in self.dimensions):
+            keys = sorted({field for field, _, _ in self.dimensions})
+            raise ValueError(f"arch must be a dict with keys {keys}, got {str(arch)[:120]}.")
         for gene, (field, index, choices) in enumerate(self.dimensions):
             value = arch[field] if index < 0 else arch[field][index]
             if value not in choices:
@@ -62,9 +65,17 @@ class ArchEncoder:
         return np.stack([self.encode(arch) for arch in archs]) if archs else np.empty((0, self.num_genes), np.int64)
 
     def decode(self, row: np.ndarray) -> dict[str, Any]:
-        """The arch dict of one gene row."""
+        """The arch dict of one gene row (a ValueError for a row of another length or with a choice index outside
+        its dimension's choices)."""
+        row = np.asarray(row)
+        if row.shape != (self.num_genes,) or row.dtype.kind not in "iu":
+            raise ValueError(f"a gene row holds {self.num_genes} integer choice indices, got {row.dtype} {row.shape}.")
         arch: dict[str, Any] = {arch_field.name: 0 if arch_field.per_network else [] for arch_field in self.fields}
         for gene, (field, index, choices) in enumerate(self.dimensions):
+            if not 0 <= int(row[gene]) < len(choices):
+                raise ValueError(
+                    f"gene {gene} ({field}) is {int(row[gene])}; it indexes {len(choices)} choices {choices}."
+                )
             value = int(choices[int(row[gene])])
             if index < 0:
                 arch[field] = value

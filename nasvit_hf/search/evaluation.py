@@ -17,13 +17,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
+from ..config_system import check_field_ranges
 from ..models.image_processing_nasvit import NASViTImageProcessor
 from .runtimes import torch_threads
 
@@ -71,12 +72,16 @@ class DataConfig:
     load_kwargs: dict[str, Any] = field(default_factory=dict)
     holdout: str | None = None  # a holdout.json written by training (default: found beside the supernet)
 
+    CONFIG_SECTION: ClassVar[str] = "data"
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "batch_size": "[1, 65536]",
+        "calibration_batches": "[1, 1000000]",  # calibration.num_batches in a search config
+        "max_evaluation_samples": "[1, inf)",
+        "seed": "[0, 4294967295]",
+    }
+
     def __post_init__(self):
-        if self.batch_size < 1 or self.calibration_batches < 1:
-            raise ValueError(
-                f"data.batch_size and calibration.num_batches must be >= 1, got {self.batch_size}, "
-                f"{self.calibration_batches}."
-            )
+        check_field_ranges(self)
 
 
 class ImageSet:
@@ -151,7 +156,9 @@ def _load_dataset_dict(config: DataConfig):
         if not config.data_dir:
             raise ValueError("data.dataset 'imagefolder' needs data.data_dir (a folder of <split>/<class>/images).")
         if not Path(config.data_dir).is_dir():
-            raise ValueError(f"data.data_dir {config.data_dir!r} is not a folder: name the image folder (--data_dir).")
+            raise ValueError(
+                f"data.data_dir {config.data_dir!r} is not a folder: name the image folder (--data.data_dir)."
+            )
         return load_dataset("imagefolder", data_dir=config.data_dir, **config.load_kwargs)
     try:
         return load_dataset(config.dataset, config.dataset_config, data_dir=config.data_dir, **config.load_kwargs)
@@ -160,7 +167,7 @@ def _load_dataset_dict(config: DataConfig):
             f"cannot load dataset {config.dataset!r}"
             + (f" (data_dir {config.data_dir!r})" if config.data_dir else "")
             + f": {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} Name the data for "
-            "calibration and evaluation with --dataset / --data_dir."
+            "calibration and evaluation with --data.dataset / --data.data_dir."
         ) from None
 
 
@@ -173,7 +180,7 @@ def load_evaluation_data(config: DataConfig, processor: NASViTImageProcessor | N
         if split not in splits:
             raise ValueError(
                 f"split {split!r} is not in dataset {config.dataset!r}; it has {sorted(splits)}. Name the splits "
-                "(--calibration_split / --evaluation_split), or train with holdout_per_class so that search finds "
+                "(--data.calibration_split / --data.evaluation_split), or train with holdout_per_class so that search finds "
                 "its held-out split."
             )
     rng = np.random.default_rng(config.seed)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from ..config_system import check_field_ranges
 from .encoding import ArchEncoder
 
 __all__ = ["EvolutionConfig", "EvolutionResult", "evolutionary_search", "sample_within_budget"]
@@ -33,15 +35,19 @@ class EvolutionConfig:
     mutation_probability: float = 0.1
     max_sampling_rounds: int = 200  # rounds of rejection sampling before giving up on filling a batch
 
+    CONFIG_SECTION: ClassVar[str] = "evolution"
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "population_size": "[1, 10000000]",
+        "parents": "[1, 10000000]",
+        "mutations": "[0, 10000000]",
+        "crossovers": "[0, 10000000]",
+        "generations": "[1, 100000]",
+        "mutation_probability": "(0, 1]",
+        "max_sampling_rounds": "[1, 100000]",
+    }
+
     def __post_init__(self):
-        for field in ("population_size", "parents", "generations", "max_sampling_rounds"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"evolution.{field} must be >= 1, got {getattr(self, field)}.")
-        for field in ("mutations", "crossovers"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"evolution.{field} must be >= 0, got {getattr(self, field)}.")
-        if not 0.0 < self.mutation_probability <= 1.0:
-            raise ValueError(f"evolution.mutation_probability must be in (0, 1], got {self.mutation_probability}.")
+        check_field_ranges(self)
 
 
 @dataclass

@@ -128,8 +128,17 @@ def measure_latency(
     clock function. The model's train/eval mode is restored."""
     if repeats < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}.")
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be a positive integer or None (torch's default), got {num_threads!r}.")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
+    from .config import resolve_device  # an absent device: one error naming it, before the model is moved
+
+    device = resolve_device(str(device), "device")
     named = clock if isinstance(clock, str) else "wall"
-    spec = RuntimeSpec(backend, str(device), num_threads, batch_size, quantize, named)
+    spec = RuntimeSpec(backend, device, num_threads, batch_size, quantize, named)
     runtime = make_backend(spec, None if isinstance(clock, str) else clock)
     was_training = model.training
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..loading import load_pretrained_strict
+from ..loading import load_pretrained_strict, read_nasvit_config
 from ..macs import count_macs, count_parameters
 from ..models.configuration_nasvit import NASViTConfig
 from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..models.modeling_nasvit import NASViTForImageClassification
+from ..utils.io import atomic_write_text
 from .config import BudgetSpec, SearchConfig, resolve_device
 from .efficiency import MacsEfficiency
 from .encoding import ArchEncoder
@@ -28,7 +30,7 @@ from .evaluation import EvaluationData, evaluate_subnet, load_evaluation_data
 from .evolution import evolutionary_search
 from .latency import LatencyEfficiency, LatencyModel, measure_timed
 from .predictor import AccuracyPredictor
-from .results import SearchResults, pareto_front
+from .results import RESULT_FILES, SearchResults, pareto_front
 from .runtimes import Clock, LatencyBackend, Timed, make_backend
 from .table12 import compare_latency
 
@@ -40,19 +42,9 @@ logger = logging.getLogger(__name__)
 def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassification:
     """Load a NASViT supernet folder, with clear errors for anything else."""
     path = Path(path)
-    config_file = path / "config.json"
-    if not path.is_dir() or not config_file.is_file():
-        raise ValueError(f"{str(path)!r} is not a NASViT supernet folder: it has no config.json.")
-    with open(config_file, encoding="utf-8") as file:
-        raw = json.load(file)
-    model_type = raw.get("model_type")
-    if model_type != "nasvit":
-        raise ValueError(
-            f"{str(path)!r} is not a NASViT supernet: its config.json has model_type {model_type!r} (expected "
-            "'nasvit'). Convert a reference checkpoint with recipes/convert_official_checkpoint.py or train one with "
-            "recipes/train.py."
-        )
-    config = NASViTConfig.from_pretrained(path)
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is not a NASViT supernet folder: there is no such folder.")
+    config = read_nasvit_config(path, "a NASViT supernet")
     if not config.is_supernet:
         raise ValueError(
             f"{str(path)!r} holds a single extracted subnet (its search space has one choice per dimension), not a "
@@ -83,6 +75,28 @@ def supernet_fingerprint(path: str | Path) -> str:
                 for chunk in iter(lambda handle=handle: handle.read(1 << 22), b""):
                     digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+# What a resumed search reads back from its records ({dotted key: type}); anything else is a damaged file.
+CANDIDATE_FIELDS = {"index": int, "arch": dict, "macs": numbers.Real, "params": numbers.Real, "accuracy": numbers.Real}
+LATENCY_FIELDS = {
+    "index": int,
+    "split": str,
+    "arch": dict,
+    "measurement.median_ms": numbers.Real,
+    "measurement.q25_ms": numbers.Real,
+    "measurement.q75_ms": numbers.Real,
+}
+NAMED_FIELDS = {
+    "arch": dict,
+    "budget": dict,
+    "evolution": dict,
+    "macs": numbers.Real,
+    "params": numbers.Real,
+    "accuracy": numbers.Real,
+    "latency_ms": numbers.Real,
+    "predicted_latency_ms": numbers.Real,
+}
 
 
 class SearchRun:
@@ -121,23 +135,34 @@ class SearchRun:
         self._clock = clock
         self._timed: dict[str, Timed] = {}  # prepared named subnets and B-candidates, reused in one session
         self._latency_report: dict[str, Any] | None = None
-        self._check_run_file()
+        self._run_record = self._check_run_file()
 
     @property
     def provenance(self) -> str:
         return f"searched on {self.supernet_name} with {self.config_name}"
 
     # ---------------------------------------------------------------------------------------------------------------
-    def _check_run_file(self) -> None:
-        run = self.results.read_json("run.json")
+    def _check_run_file(self) -> dict[str, Any]:
+        """Check the results folder against this run (nothing is written): a folder holding another supernet's or
+        another config's search, or files of a results folder without its run.json (not written by a search), is
+        refused. Returns the run record `_write_run_file` writes once the inputs are checked."""
+        run = self.results.read_json("run.json", kind=dict)
         evaluation_sections = {k: self.config.fingerprint(k) for k in ("data", "predictor", "latency")}
-        if run is not None:
+        if run is None:
+            foreign = [name for name in RESULT_FILES if self.results.path(name).exists()]
+            if foreign:
+                raise FileExistsError(
+                    f"{self.results.directory} holds {', '.join(foreign)} but no run.json: it is not a results folder "
+                    "of a search, and the search would replace them. Choose another output folder, or move them away."
+                )
+        else:
             if run.get("supernet_fingerprint") != self.supernet_id:
                 raise ValueError(
                     f"{self.results.directory} holds a search of another supernet ({run.get('supernet')}); use a new "
                     "output folder."
                 )
             old = run.get("section_fingerprints", {})
+            old = old if isinstance(old, dict) else {}
             changed = [k for k, v in evaluation_sections.items() if old.get(k) != v] + (
                 ["seed"] if run.get("seed") != self.config.seed else []
             )
@@ -146,29 +171,38 @@ class SearchRun:
                     f"{self.results.directory} holds a search with a different config ({', '.join(changed)} changed); "
                     "resume with the same config or use a new output folder."
                 )
+        return {
+            "supernet": self.supernet_name,
+            "supernet_fingerprint": self.supernet_id,
+            "config": self.config_name,
+            "seed": self.config.seed,
+            "seeds": {
+                "sampling": [self.config.seed, 0],
+                "latency_archs": [self.config.seed, 1],
+                "evolution": [self.config.seed, 2, "<budget index>"],
+                "predictor": self.config.seed,
+                "data": self.config.data.seed,
+            },
+            "section_fingerprints": evaluation_sections,
+            "status": (run or {}).get("status", "running"),
+            "smallest_macs": self.smallest_macs,
+            "largest_macs": self.largest_macs,
+        }
+
+    def _read_records(self, name: str, fields: dict[str, Any]) -> list[dict[str, Any]]:
+        records = self.results.read_jsonl(name)
+        for record in records:
+            self.results.check_record(name, record, fields)
+            record["arch"] = self._checked_arch(name, record["arch"])
+        return records
+
+    def _write_run_file(self) -> None:
         import yaml
 
-        self.results.write_json(
-            "run.json",
-            {
-                "supernet": self.supernet_name,
-                "supernet_fingerprint": self.supernet_id,
-                "config": self.config_name,
-                "seed": self.config.seed,
-                "seeds": {
-                    "sampling": [self.config.seed, 0],
-                    "latency_archs": [self.config.seed, 1],
-                    "evolution": [self.config.seed, 2, "<budget index>"],
-                    "predictor": self.config.seed,
-                    "data": self.config.data.seed,
-                },
-                "section_fingerprints": evaluation_sections,
-                "status": (run or {}).get("status", "running"),
-                "smallest_macs": self.smallest_macs,
-                "largest_macs": self.largest_macs,
-            },
+        self.results.write_json("run.json", self._run_record)
+        atomic_write_text(
+            self.results.path("search_config.yaml"), yaml.safe_dump(self.config.to_dict(), sort_keys=False)
         )
-        self.results.path("search_config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
     @property
     def data(self) -> EvaluationData:
@@ -219,10 +253,20 @@ class SearchRun:
     # ---------------------------------------------------------------------------------------------------------------
     # Step 1: sampled subnets, evaluated with BN recalibration
     # ---------------------------------------------------------------------------------------------------------------
+    def _checked_arch(self, name: str, arch: Any) -> dict[str, Any]:
+        """An arch read back from the results folder, validated against the supernet's space."""
+        try:
+            return self.model_config.validate_arch(arch)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(
+                f"{self.results.path(name)} is damaged (an arch does not fit the supernet's space: {error}); delete it "
+                "to recompute that step, or search into a new output folder."
+            ) from None
+
     def sampled_archs(self) -> list[dict[str, Any]]:
-        archs = self.results.read_json("sampled_archs.json")
+        archs = self.results.read_json("sampled_archs.json", kind=list)
         if archs is not None:
-            return archs
+            return [self._checked_arch("sampled_archs.json", arch) for arch in archs]
         count = self.config.predictor.num_subnets
         rng = np.random.default_rng([self.config.seed, 0])
         rows, seen = [], set()
@@ -244,7 +288,7 @@ class SearchRun:
 
     def evaluate_candidates(self) -> list[dict[str, Any]]:
         archs = self.sampled_archs()
-        done = {record["index"]: record for record in self.results.read_jsonl("candidates.jsonl")}
+        done = {record["index"]: record for record in self._read_records("candidates.jsonl", CANDIDATE_FIELDS)}
         pending = [i for i in range(len(archs)) if i not in done]
         if pending:
             logger.info("evaluating %d of %d sampled subnets (%d done)", len(pending), len(archs), len(done))
@@ -327,7 +371,7 @@ class SearchRun:
         rows = self.encoder.sample(settings.num_archs, rng)
         archs = [self.encoder.decode(row) for row in rows]
         num_holdout = settings.num_holdout_archs  # enough archs left to fit: checked by LatencyConfig
-        done = {record["index"]: record for record in self.results.read_jsonl("latency.jsonl")}
+        done = {record["index"]: record for record in self._read_records("latency.jsonl", LATENCY_FIELDS)}
         held_out: dict[int, Timed] = {}  # timed a second time at the end: the run-to-run noise
         for index, arch in enumerate(archs):
             if index in done:
@@ -348,7 +392,10 @@ class SearchRun:
             self.results.append_jsonl("latency.jsonl", record)
             done[index] = record
         records = [done[i] for i in range(len(archs))]
-        again = {record["index"]: record for record in self.results.read_jsonl("latency_repeat.jsonl")}
+        again = {}
+        for record in self.results.read_jsonl("latency_repeat.jsonl"):
+            self.results.check_record("latency_repeat.jsonl", record, {"index": int, "median_ms": numbers.Real})
+            again[record["index"]] = record
         for index in range(num_holdout):
             if index not in again:
                 timed = held_out.pop(index, None) or self.prepared(archs[index])
@@ -388,7 +435,7 @@ class SearchRun:
             "measurement_noise_median_relative_iqr_pct": noise,
             # the held-out archs timed again after all the others: how far one arch's median moves in a session
             "measurement_noise_run_to_run_pct": run_to_run,
-            "measurement_seconds": float(sum(r.get("seconds", 0.0) for r in records)),
+            "measurement_seconds": float(sum(r["seconds"] for r in records if isinstance(r.get("seconds"), float))),
             "runtime": self.runtime.record(),
             "settings": settings.__dict__,
             "torch_threads_default": torch.get_num_threads(),
@@ -637,11 +684,16 @@ class SearchRun:
         """Run (or resume) the whole search; `names` restricts the budgets searched (plus their dependencies).
         Returns the `named.json` content."""
         budgets = self.check_budgets(names)
+        self.data  # noqa: B018 - loads and checks the data: every input is checked before anything is written
+        self._write_run_file()
         candidates = self.evaluate_candidates()
         predictor = self.fit_predictor(candidates)
         latency_model = self.fit_latency_model()
         latency = LatencyEfficiency(self.model_config, self.encoder, latency_model)
-        named = self.results.read_json("named.json", {})
+        named = self.results.read_json("named.json", {}, kind=dict)
+        for name, entry in named.items():
+            self.results.check_record("named.json", entry, NAMED_FIELDS, where=f"{name}: ")
+            self._checked_arch("named.json", entry["arch"])
         order = [b.name for b in self.config.budgets]
         for budget in budgets:
             previous = named.get(budget.name)
@@ -656,7 +708,7 @@ class SearchRun:
             self.results.write_json("named.json", named)
         self._timed.clear()  # the prepared subnets (onnxruntime sessions) are not needed after the budgets
         self.write_pareto(candidates, named, latency)
-        run = self.results.read_json("run.json")
+        run = dict(self._run_record)
         run["status"] = "complete" if all(b.name in named for b in self.config.budgets) else "partial"
         self.results.write_json("run.json", run)
         return named

@@ -20,6 +20,7 @@ next to every latency the search reports.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import platform
 import shutil
@@ -202,9 +203,13 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
     Tiny models are dominated by per-op overhead: on a busy CPU, extra OpenMP threads spin against other processes
     and one thread can be 10x faster."""
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be a positive integer or None (torch's default), got {num_threads!r}.")
     previous = torch.get_num_threads()
     if num_threads is not None:
-        torch.set_num_threads(num_threads)
+        torch.set_num_threads(int(num_threads))
     try:
         yield
     finally:

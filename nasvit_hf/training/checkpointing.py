@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config_system import ConfigError
-from ..utils.io import atomic_write_json, atomic_write_text, make_dir
+from ..config_system import ConfigError, undo_if_the_recipe_fails
+from ..utils.io import apply_umask_modes, atomic_write_json, atomic_write_text, make_dir
 
 __all__ = [
     "CHECKPOINT_RECORD",
@@ -143,9 +143,10 @@ def read_checkpoint_record(checkpoint: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int, run_id: str) -> list[Path]:
@@ -174,6 +175,7 @@ def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[
     if accelerator.is_main_process:
         record = {"run_id": run.run_id, "step": step, "time": time.time(), "config": config}
         atomic_write_json(temporary / CHECKPOINT_RECORD, record)
+        apply_umask_modes(temporary)  # safetensors writes model.safetensors 0600
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
         prune_checkpoints(run.output_dir, keep or 0, run.run_id)
@@ -184,6 +186,10 @@ def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[
 # ----------------------------------------------------------------------------------------------------------------------
 # Starting or resuming a run
 # ----------------------------------------------------------------------------------------------------------------------
+# What a run writes into its output_dir before its first step besides RUN_ARTIFACTS (the recipes' holdout.json).
+START_FILES = ("holdout.json",)
+
+
 @dataclass
 class TrainingRun:
     """Where a run writes (`output_dir`), who it is (`run_id`), and where it resumes from (`resume_path`)."""
@@ -192,6 +198,40 @@ class TrainingRun:
     run_id: str
     resume_path: Path | None = None
     changes: dict[str, list[Any]] = field(default_factory=dict)  # safe changes of this resume: {key: [old, new]}
+    # The folder as start_run found it (None: it did not exist), and config_history.jsonl's text before this resume
+    # appended to it: what `undone_on_error` restores.
+    found: frozenset[str] | None = None
+    history_before: str | None = None
+
+    cancel_undo: Callable[[], None] | None = None
+
+    def started(self) -> None:
+        """Call once the start-up (data, model, teachers, optimiser) is built: until then, a recipe that fails
+        (`run_recipe`) removes what `start_run` and the start-up wrote (`undo_start`), so a corrected rerun is not
+        refused as "an earlier training run"; from here on a failure leaves the run to resume."""
+        if self.cancel_undo is not None:
+            self.cancel_undo()
+            self.cancel_undo = None
+
+    def undo_start(self) -> None:
+        """Remove the run marker, training_config.json, config_history.jsonl's new line, holdout.json and the folder
+        itself where this run's start wrote them (what was there before stays)."""
+        folder = self.output_dir
+        if not folder.is_dir():
+            return
+        found = self.found or frozenset()
+        for name in (*RUN_ARTIFACTS, *START_FILES):
+            path = folder / name
+            if name in found or path.is_symlink():
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)  # a tracker's log folder
+            elif path.is_file():
+                path.unlink()
+        if self.history_before is not None and CONFIG_HISTORY in found:
+            atomic_write_text(folder / CONFIG_HISTORY, self.history_before)
+        if self.found is None and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def config_changes(
@@ -219,10 +259,12 @@ def _holds_run(folder: Path) -> list[str]:
 
 
 def _run_id_of(folder: Path) -> str | None:
+    """The run id in the folder's run marker, or None (no marker, or one that is not a run marker)."""
     try:
-        return json.loads((folder / RUN_MARKER).read_text(encoding="utf-8")).get("run_id")
-    except (OSError, json.JSONDecodeError, AttributeError):
+        run_id = json.loads((folder / RUN_MARKER).read_text(encoding="utf-8")).get("run_id")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
+    return run_id if isinstance(run_id, str) and run_id else None
 
 
 def _remove_run(folder: Path) -> None:
@@ -277,19 +319,29 @@ def start_run(
     sync = barrier if barrier is not None else (lambda: None)
     folder = Path(output_dir)
     existing = _holds_run(folder)
+    found = frozenset(os.listdir(folder)) if folder.is_dir() else None
     if resume_from_checkpoint and overwrite_output_dir:
         raise ConfigError(
             "resume_from_checkpoint and overwrite_output_dir contradict each other: resume the run, or delete it "
             "and start over, not both."
         )
     if not resume_from_checkpoint:
+        if existing and _run_id_of(folder) is None:
+            # No run marker: these files were not written by a training run of this package (or the marker is
+            # damaged), so nothing here may delete them, --overwrite_output_dir included.
+            raise RunFolderError(
+                f"output_dir {str(folder)!r} holds files a training run would write "
+                f"({', '.join(name for name in existing if name != RUN_MARKER)}) but no valid {RUN_MARKER}: they were not written by a training run of this package, and neither a fresh run nor "
+                "--overwrite_output_dir will replace them. Move them away, or choose another --output_dir."
+            )
         if existing and not overwrite_output_dir:
             raise RunFolderError(
                 f"output_dir {str(folder)!r} holds an earlier training run ({', '.join(existing)}): resume it with "
                 "--resume_from_checkpoint latest, pass --overwrite_output_dir to delete it and start over, or choose "
                 "another --output_dir."
             )
-        run = TrainingRun(folder, uuid.uuid4().hex)
+        # An overwritten run's files are gone for good: an undone start removes only what this run writes.
+        run = TrainingRun(folder, uuid.uuid4().hex, found=found and found - set(existing))
         sync()  # every process has checked the folder before the main process changes it
         if is_main_process:
             if existing:
@@ -302,7 +354,9 @@ def start_run(
             atomic_write_json(folder / "training_config.json", config)
         sync()
         if not is_main_process and barrier is not None:
-            run = TrainingRun(folder, _run_id_of(folder) or run.run_id)
+            run = TrainingRun(folder, _run_id_of(folder) or run.run_id, found=run.found)
+        if is_main_process:
+            run.cancel_undo = undo_if_the_recipe_fails(run.undo_start)
         return run
 
     path = Path(resume_from_checkpoint)
@@ -333,7 +387,11 @@ def start_run(
             )
     else:
         logger.warning("checkpoint %s records no config (an older version wrote it): the config is not checked", path)
-    run = TrainingRun(folder, run_id, path, changes)
+    history = folder / CONFIG_HISTORY
+    history_before = history.read_text(encoding="utf-8") if history.is_file() else None
+    run = TrainingRun(folder, run_id, path, changes, found=found, history_before=history_before)
+    if is_main_process:
+        run.cancel_undo = undo_if_the_recipe_fails(run.undo_start)
     sync()
     if is_main_process:
         make_dir(folder)

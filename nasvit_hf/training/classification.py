@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
+from ..loading import read_nasvit_config
 from ..models import NASViTConfig, NASViTForImageClassification
 from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..utils.io import atomic_write_json, staging_folder
@@ -70,6 +71,7 @@ def check_eval_archs(archs: list, search_space: dict) -> dict[str, dict]:
 def build_supernet(config: TrainingConfig, label_names: list[str]) -> NASViTForImageClassification:
     """A fresh supernet of the config's search space, or `model_name_or_path` (whose labels must match the data)."""
     if config.model_name_or_path:
+        read_nasvit_config(config.model_name_or_path, "a NASViT supernet")  # transformers would convert any config
         model = NASViTForImageClassification.from_pretrained(config.model_name_or_path)
         if model.config.num_labels != len(label_names):
             raise ValueError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..config_system import ConfigMixin, load_yaml_mapping, parse_overrides
+from ..config_system import ConfigMixin, check_field_ranges, load_yaml_mapping, parse_overrides
 
 __all__ = ["TrainingConfig", "load_yaml_mapping", "parse_overrides"]
 
@@ -128,8 +128,59 @@ class TrainingConfig(ConfigMixin):
     )
     RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
     RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
+    # The range of every number key (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "drop_path_rate": "[0, 1)",
+        "drop_connect_rate": "[0, 1)",
+        "dropout": "[0, 1)",
+        "image_size": "[16, 4096]",
+        "max_train_samples": "[1, inf)",
+        "max_eval_samples": "[1, inf)",
+        "holdout_per_class": "[1, inf)",
+        "holdout_seed": "[0, 4294967295]",
+        "num_workers": "[0, 1024]",
+        "randaugment_num_ops": "[0, 64]",
+        "randaugment_magnitude": "[0, 30]",
+        "hflip": "[0, 1]",
+        "random_erasing": "[0, 1]",
+        "mixup_alpha": "[0, inf)",
+        "cutmix_alpha": "[0, inf)",
+        "mixup_prob": "[0, 1]",
+        "mixup_switch_prob": "[0, 1]",
+        "label_smoothing": "[0, 1)",
+        "num_random_subnets": "[0, 1024]",
+        "iw_clip": "(0, inf)",
+        "max_projection_coefficient": "[0, inf)",
+        "projection_start_epoch": "[0, inf)",
+        "teacher_temperature": "(0, inf)",
+        "seed": "[0, 4294967295]",
+        "per_device_train_batch_size": "[1, inf)",
+        "per_device_eval_batch_size": "[1, inf)",
+        "gradient_accumulation_steps": "[1, inf)",
+        "num_train_epochs": "[1, inf)",
+        "max_steps": "[1, inf)",
+        "learning_rate": "(0, inf)",
+        "weight_decay": "[0, inf)",
+        "adam_beta1": "[0, 1)",
+        "adam_beta2": "[0, 1)",
+        "adam_epsilon": "[0, inf)",
+        "min_lr_rate": "[0, 1]",
+        "warmup_lr_rate": "[0, 1]",
+        "warmup_epochs": "[0, inf)",
+        "warmup_steps": "[0, inf)",
+        "max_grad_norm": "(0, inf)",
+        "ema_decay": "[0, 1]",
+        "max_consecutive_nonfinite": "[1, inf)",
+        "num_threads": "[1, 1024]",
+        "eval_every_epochs": "[1, inf)",
+        "calibration_batches": "[1, inf)",
+        "logging_steps": "[1, inf)",
+        "checkpointing_steps": "[1, inf)",
+        "checkpoints_total_limit": "[0, inf)",
+    }
 
     def __post_init__(self):
+        check_field_ranges(self)
         if isinstance(self.teachers, str):  # "a" or the command line's "a,b" -> a list
             from .teachers import parse_teacher_names
 

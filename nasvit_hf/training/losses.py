@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +44,11 @@ def alpha_divergence(
     per-sample term whose gradient w.r.t. the student logits is the reference's clipped α-divergence gradient
     (the reference's `grad_loss`). α = 0 is KL(q‖p) and α = 1 is KL(p‖q).
     """
+    _check_logits(student_logits, teacher_logits)
+    if not (isinstance(iw_clip, numbers.Real) and math.isfinite(iw_clip) and iw_clip > 0):
+        raise ValueError(f"iw_clip must be a finite positive number, got {iw_clip!r}.")
+    if not (isinstance(alpha, numbers.Real) and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}.")
     student_logits = student_logits.float()
     q_log_prob = F.log_softmax(student_logits, dim=-1)
     with torch.no_grad():

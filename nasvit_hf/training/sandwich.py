@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..config_system import check_field_ranges
 from ..models.configuration_nasvit import sample_arch
 from .gradients import (
     AFTER_COMBINATION_TOLERANCE,
@@ -87,7 +89,20 @@ class SandwichConfig:
                 values[item.name] = getattr(config, key)
         return cls(**values)
 
+    # The range of every number field (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "num_random_subnets": "[0, 1024]",
+        "iw_clip": "(0, inf)",
+        "kd_temperature": "(0, inf)",
+        "max_projection_coefficient": "[0, inf)",
+        "max_grad_norm": "(0, inf)",
+        "drop_path_rate": "[0, 1)",
+        "drop_connect_rate": "[0, 1)",
+        "dropout": "[0, 1)",
+    }
+
     def __post_init__(self):
+        check_field_ranges(self)
         if self.num_random_subnets < 0:
             raise ValueError(f"num_random_subnets must be >= 0, got {self.num_random_subnets}.")
         if self.distill_loss not in DISTILL_LOSSES:
@@ -121,6 +136,9 @@ class ArchSampler:
     seeded generator (the same on every rank, so all ranks train the same archs). Checkpointable."""
 
     def __init__(self, config, num_random: int = 2, seed: int = 0):
+        for name, value in (("num_random", num_random), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"ArchSampler {name} must be a non-negative integer, got {value!r}.")
         self.search_space = config.search_space
         self.largest = config.largest_arch()
         self.smallest = config.smallest_arch()

@@ -4,6 +4,8 @@ of the peak lr; `"cosine_with_min_lr"` warms up from lr / warm-up steps)."""
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from transformers import get_scheduler
 
@@ -22,6 +24,9 @@ def build_lr_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """`transformers.get_scheduler(name, ...)`, passing `min_lr_rate` (and, for "cosine_warmup_with_min_lr",
     `warmup_lr_rate`) to the schedules that take them; errors name a rate given to a schedule that ignores it."""
+    for key, value, low in (("num_warmup_steps", num_warmup_steps, 0), ("num_training_steps", num_training_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{key} must be an integer >= {low}, got {value!r}.")
     kwargs: dict[str, float] = {}
     if name in MIN_LR_SCHEDULERS:
         if min_lr_rate is None:

@@ -15,7 +15,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..config_system import ConfigMixin, parse_overrides
+from ..config_system import ConfigMixin, check_field_ranges, parse_overrides
 from ..models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
 from ..models.configuration_nasvit import BACKBONE_STAGE_NAMES
 
@@ -116,8 +116,39 @@ class SegmentationTrainingConfig(ConfigMixin):
         }
     )
     RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+    # The range of every number key (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "decoder_hidden_size": "[1, 65536]",
+        "classifier_dropout": "[0, 1)",
+        "drop_path_rate": "[0, 1)",
+        "num_labels": "[1, 1000000]",
+        "ignore_index": "[-2147483648, 2147483647]",
+        "max_train_samples": "[1, inf)",
+        "max_eval_samples": "[1, inf)",
+        "digits_num_train": "[1, 1000000]",
+        "digits_num_validation": "[1, 1000000]",
+        "digits_size": "[32, 427]",  # crops of scikit-learn's 427 x 640 sample photos
+        "num_workers": "[0, 1024]",
+        "hflip": "[0, 1]",
+        "eval_short_side": "[16, 8192]",
+        "seed": "[0, 4294967295]",
+        "per_device_train_batch_size": "[1, inf)",
+        "per_device_eval_batch_size": "[1, inf)",
+        "num_train_epochs": "(0, inf)",
+        "max_steps": "[1, inf)",
+        "learning_rate": "(0, inf)",
+        "head_learning_rate_multiplier": "(0, inf)",
+        "weight_decay": "[0, inf)",
+        "warmup_steps": "[0, inf)",
+        "max_grad_norm": "(0, inf)",
+        "eval_every_steps": "[0, inf)",  # 0 or null: once per epoch
+        "logging_steps": "[1, inf)",
+        "checkpointing_steps": "[0, inf)",  # 0 or null: no checkpoints
+        "checkpoints_total_limit": "[0, inf)",
+    }
 
     def __post_init__(self) -> None:
+        check_field_ranges(self)
         if self.lr_scheduler_type not in ("poly", "cosine", "constant"):
             raise ValueError(
                 f"lr_scheduler_type must be 'poly', 'cosine' or 'constant', got {self.lr_scheduler_type!r}."
@@ -344,6 +375,9 @@ def build_segmentation_model(
     if config.out_features is not None:
         settings["out_features"] = list(config.out_features)
     if config.model_name_or_path:
+        from ..loading import read_nasvit_config
+
+        read_nasvit_config(config.model_name_or_path, "a NASViT model")  # transformers would convert any config
         return NASViTForSemanticSegmentation.from_pretrained(
             config.model_name_or_path, ignore_mismatched_sizes=True, **settings
         )

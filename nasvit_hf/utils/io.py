@@ -26,6 +26,7 @@ __all__ = [
     "atomic_file",
     "atomic_write_json",
     "atomic_write_text",
+    "apply_umask_modes",
     "current_umask",
     "has_marker",
     "make_dir",
@@ -60,6 +61,21 @@ def make_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def apply_umask_modes(folder: str | os.PathLike) -> None:
+    """Give every file and folder under `folder` (and `folder` itself) the mode the umask gives a new one (0644 /
+    0755 under umask 022). For folders the package has just written with writers that pick their own modes:
+    safetensors creates `model.safetensors` 0600, `tempfile` 0600 / 0700. Symbolic links are left alone."""
+    file_mode, dir_mode = _file_mode(), _dir_mode()
+    os.chmod(folder, dir_mode)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), dir_mode)
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                os.chmod(os.path.join(root, name), file_mode)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
@@ -147,7 +163,7 @@ def replace_folder(temporary: str | os.PathLike, target: str | os.PathLike, mark
 @contextlib.contextmanager
 def staging_folder(target: str | os.PathLike, marker: str | None = None, overwrite: bool = True) -> Iterator[Path]:
     """A fresh hidden folder beside `target` to write into; on success it replaces `target` (`replace_folder`,
-    `marker` written into it first), on failure it is removed and `target` is untouched. Without `overwrite`, an
+    `marker` written into it first, every mode set from the umask: `apply_umask_modes`), on failure it is removed and `target` is untouched. Without `overwrite`, an
     existing `target` is refused before anything is written."""
     target = Path(target)
     if target.exists() and not overwrite:
@@ -164,6 +180,7 @@ def staging_folder(target: str | os.PathLike, marker: str | None = None, overwri
         yield temporary
         if marker is not None and not has_marker(temporary, marker):
             write_marker(temporary, marker)
+        apply_umask_modes(temporary)
         replace_folder(temporary, target, marker=marker)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
