@@ -6,6 +6,12 @@ augmentation and regularization as the supernet training stage").
 
     python recipes/conflict_ratio.py --supernet runs/in1k/final --config runs/in1k/training_config.json \
         [--max_batches 500] [--no_projection] [--output conflicts.json] [--key value ...]
+    python recipes/conflict_ratio.py --snapshots runs/in1k [--max_batches 500]     # Table 4 from one run
+
+`--snapshots RUN` sweeps every `RUN/snapshots/epoch_<E>/` that training kept (`snapshot_epochs: table4`: epochs 1,
+90, 180, 270, 360 of 360, scaled to the run's length) with the same data and archs, writes each snapshot's report
+into its folder and the table (epoch -> ratio before / after combination) to `RUN/conflict_ratio_table.json`
+(or `--output`); `--config` defaults to `RUN/training_config.json`.
 
 `--config` is the run's training config (its saved training_config.json or the YAML it was trained with): data,
 augmentation, teachers and sandwich settings come from it, and any `--key value` overrides it (e.g. `--data_dir`).
@@ -18,6 +24,7 @@ parameter tensor.
 # No `from __future__ import annotations`: the options dataclass must resolve its annotations even when the recipe
 # is loaded as a file without a module in sys.modules (tests load it with importlib).
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +46,9 @@ from nasvit_hf.training import (
     collate_image_batch,
     load_image_classification_splits,
 )
-from nasvit_hf.training.classification import load_teachers
+from nasvit_hf.training.classification import SNAPSHOTS_FOLDER, load_teachers
 from nasvit_hf.training.conflicts import sweep_gradient_conflicts
-from nasvit_hf.training.pipeline import build_target_transform, build_training_transform
+from nasvit_hf.training.pipeline import build_target_transform, training_transform_of
 from nasvit_hf.utils.io import atomic_write_json
 
 logger = logging.getLogger("nasvit_hf.conflict_ratio")
@@ -49,12 +56,13 @@ logger = logging.getLogger("nasvit_hf.conflict_ratio")
 
 @dataclass
 class ConflictOptions(ConfigMixin):
-    supernet: str  # a saved supernet folder (e.g. <run>/final)
+    supernet: str | None = None  # a saved supernet folder (e.g. <run>/final)
+    snapshots: str | None = None  # instead: a training run's output_dir, to sweep each of its snapshots/epoch_<E>/
     split: str | None = None  # dataset split to sweep (default: the config's train_split)
     max_batches: int | None = None  # stop after this many batches (default: all)
     no_projection: bool = False  # measure the plain sum (before epoch 100)
     device: str = "auto"  # cpu, cuda, ... ("auto": cuda when available)
-    output: str | None = None  # JSON report (default: <supernet>/conflict_ratio.json)
+    output: str | None = None  # JSON report (default: <supernet>/conflict_ratio.json, <run>/conflict_ratio_table.json)
 
     FIELD_RANGES: ClassVar[dict[str, str]] = {"max_batches": "[1, inf)"}
 
@@ -63,6 +71,10 @@ def parse_args(argv=None) -> tuple[ConflictOptions, TrainingConfig]:
     """(options, the run's training config with the command line's `--key value` overrides)."""
     with exit_on_user_error():
         args, overrides, path = parse_command_line(argv, ConflictOptions, TrainingConfig, __doc__)
+        if (args.supernet is None) == (args.snapshots is None):
+            raise ConfigError("name one supernet (--supernet <folder>) or one run's snapshots (--snapshots <run>).")
+        if path is None and args.snapshots is not None:
+            path = str(Path(args.snapshots) / "training_config.json")
         if path is None:
             raise ConfigError("--config is required: the run's training config (training_config.json or YAML).")
         config = TrainingConfig.from_yaml(path, overrides)
@@ -70,14 +82,22 @@ def parse_args(argv=None) -> tuple[ConflictOptions, TrainingConfig]:
     return args, config
 
 
-def main(argv=None) -> dict:
-    args, config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+def snapshot_folders(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """`[(epoch, folder)]` of a run's `snapshots/epoch_<E>/` supernet folders, by epoch."""
+    folder = Path(run_dir) / SNAPSHOTS_FOLDER
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        match = re.fullmatch(r"epoch_(\d+)", path.name)
+        if match and (path / "config.json").is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def sweep_supernet(path: str | Path, config: TrainingConfig, args: ConflictOptions) -> dict:
+    """The conflict sweep of the supernet at `path` (seeded: every supernet sees the same images and archs)."""
     set_seed(config.seed)
     device = torch.device(args.device)
-    model = load_supernet(args.supernet, device=str(device))
+    model = load_supernet(path, device=str(device))
     split = args.split or config.train_split
     data, _, label_names = load_image_classification_splits(
         config.dataset, split, None, config.image_column, config.label_column, config.dataset_config,
@@ -89,12 +109,7 @@ def main(argv=None) -> dict:
             "supernet was trained on (--dataset, --data_dir)."
         )
     image_size = config.image_size or max(model.config.search_space["resolutions"])
-    transform = build_training_transform(
-        config.data_pipeline, image_size, auto_augment=config.auto_augment,
-        randaugment_num_ops=config.randaugment_num_ops, randaugment_magnitude=config.randaugment_magnitude,
-        crop_scale=config.crop_scale, hflip=config.hflip, random_erasing=config.random_erasing,
-        random_erasing_mode=config.random_erasing_mode,
-    )  # fmt: skip
+    transform = training_transform_of(config, image_size)
     dataset = ImageClassificationDataset(data, transform, config.image_column, config.label_column, seed=config.seed)
     loader = DataLoader(
         dataset,
@@ -118,22 +133,58 @@ def main(argv=None) -> dict:
         max_batches=args.max_batches, batch_transform=targets,
     )  # fmt: skip
     report = {
-        "supernet": str(args.supernet),
+        "supernet": str(path),
         "split": split,
         "priority": "none" if args.no_projection else config.gradient_priority,
         "granularity": config.gradient_granularity,
         **sweep.to_dict(),
     }
+    print(
+        f"conflict ratio of {path} over {sweep.num_batches} batches ({sweep.num_images} images of split {split!r}): "
+        f"{100 * sweep.ratio_before:.1f} % before combination, {100 * sweep.ratio_after:.1f} % after "
+        f"(priority {report['priority']}, {config.gradient_granularity})"
+    )
+    return report
+
+
+def _percent(value: float | None, width: int = 5) -> str:
+    return f"{100 * value:{width}.1f} %" if value is not None else "-".rjust(width + 2)
+
+
+def main(argv=None) -> dict:
+    args, config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    if args.snapshots is not None:
+        folders = snapshot_folders(args.snapshots)
+        if not folders:
+            raise ConfigError(
+                f"{args.snapshots} holds no snapshots/epoch_<E>/ supernets: train with snapshot_epochs: table4 (or a "
+                "list of epochs), or sweep one supernet with --supernet."
+            )
+        rows = []
+        for epoch, folder in folders:
+            report = sweep_supernet(folder, config, args)
+            atomic_write_json(folder / "conflict_ratio.json", report)
+            rows.append(
+                {"epoch": epoch, "before": report["conflict_ratio_before"], "after": report["conflict_ratio_after"]}
+            )
+        table = {"run": str(args.snapshots), "priority": report["priority"], "epochs": rows}
+        output = Path(args.output) if args.output else Path(args.snapshots) / "conflict_ratio_table.json"
+        atomic_write_json(output, table)
+        print("epoch | conflict ratio before | after combination")
+        for row in rows:
+            print(f"{row['epoch']:>5} | {_percent(row['before'], 19)} | {_percent(row['after'])}")
+        print(f"table: {output}")
+        return table
+    report = sweep_supernet(args.supernet, config, args)
     output = Path(args.output) if args.output else Path(args.supernet) / "conflict_ratio.json"
     atomic_write_json(output, report)
-    layers = sorted(sweep.per_layer().items(), key=lambda item: -item[1]["before"])
-    print(
-        f"conflict ratio over {sweep.num_batches} batches ({sweep.num_images} images of split {split!r}): "
-        f"{100 * sweep.ratio_before:.1f} % before combination, {100 * sweep.ratio_after:.1f} % after "
-        f"(priority {report['priority']}, {config.gradient_granularity}); report: {output}"
-    )
+    layers = sorted(report["per_layer"].items(), key=lambda item: -(item[1]["before"] or 0.0))
+    print(f"report: {output}")
     for name, entry in layers[:10]:
-        print(f"  {name:<70} {100 * entry['before']:5.1f} % -> {100 * entry['after']:5.1f} %")
+        print(f"  {name:<70} {_percent(entry['before'])} -> {_percent(entry['after'])}")
     return report
 
 

@@ -181,7 +181,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
         named = resolve_named_archs(names, supernet.config, searched) + extra
         data = run.data
     if data is None:
-        data = load_evaluation_data(config.data, processor)
+        data = load_evaluation_data(config.data, processor, max(supernet.config.search_space["resolutions"]))
         if data.num_labels != supernet.config.num_labels:
             raise ConfigError(
                 f"the calibration/evaluation data ({data.description}) has {data.num_labels} classes, the supernet "

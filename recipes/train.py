@@ -41,10 +41,13 @@ from nasvit_hf.training.classification import (
     count_skipped_step,
     load_classification_splits,
     load_teachers,
+    logged_archs,
     multi_cpu_launch,
     nanmean,
+    resolve_snapshot_epochs,
     sandwich_update,
     save_final_supernets,
+    save_snapshot,
     search_space_of,
     setup_logging,
     step_record,
@@ -100,9 +103,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---- prepare
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, data.train_loader)
     lr_scheduler, steps_per_epoch, max_steps = build_schedule(config, optimizer, len(train_loader))
+    snapshot_epochs = resolve_snapshot_epochs(config.snapshot_epochs, math.ceil(max_steps / steps_per_epoch))
     accumulation = config.gradient_accumulation_steps
     module = accelerator.unwrap_model(model)
-    sampler = ArchSampler(module.config, config.num_random_subnets, seed=config.seed)
+    sampler = ArchSampler(
+        module.config, config.num_random_subnets, config.seed, config.subnet_sampling, accelerator.process_index
+    )
     ema = ModelEMA(module, config.ema_decay) if config.ema_decay else None
     state = TrainState()
     accelerator.register_for_checkpointing(lr_scheduler, sampler, state, *([ema] if ema is not None else []))
@@ -155,8 +161,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratios_after.append(output.conflict_ratio_after)
             if state.global_step % config.logging_steps == 0 or output.skipped:
                 accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.global_step)
+                archs = logged_archs(output, accelerator, config.subnet_sampling == "per_rank")
                 if accelerator.is_main_process:
-                    append_log_line(log_path, dict(record, archs=dict(output.archs)))
+                    append_log_line(log_path, dict(record, **archs))
                 progress.set_postfix(loss=f"{output.losses['total']:.3f}", conflict=f"{output.conflict_ratio:.2f}")
             check_nonfinite_limit(state, output, config.max_consecutive_nonfinite)
             finished_epoch = (state.global_step - 1) // steps_per_epoch + 1
@@ -171,6 +178,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flat = {f"val/{name}/{k}": v for name, scores in validation.items() for k, v in scores.items()}
                 accelerator.log(flat, step=state.global_step)
                 logger.info(f"epoch {finished_epoch}: {json.dumps(validation)}", main_process_only=True)
+            if state.global_step % steps_per_epoch == 0 and finished_epoch in snapshot_epochs:
+                if accelerator.is_main_process:  # Table 4's epochs: the weights recipes/conflict_ratio.py sweeps
+                    save_snapshot(
+                        config.output_dir, accelerator.unwrap_model(model), finished_epoch, data.eval_processor
+                    )
+                accelerator.wait_for_everyone()
             if config.checkpointing_steps and (state.global_step % config.checkpointing_steps == 0 or last):
                 save_checkpoint(accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit)
             if state.global_step >= max_steps:

@@ -48,6 +48,74 @@ def test_reference_crop_mode_equals_the_reference_transforms(photo, resolution):
     assert (pixel_values - reference_tensors(photo, resolution, pil=True)).abs().mean() < 0.02
 
 
+# Non-square sizes of the two scikit-learn sample photos (640x427), both orientations: odd and even margins, and
+# resized long sides that are fractional (331x287 -> 295.2 x 256: the crop offset (295 - 224) / 2 = 35.5 rounds to 36).
+NON_SQUARE_SIZES = [(331, 287), (287, 331), (500, 281), (281, 500), (640, 427), (427, 640), (257, 256), (300, 451)]
+
+
+@pytest.fixture(scope="module")
+def sample_photos():
+    from sklearn.datasets import load_sample_images
+
+    return [Image.fromarray(array) for array in load_sample_images().images]
+
+
+def non_square_photos(photos):
+    """Each photo resized to, and cropped (its top-left corner: full-resolution detail) to, every NON_SQUARE_SIZES."""
+    for index, photo in enumerate(photos):
+        for width, height in NON_SQUARE_SIZES:
+            yield f"photo{index}-resized-{width}x{height}", photo.resize((width, height), Image.BICUBIC)
+            yield f"photo{index}-cropped-{width}x{height}", photo.crop((0, 0, width, height))
+
+
+def test_reference_crop_equals_torchvisions_pil_pipeline_on_non_square_photos(sample_photos):
+    """The reference's own evaluation ran torchvision on PIL images: Resize(256, bicubic) -> CenterCrop(224). The
+    processor (tensor resize) must pick the same resized size and the same crop window: what remains is the
+    rounding of PIL's and torch's bicubic kernels to 8 bits (at most 2 levels)."""
+    from torchvision import transforms
+
+    pil_pipeline = transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(MEAN, STD),
+    ])  # fmt: skip
+    processor = NASViTImageProcessor.for_resolution(224, crop_mode="reference")
+    two_levels = 2.0 / 255 / min(STD) + 1e-6
+    for name, image in non_square_photos(sample_photos):
+        difference = (processor(image, return_tensors="pt")["pixel_values"][0] - pil_pipeline(image)).abs()
+        assert float(difference.max()) <= two_levels, (name, float(difference.max()))
+        assert float(difference.mean()) < 1e-3, (name, float(difference.mean()))
+
+
+def test_resized_size_is_torchvisions_for_non_square_photos(sample_photos):
+    from torchvision import transforms
+
+    processor = NASViTImageProcessor(size={"shortest_edge": 256}, do_center_crop=False, do_normalize=False)
+    resize = transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC)
+    for name, image in non_square_photos(sample_photos):
+        width, height = resize(image).size
+        assert tuple(processor(image, return_tensors="pt")["pixel_values"].shape[-2:]) == (height, width), name
+
+
+@pytest.mark.parametrize("margin", [0, 1, 2, 3, 5, 71])
+def test_centre_crop_offset_is_torchvisions(margin):
+    """torchvision's CenterCrop offset is int(round(margin / 2)), Python's round (halves to even): 0.5 -> 0, 1.5 -> 2,
+    2.5 -> 2, 35.5 -> 36."""
+    from torchvision.transforms import functional as TF
+
+    image = torch.arange(3 * 10 * (10 + margin), dtype=torch.uint8).reshape(3, 10, 10 + margin)
+    processor = NASViTImageProcessor(
+        do_resize=False, crop_size={"height": 10, "width": 10}, do_rescale=False, do_normalize=False
+    )
+    cropped = processor(image, return_tensors="pt")["pixel_values"][0]
+    torch.testing.assert_close(cropped.to(torch.uint8), TF.center_crop(image, [10, 10]))
+    torch.testing.assert_close(
+        processor(image.transpose(1, 2), return_tensors="pt")["pixel_values"][0].to(torch.uint8),
+        TF.center_crop(image.transpose(1, 2), [10, 10]),
+    )
+
+
 def test_reference_mode_survives_save_and_load_and_moves_to_other_resolutions(tmp_path, photo):
     processor = NASViTImageProcessor.for_resolution(192, crop_mode="reference")
     processor.save_pretrained(tmp_path)

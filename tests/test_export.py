@@ -58,6 +58,8 @@ def test_exported_folder_is_a_complete_hub_checkpoint(export_dir, search_dir):
         f"{searched['macs'] / 1e6:.2f} M",
         "searched on supernet with search_test.yaml",
         "recalibrated",
+        "training images (digits, split used for calibration:",
+        "through the evaluation preprocessing",  # which calibration transform (the toy run records none)
         'pipeline("image-classification"',
         "trust_remote_code=True",
         "@inproceedings{gong2022nasvit",
@@ -278,3 +280,27 @@ def test_b_model_card_names_the_runtime_and_the_table12_spread():
     assert "20.0 % faster, above the session's measurement noise of 4.0 %" in card
     assert "| NASViT-A0 | 1.00 | 5.00 | 4.80-5.30 | 95.00 |" in card
     assert "| NASViT-B0 | 2.00 | 4.00 | 3.90-4.20 | 95.50 |" in card
+
+
+def test_model_card_architecture_table_has_a_column_per_arch_field():
+    """The card's table reads the arch schema: every per-stage field of `ARCH_FIELDS` (the paper's MLP ratio and
+    windows too, for archs that carry them) is a column, with each stage's value."""
+    from nasvit_hf import NASViTConfig
+    from nasvit_hf.hub.model_card import _arch_table
+    from nasvit_hf.models.configuration_nasvit import ARCH_FIELDS, arch_per_stage
+    from nasvit_hf.presets import get_search_space
+
+    arch = NASViTConfig(search_space=get_search_space("tiny-paper")).smallest_arch()
+    lines = _arch_table(arch).splitlines()
+    assert lines[0] == f"Input resolution: {arch['resolution']} px."
+    header = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    per_stage_fields = [arch_field for arch_field in ARCH_FIELDS if not arch_field.per_network]
+    assert header == ["stage", "kind"] + [arch_field.description for arch_field in per_stage_fields]
+    values = arch_per_stage(arch)
+    for line in lines[4:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        stage = cells[0]
+        for arch_field, cell in zip(per_stage_fields, cells[2:]):
+            assert cell == (str(values[stage][arch_field.name]) if stage in arch_field.stages else "-")
+    reference = NASViTConfig(search_space=get_search_space("tiny")).smallest_arch()
+    assert "MLP expansion ratio" not in _arch_table(reference)

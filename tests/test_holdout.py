@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
@@ -152,3 +153,41 @@ def test_bundled_mnist_has_5000_images_of_28_pixels():
     assert len(train) == 5000 and train.features["label"].names == [str(i) for i in range(10)]
     assert train[0]["image"].size == (28, 28) and np.bincount(train["label"]).tolist() == [500] * 10
     assert isinstance(train.features["image"], Image)
+
+
+def test_search_recalibrates_through_the_training_augmentation_its_training_record_names(tmp_path):
+    """A run trained with calibration_transform: training records it; search and export then recalibrate BN on
+    training images through that run's training augmentation (at its image_size, the same tensors for every
+    resolution and every load), and the description (the model card's) says so."""
+    supernet = tmp_path / "run" / "final"
+    supernet.mkdir(parents=True)
+    record = {"dataset": "digits", "train_split": "train", "calibration_transform": "training", "image_size": 48,
+              "data_pipeline": "torchvision", "randaugment_num_ops": 1, "random_erasing": 0.25, "seed": 3}  # fmt: skip
+    (tmp_path / "run" / "training_config.json").write_text(json.dumps(record))
+    config = resolve_evaluation_data(DataConfig(dataset="digits", batch_size=4, calibration_batches=2), supernet)
+    assert config.calibration_transform == "training"
+    assert config.training_augmentation == {key: record[key] for key in record if key not in {"dataset", "train_split",
+                                            "calibration_transform", "seed"}}  # fmt: skip
+    data = load_evaluation_data(config, image_size=64)
+    pixels = data.calibration.pixel_values(32)
+    assert pixels.shape == (8, 3, 48, 48) and data.calibration.pixel_values(64) is pixels
+    torch.testing.assert_close(load_evaluation_data(config, image_size=64).calibration.pixel_values(16), pixels)
+    assert data.evaluation.pixel_values(32).shape[-1] == 32  # ranking images: the evaluation processor
+    assert data.calibration_transform.startswith("the training augmentation (torchvision: random resized crop 48 px")
+    assert "random erasing 0.25" in data.calibration_transform
+    # the command line wins over the record
+    explicit = DataConfig(dataset="digits", batch_size=4, calibration_batches=2, calibration_transform="evaluation")
+    assert resolve_evaluation_data(explicit, supernet).training_augmentation is None
+    assert load_evaluation_data(explicit).calibration_transform == "the evaluation preprocessing"
+
+
+def test_training_calibration_without_a_training_record_is_a_clear_error(tmp_path):
+    supernet = tmp_path / "final"
+    supernet.mkdir()
+    (tmp_path / "training_config.json").write_text("[1, 2]")  # not a record: ignored
+    config = DataConfig(dataset="digits", calibration_transform="training")
+    with pytest.raises(ValueError, match="no training record.*data.training_augmentation.*evaluation"):
+        resolve_evaluation_data(config, supernet)
+    bad = DataConfig(dataset="digits", calibration_transform="training", training_augmentation={"learning_rate": 1})
+    with pytest.raises(ValueError, match="not augmentation settings"):
+        load_evaluation_data(bad)

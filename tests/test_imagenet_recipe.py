@@ -71,7 +71,7 @@ def imagenet_run(tmp_path_factory):
         "--per_device_eval_batch_size": 8,
         "--num_workers": 0,
         "--calibration_batches": 1,
-        "--max_steps": 2,
+        "--max_steps": 4,  # 2 epochs of 2 steps (8 training images once 20 are held out)
         "--logging_steps": 1,
         "--checkpointing_steps": "null",
         "--report_to": "none",
@@ -92,9 +92,9 @@ def imagenet_run(tmp_path_factory):
 def test_reference_recipe_trains_on_an_imagenet_folder_with_two_teachers_and_ema(imagenet_run):
     root, result = imagenet_run
     run = root / "run"
-    assert "Trained 2 sandwich steps" in result.stdout
+    assert "Trained 4 sandwich steps" in result.stdout
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert all(0.0 <= r["conflict_ratio"] <= 1.0 and 0.0 <= r["conflict_ratio_after"] <= 1.0 for r in records)
     config = json.loads((run / "training_config.json").read_text())
     assert config["data_pipeline"] == "timm" and config["auto_augment"] == "rand-n1-m1-mstd0.5-inc1"
@@ -125,3 +125,19 @@ def test_conflict_sweep_reports_per_layer_ratios_for_the_saved_supernet(imagenet
     assert data["num_batches"] == 2 and data["num_images"] == 8
     assert 0.0 <= data["conflict_ratio_before"] <= 1.0 and data["per_layer"]
     assert "conflict ratio" in result.stdout
+
+
+@pytest.mark.slow
+def test_table4_snapshots_of_one_run_give_the_conflict_table(imagenet_run):
+    """snapshot_epochs: table4 keeps epochs 1, 90, 180, 270, 360 of 360 scaled to the run (2 epochs: 1 and 2);
+    conflict_ratio.py --snapshots sweeps each with the same images and archs and writes the table."""
+    root, _ = imagenet_run
+    run = root / "run"
+    assert sorted(path.name for path in (run / "snapshots").iterdir()) == ["epoch_1", "epoch_2"]
+    command = [sys.executable, str(ROOT / "recipes" / "conflict_ratio.py"), "--snapshots", str(run)]
+    result = _run(command + ["--max_batches", "1"])
+    table = json.loads((run / "conflict_ratio_table.json").read_text())
+    assert [row["epoch"] for row in table["epochs"]] == [1, 2]
+    assert all(0.0 <= row["before"] <= 1.0 for row in table["epochs"])
+    assert (run / "snapshots" / "epoch_2" / "conflict_ratio.json").is_file()
+    assert "epoch | conflict ratio before" in result.stdout

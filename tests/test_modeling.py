@@ -23,10 +23,14 @@ def test_forward_returns_logits_and_loss(tiny_model):
     assert type(tiny_model(pixel_values=pixel_values)) is ImageClassifierOutputWithNoAttention
 
 
-def test_soft_labels_give_soft_target_cross_entropy(tiny_model):
+def test_soft_label_problem_type_gives_soft_target_cross_entropy(tiny_model):
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    model.config.problem_type = "soft_label_classification"
     pixel_values = torch.randn(2, 3, 32, 32)
     targets = torch.softmax(torch.randn(2, 10), dim=-1)
-    output = tiny_model(pixel_values=pixel_values, labels=targets)
+    output = model(pixel_values=pixel_values, labels=targets)
     expected = torch.sum(-targets * torch.log_softmax(output.logits, dim=-1), dim=-1).mean()
     torch.testing.assert_close(output.loss, expected)
 

@@ -241,6 +241,53 @@ def test_regression_and_multi_label_losses_match_transformers(num_labels, proble
     torch.testing.assert_close(output.loss, expected)
 
 
+@pytest.mark.parametrize(
+    ("problem_type", "num_labels", "dtype"),
+    [
+        ("multi_label_classification", 2, torch.float),
+        ("single_label_classification", 1, torch.long),
+        ("regression", 1, torch.float),
+    ],
+)
+def test_problem_types_as_transformers_tests_them(problem_type, num_labels, dtype):
+    """transformers' ModelTesterMixin.test_problem_types: each problem type on a config set after construction,
+    labels of zeros, a finite loss without torch's "target size" warning, and a backward pass."""
+    import warnings
+
+    config = tiny_config()
+    config.problem_type, config.num_labels = problem_type, num_labels
+    model = NASViTForImageClassification(config)
+    labels = torch.zeros(2, dtype=torch.long)
+    if num_labels > 1:
+        labels = labels.unsqueeze(1).repeat(1, num_labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = model(torch.randn(2, 3, 32, 32), labels=labels.to(dtype)).loss
+    assert not [w for w in caught if "target size" in str(w.message)]
+    assert torch.isfinite(loss)
+    loss.backward()
+
+
+@pytest.mark.parametrize(
+    ("num_labels", "labels", "inferred"),
+    [
+        (1, torch.tensor([0.5, -1.0]), "regression"),
+        (1, torch.tensor([0, 0]), "regression"),
+        (5, torch.tensor([1, 4]), "single_label_classification"),
+        (5, torch.tensor([[1.0, 0, 1, 0, 0], [0, 0, 0, 0, 1]]), "multi_label_classification"),
+    ],
+)
+def test_problem_type_none_is_inferred_and_set_as_transformers_does(num_labels, labels, inferred):
+    model = NASViTForImageClassification(tiny_config(num_labels=num_labels)).eval()
+    output = model(torch.randn(2, 3, 32, 32), labels=labels)
+    reference_config = tiny_config(num_labels=num_labels)
+    expected = ForSequenceClassificationLoss(
+        labels.float() if inferred != "single_label_classification" else labels, output.logits, reference_config
+    )
+    assert model.config.problem_type == reference_config.problem_type == inferred
+    torch.testing.assert_close(output.loss, expected)
+
+
 def test_segmentation_loss_is_transformers_semantic_segmentation_loss():
     model = NASViTForSemanticSegmentation(tiny_config()).eval()
     assert model.loss_type == "ForSemanticSegmentation"

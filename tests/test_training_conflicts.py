@@ -63,3 +63,47 @@ def test_sweep_counts_per_layer_and_leaves_the_model_unchanged():
     assert report["num_batches"] == 3 and set(report["per_layer"]) == set(layers)
     limited = sweep_gradient_conflicts(trainer, batches, ArchSampler(model.config, 1, 0), project=False, max_batches=2)
     assert limited.num_batches == 2 and limited.ratio_after == limited.ratio_before
+
+
+def test_exact_projection_mode_leaves_no_conflict_after_combination_in_training_steps():
+    """Table 7's 0 %: with no eps and no cap, every conflicting tensor is projected onto g_sub's normal plane,
+    including those with tiny subnet gradients that the reference's eps leaves alone (same model, same batches)."""
+    ratios = {}
+    for mode, settings in {
+        "reference": {},
+        "exact": {"projection_eps": 0.0, "max_projection_coefficient": None},
+    }.items():
+        model = micro_model()
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        trainer = SandwichTrainer(model, SandwichConfig(priority="sub", **settings))
+        sampler = ArchSampler(model.config, num_random=1, seed=0)
+        ratios[mode] = []
+        for seed in range(3):
+            trainer.accumulate(*batch(seed=seed, size=4), sampler.sample())
+            output = trainer.step(optimizer)
+            assert output.conflict_ratio > 0.1
+            ratios[mode].append(output.conflict_ratio_after)
+    assert ratios["exact"] == [0.0, 0.0, 0.0]
+    assert all(ratio > 0.0 for ratio in ratios["reference"])
+
+
+def test_exact_projection_of_a_zero_subnet_gradient_is_the_plain_sum():
+    sup, sub = [torch.tensor([1.0, -2.0]), torch.tensor([3.0, 1.0])], [torch.zeros(2), torch.tensor([-1e-4, 0.0])]
+    combined = combine_gradients(sup, sub, "sub", "tensor", max_coefficient=None, eps=0.0)
+    torch.testing.assert_close(combined[0], sup[0])  # nothing to project onto: no NaN
+    torch.testing.assert_close(combined[1], torch.tensor([-1e-4, 1.0]))  # projected however small g_sub is
+    reference = combine_gradients(sup, sub, "sub", "tensor")  # eps 1e-6, cap 2: barely moved
+    torch.testing.assert_close(reference[1], torch.tensor([3.0 - 3e-4, 1.0]))
+
+
+def test_projection_settings_come_from_the_training_config():
+    from nasvit_hf.training import TrainingConfig
+
+    config = TrainingConfig(projection_eps=0.0, max_projection_coefficient=None)
+    sandwich = SandwichConfig.from_training_config(config)
+    assert sandwich.projection_eps == 0.0 and sandwich.max_projection_coefficient is None
+    import pytest
+
+    with pytest.raises(ValueError, match="projection_eps"):
+        TrainingConfig(projection_eps=-1.0)

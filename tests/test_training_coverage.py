@@ -25,3 +25,15 @@ def test_scale_slots_follow_depth_and_token_count(tiny_config):
     assert scale_slots(tiny_config, largest) == {"mb4": (3, 0), "mb5": (3, 4), "mb6": (3, 4), "mb7": (3, 1)}
     tiny_config.switchable_scaling = "none"
     assert scale_slots(tiny_config, largest) == {}
+
+
+def test_every_arch_field_is_counted_including_the_papers_mlp_ratio_and_windows():
+    from nasvit_hf import NASViTConfig
+    from nasvit_hf.models.configuration_nasvit import ARCH_FIELDS
+    from nasvit_hf.presets import get_search_space
+
+    config = NASViTConfig(search_space=get_search_space("tiny-paper"))
+    counted = {row["choice"][1] for row in sandwich_coverage(config, num_steps=20) if len(row["choice"]) > 2}
+    counted |= {row["choice"][0] for row in sandwich_coverage(config, num_steps=20)}
+    assert {arch_field.name for arch_field in ARCH_FIELDS} <= counted
+    assert {"mlp_ratio", "num_windows"} <= counted

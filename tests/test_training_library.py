@@ -174,3 +174,36 @@ def test_staging_folder_replaces_only_its_own_folders_and_cleans_up_on_failure(t
         with staging_folder(target, marker=".made_by_me") as folder:
             raise RuntimeError("interrupted")
     assert (target / "v2").is_file() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+@pytest.mark.parametrize(
+    ("epochs", "value", "expected"),
+    [
+        (360, "table4", [1, 90, 180, 270, 360]),
+        (400, "table4", [1, 100, 200, 300, 400]),
+        (4, "table4", [1, 2, 3, 4]),
+        (2, "table4", [1, 2]),
+        (10, [3, 12, 3], [3]),
+        (10, None, []),
+    ],
+)
+def test_snapshot_epochs_scale_table4_to_the_run(epochs, value, expected):
+    from nasvit_hf.training.classification import resolve_snapshot_epochs
+
+    assert resolve_snapshot_epochs(value, epochs) == expected
+
+
+def test_snapshot_saves_a_loadable_supernet_and_keeps_the_active_arch(tmp_path):
+    from nasvit_hf.search import load_supernet
+    from nasvit_hf.training import TrainingConfig
+    from nasvit_hf.training.classification import save_snapshot
+
+    model = micro_model()
+    arch = model.sample_min_subnet()
+    folder = save_snapshot(tmp_path, model, 3)
+    assert folder == tmp_path / "snapshots" / "epoch_3" and model.active_arch == arch
+    loaded = load_supernet(folder)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="snapshot_epochs"):
+        TrainingConfig(snapshot_epochs="table5")

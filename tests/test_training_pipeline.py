@@ -64,3 +64,24 @@ def test_final_folder_holds_the_ema_and_raw_weights_beside_it(tmp_path):
     assert AutoImageProcessor.from_pretrained(saved["final_model"]).crop_mode == "reference"
     assert AutoImageProcessor.from_pretrained(saved["raw_model"]).crop_mode == "reference"
     assert save_final_supernets(tmp_path / "no_ema", model) == {"final_model": str(tmp_path / "no_ema" / "final")}
+
+
+@pytest.mark.parametrize("mode", ["evaluation", "training"])
+def test_bn_calibration_images_come_through_the_chosen_transform(mode):
+    """With "evaluation", training images through the evaluation processor at the arch's resolution; "training" (the
+    reference): through the training augmentation at image_size (the model resizes), the same tensors every time."""
+    from nasvit_hf.training import TrainingConfig
+    from nasvit_hf.training.classification import build_classification_data, load_classification_splits
+
+    config = TrainingConfig(
+        max_train_samples=8, max_eval_samples=4, per_device_train_batch_size=4, calibration_transform=mode
+    )
+    data = build_classification_data(config, load_classification_splits(config), 64, 64)
+    calibration, _ = data.eval_loaders(32)
+    first = next(iter(calibration))["pixel_values"]
+    torch.testing.assert_close(calibration.dataset[0]["pixel_values"], calibration.dataset[0]["pixel_values"])
+    if mode == "training":
+        assert first.shape == (4, 3, 64, 64)
+        assert calibration.dataset.transform is data.train_dataset.transform and calibration.dataset.seed is not None
+    else:
+        assert first.shape == (4, 3, 32, 32) and calibration.dataset.seed is None

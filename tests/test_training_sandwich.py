@@ -160,6 +160,31 @@ def test_arch_sampler_state_dict_round_trip_reproduces_the_archs():
         model.config.validate_arch(arch)
 
 
+def test_per_rank_sampling_draws_different_random_subnets_on_each_rank_and_resumes_exactly():
+    model = micro_model()
+    ranks = [ArchSampler(model.config, num_random=2, seed=5, sampling="per_rank", rank=rank) for rank in range(2)]
+    steps = [[sampler.sample() for sampler in ranks] for _ in range(6)]
+    assert all(step[0][:2] == step[1][:2] for step in steps)  # largest and smallest on every rank
+    assert any(step[0][2:] != step[1][2:] for step in steps)  # the random subnets differ between ranks
+    state = ranks[0].state_dict()  # the main process saves it; every rank resumes from it
+    expected = [sampler.sample() for sampler in ranks]
+    for rank in range(2):
+        restored = ArchSampler(model.config, num_random=2, seed=0, sampling="per_rank", rank=rank)
+        restored.load_state_dict(state)
+        assert restored.sample() == expected[rank]
+    synchronized = [ArchSampler(model.config, num_random=2, seed=5, rank=rank) for rank in range(2)]
+    assert all(a.sample() == b.sample() for a, b in [synchronized] * 6)
+
+
+def test_arch_sampler_refuses_a_checkpoint_of_the_other_sampling_mode():
+    model = micro_model()
+    state = ArchSampler(model.config, sampling="per_rank").state_dict()
+    with pytest.raises(ValueError, match="subnet_sampling: per_rank"):
+        ArchSampler(model.config).load_state_dict(state)
+    with pytest.raises(ValueError, match="subnet sampling must be one of"):
+        ArchSampler(model.config, sampling="independent")
+
+
 def test_set_regularization_sets_every_drop_rate():
     model = micro_model()
     set_regularization(model, 0.1, 0.2, 0.3)

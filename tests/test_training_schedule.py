@@ -32,3 +32,32 @@ def test_min_lr_is_checked_against_the_schedule():
     with pytest.raises(ValueError, match="warmup_lr_rate applies"):
         build_lr_scheduler(_optimizer(), "cosine_with_min_lr", 1, 10, min_lr_rate=0.1, warmup_lr_rate=0.01)
     assert _lrs(build_lr_scheduler(_optimizer(), "cosine", 0, 10), 1)[0] == pytest.approx(1e-3)
+
+
+def test_reference_warmup_and_min_lr_scale_with_the_base_lr():
+    """The reference's WARMUP_LR 5e-7 and MIN_LR 5e-6 are scaled by total batch / 512 like its base lr 3e-4: the
+    schedule starts at 5e-7 × B/512 and ends at 5e-6 × B/512 whatever the batch."""
+    from nasvit_hf.training import TrainingConfig
+    from nasvit_hf.training.classification import build_optimizer, build_schedule
+
+    config = TrainingConfig(
+        learning_rate=3e-4, scale_lr=True, per_device_train_batch_size=64, lr_scheduler_type="cosine_warmup_with_min_lr",
+        warmup_steps=5, max_steps=105, warmup_learning_rate=5e-7, min_learning_rate=5e-6,
+    )  # fmt: skip
+    for processes in (1, 8, 16):
+        scale = 64 * processes / 512
+        model = torch.nn.Linear(2, 2)
+        optimizer = build_optimizer(model, config, processes)
+        scheduler, _, _ = build_schedule(config, optimizer, 105)
+        lrs = _lrs(scheduler, 105)  # the lr of each of the 105 steps
+        assert lrs[4] == pytest.approx(3e-4 * scale)  # the peak, at the last warm-up step
+        assert lrs[0] == pytest.approx(5e-7 * scale) and lrs[-1] == pytest.approx(5e-6 * scale)
+
+
+def test_an_lr_and_its_rate_are_not_both_given():
+    from nasvit_hf.training import TrainingConfig
+
+    with pytest.raises(ValueError, match="both min_learning_rate and min_lr_rate"):
+        TrainingConfig(lr_scheduler_type="cosine_with_min_lr", min_learning_rate=1e-6, min_lr_rate=0.1)
+    with pytest.raises(ValueError, match="warmup_learning_rate must be in"):
+        TrainingConfig(learning_rate=1e-4, warmup_learning_rate=1e-3)

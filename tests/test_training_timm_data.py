@@ -102,3 +102,38 @@ def test_timm_mixup_switches_between_mixup_and_cutmix_and_smooths():
     assert float(targets.min()) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="even"):
         mixing(torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 2]))
+
+
+def test_fused_to_tensor_and_normalize_gives_timms_values_bit_for_bit():
+    """The training transform's MaybeToTensor + Normalize pair is replaced by one pass with the same float32
+    arithmetic: the same tensors to the last bit, on real photos of several sizes, and whole-pipeline outputs equal to
+    timm's create_transform under the same seeds."""
+    from sklearn.datasets import load_sample_images
+    from timm.data import create_transform
+    from timm.data.transforms import MaybeToTensor
+    from torchvision import transforms
+
+    from nasvit_hf.training.timm_data import ToNormalizedTensor
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    pair = transforms.Compose([MaybeToTensor(), transforms.Normalize(mean, std)])
+    fused = ToNormalizedTensor(mean, std)
+    for array in load_sample_images().images:
+        for size in [(224, 224), (331, 287), (17, 5)]:
+            image = Image.fromarray(array).resize(size)
+            ours = fused(image)
+            assert ours.is_contiguous() and torch.equal(ours, pair(image))
+    tensor = torch.rand(3, 9, 7)
+    assert torch.equal(fused(tensor), pair(tensor))  # other inputs: the pair itself
+    ours = build_timm_train_transform(64, SPEC, random_erasing=0.5)
+    assert any(isinstance(step, ToNormalizedTensor) for step in ours.transforms[1].transforms)
+    reference = create_transform(
+        64, is_training=True, scale=(0.08, 1.0), auto_augment=SPEC, interpolation="bicubic", re_prob=0.5,
+        re_mode="pixel",
+    )  # fmt: skip
+    photo = Image.fromarray(load_sample_images().images[1])
+    for seed in range(6):
+        _seed(seed)
+        expected = reference(photo)
+        _seed(seed)
+        assert torch.equal(ours(photo), expected)

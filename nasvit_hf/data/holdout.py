@@ -139,9 +139,9 @@ class HoldoutSplit:
     def select(self, dataset):
         """(held-out rows, training rows) of `dataset`, after `check_matches`."""
         self.check_matches(dataset)
-        held = set(self.indices)
-        rest = [i for i in range(len(dataset)) if i not in held]
-        return dataset.select(self.indices), dataset.select(rest)
+        keep = np.ones(len(dataset), dtype=bool)
+        keep[self.indices] = False
+        return dataset.select(self.indices), dataset.select(np.flatnonzero(keep))
 
 
 def image_file_ids(dataset, image_column: str, indices: list[int], data_dir: str | None = None) -> list[str] | None:
@@ -152,8 +152,13 @@ def image_file_ids(dataset, image_column: str, indices: list[int], data_dir: str
     feature = dataset.features.get(image_column)
     if not isinstance(feature, Image) or not indices:
         return None
-    raw = dataset.select(indices).cast_column(image_column, Image(decode=False))[image_column]
-    paths = [item.get("path") if isinstance(item, dict) else None for item in raw]
+    import pyarrow.compute as pc
+
+    # Through Arrow, a slice at a time: no per-row formatting, and embedded image bytes are never all in memory.
+    selected = dataset.select(indices).cast_column(image_column, Image(decode=False)).with_format("arrow")
+    paths = []
+    for start in range(0, len(selected), 1024):
+        paths.extend(pc.struct_field(selected[start : start + 1024][image_column], "path").to_pylist())
     if any(path is None for path in paths):
         return None
     if data_dir:
@@ -184,11 +189,15 @@ def carve_holdout(
         raise ValueError(f"holdout_per_class must be >= 1, got {per_class}.")
     if label_column not in dataset.column_names:
         raise ValueError(f"column {label_column!r} is not in the dataset; it has {dataset.column_names}.")
-    labels = np.asarray(dataset[label_column], dtype=np.int64)
+    labels = np.asarray(dataset.with_format("arrow")[label_column].to_numpy(), dtype=np.int64)
     rng = np.random.default_rng(seed)
     held: list[int] = []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
+    # Rows grouped by label in one stable sort (each group in row order, as np.flatnonzero(labels == label) lists
+    # them): O(n log n) instead of one pass over every row per class (1,000 passes over 1.28 M rows for ImageNet).
+    order = np.argsort(labels, kind="stable")
+    classes, starts = np.unique(labels[order], return_index=True)
+    for label, start, stop in zip(classes, starts, [*starts[1:], len(order)]):
+        rows = order[start:stop]
         if len(rows) <= per_class:
             raise ValueError(
                 f"holdout_per_class={per_class} would hold out every training image of class {int(label)} "
@@ -196,8 +205,9 @@ def carve_holdout(
             )
         held.extend(rng.choice(rows, size=per_class, replace=False).tolist())
     held.sort()
-    held_set = set(held)
-    rest = [i for i in range(len(dataset)) if i not in held_set]
+    keep = np.ones(len(labels), dtype=bool)
+    keep[held] = False
+    rest = np.flatnonzero(keep)
     source = dict(source or {})
     source["num_rows"] = len(dataset)
     split = HoldoutSplit(

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES, arch_per_stage
+from ..models.configuration_nasvit import ARCH_FIELDS, STAGE_NAMES, TRANSFORMER_STAGES, arch_per_stage
 
 __all__ = [
     "CITATION",
@@ -132,28 +132,28 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
 
 
 def _arch_table(arch: dict[str, Any]) -> str:
-    """Markdown table of an arch; the MLP-ratio and windows columns appear only for archs of spaces that search
-    them (the paper's Table 1)."""
-    paper_fields = "mlp_ratio" in arch or "num_windows" in arch
+    """Markdown table of an arch: one row per stage, one column per per-stage field of the arch schema
+    (`ARCH_FIELDS`, headed by its description); fields with a default (the paper's MLP ratio and windows) only for
+    archs that carry them. The input resolution is the table's first line."""
+    columns = [
+        arch_field
+        for arch_field in ARCH_FIELDS
+        if not arch_field.per_network and (arch_field.default is None or arch_field.name in arch)
+    ]
     per_stage = arch_per_stage(arch)
-    header = "| stage | kind | width | depth | kernel | expand ratio |" + (" MLP ratio | windows (k) |" * paper_fields)
-    rows = [header, "|---" * (header.count("|") - 1) + "|"]
-    extra = " - | - |" if paper_fields else ""
-    rows.append(f"| stem | conv 3x3, stride 2 | {arch['width'][0]} | 1 | 3 | - |{extra}")
-    for name in BODY_STAGES:
-        values = per_stage[name]
-        if name in TRANSFORMER_STAGES:
-            kind = f"MBConv + {values['depth'] - 1} transformer layers"
-            extra = f" {values['mlp_ratio']} | {values['num_windows']} |" if paper_fields else ""
+    header = "| stage | kind | " + " | ".join(arch_field.description for arch_field in columns) + " |"
+    rows = [f"Input resolution: {arch['resolution']} px.", "", header, "|---" * (len(columns) + 2) + "|"]
+    for name in STAGE_NAMES:
+        if name == STAGE_NAMES[0]:
+            kind = "conv 3x3, stride 2"
+        elif name == STAGE_NAMES[-1]:
+            kind = "MBPool (expand ratio 6)"
+        elif name in TRANSFORMER_STAGES:
+            kind = f"MBConv + {per_stage[name]['depth'] - 1} transformer layers"
         else:
             kind = "MBConv"
-            extra = " - | - |" if paper_fields else ""
-        rows.append(
-            f"| {name} | {kind} | {values['width']} | {values['depth']} | "
-            f"{values['kernel_size']} | {values['expand_ratio']} |{extra}"
-        )
-    extra = " - | - |" if paper_fields else ""
-    rows.append(f"| head | MBPool | {arch['width'][-1]} | - | - | 6 |{extra}")
+        values = [str(per_stage[name][f.name]) if name in f.stages else "-" for f in columns]
+        rows.append(f"| {name} | {kind} | " + " | ".join(values) + " |")
     return "\n".join(rows)
 
 

@@ -188,7 +188,8 @@ def export_subnet(
     if recalibrate:
         calibration = (
             f"{used} batches of {data.calibration.batch_size} training images ({data.description.split(' (')[0]}, "
-            f"split used for calibration: {data.description.split('calibration: ')[-1].split(';')[0]})"
+            f"split used for calibration: {data.description.split('calibration: ')[-1].split(';')[0]}) through "
+            f"{data.calibration_transform}"
         )
     else:
         calibration = None

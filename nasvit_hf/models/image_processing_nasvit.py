@@ -207,6 +207,18 @@ class NASViTImageProcessor(BaseImageProcessorFast):
         check_resize_pixels(pixels, f"resizing a {height}x{width} image with size={dict(size)}")
         return super().resize(image, size, *args, **kwargs)
 
+    def center_crop(self, image: torch.Tensor, size: Any, **kwargs) -> torch.Tensor:
+        """Centre crop with torchvision's `CenterCrop` offsets, `int(round((side - crop) / 2))` (Python's round: halves
+        to even), which the reference's and timm's evaluation use; transformers floors them, one pixel off whenever
+        the margin is odd and its half rounds up. A crop larger than the image is padded as transformers does."""
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        crop_height, crop_width = size.height, size.width
+        if crop_height is None or crop_width is None or crop_height > height or crop_width > width:
+            return super().center_crop(image, size, **kwargs)
+        top = int(round((height - crop_height) / 2.0))
+        left = int(round((width - crop_width) / 2.0))
+        return image[..., top : top + crop_height, left : left + crop_width]
+
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
         output["crop_mode"] = self.crop_mode

@@ -830,7 +830,8 @@ def check_classification_labels(
     if single_label and not is_integer:
         raise ValueError(
             f"single-label classification needs integer class indices as labels, got dtype {labels.dtype}; cast "
-            f"them with labels.long(), or pass soft labels of shape ({logits.shape[0]}, {num_labels})."
+            f"them with labels.long(), or pass soft labels of shape ({logits.shape[0]}, {num_labels}) with "
+            "problem_type='soft_label_classification'."
         )
     if problem_type in ("multi_label_classification", "soft_label_classification") and labels.shape != logits.shape:
         raise ValueError(
@@ -981,21 +982,27 @@ class NASViTForImageClassification(NASViTSupernetMixin, NASViTPreTrainedModel):
         return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """transformers' image-classification loss (`self.loss_function`: regression for one label, cross-entropy
-        for class indices, BCE for multi-label; `config.problem_type` as transformers sets it), plus soft targets:
-        float labels shaped like the logits (mixup/cutmix, distillation; `problem_type` None or
-        `"soft_label_classification"`) give cross-entropy against those probabilities (torch's `cross_entropy`)."""
+        """transformers' image-classification loss (`self.loss_function`) under transformers' `problem_type` rules:
+        given, or when None inferred as transformers does (one label: regression; integer labels: single-label
+        cross-entropy; otherwise multi-label BCE) and then set on the config by transformers' loss. Integer labels of
+        any dtype are class indices. One extension: `problem_type="soft_label_classification"` takes float labels
+        shaped like the logits (mixup/cutmix, distillation) as probabilities (torch's `cross_entropy`)."""
         problem_type = self.config.problem_type
         labels = check_classification_labels(labels, logits, self.num_labels, problem_type)
-        soft = labels.is_floating_point() and labels.shape == logits.shape and self.num_labels > 1
-        if problem_type == "soft_label_classification" or (soft and problem_type is None):
+        if problem_type == "soft_label_classification":
             return F.cross_entropy(logits, labels.to(logits.dtype))
-        if self.num_labels == 1 or problem_type in ("regression", "multi_label_classification"):
+        if problem_type is None:  # transformers' rule (ForSequenceClassificationLoss)
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype == torch.long:  # every integer dtype, as class indices
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type in ("regression", "multi_label_classification"):
             labels = labels.to(logits.dtype)
-        elif not labels.is_floating_point() and labels.ndim == 1:
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_labels):
-                raise ValueError(
-                    f"labels must be class indices in [0, {self.num_labels}), got values in "
-                    f"[{int(labels.min())}, {int(labels.max())}]."
-                )
+        elif labels.numel() and (labels.min() < 0 or labels.max() >= self.num_labels):
+            raise ValueError(
+                f"labels must be class indices in [0, {self.num_labels}), got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]."
+            )
         return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

@@ -289,7 +289,11 @@ class SearchConfig(ConfigMixin):
 
     def fingerprint(self, section: str | None = None) -> str:
         """A hash of the config (or of one section): resuming checks it so results never mix configs."""
-        value = self.to_dict() if section is None else self.to_dict()[section]
+        values = self.to_dict()
+        for key in ("calibration_transform", "training_augmentation"):  # added later: unset, old searches resume
+            if values["data"].get(key) is None:
+                values["data"].pop(key, None)
+        value = values if section is None else values[section]
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_available_devices(self) -> SearchConfig:

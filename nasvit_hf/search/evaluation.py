@@ -33,8 +33,10 @@ __all__ = [
     "EvaluationData",
     "ImageSet",
     "evaluate_subnet",
+    "calibration_transform_of",
     "load_evaluation_data",
     "preserved_batchnorm_statistics",
+    "resolve_calibration_transform",
     "resolve_evaluation_data",
     "top1_accuracy",
     "torch_threads",
@@ -71,6 +73,10 @@ class DataConfig:
     seed: int = 0
     load_kwargs: dict[str, Any] = field(default_factory=dict)
     holdout: str | None = None  # a holdout.json written by training (default: found beside the supernet)
+    # BN recalibration images: "evaluation" (the evaluation processor) | "training" (the supernet's training
+    # augmentation, as the reference); None = what the supernet's training record says, else "evaluation"
+    calibration_transform: str | None = None
+    training_augmentation: dict[str, Any] | None = None  # for "training": default, the training record's settings
 
     CONFIG_SECTION: ClassVar[str] = "data"
     FIELD_RANGES: ClassVar[dict[str, str]] = {
@@ -82,10 +88,16 @@ class DataConfig:
 
     def __post_init__(self):
         check_field_ranges(self)
+        if self.calibration_transform not in (None, "evaluation", "training"):
+            raise ValueError(
+                f"data.calibration_transform must be 'evaluation', 'training' or null, got {self.calibration_transform!r}."
+            )
 
 
 class ImageSet:
-    """A dataset split as preprocessed tensors, re-made (and cached) per resolution."""
+    """A dataset split as preprocessed tensors, re-made (and cached) per resolution. With `transform` (image ->
+    tensor, e.g. the training augmentation) the images go through it instead, once for every resolution (the model
+    resizes them to each arch's), image i under RNGs seeded from (`seed`, i): the same tensors every time."""
 
     def __init__(
         self,
@@ -94,7 +106,11 @@ class ImageSet:
         label_column: str,
         batch_size: int,
         processor: NASViTImageProcessor | None = None,
+        transform: Any = None,
+        seed: int = 0,
     ):
+        self.transform = transform
+        self.seed = seed
         for column in (image_column, label_column):
             if column not in dataset.column_names:
                 raise ValueError(f"column {column!r} is not in the dataset; it has {dataset.column_names}.")
@@ -110,6 +126,16 @@ class ImageSet:
         return len(self.labels)
 
     def pixel_values(self, resolution: int) -> torch.Tensor:
+        if self.transform is not None:
+            if self._pixels is None:
+                from ..training.data import seeded_rngs
+
+                tensors = []
+                for index in range(len(self.dataset)):
+                    with seeded_rngs((self.seed * 1_000_003 + index) % (2**63 - 1)):
+                        tensors.append(self.transform(self.dataset[index][self.image_column]))
+                self._pixels = torch.stack(tensors)
+            return self._pixels
         if self._resolution != resolution:
             processor = processor_for(self.processor, resolution)
             chunks = []
@@ -141,6 +167,7 @@ class EvaluationData:
     description: str
     calibration_batches: int
     processor: NASViTImageProcessor | None = None  # the evaluation protocol (None: for_resolution's default)
+    calibration_transform: str = "the evaluation preprocessing"  # what the calibration images went through
 
 
 def _load_dataset_dict(config: DataConfig):
@@ -159,6 +186,10 @@ def _load_dataset_dict(config: DataConfig):
             raise ValueError(
                 f"data.data_dir {config.data_dir!r} is not a folder: name the image folder (--data.data_dir)."
             )
+        if not config.load_kwargs:
+            from ..data.imagefolder import load_imagefolder
+
+            return load_imagefolder(config.data_dir).splits
         return load_dataset("imagefolder", data_dir=config.data_dir, **config.load_kwargs)
     try:
         return load_dataset(config.dataset, config.dataset_config, data_dir=config.data_dir, **config.load_kwargs)
@@ -171,9 +202,37 @@ def _load_dataset_dict(config: DataConfig):
         ) from None
 
 
-def load_evaluation_data(config: DataConfig, processor: NASViTImageProcessor | None = None) -> EvaluationData:
+def calibration_transform_of(config: DataConfig, image_size: int | None) -> tuple[Any, str]:
+    """`(transform or None, description)` of `config`'s BN-recalibration images: None for the evaluation processor;
+    for "training", the training augmentation of `config.training_augmentation` (validated as `TrainingConfig`
+    keys) at its `image_size`, else `image_size` (the supernet's largest resolution, as training used)."""
+    if config.calibration_transform != "training":
+        return None, "the evaluation preprocessing"
+    from ..training.config import TrainingConfig
+    from ..training.pipeline import TRAINING_TRANSFORM_KEYS, describe_training_transform, training_transform_of
+
+    settings = dict(config.training_augmentation or {})
+    unknown = sorted(set(settings) - set(TRAINING_TRANSFORM_KEYS))
+    if unknown:
+        raise ValueError(
+            f"data.training_augmentation has keys {unknown} that are not augmentation settings; allowed: "
+            f"{list(TRAINING_TRANSFORM_KEYS)}."
+        )
+    augmentation = TrainingConfig.from_dict(settings, source="data.training_augmentation")
+    size = augmentation.image_size or image_size
+    if size is None:
+        raise ValueError("data.calibration_transform 'training' needs an image size: set image_size in it.")
+    return training_transform_of(augmentation, size), describe_training_transform(augmentation, size)
+
+
+def load_evaluation_data(
+    config: DataConfig, processor: NASViTImageProcessor | None = None, image_size: int | None = None
+) -> EvaluationData:
     """The calibration and ranking images of `config` (seeded subsets), preprocessed by `processor` moved to each
-    resolution (None: `NASViTImageProcessor.for_resolution`)."""
+    resolution (None: `NASViTImageProcessor.for_resolution`); with `calibration_transform: training` the calibration
+    images go through the training augmentation instead (`calibration_transform_of`; `image_size`: the crop size
+    when the augmentation settings do not name one)."""
+    transform, transform_description = calibration_transform_of(config, image_size)
     splits = _load_dataset_dict(config)
     needed = [config.calibration_split] + ([] if config.holdout else [config.evaluation_split])
     for split in needed:
@@ -207,7 +266,9 @@ def load_evaluation_data(config: DataConfig, processor: NASViTImageProcessor | N
     num_labels = len(names) if names else int(max(list(evaluation[config.label_column]))) + 1
     where = config.dataset if config.dataset != "imagefolder" else f"imagefolder:{config.data_dir}"
     return EvaluationData(
-        calibration=ImageSet(calibration, config.image_column, config.label_column, config.batch_size, processor),
+        calibration=ImageSet(
+            calibration, config.image_column, config.label_column, config.batch_size, processor, transform, config.seed
+        ),
         evaluation=ImageSet(evaluation, config.image_column, config.label_column, config.batch_size, processor),
         num_labels=num_labels,
         id2label=id2label,
@@ -215,6 +276,7 @@ def load_evaluation_data(config: DataConfig, processor: NASViTImageProcessor | N
         f"evaluation: {len(evaluation)} images {evaluation_name})",
         calibration_batches=config.calibration_batches,
         processor=processor,
+        calibration_transform=transform_description,
     )
 
 
@@ -260,9 +322,10 @@ def _training_record(supernet_dir: Path) -> dict[str, Any] | None:
     for candidate in (supernet_dir / "training_config.json", supernet_dir.parent / "training_config.json"):
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
+                record = json.loads(candidate.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 return None
+            return record if isinstance(record, dict) else None
     return None
 
 
@@ -276,7 +339,41 @@ def _same_data(dataset: str, data_dir: str | None, other_dataset: str | None, ot
     return True
 
 
+def resolve_calibration_transform(data: DataConfig, record: dict[str, Any] | None) -> DataConfig:
+    """`data` with its calibration transform decided: the configured one, else the training record's
+    `calibration_transform` (what validation during training used), else "evaluation"; for "training", the
+    augmentation settings default to the record's."""
+    from ..training.pipeline import TRAINING_TRANSFORM_KEYS
+
+    mode = data.calibration_transform or (record or {}).get("calibration_transform")
+    if mode is None:  # nothing says: the evaluation processor
+        return data
+    if mode not in ("evaluation", "training"):
+        raise ValueError(f"the training record's calibration_transform {mode!r} is not 'evaluation' or 'training'.")
+    augmentation = data.training_augmentation
+    if mode == "training" and augmentation is None:
+        if record is None:
+            raise ValueError(
+                "data.calibration_transform 'training' recalibrates through the supernet's training augmentation, "
+                "but there is no training record (training_config.json) beside the supernet: give "
+                "data.training_augmentation, or set data.calibration_transform: evaluation."
+            )
+        augmentation = {key: record[key] for key in TRAINING_TRANSFORM_KEYS if key in record}
+    return dataclasses.replace(
+        data, calibration_transform=mode, training_augmentation=augmentation if mode == "training" else None
+    )
+
+
 def resolve_evaluation_data(
+    data: DataConfig, supernet_dir: str | Path, explicit: set[str] | None = None
+) -> DataConfig:
+    """`_resolve_evaluation_split`, then the calibration transform (`resolve_calibration_transform`) from the
+    supernet's training record."""
+    resolved = _resolve_evaluation_split(data, supernet_dir, explicit)
+    return resolve_calibration_transform(resolved, _training_record(Path(supernet_dir)))
+
+
+def _resolve_evaluation_split(
     data: DataConfig, supernet_dir: str | Path, explicit: set[str] | None = None
 ) -> DataConfig:
     """The data search/export use for a supernet: its held-out split when it was trained with `holdout_per_class`

@@ -207,7 +207,9 @@ class SearchRun:
     @property
     def data(self) -> EvaluationData:
         if self._data is None:
-            self._data = load_evaluation_data(self.config.data, self.processor)
+            self._data = load_evaluation_data(
+                self.config.data, self.processor, max(self.model_config.search_space["resolutions"])
+            )
             if self._data.num_labels != self.model_config.num_labels:
                 raise ValueError(
                     f"the search data has {self._data.num_labels} classes but the supernet has "

@@ -70,6 +70,7 @@ RUN_ARTIFACTS = (
     "summary.json",
     "final",
     "final_ema",
+    "snapshots",
     "model",
     "nasvit_train",
     "nasvit_segmentation",

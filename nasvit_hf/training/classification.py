@@ -24,7 +24,7 @@ from ..utils.io import atomic_write_json, staging_folder
 from .augment import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainingConfig
 from .data import ImageClassificationDataset, TrainingSplits, collate_image_batch, load_training_splits
-from .pipeline import build_eval_processor, build_target_transform, build_training_transform
+from .pipeline import build_eval_processor, build_target_transform, training_transform_of
 from .schedule import build_lr_scheduler
 from .teachers import TeacherEnsemble, load_teacher_ensemble
 
@@ -36,11 +36,15 @@ __all__ = [
     "check_eval_archs",
     "check_nonfinite_limit",
     "load_teachers",
+    "loader_settings",
+    "logged_archs",
     "count_skipped_step",
     "load_classification_splits",
     "multi_cpu_launch",
+    "resolve_snapshot_epochs",
     "sandwich_update",
     "save_final_supernets",
+    "save_snapshot",
     "search_space_of",
     "setup_logging",
     "step_record",
@@ -110,6 +114,20 @@ class ClassificationData:
     mixing: Any
 
 
+def loader_settings(config: TrainingConfig) -> dict[str, Any]:
+    """The DataLoader keyword arguments every loader of a run shares: collate, workers, pinning, prefetching (the
+    worker-only ones only with workers, as torch requires). `persistent_workers` is the training loader's alone: the
+    calibration and validation loaders (one pair per resolution) would otherwise keep their workers idle all run."""
+    settings: dict[str, Any] = {
+        "collate_fn": collate_image_batch,
+        "num_workers": config.num_workers,
+        "pin_memory": torch.cuda.is_available() if config.pin_memory is None else config.pin_memory,
+    }
+    if config.num_workers > 0 and config.prefetch_factor is not None:
+        settings["prefetch_factor"] = config.prefetch_factor
+    return settings
+
+
 def build_classification_data(
     config: TrainingConfig, splits: tuple, image_size: int, max_resolution: int, prepare: Any = None
 ) -> ClassificationData:
@@ -117,26 +135,17 @@ def build_classification_data(
     (`eval_crop_mode` at `max_resolution`) and a cached factory of per-resolution calibration / validation loaders
     (`prepare`, e.g. `accelerator.prepare`, is applied to each validation loader)."""
     train_split, validation_split, label_names = splits[:3]
-    train_transform = build_training_transform(
-        config.data_pipeline,
-        image_size,
-        auto_augment=config.auto_augment,
-        randaugment_num_ops=config.randaugment_num_ops,
-        randaugment_magnitude=config.randaugment_magnitude,
-        crop_scale=config.crop_scale,
-        hflip=config.hflip,
-        random_erasing=config.random_erasing,
-        random_erasing_mode=config.random_erasing_mode,
-    )
+    train_transform = training_transform_of(config, image_size)
     columns = (config.image_column, config.label_column)
     train_dataset = ImageClassificationDataset(train_split, train_transform, *columns, seed=config.seed)
     sampler_generator = torch.Generator()
-    common = {"collate_fn": collate_image_batch, "num_workers": config.num_workers}
+    common = loader_settings(config)
     train_loader = DataLoader(
         train_dataset,
         batch_size=config.per_device_train_batch_size,
         sampler=RandomSampler(train_dataset, generator=sampler_generator),
         drop_last=True,
+        persistent_workers=config.persistent_workers and config.num_workers > 0,
         **common,
     )
     eval_processor = build_eval_processor(config.eval_crop_mode, max_resolution)
@@ -149,7 +158,12 @@ def build_classification_data(
             def transform(image):
                 return processor(image, return_tensors="pt")["pixel_values"][0]
 
-            calibration_dataset = ImageClassificationDataset(train_split, transform, *columns)
+            if config.calibration_transform == "training":  # augmented image_size crops, seeded per image
+                calibration_dataset = ImageClassificationDataset(
+                    train_split, train_transform, *columns, seed=config.seed
+                )
+            else:
+                calibration_dataset = ImageClassificationDataset(train_split, transform, *columns)
             calibration_loader = DataLoader(
                 calibration_dataset,
                 batch_size=config.per_device_train_batch_size,
@@ -324,6 +338,17 @@ def step_record(step: int, epoch: int, lr: float, output: Any) -> dict[str, Any]
     }
 
 
+def logged_archs(output: Any, accelerator: Any, per_rank: bool) -> dict[str, Any]:
+    """The archs a step trained, for its log line: `{"archs": {name: arch}}` (this rank's), and with per-rank subnet
+    sampling on several processes `"archs_per_rank"`: every rank's (a collective: call it on every rank)."""
+    logged: dict[str, Any] = {"archs": dict(output.archs)}
+    if per_rank and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        logged["archs_per_rank"] = gather_object([dict(output.archs)])
+    return logged
+
+
 def append_log_line(path: str | Path, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -452,6 +477,41 @@ def save_final_supernets(
     return saved
 
 
+# The epochs at which the paper's Table 4 measures the gradient-conflict ratio, of a 360-epoch run.
+TABLE4_EPOCHS = (1, 90, 180, 270, 360)
+SNAPSHOTS_FOLDER = "snapshots"
+
+
+def resolve_snapshot_epochs(snapshot_epochs: Any, num_epochs: int) -> list[int]:
+    """The (1-based) epochs whose end saves a snapshot: `snapshot_epochs` as a list of epochs, or `"table4"` for
+    Table 4's epochs 1, 90, 180, 270 and 360 of 360 scaled to `num_epochs` (round(e · num_epochs / 360), at least 1):
+    epochs 1, 100, 200, 300, 400 of a 400-epoch run. None or [] = no snapshots. Epochs past the run are dropped."""
+    if snapshot_epochs in (None, []):
+        return []
+    if snapshot_epochs == "table4":
+        epochs = {max(1, round(epoch * num_epochs / TABLE4_EPOCHS[-1])) for epoch in TABLE4_EPOCHS}
+    else:
+        epochs = set(snapshot_epochs)
+    return sorted(epoch for epoch in epochs if epoch <= num_epochs)
+
+
+def save_snapshot(
+    output_dir: str | Path, model: nn.Module, epoch: int, processor: NASViTImageProcessor | None = None
+) -> Path:
+    """Save the training (raw) weights at the end of `epoch` to `<output_dir>/snapshots/epoch_<epoch>/` (a supernet
+    folder, largest subnet active, with the evaluation `processor`; atomic): what `recipes/conflict_ratio.py
+    --snapshots <output_dir>` sweeps for Table 4. The model's active arch is left as it was."""
+    active = model.active_arch
+    target = Path(output_dir) / SNAPSHOTS_FOLDER / f"epoch_{epoch}"
+    with staging_folder(target) as temporary:
+        model.sample_max_subnet()
+        if processor is not None:
+            processor.at_resolution(model.config.arch["resolution"]).save_pretrained(temporary)
+        model.save_pretrained(temporary)
+    model.set_active_subnet(active)
+    return target
+
+
 def check_distributed_type(accelerator: Any) -> None:
     """Sandwich training needs each rank's full gradients (DDP or one process), never sharded ones."""
     from ..config_system import RecipeError
@@ -491,7 +551,7 @@ def build_schedule(config: TrainingConfig, optimizer: torch.optim.Optimizer, bat
     warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_epochs * steps_per_epoch)
     try:
         scheduler = build_lr_scheduler(
-            optimizer, config.lr_scheduler_type, warmup, max_steps, config.min_lr_rate, config.warmup_lr_rate
+            optimizer, config.lr_scheduler_type, warmup, max_steps, *config.schedule_rates()
         )
     except ValueError as error:
         raise RecipeError(str(error)) from None

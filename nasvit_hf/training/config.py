@@ -42,6 +42,9 @@ class TrainingConfig(ConfigMixin):
     holdout_per_class: int | None = None  # images per class held out of training for search (holdout.json)
     holdout_seed: int | None = None  # default: seed
     num_workers: int = 0
+    pin_memory: bool | None = None  # page-locked batches for fast host-to-GPU copies; None = when CUDA is available
+    persistent_workers: bool = False  # the training loader's workers stay up between epochs (with num_workers > 0)
+    prefetch_factor: int | None = None  # batches each worker loads ahead (with num_workers > 0); None = torch's 2
     # ---- augmentation (Table 5; defaults = the paper's weak recipe through torchvision)
     data_pipeline: str = "torchvision"  # "torchvision" (the n/m knobs below) | "timm" (the reference's: auto_augment)
     auto_augment: str | None = None  # timm policy for data_pipeline timm, e.g. "rand-n1-m1-mstd0.5-inc1"
@@ -59,14 +62,16 @@ class TrainingConfig(ConfigMixin):
     eval_crop_mode: str = "resolution"  # evaluation protocol: "resolution" (r/0.875 -> r) | "reference" (256->224->r)
     # ---- sandwich step
     num_random_subnets: int = 2
+    subnet_sampling: str = "synchronized"  # "synchronized" (all ranks, same random subnets) | "per_rank" (reference)
     distill_loss: str = "alpha_divergence"  # or "kl"
     alpha_min: float = -1.0
     alpha_max: float = 1.0
     iw_clip: float = 5.0
     gradient_priority: str = "sub"  # "sub" (Eqn. 1) | "sup" | "none"
     gradient_granularity: str = "tensor"  # "tensor" (reference) | "global" (paper)
-    max_projection_coefficient: float | None = 2.0
-    projection_start_epoch: int = 0  # the reference: 100 (plain sum before)
+    max_projection_coefficient: float | None = 2.0  # the reference's cap; null = no cap
+    projection_eps: float = 1e-6  # added to ‖g‖² in the coefficient (the reference); 0 + no cap = exact projection
+    projection_start_epoch: int = 0  # first (0-based) epoch that projects, plain sum before; the reference: 101
     teachers: Any = None  # AutoModelForImageClassification names/paths: a list, or one string ("a,b" = two)
     teacher_temperature: float = 1.0  # ensemble = mean of softmax(logits / T); the reference: 0.2
     # ---- optimisation
@@ -85,6 +90,8 @@ class TrainingConfig(ConfigMixin):
     lr_scheduler_type: str = "cosine"  # any transformers scheduler; "cosine_warmup_with_min_lr" = the reference
     min_lr_rate: float | None = None  # final lr / peak lr, for cosine_with_min_lr / cosine_warmup_with_min_lr
     warmup_lr_rate: float | None = None  # first warm-up lr / peak lr, for cosine_warmup_with_min_lr
+    min_learning_rate: float | None = None  # final lr, scaled with learning_rate (scale_lr): instead of min_lr_rate
+    warmup_learning_rate: float | None = None  # first warm-up lr, scaled with learning_rate: instead of warmup_lr_rate
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None  # overrides warmup_epochs
     max_grad_norm: float | None = 1.0
@@ -97,11 +104,13 @@ class TrainingConfig(ConfigMixin):
     output_dir: str = "outputs/digits_tiny"
     eval_every_epochs: int = 1
     calibration_batches: int = 64
+    calibration_transform: str = "evaluation"  # BN recalibration images: "evaluation" | "training" (the reference)
     eval_archs: list = field(default_factory=list)  # extra archs to validate each epoch
     logging_steps: int = 1
     report_to: str = "tensorboard"  # "tensorboard", "none", or any accelerate tracker name
     checkpointing_steps: int | None = 500
     checkpoints_total_limit: int | None = 3
+    snapshot_epochs: Any = None  # epochs whose end saves snapshots/epoch_<E>/: a list, or "table4" (Table 4, scaled)
     resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
     overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
     save_final_model: bool = True
@@ -112,6 +121,9 @@ class TrainingConfig(ConfigMixin):
     RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
         {
             "num_workers",
+            "pin_memory",
+            "persistent_workers",
+            "prefetch_factor",
             "per_device_eval_batch_size",
             "max_eval_samples",
             "num_threads",
@@ -122,6 +134,7 @@ class TrainingConfig(ConfigMixin):
             "report_to",
             "checkpointing_steps",
             "checkpoints_total_limit",
+            "snapshot_epochs",
             "save_final_model",
             "progress_bar",
         }
@@ -139,6 +152,7 @@ class TrainingConfig(ConfigMixin):
         "holdout_per_class": "[1, inf)",
         "holdout_seed": "[0, 4294967295]",
         "num_workers": "[0, 1024]",
+        "prefetch_factor": "[1, 1024]",
         "randaugment_num_ops": "[0, 64]",
         "randaugment_magnitude": "[0, 30]",
         "hflip": "[0, 1]",
@@ -151,6 +165,7 @@ class TrainingConfig(ConfigMixin):
         "num_random_subnets": "[0, 1024]",
         "iw_clip": "(0, inf)",
         "max_projection_coefficient": "[0, inf)",
+        "projection_eps": "[0, inf)",
         "projection_start_epoch": "[0, inf)",
         "teacher_temperature": "(0, inf)",
         "seed": "[0, 4294967295]",
@@ -166,6 +181,8 @@ class TrainingConfig(ConfigMixin):
         "adam_epsilon": "[0, inf)",
         "min_lr_rate": "[0, 1]",
         "warmup_lr_rate": "[0, 1]",
+        "min_learning_rate": "[0, inf)",
+        "warmup_learning_rate": "[0, inf)",
         "warmup_epochs": "[0, inf)",
         "warmup_steps": "[0, inf)",
         "max_grad_norm": "(0, inf)",
@@ -187,6 +204,18 @@ class TrainingConfig(ConfigMixin):
             self.teachers = parse_teacher_names(self.teachers)
         self.validate()
 
+    def schedule_rates(self) -> tuple[float | None, float | None]:
+        """`(min_lr_rate, warmup_lr_rate)`: the final and first warm-up lr as fractions of the peak lr. Given as
+        `min_learning_rate` / `warmup_learning_rate`, they are scaled with `learning_rate` (`scale_lr`: × total batch
+        / 512, as the reference's main.py scales its BASE_LR, WARMUP_LR and MIN_LR alike), so their fraction of the
+        peak is the ratio of the configured values at any batch size."""
+        min_rate, warmup_rate = self.min_lr_rate, self.warmup_lr_rate
+        if self.min_learning_rate is not None:
+            min_rate = self.min_learning_rate / self.learning_rate
+        if self.warmup_learning_rate is not None:
+            warmup_rate = self.warmup_learning_rate / self.learning_rate
+        return min_rate, warmup_rate
+
     def validate(self) -> None:
         choices = {
             "switchable_scaling": ["tokens", "width", "shared", "none"],
@@ -196,6 +225,8 @@ class TrainingConfig(ConfigMixin):
             "mixed_precision": [None, "no", "fp16", "bf16"],
             "data_pipeline": ["torchvision", "timm"],
             "eval_crop_mode": ["resolution", "reference"],
+            "subnet_sampling": ["synchronized", "per_rank"],
+            "calibration_transform": ["evaluation", "training"],
             "random_erasing_mode": ["const", "rand", "pixel"],
         }
         for name, allowed in choices.items():
@@ -228,6 +259,17 @@ class TrainingConfig(ConfigMixin):
         for name in ["drop_path_rate", "drop_connect_rate", "dropout", "hflip", "random_erasing", "label_smoothing"]:
             if not 0.0 <= getattr(self, name) < 1.0 + (name in ("hflip", "random_erasing")):
                 raise ValueError(f"config {name} must be a probability, got {getattr(self, name)}.")
+        for absolute, rate in (("min_learning_rate", "min_lr_rate"), ("warmup_learning_rate", "warmup_lr_rate")):
+            value = getattr(self, absolute)
+            if value is None:
+                continue
+            if getattr(self, rate) is not None:
+                raise ValueError(
+                    f"config sets both {absolute} and {rate}: they say the same thing (the lr, or its fraction of the "
+                    "peak lr); keep one."
+                )
+            if not (self.learning_rate > 0 and 0.0 <= value <= self.learning_rate):
+                raise ValueError(f"config {absolute} must be in [0, learning_rate={self.learning_rate}], got {value}.")
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"config alpha_min ({self.alpha_min}) must not exceed alpha_max ({self.alpha_max}).")
         if self.dataset == "imagefolder" and not self.data_dir:
@@ -247,6 +289,15 @@ class TrainingConfig(ConfigMixin):
             raise ValueError(
                 f"config auto_augment {self.auto_augment!r} is a timm policy: set data_pipeline: timm (the torchvision "
                 "pipeline uses randaugment_num_ops / randaugment_magnitude)."
+            )
+        snapshots = self.snapshot_epochs
+        if not (
+            snapshots is None
+            or snapshots == "table4"
+            or (isinstance(snapshots, list) and all(type(e) is int and e >= 1 for e in snapshots))
+        ):
+            raise ValueError(
+                f"config snapshot_epochs must be a list of epochs >= 1, 'table4' or null, got {snapshots!r}."
             )
         if not isinstance(self.eval_archs, list):
             raise ValueError(f"config eval_archs must be a list of arch dicts, got {self.eval_archs!r}.")

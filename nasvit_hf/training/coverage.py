@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from ..models.configuration_nasvit import BODY_STAGES, STAGE_NAMES, TRANSFORMER_STAGES
+from ..models.configuration_nasvit import ARCH_FIELDS, BODY_STAGES, STAGE_NAMES, TRANSFORMER_STAGES
 from .sandwich import ArchSampler
 
 __all__ = ["scale_slots", "sandwich_coverage"]
@@ -48,15 +48,21 @@ def scale_slots(config, arch: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 
 def _choices(config, arch: dict[str, Any]) -> set[tuple]:
-    choices = {("resolution", arch["resolution"])}
-    for index, name in enumerate(STAGE_NAMES):
-        choices.add((name, "width", arch["width"][index]))
-    for index, name in enumerate(BODY_STAGES):
-        choices.add((name, "depth", arch["depth"][index]))
-        choices.add((name, "kernel_size", arch["kernel_size"][index]))
-        choices.add((name, "expand_ratio", arch["expand_ratio"][index]))
-        if index > 0:  # the width a stage reads (its input) next to the width it writes: a weight slice
-            choices.add((name, "width_after", arch["width"][index], arch["width"][index + 1]))
+    """The choices `arch` trains: `(field, value)` for each per-network field and `(stage, field, value)` for each
+    per-stage field of the arch schema (`ARCH_FIELDS`: a new dimension is counted without a change here), the width a
+    stage reads next to the one it writes (a weight slice), and the switchable-scaling slots."""
+    choices = set()
+    for arch_field in ARCH_FIELDS:
+        if arch_field.name not in arch:  # an optional field (MLP ratio, windows) of a space that does not search it
+            continue
+        if arch_field.per_network:
+            choices.add((arch_field.name, arch[arch_field.name]))
+        else:
+            choices.update(
+                (stage, arch_field.name, value) for stage, value in zip(arch_field.stages, arch[arch_field.name])
+            )
+    for index, name in enumerate(BODY_STAGES[1:], start=1):
+        choices.add((name, "width_after", arch["width"][index], arch["width"][index + 1]))
     for name, slot in scale_slots(config, arch).items():
         choices.add((name, "scale_slot", *slot))
     return choices
@@ -73,9 +79,12 @@ def sandwich_coverage(config, num_steps: int = 1000, num_random: int = 2, seed: 
         for _name, arch in sampler.sample():
             step |= _choices(config, arch)
         trained.update(step)
-    every = set()
-    for name in ("resolutions",):
-        every |= {("resolution", value) for value in config.search_space[name]}
+    every = {  # every choice of a per-network field is listed, trained or not
+        (arch_field.name, value)
+        for arch_field in ARCH_FIELDS
+        if arch_field.per_network
+        for value in config.search_space.get(arch_field.space_key, [])
+    }
     rows = []
     for choice in sorted(set(trained) | every, key=str):
         share = trained[choice] / num_steps

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import random
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 __all__ = [
     "ImageClassificationDataset",
@@ -96,6 +97,7 @@ def load_image_classification_splits(
     import datasets
 
     from ..data import BUNDLED_DATASETS, load_bundled_dataset
+    from ..data.imagefolder import load_imagefolder
 
     if dataset in BUNDLED_DATASETS:
         splits = load_bundled_dataset(dataset, seed=0)
@@ -104,7 +106,7 @@ def load_image_classification_splits(
             raise ValueError(
                 "dataset 'imagefolder' needs data_dir: a folder with train/ (and validation/) class folders."
             )
-        splits = datasets.load_dataset("imagefolder", data_dir=data_dir)
+        splits = load_imagefolder(data_dir).splits  # indexed: seconds per million images once built
     else:
         splits = datasets.load_dataset(dataset, dataset_config)
     available = list(splits.keys())
@@ -142,7 +144,12 @@ class ImageClassificationDataset(Dataset):
 
     With `seed` set, the transform of item i in epoch e runs under its own RNGs (torch, Python's `random` and NumPy's
     global generator, which timm's transforms use) seeded from (seed, e, i): augmentation does not depend on the
-    global RNGs, the order of loading, prefetching or the number of workers; the global states are restored after."""
+    global RNGs, the order of loading, prefetching or the number of workers. In the main process the global states are
+    restored after; a DataLoader worker, whose global RNGs nothing else draws from, skips the restore.
+
+    Images stored as file paths (an `imagefolder`) are read without going through `datasets`' row formatting: the
+    paths and labels are taken from the Arrow table once, and each image is decoded by the column's own
+    `datasets.Image` feature (`decode_example`: the same image, EXIF orientation applied, as `dataset[i]` gives)."""
 
     def __init__(
         self,
@@ -157,39 +164,102 @@ class ImageClassificationDataset(Dataset):
         self.image_column = image_column
         self.label_column = label_column
         self.seed = seed
-        self.epoch = 0
+        # In shared memory: DataLoader workers that stay up across epochs (persistent_workers) see set_epoch too.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._image_feature, self._paths, self._labels = _path_columns(dataset, image_column, label_column)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.dataset[int(index)]
-        image = row[self.image_column]
+        index = int(index)
+        if self._paths is not None:
+            image = self._image_feature.decode_example({"path": self._paths[index].as_py(), "bytes": None})
+            label = int(self._labels[index])
+        else:
+            row = self.dataset[index]
+            image, label = row[self.image_column], int(row[self.label_column])
         if self.seed is None:
             pixel_values = self.transform(image)
         else:
-            with seeded_rngs((self.seed * 1_000_003 + self.epoch * 100_003 + int(index)) % (2**63 - 1)):
+            seed = (self.seed * 1_000_003 + self.epoch * 100_003 + index) % (2**63 - 1)
+            with seeded_rngs(seed, restore=get_worker_info() is None):
                 pixel_values = self.transform(image)
-        return {"pixel_values": pixel_values, "labels": int(row[self.label_column])}
+        return {"pixel_values": pixel_values, "labels": label}
+
+
+# The path columns of each dataset object, shared by the datasets built on it (training and calibration loaders).
+_PATH_COLUMNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _path_columns(dataset: Any, image_column: str, label_column: str) -> tuple[Any, Any, Any]:
+    """`(Image feature, paths, labels)` of a `datasets.Dataset` whose image column holds only file paths (no embedded
+    bytes) and whose labels are integers, as Arrow / NumPy arrays in row order (the dataset's selection applied);
+    `(None, None, None)` for anything else (embedded bytes, decoded features, other dataset types). Computed once per
+    dataset object and columns."""
+    try:
+        cached = _PATH_COLUMNS.get(dataset, {})
+    except TypeError:  # not weak-referenceable (e.g. a list)
+        return None, None, None
+    if (image_column, label_column) not in cached:
+        cached[(image_column, label_column)] = _read_path_columns(dataset, image_column, label_column)
+        _PATH_COLUMNS[dataset] = cached
+    return cached[(image_column, label_column)]
+
+
+def _read_path_columns(dataset: Any, image_column: str, label_column: str) -> tuple[Any, Any, Any]:
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    features = getattr(dataset, "features", None)
+    if not isinstance(dataset, datasets.Dataset) or not features or image_column not in features:
+        return None, None, None
+    feature = features[image_column]
+    if not (isinstance(feature, datasets.Image) and feature.decode) or label_column not in features:
+        return None, None, None
+    storage = dataset.data.column(image_column)
+    if not pa.types.is_struct(storage.type) or any(
+        chunk.field("bytes").null_count != len(chunk) for chunk in storage.chunks
+    ):
+        return None, None, None
+    table = dataset.with_format("arrow")
+    labels = table[label_column]
+    if not pa.types.is_integer(labels.type) or labels.null_count:
+        return None, None, None
+    paths = pc.struct_field(table[image_column], "path").combine_chunks()
+    if paths.null_count:
+        return None, None, None
+    return feature, paths, labels.to_numpy()
 
 
 @contextlib.contextmanager
-def seeded_rngs(seed: int) -> Iterator[None]:
+def seeded_rngs(seed: int, restore: bool = True) -> Iterator[None]:
     """Run a block with torch's CPU RNG, Python's `random` and NumPy's global RNG seeded from `seed`; all three
-    states are restored on exit."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
+    states are restored on exit (`restore=False`: left as the block leaves them, e.g. in a DataLoader worker whose
+    global RNGs nothing else uses: saving and restoring NumPy's state costs about as much as the seeding itself)."""
+    # torch.manual_seed also seeds every accelerator (and, before CUDA is initialised, records a stack trace for the
+    # lazy seeding: ~4 ms per call); the CPU generator is all a per-image transform draws from.
+    generator = torch.default_generator
+    if restore:
+        python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), generator.get_state()
+    generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        if restore:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
+            generator.set_state(torch_state)
 
 
 def collate_image_batch(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

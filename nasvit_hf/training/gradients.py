@@ -8,7 +8,9 @@ gradient onto the normal plane of the (summed) subnet gradient when they conflic
 
 `priority="sup"` swaps the roles; `"none"` is the plain sum. `granularity="tensor"` does it per parameter tensor (the
 reference code's `Constraint` optimizer: cap 2, eps 1e-6); `"global"` on the whole flattened gradient (the paper's
-statement of Eqn. (1)). `max_coefficient=None` removes the cap (the exact projection).
+statement of Eqn. (1)). `max_coefficient=None, eps=0` is the exact projection: g_sup is then orthogonal to g_sub
+wherever they conflicted, however small ‖g_sub‖ is (with the reference's eps, tensors with ‖g_sub‖² ≲ eps are barely
+projected and keep their conflicts).
 """
 
 from __future__ import annotations
@@ -117,7 +119,9 @@ def projected_pair(
 
 
 def _coefficient(dot: torch.Tensor, norm_sq: torch.Tensor, max_coefficient: float | None, eps: float):
-    coefficient = (-dot / (norm_sq + eps)).clamp_min(0.0)
+    denominator = norm_sq + eps
+    # eps = 0 (the exact projection): a zero gradient has nothing to project onto (its dot product is 0 too).
+    coefficient = torch.where(denominator > 0, -dot / denominator.clamp_min(1e-300), 0.0).clamp_min(0.0)
     if max_coefficient is not None:
         coefficient = coefficient.clamp_max(max_coefficient)
     return coefficient
@@ -142,7 +146,8 @@ def combine_gradients(
             roles swapped: "Prioritize (sup)" of Table 7) or `"none"` (plain sum).
         granularity: `"tensor"` (per parameter tensor, the reference) or `"global"` (whole gradient, the paper).
         max_coefficient: cap of the projection coefficient (the reference: 2); None = exact projection.
-        eps: added to the squared norm in the coefficient's denominator (the reference: 1e-6).
+        eps: added to the squared norm in the coefficient's denominator (the reference: 1e-6); 0 with
+            `max_coefficient=None` = the exact projection.
     Entries where both inputs are None stay None.
     """
     if priority not in PRIORITIES:
@@ -151,6 +156,8 @@ def combine_gradients(
         raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {granularity!r}.")
     if max_coefficient is not None and max_coefficient < 0:
         raise ValueError(f"max_coefficient must be non-negative or None, got {max_coefficient}.")
+    if not eps >= 0:
+        raise ValueError(f"eps must be non-negative (0 = the exact projection), got {eps}.")
     _check_pair(sup_grads, sub_grads)
     combined: list[torch.Tensor | None] = []
     for sup, sub in zip(sup_grads, sub_grads):

@@ -14,15 +14,34 @@ from .augment import build_batch_mixing, build_train_transform
 from .timm_data import build_timm_mixup, build_timm_train_transform
 
 __all__ = [
+    "CALIBRATION_TRANSFORMS",
     "DATA_PIPELINES",
+    "TRAINING_TRANSFORM_KEYS",
     "build_eval_processor",
     "build_target_transform",
     "build_training_transform",
+    "describe_training_transform",
     "smooth_targets",
+    "training_transform_of",
 ]
 
 logger = logging.getLogger(__name__)
 DATA_PIPELINES = ("torchvision", "timm")
+# Which images BN recalibration sees: "evaluation" = training images through the evaluation processor; "training" =
+# training images through the training augmentation (the reference recalibrates on its augmented training loader).
+CALIBRATION_TRANSFORMS = ("evaluation", "training")
+# The training config's keys that make up its per-image training augmentation (`training_transform_of`).
+TRAINING_TRANSFORM_KEYS = (
+    "data_pipeline",
+    "auto_augment",
+    "randaugment_num_ops",
+    "randaugment_magnitude",
+    "crop_scale",
+    "hflip",
+    "random_erasing",
+    "random_erasing_mode",
+    "image_size",
+)
 
 
 def build_training_transform(
@@ -58,6 +77,39 @@ def build_training_transform(
         )
     return build_train_transform(
         image_size, randaugment_num_ops, randaugment_magnitude, crop_scale, hflip, random_erasing
+    )
+
+
+def training_transform_of(config, image_size: int) -> Callable:
+    """The per-image training augmentation of a `TrainingConfig` (its `TRAINING_TRANSFORM_KEYS`) at `image_size`:
+    what training, the conflict-ratio sweep and the "training" BN recalibration all feed the model."""
+    return build_training_transform(
+        config.data_pipeline,
+        image_size,
+        auto_augment=config.auto_augment,
+        randaugment_num_ops=config.randaugment_num_ops,
+        randaugment_magnitude=config.randaugment_magnitude,
+        crop_scale=config.crop_scale,
+        hflip=config.hflip,
+        random_erasing=config.random_erasing,
+        random_erasing_mode=config.random_erasing_mode,
+    )
+
+
+def describe_training_transform(config, image_size: int) -> str:
+    """One line naming a `TrainingConfig`'s training augmentation, for logs and model cards."""
+    low, high = config.crop_scale
+    policy = (
+        f"RandAugment {config.auto_augment}"
+        if config.data_pipeline == "timm" and config.auto_augment
+        else f"RandAugment(n={config.randaugment_num_ops}, m={config.randaugment_magnitude})"
+        if config.data_pipeline == "torchvision" and config.randaugment_num_ops > 0
+        else "no RandAugment"
+    )
+    erasing = f", random erasing {config.random_erasing:g}" if config.random_erasing else ""
+    return (
+        f"the training augmentation ({config.data_pipeline}: random resized crop {image_size} px, scale "
+        f"[{low:g}, {high:g}], flip {config.hflip:g}, {policy}{erasing})"
     )
 
 

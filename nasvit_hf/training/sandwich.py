@@ -42,6 +42,7 @@ from .gradients import (
 from .losses import adaptive_alpha_divergence, kl_distillation, soft_target_cross_entropy
 
 __all__ = [
+    "SUBNET_SAMPLING",
     "ArchSampler",
     "GradientConflicts",
     "SandwichConfig",
@@ -68,6 +69,7 @@ class SandwichConfig:
     priority: str = "sub"
     granularity: str = "tensor"
     max_projection_coefficient: float | None = 2.0
+    projection_eps: float = 1e-6
     max_grad_norm: float | None = 1.0
     drop_path_rate: float = 0.0
     drop_connect_rate: float = 0.0
@@ -95,6 +97,7 @@ class SandwichConfig:
         "iw_clip": "(0, inf)",
         "kd_temperature": "(0, inf)",
         "max_projection_coefficient": "[0, inf)",
+        "projection_eps": "[0, inf)",
         "max_grad_norm": "(0, inf)",
         "drop_path_rate": "[0, 1)",
         "drop_connect_rate": "[0, 1)",
@@ -131,33 +134,69 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-class ArchSampler:
-    """Draws the archs of each sandwich step: largest, smallest, then `num_random` random archs, from its own
-    seeded generator (the same on every rank, so all ranks train the same archs). Checkpointable."""
+SUBNET_SAMPLING = ("synchronized", "per_rank")
 
-    def __init__(self, config, num_random: int = 2, seed: int = 0):
-        for name, value in (("num_random", num_random), ("seed", seed)):
+
+class ArchSampler:
+    """Draws the archs of each sandwich step: largest, smallest, then `num_random` random archs. Checkpointable.
+
+    `sampling="synchronized"`: one generator seeded with `seed`, the same on every rank, so all ranks train the same
+    random subnets in a step. `"per_rank"` (the reference: its workers draw from unsynchronised RNGs): process `rank`
+    draws its own archs, the n-th draw from a generator seeded with (seed, rank, n), so the ranks train different
+    random subnets and their gradients are averaged. Either way the state (the generator, or the draw count, the same
+    on every rank) is all a resume needs, whichever process saves it."""
+
+    def __init__(self, config, num_random: int = 2, seed: int = 0, sampling: str = "synchronized", rank: int = 0):
+        for name, value in (("num_random", num_random), ("seed", seed), ("rank", rank)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(f"ArchSampler {name} must be a non-negative integer, got {value!r}.")
+        if sampling not in SUBNET_SAMPLING:
+            raise ValueError(f"subnet sampling must be one of {list(SUBNET_SAMPLING)}, got {sampling!r}.")
         self.search_space = config.search_space
         self.largest = config.largest_arch()
         self.smallest = config.smallest_arch()
         self.num_random = num_random
         self.seed = seed
+        self.sampling = sampling
+        self.rank = rank
+        self.draws = 0
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _generator(self) -> torch.Generator:
+        if self.sampling == "synchronized":
+            return self.generator
+        import numpy as np
+
+        state = np.random.SeedSequence([self.seed, self.rank, self.draws]).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(state) % (2**63 - 1))
+
     def sample(self) -> list[tuple[str, dict[str, Any]]]:
+        generator = self._generator()
+        self.draws += 1
         archs = [("largest", self.largest), ("smallest", self.smallest)]
-        archs += [(f"random{i}", sample_arch(self.search_space, self.generator)) for i in range(self.num_random)]
+        archs += [(f"random{i}", sample_arch(self.search_space, generator)) for i in range(self.num_random)]
         return archs
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "num_random": self.num_random, "generator": self.generator.get_state()}
+        return {
+            "seed": self.seed,
+            "num_random": self.num_random,
+            "generator": self.generator.get_state(),
+            "sampling": self.sampling,
+            "draws": self.draws,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        sampling = state.get("sampling", "synchronized")  # checkpoints before the choice existed: synchronized
+        if sampling != self.sampling:
+            raise ValueError(
+                f"the checkpoint's arch sampler drew {sampling!r} subnets, this run asks for {self.sampling!r}: resume "
+                f"with subnet_sampling: {sampling}."
+            )
         self.seed = state["seed"]
         self.num_random = state["num_random"]
         self.generator.set_state(state["generator"])
+        self.draws = int(state.get("draws", 0))
 
 
 def set_regularization(model: nn.Module, drop_path_rate: float, drop_connect_rate: float, dropout: float) -> None:
@@ -362,6 +401,7 @@ class SandwichTrainer:
             priority,
             self.config.granularity,
             self.config.max_projection_coefficient,
+            self.config.projection_eps,
             _stats=stats,
             _coefficients_out=coefficients,
         )

@@ -20,7 +20,7 @@ import torch
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["build_timm_mixup", "build_timm_train_transform", "find_rand_augment"]
+__all__ = ["ToNormalizedTensor", "build_timm_mixup", "build_timm_train_transform", "find_rand_augment"]
 
 
 def _to_rgb(image):
@@ -83,7 +83,49 @@ def build_timm_train_transform(
             f"{interpolation!r}): {error!r}. RandAugment specs look like 'rand-n1-m1-mstd0.5-inc1' (see timm's "
             "rand_augment_transform)."
         ) from None
-    return transforms.Compose([transforms.Lambda(_to_rgb), transform])
+    return transforms.Compose([transforms.Lambda(_to_rgb), _fuse_to_tensor_and_normalize(transform)])
+
+
+class ToNormalizedTensor:
+    """timm's `MaybeToTensor` followed by torchvision's `Normalize`, in one pass: an RGB PIL image → float32 tensor
+    (3, H, W) computed with the same float32 operations in the same order (`x / 255`, then `- mean`, then `/ std`), so
+    the values are identical, without the intermediate copies of the pair (a permuted uint8 copy, a float copy, a
+    divided copy and `Normalize`'s clone). Other inputs go through the pair itself."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        from timm.data.transforms import MaybeToTensor
+        from torchvision import transforms
+
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self._pair = transforms.Compose([MaybeToTensor(), transforms.Normalize(mean, std)])
+
+    def __call__(self, picture) -> torch.Tensor:
+        import numpy as np
+
+        if getattr(picture, "mode", None) != "RGB" or torch.get_default_dtype() != torch.float32:
+            return self._pair(picture)
+        pixels = torch.from_numpy(np.array(picture))  # (H, W, 3) uint8, writable
+        tensor = torch.empty((3, pixels.shape[0], pixels.shape[1]), dtype=torch.float32)
+        tensor.copy_(pixels.permute(2, 0, 1))  # uint8 -> float32: exact
+        return tensor.div_(255).sub_(self.mean).div_(self.std)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+def _fuse_to_tensor_and_normalize(transform):
+    """`transform` (a torchvision Compose from timm) with its MaybeToTensor + Normalize pair as `ToNormalizedTensor`."""
+    from timm.data.transforms import MaybeToTensor
+    from torchvision import transforms
+
+    steps = list(getattr(transform, "transforms", []))
+    for index in range(len(steps) - 1):
+        first, second = steps[index], steps[index + 1]
+        if isinstance(first, MaybeToTensor) and isinstance(second, transforms.Normalize) and not second.inplace:
+            steps[index : index + 2] = [ToNormalizedTensor(second.mean, second.std)]
+            return transforms.Compose(steps)
+    return transform
 
 
 def _check_rand_augment_spec(spec: str) -> None:
