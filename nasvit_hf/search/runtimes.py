@@ -289,6 +289,8 @@ class OnnxRuntimeBackend(LatencyBackend):
             session.run(outputs, feed)
 
         details = {"export_seconds": seconds, "graph_bytes": report.file_size_bytes, "opset": report.opset}
+        if getattr(report, "graph", None) is not None:  # which graph the export wrote, where the report says
+            details["export_graph"] = report.graph
         return Timed(call, resolution, num_threads=self.spec.num_threads, details=details)
 
 
