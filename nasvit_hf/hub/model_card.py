@@ -116,6 +116,10 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
         "a_name": a_name,
         "how": how,
         "runtime": runtime_words(measurement),
+        "versions": ", ".join(
+            f"{name} {version}" for name, version in ((measurement.get("runtime") or {}).get("versions") or {}).items()
+        )
+        or "not recorded",
         "batch_size": measurement.get("batch_size", 1),
         "device": measurement.get("device", "cpu"),
         "num_threads": measurement.get("num_threads", "?"),
