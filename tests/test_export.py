@@ -277,7 +277,10 @@ def test_b_model_card_names_the_runtime_and_the_table12_spread():
     )
     assert "- **Latency**: onnxruntime 1.32.0 (the graph `export_onnx` writes, fp32), batch 1" in card
     assert "measured on onnxruntime 1.32.0" in card and "(packages: onnxruntime 1.32.0)" in card
-    assert "20.0 % faster, above the session's measurement noise of 4.0 %" in card
+    assert (
+        "20.0 % faster, faster in every round and by more than the noise (how far one model's round medians spread: 4.0 %)"
+        in card
+    )
     assert "| NASViT-A0 | 1.00 | 5.00 | 4.80-5.30 | 95.00 |" in card
     assert "| NASViT-B0 | 2.00 | 4.00 | 3.90-4.20 | 95.50 |" in card
 

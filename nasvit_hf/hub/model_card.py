@@ -104,8 +104,8 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
         how = (
             f"Both were timed in the same session, in {measurement.get('rounds', '?')} alternating rounds of "
             f"{measurement.get('repeats_per_round', '?')} runs (median of the round medians): {title} was "
-            f"{record.get('speedup_pct', 0):.1f} % faster, above the session's measurement noise of "
-            f"{record.get('noise_pct', 0):.1f} %"
+            f"{record.get('speedup_pct', 0):.1f} % faster, faster in every round and by more than the noise (how far "
+            f"one model's round medians spread: {record.get('noise_pct', 0):.1f} %)"
         )
 
     def spread(key: str) -> str:
