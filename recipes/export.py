@@ -2,11 +2,11 @@
 """Export named NASViT subnets (A0-A5, B0-B2, the paper's Table 13 archs) of a supernet as standalone Hub
 checkpoints, re-deriving searched archs with one command.
 
-    python recipes/export.py --supernet runs/tiny_supernet --names a0 a1 a2 b0 --output_dir exports \
+    python recipes/export.py --supernet outputs/digits_tiny/final --names a0 a1 a2 b0 --output_dir exports \
         [--config recipes/configs/search_tiny.yaml] [--push_to_hub --hub_org my-org]
     python recipes/export.py --supernet nasvit-supernet --names table13-a1 --output_dir exports \
         --data.dataset imagefolder --data.data_dir /data/imagenet   # a preset arch: no search, BN calibration data only
-    python recipes/export.py --supernet runs/tiny_supernet --arch_file arch.json --name mine --output_dir exports
+    python recipes/export.py --supernet outputs/digits_tiny/final --arch_file arch.json --name mine --output_dir exports
 
 Names without a published arch (A0-A5, B0-B2) are searched first with --config (default: search_reference.yaml for
 the reference space, search_tiny.yaml otherwise; results in <output_dir>/search, resumable). Each subnet is then

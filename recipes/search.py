@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Search a trained NASViT supernet for the best subnets under MACs / latency budgets (paper, Appendix C.1/C.2).
 
-    python recipes/search.py --supernet runs/tiny_supernet --config recipes/configs/search_tiny.yaml \
+    python recipes/search.py --supernet outputs/digits_tiny/final --config recipes/configs/search_tiny.yaml \
         --output_dir runs/tiny_search [--device cpu] [--predictor.num_subnets 32]
 
 Steps (each persisted in --output_dir; rerun the same command to resume after an interruption):

@@ -3,7 +3,8 @@
 
     accelerate launch recipes/train.py                                   # tiny supernet on the bundled digits
     accelerate launch recipes/train.py --config recipes/configs/imagenet_reference.yaml --output_dir runs/in1k
-    accelerate launch recipes/train.py --max_steps 20 --resume_from_checkpoint latest
+    accelerate launch recipes/train.py --resume_from_checkpoint latest   # the run in outputs/digits_tiny, as started
+    accelerate launch recipes/train.py --resume_from_checkpoint latest --max_steps 300   # ... trained on to step 300
 
 Every key of the config (`nasvit_hf.training.TrainingConfig`, listed by --help) can be overridden as `--key value`.
 The script only wires config -> data -> Accelerate -> the library (`nasvit_hf.training`): the sandwich step,
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from nasvit_hf.config_system import exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.models import NASViTConfig
 from nasvit_hf.training import ArchSampler, ModelEMA, SandwichConfig, SandwichTrainer, TrainingConfig
-from nasvit_hf.training.checkpointing import TrainState, save_checkpoint, start_run_from_config
+from nasvit_hf.training.checkpointing import TrainState, load_run_config, save_checkpoint, start_run_from_config
 from nasvit_hf.training.classification import (
     append_log_line,
     build_classification_data,
@@ -61,8 +62,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "digits_tiny.yaml
 
 def parse_args(argv: list[str] | None = None) -> TrainingConfig:
     with exit_on_user_error():
-        _, overrides, path = parse_command_line(argv, None, TrainingConfig, __doc__, DEFAULT_CONFIG)
-        config = TrainingConfig.from_yaml(path, overrides)
+        _, overrides, path = parse_command_line(argv, None, TrainingConfig, __doc__)
+        config = load_run_config(TrainingConfig, overrides, path, DEFAULT_CONFIG)  # a resume: the run's own config
         if not config.model_name_or_path:  # otherwise the space comes with the model: checked once it is loaded
             check_eval_archs(config.eval_archs, NASViTConfig(search_space=search_space_of(config)).search_space)
     return config
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratios: list[float] = []
     ratios_after: list[float] = []
     validation: dict[str, Any] = {}
-    start_time = time.time()
+    start_time, start_step = time.time(), state.global_step
     model.train()
     while state.global_step < max_steps:
         epoch = state.global_step // steps_per_epoch
@@ -185,7 +186,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     )
                 accelerator.wait_for_everyone()
             if config.checkpointing_steps and (state.global_step % config.checkpointing_steps == 0 or last):
-                save_checkpoint(accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit)
+                save_checkpoint(
+                    accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit, max_steps
+                )
             if state.global_step >= max_steps:
                 break
     progress.close()
@@ -194,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     summary: dict[str, Any] = {
         "steps": state.global_step,
+        "session_steps": state.global_step - start_step,  # a resumed run: the steps this session ran
+        "resumed_from_step": start_step if run.resume_path is not None else None,
         "skipped_steps": state.skipped_steps,
         "seconds": round(time.time() - start_time, 1),
         "processes": accelerator.num_processes,

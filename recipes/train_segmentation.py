@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Fine-tune NASViT + Segformer all-MLP head for semantic segmentation (NASViT, ICLR 2022, Section 4.2).
 
-    accelerate launch recipes/train_segmentation.py                 # built-in digits scenes, CPU, a few minutes
+    accelerate launch recipes/train_segmentation.py                 # built-in digits scenes, under a CPU minute
     accelerate launch recipes/train_segmentation.py --config recipes/configs/segmentation_ade20k.yaml \\
-        --model_name_or_path exported/nasvit-a1
-    accelerate launch recipes/train_segmentation.py --max_steps 50 --resume_from_checkpoint latest
+        --model_name_or_path exports/nasvit-a1
+    accelerate launch recipes/train_segmentation.py --max_steps 200 --resume_from_checkpoint latest  # train on
 
 Every key of `nasvit_hf.training.segmentation.SegmentationTrainingConfig` can be overridden as `--key value`. The
 script wires config -> data -> Accelerate -> the library: AdamW (decode head at `head_learning_rate_multiplier` x the
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 import nasvit_hf  # noqa: F401  (registers the Auto classes)
 from nasvit_hf.config_system import RecipeError, exit_on_user_error, parse_command_line, run_recipe
-from nasvit_hf.training.checkpointing import TrainState, save_checkpoint, start_run_from_config
+from nasvit_hf.training.checkpointing import TrainState, load_run_config, save_checkpoint, start_run_from_config
 from nasvit_hf.training.classification import build_param_groups, multi_cpu_launch, setup_logging
 from nasvit_hf.training.segmentation import (
     SegmentationTrainingConfig,
@@ -50,8 +50,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "segmentation_dig
 
 def parse_args(argv: list[str] | None = None) -> SegmentationTrainingConfig:
     with exit_on_user_error():
-        _, overrides, path = parse_command_line(argv, None, SegmentationTrainingConfig, __doc__, DEFAULT_CONFIG)
-        return SegmentationTrainingConfig.from_yaml(path, overrides)
+        _, overrides, path = parse_command_line(argv, None, SegmentationTrainingConfig, __doc__)
+        return load_run_config(SegmentationTrainingConfig, overrides, path, DEFAULT_CONFIG)  # a resume: the run's own
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     model.train()
     start, epoch, running_loss = time.time(), state.global_step // steps_per_epoch, 0.0
+    start_step = state.global_step
     while state.global_step < max_steps:
         loader = accelerator.skip_first_batches(train_loader, resume_batches) if resume_batches else train_loader
         resume_batches = 0
@@ -168,7 +169,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run_eval()
             last = state.global_step == max_steps
             if config.checkpointing_steps and (state.global_step % config.checkpointing_steps == 0 or last):
-                save_checkpoint(accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit)
+                save_checkpoint(
+                    accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit, max_steps
+                )
             if state.global_step >= max_steps:
                 break
         epoch += 1
@@ -176,10 +179,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- save
     summary = segmentation_summary(state.global_step, time.time() - start, history, run_eval(), id2label)
+    summary["session_steps"] = state.global_step - start_step  # a resumed run: the steps this session ran
+    summary["resumed_from_step"] = start_step if run.resume_path is not None else None
     if accelerator.is_main_process:
         save_segmentation_model(accelerator.unwrap_model(model), config, {"config": config.to_dict(), **summary})
         if "mean_iou" in summary:
-            logger.info(f"final mIoU {100 * summary['mean_iou']:.2f} after {state.global_step} steps")
+            resumed = "" if run.resume_path is None else f" (this session: {summary['session_steps']})"
+            logger.info(f"final mIoU {100 * summary['mean_iou']:.2f} after {state.global_step} steps{resumed}")
     accelerator.end_training()
     return summary
 

@@ -254,6 +254,22 @@ def test_debug_flag_and_environment_show_the_traceback(tmp_path):
     assert "Traceback" in subprocess.run(command, env=env, capture_output=True, text=True, timeout=300).stderr
 
 
+def test_under_accelerate_launch_q_a_user_error_is_one_line(tmp_path):
+    """The documented commands (`accelerate launch -q recipes/...`): the script's one error line and accelerate's exit
+    status 1, no traceback; without -q accelerate 1.16 adds its CalledProcessError traceback (docs/training.md)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ACCELERATE_", "NASVIT_"))}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    script = [str(ROOT / "recipes" / "train.py"), "--max_step", "3", "--output_dir", str(tmp_path / "run")]
+    quiet = subprocess.run([*launch, "-q", *script], env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in quiet.stderr.splitlines() if line.startswith("error:")]
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr, quiet.stderr
+    assert len(lines) == 1 and "did you mean 'max_steps'" in lines[0]
+    loud = subprocess.run([*launch, *script], env=env, capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 1 and lines[0] in loud.stderr and "CalledProcessError" in loud.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def _all_recipe_keys() -> frozenset[str]:
     from nasvit_hf.search import SearchConfig
     from nasvit_hf.training import TrainingConfig

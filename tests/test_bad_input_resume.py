@@ -13,11 +13,15 @@ from nasvit_hf.training.checkpointing import (
     CHECKPOINT_RECORD,
     CONFIG_HISTORY,
     ResumeConfigError,
+    RunFolderError,
+    load_run_config,
     start_run,
+    start_run_from_config,
 )
 from nasvit_hf.training.segmentation import SegmentationTrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRAINING_CONFIG = ROOT / "recipes" / "configs" / "digits_tiny.yaml"
 RAN = TrainingConfig(learning_rate=1e-3, seed=1, max_steps=10).to_dict()
 
 
@@ -126,3 +130,101 @@ def test_segmentation_resume_checks_the_recorded_config_end_to_end(tmp_path, cap
     history = [json.loads(line) for line in (tmp_path / CONFIG_HISTORY).read_text().splitlines()]
     assert history[-1]["changes"] == {"max_steps": [2, 4], "logging_steps": [record["config"]["logging_steps"], 1]}
     assert json.loads((tmp_path / "training_config.json").read_text())["max_steps"] == 2
+
+
+# --------------------------------------------------------------------------- the config a resumed run starts from
+def _recorded_run(tmp_path, **config):
+    """A run folder as `train.py --max_steps 50 --output_dir <folder> --seed 1` leaves it (checkpoint step_50)."""
+    folder = tmp_path / "runs" / "try"
+    recorded = TrainingConfig(max_steps=50, seed=1, output_dir=str(folder), **config).to_dict()
+    checkpoint = folder / "checkpoints" / "step_50"
+    checkpoint.mkdir(parents=True)
+    record = {"run_id": "r", "step": 50, "total_steps": 50, "config": recorded}
+    (checkpoint / CHECKPOINT_RECORD).write_text(json.dumps(record))
+    (folder / "nasvit_run.json").write_text(json.dumps({"run_id": "r"}))
+    (folder / "training_config.json").write_text(json.dumps(recorded))
+    return folder, recorded
+
+
+def _start(config):
+    return start_run_from_config(config, "classification")
+
+
+def test_resume_latest_takes_the_runs_recorded_config_not_the_yaml_defaults(tmp_path):
+    folder, recorded = _recorded_run(tmp_path)
+    overrides = {"output_dir": str(folder), "resume_from_checkpoint": "latest"}
+    config = load_run_config(TrainingConfig, overrides, None, DEFAULT_TRAINING_CONFIG)
+    assert (config.max_steps, config.seed) == (50, 1)  # the YAML file says max_steps null, seed 42
+    assert {k: v for k, v in config.to_dict().items() if k != "resume_from_checkpoint"} == {
+        k: v for k, v in recorded.items() if k != "resume_from_checkpoint"
+    }
+    run = _start(config)
+    assert run.resume_path == folder / "checkpoints" / "step_50" and run.changes == {}
+
+
+def test_resume_from_a_checkpoint_path_continues_in_that_runs_folder(tmp_path, monkeypatch):
+    folder, _ = _recorded_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    overrides = {"resume_from_checkpoint": "runs/try/checkpoints/step_50"}  # no --output_dir: docs/training.md
+    config = load_run_config(TrainingConfig, overrides, None, DEFAULT_TRAINING_CONFIG)
+    assert Path(config.output_dir) == Path("runs/try") and config.seed == 1
+    assert _start(config).run_id == "r"
+
+
+def test_resume_checks_only_what_the_command_line_changes(tmp_path):
+    folder, _ = _recorded_run(tmp_path)
+    base = {"output_dir": str(folder), "resume_from_checkpoint": "latest"}
+    config = load_run_config(TrainingConfig, {**base, "seed": 2, "logging_steps": 5}, None, DEFAULT_TRAINING_CONFIG)
+    with pytest.raises(ResumeConfigError, match=r"\(seed: 1 -> 2\)"):
+        _start(config)
+    config = load_run_config(TrainingConfig, {**base, "max_steps": 80}, None, DEFAULT_TRAINING_CONFIG)
+    assert _start(config).changes == {"max_steps": [50, 80]}
+
+
+def test_resume_with_a_named_config_file_compares_that_files_keys(tmp_path):
+    folder, _ = _recorded_run(tmp_path)
+    base = {"output_dir": str(folder), "resume_from_checkpoint": "latest"}
+    config = load_run_config(TrainingConfig, base, str(DEFAULT_TRAINING_CONFIG), DEFAULT_TRAINING_CONFIG)
+    with pytest.raises(ResumeConfigError) as error:  # the file sets seed 42 and the digits recipe's learning rate
+        _start(config)
+    assert "seed: 1 -> 42" in str(error.value) and "max_steps" not in str(error.value)
+
+
+def test_resume_of_a_run_without_a_record_falls_back_to_the_yaml_file(tmp_path):
+    overrides = {"output_dir": str(tmp_path / "nothing"), "resume_from_checkpoint": "latest"}
+    config = load_run_config(TrainingConfig, overrides, None, DEFAULT_TRAINING_CONFIG)
+    assert config.seed == 42
+    with pytest.raises(RunFolderError, match="no checkpoint under"):
+        _start(config)
+
+
+def test_max_steps_may_grow_past_the_length_the_epochs_gave_the_run(tmp_path):
+    folder, recorded = _recorded_run(tmp_path)
+    record_path = folder / "checkpoints" / "step_50" / CHECKPOINT_RECORD
+    record = json.loads(record_path.read_text())
+    record["config"]["max_steps"] = None  # the run's length came from its epochs: 50 steps
+    record_path.write_text(json.dumps(record))
+    base = {"output_dir": str(folder), "resume_from_checkpoint": "latest"}
+    config = load_run_config(TrainingConfig, {**base, "max_steps": 200}, None, DEFAULT_TRAINING_CONFIG)
+    assert _start(config).changes == {"max_steps": [50, 200]}
+    config = load_run_config(TrainingConfig, {**base, "max_steps": 20}, None, DEFAULT_TRAINING_CONFIG)
+    with pytest.raises(ResumeConfigError, match="max_steps: 50 -> 20"):
+        _start(config)
+
+
+def test_segmentation_resume_needs_only_the_output_dir_and_counts_this_sessions_steps(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import train_segmentation
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    monkeypatch.chdir(tmp_path)
+    train_segmentation.main(_segmentation_args("run", max_steps=2, seed=3))
+    summary = train_segmentation.main(
+        ["--output_dir", "run", "--resume_from_checkpoint", "latest", "--max_steps", "3"]
+    )
+    assert (summary["steps"], summary["session_steps"], summary["resumed_from_step"]) == (3, 1, 2)
+    history = [json.loads(line) for line in Path("run", CONFIG_HISTORY).read_text().splitlines()]
+    assert history == [dict(history[0], changes={"max_steps": [2, 3]})]  # seed 3 and the rest came from the record
+    summary = train_segmentation.main(["--resume_from_checkpoint", "run/checkpoints/step_3"])
+    assert (summary["steps"], summary["session_steps"]) == (3, 0)

@@ -199,3 +199,35 @@ def test_help_of_every_recipe_lists_every_key(recipe, classes, capsys):
         for key in _fields(getattr(module, name)):
             assert f"--{key} " in text, (recipe, key)
     assert "--config FILE" in text and "--debug" in text
+
+
+# ------------------------------------------------------------------------------------------- NASVIT_STEP_SCALE
+def test_step_scale_multiplies_the_declared_counts_from_file_defaults_and_command_line(monkeypatch, tmp_path, caplog):
+    path = tmp_path / "train.yaml"
+    path.write_text("num_train_epochs: 4\nwarmup_epochs: 0.5\nlearning_rate: 0.002\n")
+    monkeypatch.setenv("NASVIT_STEP_SCALE", "0.05")
+    with caplog.at_level("WARNING", logger="nasvit_hf.config_system"):
+        config = TrainingConfig.from_yaml(path, {"max_steps": 50})
+    assert (config.max_steps, config.num_train_epochs, config.warmup_epochs) == (3, pytest.approx(0.2), 0.025)
+    assert config.learning_rate == 0.002 and config.warmup_steps is None  # not a count; unset stays unset
+    assert "NASVIT_STEP_SCALE=0.05" in caplog.text and "max_steps 50 -> 3" in caplog.text
+    search = SearchConfig.from_yaml(None, {"latency.repeats": 10})  # defaults of nested sections are scaled too
+    assert (search.latency.repeats, search.predictor.num_subnets, search.evolution.generations) == (3, 52, 2)
+    assert search.latency.num_archs == 16  # the floor: what still fits a latency model
+
+
+def test_step_scale_never_raises_a_count_and_is_off_when_unset(monkeypatch):
+    monkeypatch.setenv("NASVIT_STEP_SCALE", "0.5")
+    assert TrainingConfig.from_yaml(None, {"max_steps": 1, "warmup_steps": 0}).max_steps == 1
+    search = SearchConfig.from_yaml(None, {"latency.num_archs": 14, "latency.holdout_fraction": 0.05})
+    assert search.latency.num_archs == 14  # below its floor (16): kept
+    monkeypatch.setenv("NASVIT_STEP_SCALE", "")
+    assert TrainingConfig.from_yaml(None, {"max_steps": 50}).max_steps == 50
+    assert SegmentationTrainingConfig.from_dict({"max_steps": 50}).max_steps == 50  # only from_yaml scales
+
+
+@pytest.mark.parametrize("value", ["0", "2", "-0.1", "fast", "nan"])
+def test_step_scale_outside_zero_to_one_is_refused(monkeypatch, value):
+    monkeypatch.setenv("NASVIT_STEP_SCALE", value)
+    with pytest.raises(ConfigError, match=r"NASVIT_STEP_SCALE=.* must be a number in \(0, 1\]"):
+        TrainingConfig.from_yaml(None, {})

@@ -7,15 +7,30 @@
 - Every recipe command in a ```bash block names an existing script and config files, and only flags the script
   defines (an `add_argument` flag, or a field of a `...Config` dataclass it imports: the `--key value` overrides).
 - Relative links between the pages point to existing files and headings.
+- The user's journey (slow): every ```bash block of the README, then of each page in the order the README's
+  documentation table lists them, is run as written in one clean temporary folder, with the step counts scaled down
+  by `NASVIT_STEP_SCALE` (the one mechanism, nasvit_hf.config_system); each command must exit 0 without a traceback,
+  and `COMMAND_CHECKS` check the files and numbers the docs promise. A block whose line before the fence is
+  `<!-- not-run: reason -->` is not run (GPUs, ImageNet, downloads, installs, benchmarks, long examples); optional
+  `[--flag ...]` groups are left out; a command already run earlier (the manual repeats the README's) is not run again.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import importlib
+import io
+import json
+import math
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +93,8 @@ BASH_BLOCKS = [block for block in ALL_BLOCKS if block.lang == "bash"]
 
 def _check_readme_classify(namespace: dict, folder: Path) -> None:
     assert (folder / "nasvit-small" / "model.safetensors").is_file()
+    assert namespace["model"].active_arch == namespace["model"].config.validate_arch(namespace["arch"])
+    assert namespace["__printed__"] == "224 307.2 M MACs\n"  # the number quoted beside the print
     assert namespace["out"].logits.shape == (2, 1000)
     assert namespace["classifier"].model.config.model_type == "nasvit"
 
@@ -153,7 +170,10 @@ def test_python_block_runs(block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     namespace: dict = {"__name__": "__docs__"}
-    exec(compile(block.code, block.id, "exec"), namespace)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(block.code, block.id, "exec"), namespace)
+    namespace["__printed__"] = printed.getvalue()
     check = BLOCK_CHECKS.get((block.path.name, block.heading))
     if check is not None:
         check(namespace, tmp_path)
@@ -272,7 +292,7 @@ def test_relative_links_point_to_existing_files_and_headings():
     assert not problems, problems
 
 
-def test_not_run_markers_give_a_reason_and_sit_before_a_python_block():
+def test_not_run_markers_give_a_reason_and_sit_before_a_python_or_bash_block():
     for path in DOC_FILES:
         lines, in_code = path.read_text().split("\n"), False
         for index, line in enumerate(lines):
@@ -280,8 +300,8 @@ def test_not_run_markers_give_a_reason_and_sit_before_a_python_block():
                 in_code = not in_code
             elif not in_code and "not-run" in line and line.strip().startswith("<!--"):
                 assert NOT_RUN.match(line.strip()), f"{path.name}:{index + 1}: marker without a reason"
-                following = lines[index + 1] if index + 1 < len(lines) else ""
-                assert following.strip() == "```python", f"{path.name}:{index + 1}: marker not before a python block"
+                following = lines[index + 1].strip() if index + 1 < len(lines) else ""
+                assert following in ("```python", "```bash"), f"{path.name}:{index + 1}: marker not before a block"
 
 
 def test_extract_blocks_reads_fences_markers_and_headings(tmp_path):
@@ -317,3 +337,300 @@ def test_checks_fail_on_a_missing_flag_script_or_name():
         test_python_block_compiles_and_its_nasvit_names_exist(
             CodeBlock(REPO_ROOT / "README.md", 1, "python", "from nasvit_hf.deployment import x\n", "", None)
         )
+
+
+# ------------------------------------------------------------------------------------------------------------ journey
+# The user's path through the docs, run as written (slow; CI runs it). See the module docstring and
+# docs/development.md#documentation-tests.
+STEP_SCALE = "0.04"  # NASVIT_STEP_SCALE for the journey: 164 default training steps -> 7, search sizes to their floors
+# Single commands of runnable blocks that cannot run inside the tests, and why (whole blocks take a not-run marker).
+NOT_RUN_COMMANDS = {"python -m pytest -n 2 tests": "the test suite itself: this test is part of it"}
+COMMAND_TIMEOUT = 600
+
+
+def journey_pages() -> list[Path]:
+    """README.md, then the pages in the order the README's documentation table lists them."""
+    readme = REPO_ROOT / "README.md"
+    section = readme.read_text().split("## Documentation", 1)[1].split("\n## ", 1)[0]
+    linked = re.findall(r"^\|\s*\[[^\]]+\]\(([^)#\s]+)\)", section, flags=re.M)
+    return [readme, *(REPO_ROOT / target for target in dict.fromkeys(linked))]
+
+
+def _without_optional(line: str) -> str:
+    """`cmd --a 1 [--b 2] [--c [3]]` -> `cmd --a 1`: optional `[--...]` groups (nested ones too) left out."""
+    out, index = [], 0
+    while index < len(line):
+        if line.startswith("[--", index):
+            depth = 0
+            while index < len(line):
+                depth += {"[": 1, "]": -1}.get(line[index], 0)
+                index += 1
+                if depth == 0:
+                    break
+            continue
+        out.append(line[index])
+        index += 1
+    return re.sub(r"[ \t]+", " ", "".join(out)).strip()
+
+
+def command_key(line: str) -> str:
+    """A command's identity: its words without comments; `accelerate launch -q` (it only quiets accelerate's own
+    traceback when the script fails) runs the same thing as `accelerate launch`."""
+    words = shlex.split(line, comments=True)
+    if words[:3] in (["accelerate", "launch", "-q"], ["accelerate", "launch", "--quiet"]):
+        words = words[:2] + words[3:]
+    return " ".join(words)
+
+
+@dataclass
+class JourneyStep:
+    block: CodeBlock
+    line: str  # as run by bash: continuation lines joined, optional groups left out
+    key: str
+    skip: str | None  # why it is not run
+
+
+def journey_steps() -> list[JourneyStep]:
+    """Every command of every bash block, in journey order, with the reason it is not run (if it is not)."""
+    blocks = [block for path in journey_pages() for block in extract_blocks(path) if block.lang == "bash"]
+    steps, seen = [], set()
+    for block in blocks:
+        for raw in block.code.replace("\\\n", " ").split("\n"):
+            if not shlex.split(raw, comments=True):
+                continue
+            line = _without_optional(raw)
+            key = command_key(line)
+            skip = block.not_run or NOT_RUN_COMMANDS.get(key)
+            if skip is None and key in seen:
+                skip = "already run earlier in the journey"
+            if skip is None:
+                seen.add(key)
+            steps.append(JourneyStep(block, line, key, skip))
+    return steps
+
+
+def _read(folder: Path, name: str):
+    return json.loads((folder / name).read_text())
+
+
+def _scaled(steps: int) -> int:
+    return math.ceil(steps * float(STEP_SCALE))
+
+
+def _check_default_training(folder: Path, result) -> None:
+    run = folder / "outputs" / "digits_tiny"
+    summary = _read(run, "summary.json")
+    # digits_tiny.yaml: 4 epochs of 41 steps (1,338 training images, batch 32), scaled
+    assert "epochs of 41)" in result.stderr
+    assert summary["steps"] == math.ceil(4 * float(STEP_SCALE) * 41)
+    assert set(summary["validation"]) == {"smallest", "largest"}
+    assert (run / "checkpoints" / f"step_{summary['steps']}").is_dir()
+    assert (run / "train_log.jsonl").is_file() and list((run / "nasvit_train").rglob("events.out.tfevents*"))
+    assert f"Trained {summary['steps']} sandwich steps" in result.stdout
+    from transformers import AutoModelForImageClassification
+
+    import nasvit_hf
+    from nasvit_hf.data import load_digits_dataset
+
+    model = AutoModelForImageClassification.from_pretrained(run / "final")
+    config = model.config
+    assert config.search_space["resolutions"] == [32, 48, 64]  # "32/48/64 px, 0.8-12.5 M MACs"
+    macs = [nasvit_hf.count_macs(config, arch) / 1e6 for arch in (config.smallest_arch(), config.largest_arch())]
+    assert [round(value, 1) for value in macs] == [0.8, 12.5], macs
+    splits = load_digits_dataset()  # "1,338 train / 100 search / 359 validation"
+    assert {name: len(split) for name, split in splits.items()} == {"train": 1338, "search": 100, "validation": 359}
+
+
+def _check_try_run(folder: Path, result) -> None:
+    run = folder / "runs" / "try"
+    assert _read(run, "summary.json")["steps"] == _scaled(50)
+    assert (run / "checkpoints" / f"step_{_scaled(50)}").is_dir()
+    assert _read(run, "training_config.json")["seed"] == 1
+
+
+def _check_try_resumed(folder: Path, result) -> None:
+    summary = _read(folder / "runs" / "try", "summary.json")
+    assert (summary["steps"], summary["session_steps"], summary["resumed_from_step"]) == (_scaled(50), 0, _scaled(50))
+    assert "Trained 0 sandwich steps" in result.stdout and f"resumed at step {_scaled(50)}" in result.stdout
+    assert not (folder / "runs" / "try" / "config_history.jsonl").exists()  # nothing changed: the run's own config
+
+
+def _check_default_resumed(folder: Path, result) -> None:
+    summary = _read(folder / "outputs" / "digits_tiny", "summary.json")
+    assert summary["session_steps"] == 0 and summary["resumed_from_step"] == summary["steps"]
+    assert f"resumed at step {summary['steps']}" in result.stdout
+
+
+def _check_conflicts(folder: Path, result) -> None:
+    report = _read(folder / "outputs" / "digits_tiny", "conflicts.json")
+    assert report["num_batches"] == 10 and report["num_images"] == 320  # ten batches of the config's 32
+    assert 0.0 <= report["conflict_ratio_after"] <= report["conflict_ratio_before"] <= 1.0
+
+
+def _check_search(folder: Path, result) -> None:
+    results = folder / "runs" / "tiny_search"
+    assert set(_read(results, "named.json")) == {"a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2"}
+    assert (results / "pareto.json").is_file() and (results / "pareto.png").is_file()
+    assert "results in runs/tiny_search" in result.stdout
+
+
+def _check_export(names: list[str]):
+    def check(folder: Path, result) -> None:
+        from transformers import AutoModelForImageClassification, pipeline
+
+        import nasvit_hf  # noqa: F401
+
+        for name in names:
+            export = folder / "exports" / f"nasvit-{name}"
+            for file in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+                assert (export / file).is_file(), export / file
+        first = folder / "exports" / f"nasvit-{names[0]}"
+        assert AutoModelForImageClassification.from_pretrained(first).config.num_labels == 10
+        from PIL import Image
+
+        labels = pipeline("image-classification", model=str(first))(Image.new("RGB", (40, 30)))
+        assert labels and {"label", "score"} <= set(labels[0])
+        assert (folder / "exports" / "nasvit-family" / "README.md").is_file()
+
+    return check
+
+
+def _check_segmentation(folder: Path, result) -> None:
+    run = folder / "outputs" / "segmentation_digits"
+    summary = _read(run, "summary.json")
+    assert summary["steps"] == math.ceil(4 * float(STEP_SCALE) * 32)  # 4 epochs of 512 scenes / 16
+    assert 0.0 <= summary["mean_iou"] <= 1.0 and set(summary["per_category_iou"]) == {"background", "digit"}
+    from PIL import Image
+    from transformers import pipeline
+
+    import nasvit_hf  # noqa: F401
+
+    segments = pipeline("image-segmentation", model=str(run / "model"))(Image.new("RGB", (48, 48)))
+    assert segments and all(segment["mask"].size == (48, 48) for segment in segments)
+
+
+def _check_segmentation_resumed(folder: Path, result) -> None:
+    run = folder / "outputs" / "segmentation_digits"
+    summary = _read(run, "summary.json")
+    assert summary["steps"] == _scaled(200) and summary["session_steps"] == _scaled(200) - summary["resumed_from_step"]
+    history = [json.loads(line) for line in (run / "config_history.jsonl").read_text().splitlines()]
+    assert history[-1]["changes"] == {"max_steps": [summary["resumed_from_step"], _scaled(200)]}
+
+
+def _check_files(*names: str):
+    def check(folder: Path, result) -> None:
+        for name in names:
+            assert (folder / name).is_file(), name
+
+    return check
+
+
+def _check_help(*keys: str):
+    def check(folder: Path, result) -> None:
+        for key in keys:
+            assert f"--{key} " in result.stdout, key
+
+    return check
+
+
+# command (as `command_key` gives it) -> checks of what it wrote and printed
+COMMAND_CHECKS = {
+    "accelerate launch recipes/train.py": _check_default_training,
+    "accelerate launch recipes/train.py --max_steps 50 --output_dir runs/try --seed 1": _check_try_run,
+    "accelerate launch recipes/train.py --output_dir runs/try --resume_from_checkpoint latest": _check_try_resumed,
+    "python recipes/search.py --supernet outputs/digits_tiny/final --config recipes/configs/search_tiny.yaml "
+    "--output_dir runs/tiny_search": _check_search,
+    "python recipes/export.py --supernet outputs/digits_tiny/final --names a0 a1 a2 b0 --output_dir exports "
+    "--search_dir runs/tiny_search": _check_export(["a0", "a1", "a2", "b0"]),
+    "accelerate launch recipes/train_segmentation.py": _check_segmentation,
+    "python recipes/deploy.py --model exports/nasvit-a0 --output nasvit-a0.onnx --dynamic_batch --program "
+    "nasvit-a0.pt2": _check_files("nasvit-a0.onnx", "nasvit-a0.pt2"),
+    "accelerate launch recipes/train.py --resume_from_checkpoint latest": _check_default_resumed,
+    "python recipes/conflict_ratio.py --supernet outputs/digits_tiny/final --config "
+    "outputs/digits_tiny/training_config.json --max_batches 10 --output outputs/digits_tiny/conflicts.json": (
+        _check_conflicts
+    ),
+    "python recipes/train.py --help": _check_help("max_steps", "resume_from_checkpoint", "seed"),
+    "python recipes/search.py --help": _check_help("supernet", "latency.repeats", "predictor.num_subnets"),
+    "python recipes/export.py --supernet outputs/digits_tiny/final --names a0 a1 a2 a3 a4 a5 b0 b1 b2 --output_dir "
+    "exports --search_dir runs/tiny_search --overwrite": _check_export(
+        ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2"]
+    ),
+    "accelerate launch recipes/train_segmentation.py --max_steps 200 --resume_from_checkpoint latest": (
+        _check_segmentation_resumed
+    ),
+}
+
+
+def test_journey_covers_every_page_and_every_check_names_a_command_it_runs():
+    assert sorted(journey_pages()) == DOC_FILES
+    steps = journey_steps()
+    run = {step.key for step in steps if step.skip is None}
+    assert set(COMMAND_CHECKS) <= run, set(COMMAND_CHECKS) - run
+    assert set(NOT_RUN_COMMANDS) <= {step.key for step in steps}, "a NOT_RUN_COMMANDS entry names no command"
+    for step in steps:
+        if step.skip is None:
+            assert not re.search(r"<[^>]*>", step.line), f"{step.block.id}: placeholder in a runnable command"
+            assert "benchmarks/" not in step.key, (
+                f"{step.block.id}: a benchmark never runs in the tests: mark it not-run"
+            )
+
+
+def test_optional_groups_are_left_out_and_accelerate_q_is_the_same_command():
+    assert _without_optional("x --a 1 [--b 2] [--c [3]] # [--d]") == "x --a 1 #"
+    assert _without_optional("x --crop_scale [0.5,1.0]") == "x --crop_scale [0.5,1.0]"
+    assert command_key("accelerate launch -q recipes/train.py  # c") == command_key(
+        "accelerate launch recipes/train.py"
+    )
+
+
+def _journey_environment(folder: Path) -> dict[str, str]:
+    binaries = folder / ".bin"
+    binaries.mkdir()
+    python = binaries / "python"  # the documented `python` is this interpreter (a symlink would lose its venv)
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ACCELERATE_", "NASVIT_"))}
+    env.update(
+        NASVIT_STEP_SCALE=STEP_SCALE,
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(folder / ".hf_home"),  # no saved `accelerate config`, no caches from elsewhere
+        PYTHONPATH=str(REPO_ROOT),  # this checkout's package (CI installs it editable from here anyway)
+        PATH=os.pathsep.join([str(binaries), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@pytest.mark.slow
+def test_the_documented_commands_run_in_order_as_written(tmp_path):
+    """The README and every page, in order, on a clean folder (a copy of recipes/ beside nothing else)."""
+    repo_before = sorted(path.name for path in REPO_ROOT.iterdir())
+    shutil.copytree(REPO_ROOT / "recipes", tmp_path / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _journey_environment(tmp_path)
+    timings = []
+    for step in journey_steps():
+        if step.skip is not None:
+            continue
+        start, cpu = time.time(), _children_cpu_seconds()
+        result = subprocess.run(
+            ["bash", "-c", step.line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+        )
+        timings.append(
+            f"{time.time() - start:6.1f} s wall {_children_cpu_seconds() - cpu:6.1f} s CPU  {step.block.id}: {step.line}"
+        )
+        context = f"{step.block.id}: `{step.line}` exited {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+        assert result.returncode == 0, context
+        assert "Traceback" not in result.stderr, context
+        check = COMMAND_CHECKS.get(step.key)
+        if check is not None:
+            check(tmp_path, result)
+    print("\n".join(timings))
+    assert sorted(path.name for path in REPO_ROOT.iterdir()) == repo_before, "the journey wrote into the repository"

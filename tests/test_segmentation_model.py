@@ -373,3 +373,22 @@ print(sorted(item["label"] for item in segmenter(Image.new("RGB", (40, 30), (90,
     output = run_without_nasvit(code, cwd=tmp_path)
     assert set(ast.literal_eval(output.strip().splitlines()[-1])) <= {"bg", "x", "y"}
     torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_the_segmentation_pipeline_takes_nasvit_without_a_not_supported_error(tmp_path):
+    import logging
+
+    from transformers import pipeline
+
+    model = NASViTForSemanticSegmentation(tiny_config(num_labels=3))
+    model.extract_subnet(model.config.smallest_arch()).save_pretrained(tmp_path)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        segmenter = pipeline("image-segmentation", model=str(tmp_path))
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert isinstance(segmenter.model, NASViTForSemanticSegmentation)
+    assert not [r.getMessage() for r in records if "not supported" in r.getMessage()]

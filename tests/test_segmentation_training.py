@@ -187,3 +187,56 @@ def test_checkpoint_and_resume_continue_the_step_count(tmp_path):
     summary = train_segmentation.main(_recipe_args(tmp_path, max_steps=5, resume_from_checkpoint="latest", **common))
     assert summary["steps"] == 5
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_3", "step_5"]
+
+
+def _classification_subnet(folder: Path):
+    import nasvit_hf
+    from nasvit_hf.presets import get_search_space
+
+    torch.manual_seed(0)
+    config = nasvit_hf.NASViTConfig(search_space=get_search_space("tiny"), num_labels=10)
+    model = nasvit_hf.NASViTForImageClassification(config)
+    subnet = model.extract_subnet(config.smallest_arch())
+    subnet.save_pretrained(folder)
+    return subnet
+
+
+def test_fine_tuning_a_classification_subnet_says_in_one_line_what_is_expected(tmp_path, caplog):
+    from transformers.utils import logging as transformers_logging
+
+    from nasvit_hf.training.segmentation import build_segmentation_model
+
+    subnet = _classification_subnet(tmp_path / "a0")
+    config = SegmentationTrainingConfig(model_name_or_path=str(tmp_path / "a0"), decoder_hidden_size=16)
+    transformers_logging.enable_propagation()  # transformers' warnings reach caplog too
+    try:
+        with caplog.at_level("INFO"):
+            model = build_segmentation_model(config, {0: "background", 1: "digit"})
+    finally:
+        transformers_logging.disable_propagation()
+    assert model.config.id2label == {0: "background", 1: "digit"} and model.config.num_labels == 2
+    backbone = {k: v for k, v in subnet.state_dict().items() if k.startswith("nasvit.")}
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in backbone.items() if k in loaded) and len(backbone) > 10
+    messages = [record.getMessage() for record in caplog.records if record.levelname != "DEBUG"]
+    assert [m for m in messages if "decode head" in m] == [
+        f"{tmp_path / 'a0'}: backbone weights loaded; the decode head (16 tensors) starts from scratch for 2 labels "
+        "(expected: fine-tuning a classification subnet for segmentation)"
+    ]
+    assert not [m for m in messages if "MISSING" in m or "incompatible" in m or "newly initialized" in m], messages
+
+
+def test_fine_tuning_from_a_folder_missing_backbone_weights_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from nasvit_hf.loading import CheckpointMismatchError
+    from nasvit_hf.training.segmentation import build_segmentation_model
+
+    _classification_subnet(tmp_path / "a0")
+    weights = load_file(tmp_path / "a0" / "model.safetensors")
+    backbone = [key for key in weights if key.startswith("nasvit.") and not key.startswith("nasvit.head.")]
+    dropped = sorted(key for key in backbone if key.endswith(".weight"))[0]
+    save_file({k: v for k, v in weights.items() if k != dropped}, tmp_path / "a0" / "model.safetensors")
+    config = SegmentationTrainingConfig(model_name_or_path=str(tmp_path / "a0"), decoder_hidden_size=16)
+    with pytest.raises(CheckpointMismatchError, match=dropped.replace(".", r"\.")):
+        build_segmentation_model(config, {0: "background", 1: "digit"})

@@ -176,6 +176,17 @@ def test_staging_folder_replaces_only_its_own_folders_and_cleans_up_on_failure(t
     assert (target / "v2").is_file() and not list(tmp_path.glob(".out.tmp-*"))
 
 
+def test_the_summary_of_a_resumed_run_counts_this_sessions_steps(tmp_path):
+    from nasvit_hf.training.classification import write_summary
+
+    fresh = {"steps": 30, "session_steps": 30, "resumed_from_step": None, "seconds": 12.0, "skipped_steps": 0}
+    assert write_summary(tmp_path, fresh, {}).startswith("Trained 30 sandwich steps in 12 s (0 skipped).")
+    resumed = dict(fresh, session_steps=10, resumed_from_step=20)
+    text = write_summary(tmp_path, resumed, {})
+    assert text.startswith("Trained 10 sandwich steps in 12 s, resumed at step 20: the run is at step 30")
+    assert json.loads((tmp_path / "summary.json").read_text())["session_steps"] == 10
+
+
 @pytest.mark.parametrize(
     ("epochs", "value", "expected"),
     [

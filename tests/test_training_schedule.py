@@ -34,6 +34,25 @@ def test_min_lr_is_checked_against_the_schedule():
     assert _lrs(build_lr_scheduler(_optimizer(), "cosine", 0, 10), 1)[0] == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize("name", ["polynomial", "cosine", "linear", "constant_with_warmup"])
+@pytest.mark.parametrize("steps", [3, 5])
+def test_a_run_no_longer_than_its_warmup_only_warms_up(name, steps, caplog):
+    # transformers' polynomial decay divided by zero when the run ended exactly at the end of its warm-up
+    with caplog.at_level("WARNING", logger="nasvit_hf.training.schedule"):
+        lrs = _lrs(build_lr_scheduler(_optimizer(), name, 5, steps), steps + 1)
+    assert lrs == pytest.approx([1e-3 * step / 5 for step in range(steps + 1)])
+    assert "the learning rate only rises" in caplog.text
+
+
+def test_segmentation_schedule_with_max_steps_at_or_below_the_warmup_steps_through_the_run():
+    from nasvit_hf.training.segmentation import SegmentationTrainingConfig, build_segmentation_scheduler
+
+    for max_steps in (4, 20):
+        config = SegmentationTrainingConfig(lr_scheduler_type="poly", warmup_steps=20)
+        lrs = _lrs(build_segmentation_scheduler(config, _optimizer(), max_steps), max_steps + 1)
+        assert lrs[-1] == pytest.approx(1e-3 * max_steps / 20)
+
+
 def test_reference_warmup_and_min_lr_scale_with_the_base_lr():
     """The reference's WARMUP_LR 5e-7 and MIN_LR 5e-6 are scaled by total batch / 512 like its base lr 3e-4: the
     schedule starts at 5e-7 × B/512 and ends at 5e-6 × B/512 whatever the batch."""

@@ -233,6 +233,18 @@ class SearchConfig(ConfigMixin):
                 "budget (macs_millions, macs_fraction or latency_ms)."
             )
 
+    # What NASVIT_STEP_SCALE scales (nasvit_hf.config_system), down to what still fits a predictor and a latency model.
+    STEP_KEYS: ClassVar[dict[str, float]] = {
+        "calibration.num_batches": 1,
+        "predictor.num_subnets": 8,
+        "evolution.generations": 2,
+        "latency.warmup": 1,
+        "latency.repeats": 3,
+        "latency.num_archs": 16,
+        "latency.table12_rounds": 1,
+        "latency.table12_candidates": 1,
+    }
+
     @classmethod
     def accepted_keys(cls) -> list[str]:
         return [*cls.field_names(), "calibration"]

@@ -14,9 +14,11 @@ Guarantees:
 - a checkpoint is written to a hidden temporary folder and renamed into place, so `checkpoints/step_<N>` is always
   complete; pruning keeps the newest `checkpoints_total_limit` checkpoints *of the current run* and never removes
   another run's (or an unlabelled) checkpoint;
-- resuming compares the checkpoint's recorded config with the new one: changes to keys outside the config's
-  `RESUME_SAFE_KEYS` (or shrinking one of its `RESUME_GROWABLE_KEYS`, e.g. `max_steps`) fail with one
-  `ResumeConfigError` listing each key (old -> new); safe changes are appended to `config_history.jsonl`.
+- a resumed run's config is the run's own (`load_run_config`: the checkpoint's recorded config) with only what the
+  command line (and a `--config` file it names) sets on top; `start_run` compares that with the record: changes to
+  keys outside the config's `RESUME_SAFE_KEYS` (or shrinking one of its `RESUME_GROWABLE_KEYS`, e.g. `max_steps`)
+  fail with one `ResumeConfigError` listing each key (old -> new); safe changes are appended to
+  `config_history.jsonl`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config_system import ConfigError, undo_if_the_recipe_fails
+from ..config_system import ConfigError, load_yaml_mapping, scale_step_counts, set_dotted, undo_if_the_recipe_fails
 from ..utils.io import apply_umask_modes, atomic_write_json, atomic_write_text, make_dir
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "config_changes",
     "find_latest_checkpoint",
     "list_checkpoints",
+    "load_run_config",
     "prune_checkpoints",
     "read_checkpoint_record",
     "save_checkpoint",
@@ -160,9 +163,17 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int, run_id: str) -> 
     return removed
 
 
-def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[str, Any], keep: int | None) -> Path:
-    """`accelerator.save_state` into a hidden temporary folder, the checkpoint record beside it, then an atomic rename
-    to `checkpoints/step_<step>`; then prune to the newest `keep` checkpoints of this run."""
+def save_checkpoint(
+    accelerator: Any,
+    run: TrainingRun,
+    step: int,
+    config: dict[str, Any],
+    keep: int | None,
+    total_steps: int | None = None,
+) -> Path:
+    """`accelerator.save_state` into a hidden temporary folder, the checkpoint record beside it (with `total_steps`,
+    the run's length, which a config may leave to its epochs), then an atomic rename to `checkpoints/step_<step>`;
+    then prune to the newest `keep` checkpoints of this run."""
     folder = run.output_dir / "checkpoints"
     final, temporary = folder / f"step_{step}", folder / f".tmp_step_{step}"
     if accelerator.is_main_process:
@@ -175,6 +186,8 @@ def save_checkpoint(accelerator: Any, run: TrainingRun, step: int, config: dict[
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         record = {"run_id": run.run_id, "step": step, "time": time.time(), "config": config}
+        if total_steps is not None:
+            record["total_steps"] = int(total_steps)
         atomic_write_json(temporary / CHECKPOINT_RECORD, record)
         apply_umask_modes(temporary)  # safetensors writes model.safetensors 0600
         shutil.rmtree(final, ignore_errors=True)
@@ -275,6 +288,59 @@ def _remove_run(folder: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def _checkpoint_to_resume(resume_from_checkpoint: str, output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint folder a resume names (`"latest"`: the newest of the run in `output_dir`), or None when there is
+    none (`start_run` then says what is wrong)."""
+    if resume_from_checkpoint != "latest":
+        path = Path(resume_from_checkpoint)
+        return path if path.is_dir() else None
+    checkpoints = list_checkpoints(output_dir, _run_id_of(Path(output_dir)))
+    return checkpoints[-1][1] if checkpoints else None
+
+
+def load_run_config(config_cls: Any, overrides: dict[str, Any], config_file: str | None, default_file: str | Path):
+    """A training recipe's config from its command line (`overrides`, `--config config_file`).
+
+    A fresh run: the YAML file (`config_file`, else `default_file`) with `overrides` on top. A resumed run
+    (`--resume_from_checkpoint latest` or a checkpoint folder): the run's own config, as its checkpoint recorded it,
+    with only what the command line sets (and the keys of a `--config` file it names) on top, so `--output_dir runs/try
+    --resume_from_checkpoint latest` continues runs/try as it was started; `start_run` then checks those changes
+    against the record. Resuming from a checkpoint folder without `--output_dir` continues in the run's folder (the
+    one holding `checkpoints/`). A checkpoint without a record (an older version) falls back to the YAML file."""
+    file_values = load_yaml_mapping(config_file) if config_file else {}
+    resume = overrides.get("resume_from_checkpoint", file_values.get("resume_from_checkpoint"))
+    if resume is None and not config_file:
+        resume = load_yaml_mapping(default_file).get("resume_from_checkpoint")
+    if not resume:
+        return config_cls.from_yaml(config_file or default_file, overrides)
+    output_dir = overrides.get("output_dir", file_values.get("output_dir"))
+    if output_dir is None and resume == "latest":
+        fresh_run_file = file_values if config_file else load_yaml_mapping(default_file)
+        output_dir = fresh_run_file.get("output_dir") or config_cls().output_dir  # where a fresh run would be
+    path = _checkpoint_to_resume(str(resume), output_dir or ".")
+    record = read_checkpoint_record(path) if path is not None else {}
+    if not isinstance(record.get("config"), dict):
+        return config_cls.from_yaml(config_file or default_file, overrides)
+    values = config_cls.rename_keys(dict(record["config"]), f"the config recorded in {path}")
+    names = set(config_cls.field_names())
+    values = {key: value for key, value in values.items() if key in names}  # keys removed since: not part of it now
+    config_cls.check_keys(file_values, f"config file {config_file!r}")
+    config_cls.check_keys(overrides)
+    explicit = {
+        **config_cls.rename_keys(file_values, f"config file {config_file!r}"),
+        **config_cls.rename_keys(overrides, "command-line overrides"),
+    }
+    for key, value in scale_step_counts(explicit, config_cls, defaults=False).items():
+        set_dotted(values, key, value)
+    values["resume_from_checkpoint"] = resume
+    values["overwrite_output_dir"] = explicit.get("overwrite_output_dir", False)
+    if output_dir is None and path.parent.name == "checkpoints":
+        values["output_dir"] = str(path.parent.parent)
+    elif output_dir is not None:
+        values["output_dir"] = output_dir
+    return config_cls.from_dict(values, source=f"the config recorded in {path} with the command line on top")
 
 
 def start_run_from_config(
@@ -378,7 +444,10 @@ def start_run(
         )
     changes: dict[str, list[Any]] = {}
     if "config" in record:
-        changes, unsafe = config_changes(record["config"], config, safe_keys, growable_keys)
+        recorded = dict(record["config"])
+        if recorded.get("max_steps") is None and config.get("max_steps") is not None and "total_steps" in record:
+            recorded["max_steps"] = record["total_steps"]  # the length its epochs gave the run
+        changes, unsafe = config_changes(recorded, config, safe_keys, growable_keys)
         if unsafe:
             listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(unsafe.items()))
             raise ResumeConfigError(

@@ -357,9 +357,16 @@ def append_log_line(path: str | Path, record: dict[str, Any]) -> None:
 def write_summary(output_dir: str | Path, summary: dict[str, Any], validation: dict[str, Any]) -> str:
     """Write `summary.json` atomically; return the human summary printed at the end of a run."""
     atomic_write_json(Path(output_dir) / "summary.json", summary)
-    lines = [
-        f"Trained {summary['steps']} sandwich steps in {summary['seconds']:.0f} s ({summary['skipped_steps']} skipped)."
-    ]
+    steps, session = summary["steps"], summary.get("session_steps", summary["steps"])
+    line = f"Trained {session} sandwich steps in {summary['seconds']:.0f} s"
+    if summary.get("resumed_from_step") is None:
+        line += f" ({summary['skipped_steps']} skipped)."
+    else:
+        line += (
+            f", resumed at step {summary['resumed_from_step']}: the run is at step {steps} "
+            f"({summary['skipped_steps']} of its steps skipped)."
+        )
+    lines = [line]
     if "mean_conflict_ratio" in summary:
         after = summary.get("mean_conflict_ratio_after")
         lines.append(
@@ -547,7 +554,7 @@ def build_schedule(config: TrainingConfig, optimizer: torch.optim.Optimizer, bat
             f"one epoch has {batches_per_epoch} batches per process, fewer than gradient_accumulation_steps="
             f"{config.gradient_accumulation_steps}: lower the batch size or the accumulation."
         )
-    max_steps = config.max_steps or config.num_train_epochs * steps_per_epoch
+    max_steps = config.max_steps or max(1, math.ceil(config.num_train_epochs * steps_per_epoch))
     warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_epochs * steps_per_epoch)
     try:
         scheduler = build_lr_scheduler(

@@ -79,7 +79,7 @@ class TrainingConfig(ConfigMixin):
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64
     gradient_accumulation_steps: int = 1
-    num_train_epochs: int = 3
+    num_train_epochs: float = 3  # a fraction of an epoch is rounded up to whole steps
     max_steps: int | None = None  # overrides num_train_epochs
     learning_rate: float = 3e-4
     scale_lr: bool = False  # learning_rate × total batch / 512 (the reference)
@@ -111,7 +111,8 @@ class TrainingConfig(ConfigMixin):
     checkpointing_steps: int | None = 500
     checkpoints_total_limit: int | None = 3
     snapshot_epochs: Any = None  # epochs whose end saves snapshots/epoch_<E>/: a list, or "table4" (Table 4, scaled)
-    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest": the run goes on with the config it
+    # recorded; the keys given with it are changes (checked)
     overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
     save_final_model: bool = True
     progress_bar: bool = True
@@ -141,6 +142,13 @@ class TrainingConfig(ConfigMixin):
     )
     RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
     RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
+    # What NASVIT_STEP_SCALE scales (nasvit_hf.config_system): the run's length and its warm-up.
+    STEP_KEYS: ClassVar[dict[str, float]] = {
+        "max_steps": 1,
+        "num_train_epochs": 0,
+        "warmup_steps": 0,
+        "warmup_epochs": 0,
+    }
     # The range of every number key (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
     FIELD_RANGES: ClassVar[dict[str, str]] = {
         "drop_path_rate": "[0, 1)",
@@ -172,7 +180,7 @@ class TrainingConfig(ConfigMixin):
         "per_device_train_batch_size": "[1, inf)",
         "per_device_eval_batch_size": "[1, inf)",
         "gradient_accumulation_steps": "[1, inf)",
-        "num_train_epochs": "[1, inf)",
+        "num_train_epochs": "(0, inf)",  # a fraction of an epoch is rounded up to whole steps
         "max_steps": "[1, inf)",
         "learning_rate": "(0, inf)",
         "weight_decay": "[0, inf)",
@@ -236,7 +244,6 @@ class TrainingConfig(ConfigMixin):
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
             "gradient_accumulation_steps",
-            "num_train_epochs",
             "eval_every_epochs",
             "calibration_batches",
             "logging_steps",

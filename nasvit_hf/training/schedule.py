@@ -4,14 +4,32 @@ of the peak lr; `"cosine_with_min_lr"` warms up from lr / warm-up steps)."""
 
 from __future__ import annotations
 
+import logging
 import numbers
 
 import torch
 from transformers import get_scheduler
 
-__all__ = ["MIN_LR_SCHEDULERS", "build_lr_scheduler"]
+__all__ = ["MIN_LR_SCHEDULERS", "build_lr_scheduler", "schedule_length"]
+
+logger = logging.getLogger(__name__)
 
 MIN_LR_SCHEDULERS = ("cosine_with_min_lr", "cosine_warmup_with_min_lr")
+
+
+def schedule_length(num_warmup_steps: int, num_training_steps: int) -> int:
+    """The length to give transformers' schedules: `num_training_steps`, or one step past the warm-up when the run
+    ends inside it (`--max_steps` at or below the warm-up: transformers' polynomial decay then divides by zero). The
+    run keeps its length and ends during the warm-up, which a warning says."""
+    if num_warmup_steps < num_training_steps:
+        return num_training_steps
+    logger.warning(
+        "the warm-up (%d steps) is not shorter than the run (%d steps): the learning rate only rises, the run ends "
+        "before any decay; lower warmup_steps / warmup_epochs to have one.",
+        num_warmup_steps,
+        num_training_steps,
+    )
+    return num_warmup_steps + 1
 
 
 def build_lr_scheduler(
@@ -45,6 +63,7 @@ def build_lr_scheduler(
             raise ValueError(f"warmup_lr_rate must be in [0, 1], got {warmup_lr_rate}.")
         kwargs["warmup_lr_rate"] = float(warmup_lr_rate)
     return get_scheduler(
-        name, optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps,
+        name, optimizer, num_warmup_steps=num_warmup_steps,
+        num_training_steps=schedule_length(num_warmup_steps, num_training_steps),
         scheduler_specific_kwargs=kwargs or None,
     )  # fmt: skip

@@ -31,6 +31,7 @@ __all__ = [
     "load_segmentation_splits",
     "parse_overrides",
     "save_segmentation_model",
+    "segmentation_model_from_folder",
     "segmentation_summary",
 ]
 
@@ -98,7 +99,8 @@ class SegmentationTrainingConfig(ConfigMixin):
     report_to: str | None = "tensorboard"
     checkpointing_steps: int | None = 100
     checkpoints_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest": the run goes on with the config it
+    # recorded; the keys given with it are changes (checked)
     overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
 
     # Keys a resumed run may change (see TrainingConfig); the keys in RESUME_GROWABLE_KEYS may only grow.
@@ -116,6 +118,8 @@ class SegmentationTrainingConfig(ConfigMixin):
         }
     )
     RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+    # What NASVIT_STEP_SCALE scales (nasvit_hf.config_system): the run's length and its warm-up.
+    STEP_KEYS: ClassVar[dict[str, float]] = {"max_steps": 1, "num_train_epochs": 0, "warmup_steps": 0}
     # The range of every number key (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
     FIELD_RANGES: ClassVar[dict[str, str]] = {
         "decoder_hidden_size": "[1, 65536]",
@@ -375,18 +379,63 @@ def build_segmentation_model(
     if config.out_features is not None:
         settings["out_features"] = list(config.out_features)
     if config.model_name_or_path:
-        from ..loading import read_nasvit_config
-
-        read_nasvit_config(config.model_name_or_path, "a NASViT model")  # transformers would convert any config
-        return NASViTForSemanticSegmentation.from_pretrained(
-            config.model_name_or_path, ignore_mismatched_sizes=True, **settings
-        )
+        return segmentation_model_from_folder(config.model_name_or_path, settings)
     from ..presets import get_search_space
 
     space = get_search_space(config.search_space) if isinstance(config.search_space, str) else config.search_space
     supernet_config = NASViTConfig(search_space=space, **settings)
     arch = _resolve_arch(supernet_config, config.arch)
     return NASViTForSemanticSegmentation(supernet_config.subnet_config(arch))
+
+
+def segmentation_model_from_folder(path: str, settings: dict[str, Any]) -> NASViTForSemanticSegmentation:
+    """`NASViTForSemanticSegmentation` from a saved NASViT folder with `settings` (labels, windows, head) applied.
+
+    From an exported classification subnet the backbone keeps its weights, the classification head is dropped and the
+    decode head starts from scratch; from a segmentation model with another number of labels the classifier does. Both
+    are what fine-tuning expects, so they are said in one log line instead of transformers' label-count warning and
+    its table of MISSING weights. Anything else missing or of another shape is a `CheckpointMismatchError`."""
+    from transformers.utils import logging as transformers_logging
+
+    from ..loading import CheckpointMismatchError, read_nasvit_config
+
+    values = read_nasvit_config(path, "a NASViT model").to_dict()  # transformers would convert any config
+    values.update({key: value for key, value in settings.items() if key != "num_labels"})  # id2label says it
+    model_config = NASViTConfig.from_dict(values)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = NASViTForSemanticSegmentation.from_pretrained(
+            path, config=model_config, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(
+        entry[0] if isinstance(entry, (list, tuple)) else entry for entry in info.get("mismatched_keys") or []
+    )
+    fresh_head = bool(missing) and all(key.startswith("decode_head.") for key in missing)
+    unexpected = [key for key in missing if not key.startswith("decode_head.")]
+    unexpected += [key for key in mismatched if not key.startswith("decode_head.classifier.")]
+    unexpected += sorted(info.get("unexpected_keys") or [])
+    if unexpected:
+        raise CheckpointMismatchError(
+            f"{path!r} does not hold the weights of the NASViT backbone its config.json describes ({len(unexpected)} "
+            f"missing, unexpected or reshaped: {', '.join(unexpected[:5])}); use a folder written by recipes/export.py "
+            "or save_pretrained."
+        )
+    labels = len(model_config.id2label)
+    if fresh_head:
+        logger.info(
+            "%s: backbone weights loaded; the decode head (%d tensors) starts from scratch for %d labels (expected: "
+            "fine-tuning a classification subnet for segmentation)",
+            path,
+            len(missing),
+            labels,
+        )
+    elif mismatched:
+        logger.info("%s: segmentation model loaded; its classifier starts from scratch for %d labels", path, labels)
+    return model
 
 
 def build_image_processor(config: SegmentationTrainingConfig) -> NASViTSegmentationImageProcessor:
@@ -454,18 +503,22 @@ def build_segmentation_scheduler(
     config: SegmentationTrainingConfig, optimizer: torch.optim.Optimizer, max_steps: int, num_processes: int = 1
 ) -> Any:
     """`poly` (power 1, to 0: Segformer), `cosine` or `constant` with `warmup_steps`, counted in the steps the
-    prepared scheduler sees (Accelerate steps a prepared scheduler once per process)."""
+    prepared scheduler sees (Accelerate steps a prepared scheduler once per process). A run no longer than its
+    warm-up works: it ends inside the warm-up, with a warning (`schedule_length`)."""
     from transformers import get_scheduler
 
     if config.lr_scheduler_type == "poly":
         name, extra = "polynomial", {"power": 1.0, "lr_end": 0.0}
     else:
         name, extra = config.lr_scheduler_type, {}
+    from .schedule import schedule_length
+
+    warmup = config.warmup_steps * num_processes
     return get_scheduler(
         name,
         optimizer,
-        num_warmup_steps=config.warmup_steps * num_processes,
-        num_training_steps=max_steps * num_processes,
+        num_warmup_steps=warmup,
+        num_training_steps=schedule_length(warmup, max_steps * num_processes),
         scheduler_specific_kwargs=extra,
     )
 
