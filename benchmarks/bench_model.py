@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Forward latency on CPU of an extracted, saved and reloaded A1-sized NASViT subnet against transformers'
-MobileNetV2-1.0 and LeViT-128S (built from their default configs with ImageNet's 1000 classes, random weights), through the plain Hugging Face
+MobileNetV2-1.0 and LeViT-128S (transformers' classes with ImageNet's 1000 classes, random weights; MobileNetV2's
+default config, LeViT's default config with LeViT-128S's heads and depths), through the plain Hugging Face
 path: `model(pixel_values)` in eval mode under `torch.inference_mode`, and `pipeline("image-classification")` on one
 image. Beside them: the same NASViT subnet with its inference plan switched off (`model.nasvit.inference_fast_path =
 False`: the modules themselves, i.e. the code before the plan) and the supernet set to the same arch. Ratios come from
@@ -73,7 +74,9 @@ def build_models(workdir: str) -> tuple[dict[str, torch.nn.Module], dict[str, st
     modules_only = nasvit_hf.NASViTForImageClassification.from_pretrained(folders[NASVIT]).eval()
     modules_only.nasvit.inference_fast_path = False
     mobilenet = MobileNetV2ForImageClassification(MobileNetV2Config(num_labels=IMAGENET_CLASSES)).eval()
-    levit = LevitForImageClassification(LevitConfig(num_labels=IMAGENET_CLASSES)).eval()
+    # LevitConfig()'s defaults are LeViT-128 (405 M MACs); LeViT-128S has heads (4, 6, 8) and depths (2, 3, 4).
+    levit_config = LevitConfig(num_labels=IMAGENET_CLASSES, num_attention_heads=[4, 6, 8], depths=[2, 3, 4])
+    levit = LevitForImageClassification(levit_config).eval()
     for model, processor, name in (
         (mobilenet, MobileNetV2ImageProcessor(), MOBILENET),
         (levit, LevitImageProcessor(), LEVIT),

@@ -15,13 +15,17 @@ from PIL import Image
 
 import nasvit_hf
 from nasvit_hf.deploy import (
+    NASViTOnnxGraph,
     OnnxRunner,
     ProgramRunner,
     export_onnx,
     export_program,
+    load_quantization_data,
     load_subnet_for_export,
+    modules_only,
 )
 from nasvit_hf.hub import model_card_section
+from nasvit_hf.models.configuration_nasvit import sample_arch
 from nasvit_hf.presets import get_named_arch, get_search_space
 
 from .conftest import REPO_ROOT, run_without_nasvit
@@ -57,8 +61,18 @@ def tiny_supernet() -> nasvit_hf.NASViTForImageClassification:
 
 
 def eager_logits(model: torch.nn.Module, pixel_values: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return model.eval()(pixel_values).logits.numpy()
+    """The plain modules' logits (no inference plan): what every export is verified against."""
+    with torch.no_grad(), modules_only(model.eval()):
+        return model(pixel_values).logits.numpy()
+
+
+def operator_counts(path) -> dict[str, int]:
+    """Operators of an ONNX file by name (`domain:name` outside the standard ai.onnx domain)."""
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def random_pixels(batch: int, size: int, seed: int) -> torch.Tensor:
@@ -175,6 +189,71 @@ def test_reference_space_arch_exports_match_eager(tmp_path):
         assert expected.shape == (batch, 1000)
         np.testing.assert_allclose(onnx_runner(pixel_values)["logits"], expected, atol=ATOL, rtol=0)
         np.testing.assert_allclose(program_runner(pixel_values)["logits"].numpy(), expected, atol=ATOL, rtol=0)
+
+
+def test_onnx_graph_is_laid_out_for_onnxruntime_with_standard_operators(tiny_export, tmp_path):
+    runner = tiny_export["onnx_runner"]
+    assert runner.metadata["nasvit.graph"] == "onnxruntime"
+    assert tiny_export["reports"][0]["graph"] == "onnxruntime"
+    laid_out = operator_counts(tiny_export["folder"] / "model.onnx")
+    assert all(":" not in op for op in laid_out), f"non-standard operators in {sorted(laid_out)}"
+    # Token stages stay NCHW: linear layers are Convs, each token norm is one LayerNormalization, and the only
+    # Transposes swap the last two axes of an attention MatMul's input (onnxruntime fuses them into the MatMul).
+    assert laid_out["LayerNormalization"] > 0
+    graph = onnx.load(str(tiny_export["folder"] / "model.onnx")).graph
+    consumers = {name: node.op_type for node in graph.node for name in node.input}
+    for node in graph.node:
+        if node.op_type == "Transpose":
+            assert consumers[node.output[0]] == "MatMul"
+            assert list(node.attribute[0].ints)[-2:] == [3, 2]
+    modules = export_onnx(tiny_export["model"], tmp_path / "modules.onnx", dynamic_batch=True, graph="modules")
+    assert modules.graph == "modules" and max(modules.max_abs_diff.values()) <= ATOL
+    assert OnnxRunner(modules.path).metadata["nasvit.graph"] == "modules"
+    assert sum(laid_out.values()) < sum(operator_counts(modules.path).values())
+
+
+def test_unknown_graph_is_refused(tiny_export, tmp_path):
+    with pytest.raises(ValueError, match="graph must be one of.*onnxruntime.*modules"):
+        export_onnx(tiny_export["model"], tmp_path / "x.onnx", graph="fused")
+    assert not os.path.exists(tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize("switchable_scaling", ["tokens", "width", "none"])
+@pytest.mark.parametrize("space", ["tiny", "tiny-paper"])
+def test_onnx_graph_module_is_the_modules_function(space, switchable_scaling):
+    torch.manual_seed(0)
+    config = nasvit_hf.NASViTConfig(search_space=get_search_space(space), num_labels=10)
+    config.switchable_scaling = switchable_scaling
+    supernet = randomize(nasvit_hf.NASViTForImageClassification(config), seed=3)
+    generator = torch.Generator().manual_seed(4)
+    archs = [supernet.config.largest_arch()] + [sample_arch(config.search_space, generator) for _ in range(2)]
+    for arch in archs:
+        if "num_windows" in arch:  # global attention: windowed attention exports its modules (next test)
+            arch["num_windows"] = [1] * len(arch["num_windows"])
+        subnet = supernet.extract_subnet(arch).eval()
+        pixel_values = random_pixels(2, arch["resolution"], seed=5)
+        (logits,) = NASViTOnnxGraph(subnet)(pixel_values)
+        np.testing.assert_allclose(logits.numpy(), eager_logits(subnet, pixel_values), atol=1e-5, rtol=0)
+
+
+def test_windowed_attention_and_bare_model_exports(tmp_path):
+    torch.manual_seed(0)
+    config = nasvit_hf.NASViTConfig(search_space=get_search_space("tiny-paper"), num_labels=10)
+    supernet = randomize(nasvit_hf.NASViTForImageClassification(config), seed=6)
+    arch = supernet.config.smallest_arch()
+    arch.update(resolution=64, num_windows=[4, 1, 1, 1])  # mb4's 8x8 grid in 2x2 windows
+    windowed = supernet.extract_subnet(arch)
+    report = export_onnx(windowed, tmp_path / "windowed.onnx")  # the modules: the graph lays out global attention
+    assert report.graph == "modules" and report.max_abs_diff[1] <= ATOL
+    arch["num_windows"] = [1, 1, 1, 1]
+    body = supernet.extract_subnet(arch).nasvit
+    report = export_onnx(body, tmp_path / "body.onnx", batch_size=2)
+    assert report.graph == "onnxruntime" and report.output_names == ["last_hidden_state", "pooler_output"]
+    outputs = OnnxRunner(report.path)(random_pixels(2, 64, 7))
+    with torch.no_grad(), modules_only(body):
+        expected = body(random_pixels(2, 64, 7))
+    np.testing.assert_allclose(outputs["last_hidden_state"], expected.last_hidden_state.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(outputs["pooler_output"], expected.pooler_output.numpy(), atol=ATOL, rtol=0)
 
 
 def test_fixed_batch_onnx_export_uses_requested_opset_and_batch(tiny_export, tmp_path):
@@ -373,3 +452,89 @@ def test_classification_export_refuses_another_image_size(tiny_export, tmp_path)
     with pytest.raises(ValueError, match=r"exports at its subnet's resolution \(48\).*Only segmentation models"):
         export_onnx(tiny_export["model"], tmp_path / "other.onnx", image_size=64)
     assert not (tmp_path / "other.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def digits_quantization(tiny_export):
+    return load_quantization_data(
+        tiny_export["model"], "digits", split="search", calibration_size=16, evaluation_size=48, seed=1
+    )
+
+
+def test_quantization_data_is_disjoint_and_preprocessed_at_the_subnet_size(tiny_export, digits_quantization):
+    data = digits_quantization
+    size = tiny_export["size"]
+    assert data.calibration.shape == (16, 3, size, size) and data.evaluation.shape == (48, 3, size, size)
+    assert data.labels.shape == (48,) and int(data.labels.max()) < 10
+    flat = torch.cat([data.calibration, data.evaluation]).flatten(1)
+    assert len(torch.unique(flat, dim=0)) == 64  # no image both calibrates and evaluates
+    assert "digits" in data.description and "16 images calibrate" in data.description
+
+
+def test_int8_export_measures_top1_against_fp32_and_keeps_attention_in_float(
+    tiny_export, digits_quantization, tmp_path
+):
+    report = export_onnx(
+        tiny_export["model"], tmp_path / "int8.onnx", dynamic_batch=True, quantize="int8",
+        calibration=digits_quantization,
+    )  # fmt: skip
+    info = report.quantization
+    assert info["evaluation_images"] == 48 and info["calibration_images"] == 16
+    assert {"top1_fp32", "top1_int8", "top1_change", "top1_agreement"} <= set(info)
+    assert info["top1_change"] == pytest.approx(info["top1_int8"] - info["top1_fp32"])
+    assert max(report.max_abs_diff.values()) <= ATOL  # the fp32 graph it was made from was verified
+    runner = OnnxRunner(report.path)
+    assert json.loads(runner.metadata["nasvit.quantization"]) == info
+    assert runner.metadata["nasvit.arch"] == tiny_export["onnx_runner"].metadata["nasvit.arch"]
+    ops = operator_counts(report.path)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    graph = onnx.load(report.path).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    for node in graph.node:
+        if node.op_type in ("Softmax", "AveragePool"):  # float: never fed straight from an int8 tensor
+            assert producers.get(node.input[0]) != "QuantizeLinear"
+    logits = runner(digits_quantization.evaluation[:4])["logits"]
+    assert logits.shape == (4, 10) and np.isfinite(logits).all()
+
+
+def test_int8_without_calibration_images_is_refused(tiny_export, tmp_path, capsys):
+    with pytest.raises(ValueError, match="needs calibration images.*load_quantization_data"):
+        export_onnx(tiny_export["model"], tmp_path / "int8.onnx", quantize="int8")
+    with pytest.raises(ValueError, match="quantize must be None or one of"):
+        export_onnx(tiny_export["model"], tmp_path / "int8.onnx", quantize="int4")
+    sys.path.insert(0, RECIPES)
+    try:
+        import deploy as cli
+    finally:
+        sys.path.remove(RECIPES)
+    folder = str(tiny_export["folder"])
+    with pytest.raises(SystemExit):
+        cli.main(["--model", folder, "--output", str(tmp_path / "x.onnx"), "--quantize", "int8"])
+    assert "--calibration_dataset" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x.onnx")
+
+
+def test_quantization_data_refuses_a_missing_holdout(tiny_export, tmp_path):
+    with pytest.raises(ValueError, match="no held-out split.*holdout_per_class"):
+        load_quantization_data(tiny_export["model"], "mnist_5k", holdout=tmp_path)
+
+
+def test_cli_int8_export_writes_top1_into_metadata_and_model_card(tiny_export, tmp_path):
+    sys.path.insert(0, RECIPES)
+    try:
+        import deploy as cli
+    finally:
+        sys.path.remove(RECIPES)
+    output, card = tmp_path / "int8.onnx", tmp_path / "deployment.md"
+    args = ["--model", str(tiny_export["folder"]), "--output", str(output), "--quantize", "int8"]
+    args += ["--calibration_dataset", "digits", "--calibration_split", "search", "--calibration_size", "16"]
+    (report,) = cli.main([*args, "--model_card", str(card)])
+    info = report["quantization"]
+    assert info["calibration_images"] == 16 and info["evaluation_images"] == 84  # the 100 digits of "search"
+    assert json.loads(OnnxRunner(output).metadata["nasvit.quantization"])["top1_int8"] == info["top1_int8"]
+    text = card.read_text()
+    assert "The ONNX file is int8" in text and f"top-1 {info['top1_int8']:.2f} %" in text
+    assert f"{info['top1_fp32']:.2f} % for the fp32 graph" in text and "digits" in text
+    with pytest.raises(SystemExit):  # an existing card is never overwritten, and nothing is exported then
+        cli.main([*args[:3], str(tmp_path / "again.onnx"), *args[4:], "--model_card", str(card)])
+    assert not os.path.exists(tmp_path / "again.onnx")

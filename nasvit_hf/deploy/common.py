@@ -31,6 +31,7 @@ __all__ = [
     "check_exported_pixel_values",
     "deployment_metadata",
     "load_subnet_for_export",
+    "modules_only",
     "supernet_choices",
 ]
 
@@ -59,6 +60,10 @@ class ExportReport:
     opset: int | None = None
     max_abs_diff: dict[int, float] = field(default_factory=dict)
     atol: float | None = None
+    # ONNX: "onnxruntime" (the graph laid out for onnxruntime, nasvit_hf.deploy.graph) or "modules"
+    graph: str | None = None
+    # int8 exports: how it was quantized and the held-out top-1 of the fp32 and int8 files (quantize_onnx)
+    quantization: dict[str, Any] | None = None
 
     @property
     def verified(self) -> bool:
@@ -70,6 +75,8 @@ class ExportReport:
     def summary(self) -> str:
         batch = "dynamic batch" if self.dynamic_batch else f"batch {self.batch_size}"
         opset = f", opset {self.opset}" if self.opset is not None else ""
+        opset += f", {self.graph} graph" if self.graph else ""
+        opset += ", int8" if self.quantization else ""
         line = (
             f"{self.format}: {self.path} ({self.file_size_bytes / 2**20:.1f} MiB{opset}; input {self.input_name} "
             f"({batch}, 3, {', '.join(map(str, input_size(self.image_size)))}) -> {', '.join(self.output_names)}; "
@@ -163,6 +170,28 @@ def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathL
             "recipes/export.py, which does all three. Then export that subnet."
         )
     return model
+
+
+@contextlib.contextmanager
+def modules_only(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` with every eval-mode fast path switched off (`inference_fast_path = False` on each submodule that has
+    the switch: the inference plan, the segmentation decode head), restored afterwards: the plain modules, which
+    every export is verified against."""
+    switched = [module for module in model.modules() if getattr(module, "inference_fast_path", False) is True]
+    saved = [module.__dict__.get("inference_fast_path", _UNSET) for module in switched]
+    for module in switched:
+        module.inference_fast_path = False
+    try:
+        yield model
+    finally:
+        for module, value in zip(switched, saved):
+            if value is _UNSET:
+                del module.inference_fast_path
+            else:
+                module.inference_fast_path = value
+
+
+_UNSET = object()
 
 
 @contextlib.contextmanager
@@ -346,14 +375,16 @@ class PreparedExport:
         rtol: float,
         batch_sizes: list[int] | None = None,
     ) -> dict[int, float]:
-        """Run `run` (the exported file's runtime) and eager PyTorch on seeded inputs of each batch size (default: 1
-        and 4 for a dynamic batch, else the fixed batch) and require |exported − eager| <= atol + rtol·|eager|.
-        Returns the largest difference per batch size; raises RuntimeError (nothing is written then)."""
+        """Run `run` (the exported file's runtime) and the plain modules in eager PyTorch (`modules_only`: no fast
+        path) on seeded inputs of each batch size (default: 1 and 4 for a dynamic batch, else the fixed batch) and
+        require |exported − eager| <= atol + rtol·|eager|. Returns the largest difference per batch size; raises
+        RuntimeError (nothing is written then)."""
         diffs: dict[int, float] = {}
         for size in batch_sizes or ([1, 4] if self.dynamic_batch else [self.batch_size]):
             inputs = example_pixel_values(self.model.config, size, self.seed + size, self.image_size)
-            with torch.no_grad():
+            with torch.no_grad(), modules_only(self.model):
                 expected = self.wrapper(inputs)
+            with torch.no_grad():
                 outputs = run(inputs)
             diffs[size] = max_abs_diff(outputs, expected)
             for index, (output, reference) in enumerate(zip(outputs, expected)):
@@ -368,7 +399,7 @@ class PreparedExport:
         return diffs
 
     def report(self, format: str, path: str, export_seconds: float, diffs: dict[int, float], atol: float | None,
-               opset: int | None = None) -> ExportReport:  # fmt: skip
+               opset: int | None = None, graph: str | None = None) -> ExportReport:  # fmt: skip
         return ExportReport(
             format=format,
             path=path,
@@ -382,6 +413,7 @@ class PreparedExport:
             opset=opset,
             max_abs_diff=diffs,
             atol=atol,
+            graph=graph,
         )
 
 

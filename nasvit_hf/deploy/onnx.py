@@ -9,25 +9,31 @@ PyTorch eager; the file is only moved into place once both pass.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 
 import numpy as np
 import torch
 
-from ..models.modeling_nasvit import NASViTPreTrainedModel
+from ..models.modeling_nasvit import NASViTForImageClassification, NASViTPreTrainedModel
 from ..utils.extras import require_extra
 from ..utils.io import atomic_file
 from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
+from .graph import onnx_graph_for
+from .quantize import QUANTIZATIONS, QuantizationData, compare_top1, quantize_onnx
 
-__all__ = ["MIN_ONNX_OPSET", "OnnxRunner", "export_onnx"]
+__all__ = ["GRAPHS", "MIN_ONNX_OPSET", "OnnxRunner", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
 # The dynamo exporter translates to ONNX opset 18 or later.
 MIN_ONNX_OPSET = 18
+# What export_onnx traces: the graph laid out for onnxruntime (where it applies), or the modules as they are.
+GRAPHS = ("onnxruntime", "modules")
 
 
 def export_onnx(
@@ -42,6 +48,10 @@ def export_onnx(
     verify_batch_sizes: list[int] | None = None,
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
+    *,
+    graph: str = "onnxruntime",
+    quantize: str | None = None,
+    calibration: QuantizationData | None = None,
 ) -> ExportReport:
     """Export an extracted subnet (an instance, or a `save_pretrained` folder / Hub id) to the ONNX file `output`.
 
@@ -55,6 +65,16 @@ def export_onnx(
             (`config.arch["resolution"]`, the default; they resize any input to it themselves); segmentation models
             and backbones keep their input's size, so any size works (e.g. 512, or (512, 1024) for Cityscapes-style
             inputs), and the metadata records a `NASViTSegmentationImageProcessor` resizing to it.
+        graph: "onnxruntime" (default): trace `NASViTOnnxGraph`, the subnet's function laid out for onnxruntime's
+            CPU provider (NCHW token stages, linear layers as 1×1 Convs, BN / norm affine / layer scales folded;
+            `nasvit_hf.deploy.graph`), where it applies (classification subnets and bare `NASViTModel`s with global
+            attention); other models, and "modules", trace the modules themselves. Either way the file holds
+            standard ONNX operators only and is verified against the plain modules (`inference_fast_path = False`).
+        quantize: "int8" to write an int8 model instead (`nasvit_hf.deploy.quantize.quantize_onnx`: onnxruntime's
+            static QDQ quantization, per-channel int8 weights) calibrated on `calibration.calibration`; the fp32
+            graph is exported and verified first, then the top-1 of both on `calibration.evaluation` is measured
+            and recorded in the file's `nasvit.quantization` metadata and the report (`report.quantization`).
+        calibration: the images for `quantize` (`load_quantization_data` builds them from a dataset).
     Returns:
         an `ExportReport` (path, opset, shapes, file size, export time, the measured differences).
 
@@ -63,13 +83,29 @@ def export_onnx(
     written atomically: nothing appears at `output` unless the export, the checker and the verification pass.
     """
     onnx, _, _ = require_extra("export", "ONNX export")
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {list(GRAPHS)}, got {graph!r}.")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be None or one of {list(QUANTIZATIONS)}, got {quantize!r}.")
+    if quantize is not None and not isinstance(calibration, QuantizationData):
+        raise ValueError(
+            f"quantize={quantize!r} needs calibration images: pass calibration=load_quantization_data(model, ...) "
+            "(recipes/deploy.py: --calibration_dataset, --holdout)."
+        )
     if opset is not None and (not isinstance(opset, int) or opset < MIN_ONNX_OPSET):
         raise ValueError(f"opset must be an int >= {MIN_ONNX_OPSET} (the dynamo exporter's minimum), got {opset!r}.")
     with prepare_export(model_or_path, dynamic_batch, batch_size, seed, image_size) as prepared:
+        if quantize and not isinstance(prepared.model, NASViTForImageClassification):
+            raise ValueError(
+                f"quantize={quantize!r} is for image classifiers (the top-1 check needs logits), not "
+                f"{type(prepared.model).__name__}."
+            )
         start = time.perf_counter()
+        traced = onnx_graph_for(prepared.model) if graph == "onnxruntime" else None
+        graph_used = "onnxruntime" if traced is not None else "modules"
         with torch.no_grad():
             program = torch.onnx.export(
-                prepared.wrapper,
+                traced if traced is not None else prepared.wrapper,
                 (prepared.example,),
                 dynamo=True,
                 opset_version=opset,
@@ -88,19 +124,33 @@ def export_onnx(
         )
         for key, value in prepared.metadata().items():
             program.model.metadata_props[key] = value
-        with atomic_file(output, ".onnx") as (final, temp):
-            program.save(temp, external_data=False)
-            onnx.checker.check_model(temp, full_check=True)
+        program.model.metadata_props["nasvit.graph"] = graph_used
+        with atomic_file(output, ".onnx") as (final, temp), tempfile.TemporaryDirectory() as workdir:
+            fp32 = os.path.join(workdir, "fp32.onnx") if quantize else temp
+            program.save(fp32, external_data=False)
+            onnx.checker.check_model(fp32, full_check=True)
             opset_used = next(
-                entry.version for entry in onnx.load(temp, load_external_data=False).opset_import if entry.domain == ""
+                entry.version for entry in onnx.load(fp32, load_external_data=False).opset_import if entry.domain == ""
             )
             diffs: dict[int, float] = {}
             if verify:
-                runner = OnnxRunner(temp)
+                runner = OnnxRunner(fp32)
                 diffs = prepared.verify(
                     lambda inputs: runner.run(inputs.numpy()), "graph", atol, rtol, verify_batch_sizes
                 )
-        report = prepared.report("onnx", final, export_seconds, diffs, atol if verify else None, opset=opset_used)
+            quantization = None
+            if quantize:
+                quantization = quantize_onnx(fp32, temp, calibration.calibration)
+                onnx.checker.check_model(temp)
+                quantization.update(compare_top1(fp32, temp, calibration))
+                quantized = onnx.load(temp)
+                quantized.metadata_props.add(key="nasvit.quantization", value=json.dumps(quantization))
+                onnx.save(quantized, temp)
+        report = prepared.report(
+            "onnx", final, export_seconds, diffs, atol if verify else None, opset=opset_used, graph=graph_used
+        )
+        if quantization is not None:
+            report = dataclasses.replace(report, quantization=quantization, file_size_bytes=os.path.getsize(final))
     logger.info(report.summary())
     return report
 

@@ -172,6 +172,7 @@ def model_card_section(
     onnx_file: str | None = None,
     program_file: str | None = None,
     heading: str = "## Deployment",
+    quantization: dict | None = None,
 ) -> str:
     """The deployment section of a subnet's model card (`templates/deployment_section.md`) as markdown: how to
     export the subnet to ONNX and run it with onnxruntime. `.pt2` programs are mentioned, never loaded in a snippet:
@@ -183,6 +184,8 @@ def model_card_section(
         onnx_file, program_file: paths *inside* the repo of an ONNX file / `.pt2` program shipped with it (e.g.
             `"onnx/model.onnx"`); with `onnx_file` the snippet downloads it instead of exporting it first.
         heading: the section heading (use "###" to nest it).
+        quantization: an int8 export's `ExportReport.quantization` (`export_onnx(..., quantize="int8")`): the
+            section says the ONNX file is int8 and gives its top-1 against the fp32 graph on the held-out images.
     """
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int (the subnet's resolution), got {image_size!r}.")
@@ -194,6 +197,18 @@ def model_card_section(
     else:
         onnx_path = f'hf_hub_download("{model_id}", "{onnx_file}")'
     shipped = " and ".join(f"`{name}`" for name in (onnx_file, program_file) if name)
+    int8 = None
+    if quantization is not None:
+        if not isinstance(quantization, dict) or "method" not in quantization:
+            raise ValueError("quantization must be the `quantization` dict of an int8 ExportReport.")
+        int8 = dict(quantization)
+        if "top1_int8" in int8:
+            int8["summary"] = (
+                f"top-1 {int8['top1_int8']:.2f} % against {int8['top1_fp32']:.2f} % for the fp32 graph "
+                f"({int8['top1_change']:+.2f} points; the two agree on {int8['top1_agreement']:.1f} % of the images)"
+            )
+        else:
+            int8["summary"] = f"the same class as the fp32 graph on {int8['top1_agreement']:.1f} % of the images"
     text = _render(
         "deployment_section.md",
         heading=heading,
@@ -204,6 +219,7 @@ def model_card_section(
         onnx_path=onnx_path,
         local=local,
         shipped=shipped,
+        int8=int8,
     )
     return text.strip() + "\n"
 

@@ -37,7 +37,7 @@ from .configuration_nasvit import (
     stage_choices,
     window_grid,
 )
-from .inference_nasvit import NASViTInferenceCache, WindowGrid
+from .inference_nasvit import WindowGrid, cached_on_equal, inference_plan_for
 
 __all__ = [
     "LEGACY_KEY_MAPPING",
@@ -318,7 +318,8 @@ class NASViTAttention(nn.Module):
         side = 2 * self.window - 1
         self.relative_position_bias_table = nn.Parameter(torch.zeros(side * side, self.max_heads))
         self.register_buffer("relative_position_index", self._relative_position_index(self.window), persistent=False)
-        self._bias_cache: dict[Any, torch.Tensor] = {}
+        self._bias_cache: dict[Any, Any] = {}  # the relative position bias of the last grid (cached_on_equal)
+        self._derived_cache: dict[Any, Any] = {}  # the inference plan's talking-heads bias (inference_nasvit.py)
         # Windowed attention (paper, Sec. 3 and 4.2): k windows in total (a perfect square, sqrt(k) per side), or
         # "auto" = side // 7 per side. 1 is global attention, the reference's exact code path.
         self.num_windows: int | str = 1
@@ -338,18 +339,17 @@ class NASViTAttention(nn.Module):
                 "or model.set_num_windows('auto'), the paper's segmentation setting), or a smaller input."
             )
         table = self.relative_position_bias_table
-        cacheable = not (table.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
-        key = (height, width, num_heads, table._version, table.device, table.dtype) if cacheable else None
-        if key is not None and key in self._bias_cache:
-            return self._bias_cache[key]
-        window = self.window
-        index = self.relative_position_index.view(window, window, window, window)[:height, :width, :height, :width]
-        length = height * width
-        bias = table[index.reshape(-1), :num_heads].view(length, length, num_heads).permute(2, 0, 1).contiguous()
-        if key is not None:
-            self._bias_cache.clear()
-            self._bias_cache[key] = bias
-        return bias
+
+        def compute() -> torch.Tensor:
+            window = self.window
+            index = self.relative_position_index.view(window, window, window, window)[:height, :width, :height, :width]
+            length = height * width
+            return table[index.reshape(-1), :num_heads].view(length, length, num_heads).permute(2, 0, 1).contiguous()
+
+        # Reused while the table is equal to the copy it was gathered from (an exact check of a small tensor).
+        return cached_on_equal(
+            self._bias_cache, (height, width, num_heads, table.device, table.dtype), (table,), compute
+        )
 
     @staticmethod
     def _talking_heads(scores: torch.Tensor, layer: NASViTDynamicLinear) -> torch.Tensor:
@@ -862,34 +862,27 @@ def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
 
 
 class NASViTInferencePlanMixin:
-    """The eval-mode inference plan's switch and cache bookkeeping, for the models whose forward runs a
-    `NASViTInferencePlan` (`NASViTModel`, `NASViTBackbone`): they create `self._inference_cache` in `__init__` and ask
-    it for a plan in `forward`. `train()` and `_apply` (`.to()`, `.half()`, ...) drop the plan."""
+    """The eval-mode inference plan's switch, for the models whose forward runs a `NASViTInferencePlan`
+    (`NASViTModel`, `NASViTBackbone`). The plan holds nothing between calls (`inference_nasvit.py`)."""
 
     inference_fast_path: bool = True
-    _inference_cache: NASViTInferenceCache
 
-    def train(self, mode: bool = True):
-        if mode:
-            self._inference_cache.clear()
-        return super().train(mode)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._inference_cache.clear()  # .to(), .half(), ...: the plan is rebuilt from the converted tensors
-        return super()._apply(fn, recurse)
+    def inference_plan(self, pixel_values: torch.Tensor):
+        """The `NASViTInferencePlan` that `forward` would run on `pixel_values` now, or None when the modules run
+        (training mode, `inference_fast_path = False`, autograd, tracing, hooks: `inference_plan_for`)."""
+        return inference_plan_for(self, pixel_values)
 
 
 class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features).
 
-    In eval mode with no gradient to compute, forward runs a cached inference plan (BatchNorm folded into the convs,
-    fused activations, channels_last, prepared attention weights: `inference_nasvit.py`) that computes what the
-    modules compute; set `inference_fast_path = False` to run the modules themselves.
+    In eval mode with no gradient to compute, forward runs the inference plan (BatchNorm folded into the convs, fused
+    activations, channels_last: `inference_nasvit.py`), which computes what the modules compute from the weights as
+    they are at that call; set `inference_fast_path = False` to run the modules themselves.
     """
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
-        self._inference_cache = NASViTInferenceCache()
         self.stem, self.stages = build_stem_and_stages(config)
         self.head = NASViTHead(config, config.search_space["mb7"]["c"])
         self.post_init()
@@ -901,7 +894,6 @@ class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTraine
         return self
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
-        self._inference_cache.clear()
         self.active_resolution = arch["resolution"]
         self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         self.head.active_out_channels = arch["width"][-1]
@@ -923,7 +915,7 @@ class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTraine
             pixel_values = F.interpolate(
                 pixel_values, size=(resolution, resolution), mode="bicubic", align_corners=False
             )
-        plan = self._inference_cache.plan_for(self, pixel_values)
+        plan = self.inference_plan(pixel_values)
         if plan is not None:
             hidden_states, pooled_output, all_hidden_states = plan(pixel_values, bool(output_hidden_states))
         else:

@@ -22,7 +22,7 @@ from torch import nn
 from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
 
 from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfig, segmentation_out_features
-from .inference_nasvit import NASViTInferenceCache, fast_path_context_allows
+from .inference_nasvit import fast_path_context_allows
 from .modeling_nasvit import (
     NASViTDynamicLinear,
     NASViTInferencePlanMixin,
@@ -56,8 +56,8 @@ class NASViTBackbone(BackboneMixin, NASViTInferencePlanMixin, NASViTSupernetMixi
     (`config.num_windows=None`); `set_num_windows(1)` gives global attention, i.e. exactly the classification
     model's stage outputs. The supernet API (`set_active_subnet`, `sample_*`, `extract_subnet`) works as on the
     classification model. In eval mode with no gradient to compute, forward runs the classification model's inference
-    plan (`inference_nasvit.py`: BatchNorm folded, fused activations, channels_last, windowed attention on prepared
-    tensors), rebuilt when the input size changes; set `inference_fast_path = False` to run the modules themselves.
+    plan (`inference_nasvit.py`: BatchNorm folded, fused activations, channels_last, windowed attention too), derived
+    from the weights at every call; set `inference_fast_path = False` to run the modules themselves.
 
     Load a saved backbone with `NASViTBackbone.from_pretrained(folder)`: transformers 5.24's
     `AutoBackbone.from_pretrained` asks the Hub whether the name is a repository first, so it fails for a local
@@ -69,7 +69,6 @@ class NASViTBackbone(BackboneMixin, NASViTInferencePlanMixin, NASViTSupernetMixi
 
     def __init__(self, config: NASViTConfig):
         super().__init__(config)
-        self._inference_cache = NASViTInferenceCache()
         self.stem, self.stages = build_stem_and_stages(config)
         self.post_init()
         self._apply_arch(config.arch)
@@ -79,7 +78,6 @@ class NASViTBackbone(BackboneMixin, NASViTInferencePlanMixin, NASViTSupernetMixi
         return self
 
     def _apply_arch(self, arch: dict[str, Any]) -> None:
-        self._inference_cache.clear()
         self.active_stem_channels = apply_arch_to_stages(self.stages, arch)
         # Channels of every stage output for the active arch (BackboneMixin's `channels` / `out_feature_channels`).
         self.num_features = list(arch["width"][: len(BACKBONE_STAGE_NAMES)])
@@ -110,9 +108,9 @@ class NASViTBackbone(BackboneMixin, NASViTInferencePlanMixin, NASViTSupernetMixi
         )
         out_indices = [index % len(self.stage_names) for index in self.out_indices]
         last = len(self.stages) if output_hidden_states else max(out_indices)
-        plan = self._inference_cache.plan_for(self, pixel_values, num_stages=last)
+        plan = self.inference_plan(pixel_values)
         if plan is not None:
-            maps = plan.feature_maps(pixel_values, range(last + 1) if output_hidden_states else out_indices)
+            maps = plan.feature_maps(pixel_values, range(last + 1) if output_hidden_states else out_indices, last)
             all_hidden_states = [maps.get(index) for index in range(last + 1)]
         else:
             hidden_states = self.stem(pixel_values, self.active_stem_channels)
