@@ -150,18 +150,29 @@ def test_onnxruntime_measurement_times_the_graph_export_onnx_writes(tiny_config,
     assert runtime["versions"]["onnxruntime"] and runtime["export_seconds"] > 0 and runtime["graph_bytes"] > 0
 
 
-def test_int8_timing_needs_an_export_that_writes_int8(monkeypatch):
-    import inspect
-
+def test_int8_timing_times_the_int8_graph_export_onnx_writes(tiny_config, monkeypatch):
     import nasvit_hf.deploy
-    from nasvit_hf.search.runtimes import OnnxRuntimeBackend
 
-    spec = RuntimeSpec("onnxruntime", quantize="int8")
-    if "quantize" in inspect.signature(nasvit_hf.deploy.export_onnx).parameters:
-        assert OnnxRuntimeBackend(spec).export_kwargs == {"quantize": "int8"}
-    else:
-        with pytest.raises(ValueError, match="drop latency.quantize to time the fp32 graph"):
-            OnnxRuntimeBackend(spec)
+    calibrations = []
+    original = nasvit_hf.deploy.export_onnx
+
+    def spy(model, output, **kwargs):
+        calibrations.append(kwargs.get("calibration"))
+        report = original(model, output, **kwargs)
+        assert kwargs["quantize"] == "int8" and report.quantization is not None
+        return report
+
+    monkeypatch.setattr(nasvit_hf.deploy, "export_onnx", spy)
+    subnet = NASViTForImageClassification(tiny_config).extract_subnet(tiny_config.smallest_arch())
+    clock = FakeClock()
+    ticking = lambda: clock.advance(0.002) or clock.now  # noqa: E731
+    result = measure_latency(
+        subnet, 32, backend="onnxruntime", quantize="int8", warmup=1, repeats=3, num_threads=1, clock=ticking
+    )
+    (calibration,) = calibrations
+    assert calibration.calibration.shape == (2, 3, 32, 32) and calibration.labels is None
+    assert result.median_ms == pytest.approx(2.0)
+    assert result.runtime["graph"] == "nasvit_hf.deploy.export_onnx (int8)" and result.runtime["quantize"] == "int8"
 
 
 def test_onnxruntime_defaults_to_the_cpu_when_the_device_is_auto():

@@ -6,9 +6,9 @@ A B-model is only faster where it is measured, so search times subnets on the ru
 - `eager`: the extracted subnet's forward in PyTorch (`torch.no_grad`, eval mode: the inference plan), with
   `num_threads` intra-op threads on `device`;
 - `onnxruntime`: the extracted subnet exported by `nasvit_hf.deploy.export_onnx` (the exporter of
-  `recipes/deploy.py`, with its graph optimisation and, with `quantize: int8`, its int8 graph where the installed
-  version has one) at a fixed batch size, then run by an `OnnxRunner` session (CPU provider, `num_threads` intra-op
-  threads).
+  `recipes/deploy.py`: the graph laid out for onnxruntime and, with `quantize: int8`, its int8 graph, calibrated
+  on random images since only its speed is measured) at a fixed batch size, then run by an `OnnxRunner` session
+  (CPU provider, `num_threads` intra-op threads).
 
 Every backend hands back a `Timed` callable (one batch per call) and every measurement reads the time from one
 `clock` (`latency.clock`: wall time by default, or this process's CPU time on a shared machine), so tests drive the
@@ -253,19 +253,18 @@ class OnnxRuntimeBackend(LatencyBackend):
         super().__init__(spec, clock)
         self.export_kwargs = dict(export_kwargs or {})
         if spec.quantize is not None:
-            self._check_quantize()
             self.export_kwargs["quantize"] = spec.quantize
 
-    def _check_quantize(self) -> None:
-        import inspect
+    def _timing_calibration(self, model: nn.Module, resolution: int):
+        """int8 needs calibration images; for timing, seeded random ones at the subnet's input size: the int8 graph's
+        operators and shapes (what its latency depends on) do not depend on the ranges they set. Its top-1 is not
+        measured here (no labels); `recipes/deploy.py --quantize int8` measures it on real images."""
+        from ..deploy import QuantizationData
 
-        from ..deploy import export_onnx
-
-        if "quantize" not in inspect.signature(export_onnx).parameters:
-            raise ValueError(
-                f"latency.quantize: {self.spec.quantize} needs an export_onnx that writes int8 graphs, and this "
-                "version of nasvit_hf has none: drop latency.quantize to time the fp32 graph."
-            )
+        generator = torch.Generator().manual_seed(0)
+        channels = model.config.num_channels
+        images = torch.randn(2 * self.spec.batch_size, channels, resolution, resolution, generator=generator)
+        return QuantizationData(images, images[: self.spec.batch_size], None, "random images (latency timing only)")
 
     def prepare(self, model: nn.Module, resolution: int) -> Timed:
         from ..deploy import OnnxRunner, export_onnx
@@ -274,7 +273,10 @@ class OnnxRuntimeBackend(LatencyBackend):
         try:
             path = os.path.join(folder, "model.onnx")
             start = time.perf_counter()
-            report = export_onnx(model, path, batch_size=self.spec.batch_size, verify=False, **self.export_kwargs)
+            kwargs = dict(self.export_kwargs)
+            if kwargs.get("quantize") and "calibration" not in kwargs:
+                kwargs["calibration"] = self._timing_calibration(model, resolution)
+            report = export_onnx(model, path, batch_size=self.spec.batch_size, verify=False, **kwargs)
             seconds = time.perf_counter() - start
             runner = OnnxRunner(path, num_threads=self.spec.num_threads)  # the session holds the graph in memory
         finally:
