@@ -10,14 +10,16 @@ Each measuring run samples `--num_archs` seeded random archs of the reference se
 and times it on the runtime search uses for `latency.backend` (`nasvit_hf.search.runtimes`: eager PyTorch, or
 onnxruntime on the graph `nasvit_hf.deploy.export_onnx` writes), batch `--batch_size`, `--threads` intra-op threads,
 `--warmup` + `--repeats` runs, median, on the wall clock or (`--clock process`, one thread) this process's CPU
-time, what an idle core would take, for a machine shared with other jobs. The measurements go to `<output_dir>/measurements.jsonl` as they are taken
-(rerun the same command to resume; onnxruntime exports take half a minute each). At the end the first
-`--repeat_archs` archs are timed a second time, in the same session: that run-to-run difference and the repeats'
-inter-quartile range are the measurement noise every error figure is reported against.
+time, what an idle core would take, for a machine shared with other jobs. The measurements go to
+`<output_dir>/measurements.jsonl` as they are taken (rerun the same command to resume; onnxruntime exports take half
+a minute each). At the end the first `--repeat_archs` archs are timed a second time, in the same session: that
+run-to-run difference and the repeats' inter-quartile range are the measurement noise every error figure is reported against. Right after each arch, arch
+0 is timed again (`reference_ms`): on a machine shared with other jobs its speed drifts over an hour-long run, and the
+errors are also reported on timings scaled by arch 0's time at that moment (`drift_corrected` in the report).
 
 Then the latency model (`nasvit_hf.search.LatencyModel`: non-negative linear, relative-error weighted) is fitted with
-each feature set below and its mean absolute percentage error is reported on archs it was not fitted on: on the held-out
-quarter (the first archs sampled, as search holds them out) and as the mean over `--splits` random 3:1 splits.
+each feature set below and its mean absolute percentage error is reported on archs it was not fitted on: on the
+held-out quarter (the first archs sampled, as search holds them out) and as the mean over `--splits` random 3:1 splits.
 
 - `all`: every operator count (`nasvit_hf.macs.operator_counts`): MACs by operator class, activation elements,
   block counts (search's model);
@@ -144,49 +146,65 @@ def measure(args: argparse.Namespace, output: Path) -> list[dict[str, Any]]:
     path = output / "measurements.jsonl"
     done = {(r["index"], r["pass"]): r for r in _jsonl(path)}
     kept = {}
+    reference = None  # arch 0, timed again right after every arch: how fast the machine was at that moment
     for index, arch in enumerate(archs):
         needs_repeat = index < args.repeat_archs and (index, 2) not in done
-        if (index, 1) in done and not needs_repeat:
+        if (index, 1) in done and not needs_repeat and reference is not None:
             continue
         start = time.perf_counter()
         torch.manual_seed(index)
         model = nasvit_hf.NASViTForImageClassification(config.subnet_config(arch)).eval()
         timed = backend.prepare(model, arch["resolution"])
         prepare_seconds = time.perf_counter() - start
+        if reference is None:
+            reference = timed
         if needs_repeat:
             kept[index] = timed
         if (index, 1) in done:
             continue
-        record = _timing(backend, timed, args, index, arch, 1, prepare_seconds, time.perf_counter())
+        record = _timing(backend, timed, args, index, arch, 1, prepare_seconds, time.perf_counter(), reference)
         with open(path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         done[(index, 1)] = record
         print(f"[{index + 1}/{len(archs)}] {arch['resolution']} px: {record['median_ms']:.2f} ms "
               f"(IQR {100 * record['relative_iqr']:.1f} %, prepared in {prepare_seconds:.1f} s)", flush=True)  # fmt: skip
     for index, timed in kept.items():  # the second pass: run-to-run noise in the same session
-        record = _timing(backend, timed, args, index, archs[index], 2, 0.0, time.perf_counter())
+        record = _timing(backend, timed, args, index, archs[index], 2, 0.0, time.perf_counter(), reference)
         with open(path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         done[(index, 2)] = record
     return [done[key] for key in sorted(done)]
 
 
-def _timing(backend, timed, args, index, arch, which, prepare_seconds, start) -> dict[str, Any]:
+def _timing(backend, timed, args, index, arch, which, prepare_seconds, start, reference) -> dict[str, Any]:
     measurement = measure_timed(backend, timed, warmup=args.warmup, repeats=args.repeats)
+    timing_seconds = time.perf_counter() - start  # the drift reference's timing is the benchmark's, not search's
+    reference_ms = measure_timed(backend, reference, warmup=args.warmup, repeats=args.repeats).median_ms
     return {
         "index": index,
         "pass": which,
         "arch": arch,
         "median_ms": measurement.median_ms,
+        "reference_ms": reference_ms,
         "relative_iqr": measurement.relative_iqr,
         "prepare_seconds": prepare_seconds,
-        "timing_seconds": time.perf_counter() - start,
+        "timing_seconds": timing_seconds,
         "load_average": os.getloadavg()[0],
     }
 
 
 def _mape(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(100 * np.mean(np.abs(predicted - measured) / measured))
+
+
+def drift_corrected(records: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The records with each latency scaled by how fast the machine was when it was taken: arch 0's time measured
+    right after it, against arch 0's median over the session (None when the run has no reference timings). On an
+    idle machine the factor is 1; on a shared one it removes the slow drift of the machine's speed over a run."""
+    if not records or any("reference_ms" not in r for r in records):
+        return None
+    typical = statistics.median(r["reference_ms"] for r in records)
+    return [{**r, "median_ms": r["median_ms"] * typical / r["reference_ms"]} for r in records]
 
 
 def evaluate(records: list[dict[str, Any]], args: argparse.Namespace, config=None) -> dict[str, Any]:
@@ -272,6 +290,20 @@ def _errors(matrix, measured, num_holdout, splits, name) -> dict[str, Any]:
 
 
 def markdown(runs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
+    """One column per run, and one more per run with drift-corrected timings (`drift_corrected`)."""
+    runs = [
+        column
+        for name, run, report in runs
+        for column in (
+            [(name, run, report)]
+            + (
+                [(name, {"settings": {**run["settings"], "clock": run["settings"]["clock"] + ", drift-corrected"}},
+                  report["drift_corrected"])]
+                if "drift_corrected" in report
+                else []
+            )
+        )
+    ]  # fmt: skip
     names = list(feature_sets())
     header = "| features | " + " | ".join(
         f"{run['settings']['backend']} ({run['settings']['clock']} clock): held out / {report['num_splits']} splits"
@@ -332,6 +364,9 @@ def main(argv=None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     records = measure(args, output)
     report = evaluate(records, args)
+    corrected = drift_corrected(records)
+    if corrected is not None:
+        report["drift_corrected"] = evaluate(corrected, args)
     report["runtime"] = json.loads((output / "run.json").read_text())["runtime"]
     atomic_write_json(output / "report.json", report)
     run = json.loads((output / "run.json").read_text())
