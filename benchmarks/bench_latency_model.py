@@ -6,15 +6,15 @@
     python benchmarks/bench_latency_model.py --report outputs/latency_model/eager outputs/latency_model/onnxruntime
 
 Each measuring run samples `--num_archs` seeded random archs of the reference search space (the paper's resolutions,
-192-288 px; `--space` for another), builds each subnet with random weights (latency does not depend on the values)
-and times it on the runtime search uses for `latency.backend` (`nasvit_hf.search.runtimes`: eager PyTorch, or
-onnxruntime on the graph `nasvit_hf.deploy.export_onnx` writes), batch `--batch_size`, `--threads` intra-op threads,
-`--warmup` + `--repeats` runs, median, on the wall clock or (`--clock process`, one thread) this process's CPU
-time, what an idle core would take, for a machine shared with other jobs. The measurements go to
-`<output_dir>/measurements.jsonl` as they are taken (rerun the same command to resume; onnxruntime exports take half
-a minute each). At the end the first `--repeat_archs` archs are timed a second time, in the same session: that
-run-to-run difference and the repeats' inter-quartile range are the measurement noise every error figure is reported against. Right after each arch, arch
-0 is timed again (`reference_ms`): on a machine shared with other jobs its speed drifts over an hour-long run, and the
+192-288 px; `--space` for another), builds each subnet with random weights (latency does not depend on the values) and
+times it on the runtime search uses for `latency.backend` (`nasvit_hf.search.runtimes`: eager PyTorch, or onnxruntime
+on the graph `nasvit_hf.deploy.export_onnx` writes), batch `--batch_size`, `--threads` intra-op threads, `--warmup` +
+`--repeats` runs, median, on the wall clock or (`--clock process`, one thread) this process's CPU time, what an idle
+core would take, for a machine shared with other jobs. The measurements go to `<output_dir>/measurements.jsonl` as they
+are taken (rerun the same command to resume; onnxruntime exports take half a minute each). At the end the first
+`--repeat_archs` archs are timed a second time, in the same session: that run-to-run difference and the repeats'
+inter-quartile range are the measurement noise every error figure is reported against. Right after each arch, arch 0 is
+timed again (`reference_ms`): on a machine shared with other jobs its speed drifts over an hour-long run, and the
 errors are also reported on timings scaled by arch 0's time at that moment (`drift_corrected` in the report).
 
 Then the latency model (`nasvit_hf.search.LatencyModel`: non-negative linear, relative-error weighted) is fitted with
