@@ -146,18 +146,21 @@ def measure(args: argparse.Namespace, output: Path) -> list[dict[str, Any]]:
     path = output / "measurements.jsonl"
     done = {(r["index"], r["pass"]): r for r in _jsonl(path)}
     kept = {}
+
+    def prepare(index: int):
+        start = time.perf_counter()
+        torch.manual_seed(index)
+        model = nasvit_hf.NASViTForImageClassification(config.subnet_config(archs[index])).eval()
+        return backend.prepare(model, archs[index]["resolution"]), time.perf_counter() - start
+
     reference = None  # arch 0, timed again right after every arch: how fast the machine was at that moment
     for index, arch in enumerate(archs):
         needs_repeat = index < args.repeat_archs and (index, 2) not in done
-        if (index, 1) in done and not needs_repeat and reference is not None:
+        if (index, 1) in done and not needs_repeat:
             continue
-        start = time.perf_counter()
-        torch.manual_seed(index)
-        model = nasvit_hf.NASViTForImageClassification(config.subnet_config(arch)).eval()
-        timed = backend.prepare(model, arch["resolution"])
-        prepare_seconds = time.perf_counter() - start
-        if reference is None:
-            reference = timed
+        timed, prepare_seconds = prepare(index)
+        if reference is None:  # prepared only when something is measured (a finished run is only evaluated)
+            reference = timed if index == 0 else prepare(0)[0]
         if needs_repeat:
             kept[index] = timed
         if (index, 1) in done:
@@ -253,6 +256,8 @@ def evaluate(records: list[dict[str, Any]], args: argparse.Namespace, config=Non
             "repeats_relative_iqr_pct": float(100 * statistics.median(r["relative_iqr"] for r in first)),
             "run_to_run_pct": float(100 * statistics.median(repeat)) if repeat else None,
             "run_to_run_archs": len(repeat),
+            # arch 0 timed after every arch, over the whole session: the machine's drift plus run-to-run noise
+            "reference_spread_pct": _reference_spread(records),
         },
         "feature_sets": results,
         "learning_curve_all": curve,
@@ -263,6 +268,15 @@ def evaluate(records: list[dict[str, Any]], args: argparse.Namespace, config=Non
         },
         "load_average_median": float(statistics.median(r.get("load_average", float("nan")) for r in records)),
     }
+
+
+def _reference_spread(records: list[dict[str, Any]]) -> float | None:
+    """100 * the median absolute deviation of arch 0's repeated timings from their median, over their median."""
+    times = [r["reference_ms"] for r in records if "reference_ms" in r]
+    if len(times) < 2:
+        return None
+    middle = statistics.median(times)
+    return float(100 * statistics.median(abs(t - middle) for t in times) / middle)
 
 
 def _model(name: str) -> LatencyModel:
@@ -317,11 +331,16 @@ def markdown(runs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
             for _, _, report in runs
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    noise = [
-        f"{report['noise']['repeats_relative_iqr_pct']:.1f} % IQR, {report['noise']['run_to_run_pct']:.1f} % run to run"
-        for _, _, report in runs
-    ]
-    lines.append("| *measurement noise* | " + " | ".join(noise) + " |")
+
+    def noise(report: dict[str, Any]) -> str:
+        parts = [f"{report['noise']['repeats_relative_iqr_pct']:.1f} % IQR"]
+        if report["noise"].get("run_to_run_pct") is not None:
+            parts.append(f"{report['noise']['run_to_run_pct']:.1f} % run to run")
+        if report["noise"].get("reference_spread_pct") is not None:
+            parts.append(f"arch 0 over the session {report['noise']['reference_spread_pct']:.1f} %")
+        return ", ".join(parts)
+
+    lines.append("| *measurement noise* | " + " | ".join(noise(report) for _, _, report in runs) + " |")
     return "\n".join(lines)
 
 
