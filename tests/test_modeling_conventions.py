@@ -349,6 +349,106 @@ def test_model_files_import_only_the_standard_library_torch_transformers_and_eac
     assert foreign == []
 
 
+def _imports_of(path: Path, module_name: str) -> tuple[list[int], list[str]]:
+    """(line numbers of module-level imports of `module_name`, qualified names of the functions importing it)."""
+    tree = ast.parse(path.read_text())
+
+    def names(node) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [alias.name.lstrip(".") for alias in node.names]
+        if isinstance(node, ast.ImportFrom):
+            return [node.module or ""] + [alias.name for alias in node.names if not node.module]
+        return []
+
+    top_level = [node.lineno for node in tree.body if module_name in names(node)]
+    in_functions = []
+    for scope in ast.walk(tree):
+        if not isinstance(scope, ast.ClassDef | ast.Module):
+            continue
+        for function in scope.body:
+            if isinstance(function, ast.FunctionDef):
+                if any(module_name in names(node) for node in ast.walk(function)):
+                    owner = "" if isinstance(scope, ast.Module) else f"{scope.name}."
+                    in_functions.append(owner + function.name)
+    return top_level, in_functions
+
+
+def test_the_model_files_do_not_import_their_inference_fast_path():
+    """The model does not depend on its optimisation: the reference forward (modeling_nasvit.py and the segmentation
+    model) reads and runs without inference_nasvit.py, which builds on the model. The one seam is
+    `NASViTInferencePlanMixin.inference_plan`, which imports the plan on its first eval-mode call."""
+    models = REPO_ROOT / "nasvit_hf" / "models"
+    top_level, in_functions = _imports_of(models / "modeling_nasvit.py", "inference_nasvit")
+    assert top_level == []
+    assert in_functions == ["NASViTInferencePlanMixin.inference_plan"]
+    assert _imports_of(models / "modeling_nasvit_segmentation.py", "inference_nasvit") == ([], [])
+
+
+def test_the_inference_plan_is_imported_on_the_first_eval_forward_only(tmp_path):
+    """Building, training and saving a model never imports the fast path; the first eval-mode forward does (so
+    `pipeline()` users get it with no code), and the plan runs."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import torch
+from nasvit_hf import NASViTConfig, NASViTForImageClassification
+from nasvit_hf.presets import get_search_space
+
+plan_module = "nasvit_hf.models.inference_nasvit"
+model = NASViTForImageClassification(NASViTConfig(search_space=get_search_space("tiny"), num_labels=3))
+pixel_values = torch.randn(2, 3, 32, 32)
+model(pixel_values).logits.sum().backward()
+assert plan_module not in sys.modules, "building or training the model imported the fast path"
+model.eval()
+with torch.no_grad():
+    model(pixel_values)
+    assert plan_module in sys.modules
+    assert type(model.nasvit.inference_plan(pixel_values)).__name__ == "NASViTInferencePlan"
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, env=_env_with_repo_first()
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["ok"]
+
+
+def _env_with_repo_first() -> dict:
+    import os
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_saved_folders_carry_the_fast_path_and_run_it_with_remote_code(tmp_path):
+    """save_pretrained copies inference_nasvit.py beside the model files (transformers follows the seam's relative
+    import), and a folder loaded with trust_remote_code=True runs the plan in eval mode, equal to the modules."""
+    torch.manual_seed(0)
+    model = NASViTForImageClassification(tiny_config())
+    randomize_batchnorm_and_scales(model)
+    model.save_pretrained(tmp_path / "classifier")
+    assert (tmp_path / "classifier" / "inference_nasvit.py").is_file()
+    code = f"""
+import torch
+from transformers import AutoModelForImageClassification
+model = AutoModelForImageClassification.from_pretrained({str(tmp_path / "classifier")!r}, trust_remote_code=True)
+model.eval()
+pixel_values = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    plan = model.nasvit.inference_plan(pixel_values)
+    assert type(plan).__module__.startswith("transformers_modules"), type(plan).__module__
+    fast = model(pixel_values).logits
+    model.nasvit.inference_fast_path = False
+    slow = model(pixel_values).logits
+torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+print(type(plan).__name__)
+"""
+    assert run_without_nasvit(code, tmp_path).split() == ["NASViTInferencePlan"]
+
+
 def test_model_files_use_no_getattr_or_hasattr_fallbacks():
     """Our own objects have their attributes; only probes of the installed torch's features are allowed."""
     calls = []

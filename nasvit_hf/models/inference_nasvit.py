@@ -26,26 +26,23 @@ process-wide.
 
 Nothing here changes the stored parameters, their names or what they mean: training, `state_dict` and
 `save_pretrained` see the modules only. `torch.compile` and `torch.export` trace the modules (ONNX export lays out
-its own graph: `nasvit_hf.deploy.graph`). This file is Hub-portable: it imports only torch and its sibling
-configuration file.
+its own graph: `nasvit_hf.deploy.graph`). This file builds on the model: it imports torch and its sibling model
+files (the modules, `WindowGrid`, `cached_on_equal` and `fast_path_context_allows` live in modeling_nasvit.py), and
+the model imports it only when `NASViTInferencePlanMixin.inference_plan` first runs in eval mode; it is Hub-portable
+(save_pretrained copies it beside the model files).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-import torch.utils._python_dispatch
 
-from .search_space_nasvit import make_divisible
+from . import modeling_nasvit
+from .modeling_nasvit import WindowGrid, cached_on_equal, fast_path_context_allows
+from .search_space_nasvit import centre_crop_kernel, make_divisible
 
 __all__ = [
     "NASViTInferencePlan",
-    "WindowGrid",
-    "cached_on_equal",
-    "fast_path_context_allows",
     "fold_batchnorm",
     "inference_plan_for",
     "talking_heads_pre_bias",
@@ -57,21 +54,6 @@ _FUSED_LINEAR_MIN_ROWS = 1024
 
 def _mkldnn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-def fast_path_context_allows(module) -> bool:
-    """The checks every eval-mode fast path shares (the inference plan, the segmentation decode head's folded form):
-    `module` is in eval mode with its `inference_fast_path` switch on, nothing traces it with `torch.jit`, no global
-    forward hook is set (the fast path would bypass it), and no dispatch mode is active other than the fake-tensor
-    mode that `torch.export` / `torch.compile` trace under (e.g. `FlopCounterMode` counts the modules' ops)."""
-    if module.training or not module.inference_fast_path:
-        return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    global_hooks = torch.nn.modules.module
-    if global_hooks._global_forward_hooks or global_hooks._global_forward_pre_hooks:
-        return False
-    return not (torch.utils._python_dispatch.is_in_torch_dispatch_mode() and not torch.compiler.is_compiling())
 
 
 def inference_plan_for(model, pixel_values: torch.Tensor) -> NASViTInferencePlan | None:
@@ -90,51 +72,6 @@ def inference_plan_for(model, pixel_values: torch.Tensor) -> NASViTInferencePlan
         and _mkldnn_available()
     )
     return NASViTInferencePlan(model, fused_kernels=fused, channels_last=True)
-
-
-def cached_on_equal(store: dict, key, sources: tuple[torch.Tensor, ...], compute: Callable[[], torch.Tensor]):
-    """`compute()`, reused from `store[key]` while every tensor in `sources` (small tensors it is computed from)
-    equals, exactly, the copy stored with it. Under autograd (a source that requires grad, grad enabled) or while
-    compiling, nothing is stored."""
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(s.requires_grad for s in sources)):
-        return compute()
-    entry = store.get(key)
-    if entry is not None and all(_same_bits(copy, source) for copy, source in zip(entry[0], sources)):
-        return entry[1]
-    value = compute()
-    store.clear()  # one entry per store: the current size and weights
-    store[key] = (tuple(_snapshot(source) for source in sources), value.detach())
-    return value
-
-
-def _snapshot(tensor: torch.Tensor):
-    """What `cached_on_equal` keeps of a source tensor: its raw bytes on the CPU (a memcmp away from the next check;
-    torch.equal is several times slower on small tensors), a copy elsewhere."""
-    tensor = tensor.detach()
-    if tensor.device.type == "cpu":
-        return (tensor.shape, tensor.dtype, tensor.numpy().tobytes())
-    return (tensor.shape, tensor.dtype, tensor.clone())
-
-
-def _same_bits(snapshot, source: torch.Tensor) -> bool:
-    """Whether `source` holds exactly what `_snapshot` recorded (bit for bit: a NaN matches the same NaN)."""
-    shape, dtype, data = snapshot
-    if source.shape != shape or source.dtype != dtype:
-        return False
-    source = source.detach()
-    if isinstance(data, bytes):
-        return source.device.type == "cpu" and source.numpy().tobytes() == data
-    return source.device == data.device and torch.equal(
-        source.view(-1).view(torch.uint8), data.view(-1).view(torch.uint8)
-    )
-
-
-def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    full = weight.shape[-1]
-    if kernel_size == full:
-        return weight
-    start = (full - kernel_size) // 2
-    return weight[:, :, start : start + kernel_size, start : start + kernel_size]
 
 
 def _batchnorm_scale_shift(norm, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,40 +106,29 @@ def talking_heads_pre_bias(attention, heads: int, height: int, width: int) -> to
     return cached_on_equal(attention._derived_cache, key, (table, weight, bias), compute)
 
 
-# The modules a plan knows how to run (defined in modeling_nasvit.py, which imports this file: filled on first use).
-_PLANNED_TYPES: set[type] = set()
-
-
-def _planned_types() -> set[type]:
-    """The classes whose forward the plan reproduces, and torch's ModuleList."""
-    if not _PLANNED_TYPES:
-        from . import modeling_nasvit as m
-
-        _PLANNED_TYPES.update(
-            {
-                m.NASViTConvBN,
-                m.NASViTDynamicConv2d,
-                m.NASViTDynamicBatchNorm2d,
-                m.NASViTDynamicLinear,
-                m.NASViTSqueezeExcite,
-                m.NASViTMBConvBlock,
-                m.NASViTTokenNorm,
-                m.NASViTMLP,
-                m.NASViTAttention,
-                m.NASViTTransformerLayer,
-                m.NASViTStage,
-                m.NASViTHead,
-                torch.nn.ModuleList,
-            }
-        )
-    return _PLANNED_TYPES
+# The modules a plan knows how to run: exactly these classes (an adapter or a wrapper runs as modules).
+_PLANNED_TYPES = {
+    modeling_nasvit.NASViTConvBN,
+    modeling_nasvit.NASViTDynamicConv2d,
+    modeling_nasvit.NASViTDynamicBatchNorm2d,
+    modeling_nasvit.NASViTDynamicLinear,
+    modeling_nasvit.NASViTSqueezeExcite,
+    modeling_nasvit.NASViTMBConvBlock,
+    modeling_nasvit.NASViTTokenNorm,
+    modeling_nasvit.NASViTMLP,
+    modeling_nasvit.NASViTAttention,
+    modeling_nasvit.NASViTTransformerLayer,
+    modeling_nasvit.NASViTStage,
+    modeling_nasvit.NASViTHead,
+    torch.nn.ModuleList,
+}
 
 
 def _runs_as_planned(module) -> bool:
     """Whether the plan may run `module`'s subtree: every submodule is NASViT's own (by exact class: an adapter, a
     quantization wrapper or a parametrization is not), none has a forward hook, every BatchNorm has running
     statistics. Checked at every call (an explicit walk: `nn.Module.modules()` costs several times more)."""
-    planned = _planned_types()
+    planned = _PLANNED_TYPES
     stack = [module]
     while stack:
         submodule = stack.pop()
@@ -214,55 +140,6 @@ def _runs_as_planned(module) -> bool:
             return False
         stack.extend(submodule._modules.values())
     return True
-
-
-@dataclass
-class WindowGrid:
-    """Swin-style windows of a (height × width) token grid: (grid_h × grid_w) windows of (window_h × window_w)
-    tokens, the grid zero-padded by (pad_h, pad_w) at the bottom/right; `key_mask` (1, windows, 1, 1, window tokens)
-    is True at the padded keys (None when nothing is padded). The geometry of the modules' windowed attention too."""
-
-    window_h: int
-    window_w: int
-    grid_h: int
-    grid_w: int
-    pad_h: int
-    pad_w: int
-    key_mask: torch.Tensor | None
-
-    @classmethod
-    def for_grid(cls, height: int, width: int, windows: tuple[int, int], device) -> WindowGrid:
-        window_h, window_w = -(-height // windows[0]), -(-width // windows[1])
-        grid_h, grid_w = -(-height // window_h), -(-width // window_w)
-        pad_h, pad_w = grid_h * window_h - height, grid_w * window_w - width
-        key_mask = None
-        if pad_h or pad_w:
-            padded = torch.zeros(grid_h * window_h, grid_w * window_w, dtype=torch.bool, device=device)
-            padded[height:, :] = True
-            padded[:, width:] = True
-            padded = padded.view(grid_h, window_h, grid_w, window_w).permute(0, 2, 1, 3)
-            key_mask = padded.reshape(1, grid_h * grid_w, 1, 1, window_h * window_w)
-        return cls(window_h, window_w, grid_h, grid_w, pad_h, pad_w, key_mask)
-
-    def partition(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """(B, H·W, C) tokens → (B·windows, window tokens, C), window-major within each sample."""
-        batch, _, channels = tokens.shape
-        tokens = tokens.view(batch, height, width, channels)
-        if self.pad_h or self.pad_w:
-            tokens = F.pad(tokens, (0, 0, 0, self.pad_w, 0, self.pad_h))
-        tokens = tokens.view(batch, self.grid_h, self.window_h, self.grid_w, self.window_w, channels)
-        return tokens.permute(0, 1, 3, 2, 4, 5).reshape(-1, self.window_h * self.window_w, channels)
-
-    def merge(self, windows: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-        """The inverse of `partition`, padding dropped: (B·windows, window tokens, C) → (B, H·W, C)."""
-        channels = windows.shape[-1]
-        tokens = windows.view(batch, self.grid_h, self.grid_w, self.window_h, self.window_w, channels)
-        tokens = tokens.permute(0, 1, 3, 2, 4, 5).reshape(
-            batch, self.grid_h * self.window_h, self.grid_w * self.window_w, channels
-        )
-        if self.pad_h or self.pad_w:
-            tokens = tokens[:, :height, :width]
-        return tokens.reshape(batch, height * width, channels)
 
 
 class NASViTInferencePlan:
@@ -294,7 +171,7 @@ class NASViTInferencePlan:
             groups = 1
             if weight.shape[:2] != (out_channels, in_channels):
                 weight = weight[:out_channels, :in_channels]
-        weight = _centre_crop(weight, kernel_size)
+        weight = centre_crop_kernel(weight, kernel_size)
         scale, shift = _batchnorm_scale_shift(module.norm, out_channels)
         if conv.bias is not None:
             shift = torch.addcmul(shift, conv.bias[:out_channels], scale)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils._python_dispatch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import (
@@ -26,7 +29,6 @@ from transformers.modeling_outputs import (
 )
 
 from .configuration_nasvit import NASViTConfig
-from .inference_nasvit import WindowGrid, cached_on_equal, inference_plan_for
 from .search_space_nasvit import (
     BODY_STAGES,
     STAGE_NAMES,
@@ -41,6 +43,9 @@ from .search_space_nasvit import (
 )
 
 __all__ = [
+    "WindowGrid",
+    "cached_on_equal",
+    "fast_path_context_allows",
     "LEGACY_KEY_MAPPING",
     "sample_arch",
     "NASViTSupernetMixin",
@@ -66,6 +71,110 @@ def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> 
     shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
     mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
     return hidden_states * mask / keep_prob
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The forward's geometry and small caches (the inference plan in inference_nasvit.py reads them from here)
+# ------------------------------------------------------------------------------------------------------------------
+@dataclass
+class WindowGrid:
+    """Swin-style windows of a (height × width) token grid: (grid_h × grid_w) windows of (window_h × window_w)
+    tokens, the grid zero-padded by (pad_h, pad_w) at the bottom/right; `key_mask` (1, windows, 1, 1, window tokens)
+    is True at the padded keys (None when nothing is padded). The geometry of the modules' windowed attention too."""
+
+    window_h: int
+    window_w: int
+    grid_h: int
+    grid_w: int
+    pad_h: int
+    pad_w: int
+    key_mask: torch.Tensor | None
+
+    @classmethod
+    def for_grid(cls, height: int, width: int, windows: tuple[int, int], device) -> WindowGrid:
+        window_h, window_w = -(-height // windows[0]), -(-width // windows[1])
+        grid_h, grid_w = -(-height // window_h), -(-width // window_w)
+        pad_h, pad_w = grid_h * window_h - height, grid_w * window_w - width
+        key_mask = None
+        if pad_h or pad_w:
+            padded = torch.zeros(grid_h * window_h, grid_w * window_w, dtype=torch.bool, device=device)
+            padded[height:, :] = True
+            padded[:, width:] = True
+            padded = padded.view(grid_h, window_h, grid_w, window_w).permute(0, 2, 1, 3)
+            key_mask = padded.reshape(1, grid_h * grid_w, 1, 1, window_h * window_w)
+        return cls(window_h, window_w, grid_h, grid_w, pad_h, pad_w, key_mask)
+
+    def partition(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, H·W, C) tokens → (B·windows, window tokens, C), window-major within each sample."""
+        batch, _, channels = tokens.shape
+        tokens = tokens.view(batch, height, width, channels)
+        if self.pad_h or self.pad_w:
+            tokens = F.pad(tokens, (0, 0, 0, self.pad_w, 0, self.pad_h))
+        tokens = tokens.view(batch, self.grid_h, self.window_h, self.grid_w, self.window_w, channels)
+        return tokens.permute(0, 1, 3, 2, 4, 5).reshape(-1, self.window_h * self.window_w, channels)
+
+    def merge(self, windows: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+        """The inverse of `partition`, padding dropped: (B·windows, window tokens, C) → (B, H·W, C)."""
+        channels = windows.shape[-1]
+        tokens = windows.view(batch, self.grid_h, self.grid_w, self.window_h, self.window_w, channels)
+        tokens = tokens.permute(0, 1, 3, 2, 4, 5).reshape(
+            batch, self.grid_h * self.window_h, self.grid_w * self.window_w, channels
+        )
+        if self.pad_h or self.pad_w:
+            tokens = tokens[:, :height, :width]
+        return tokens.reshape(batch, height * width, channels)
+
+
+def cached_on_equal(store: dict, key, sources: tuple[torch.Tensor, ...], compute: Callable[[], torch.Tensor]):
+    """`compute()`, reused from `store[key]` while every tensor in `sources` (small tensors it is computed from)
+    equals, exactly, the copy stored with it. Under autograd (a source that requires grad, grad enabled) or while
+    compiling, nothing is stored."""
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(s.requires_grad for s in sources)):
+        return compute()
+    entry = store.get(key)
+    if entry is not None and all(_same_bits(copy, source) for copy, source in zip(entry[0], sources)):
+        return entry[1]
+    value = compute()
+    store.clear()  # one entry per store: the current size and weights
+    store[key] = (tuple(_snapshot(source) for source in sources), value.detach())
+    return value
+
+
+def _snapshot(tensor: torch.Tensor):
+    """What `cached_on_equal` keeps of a source tensor: its raw bytes on the CPU (a memcmp away from the next check;
+    torch.equal is several times slower on small tensors), a copy elsewhere."""
+    tensor = tensor.detach()
+    if tensor.device.type == "cpu":
+        return (tensor.shape, tensor.dtype, tensor.numpy().tobytes())
+    return (tensor.shape, tensor.dtype, tensor.clone())
+
+
+def _same_bits(snapshot, source: torch.Tensor) -> bool:
+    """Whether `source` holds exactly what `_snapshot` recorded (bit for bit: a NaN matches the same NaN)."""
+    shape, dtype, data = snapshot
+    if source.shape != shape or source.dtype != dtype:
+        return False
+    source = source.detach()
+    if isinstance(data, bytes):
+        return source.device.type == "cpu" and source.numpy().tobytes() == data
+    return source.device == data.device and torch.equal(
+        source.view(-1).view(torch.uint8), data.view(-1).view(torch.uint8)
+    )
+
+
+def fast_path_context_allows(module) -> bool:
+    """The checks every eval-mode fast path shares (the inference plan, the segmentation decode head's folded form):
+    `module` is in eval mode with its `inference_fast_path` switch on, nothing traces it with `torch.jit`, no global
+    forward hook is set (the fast path would bypass it), and no dispatch mode is active other than the fake-tensor
+    mode that `torch.export` / `torch.compile` trace under (e.g. `FlopCounterMode` counts the modules' ops)."""
+    if module.training or not module.inference_fast_path:
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    global_hooks = torch.nn.modules.module
+    if global_hooks._global_forward_hooks or global_hooks._global_forward_pre_hooks:
+        return False
+    return not (torch.utils._python_dispatch.is_in_torch_dispatch_mode() and not torch.compiler.is_compiling())
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -855,14 +964,24 @@ def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
 
 
 class NASViTInferencePlanMixin:
-    """The eval-mode inference plan's switch, for the models whose forward runs a `NASViTInferencePlan`
-    (`NASViTModel`, `NASViTBackbone`). The plan holds nothing between calls (`inference_nasvit.py`)."""
+    """The eval-mode inference plan's switch and its one seam, for the models whose forward runs a
+    `NASViTInferencePlan` (`NASViTModel`, `NASViTBackbone`).
+
+    The plan lives in `inference_nasvit.py`, which builds on this file (it reads the modules' tensors and the
+    geometry above); this file never imports it at import time, so the reference forward reads, runs and trains
+    without it. `inference_plan` imports it on the first eval-mode call (a relative import, so `save_pretrained`
+    copies the plan's file beside this one and `trust_remote_code` folders run it too). The plan holds nothing
+    between calls."""
 
     inference_fast_path: bool = True
 
     def inference_plan(self, pixel_values: torch.Tensor):
         """The `NASViTInferencePlan` that `forward` would run on `pixel_values` now, or None when the modules run
         (training mode, `inference_fast_path = False`, autograd, tracing, hooks: `inference_plan_for`)."""
+        if not fast_path_context_allows(self):
+            return None
+        from .inference_nasvit import inference_plan_for  # the one seam to the fast path (see the class docstring)
+
         return inference_plan_for(self, pixel_values)
 
 

@@ -22,7 +22,6 @@ from torch import nn
 from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
 
 from .configuration_nasvit import NASViTConfig, segmentation_out_features
-from .inference_nasvit import fast_path_context_allows
 from .modeling_nasvit import (
     NASViTDynamicLinear,
     NASViTInferencePlanMixin,
@@ -31,6 +30,7 @@ from .modeling_nasvit import (
     apply_arch_to_stages,
     build_stem_and_stages,
     check_pixel_values,
+    fast_path_context_allows,
 )
 from .search_space_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES
 
