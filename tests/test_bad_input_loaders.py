@@ -249,7 +249,7 @@ def _search_run(folder):
 def _started(folder):
     run = _search_run(folder)
     run._write_run_file()
-    run.sampled_archs()
+    run.evaluator.sampled_archs()
     return folder
 
 

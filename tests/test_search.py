@@ -20,6 +20,7 @@ from nasvit_hf.search import (
     SearchConfig,
     SearchResults,
     SearchRun,
+    SubnetEvaluator,
     evaluate_subnet,
     evolutionary_search,
     load_evaluation_data,
@@ -249,9 +250,9 @@ def test_search_resumes_where_it_stopped(search_dir, toy_supernet_dir, search_co
     del named["b0"]
     (resumed / "named.json").write_text(json.dumps(named))
     evaluated = []
-    original = SearchRun._evaluate
+    original = SubnetEvaluator.evaluate
     monkeypatch.setattr(
-        SearchRun, "_evaluate", lambda self, arch, kind: evaluated.append(kind) or original(self, arch, kind)
+        SubnetEvaluator, "evaluate", lambda self, arch, kind: evaluated.append(kind) or original(self, arch, kind)
     )
     load_recipe("search").main(
         ["--supernet", toy_supernet_dir, "--config", str(search_config_file), "--output_dir", str(resumed)]

@@ -1,6 +1,8 @@
 """Search: BN-recalibrated subnet evaluation, the accuracy predictor, latency measurement and model, and
 MACs- / latency-constrained evolutionary search (paper, Appendix C.1/C.2). See `recipes/search.py`."""
 
+from .budgets import SearchBudgets
+from .candidates import SubnetEvaluator
 from .config import BudgetSpec, LatencyConfig, PredictorConfig, SearchConfig, paper_macs_fraction
 from .efficiency import MacsEfficiency
 from .encoding import ArchEncoder
@@ -21,7 +23,8 @@ from .latency import (
     measure_latency,
     measure_subnet_latency,
 )
-from .predictor import AccuracyPredictor, PredictorMetrics, rank_metrics
+from .latency_session import LatencySession
+from .predictor import AccuracyPredictor, PredictorMetrics, fit_search_predictor, rank_metrics
 from .results import SearchResults, pareto_front
 from .runner import SearchRun, load_supernet, load_supernet_processor, supernet_fingerprint
 from .runtimes import EagerBackend, LatencyBackend, OnnxRuntimeBackend, RuntimeSpec, make_backend
@@ -40,16 +43,20 @@ __all__ = [
     "LatencyEfficiency",
     "LatencyMeasurement",
     "LatencyModel",
+    "LatencySession",
     "MacsEfficiency",
     "OnnxRuntimeBackend",
     "PredictorConfig",
     "PredictorMetrics",
     "RuntimeSpec",
+    "SearchBudgets",
     "SearchConfig",
     "SearchResults",
     "SearchRun",
+    "SubnetEvaluator",
     "evaluate_subnet",
     "evolutionary_search",
+    "fit_search_predictor",
     "latency_features",
     "load_evaluation_data",
     "load_supernet",

@@ -1,4 +1,5 @@
-"""The Pareto plot of a search: top-1 vs MACs and vs latency, every evaluated candidate, the fronts, named picks."""
+"""The Pareto fronts of a search (`pareto.json`) and their plot (`pareto.png`): top-1 vs MACs and vs latency, every
+evaluated candidate, the fronts, named picks."""
 
 from __future__ import annotations
 
@@ -6,8 +7,46 @@ import os
 from typing import Any
 
 from ..utils.io import atomic_file
+from .encoding import ArchEncoder
+from .results import SearchResults, pareto_front
 
-__all__ = ["plot_pareto"]
+__all__ = ["plot_pareto", "write_pareto"]
+
+
+def write_pareto(
+    results: SearchResults,
+    encoder: ArchEncoder,
+    candidates: list[dict[str, Any]],
+    named: dict[str, Any],
+    latency,
+    title: str = "",
+) -> None:
+    """Write `pareto.json` (both fronts over the evaluated candidates and the named picks; a candidate's latency is
+    the latency model's prediction, `latency` the search's `LatencyEfficiency`) and `pareto.png`."""
+    points = []
+    for record in candidates:
+        genes = encoder.encode(record["arch"])[None]
+        points.append({**record, "latency_ms": float(latency(genes)[0]), "name": None})
+    for name, entry in named.items():
+        points.append(
+            {
+                "kind": f"searched:{name}",
+                "arch": entry["arch"],
+                "macs": entry["macs"],
+                "params": entry["params"],
+                "accuracy": entry["accuracy"],
+                "latency_ms": entry["predicted_latency_ms"],
+                "name": name,
+            }
+        )
+    fronts = {
+        "accuracy_vs_macs": pareto_front(points, "macs", "accuracy"),
+        "accuracy_vs_latency": pareto_front(points, "latency_ms", "accuracy"),
+        "latency_note": "latency_ms here is the latency model's prediction (the measured one is in named.json)",
+        "num_points": len(points),
+    }
+    results.write_json("pareto.json", fronts)
+    plot_pareto(points, fronts, results.path("pareto.png"), title=title)
 
 
 def plot_pareto(

@@ -8,11 +8,19 @@ results therefore store the candidates and the seed rather than a pickle.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["AccuracyPredictor", "PredictorMetrics", "rank_metrics"]
+from .config import SearchConfig
+from .encoding import ArchEncoder
+from .results import SearchResults
+
+__all__ = ["AccuracyPredictor", "PredictorMetrics", "fit_search_predictor", "rank_metrics"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,3 +105,29 @@ class AccuracyPredictor:
         holdout = cls(n_estimators=n_estimators, seed=seed).fit(features[train], accuracies[train])
         metrics = holdout.evaluate(features[validation], accuracies[validation], num_train=len(train))
         return cls(n_estimators=n_estimators, seed=seed).fit(features, accuracies), metrics
+
+
+def fit_search_predictor(
+    encoder: ArchEncoder, candidates: list[dict[str, Any]], config: SearchConfig, results: SearchResults
+) -> AccuracyPredictor:
+    """A search's step 2: the predictor fitted (and validated, `fit_and_validate`) on the evaluated candidates'
+    encoded archs and top-1, its report written to `predictor.json`."""
+    genes = encoder.encode_many([c["arch"] for c in candidates])
+    accuracies = np.array([c["accuracy"] for c in candidates])
+    settings = config.predictor
+    predictor, metrics = AccuracyPredictor.fit_and_validate(
+        encoder.features(genes),
+        accuracies,
+        validation_fraction=settings.validation_fraction,
+        n_estimators=settings.n_estimators,
+        seed=config.seed,
+    )
+    report = {
+        **metrics.to_dict(),
+        "model": f"RandomForestRegressor(n_estimators={settings.n_estimators}, random_state={config.seed})",
+        "features": encoder.feature_names,
+        "refit_on_all": len(candidates),
+    }
+    results.write_json("predictor.json", report)
+    logger.info("predictor: Kendall tau %.3f, Spearman rho %.3f", metrics.kendall_tau, metrics.spearman_rho)
+    return predictor

@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
 
 from ..utils.io import atomic_write_text
 
-__all__ = ["RESULT_FILES", "SearchResults", "atomic_write_text", "pareto_front"]
+__all__ = [
+    "CANDIDATE_FIELDS",
+    "LATENCY_FIELDS",
+    "NAMED_FIELDS",
+    "RESULT_FILES",
+    "SearchResults",
+    "atomic_write_text",
+    "pareto_front",
+]
 
 # What a search writes into its folder (besides run.json, which marks the folder as a search's).
 RESULT_FILES = (
@@ -40,6 +49,26 @@ RESULT_FILES = (
     "pareto.json",
     "pareto.png",
 )
+# What a resumed search reads back from its records ({dotted key: type}); anything else is a damaged file.
+CANDIDATE_FIELDS = {"index": int, "arch": dict, "macs": numbers.Real, "params": numbers.Real, "accuracy": numbers.Real}
+LATENCY_FIELDS = {
+    "index": int,
+    "split": str,
+    "arch": dict,
+    "measurement.median_ms": numbers.Real,
+    "measurement.q25_ms": numbers.Real,
+    "measurement.q75_ms": numbers.Real,
+}
+NAMED_FIELDS = {
+    "arch": dict,
+    "budget": dict,
+    "evolution": dict,
+    "macs": numbers.Real,
+    "params": numbers.Real,
+    "accuracy": numbers.Real,
+    "latency_ms": numbers.Real,
+    "predicted_latency_ms": numbers.Real,
+}
 _RECOVER = "delete it to recompute that step, or search into a new output folder."
 
 
@@ -134,3 +163,21 @@ class SearchResults:
             file.write(json.dumps(record) + "\n")
             file.flush()
             os.fsync(file.fileno())
+
+    def checked_arch(self, name: str, arch: Any, model_config) -> dict[str, Any]:
+        """An arch read back from `name`, validated against the supernet's space (`model_config`, a NASViTConfig)."""
+        try:
+            return model_config.validate_arch(arch)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(
+                f"{self.path(name)} is damaged (an arch does not fit the supernet's space: {error}); delete it "
+                "to recompute that step, or search into a new output folder."
+            ) from None
+
+    def read_arch_records(self, name: str, fields: dict[str, Any], model_config) -> list[dict[str, Any]]:
+        """The records of the JSON Lines file `name`, each checked against `fields` and its arch against the space."""
+        records = self.read_jsonl(name)
+        for record in records:
+            self.check_record(name, record, fields)
+            record["arch"] = self.checked_arch(name, record["arch"], model_config)
+        return records

@@ -8,7 +8,7 @@ noise** (`PairedLatency.faster_beyond_noise`): B is faster in every round, and i
 over rounds of B's round median over A's, exceeds the noise of this session's measurements: how far the same
 model's round medians spread, (largest - smallest) / median, the larger of A's and B's (with a single round: the
 inter-quartile range over the median of its timed runs). Otherwise B is A's arch and the record says why
-(`SearchRun`).
+(`choose_b_model`, which `SearchRun` calls for each latency budget with a `latency_of`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,16 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
+from .config import BudgetSpec
+from .encoding import ArchEncoder
+from .evolution import EvolutionResult
+from .latency import LatencyEfficiency, measure_timed
+from .latency_session import LatencySession
 from .runtimes import LatencyBackend, Timed, machine_description, quartiles
 
-__all__ = ["PairedLatency", "compare_latency", "machine_description"]
+__all__ = ["PairedLatency", "choose_b_model", "compare_latency", "machine_description"]
 
 
 @dataclass
@@ -102,3 +109,91 @@ def compare_latency(
         machine=machine_description(),
         runtime=backend.record(),
     )
+
+
+def choose_b_model(
+    session: LatencySession,
+    encoder: ArchEncoder,
+    budget: BudgetSpec,
+    result: EvolutionResult,
+    reference: dict[str, Any],
+    latency: LatencyEfficiency,
+    value: float,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Walk the B-candidates (within A's predicted latency), best predicted first, that are predicted at least as
+    accurate as the A-model `reference`; re-time each against A on the runtime, alternating in the same session
+    (`compare_latency`), and keep the first measured faster than A by more than the noise. Else B is A's arch,
+    and the record says why. The latency model alone cannot decide for candidates predicted within its error of
+    the budget (`near_budget` in the record), and most winners of a search sit there. Returns (genes, Table 12
+    record); `session` is the search's `LatencySession` (latency model fitted), `value` the budget in predicted ms."""
+    settings = session.config.latency
+    a_name, b_name = budget.latency_of.upper(), budget.name.upper()
+    reference_genes = encoder.encode(reference["arch"])
+    reference_timed = session.prepared(reference["arch"], keep=True)
+    band = session.near_budget_band()
+    timing = {"rounds": settings.table12_rounds, "warmup": settings.warmup, "repeats": settings.repeats}
+    checked: list[dict[str, Any]] = []
+    for genes, score in zip(result.final_population, result.final_scores):
+        if len(checked) >= settings.table12_candidates:
+            break
+        if np.array_equal(genes, reference_genes) or score < reference["predicted_accuracy"]:
+            break  # A itself, or predicted less accurate than A: no B worth its name from here on
+        arch = encoder.decode(genes)
+        predicted_ms = float(latency(genes[None])[0])
+        paired = compare_latency(session.runtime, reference_timed, session.prepared(arch, keep=True), **timing)
+        checked.append(
+            {
+                "arch": arch,
+                "predicted_accuracy": float(score),
+                "predicted_latency_ms": predicted_ms,
+                "near_budget": abs(predicted_ms / value - 1) * 100 <= band,
+                "a_ms": paired.first_ms,
+                "b_ms": paired.second_ms,
+                "speedup_pct": paired.speedup_pct,
+                "noise_pct": paired.noise_pct,
+                "faster_every_round": paired.faster_every_round,
+                "faster_beyond_noise": paired.faster_beyond_noise,
+            }
+        )
+        if paired.faster_beyond_noise:
+            return genes, {
+                "a_model": budget.latency_of,
+                "same_arch_as_a": False,
+                "a_latency_ms": paired.first_ms,
+                "b_latency_ms": paired.second_ms,
+                "a_latency_quartiles_ms": paired.first_quartiles_ms,
+                "b_latency_quartiles_ms": paired.second_quartiles_ms,
+                "speedup_pct": paired.speedup_pct,
+                "noise_pct": paired.noise_pct,
+                "measurement": paired.to_dict(),
+                "candidates_checked": len(checked),
+                "candidates": checked,
+            }
+    # A's arch: timed once more for the record, in this session.
+    own = measure_timed(session.runtime, reference_timed, warmup=settings.warmup, repeats=settings.repeats)
+    if checked:
+        best = max(checked, key=lambda c: c["speedup_pct"])
+        rounds = "" if best["faster_every_round"] else ", not in every round"
+        note = (
+            f"none of the {len(checked)} candidate(s) within {a_name}'s predicted latency and predicted at least "
+            f"as accurate was measured faster than {a_name} in every round by more than the noise (best: "
+            f"{best['speedup_pct']:.1f} % faster{rounds}, noise {best['noise_pct']:.1f} %): {b_name} is "
+            f"{a_name}'s arch"
+        )
+    else:
+        note = (
+            f"no arch within {a_name}'s predicted latency is predicted more accurate than {a_name}: {b_name} is "
+            f"{a_name}'s arch"
+        )
+    return reference_genes, {
+        "a_model": budget.latency_of,
+        "same_arch_as_a": True,
+        "a_latency_ms": own.median_ms,
+        "b_latency_ms": own.median_ms,
+        "a_latency_quartiles_ms": [own.q25_ms, own.q75_ms],
+        "b_latency_quartiles_ms": [own.q25_ms, own.q75_ms],
+        "measurement": {**own.to_dict(), "machine": own.runtime["machine"]},
+        "candidates_checked": len(checked),
+        "candidates": checked,
+        "note": note,
+    }
