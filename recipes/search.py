@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'name':<8}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  budget")
     for name, entry in named.items():
         print(
-            f"{name:<8}{entry['macs'] / 1e6:>10.2f}{entry['params'] / 1e6:>12.3f}{entry['latency_ms']:>14.2f}"
-            f"{entry['accuracy']:>11.2f}  {entry['budget']['metric']} <= {entry['budget']['value']:.4g}"
+            f"{name:<8}{entry.macs / 1e6:>10.2f}{entry.params / 1e6:>12.3f}{entry.latency_ms:>14.2f}"
+            f"{entry.accuracy:>11.2f}  {entry.budget['metric']} <= {entry.budget['value']:.4g}"
         )
     return named
 

@@ -293,7 +293,7 @@ def _search(toy_supernet_dir, tmp_path, cost_ms, jitter=0.01, **latency):
     config = SearchConfig.from_dict(raw)
     backend = SimulatedBackend(lambda arch: cost_ms(supernet.config, arch), jitter=jitter)
     run = SearchRun(supernet, config, tmp_path / "search", supernet_name="toy", config_name="fake", runtime=backend)
-    return run.run(), run
+    return {name: entry.to_dict() for name, entry in run.run().items()}, run  # named.json's content
 
 
 def _linear_cost(config, arch):

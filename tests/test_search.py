@@ -18,6 +18,7 @@ from nasvit_hf.search import (
     LatencyModel,
     MacsEfficiency,
     SearchConfig,
+    SearchedSubnet,
     SearchResults,
     SearchRun,
     SubnetEvaluator,
@@ -27,8 +28,10 @@ from nasvit_hf.search import (
     load_supernet,
     measure_latency,
     pareto_front,
+    read_named,
     sample_within_budget,
     torch_threads,
+    write_named,
 )
 from tests.search_fixtures import SEARCH_CONFIG, load_recipe
 
@@ -268,6 +271,45 @@ def test_search_resumes_where_it_stopped(search_dir, toy_supernet_dir, search_co
     assert search_summary(new["b0"]) == search_summary(old["b0"])
     assert new["b0"]["budget"] == old["b0"]["budget"]
     assert new["a0"] == old["a0"]
+
+
+def test_named_entries_read_back_as_searched_subnets_and_write_the_same_json(search_dir, toy_supernet_dir, tmp_path):
+    config = load_supernet(toy_supernet_dir).config
+    raw = (search_dir / "named.json").read_text()
+    named = read_named(SearchResults(search_dir), config)
+    assert set(named) == set(json.loads(raw)) and all(isinstance(e, SearchedSubnet) for e in named.values())
+    assert named["b0"].table12 is not None and named["a0"].table12 is None
+    write_named(SearchResults(tmp_path), named)
+    assert (tmp_path / "named.json").read_text() == raw  # same keys, same order, same values
+
+
+NAMED_DAMAGE = [
+    ("not a mapping", lambda e: [e], "not a mapping"),
+    ("a key missing", lambda e: {k: v for k, v in e.items() if k != "accuracy"}, "missing ['accuracy']"),
+    ("an unknown key", lambda e: {**e, "extra": 1}, "unknown keys ['extra']"),
+    ("a text accuracy", lambda e: {**e, "accuracy": "high"}, "accuracy is 'high'"),
+    ("an accuracy over 100", lambda e: {**e, "accuracy": 250.0}, "accuracy is 250.0"),
+    ("a NaN latency", lambda e: {**e, "latency_ms": float("nan")}, "latency_ms is nan"),
+    ("negative MACs", lambda e: {**e, "macs": -5}, "macs is -5"),
+    ("a bool for a count", lambda e: {**e, "calibration_batches": True}, "calibration_batches is True"),
+    ("an unknown budget metric", lambda e: {**e, "budget": {**e["budget"], "metric": "speed"}}, "budget.metric"),
+    ("an unknown budget key", lambda e: {**e, "budget": {**e["budget"], "eval": "x"}}, "budget.eval"),
+    ("a name under another key", lambda e: {**e, "name": "a0"}, "name is 'a0' under the key 'b0'"),
+    ("an arch outside the space", lambda e: {**e, "arch": {**e["arch"], "resolution": 1000}}, "does not fit"),
+    ("a B-model record without its A", lambda e: {**e, "table12": {**e["table12"], "a_model": None}}, "a_model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, damage, phrase", NAMED_DAMAGE, ids=[row[0] for row in NAMED_DAMAGE])
+def test_a_damaged_named_entry_is_refused_naming_the_file_and_key(
+    search_dir, toy_supernet_dir, tmp_path, case, damage, phrase
+):
+    named = json.loads((search_dir / "named.json").read_text())
+    named["b0"] = damage(named["b0"])
+    (tmp_path / "named.json").write_text(json.dumps(named))
+    with pytest.raises(ValueError, match="named.json is damaged") as error:
+        read_named(SearchResults(tmp_path), load_supernet(toy_supernet_dir).config)
+    assert phrase in str(error.value) and "b0" in str(error.value)
 
 
 def test_resume_refuses_a_different_config(search_dir, toy_supernet_dir, tmp_path):

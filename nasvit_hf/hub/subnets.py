@@ -22,6 +22,7 @@ from ..macs import count_macs, count_parameters
 from ..presets import NAMED_ARCHS, get_named_arch
 from ..search.evaluation import EvaluationData, top1_accuracy
 from ..search.latency import measure_latency
+from ..search.named import SearchedSubnet
 from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, has_marker, staging_folder
 from .family import check_member_name
 from .model_card import SubnetCard, render_model_card
@@ -86,10 +87,13 @@ def named_subnet_from_arch(name: str, arch: Any, config, source: str) -> NamedSu
     return NamedSubnet(name, checked, f"arch given in {Path(str(source)).name}")
 
 
-def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] | None = None) -> list[NamedSubnet]:
+def resolve_named_archs(
+    names: list[str], config=None, searched: dict[str, SearchedSubnet] | None = None
+) -> list[NamedSubnet]:
     """Registry lookup of `names` (unknown names are an error that lists the known ones). Archs published in the
     paper are checked against the supernet's space (`config`; None: names are only looked up); the others take
-    their arch from `searched` (named.json) when given, else stay None (to be searched)."""
+    their arch from `searched` (the entries of named.json, `SearchRun.run` / `read_named`) when given, else stay None
+    (to be searched)."""
     if isinstance(names, str) or not all(isinstance(name, str) for name in names):
         raise ValueError(f"names must be a list of subnet names (e.g. ['a0', 'a1']), got {names!r}.")
     unknown = [name for name in names if name.lower() not in NAMED_ARCHS]
@@ -111,12 +115,12 @@ def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] 
             )
             continue
         found = (searched or {}).get(entry.name)
-        arch = (config.validate_arch(found["arch"]) if config is not None else found["arch"]) if found else None
-        provenance = found["provenance"] if found else ""
+        arch = (config.validate_arch(found.arch) if config is not None else found.arch) if found else None
+        provenance = found.provenance if found else ""
         budget = None
-        table12 = found.get("table12") if found else None
+        table12 = found.table12 if found else None
         if found:
-            spec = found["budget"]
+            spec = found.budget
             unit = "M MACs" if spec["metric"] == "macs" else "ms (predicted latency)"
             value = spec["value"] / 1e6 if spec["metric"] == "macs" else spec["value"]
             how = {k: v for k, v in spec.items() if k not in ("metric", "value", "unit", "name", "near_budget_pct")}

@@ -24,6 +24,7 @@ from .latency import (
     measure_subnet_latency,
 )
 from .latency_session import LatencySession
+from .named import SearchedSubnet, read_named, write_named
 from .predictor import AccuracyPredictor, PredictorMetrics, fit_search_predictor, rank_metrics
 from .results import SearchResults, pareto_front
 from .runner import SearchRun, load_supernet, load_supernet_processor, supernet_fingerprint
@@ -53,6 +54,7 @@ __all__ = [
     "SearchConfig",
     "SearchResults",
     "SearchRun",
+    "SearchedSubnet",
     "SubnetEvaluator",
     "evaluate_subnet",
     "evolutionary_search",
@@ -67,8 +69,10 @@ __all__ = [
     "paper_macs_fraction",
     "pareto_front",
     "rank_metrics",
+    "read_named",
     "sample_within_budget",
     "supernet_fingerprint",
     "top1_accuracy",
     "torch_threads",
+    "write_named",
 ]

@@ -6,7 +6,6 @@ MACs than every smaller one's (`SearchRun` asks; nothing here measures or evalua
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
@@ -16,6 +15,7 @@ from .config import BudgetSpec, SearchConfig
 from .efficiency import MacsEfficiency
 from .encoding import ArchEncoder
 from .evolution import EvolutionResult
+from .named import SearchedSubnet
 
 __all__ = ["SearchBudgets"]
 
@@ -65,7 +65,7 @@ class SearchBudgets:
                 self.macs_value(budget)
         return ordered
 
-    def value(self, budget: BudgetSpec, named: dict[str, Any], latency) -> tuple[float, float | None]:
+    def value(self, budget: BudgetSpec, named: dict[str, SearchedSubnet], latency) -> tuple[float, float | None]:
         """The budget in the efficiency function's units (MACs, or ms of predicted latency: `latency` is the search's
         `LatencyEfficiency`), and for `latency_of` budgets the nominal (measured) latency of the reference subnet."""
         if budget.metric == "macs":
@@ -77,8 +77,8 @@ class SearchBudgets:
             # "No slower than A0" is judged by one yardstick: the latency model's prediction for A0's arch (its
             # measured latency, the nominal budget, is recorded too; measurement noise would otherwise let the
             # budget fall below what the model predicts for archs as fast as A0).
-            nominal = named[budget.latency_of]["latency_ms"]
-            value = named[budget.latency_of]["predicted_latency_ms"]
+            nominal = named[budget.latency_of].latency_ms
+            value = named[budget.latency_of].predicted_latency_ms
         smallest = latency(self.encoder.encode(self.model_config.smallest_arch())[None])[0]
         if value < smallest:
             raise ValueError(
@@ -88,7 +88,7 @@ class SearchBudgets:
         return value, nominal
 
     def family_member(
-        self, budget: BudgetSpec, result: EvolutionResult, named: dict[str, Any], macs: MacsEfficiency
+        self, budget: BudgetSpec, result: EvolutionResult, named: dict[str, SearchedSubnet], macs: MacsEfficiency
     ) -> tuple[np.ndarray, str | None]:
         """A MACs-budget winner that costs more MACs than every smaller-budget name already searched (A0 < A1 < ...
         strictly): the best-predicted runner-up of the final population that does, else the winner itself."""
@@ -96,13 +96,12 @@ class SearchBudgets:
             return result.genes, None
         value = self.macs_value(budget)
         smaller = [
-            entry["macs"]
+            named[other.name].macs
             for other in self.config.budgets
             if other.metric == "macs"
             and other.name != budget.name
             and other.name in named
             and self.macs_value(other) < value
-            for entry in [named[other.name]]
         ]
         if not smaller:
             return result.genes, None

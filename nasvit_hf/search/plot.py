@@ -8,6 +8,7 @@ from typing import Any
 
 from ..utils.io import atomic_file
 from .encoding import ArchEncoder
+from .named import SearchedSubnet
 from .results import SearchResults, pareto_front
 
 __all__ = ["plot_pareto", "write_pareto"]
@@ -17,7 +18,7 @@ def write_pareto(
     results: SearchResults,
     encoder: ArchEncoder,
     candidates: list[dict[str, Any]],
-    named: dict[str, Any],
+    named: dict[str, SearchedSubnet],
     latency,
     title: str = "",
 ) -> None:
@@ -31,11 +32,11 @@ def write_pareto(
         points.append(
             {
                 "kind": f"searched:{name}",
-                "arch": entry["arch"],
-                "macs": entry["macs"],
-                "params": entry["params"],
-                "accuracy": entry["accuracy"],
-                "latency_ms": entry["predicted_latency_ms"],
+                "arch": entry.arch,
+                "macs": entry.macs,
+                "params": entry.params,
+                "accuracy": entry.accuracy,
+                "latency_ms": entry.predicted_latency_ms,
                 "name": name,
             }
         )

@@ -29,7 +29,6 @@ from ..utils.io import atomic_write_text
 __all__ = [
     "CANDIDATE_FIELDS",
     "LATENCY_FIELDS",
-    "NAMED_FIELDS",
     "RESULT_FILES",
     "SearchResults",
     "atomic_write_text",
@@ -49,7 +48,8 @@ RESULT_FILES = (
     "pareto.json",
     "pareto.png",
 )
-# What a resumed search reads back from its records ({dotted key: type}); anything else is a damaged file.
+# What a resumed search reads back from its records ({dotted key: type}); anything else is a damaged file (named.json
+# entries: SearchedSubnet.from_dict in named.py).
 CANDIDATE_FIELDS = {"index": int, "arch": dict, "macs": numbers.Real, "params": numbers.Real, "accuracy": numbers.Real}
 LATENCY_FIELDS = {
     "index": int,
@@ -58,16 +58,6 @@ LATENCY_FIELDS = {
     "measurement.median_ms": numbers.Real,
     "measurement.q25_ms": numbers.Real,
     "measurement.q75_ms": numbers.Real,
-}
-NAMED_FIELDS = {
-    "arch": dict,
-    "budget": dict,
-    "evolution": dict,
-    "macs": numbers.Real,
-    "params": numbers.Real,
-    "accuracy": numbers.Real,
-    "latency_ms": numbers.Real,
-    "predicted_latency_ms": numbers.Real,
 }
 _RECOVER = "delete it to recompute that step, or search into a new output folder."
 

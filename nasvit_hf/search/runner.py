@@ -39,16 +39,16 @@ from .evaluation import EvaluationData
 from .evolution import evolutionary_search
 from .latency import LatencyEfficiency
 from .latency_session import LatencySession
+from .named import SearchedSubnet, read_named, write_named
 from .plot import write_pareto
 from .predictor import AccuracyPredictor, fit_search_predictor
-from .results import CANDIDATE_FIELDS, LATENCY_FIELDS, NAMED_FIELDS, RESULT_FILES, SearchResults
+from .results import CANDIDATE_FIELDS, LATENCY_FIELDS, RESULT_FILES, SearchResults
 from .runtimes import Clock, LatencyBackend
 from .table12 import choose_b_model
 
 __all__ = [
     "CANDIDATE_FIELDS",
     "LATENCY_FIELDS",
-    "NAMED_FIELDS",
     "SearchRun",
     "load_supernet",
     "load_supernet_processor",
@@ -189,8 +189,8 @@ class SearchRun:
         index: int,
         predictor: AccuracyPredictor,
         latency: LatencyEfficiency,
-        named: dict[str, Any],
-    ) -> dict[str, Any]:
+        named: dict[str, SearchedSubnet],
+    ) -> SearchedSubnet:
         value, nominal = self.budgets.value(budget, named, latency)
         efficiency = self.macs if budget.metric == "macs" else latency
         rng = np.random.default_rng([self.config.seed, 2, index])
@@ -211,10 +211,20 @@ class SearchRun:
         arch = self.encoder.decode(genes)
         record = self.evaluator.evaluate(arch, kind=f"searched:{budget.name}")
         measurement = self.latency_session.measure(arch, keep=True)
-        entry = {
-            "name": budget.name,
-            "arch": arch,
-            "budget": {
+        reference = named[budget.latency_of] if budget.latency_of is not None else None
+        if table12 is not None:
+            table12.update(
+                {
+                    "a_accuracy": reference.accuracy,
+                    "b_accuracy": record["accuracy"],
+                    "a_macs": reference.macs,
+                    "b_macs": record["macs"],
+                }
+            )
+        entry = SearchedSubnet(
+            name=budget.name,
+            arch=arch,
+            budget={
                 **budget.to_dict(),
                 "metric": budget.metric,
                 "value": value,
@@ -222,53 +232,42 @@ class SearchRun:
                 **({"near_budget_pct": self.near_budget_band()} if budget.latency_of is not None else {}),
                 "unit": "MACs" if budget.metric == "macs" else "ms (predicted by the latency model)",
             },
-            "macs": record["macs"],
-            "params": record["params"],
-            "predicted_accuracy": float(predictor.predict(self.encoder.features(genes[None]))[0]),
-            "accuracy": record["accuracy"],
-            "latency_ms": measurement["median_ms"],
-            "latency_measurement": measurement,
-            "predicted_latency_ms": float(latency(genes[None])[0]),
-            "evolution": {
+            macs=record["macs"],
+            params=record["params"],
+            predicted_accuracy=float(predictor.predict(self.encoder.features(genes[None]))[0]),
+            accuracy=record["accuracy"],
+            latency_ms=measurement["median_ms"],
+            latency_measurement=measurement,
+            predicted_latency_ms=float(latency(genes[None])[0]),
+            evolution={
                 **result.summary(),
                 "seconds": seconds,
                 "seed": [self.config.seed, 2, index],
                 "config_fingerprint": self.config.fingerprint("evolution"),
             },
-            "provenance": self.provenance,
-            "supernet": self.supernet_name,
-            "supernet_fingerprint": self.supernet_id,
-            "config": self.config_name,
-            "evaluation": self.data.description,
-            "calibration_batches": self.data.calibration_batches,
-        }
-        if family_note:
-            entry["family"] = family_note
-        if table12 is not None:
-            reference = named[budget.latency_of]
-            table12.update(
-                {
-                    "a_accuracy": reference["accuracy"],
-                    "b_accuracy": record["accuracy"],
-                    "a_macs": reference["macs"],
-                    "b_macs": record["macs"],
-                }
-            )
-            entry["table12"] = table12
+            provenance=self.provenance,
+            supernet=self.supernet_name,
+            supernet_fingerprint=self.supernet_id,
+            config=self.config_name,
+            evaluation=self.data.description,
+            calibration_batches=self.data.calibration_batches,
+            family=family_note or None,
+            table12=table12,
+        )
         logger.info(
             "%s: %.2f M MACs, %.2f ms, top-1 %.2f %% (predicted %.2f %%)",
             budget.name,
-            entry["macs"] / 1e6,
-            entry["latency_ms"],
-            entry["accuracy"],
-            entry["predicted_accuracy"],
+            entry.macs / 1e6,
+            entry.latency_ms,
+            entry.accuracy,
+            entry.predicted_accuracy,
         )
         return entry
 
     # ---------------------------------------------------------------------------------------------------------------
-    def run(self, names: list[str] | None = None) -> dict[str, Any]:
+    def run(self, names: list[str] | None = None) -> dict[str, SearchedSubnet]:
         """Run (or resume) the whole search; `names` restricts the budgets searched (plus their dependencies).
-        Returns the `named.json` content."""
+        Returns the `named.json` entries, by budget name."""
         budgets = self.check_budgets(names)
         self.data  # noqa: B018 - loads and checks the data: every input is checked before anything is written
         self._write_run_file()
@@ -276,22 +275,19 @@ class SearchRun:
         predictor = fit_search_predictor(self.encoder, candidates, self.config, self.results)
         latency_model = self.latency_session.fit_latency_model()
         latency = LatencyEfficiency(self.model_config, self.encoder, latency_model)
-        named = self.results.read_json("named.json", {}, kind=dict)
-        for name, entry in named.items():
-            self.results.check_record("named.json", entry, NAMED_FIELDS, where=f"{name}: ")
-            self.results.checked_arch("named.json", entry["arch"], self.model_config)
+        named = read_named(self.results, self.model_config)
         order = [b.name for b in self.config.budgets]
         for budget in budgets:
             previous = named.get(budget.name)
             if (
                 previous is not None
-                and previous["budget"].get("metric") == budget.metric
-                and previous["budget"].get("value") == self.budgets.value(budget, named, latency)[0]
-                and previous["evolution"].get("config_fingerprint") == self.config.fingerprint("evolution")
+                and previous.budget.get("metric") == budget.metric
+                and previous.budget.get("value") == self.budgets.value(budget, named, latency)[0]
+                and previous.evolution.get("config_fingerprint") == self.config.fingerprint("evolution")
             ):
                 continue  # done with the same budget and evolution settings
             named[budget.name] = self.search_budget(budget, order.index(budget.name), predictor, latency, named)
-            self.results.write_json("named.json", named)
+            write_named(self.results, named)
         self.latency_session.release()  # the prepared subnets (onnxruntime sessions): not needed after the budgets
         write_pareto(self.results, self.encoder, candidates, named, latency, title=self.provenance)
         run = dict(self._run_record)

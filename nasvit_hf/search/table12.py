@@ -24,6 +24,7 @@ from .encoding import ArchEncoder
 from .evolution import EvolutionResult
 from .latency import LatencyEfficiency, measure_timed
 from .latency_session import LatencySession
+from .named import SearchedSubnet
 from .runtimes import LatencyBackend, Timed, machine_description, quartiles
 
 __all__ = ["PairedLatency", "choose_b_model", "compare_latency", "machine_description"]
@@ -116,7 +117,7 @@ def choose_b_model(
     encoder: ArchEncoder,
     budget: BudgetSpec,
     result: EvolutionResult,
-    reference: dict[str, Any],
+    reference: SearchedSubnet,
     latency: LatencyEfficiency,
     value: float,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -128,15 +129,15 @@ def choose_b_model(
     record); `session` is the search's `LatencySession` (latency model fitted), `value` the budget in predicted ms."""
     settings = session.config.latency
     a_name, b_name = budget.latency_of.upper(), budget.name.upper()
-    reference_genes = encoder.encode(reference["arch"])
-    reference_timed = session.prepared(reference["arch"], keep=True)
+    reference_genes = encoder.encode(reference.arch)
+    reference_timed = session.prepared(reference.arch, keep=True)
     band = session.near_budget_band()
     timing = {"rounds": settings.table12_rounds, "warmup": settings.warmup, "repeats": settings.repeats}
     checked: list[dict[str, Any]] = []
     for genes, score in zip(result.final_population, result.final_scores):
         if len(checked) >= settings.table12_candidates:
             break
-        if np.array_equal(genes, reference_genes) or score < reference["predicted_accuracy"]:
+        if np.array_equal(genes, reference_genes) or score < reference.predicted_accuracy:
             break  # A itself, or predicted less accurate than A: no B worth its name from here on
         arch = encoder.decode(genes)
         predicted_ms = float(latency(genes[None])[0])
