@@ -31,6 +31,7 @@ from typing import ClassVar
 from nasvit_hf.config_system import ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.deploy import (
     QUANTIZATIONS,
+    ExportOptions,
     export_onnx,
     export_program,
     load_quantization_data,
@@ -123,30 +124,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise ValueError(f"--quantize must be one of {list(QUANTIZATIONS)}, got {args.quantize!r}.")
         if args.model_card and os.path.exists(args.model_card):
             raise ValueError(f"--model_card {args.model_card!r} exists; name a new file (nothing is overwritten).")
-        options = {
-            "dynamic_batch": args.dynamic_batch,
-            "verify": not args.no_verify,
-            "batch_size": args.batch_size,
-            "image_size": None if args.image_size is None else _image_size(args.image_size),
-        }
+        options = ExportOptions(
+            dynamic_batch=args.dynamic_batch,
+            verify=not args.no_verify,
+            batch_size=args.batch_size,
+            atol=args.atol,
+            image_size=None if args.image_size is None else _image_size(args.image_size),
+        )
         model = load_subnet_for_export(args.model)
         calibration = None
         if args.quantize is not None:
-            calibration = _calibration_data(args, model, options["image_size"])
-        reports = [
-            export_onnx(
-                model,
-                args.output,
-                opset=args.opset,
-                atol=args.atol,
-                graph=args.graph,
-                quantize=args.quantize,
-                calibration=calibration,
-                **options,
-            )
-        ]
+            calibration = _calibration_data(args, model, options.image_size)
+        onnx_report = export_onnx(
+            model,
+            args.output,
+            args.opset,
+            options=options,
+            graph=args.graph,
+            quantize=args.quantize,
+            calibration=calibration,
+        )
+        reports = [onnx_report]
         if args.program:
-            reports.append(export_program(model, args.program, atol=args.atol, **options))
+            reports.append(export_program(model, args.program, options=options))
     if args.model_card:
         with exit_on_user_error():
             _write_model_card(args, reports[0])

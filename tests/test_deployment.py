@@ -15,6 +15,7 @@ from PIL import Image
 
 import nasvit_hf
 from nasvit_hf.deploy import (
+    ExportOptions,
     NASViTOnnxGraph,
     OnnxRunner,
     ProgramRunner,
@@ -254,6 +255,22 @@ def test_windowed_attention_and_bare_model_exports(tmp_path):
         expected = body(random_pixels(2, 64, 7))
     np.testing.assert_allclose(outputs["last_hidden_state"], expected.last_hidden_state.numpy(), atol=ATOL, rtol=0)
     np.testing.assert_allclose(outputs["pooler_output"], expected.pooler_output.numpy(), atol=ATOL, rtol=0)
+
+
+def test_both_exporters_take_one_export_options_or_its_fields_as_keywords(tiny_export, tmp_path):
+    """`ExportOptions` is the one place the exporters' shared settings are declared: an instance, its fields as
+    keywords (which override it), and an unknown keyword is a TypeError listing the options."""
+    options = ExportOptions(batch_size=2, verify_batch_sizes=[2], seed=3)
+    onnx_report = export_onnx(tiny_export["model"], tmp_path / "o.onnx", options=options, atol=1e-3)
+    program_report = export_program(
+        tiny_export["model"], tmp_path / "o.pt2", options=options, batch_size=3, verify_batch_sizes=[3]
+    )
+    assert onnx_report.batch_size == 2 and list(onnx_report.max_abs_diff) == [2] and onnx_report.atol == 1e-3
+    assert program_report.batch_size == 3 and list(program_report.max_abs_diff) == [3]
+    for export in (export_onnx, export_program):
+        with pytest.raises(TypeError, match="dynamic_batches.*ExportOptions.*dynamic_batch"):
+            export(tiny_export["model"], tmp_path / "x", dynamic_batches=True)
+    assert not (tmp_path / "x").exists()
 
 
 def test_fixed_batch_onnx_export_uses_requested_opset_and_batch(tiny_export, tmp_path):

@@ -11,6 +11,7 @@ resolution only. `recipes/deploy.py` wraps both exporters.
 """
 
 from .common import (
+    ExportOptions,
     ExportReport,
     NASViTExportWrapper,
     check_exported_pixel_values,
@@ -26,6 +27,7 @@ from .quantize import QUANTIZATIONS, QuantizationData, load_quantization_data, q
 __all__ = [
     "GRAPHS",
     "MIN_ONNX_OPSET",
+    "ExportOptions",
     "ExportReport",
     "NASViTExportWrapper",
     "NASViTOnnxGraph",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from ..models.search_space_nasvit import arch_fields, field_choices
 
 __all__ = [
     "DEFAULT_ATOL",
+    "ExportOptions",
     "ExportReport",
     "NASViTExportWrapper",
     "check_exported_pixel_values",
@@ -39,6 +41,45 @@ __all__ = [
 DEFAULT_ATOL = 1e-4
 # The largest batch a dynamic-batch graph accepts (a bound torch.export needs; far above any CPU batch).
 MAX_DYNAMIC_BATCH = 65536
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What both exporters (`export_onnx`, `export_program`) take besides the model and the file; pass one as
+    `options=`, or its fields as keywords (which override `options`' values).
+
+    Args:
+        dynamic_batch: make the batch dimension symbolic (`batch`); otherwise it is fixed to `batch_size`. Height
+            and width are fixed: `image_size`.
+        verify: run the written file on seeded random inputs (batch sizes 1 and 4 when `dynamic_batch`, else
+            `batch_size`, or `verify_batch_sizes`) and require |exported − eager| <= atol + rtol·|eager|.
+        seed: the seed of the example and verification inputs.
+        image_size: the input's side, or (height, width). Classification subnets export at their resolution
+            (`config.arch["resolution"]`, the default; they resize any input to it themselves); segmentation models
+            and backbones keep their input's size, so any size works (e.g. 512, or (512, 1024) for Cityscapes-style
+            inputs), and the metadata records a `NASViTSegmentationImageProcessor` resizing to it.
+    """
+
+    dynamic_batch: bool = False
+    verify: bool = True
+    batch_size: int = 1
+    atol: float = DEFAULT_ATOL
+    rtol: float = 1e-4
+    verify_batch_sizes: list[int] | None = None
+    seed: int = 0
+    image_size: int | tuple[int, int] | None = None
+
+    @classmethod
+    def resolve(cls, options: ExportOptions | None, settings: dict[str, Any]) -> ExportOptions:
+        """`options` (default: the defaults) with `settings` (keyword arguments of an exporter) applied; an unknown
+        keyword is a TypeError naming the options."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise TypeError(f"unexpected export option(s) {unknown}; the options (ExportOptions) are {names}.")
+        if options is not None and not isinstance(options, cls):
+            raise TypeError(f"options must be an ExportOptions, got {type(options).__name__}.")
+        return dataclasses.replace(options if options is not None else cls(), **settings)
 
 
 @dataclass(frozen=True)
@@ -352,19 +393,15 @@ class PreparedExport:
         return deployment_metadata(self.model, self.output_names, self.dynamic_batch, self.batch_size, self.image_size)
 
     def verify(
-        self,
-        run: Callable[[torch.Tensor], list[np.ndarray]],
-        what: str,
-        atol: float,
-        rtol: float,
-        batch_sizes: list[int] | None = None,
+        self, run: Callable[[torch.Tensor], list[np.ndarray]], what: str, options: ExportOptions
     ) -> dict[int, float]:
         """Run `run` (the exported file's runtime) and the plain modules in eager PyTorch (`modules_only`: no fast
         path) on seeded inputs of each batch size (default: 1 and 4 for a dynamic batch, else the fixed batch) and
         require |exported − eager| <= atol + rtol·|eager|. Returns the largest difference per batch size; raises
         RuntimeError (nothing is written then)."""
+        atol, rtol = options.atol, options.rtol
         diffs: dict[int, float] = {}
-        for size in batch_sizes or ([1, 4] if self.dynamic_batch else [self.batch_size]):
+        for size in options.verify_batch_sizes or ([1, 4] if self.dynamic_batch else [self.batch_size]):
             inputs = example_pixel_values(self.model.config, size, self.seed + size, self.image_size)
             with torch.no_grad(), modules_only(self.model):
                 expected = self.wrapper(inputs)
@@ -403,14 +440,16 @@ class PreparedExport:
 
 @contextlib.contextmanager
 def prepare_export(
-    model_or_path: NASViTPreTrainedModel | str | os.PathLike,
-    dynamic_batch: bool,
-    batch_size: int,
-    seed: int,
-    image_size: int | tuple[int, int] | None = None,
+    model_or_path: NASViTPreTrainedModel | str | os.PathLike, options: ExportOptions
 ) -> Iterator[PreparedExport]:
-    """Load and check the subnet (`load_subnet_for_export`) and make it ready to trace at `image_size`
+    """Load and check the subnet (`load_subnet_for_export`) and make it ready to trace at `options.image_size`
     (`export_image_size`); the model's mode is restored afterwards."""
+    dynamic_batch, batch_size, seed, image_size = (
+        options.dynamic_batch,
+        options.batch_size,
+        options.seed,
+        options.image_size,
+    )
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     model = load_subnet_for_export(model_or_path)

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ import torch
 from ..models.modeling_nasvit import NASViTForImageClassification, NASViTPreTrainedModel
 from ..utils.extras import require_extra
 from ..utils.io import atomic_file
-from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
+from .common import ExportOptions, ExportReport, check_exported_pixel_values, prepare_export
 from .graph import onnx_graph_for
 from .quantize import QUANTIZATIONS, QuantizationData, compare_top1, quantize_onnx
 
@@ -40,31 +41,20 @@ def export_onnx(
     model_or_path: NASViTPreTrainedModel | str | os.PathLike,
     output: str | os.PathLike,
     opset: int | None = None,
-    dynamic_batch: bool = False,
-    verify: bool = True,
-    batch_size: int = 1,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = 1e-4,
-    verify_batch_sizes: list[int] | None = None,
-    seed: int = 0,
-    image_size: int | tuple[int, int] | None = None,
     *,
+    options: ExportOptions | None = None,
     graph: str = "onnxruntime",
     quantize: str | None = None,
     calibration: QuantizationData | None = None,
+    **settings: Any,
 ) -> ExportReport:
     """Export an extracted subnet (an instance, or a `save_pretrained` folder / Hub id) to the ONNX file `output`.
 
     Args:
         opset: the ai.onnx opset (>= 18); default: the exporter's recommended one.
-        dynamic_batch: make the batch dimension symbolic (`batch`); otherwise it is fixed to `batch_size`. Height
-            and width are fixed: `image_size`.
-        verify: run the file with onnxruntime on seeded random inputs (batch sizes 1 and 4 when `dynamic_batch`,
-            else `batch_size`, or `verify_batch_sizes`) and require |onnxruntime − eager| <= atol + rtol·|eager|.
-        image_size: the input's side, or (height, width). Classification subnets export at their resolution
-            (`config.arch["resolution"]`, the default; they resize any input to it themselves); segmentation models
-            and backbones keep their input's size, so any size works (e.g. 512, or (512, 1024) for Cityscapes-style
-            inputs), and the metadata records a `NASViTSegmentationImageProcessor` resizing to it.
+        options, **settings: the settings both exporters share (`ExportOptions`: dynamic_batch, verify, batch_size,
+            atol, rtol, verify_batch_sizes, seed, image_size), as one instance and/or its fields as keywords, e.g.
+            `export_onnx(model, "model.onnx", dynamic_batch=True)`; verification runs the file with onnxruntime.
         graph: "onnxruntime" (default): trace `NASViTOnnxGraph`, the subnet's function laid out for onnxruntime's
             CPU provider (NCHW token stages, linear layers as 1×1 Convs, BN / norm affine / layer scales folded;
             `nasvit_hf.deploy.graph`), where it applies (classification subnets and bare `NASViTModel`s with global
@@ -94,7 +84,8 @@ def export_onnx(
         )
     if opset is not None and (not isinstance(opset, int) or opset < MIN_ONNX_OPSET):
         raise ValueError(f"opset must be an int >= {MIN_ONNX_OPSET} (the dynamo exporter's minimum), got {opset!r}.")
-    with prepare_export(model_or_path, dynamic_batch, batch_size, seed, image_size) as prepared:
+    options = ExportOptions.resolve(options, settings)
+    with prepare_export(model_or_path, options) as prepared:
         if quantize and not isinstance(prepared.model, NASViTForImageClassification):
             raise ValueError(
                 f"quantize={quantize!r} is for image classifiers (the top-1 check needs logits), not "
@@ -119,7 +110,7 @@ def export_onnx(
         program.model.producer_name = "nasvit_hf"
         program.model.doc_string = (
             f"NASViT {type(prepared.model).__name__} subnet; input pixel_values "
-            f"({'batch' if dynamic_batch else batch_size}, {config.num_channels}, {prepared.image_size[0]}, "
+            f"({'batch' if options.dynamic_batch else options.batch_size}, {config.num_channels}, {prepared.image_size[0]}, "
             f"{prepared.image_size[1]}) preprocessed as the nasvit.preprocessor metadata says."
         )
         for key, value in prepared.metadata().items():
@@ -133,11 +124,9 @@ def export_onnx(
                 entry.version for entry in onnx.load(fp32, load_external_data=False).opset_import if entry.domain == ""
             )
             diffs: dict[int, float] = {}
-            if verify:
+            if options.verify:
                 runner = OnnxRunner(fp32)
-                diffs = prepared.verify(
-                    lambda inputs: runner.run(inputs.numpy()), "graph", atol, rtol, verify_batch_sizes
-                )
+                diffs = prepared.verify(lambda inputs: runner.run(inputs.numpy()), "graph", options)
             quantization = None
             if quantize:
                 quantization = quantize_onnx(fp32, temp, calibration.calibration)
@@ -147,7 +136,13 @@ def export_onnx(
                 quantized.metadata_props.add(key="nasvit.quantization", value=json.dumps(quantization))
                 onnx.save(quantized, temp)
         report = prepared.report(
-            "onnx", final, export_seconds, diffs, atol if verify else None, opset=opset_used, graph=graph_used
+            "onnx",
+            final,
+            export_seconds,
+            diffs,
+            options.atol if options.verify else None,
+            opset=opset_used,
+            graph=graph_used,
         )
         if quantization is not None:
             report = dataclasses.replace(report, quantization=quantization, file_size_bytes=os.path.getsize(final))

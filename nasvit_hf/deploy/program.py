@@ -17,12 +17,13 @@ import logging
 import os
 import time
 import zipfile
+from typing import Any
 
 import torch
 
 from ..models.modeling_nasvit import NASViTPreTrainedModel
 from ..utils.io import atomic_file
-from .common import DEFAULT_ATOL, ExportReport, check_exported_pixel_values, prepare_export
+from .common import ExportOptions, ExportReport, check_exported_pixel_values, prepare_export
 
 __all__ = ["METADATA_FILE", "ProgramRunner", "export_program"]
 
@@ -35,23 +36,19 @@ METADATA_FILE = "nasvit.json"
 def export_program(
     model_or_path: NASViTPreTrainedModel | str | os.PathLike,
     output: str | os.PathLike,
-    dynamic_batch: bool = False,
-    verify: bool = True,
-    batch_size: int = 1,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = 1e-4,
-    verify_batch_sizes: list[int] | None = None,
-    seed: int = 0,
-    image_size: int | tuple[int, int] | None = None,
+    *,
+    options: ExportOptions | None = None,
+    **settings: Any,
 ) -> ExportReport:
     """`torch.export` an extracted subnet and save the `ExportedProgram` to `output` (`.pt2`) with `torch.export.save`.
 
-    Arguments and checks as `export_onnx`: the saved file is loaded back and its module compared with PyTorch eager
+    `options` / `**settings` and the checks as `export_onnx` (`ExportOptions`): the saved file is loaded back and its module compared with PyTorch eager
     (batch sizes 1 and 4 when `dynamic_batch`) before it is moved into place. The program returns a tuple of the
     model's output tensors (`(logits,)` for classification); names and preprocessing are in the archive's
     `nasvit.json` (read them with `ProgramRunner`).
     """
-    with prepare_export(model_or_path, dynamic_batch, batch_size, seed, image_size) as prepared:
+    options = ExportOptions.resolve(options, settings)
+    with prepare_export(model_or_path, options) as prepared:
         start = time.perf_counter()
         with torch.no_grad():
             program = torch.export.export(
@@ -61,16 +58,14 @@ def export_program(
         with atomic_file(output, ".pt2") as (final, temp):
             torch.export.save(program, temp, extra_files={METADATA_FILE: json.dumps(prepared.metadata())})
             diffs: dict[int, float] = {}
-            if verify:
+            if options.verify:
                 runner = ProgramRunner(temp, trust_program=True)  # the file written just above
                 diffs = prepared.verify(
-                    lambda inputs: [output.numpy() for output in runner.run(inputs)],
-                    "program",
-                    atol,
-                    rtol,
-                    verify_batch_sizes,
+                    lambda inputs: [output.numpy() for output in runner.run(inputs)], "program", options
                 )
-        report = prepared.report("torch.export", final, export_seconds, diffs, atol if verify else None)
+        report = prepared.report(
+            "torch.export", final, export_seconds, diffs, options.atol if options.verify else None
+        )
     logger.info(report.summary())
     return report
 
