@@ -29,6 +29,7 @@ from .predictor import AccuracyPredictor, PredictorMetrics, fit_search_predictor
 from .results import SearchResults, pareto_front
 from .runner import SearchRun, load_supernet, load_supernet_processor, supernet_fingerprint
 from .runtimes import EagerBackend, LatencyBackend, OnnxRuntimeBackend, RuntimeSpec, make_backend
+from .step import SearchContext, SearchStep
 
 __all__ = [
     "AccuracyPredictor",
@@ -51,9 +52,11 @@ __all__ = [
     "PredictorMetrics",
     "RuntimeSpec",
     "SearchBudgets",
+    "SearchContext",
     "SearchConfig",
     "SearchResults",
     "SearchRun",
+    "SearchStep",
     "SearchedSubnet",
     "SubnetEvaluator",
     "evaluate_subnet",

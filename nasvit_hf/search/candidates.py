@@ -12,37 +12,27 @@ import numpy as np
 
 from ..macs import count_macs, count_parameters
 from ..models.image_processing_nasvit import NASViTImageProcessor
-from ..models.modeling_nasvit import NASViTForImageClassification
-from .config import SearchConfig, resolve_device
+from .config import resolve_device
 from .encoding import ArchEncoder
 from .evaluation import EvaluationData, evaluate_subnet, load_evaluation_data
-from .results import CANDIDATE_FIELDS, SearchResults
+from .results import CANDIDATE_FIELDS
+from .step import SearchContext, SearchStep
 
 __all__ = ["SubnetEvaluator"]
 
 logger = logging.getLogger(__name__)
 
 
-class SubnetEvaluator:
-    """Samples and evaluates subnets of `supernet` for one search (`config`), recording into `results`.
+class SubnetEvaluator(SearchStep):
+    """Samples and evaluates subnets of the context's supernet for one search, recording into its results folder.
 
     `data`: the evaluation data (default: loaded on first use from `config.data`, preprocessed by `processor`, and
     checked to have the supernet's number of classes)."""
 
     def __init__(
-        self,
-        supernet: NASViTForImageClassification,
-        config: SearchConfig,
-        results: SearchResults,
-        encoder: ArchEncoder,
-        data: EvaluationData | None = None,
-        processor: NASViTImageProcessor | None = None,
+        self, context: SearchContext, data: EvaluationData | None = None, processor: NASViTImageProcessor | None = None
     ):
-        self.supernet = supernet
-        self.model_config = supernet.config
-        self.config = config
-        self.results = results
-        self.encoder = encoder
+        super().__init__(context)
         self._data = data
         self.processor = processor if processor is not None else (data.processor if data is not None else None)
 

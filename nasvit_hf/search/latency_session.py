@@ -14,38 +14,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.modeling_nasvit import NASViTForImageClassification
-from .config import SearchConfig
-from .encoding import ArchEncoder
 from .latency import LatencyModel, measure_timed
-from .results import LATENCY_FIELDS, SearchResults
+from .results import LATENCY_FIELDS
 from .runtimes import Clock, LatencyBackend, Timed, make_backend
+from .step import SearchContext, SearchStep
 
 __all__ = ["LatencySession"]
 
 logger = logging.getLogger(__name__)
 
 
-class LatencySession:
-    """Times subnets of `supernet` for one search (`config.latency`) and fits its latency model.
+class LatencySession(SearchStep):
+    """Times subnets of the context's supernet for one search (`config.latency`) and fits its latency model.
 
     `runtime`: the backend latencies are measured on (default: the one `config.latency` names, timed with `clock`,
     default the one `latency.clock` names)."""
 
-    def __init__(
-        self,
-        supernet: NASViTForImageClassification,
-        config: SearchConfig,
-        results: SearchResults,
-        encoder: ArchEncoder,
-        runtime: LatencyBackend | None = None,
-        clock: Clock | None = None,
-    ):
-        self.supernet = supernet
-        self.model_config = supernet.config
-        self.config = config
-        self.results = results
-        self.encoder = encoder
+    def __init__(self, context: SearchContext, runtime: LatencyBackend | None = None, clock: Clock | None = None):
+        super().__init__(context)
         self._runtime = runtime
         self._clock = clock
         self._timed: dict[str, Timed] = {}  # prepared named subnets and B-candidates, reused in one session

@@ -6,6 +6,7 @@ skipped on resume when its output is there.
 `SearchRun` is the orchestrator: each step is its own module and class, which it wires together and records
 (`run.json`):
 
+    step.py             SearchContext / SearchStep: the supernet, config, results folder, encoder every step holds
     budgets.py          SearchBudgets: budgets in MACs / predicted ms, their order, the family's strict MACs rule
     candidates.py       SubnetEvaluator: the sampled subnets and their BN-recalibrated top-1 (step 1)
     predictor.py        fit_search_predictor: the accuracy predictor (step 2)
@@ -44,6 +45,7 @@ from .plot import write_pareto
 from .predictor import AccuracyPredictor, fit_search_predictor
 from .results import CANDIDATE_FIELDS, LATENCY_FIELDS, RESULT_FILES, SearchResults
 from .runtimes import Clock, LatencyBackend
+from .step import SearchContext
 from .table12 import choose_b_model
 
 __all__ = [
@@ -101,8 +103,9 @@ class SearchRun:
         self.encoder = ArchEncoder(self.model_config.search_space)
         self.macs = MacsEfficiency(self.model_config, self.encoder)
         self.budgets = SearchBudgets(config, self.model_config, self.encoder)
-        self.evaluator = SubnetEvaluator(supernet, config, self.results, self.encoder, data, processor)
-        self.latency_session = LatencySession(supernet, config, self.results, self.encoder, runtime, clock)
+        context = SearchContext(supernet, config, self.results, self.encoder)
+        self.evaluator = SubnetEvaluator(context, data, processor)
+        self.latency_session = LatencySession(context, runtime, clock)
         self.smallest_macs = self.budgets.smallest_macs
         self.largest_macs = self.budgets.largest_macs
         self._run_record = self._check_run_file()
