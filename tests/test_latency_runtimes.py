@@ -15,10 +15,10 @@ from nasvit_hf import NASViTForImageClassification, count_macs
 from nasvit_hf.macs import OPERATOR_COUNT_NAMES, operator_counts
 from nasvit_hf.models.search_space_nasvit import sample_arch
 from nasvit_hf.presets import get_search_space
-from nasvit_hf.search import LatencyModel, RuntimeSpec, SearchConfig, SearchRun, measure_latency, runner
+from nasvit_hf.search import LatencyModel, RuntimeSpec, SearchConfig, SearchRun, measure_latency, search_run
+from nasvit_hf.search.b_vs_a import compare_latency
 from nasvit_hf.search.latency import FEATURE_GROUPS, LATENCY_FEATURE_NAMES, latency_features, measure_timed
 from nasvit_hf.search.runtimes import LatencyBackend, Timed, time_repeats
-from nasvit_hf.search.table12 import compare_latency
 from tests.search_fixtures import SEARCH_CONFIG
 
 
@@ -325,13 +325,13 @@ def test_b_model_is_a_when_no_candidate_is_measured_faster(toy_supernet_dir, tmp
     puts candidates within A2's budget, the re-timing against A2 rejects each one, and B2 falls back to A2's arch
     with the reason."""
     phase = {"b": False}
-    original = runner.choose_b_model
+    original = search_run.choose_b_model
 
     def in_b_phase(*args, **kwargs):
         phase["b"] = True  # A2 was prepared (and kept) before: only the candidates pay the hidden cost
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "choose_b_model", in_b_phase)
+    monkeypatch.setattr(search_run, "choose_b_model", in_b_phase)
     named, run = _search(
         toy_supernet_dir, tmp_path, lambda config, arch: _linear_cost(config, arch) + (100.0 if phase["b"] else 0.0)
     )

@@ -325,3 +325,15 @@ def test_resume_refuses_a_different_config(search_dir, toy_supernet_dir, tmp_pat
             config_name="c",
             supernet_id=json.loads((search_dir / "run.json").read_text())["supernet_fingerprint"],
         )
+
+
+@pytest.mark.parametrize("old, new", [("table12", "b_vs_a"), ("runner", "search_run")])
+def test_renamed_search_modules_still_import_from_their_old_path_with_a_future_warning(old, new):
+    import importlib
+    import sys
+
+    sys.modules.pop(f"nasvit_hf.search.{old}", None)
+    with pytest.warns(FutureWarning, match=f"nasvit_hf.search.{old} is renamed nasvit_hf.search.{new}"):
+        module = importlib.import_module(f"nasvit_hf.search.{old}")
+    renamed = importlib.import_module(f"nasvit_hf.search.{new}")
+    assert renamed.__all__ and all(getattr(module, name) is getattr(renamed, name) for name in renamed.__all__)

@@ -176,8 +176,9 @@ def check_image_size(image_size: Any) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-class _SpacePlan:
-    """What the counters need from a search space, precomputed once per space (search calls them ~10^4 times)."""
+class _SpaceLayout:
+    """The stage layout the counters need from a search space (strides, expansion, SE, which stages are transformers),
+    precomputed once per space (search calls them ~10^4 times)."""
 
     def __init__(self, space: dict[str, Any]):
         self.space = space  # held so the id used as cache key stays unique
@@ -188,17 +189,17 @@ class _SpacePlan:
         ]
 
 
-_PLANS: dict[int, _SpacePlan] = {}
+_LAYOUTS: dict[int, _SpaceLayout] = {}
 
 
-def _plan(config: NASViTConfig) -> _SpacePlan:
+def _layout(config: NASViTConfig) -> _SpaceLayout:
     space = config.search_space
-    plan = _PLANS.get(id(space))
-    if plan is None or plan.space is not space:
-        if len(_PLANS) > 64:
-            _PLANS.clear()
-        plan = _PLANS[id(space)] = _SpacePlan(space)
-    return plan
+    layout = _LAYOUTS.get(id(space))
+    if layout is None or layout.space is not space:
+        if len(_LAYOUTS) > 64:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[id(space)] = _SpaceLayout(space)
+    return layout
 
 
 def _stage_ops(
@@ -213,9 +214,9 @@ def _stage_ops(
         arch = config.arch
     elif validate:
         arch = config.validate_arch(arch)
-    plan = _plan(config)
+    layout = _layout(config)
     height, width = check_image_size(image_size) if image_size is not None else (arch["resolution"],) * 2
-    height, width = _out_size(height, plan.stem_stride), _out_size(width, plan.stem_stride)
+    height, width = _out_size(height, layout.stem_stride), _out_size(width, layout.stem_stride)
     per_stage = arch_per_stage(arch)
     override = config.num_windows if num_windows is None else normalize_num_windows(num_windows)
     windows = dict(zip(TRANSFORMER_STAGES, resolve_num_windows(arch, override)))
@@ -227,7 +228,7 @@ def _stage_ops(
         conv_blocks=1,
     )
     result = [("first_conv", stem, (height, width))]
-    for name, has_expansion, se, stride, is_transformer in plan.stages:
+    for name, has_expansion, se, stride, is_transformer in layout.stages:
         values = per_stage[name]
         c_out, depth, kernel, expand = values["width"], values["depth"], values["kernel_size"], values["expand_ratio"]
         ops, height, width = _mbconv_ops(channels, c_out, kernel, expand, has_expansion, se, stride, height, width)

@@ -27,8 +27,8 @@ from .latency_session import LatencySession
 from .named import SearchedSubnet, read_named, write_named
 from .predictor import AccuracyPredictor, PredictorMetrics, fit_search_predictor, rank_metrics
 from .results import SearchResults, pareto_front
-from .runner import SearchRun, load_supernet, load_supernet_processor, supernet_fingerprint
 from .runtimes import EagerBackend, LatencyBackend, OnnxRuntimeBackend, RuntimeSpec, make_backend
+from .search_run import SearchRun, load_supernet, load_supernet_processor, supernet_fingerprint
 from .step import SearchContext, SearchStep
 
 __all__ = [

@@ -144,7 +144,7 @@ class LatencyConfig:
     num_threads: int | None = 1
     num_archs: int = 64  # measured archs for the latency model
     holdout_fraction: float = 0.25  # of them, held out to report the model's error
-    table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.table12.compare_latency)
+    table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.b_vs_a.compare_latency)
     table12_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
 
     CONFIG_SECTION: ClassVar[str] = "latency"
