@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Export named NASViT subnets (A0-A5, B0-B2, the paper's Table 13 archs) of a supernet as standalone Hub
-checkpoints, re-deriving searched archs with one command.
+checkpoints, re-deriving searched archs with one command. ("Export" is this command's name only: in the library,
+saving a subnet for the Hub is `nasvit_hf.hub.save_subnet`, and exporting is writing a graph, `recipes/deploy.py` /
+`nasvit_hf.deploy`.)
 
     python recipes/export.py --supernet outputs/digits_tiny/final --names a0 a1 a2 b0 --output_dir exports \
         [--config recipes/configs/search_tiny.yaml] [--push_to_hub --hub_org my-org]
@@ -31,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
-from nasvit_hf.hub import export_subnet, named_subnet_from_arch, resolve_named_archs
+from nasvit_hf.hub import named_subnet_from_arch, resolve_named_archs, save_subnet
 from nasvit_hf.hub.family import (
     check_family_target,
     check_member_name,
@@ -197,7 +199,7 @@ def export(args, names, supernet, supernet_dir: Path, config: SearchConfig, conf
         folder = Path(args.output_dir) / f"{args.prefix}{entry.name}"
         repo_id = f"{args.hub_org}/{folder.name}" if args.hub_org else None
         exported.append(
-            export_subnet(
+            save_subnet(
                 supernet,
                 entry,
                 folder,

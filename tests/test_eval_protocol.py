@@ -161,7 +161,7 @@ def test_bad_crop_mode_is_named():
 
 def test_search_and_export_evaluate_through_the_supernets_processor(tmp_path):
     from nasvit_hf import NASViTConfig, NASViTForImageClassification
-    from nasvit_hf.hub import export_subnet
+    from nasvit_hf.hub import save_subnet
     from nasvit_hf.hub.subnets import NamedSubnet
     from nasvit_hf.presets import get_search_space
     from nasvit_hf.search import DataConfig, load_evaluation_data, load_supernet_processor
@@ -183,7 +183,7 @@ def test_search_and_export_evaluate_through_the_supernets_processor(tmp_path):
     images = list(data.evaluation.dataset[:16]["image"])
     expected = processor.at_resolution(arch["resolution"])(images, return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(data.evaluation.pixel_values(arch["resolution"]), expected)
-    exported = export_subnet(
+    exported = save_subnet(
         supernet, NamedSubnet("tiny-min", arch, "test"), tmp_path / "export", data, supernet_name="toy",
         latency_kwargs={"warmup": 0, "repeats": 1},
     )  # fmt: skip

@@ -309,3 +309,17 @@ def test_model_card_architecture_table_has_a_column_per_arch_field():
             assert cell == (str(values[stage][arch_field.name]) if stage in arch_field.stages else "-")
     reference = NASViTConfig(search_space=get_search_space("tiny")).smallest_arch()
     assert "MLP expansion ratio" not in _arch_table(reference)
+
+
+def test_the_old_hub_names_still_work_with_a_future_warning(monkeypatch):
+    """`export_subnet` / `ExportedSubnet` are `save_subnet` / `SavedSubnet` now ("export" is writing a graph)."""
+    import nasvit_hf.hub as hub
+    from nasvit_hf.hub import subnets
+
+    with pytest.warns(FutureWarning, match="ExportedSubnet is renamed SavedSubnet"):
+        assert hub.ExportedSubnet is hub.SavedSubnet
+    calls = []
+    monkeypatch.setattr(subnets, "save_subnet", lambda *args, **kwargs: calls.append((args, kwargs)) or "saved")
+    with pytest.warns(FutureWarning, match="export_subnet is renamed save_subnet"):
+        assert hub.export_subnet("supernet", "named", "folder", "data", supernet_name="s") == "saved"
+    assert calls == [(("supernet", "named", "folder", "data"), {"supernet_name": "s"})]

@@ -1,4 +1,5 @@
-"""Export of named subnets as standalone Hub checkpoints.
+"""Saving named subnets as standalone Hub checkpoints (`save_subnet`; writing a graph is `nasvit_hf.deploy`'s
+"export"). `export_subnet` / `ExportedSubnet`, the old names, still work with a FutureWarning.
 
 A name resolves to an arch through the registry (`nasvit_hf.presets.NAMED_ARCHS`): entries with a published arch
 (the paper's Table 13) are used as printed; A0-A5 / B0-B2 carry only the paper's targets, and their arch comes from a
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +32,12 @@ from .push import strip_local_paths
 
 __all__ = [
     "EXPORT_MARKER",
-    "ExportedSubnet",
     "NamedSubnet",
+    "SavedSubnet",
     "check_export_target",
-    "export_subnet",
     "named_subnet_from_arch",
     "resolve_named_archs",
+    "save_subnet",
 ]
 
 EXPORT_MARKER = "nasvit_export.json"  # written into every export folder: only such folders are ever replaced
@@ -55,7 +57,7 @@ class NamedSubnet:
 
 
 @dataclass
-class ExportedSubnet:
+class SavedSubnet:
     name: str
     path: str
     arch: dict[str, Any]
@@ -147,7 +149,7 @@ def check_export_target(output_dir: str | os.PathLike, overwrite: bool) -> None:
 
 
 @torch.no_grad()
-def export_subnet(
+def save_subnet(
     supernet,
     named: NamedSubnet,
     output_dir: str | os.PathLike,
@@ -159,7 +161,7 @@ def export_subnet(
     repo_id: str | None = None,
     overwrite: bool = False,
     recalibrate: bool = True,
-) -> ExportedSubnet:
+) -> SavedSubnet:
     """Extract `named.arch`, recalibrate its BN statistics on `data.calibration`, measure top-1 on
     `data.evaluation` and latency, and write a complete Hub folder at `output_dir` (safetensors weights, config with
     id2label, image processor, code for `trust_remote_code`, README.md model card, nasvit_export.json). An existing
@@ -224,7 +226,7 @@ def export_subnet(
         atomic_write_text(temporary / "README.md", render_model_card(card))
         atomic_write_json(temporary / EXPORT_MARKER, {**asdict(card), "name": named.name, "nasvit_hf_export": 1})
     logger.info("exported %s to %s: %.2f M MACs, top-1 %.2f %%", named.name, target, macs / 1e6, accuracy)
-    return ExportedSubnet(
+    return SavedSubnet(
         named.name,
         str(target),
         arch,
@@ -236,3 +238,21 @@ def export_subnet(
         recalibrate,
         named.table12,
     )
+
+
+def export_subnet(*args, **kwargs) -> SavedSubnet:
+    """Deprecated name of `save_subnet` ("export" is writing a graph: `nasvit_hf.deploy.export_onnx`)."""
+    warnings.warn(
+        "nasvit_hf.hub.export_subnet is renamed save_subnet (export is writing a graph: nasvit_hf.deploy); "
+        "call save_subnet.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return save_subnet(*args, **kwargs)
+
+
+def __getattr__(name: str):
+    if name == "ExportedSubnet":
+        warnings.warn("ExportedSubnet is renamed SavedSubnet; import SavedSubnet.", FutureWarning, stacklevel=2)
+        return SavedSubnet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
