@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils._python_dispatch
 
-from .configuration_nasvit import make_divisible
+from .search_space_nasvit import centre_crop_kernel, make_divisible
 
 __all__ = [
     "NASViTInferencePlan",
@@ -127,14 +127,6 @@ def _same_bits(snapshot, source: torch.Tensor) -> bool:
     return source.device == data.device and torch.equal(
         source.view(-1).view(torch.uint8), data.view(-1).view(torch.uint8)
     )
-
-
-def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    full = weight.shape[-1]
-    if kernel_size == full:
-        return weight
-    start = (full - kernel_size) // 2
-    return weight[:, :, start : start + kernel_size, start : start + kernel_size]
 
 
 def _batchnorm_scale_shift(norm, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,7 +286,7 @@ class NASViTInferencePlan:
             groups = 1
             if weight.shape[:2] != (out_channels, in_channels):
                 weight = weight[:out_channels, :in_channels]
-        weight = _centre_crop(weight, kernel_size)
+        weight = centre_crop_kernel(weight, kernel_size)
         scale, shift = _batchnorm_scale_shift(module.norm, out_channels)
         if conv.bias is not None:
             shift = torch.addcmul(shift, conv.bias[:out_channels], scale)

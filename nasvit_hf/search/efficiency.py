@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..macs import count_macs, stage_macs
-from ..models.configuration_nasvit import TRANSFORMER_STAGES, NASViTConfig
+from ..models.configuration_nasvit import NASViTConfig
+from ..models.search_space_nasvit import TRANSFORMER_STAGES
 from .encoding import ArchEncoder
 
 __all__ = ["LATENCY_FEATURE_NAMES", "CachedEfficiency", "MacsEfficiency", "latency_features"]
