@@ -60,6 +60,7 @@ from nasvit_hf.utils.extras import require_extra
 PAPER_BUDGETS_MILLIONS = {"a0": 208, "a1": 309, "a2": 421, "a3": 528, "a4": 591, "a5": 757}
 BACKENDS = ["eager", "onnxruntime", "onnxruntime-int8", "onnxruntime-modules", "compile"]
 IMAGENET_CLASSES = 1000
+ARENA_MAX_BATCH = 8  # larger batches run without onnxruntime's memory arena (session()); a call takes >= 100 ms there
 
 # The peers: transformers classes and configs, MACs as counted by torch's FlopCounterMode (1000 classes; published
 # counts in brackets), published ImageNet top-1 with its source.
@@ -255,11 +256,14 @@ def build_peer(name: str, args: argparse.Namespace, workdir: str, eager: bool) -
     return entry
 
 
-def session(path: str, threads: int | None):
-    """A plain onnxruntime session with `threads` intra-op threads (OnnxRunner's settings)."""
+def session(path: str, threads: int | None, arena: bool = True):
+    """A plain onnxruntime session with `threads` intra-op threads (OnnxRunner's settings); `arena=False` returns
+    its memory after every call instead of keeping the largest call's (for batch-32 blocks: two dozen sessions'
+    arenas at batch 32 held 15 GB, and the OOM killer stopped a run)."""
     _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
 
     options = onnxruntime.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -274,10 +278,7 @@ def callables(entries: list[Entry], threads: int, batch: int, args) -> dict[tupl
         pixels = torch.randn(batch, 3, entry.resolution, entry.resolution, generator=torch.Generator().manual_seed(1))
         feed = {"pixel_values": pixels.numpy()}
         for backend, path in entry.files.items():
-            sess = entry.info.setdefault("_sessions", {}).get((backend, threads))
-            if sess is None:
-                sess = session(path, threads)
-                entry.info["_sessions"][(backend, threads)] = sess
+            sess = session(path, threads, arena=batch <= ARENA_MAX_BATCH)
             calls[(entry.name, backend)] = lambda s=sess, f=feed: s.run(None, f)
         if entry.eager is not None and batch <= args.eager_max_batch:
             calls[(entry.name, "eager")] = lambda m=entry.eager, x=pixels: m(x).logits
@@ -339,6 +340,8 @@ def run(entries: list[Entry], args) -> dict[str, dict[str, Any]]:
             repeats = args.repeats if batch <= 8 else args.repeats_large
             load_before = os.getloadavg()[0]
             timed = time_round_robin(calls, repeats)
+            count = len(calls)
+            del calls  # this block's sessions
             timings: dict[str, dict[str, Any]] = {}
             for (name, backend), value in timed.items():
                 timings.setdefault(name, {})[backend] = value
@@ -350,9 +353,7 @@ def run(entries: list[Entry], args) -> dict[str, dict[str, Any]]:
                 "load_average": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
                 "timings": timings,
             }
-            print(f"  {threads} thread(s), batch {batch}: {len(calls)} calls x {repeats} rounds", flush=True)
-        for entry in entries:  # free this thread count's sessions
-            entry.info.pop("_sessions", None)
+            print(f"  {threads} thread(s), batch {batch}: {count} calls x {repeats} rounds", flush=True)
     return results
 
 

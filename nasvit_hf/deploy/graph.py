@@ -32,7 +32,7 @@ from torch import nn
 
 from ..models.inference_nasvit import fold_batchnorm, talking_heads_pre_bias
 from ..models.modeling_nasvit import NASViTForImageClassification, NASViTModel, NASViTPreTrainedModel
-from ..models.search_space_nasvit import make_divisible
+from ..models.search_space_nasvit import centre_crop_kernel, make_divisible
 
 __all__ = ["NASViTOnnxGraph", "onnx_graph_for"]
 
@@ -58,11 +58,6 @@ class _WindowedAttention(ValueError):
     pass
 
 
-def _centre_crop(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    start = (weight.shape[-1] - kernel_size) // 2
-    return weight[:, :, start : start + kernel_size, start : start + kernel_size]
-
-
 class _GraphConv(nn.Module):
     """A convolution with its weight and bias as buffers (the exporter writes them as initializers), an optional
     swish, and an optional residual added to its output (onnxruntime fuses that Add into its NCHWc Conv)."""
@@ -82,7 +77,7 @@ class _GraphConv(nn.Module):
         else:
             weight, groups = conv.weight[:out_channels, :in_channels], 1
         bias = conv.bias[:out_channels] if conv.bias is not None else None
-        weight, bias = fold_batchnorm(_centre_crop(weight, kernel_size), bias, module.norm, out_channels)
+        weight, bias = fold_batchnorm(centre_crop_kernel(weight, kernel_size), bias, module.norm, out_channels)
         return cls(weight, bias, conv.stride, kernel_size // 2, groups, module.activation)
 
     @classmethod
