@@ -60,6 +60,7 @@ from nasvit_hf.utils.extras import require_extra
 PAPER_BUDGETS_MILLIONS = {"a0": 208, "a1": 309, "a2": 421, "a3": 528, "a4": 591, "a5": 757}
 BACKENDS = ["eager", "onnxruntime", "onnxruntime-int8", "onnxruntime-modules", "compile"]
 IMAGENET_CLASSES = 1000
+ARENA_MAX_BATCH = 8  # larger batches run without onnxruntime's memory arena (session()); a call takes >= 100 ms there
 
 # The peers: transformers classes and configs, MACs as counted by torch's FlopCounterMode (1000 classes; published
 # counts in brackets), published ImageNet top-1 with its source.
@@ -255,11 +256,14 @@ def build_peer(name: str, args: argparse.Namespace, workdir: str, eager: bool) -
     return entry
 
 
-def session(path: str, threads: int | None):
-    """A plain onnxruntime session with `threads` intra-op threads (OnnxRunner's settings)."""
+def session(path: str, threads: int | None, arena: bool = True):
+    """A plain onnxruntime session with `threads` intra-op threads (OnnxRunner's settings); `arena=False` returns
+    its memory after every call instead of keeping the largest call's (for batch-32 blocks: two dozen sessions'
+    arenas at batch 32 held 15 GB, and the OOM killer stopped a run)."""
     _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
 
     options = onnxruntime.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -274,10 +278,7 @@ def callables(entries: list[Entry], threads: int, batch: int, args) -> dict[tupl
         pixels = torch.randn(batch, 3, entry.resolution, entry.resolution, generator=torch.Generator().manual_seed(1))
         feed = {"pixel_values": pixels.numpy()}
         for backend, path in entry.files.items():
-            sess = entry.info.setdefault("_sessions", {}).get((backend, threads))
-            if sess is None:
-                sess = session(path, threads)
-                entry.info["_sessions"][(backend, threads)] = sess
+            sess = session(path, threads, arena=batch <= ARENA_MAX_BATCH)
             calls[(entry.name, backend)] = lambda s=sess, f=feed: s.run(None, f)
         if entry.eager is not None and batch <= args.eager_max_batch:
             calls[(entry.name, "eager")] = lambda m=entry.eager, x=pixels: m(x).logits
@@ -286,10 +287,30 @@ def callables(entries: list[Entry], threads: int, batch: int, args) -> dict[tupl
     return calls
 
 
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal floats to zero (its MXCSR FTZ/DAZ bits, which eager PyTorch and
+    onnxruntime's calling thread both compute under)."""
+    return float(torch.tensor([1e-39], dtype=torch.float32).mul(1.0001).item()) == 0.0
+
+
+def flush_denormals() -> None:
+    """Flush denormals to zero on this thread, and check it took. Random-init weights of several peers (EfficientNet,
+    MobileViT) shrink their activations into denormals, which x86 computes 10-40x slower (EfficientNet-B0: 360-470 ms
+    instead of 14 ms at batch 1); trained weights do not. onnxruntime clears the calling thread's flags when it
+    creates a session without `session.set_denormal_as_zero` (export_onnx's check and the int8 calibration do), so
+    this runs right before timing, not once at start-up."""
+    torch.set_flush_denormal(True)
+    if not denormals_flushed():
+        raise RuntimeError(
+            "this CPU cannot flush denormals to zero (torch.set_flush_denormal); timings would be unfair"
+        )
+
+
 def time_round_robin(calls: dict, repeats: int) -> dict[tuple[str, str], dict[str, float]]:
     """Median wall and thread-CPU milliseconds of each call: one warm-up each, then `repeats` rounds in which every
     call runs once, in an order rotated every round."""
     keys = list(calls)
+    flush_denormals()  # after every session of this block is built: creating one can clear the flags
     wall: dict[tuple[str, str], list[float]] = {key: [] for key in keys}
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in keys}
     with torch.inference_mode():
@@ -302,6 +323,8 @@ def time_round_robin(calls: dict, repeats: int) -> dict[tuple[str, str], dict[st
                 calls[key]()
                 wall[key].append(time.perf_counter() - start)
                 cpu[key].append(time.thread_time() - start_cpu)
+    if not denormals_flushed():
+        raise RuntimeError("denormals stopped being flushed to zero while timing; the timings are not comparable")
     return {
         key: {"ms": 1000 * statistics.median(wall[key]), "cpu_ms": 1000 * statistics.median(cpu[key])} for key in keys
     }
@@ -317,6 +340,8 @@ def run(entries: list[Entry], args) -> dict[str, dict[str, Any]]:
             repeats = args.repeats if batch <= 8 else args.repeats_large
             load_before = os.getloadavg()[0]
             timed = time_round_robin(calls, repeats)
+            count = len(calls)
+            del calls  # this block's sessions
             timings: dict[str, dict[str, Any]] = {}
             for (name, backend), value in timed.items():
                 timings.setdefault(name, {})[backend] = value
@@ -328,9 +353,7 @@ def run(entries: list[Entry], args) -> dict[str, dict[str, Any]]:
                 "load_average": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
                 "timings": timings,
             }
-            print(f"  {threads} thread(s), batch {batch}: {len(calls)} calls x {repeats} rounds", flush=True)
-        for entry in entries:  # free this thread count's sessions
-            entry.info.pop("_sessions", None)
+            print(f"  {threads} thread(s), batch {batch}: {count} calls x {repeats} rounds", flush=True)
     return results
 
 
@@ -350,7 +373,9 @@ def profile(entries: list[Entry], wanted: list[str], runs: int = 20) -> str:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads, options.enable_profiling = 1, 1, True
         options.profile_file_prefix = os.path.join(os.path.dirname(entry.files[backend]), f"profile-{key}")
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         sess = onnxruntime.InferenceSession(entry.files[backend], options, providers=["CPUExecutionProvider"])
+        flush_denormals()
         pixels = np.random.default_rng(0).standard_normal((1, 3, entry.resolution, entry.resolution), np.float32)
         for _ in range(runs):
             sess.run(None, {"pixel_values": pixels})
@@ -596,10 +621,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _clock[0] = CLOCK[args.clock]
     if args.tables_from:
         return render(args)
-    # Denormal floats are flushed to zero in every backend (this thread's MXCSR: eager PyTorch and onnxruntime's
-    # one-thread sessions; the session option: its pool threads). Random-init weights of several peers (EfficientNet,
-    # MobileViT) shrink their activations into denormals, which x86 computes 10-40x slower; trained weights do not.
-    torch.set_flush_denormal(True)
+    # Denormal floats are flushed to zero in every backend (this thread's MXCSR, set again right before timing:
+    # eager PyTorch and onnxruntime's calling thread; the session option: its pool threads). See flush_denormals().
+    flush_denormals()
     start = time.perf_counter()
     _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
 

@@ -538,3 +538,27 @@ def test_cli_int8_export_writes_top1_into_metadata_and_model_card(tiny_export, t
     with pytest.raises(SystemExit):  # an existing card is never overwritten, and nothing is exported then
         cli.main([*args[:3], str(tmp_path / "again.onnx"), *args[4:], "--model_card", str(card)])
     assert not os.path.exists(tmp_path / "again.onnx")
+
+
+def test_benchmark_times_with_denormals_flushed_even_after_a_default_onnxruntime_session(tmp_path):
+    """Random-init peers decay into denormals (EfficientNet-B0 ran 20x slow); creating an onnxruntime session without
+    `session.set_denormal_as_zero` clears the calling thread's flags, so the benchmark must set them right before
+    timing. The timed call sees flushing on whatever the state was before."""
+    import onnxruntime
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        import bench_deployment
+    finally:
+        sys.path.remove(str(REPO_ROOT / "benchmarks"))
+    path = str(tmp_path / "conv.onnx")
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.randn(1, 3, 8, 8),), path, dynamo=True, verbose=False)
+    seen = []
+    try:
+        torch.set_flush_denormal(False)
+        onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        assert not bench_deployment.denormals_flushed()
+        bench_deployment.time_round_robin({("m", "b"): lambda: seen.append(bench_deployment.denormals_flushed())}, 2)
+    finally:
+        torch.set_flush_denormal(False)
+    assert seen == [True, True, True]
