@@ -53,7 +53,7 @@ import torch
 import nasvit_hf
 from nasvit_hf.deploy import export_onnx, quantize_onnx
 from nasvit_hf.deploy.common import MAX_DYNAMIC_BATCH
-from nasvit_hf.models.configuration_nasvit import sample_arch
+from nasvit_hf.models.search_space_nasvit import sample_arch
 from nasvit_hf.presets import NAMED_ARCHS, get_named_arch
 from nasvit_hf.utils.extras import require_extra
 

@@ -49,7 +49,7 @@ import torch
 
 import nasvit_hf
 from nasvit_hf.macs import stage_macs
-from nasvit_hf.models.configuration_nasvit import TRANSFORMER_STAGES, sample_arch
+from nasvit_hf.models.search_space_nasvit import TRANSFORMER_STAGES, sample_arch
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.search import LatencyModel, RuntimeSpec, make_backend
 from nasvit_hf.search.latency import (

@@ -25,13 +25,16 @@ A recipe's settings are dataclasses that inherit `ConfigMixin`:
   not. `--help` shows each declared range.
 
 The dataclasses are the one place that documents every key: the comment on a field's line is its help text and a
-`# ---- title` comment line starts a section of `--help`.
+`# ---- title` comment line starts a section of `--help`. A config may inherit keys from a base config (the training
+recipes share `nasvit_hf.training.config.TrainingRunConfig`): they keep their help and section, and
+`recipe_defaults` gives the derived config its own defaults without declaring a key twice.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import dataclasses
 import difflib
 import inspect
@@ -75,6 +78,7 @@ __all__ = [
     "build_dataclass",
     "check_field_ranges",
     "checked_hints",
+    "recipe_defaults",
     "recipe_keys",
     "register_recipe_keys",
     "parse_range",
@@ -389,12 +393,13 @@ def _is_nested(annotation: Any) -> bool:
 # Documentation of every key
 # ----------------------------------------------------------------------------------------------------------------------
 @cache
-def _source_comments(cls: type) -> tuple[dict[str, str], dict[str, str]]:
-    """({field: the comment on its line (+ continuation comment lines)}, {field: section title}) from the source."""
+def _class_comments(cls: type) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """({field: the comment on its line (+ continuation comment lines)}, {field: section title}, the section titles
+    in order) of the fields `cls` itself declares, from its source."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
-        return {}, {}
+        return {}, {}, []
     comments: dict[int, str] = {}
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
@@ -403,6 +408,7 @@ def _source_comments(cls: type) -> tuple[dict[str, str], dict[str, str]]:
     tree = ast.parse(source).body[0]
     helps: dict[str, str] = {}
     sections: dict[str, str] = {}
+    titles = [comment.strip("- ").strip() for _, comment in sorted(comments.items()) if comment.startswith("----")]
     section = ""
     previous_end = tree.lineno
     for node in getattr(tree, "body", []):
@@ -423,6 +429,22 @@ def _source_comments(cls: type) -> tuple[dict[str, str], dict[str, str]]:
             line += 1
         helps[name] = " ".join(text)
         previous_end = node.end_lineno + 1
+    return helps, sections, titles
+
+
+@cache
+def _source_comments(cls: type) -> tuple[dict[str, str], dict[str, str]]:
+    """({field: help comment}, {field: section title}) of every field of `cls`, its base configs' too: a field's
+    section is where it is declared first; its help, the most derived non-empty comment."""
+    helps: dict[str, str] = {}
+    sections: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        own_helps, own_sections, _ = _class_comments(klass)
+        helps.update({name: text for name, text in own_helps.items() if text})
+        for name, section in own_sections.items():
+            sections.setdefault(name, section)
     return helps, sections
 
 
@@ -441,14 +463,17 @@ def _default_text(f: dataclasses.Field) -> str:
 
 
 def _help_lines(cls: type, prefix: str = "") -> list[str]:
+    """One line per key, grouped by section: in the order the config's own source names its sections, then any
+    section only a base config has (a base's keys join the derived config's section of the same title)."""
     hints = typing.get_type_hints(cls)
     helps = field_help(cls)
     _, sections = _source_comments(cls)
+    init_fields = [f for f in dataclasses.fields(cls) if f.init]
+    order = list(dict.fromkeys([*_class_comments(cls)[2], *(sections.get(f.name, "") for f in init_fields)]))
+    init_fields.sort(key=lambda f: order.index(sections.get(f.name, "")))  # stable: field order within a section
     lines: list[str] = []
     current = None
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
+    for f in init_fields:
         section = sections.get(f.name, "")
         if section and section != current:
             lines.append(f"  # {section}")
@@ -642,9 +667,34 @@ class ConfigMixin:
         return config_help(cls)
 
 
-def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    import copy
+def recipe_defaults(**defaults: Any) -> typing.Callable[[type], type]:
+    """Class decorator, written under `@dataclass`: this config's own defaults for keys a base config declares.
 
+    The key stays declared once, in the base (its type, `--help` text, section, range and resume rule); only its
+    default is this config's. `@dataclass` keeps the key at the base's position.
+
+        @dataclass
+        @recipe_defaults(learning_rate=1e-3, output_dir="outputs/segmentation_digits")
+        class SegmentationTrainingConfig(TrainingRunConfig): ...
+    """
+
+    def apply(cls: type) -> type:
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        for name, value in defaults.items():
+            base = next((b for b in cls.__mro__[1:] if name in getattr(b, "__dataclass_fields__", {})), None)
+            if base is None or name in annotations:
+                raise TypeError(f"recipe_defaults: {cls.__name__} has no base config declaring {name!r} to default.")
+            annotations[name] = typing.get_type_hints(base)[name]
+            mutable = isinstance(value, (list, dict, set))
+            default = dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v)) if mutable else value
+            setattr(cls, name, default)
+        cls.__annotations__ = annotations
+        return cls
+
+    return apply
+
+
+def _merge(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(values)
     for key, value in overrides.items():
         set_dotted(merged, key, value)

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from .models.configuration_nasvit import BODY_STAGES, TRANSFORMER_STAGES, NASViTConfig
+from .models.configuration_nasvit import NASViTConfig
 from .models.modeling_nasvit import NASViTAttention, NASViTForImageClassification
+from .models.search_space_nasvit import BODY_STAGES, TRANSFORMER_STAGES
 
 __all__ = [
     "NotANASViTCheckpointError",

@@ -1,4 +1,5 @@
-"""Strict loading of NASViT checkpoints for the package's own tools (search, export, deployment).
+"""Loading NASViT checkpoints for the package's own tools (search, export, deployment, training from a folder): the
+one home of loading.
 
 `read_nasvit_config` reads the config of a folder (or Hub id) that should hold a NASViT model and refuses anything
 else up front: a folder without config.json (transformers would build a default config), a config.json that is not
@@ -9,17 +10,34 @@ it).
 fine-tuning a checkpoint on another task, wrong when a tool is about to rank, export or deploy exactly the weights in
 the folder. `load_pretrained_strict` loads with transformers' `output_loading_info` and refuses any checkpoint whose
 weights do not match the model its config describes, naming the first few keys of each kind.
+
+`load_nasvit_model` puts the two together for a saved NASViT model of any class (the one its config.json names);
+`load_supernet` is the same for a supernet folder that search, export and the training tools rank subnets of, and
+`load_supernet_processor` reads the image processor saved beside it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedModel
 
-__all__ = ["CheckpointMismatchError", "load_pretrained_strict", "read_nasvit_config"]
+from .models.configuration_nasvit import NASViTConfig
+from .models.image_processing_nasvit import NASViTImageProcessor
+from .models.modeling_nasvit import NASViTForImageClassification, NASViTPreTrainedModel
+
+__all__ = [
+    "CheckpointMismatchError",
+    "load_nasvit_model",
+    "load_pretrained_strict",
+    "load_supernet",
+    "load_supernet_processor",
+    "read_nasvit_config",
+]
 
 _SHOWN_KEYS = 5
 
@@ -38,12 +56,10 @@ def _describe(keys: Any, what: str) -> str | None:
     return f"{len(keys)} {what} ({shown})"
 
 
-def read_nasvit_config(path: str | os.PathLike, what: str = "a NASViT model"):
+def read_nasvit_config(path: str | os.PathLike, what: str = "a NASViT model") -> NASViTConfig:
     """The `NASViTConfig` of a `save_pretrained` folder or Hub id, with one ValueError naming the folder for anything
     that is not `what`: no config.json, a config.json that is not a JSON object, another `model_type`, or a NASViT
     config that fails its own checks (`NASViTConfig.__init__`)."""
-    from .models.configuration_nasvit import NASViTConfig
-
     where = str(path)
     advice = (
         "Pass a folder written by save_pretrained (recipes/train.py, recipes/export.py, "
@@ -94,3 +110,62 @@ def load_pretrained_strict(
             "save_pretrained (recipes/train.py, recipes/export.py, recipes/convert_official_checkpoint.py)."
         )
     return model
+
+
+def load_nasvit_model(
+    path: str | os.PathLike,
+    what: str = "a NASViT model folder",
+    model_class: type[NASViTPreTrainedModel] | None = None,
+    check_config: Callable[[NASViTConfig], None] | None = None,
+) -> NASViTPreTrainedModel:
+    """The NASViT model saved in `path` (a `save_pretrained` folder or Hub id), loaded strictly.
+
+    The config is read with `read_nasvit_config` (anything that is not `what` is a ValueError naming the folder),
+    checked by `check_config` (which raises ValueError) when given, and the weights are loaded into `model_class`, or
+    the nasvit_hf class `config.architectures` names, with `load_pretrained_strict` (`CheckpointMismatchError`). A
+    folder without weights is a ValueError naming the fix."""
+    import nasvit_hf  # every NASViT model class, by the name in config.architectures
+
+    advice = "Pass a folder written by save_pretrained (config.json + model.safetensors) or a NASViT model instance."
+    config = read_nasvit_config(path, what)
+    if check_config is not None:
+        check_config(config)
+    if model_class is None:
+        names = config.architectures or ["NASViTForImageClassification"]
+        model_class = vars(nasvit_hf).get(names[0])
+        if not (isinstance(model_class, type) and issubclass(model_class, NASViTPreTrainedModel)):
+            raise ValueError(f"{str(path)!r} holds a {names[0]!r}, which is not a NASViT model class of nasvit_hf.")
+    try:
+        return load_pretrained_strict(model_class, path, config=config)
+    except OSError as error:  # no weights file: transformers' own message, made actionable
+        raise ValueError(
+            f"cannot load the NASViT weights from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
+        ) from error
+
+
+def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassification:
+    """The NASViT supernet classifier saved in the folder `path`, loaded strictly (`load_nasvit_model`), on `device`,
+    in eval mode; a folder of an extracted subnet or of a model without a classifier is a ValueError naming it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is not a NASViT supernet folder: there is no such folder.")
+
+    def check_supernet(config: NASViTConfig) -> None:
+        if not config.is_supernet:
+            raise ValueError(
+                f"{str(path)!r} holds a single extracted subnet (its search space has one choice per dimension), not "
+                "a supernet: there is nothing to search. Point --supernet at the supernet it came from."
+            )
+        if config.num_labels < 1:
+            raise ValueError(f"{str(path)!r} has no classifier (num_labels=0); search ranks subnets by top-1.")
+
+    model = load_nasvit_model(path, "a NASViT supernet", NASViTForImageClassification, check_supernet)
+    return model.to(device).eval()
+
+
+def load_supernet_processor(path: str | Path) -> NASViTImageProcessor | None:
+    """The image processor saved with a supernet (its evaluation protocol: search and export evaluate through it, and
+    exported subnets carry it moved to their resolution), or None when the folder has none."""
+    if not (Path(path) / "preprocessor_config.json").is_file():
+        return None
+    return NASViTImageProcessor.from_pretrained(path)

@@ -23,7 +23,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models.configuration_nasvit import REFERENCE_SEARCH_SPACE
+from .models.search_space_nasvit import REFERENCE_SEARCH_SPACE
 
 __all__ = [
     "NAMED_ARCHS",

@@ -35,11 +35,12 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, RandomSampler
 
 from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
-from nasvit_hf.search import load_supernet
+from nasvit_hf.loading import load_supernet
 from nasvit_hf.search.config import resolve_device
 from nasvit_hf.training import (
     ArchSampler,
     ImageClassificationDataset,
+    ImageDataSource,
     SandwichConfig,
     SandwichTrainer,
     TrainingConfig,
@@ -99,10 +100,8 @@ def sweep_supernet(path: str | Path, config: TrainingConfig, args: ConflictOptio
     device = torch.device(args.device)
     model = load_supernet(path, device=str(device))
     split = args.split or config.train_split
-    data, _, label_names = load_image_classification_splits(
-        config.dataset, split, None, config.image_column, config.label_column, config.dataset_config,
-        config.data_dir, config.max_train_samples,
-    )  # fmt: skip
+    source = ImageDataSource.from_config(config, train_split=split, validation_split=None)
+    data, _, label_names = load_image_classification_splits(source)
     if len(label_names) != model.config.num_labels:
         raise ValueError(
             f"the data has {len(label_names)} classes, the supernet {model.config.num_labels}: name the data the "

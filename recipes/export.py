@@ -40,13 +40,12 @@ from nasvit_hf.hub.family import (
     write_family_index,
 )
 from nasvit_hf.hub.subnets import check_export_target
+from nasvit_hf.loading import load_supernet, load_supernet_processor
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.search import (
     SearchConfig,
     SearchRun,
     load_evaluation_data,
-    load_supernet,
-    load_supernet_processor,
     supernet_fingerprint,
     torch_threads,
 )

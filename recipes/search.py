@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nasvit_hf.config_system import ConfigError, ConfigMixin, exit_on_user_error, parse_command_line, run_recipe
+from nasvit_hf.loading import load_supernet, load_supernet_processor
 from nasvit_hf.search import (
     SearchConfig,
     SearchRun,
-    load_supernet,
-    load_supernet_processor,
     supernet_fingerprint,
     torch_threads,
 )

@@ -29,30 +29,34 @@ from tqdm.auto import tqdm
 from nasvit_hf.config_system import exit_on_user_error, parse_command_line, run_recipe
 from nasvit_hf.models import NASViTConfig
 from nasvit_hf.training import ArchSampler, ModelEMA, SandwichConfig, SandwichTrainer, TrainingConfig
-from nasvit_hf.training.checkpointing import TrainState, load_run_config, save_checkpoint, start_run_from_config
+from nasvit_hf.training.checkpointing import TrainState, load_run_config, start_run_from_config
 from nasvit_hf.training.classification import (
-    append_log_line,
     build_classification_data,
     build_optimizer,
     build_schedule,
     build_supernet,
-    check_distributed_type,
     check_eval_archs,
-    check_nonfinite_limit,
-    count_skipped_step,
     load_classification_splits,
     load_teachers,
-    logged_archs,
-    multi_cpu_launch,
-    nanmean,
     resolve_snapshot_epochs,
-    sandwich_update,
     save_final_supernets,
     save_snapshot,
     search_space_of,
+    validate_subnets,
+)
+from nasvit_hf.training.loop import (
+    append_log_line,
+    check_distributed_type,
+    check_nonfinite_limit,
+    count_skipped_step,
+    logged_archs,
+    multi_cpu_launch,
+    nanmean,
+    sandwich_update,
+    save_checkpoint_if_due,
+    session_counts,
     setup_logging,
     step_record,
-    validate_subnets,
     write_summary,
 )
 
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 accumulation=accumulation, mixing=data.mixing, teacher=teacher,
                 project=epoch >= config.projection_start_epoch,
             )  # fmt: skip
-            count_skipped_step(state, output, logger)
+            count_skipped_step(state, output)
             if not output.skipped:
                 lr_scheduler.step()
                 if ema is not None:
@@ -185,10 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         config.output_dir, accelerator.unwrap_model(model), finished_epoch, data.eval_processor
                     )
                 accelerator.wait_for_everyone()
-            if config.checkpointing_steps and (state.global_step % config.checkpointing_steps == 0 or last):
-                save_checkpoint(
-                    accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit, max_steps
-                )
+            save_checkpoint_if_due(accelerator, run, config, state.global_step, max_steps)
             if state.global_step >= max_steps:
                 break
     progress.close()
@@ -197,8 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     summary: dict[str, Any] = {
         "steps": state.global_step,
-        "session_steps": state.global_step - start_step,  # a resumed run: the steps this session ran
-        "resumed_from_step": start_step if run.resume_path is not None else None,
+        **session_counts(state.global_step, start_step, resumed=run.resume_path is not None),
         "skipped_steps": state.skipped_steps,
         "seconds": round(time.time() - start_time, 1),
         "processes": accelerator.num_processes,

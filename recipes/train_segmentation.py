@@ -30,8 +30,9 @@ from tqdm.auto import tqdm
 
 import nasvit_hf  # noqa: F401  (registers the Auto classes)
 from nasvit_hf.config_system import RecipeError, exit_on_user_error, parse_command_line, run_recipe
-from nasvit_hf.training.checkpointing import TrainState, load_run_config, save_checkpoint, start_run_from_config
-from nasvit_hf.training.classification import build_param_groups, multi_cpu_launch, setup_logging
+from nasvit_hf.training.checkpointing import TrainState, load_run_config, start_run_from_config
+from nasvit_hf.training.loop import multi_cpu_launch, save_checkpoint_if_due, session_counts, setup_logging
+from nasvit_hf.training.schedule import build_param_groups
 from nasvit_hf.training.segmentation import (
     SegmentationTrainingConfig,
     SegmentationTransform,
@@ -167,11 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 running_loss = 0.0
             if state.global_step % eval_every == 0 and state.global_step < max_steps:
                 run_eval()
-            last = state.global_step == max_steps
-            if config.checkpointing_steps and (state.global_step % config.checkpointing_steps == 0 or last):
-                save_checkpoint(
-                    accelerator, run, state.global_step, config.to_dict(), config.checkpoints_total_limit, max_steps
-                )
+            save_checkpoint_if_due(accelerator, run, config, state.global_step, max_steps)
             if state.global_step >= max_steps:
                 break
         epoch += 1
@@ -179,8 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- save
     summary = segmentation_summary(state.global_step, time.time() - start, history, run_eval(), id2label)
-    summary["session_steps"] = state.global_step - start_step  # a resumed run: the steps this session ran
-    summary["resumed_from_step"] = start_step if run.resume_path is not None else None
+    summary.update(session_counts(state.global_step, start_step, resumed=run.resume_path is not None))
     if accelerator.is_main_process:
         save_segmentation_model(accelerator.unwrap_model(model), config, {"config": config.to_dict(), **summary})
         if "mean_iou" in summary:

@@ -1,6 +1,7 @@
 """The package's own loaders refuse checkpoints whose weights do not match their config.
 
-`load_supernet` (search and `recipes/export.py`) and `load_subnet_for_export` (`recipes/deploy.py`) are given a
+`load_supernet` (search and `recipes/export.py`), `load_subnet_for_export` (`recipes/deploy.py`) and the loader they
+share (`nasvit_hf.loading.load_nasvit_model`) are given a
 folder written by `save_pretrained` whose `model.safetensors` was then damaged (a weight removed, one added, one
 reshaped, a dtype-compatible but foreign file): each is refused with a `CheckpointMismatchError` (a `ValueError`)
 naming the key, instead of running with random weights. An intact folder loads with identical weights.
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nasvit_hf.deploy import load_subnet_for_export
-from nasvit_hf.loading import CheckpointMismatchError
+from nasvit_hf.loading import CheckpointMismatchError, load_nasvit_model
 from nasvit_hf.search import load_supernet
 from tests._training_helpers import micro_model
 
@@ -75,6 +76,7 @@ DAMAGES = [
 LOADERS = {
     "load_supernet": ("supernet", load_supernet),
     "load_subnet_for_export": ("subnet", load_subnet_for_export),
+    "load_nasvit_model": ("supernet", load_nasvit_model),
 }
 
 
@@ -102,6 +104,24 @@ def test_intact_checkpoint_loads_with_identical_weights(folders, loader_name):
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+
+
+def test_supernet_folder_without_weights_names_the_fix(folders, tmp_path):
+    folder = tmp_path / "no_weights"
+    shutil.copytree(folders["supernet"], folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="cannot load the NASViT weights .* Pass a folder written by save_pretrained"):
+        load_supernet(folder)
+
+
+def test_the_old_loader_names_are_the_loading_modules_functions():
+    from nasvit_hf import loading
+    from nasvit_hf.deploy import common
+    from nasvit_hf.search import runner
+
+    assert runner.load_supernet is loading.load_supernet
+    assert runner.load_supernet_processor is loading.load_supernet_processor
+    assert common._load_model is loading.load_nasvit_model
 
 
 # ----------------------------------------------------------------------------------------------------------------------

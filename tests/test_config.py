@@ -41,6 +41,16 @@ def test_config_json_round_trip(tmp_path):
     assert loaded.switchable_scaling == "width" and loaded.num_labels == 10
 
 
+@pytest.mark.parametrize("labels", [{}, {"id2label": {0: "LABEL_0", 1: "LABEL_1"}}, {"id2label": {0: "no", 1: "yes"}}])
+def test_two_class_config_reloads_with_two_classes(tmp_path, labels):
+    # transformers' to_diff_dict drops label maps equal to its own two-label default; NASViT's default is 1000
+    config = NASViTConfig(search_space=get_search_space("tiny"), num_labels=2, **labels)
+    config.save_pretrained(tmp_path)
+    loaded = NASViTConfig.from_pretrained(tmp_path)
+    assert loaded.num_labels == 2 and loaded.id2label == config.id2label
+    assert NASViTConfig.from_dict(config.to_diff_dict()).num_labels == 2
+
+
 def test_arch_value_outside_the_space_names_stage_field_and_allowed_values():
     config = NASViTConfig()
     arch = config.largest_arch()
@@ -122,7 +132,7 @@ def test_one_sampler_gives_random_largest_and_smallest_archs_from_either_generat
 
     import torch
 
-    from nasvit_hf.models.configuration_nasvit import sample_arch, validate_arch
+    from nasvit_hf.models.search_space_nasvit import sample_arch, validate_arch
 
     space = NASViTConfig().search_space
     assert sample_arch(space, rule="largest") == NASViTConfig().largest_arch()
@@ -139,7 +149,7 @@ def test_one_sampler_gives_random_largest_and_smallest_archs_from_either_generat
 def test_every_consumer_reads_the_arch_schema():
     """The fields, their stages and space keys come from ARCH_FIELDS: the encoder's genes, the collapsed space and
     the sampled arch all follow it."""
-    from nasvit_hf.models.configuration_nasvit import ARCH_FIELDS, arch_fields, arch_per_stage, field_choices
+    from nasvit_hf.models.search_space_nasvit import ARCH_FIELDS, arch_fields, arch_per_stage, field_choices
     from nasvit_hf.search.encoding import ArchEncoder
 
     config = NASViTConfig(search_space=get_search_space("tiny"))
@@ -161,3 +171,28 @@ def test_every_consumer_reads_the_arch_schema():
         "kernel_size": 3,
         "expand_ratio": arch["expand_ratio"][2],
     }
+
+
+def test_configuration_file_is_a_config_and_the_search_space_has_its_own_module():
+    """configuration_nasvit.py defines the config class and one helper reading it; the search-space library lives in
+    search_space_nasvit.py, the field checks in config_checks_nasvit.py."""
+    import ast
+    from pathlib import Path
+
+    import nasvit_hf.models.configuration_nasvit as configuration
+
+    tree = ast.parse(Path(configuration.__file__).read_text())
+    defined = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    assert defined == ["NASViTConfig", "segmentation_out_features", "__getattr__"]
+
+
+def test_names_moved_out_of_the_configuration_file_still_import_from_it_with_a_warning():
+    from nasvit_hf.models import config_checks_nasvit, configuration_nasvit, search_space_nasvit
+
+    with pytest.warns(FutureWarning, match="import it from nasvit_hf.models.search_space_nasvit"):
+        from nasvit_hf.models.configuration_nasvit import sample_arch
+    assert sample_arch is search_space_nasvit.sample_arch
+    with pytest.warns(FutureWarning, match="import it from nasvit_hf.models.config_checks_nasvit"):
+        assert configuration_nasvit.SCALAR_FLOAT_FIELDS is config_checks_nasvit.SCALAR_FLOAT_FIELDS
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        configuration_nasvit.no_such_name  # noqa: B018

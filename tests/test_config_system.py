@@ -167,6 +167,46 @@ def test_field_help_comes_from_the_comment_on_the_field_line():
     assert "# sandwich step" in config_help(TrainingConfig)
 
 
+@pytest.mark.parametrize("cls", CONFIGS)
+def test_training_configs_declare_no_key_of_their_base_again(cls):
+    """The shared keys are TrainingRunConfig's; a recipe's config only adds keys and sets defaults (recipe_defaults)."""
+    import ast
+    import inspect
+    import textwrap
+
+    from nasvit_hf.training.config import TrainingRunConfig
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    declared = {node.target.id for node in tree.body if isinstance(node, ast.AnnAssign)}
+    shared = {f.name for f in dataclasses.fields(TrainingRunConfig)}
+    assert issubclass(cls, TrainingRunConfig) and declared & shared == set()
+    assert shared <= set(cls.field_names())
+
+
+def test_recipe_defaults_change_only_the_default_of_a_base_key():
+    from nasvit_hf.training.config import TrainingRunConfig
+
+    assert SegmentationTrainingConfig().learning_rate == 1e-3 and TrainingConfig().learning_rate == 3e-4
+    assert SegmentationTrainingConfig.FIELD_RANGES["learning_rate"] == TrainingRunConfig.FIELD_RANGES["learning_rate"]
+    assert field_help(SegmentationTrainingConfig)["max_steps"] == "overrides num_train_epochs"  # the base's comment
+    text = config_help(SegmentationTrainingConfig)
+    optimisation = text[text.index("# optimisation") : text.index("# evaluation, logging, checkpoints")]
+    assert "--learning_rate (float, in (0, inf), default 0.001)" in optimisation  # in its base section
+    assert "--head_learning_rate_multiplier" in optimisation  # with the recipe's own keys of that section
+
+
+def test_recipe_defaults_refuses_a_key_no_base_declares():
+    from nasvit_hf.config_system import recipe_defaults
+    from nasvit_hf.training.config import TrainingRunConfig
+
+    with pytest.raises(TypeError, match="no base config declaring 'learning_rat'"):
+
+        @dataclasses.dataclass
+        @recipe_defaults(learning_rat=1.0)
+        class Misspelled(TrainingRunConfig):
+            pass
+
+
 def _fields(cls, prefix=""):
     names = []
     for f in dataclasses.fields(cls):

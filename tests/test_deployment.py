@@ -25,7 +25,7 @@ from nasvit_hf.deploy import (
     modules_only,
 )
 from nasvit_hf.hub import model_card_section
-from nasvit_hf.models.configuration_nasvit import sample_arch
+from nasvit_hf.models.search_space_nasvit import sample_arch
 from nasvit_hf.presets import get_named_arch, get_search_space
 
 from .conftest import REPO_ROOT, run_without_nasvit

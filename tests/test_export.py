@@ -43,6 +43,8 @@ def test_exported_folder_is_a_complete_hub_checkpoint(export_dir, search_dir):
         "README.md",
         "modeling_nasvit.py",
         "configuration_nasvit.py",
+        "search_space_nasvit.py",
+        "config_checks_nasvit.py",
         "image_processing_nasvit.py",
         "nasvit_export.json",
     ):
@@ -290,7 +292,7 @@ def test_model_card_architecture_table_has_a_column_per_arch_field():
     windows too, for archs that carry them) is a column, with each stage's value."""
     from nasvit_hf import NASViTConfig
     from nasvit_hf.hub.model_card import _arch_table
-    from nasvit_hf.models.configuration_nasvit import ARCH_FIELDS, arch_per_stage
+    from nasvit_hf.models.search_space_nasvit import ARCH_FIELDS, arch_per_stage
     from nasvit_hf.presets import get_search_space
 
     arch = NASViTConfig(search_space=get_search_space("tiny-paper")).smallest_arch()

@@ -59,7 +59,13 @@ def test_auto_classes_know_nasvit(saved_subnet):
 
 def test_saved_folder_carries_its_code(saved_subnet):
     _, folder = saved_subnet
-    for name in ("configuration_nasvit.py", "modeling_nasvit.py", "image_processing_nasvit.py"):
+    for name in (
+        "configuration_nasvit.py",
+        "search_space_nasvit.py",
+        "config_checks_nasvit.py",
+        "modeling_nasvit.py",
+        "image_processing_nasvit.py",
+    ):
         assert (folder / name).is_file()
     config = AutoConfig.from_pretrained(folder)
     assert config.auto_map["AutoModelForImageClassification"] == "modeling_nasvit.NASViTForImageClassification"

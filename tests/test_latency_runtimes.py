@@ -13,7 +13,7 @@ import torch
 
 from nasvit_hf import NASViTForImageClassification, count_macs
 from nasvit_hf.macs import OPERATOR_COUNT_NAMES, operator_counts
-from nasvit_hf.models.configuration_nasvit import sample_arch
+from nasvit_hf.models.search_space_nasvit import sample_arch
 from nasvit_hf.presets import get_search_space
 from nasvit_hf.search import LatencyModel, RuntimeSpec, SearchConfig, SearchRun, measure_latency
 from nasvit_hf.search.latency import FEATURE_GROUPS, LATENCY_FEATURE_NAMES, latency_features, measure_timed

@@ -22,7 +22,6 @@ from nasvit_hf import (
     NASViTForSemanticSegmentation,
     NASViTModel,
 )
-from nasvit_hf.models.configuration_nasvit import SEGMENTATION_OUT_FEATURES
 from nasvit_hf.models.modeling_nasvit import (
     LEGACY_KEY_MAPPING,
     NASViTAttention,
@@ -30,6 +29,7 @@ from nasvit_hf.models.modeling_nasvit import (
     NASViTPreTrainedModel,
     NASViTSupernetMixin,
 )
+from nasvit_hf.models.search_space_nasvit import SEGMENTATION_OUT_FEATURES
 from nasvit_hf.presets import get_search_space
 
 from .conftest import REPO_ROOT, randomize_batchnorm_and_scales, run_without_nasvit
@@ -323,6 +323,30 @@ def test_attention_value_conv_is_the_dynamic_depthwise_conv():
     assert attentions and all(isinstance(a.value_conv, NASViTDynamicConv2d) for a in attentions)
     assert all(a.value_conv.depthwise and a.value_conv.kernel_size == 3 for a in attentions)
     assert any(key.endswith("attention.value_conv.weight") for key in model.state_dict())
+
+
+def test_model_files_import_only_the_standard_library_torch_transformers_and_each_other():
+    """The Hub-portable files: save_pretrained copies a model's file and the siblings it imports (`from .x import y`),
+    so a folder loads with trust_remote_code=True wherever torch and transformers are installed (the image processors
+    also use numpy, a dependency of transformers, and PIL, which transformers' own image processors need)."""
+    import sys
+
+    allowed = {"__future__", "torch", "transformers", "numpy", "PIL"}
+
+    foreign = []
+    for path in sorted((REPO_ROOT / "nasvit_hf" / "models").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top not in allowed and top not in sys.stdlib_module_names:
+                    foreign.append(f"{path.name}:{node.lineno} {module}")
+    assert foreign == []
 
 
 def test_model_files_use_no_getattr_or_hasattr_fallbacks():

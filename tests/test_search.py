@@ -179,6 +179,16 @@ def test_search_config_errors_name_the_problem():
         SearchConfig.from_dict({"evolution": {"populaton_size": 3}})
 
 
+def test_search_config_dict_has_every_field_and_round_trips():
+    config = SearchConfig.from_dict(
+        {"seed": 3, "latency": {"repeats": 5}, "budgets": [{"name": "a0", "macs_fraction": 0.1}]}
+    )
+    values = config.to_dict()
+    assert list(values) == SearchConfig.field_names()
+    assert values["budgets"] == [{"name": "a0", "macs_fraction": 0.1}]  # a budget lists only the keys it sets
+    assert SearchConfig.from_dict(values) == config
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # With the toy supernet
 # ---------------------------------------------------------------------------------------------------------------------

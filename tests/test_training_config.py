@@ -43,3 +43,17 @@ def test_unknown_dataset_column_says_which_columns_exist():
         load_image_classification_splits("digits", image_column="img")
     with pytest.raises(ValueError, match="no split 'valid'"):
         load_image_classification_splits("digits", validation_split="valid")
+
+
+def test_data_source_is_read_from_the_training_config_by_name():
+    from nasvit_hf.training import ImageDataSource
+
+    config = TrainingConfig(dataset="imagefolder", data_dir="images", max_train_samples=7, label_column="y")
+    source = ImageDataSource.from_config(config, validation_split=None)
+    assert source == ImageDataSource(
+        "imagefolder", validation_split=None, label_column="y", data_dir="images", max_train_samples=7
+    )
+    train, validation, labels = load_image_classification_splits(ImageDataSource("digits", max_train_samples=5))
+    assert len(train) == 5 and len(validation) > 5 and labels == [str(digit) for digit in range(10)]
+    by_keywords = load_image_classification_splits(dataset="digits", max_train_samples=5)  # the old call form
+    assert [len(split) for split in by_keywords[:2]] == [5, len(validation)] and by_keywords[2] == labels

@@ -29,7 +29,7 @@ def test_scale_slots_follow_depth_and_token_count(tiny_config):
 
 def test_every_arch_field_is_counted_including_the_papers_mlp_ratio_and_windows():
     from nasvit_hf import NASViTConfig
-    from nasvit_hf.models.configuration_nasvit import ARCH_FIELDS
+    from nasvit_hf.models.search_space_nasvit import ARCH_FIELDS
     from nasvit_hf.presets import get_search_space
 
     config = NASViTConfig(search_space=get_search_space("tiny-paper"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nasvit_hf.calibration import preserved_batchnorm_statistics
-from nasvit_hf.training import SandwichConfig, TrainingConfig
+from nasvit_hf.training import SandwichConfig, SandwichStepOutput, TrainingConfig
 from nasvit_hf.training.checkpointing import (
     CHECKPOINT_RECORD,
     TrainingRun,
@@ -20,7 +20,7 @@ from nasvit_hf.training.checkpointing import (
     prune_checkpoints,
     save_checkpoint,
 )
-from nasvit_hf.training.classification import build_param_groups
+from nasvit_hf.training.schedule import build_param_groups
 from nasvit_hf.utils.io import OwnershipError, atomic_write_json, atomic_write_text, staging_folder
 
 from ._training_helpers import micro_model
@@ -177,7 +177,7 @@ def test_staging_folder_replaces_only_its_own_folders_and_cleans_up_on_failure(t
 
 
 def test_the_summary_of_a_resumed_run_counts_this_sessions_steps(tmp_path):
-    from nasvit_hf.training.classification import write_summary
+    from nasvit_hf.training.loop import write_summary
 
     fresh = {"steps": 30, "session_steps": 30, "resumed_from_step": None, "seconds": 12.0, "skipped_steps": 0}
     assert write_summary(tmp_path, fresh, {}).startswith("Trained 30 sandwich steps in 12 s (0 skipped).")
@@ -218,3 +218,62 @@ def test_snapshot_saves_a_loadable_supernet_and_keeps_the_active_arch(tmp_path):
         assert torch.equal(loaded.state_dict()[name], tensor), name
     with pytest.raises(ValueError, match="snapshot_epochs"):
         TrainingConfig(snapshot_epochs="table5")
+
+
+@pytest.mark.parametrize(
+    ("every", "expected"), [(3, [3, 6, 7]), (10, [7]), (None, []), (0, [])], ids=["every3", "past_end", "none", "zero"]
+)
+def test_checkpoints_are_due_every_checkpointing_steps_and_at_the_last_step(tmp_path, every, expected):
+    from nasvit_hf.training.loop import save_checkpoint_if_due
+    from nasvit_hf.training.segmentation import SegmentationTrainingConfig
+
+    run = TrainingRun(tmp_path, "mine")
+    settings = {"checkpointing_steps": every, "checkpoints_total_limit": 10, "output_dir": str(tmp_path)}
+    configs = [SegmentationTrainingConfig(**settings)]
+    if every != 0:  # 0 is segmentation's "no checkpoints"; classification says null
+        configs.append(TrainingConfig(**settings))
+    for config in configs:
+        saved = [step for step in range(1, 8) if save_checkpoint_if_due(FakeAccelerator(), run, config, step, 7)]
+        assert saved == expected
+        assert [step for step, _ in list_checkpoints(tmp_path)] == expected
+        for step in expected:
+            record = json.loads((tmp_path / "checkpoints" / f"step_{step}" / CHECKPOINT_RECORD).read_text())
+            assert record["config"] == config.to_dict() and record["total_steps"] == 7
+
+
+def test_session_counts_say_where_a_resumed_session_started():
+    from nasvit_hf.training.loop import session_counts
+
+    assert session_counts(30, 0, resumed=False) == {"session_steps": 30, "resumed_from_step": None}
+    assert session_counts(30, 20, resumed=True) == {"session_steps": 10, "resumed_from_step": 20}
+
+
+def test_skipped_steps_are_counted_and_too_many_in_a_row_stop_the_run():
+    from accelerate import PartialState
+
+    from nasvit_hf.config_system import RecipeError
+    from nasvit_hf.training.loop import check_nonfinite_limit, count_skipped_step
+
+    PartialState(cpu=True)  # the loop's logger is Accelerate's (main-process warnings)
+    nan = float("nan")
+    good = SandwichStepOutput({"total": 1.0}, [], 0.1, 1.0, 1.0, True, False)
+    bad = SandwichStepOutput({"total": nan}, [], nan, nan, nan, False, True, "non-finite loss")
+    state = TrainState()
+    for output in (bad, good, bad, bad):
+        count_skipped_step(state, output)
+        check_nonfinite_limit(state, output, max_consecutive=3)
+        state.global_step += 1
+    assert (state.skipped_steps, state.consecutive_nonfinite) == (3, 2)
+    count_skipped_step(state, bad)
+    with pytest.raises(RecipeError, match="3 consecutive steps .*non-finite loss.*Lower learning_rate"):
+        check_nonfinite_limit(state, bad, max_consecutive=3)
+
+
+@pytest.mark.parametrize("name", ["write_summary", "sandwich_update", "multi_cpu_launch", "step_record"])
+def test_the_loop_helpers_still_import_from_classification_with_a_future_warning(name):
+    from nasvit_hf.training import classification, loop
+
+    with pytest.warns(FutureWarning, match=f"moved to nasvit_hf.training.loop.{name}"):
+        assert getattr(classification, name) is getattr(loop, name)
+    with pytest.raises(AttributeError, match="no attribute 'save_checkpoint_if_due'"):
+        getattr(classification, "save_checkpoint_if_due")  # noqa: B009  (a name that never lived here)

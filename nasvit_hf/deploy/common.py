@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..loading import load_pretrained_strict, read_nasvit_config
-from ..models.configuration_nasvit import NASViTConfig, arch_fields, field_choices
+from ..loading import load_nasvit_model as _load_model  # the old name here; its home is nasvit_hf.loading
+from ..models.configuration_nasvit import NASViTConfig
 from ..models.image_processing_nasvit import check_image_shape, check_resize_pixels
 from ..models.modeling_nasvit import NASViTPreTrainedModel, check_pixel_values
+from ..models.search_space_nasvit import arch_fields, field_choices
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -124,23 +125,6 @@ def supernet_choices(config: NASViTConfig) -> list[str]:
                     f"{stage}.{arch_field.space_key} {choices}" if stage else f"{arch_field.space_key} {choices}"
                 )
     return found
-
-
-def _load_model(path: str | os.PathLike) -> NASViTPreTrainedModel:
-    import nasvit_hf  # every NASViT model class, by the name in config.architectures
-
-    advice = "Pass a folder written by save_pretrained (config.json + model.safetensors) or a NASViT model instance."
-    config = read_nasvit_config(path, "a NASViT model folder")
-    names = config.architectures or ["NASViTForImageClassification"]
-    model_class = getattr(nasvit_hf, names[0], None)
-    if model_class is None or not issubclass(model_class, NASViTPreTrainedModel):
-        raise ValueError(f"{str(path)!r} holds a {names[0]!r}, which is not a NASViT model class of nasvit_hf.")
-    try:
-        return load_pretrained_strict(model_class, path, config=config)
-    except OSError as error:  # no weights file: transformers' own message, made actionable
-        raise ValueError(
-            f"cannot load the NASViT weights from {str(path)!r}: {str(error).rstrip('.')}. {advice}"
-        ) from error
 
 
 def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathLike) -> NASViTPreTrainedModel:

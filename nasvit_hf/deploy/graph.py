@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.configuration_nasvit import make_divisible
 from ..models.inference_nasvit import fold_batchnorm, talking_heads_pre_bias
 from ..models.modeling_nasvit import NASViTForImageClassification, NASViTModel, NASViTPreTrainedModel
+from ..models.search_space_nasvit import make_divisible
 
 __all__ = ["NASViTOnnxGraph", "onnx_graph_for"]
 

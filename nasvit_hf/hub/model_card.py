@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..models.configuration_nasvit import ARCH_FIELDS, STAGE_NAMES, TRANSFORMER_STAGES, arch_per_stage
+from ..models.search_space_nasvit import ARCH_FIELDS, STAGE_NAMES, TRANSFORMER_STAGES, arch_per_stage
 
 __all__ = [
     "CITATION",

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from ..models.configuration_nasvit import (
+from ..models.configuration_nasvit import NASViTConfig
+from ..models.search_space_nasvit import (
     BODY_STAGES,
     TRANSFORMER_STAGES,
-    NASViTConfig,
     arch_per_stage,
     make_divisible,
     normalize_num_windows,

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models.configuration_nasvit import (
-    BACKBONE_STAGE_NAMES,
-    NASViTConfig,
-    normalize_num_windows,
-    segmentation_out_features,
-    window_grid,
-)
+from ..models.configuration_nasvit import NASViTConfig, segmentation_out_features
+from ..models.search_space_nasvit import BACKBONE_STAGE_NAMES, normalize_num_windows, window_grid
 from .classification import check_config, check_image_size, check_label_count, stage_macs
 
 __all__ = ["count_segmentation_macs", "window_grid"]

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils._python_dispatch
 
-from .configuration_nasvit import make_divisible
+from .search_space_nasvit import make_divisible
 
 __all__ = [
     "NASViTInferencePlan",

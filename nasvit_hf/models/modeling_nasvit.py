@@ -25,19 +25,20 @@ from transformers.modeling_outputs import (
     ImageClassifierOutputWithNoAttention,
 )
 
-from .configuration_nasvit import (
+from .configuration_nasvit import NASViTConfig
+from .inference_nasvit import WindowGrid, cached_on_equal, inference_plan_for
+from .search_space_nasvit import (
     BODY_STAGES,
     STAGE_NAMES,
     TRANSFORMER_STAGES,
-    NASViTConfig,
     arch_per_stage,
+    centre_crop_kernel,
     make_divisible,
     normalize_num_windows,
     sample_arch,
     stage_choices,
     window_grid,
 )
-from .inference_nasvit import WindowGrid, cached_on_equal, inference_plan_for
 
 __all__ = [
     "LEGACY_KEY_MAPPING",
@@ -65,14 +66,6 @@ def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> 
     shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
     mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
     return hidden_states * mask / keep_prob
-
-
-def _centre_crop_kernel(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    full = weight.shape[-1]
-    if kernel_size == full:
-        return weight
-    start = (full - kernel_size) // 2
-    return weight[:, :, start : start + kernel_size, start : start + kernel_size]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -113,7 +106,7 @@ class NASViTDynamicConv2d(nn.Module):
             weight = self.weight
             if out_channels != self.max_out_channels or in_channels != self.max_in_channels:
                 weight = weight[:out_channels, :in_channels]
-        weight = _centre_crop_kernel(weight, kernel_size)
+        weight = centre_crop_kernel(weight, kernel_size)
         bias = None
         if self.bias is not None:
             bias = self.bias if out_channels == self.max_out_channels else self.bias[:out_channels]
@@ -767,7 +760,7 @@ def _slice_to_shape(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     if tensor.ndim == 0:
         return tensor
     if tensor.ndim == 4:
-        tensor = _centre_crop_kernel(tensor[: shape[0], : shape[1]], shape[-1])
+        tensor = centre_crop_kernel(tensor[: shape[0], : shape[1]], shape[-1])
         return tensor
     return tensor[tuple(slice(0, size) for size in shape)]
 

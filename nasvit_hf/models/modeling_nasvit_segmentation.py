@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BackboneOutput, SemanticSegmenterOutput
 
-from .configuration_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES, NASViTConfig, segmentation_out_features
+from .configuration_nasvit import NASViTConfig, segmentation_out_features
 from .inference_nasvit import fast_path_context_allows
 from .modeling_nasvit import (
     NASViTDynamicLinear,
@@ -32,6 +32,7 @@ from .modeling_nasvit import (
     build_stem_and_stages,
     check_pixel_values,
 )
+from .search_space_nasvit import BACKBONE_STAGE_NAMES, BODY_STAGES
 
 try:  # transformers >= 5.x moved the backbone helpers out of `utils`
     from transformers.backbone_utils import BackboneMixin

@@ -287,17 +287,8 @@ class SearchConfig(ConfigMixin):
         return build_dataclass(cls, raw, source)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self.data)
-        return {
-            "seed": self.seed,
-            "device": self.device,
-            "num_threads": self.num_threads,
-            "data": data,
-            "predictor": asdict(self.predictor),
-            "evolution": asdict(self.evolution),
-            "latency": asdict(self.latency),
-            "budgets": [budget.to_dict() for budget in self.budgets],
-        }
+        """Every field (sections as dicts); a budget lists only the keys it sets (`BudgetSpec.to_dict`)."""
+        return {**super().to_dict(), "budgets": [budget.to_dict() for budget in self.budgets]}
 
     def fingerprint(self, section: str | None = None) -> str:
         """A hash of the config (or of one section): resuming checks it so results never mix configs."""

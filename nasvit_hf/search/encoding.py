@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.configuration_nasvit import arch_fields, field_choices, normalize_search_space
+from ..models.search_space_nasvit import arch_fields, field_choices, normalize_search_space
 
 __all__ = ["ArchEncoder"]
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..loading import load_pretrained_strict, read_nasvit_config
+from ..loading import load_supernet, load_supernet_processor  # re-exported here: their home is nasvit_hf.loading
 from ..macs import count_macs, count_parameters
 from ..models.configuration_nasvit import NASViTConfig
 from ..models.image_processing_nasvit import NASViTImageProcessor
@@ -37,31 +37,6 @@ from .table12 import compare_latency
 __all__ = ["SearchRun", "load_supernet", "load_supernet_processor", "supernet_fingerprint"]
 
 logger = logging.getLogger(__name__)
-
-
-def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassification:
-    """Load a NASViT supernet folder, with clear errors for anything else."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"{str(path)!r} is not a NASViT supernet folder: there is no such folder.")
-    config = read_nasvit_config(path, "a NASViT supernet")
-    if not config.is_supernet:
-        raise ValueError(
-            f"{str(path)!r} holds a single extracted subnet (its search space has one choice per dimension), not a "
-            "supernet: there is nothing to search. Point --supernet at the supernet it came from."
-        )
-    if config.num_labels < 1:
-        raise ValueError(f"{str(path)!r} has no classifier (num_labels=0); search ranks subnets by top-1.")
-    model = load_pretrained_strict(NASViTForImageClassification, path, config=config)
-    return model.to(device).eval()
-
-
-def load_supernet_processor(path: str | Path) -> NASViTImageProcessor | None:
-    """The image processor saved with a supernet (its evaluation protocol: search and export evaluate through it, and
-    exported subnets carry it moved to their resolution), or None when the folder has none."""
-    if not (Path(path) / "preprocessor_config.json").is_file():
-        return None
-    return NASViTImageProcessor.from_pretrained(path)
 
 
 def supernet_fingerprint(path: str | Path) -> str:

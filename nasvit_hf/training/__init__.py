@@ -1,12 +1,15 @@
-"""Supernet training: losses, gradient combination, the sandwich step, EMA, augmentation, data and config.
+"""Supernet training: losses, gradient combination, the sandwich step, EMA, augmentation, data and config; the loop's
+mechanics in `loop`, the two recipes' task libraries in `classification` and `segmentation`.
 
-`recipes/train.py` wires these to Accelerate; everything here takes tensors, modules and small dataclasses.
+`recipes/train.py` and `recipes/train_segmentation.py` wire these to Accelerate; everything here takes tensors,
+modules and small dataclasses.
 """
 
 from .augment import build_batch_mixing, build_eval_transform, build_train_transform
 from .config import TrainingConfig, parse_overrides
 from .data import (
     ImageClassificationDataset,
+    ImageDataSource,
     TrainingSplits,
     collate_image_batch,
     load_image_classification_splits,
@@ -30,11 +33,13 @@ from .sandwich import (
     set_regularization,
     unwrap_model,
 )
+from .schedule import build_lr_scheduler, build_param_groups
 
 __all__ = [
     "AdaptiveAlphaDivergence",
     "ArchSampler",
     "ImageClassificationDataset",
+    "ImageDataSource",
     "ModelEMA",
     "SandwichConfig",
     "SandwichStepOutput",
@@ -44,6 +49,8 @@ __all__ = [
     "all_reduce_gradients",
     "alpha_divergence",
     "build_batch_mixing",
+    "build_lr_scheduler",
+    "build_param_groups",
     "build_eval_transform",
     "build_train_transform",
     "collate_image_batch",

@@ -33,10 +33,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config_system import ConfigError, load_yaml_mapping, scale_step_counts, set_dotted, undo_if_the_recipe_fails
 from ..utils.io import apply_umask_modes, atomic_write_json, atomic_write_text, make_dir
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from .config import TrainingRunConfig
+
+RunConfig = TypeVar("RunConfig", bound="TrainingRunConfig")
 
 __all__ = [
     "CHECKPOINT_RECORD",
@@ -164,7 +171,7 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int, run_id: str) -> 
 
 
 def save_checkpoint(
-    accelerator: Any,
+    accelerator: Accelerator,
     run: TrainingRun,
     step: int,
     config: dict[str, Any],
@@ -300,7 +307,9 @@ def _checkpoint_to_resume(resume_from_checkpoint: str, output_dir: str | os.Path
     return checkpoints[-1][1] if checkpoints else None
 
 
-def load_run_config(config_cls: Any, overrides: dict[str, Any], config_file: str | None, default_file: str | Path):
+def load_run_config(
+    config_cls: type[RunConfig], overrides: dict[str, Any], config_file: str | None, default_file: str | Path
+) -> RunConfig:
     """A training recipe's config from its command line (`overrides`, `--config config_file`).
 
     A fresh run: the YAML file (`config_file`, else `default_file`) with `overrides` on top. A resumed run
@@ -344,7 +353,7 @@ def load_run_config(config_cls: Any, overrides: dict[str, Any], config_file: str
 
 
 def start_run_from_config(
-    config: Any, kind: str, is_main_process: bool = True, barrier: Callable[[], None] | None = None
+    config: TrainingRunConfig, kind: str, is_main_process: bool = True, barrier: Callable[[], None] | None = None
 ) -> TrainingRun:
     """`start_run` with a training config's `output_dir`, `resume_from_checkpoint`, `overwrite_output_dir` and its
     class's `RESUME_SAFE_KEYS` / `RESUME_GROWABLE_KEYS`."""

@@ -1,16 +1,17 @@
-"""Library side of `recipes/train.py` (supernet training for image classification): the model, the data loaders,
-the teacher, the optimiser with timm-style parameter groups, subnet validation and the training log. The recipe
-only wires these to Accelerate.
+"""Library side of `recipes/train.py` (supernet training for image classification): the supernet, the data loaders,
+the teachers, the optimiser and its schedule, subnet validation and the supernet folders a run saves (`final/`,
+`snapshots/`). The loop's mechanics (launch, the sandwich step and its accounting, the run log, checkpoints, the
+summary) are `nasvit_hf.training.loop`, shared with the segmentation recipe. The recipe only wires these to Accelerate.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,37 +21,66 @@ from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
 from ..loading import read_nasvit_config
 from ..models import NASViTConfig, NASViTForImageClassification
 from ..models.image_processing_nasvit import NASViTImageProcessor
-from ..utils.io import atomic_write_json, staging_folder
+from ..utils.io import staging_folder
+from . import loop
 from .augment import IMAGENET_MEAN, IMAGENET_STD
 from .config import TrainingConfig
-from .data import ImageClassificationDataset, TrainingSplits, collate_image_batch, load_training_splits
+from .data import (
+    ImageClassificationDataset,
+    ImageDataSource,
+    TrainingSplits,
+    collate_image_batch,
+    load_training_splits,
+)
 from .pipeline import build_eval_processor, build_target_transform, training_transform_of
-from .schedule import build_lr_scheduler
+from .schedule import build_lr_scheduler, build_param_groups
 from .teachers import TeacherEnsemble, load_teacher_ensemble
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from ..data.holdout import HoldoutSplit
+    from .ema import ModelEMA
+
 __all__ = [
+    "SNAPSHOTS_FOLDER",
+    "TABLE4_EPOCHS",
     "ClassificationData",
+    "EvalLoaders",
     "build_classification_data",
-    "build_param_groups",
+    "build_optimizer",
+    "build_schedule",
     "build_supernet",
     "check_eval_archs",
-    "check_nonfinite_limit",
+    "load_classification_splits",
     "load_teachers",
     "loader_settings",
-    "logged_archs",
-    "count_skipped_step",
-    "load_classification_splits",
-    "multi_cpu_launch",
     "resolve_snapshot_epochs",
-    "sandwich_update",
     "save_final_supernets",
     "save_snapshot",
     "search_space_of",
-    "setup_logging",
-    "step_record",
     "validate_subnets",
-    "write_summary",
 ]
+
+# (calibration loader, validation loader or None) of a resolution: `ClassificationData.eval_loaders`.
+EvalLoaders = Callable[[int], tuple[DataLoader, DataLoader | None]]
+
+# Names that lived here before the loop's mechanics moved to `nasvit_hf.training.loop`: importing them from here still
+# works, with a FutureWarning. (`build_param_groups` moved to `nasvit_hf.training.schedule`; build_optimizer uses it,
+# so it is still a name here.)
+_MOVED = {name: loop for name in loop.__all__ if name not in ("save_checkpoint_if_due", "session_counts")}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"nasvit_hf.training.classification.{name} moved to {module.__name__}.{name}; import it from there.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return getattr(module, name)
 
 
 def search_space_of(config: TrainingConfig) -> dict[str, Any]:
@@ -59,9 +89,9 @@ def search_space_of(config: TrainingConfig) -> dict[str, Any]:
     return get_search_space(config.search_space) if isinstance(config.search_space, str) else config.search_space
 
 
-def check_eval_archs(archs: list, search_space: dict) -> dict[str, dict]:
+def check_eval_archs(archs: list[dict[str, Any]], search_space: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """eval_archs validated against the search space, named arch0, arch1, ...; a ValueError says which is wrong."""
-    from ..models.configuration_nasvit import validate_arch
+    from ..models.search_space_nasvit import validate_arch
 
     checked = {}
     for index, arch in enumerate(archs):
@@ -109,9 +139,9 @@ class ClassificationData:
     sampler_generator: torch.Generator
     train_loader: DataLoader
     eval_processor: NASViTImageProcessor
-    eval_loaders: Any
+    eval_loaders: EvalLoaders
     has_validation: bool
-    mixing: Any
+    mixing: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
 
 
 def loader_settings(config: TrainingConfig) -> dict[str, Any]:
@@ -129,7 +159,11 @@ def loader_settings(config: TrainingConfig) -> dict[str, Any]:
 
 
 def build_classification_data(
-    config: TrainingConfig, splits: tuple, image_size: int, max_resolution: int, prepare: Any = None
+    config: TrainingConfig,
+    splits: TrainingSplits,
+    image_size: int,
+    max_resolution: int,
+    prepare: Callable[[DataLoader], DataLoader] | None = None,
 ) -> ClassificationData:
     """Training loader (augmented with the config's `data_pipeline`, seeded), the evaluation processor
     (`eval_crop_mode` at `max_resolution`) and a cached factory of per-resolution calibration / validation loaders
@@ -208,15 +242,7 @@ def load_classification_splits(config: TrainingConfig) -> TrainingSplits:
     dataset: with `holdout_per_class`, a class-balanced, seeded split is carved out of the training images and
     excluded from training (`nasvit_hf.data.carve_holdout`; save it beside the supernet for search and export)."""
     return load_training_splits(
-        config.dataset,
-        config.train_split,
-        config.validation_split,
-        config.image_column,
-        config.label_column,
-        config.dataset_config,
-        config.data_dir,
-        config.max_train_samples,
-        config.max_eval_samples,
+        ImageDataSource.from_config(config),
         holdout_per_class=config.holdout_per_class,
         holdout_seed=config.seed if config.holdout_seed is None else config.holdout_seed,
     )
@@ -240,51 +266,14 @@ def load_teachers(
     )
 
 
-def build_param_groups(
-    model: nn.Module,
-    weight_decay: float,
-    lr_multipliers: dict[str, float] | None = None,
-    learning_rate: float | None = None,
-    no_decay_for_norms_and_tables: bool = True,
-) -> list[dict[str, Any]]:
-    """Optimiser parameter groups, timm's way: parameters with one dimension (norms, biases) and those the model
-    names in `no_weight_decay()` get no weight decay. `lr_multipliers` ({name prefix: factor}, with `learning_rate`)
-    puts the parameters under a prefix in their own groups at `factor * learning_rate` (e.g. a decode head at 10x).
-    Groups come in a fixed order (the rest first, then each prefix; decay before no decay); empty ones are dropped.
-    With `no_decay_for_norms_and_tables=False` every parameter is decayed."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    multipliers = dict(lr_multipliers or {})
-    if multipliers and learning_rate is None:
-        raise ValueError("lr_multipliers need learning_rate (the base rate they multiply).")
-    buckets: dict[tuple[str | None, bool], list[nn.Parameter]] = {}
-    order = [None, *multipliers]
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        prefix = next((p for p in multipliers if name.startswith(p)), None)
-        decayed = not no_decay_for_norms_and_tables or not (parameter.ndim <= 1 or name in skip)
-        buckets.setdefault((prefix, decayed), []).append(parameter)
-    groups = []
-    for prefix in order:
-        for decayed in (True, False):
-            params = buckets.get((prefix, decayed))
-            if not params:
-                continue
-            group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decayed else 0.0}
-            if learning_rate is not None:
-                group["lr"] = learning_rate * (multipliers[prefix] if prefix is not None else 1.0)
-            groups.append(group)
-    return groups
-
-
 @torch.no_grad()
 def validate_subnets(
     model: nn.Module,
     archs: dict[str, dict],
-    eval_loaders: Any,
+    eval_loaders: EvalLoaders,
     calibration_batches: int,
     top_k: list[int],
-    accelerator: Any,
+    accelerator: Accelerator,
 ) -> dict[str, dict[str, float]]:
     """`{name: {"top1": %, "top5": %}}` of each arch after BN recalibration on training batches, both through
     `eval_loaders(arch resolution)` → (calibration, validation) loaders. The model's BN statistics, active arch,
@@ -315,147 +304,12 @@ def validate_subnets(
     return results
 
 
-def multi_cpu_launch() -> bool:
-    """True for a multi-process launch on a machine without GPUs. Accelerate then needs `cpu=True` to run MULTI_CPU
-    (gloo): without it, `accelerate launch --multi_gpu` / torchrun on CPU gives every process a one-process state."""
-    has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-    return not has_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def step_record(step: int, epoch: int, lr: float, output: Any) -> dict[str, Any]:
-    """One line of `train_log.jsonl` for a sandwich step's output."""
-    return {
-        "step": step,
-        "epoch": epoch,
-        "lr": lr,
-        **{f"loss/{name}": value for name, value in output.losses.items()},
-        "conflict_ratio": output.conflict_ratio,
-        "conflict_ratio_after": output.conflict_ratio_after,
-        "grad_norm/sup": output.sup_grad_norm,
-        "grad_norm/sub": output.sub_grad_norm,
-        "projected": int(output.projected),
-        "skipped": int(output.skipped),
-    }
-
-
-def logged_archs(output: Any, accelerator: Any, per_rank: bool) -> dict[str, Any]:
-    """The archs a step trained, for its log line: `{"archs": {name: arch}}` (this rank's), and with per-rank subnet
-    sampling on several processes `"archs_per_rank"`: every rank's (a collective: call it on every rank)."""
-    logged: dict[str, Any] = {"archs": dict(output.archs)}
-    if per_rank and accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        logged["archs_per_rank"] = gather_object([dict(output.archs)])
-    return logged
-
-
-def append_log_line(path: str | Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def write_summary(output_dir: str | Path, summary: dict[str, Any], validation: dict[str, Any]) -> str:
-    """Write `summary.json` atomically; return the human summary printed at the end of a run."""
-    atomic_write_json(Path(output_dir) / "summary.json", summary)
-    steps, session = summary["steps"], summary.get("session_steps", summary["steps"])
-    line = f"Trained {session} sandwich steps in {summary['seconds']:.0f} s"
-    if summary.get("resumed_from_step") is None:
-        line += f" ({summary['skipped_steps']} skipped)."
-    else:
-        line += (
-            f", resumed at step {summary['resumed_from_step']}: the run is at step {steps} "
-            f"({summary['skipped_steps']} of its steps skipped)."
-        )
-    lines = [line]
-    if "mean_conflict_ratio" in summary:
-        after = summary.get("mean_conflict_ratio_after")
-        lines.append(
-            f"Mean gradient-conflict ratio: {summary['mean_conflict_ratio']:.3f} before combination"
-            + (f", {after:.3f} after" if after is not None else "")
-        )
-    for name, scores in validation.items():
-        lines.append(f"  {name:>9}: " + ", ".join(f"{k} {v:.2f}%" for k, v in scores.items()))
-    if "final_model" in summary:
-        weights = "EMA weights; raw weights in final/raw" if "raw_model" in summary else "weights"
-        lines.append(f"Supernet saved to {summary['final_model']} ({weights}; AutoModelForImageClassification).")
-    return "\n".join(lines)
-
-
-def nanmean(values: list[float]) -> float | None:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else None
-
-
-def setup_logging(is_main_process: bool = True) -> None:
-    """The recipes' log format; the libraries that chatter at INFO are kept at WARNING."""
-    import logging
-
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if is_main_process else logging.WARNING,
-    )
-    for noisy in ("datasets", "evaluate", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def sandwich_update(
-    trainer: Any,
-    optimizer: torch.optim.Optimizer,
-    batches: Any,
-    archs: list,
-    accelerator: Any,
-    *,
-    accumulation: int = 1,
-    mixing: Any = None,
-    teacher: nn.Module | None = None,
-    project: bool = True,
-) -> Any:
-    """One optimiser step of sandwich training: `accumulation` micro-batches from `batches` (mixed, with the
-    teachers' soft targets when given: `teacher(pixel_values)` → probabilities, e.g. a `TeacherEnsemble`) through
-    `trainer.accumulate`, then `trainer.step`."""
-    for _ in range(accumulation):
-        batch = next(batches)
-        pixel_values, targets = batch["pixel_values"], batch["labels"]
-        if mixing is not None:
-            pixel_values, targets = mixing(pixel_values, targets)
-        teacher_probs = None
-        if teacher is not None:
-            with torch.no_grad(), accelerator.autocast():
-                teacher_probs = teacher(pixel_values)
-        trainer.accumulate(pixel_values, targets, archs, teacher_probs)
-    scale = accelerator.scaler.get_scale() if accelerator.scaler is not None else 1.0
-    return trainer.step(optimizer, project=project, grad_scale=scale)
-
-
-def count_skipped_step(state: Any, output: Any, logger: Any) -> None:
-    """Update the skipped-step counters of `state` for `output` (before the step is counted); warn for a skipped
-    step."""
-    state.skipped_steps += int(output.skipped)
-    state.consecutive_nonfinite = state.consecutive_nonfinite + 1 if output.skipped else 0
-    if output.skipped:
-        logger.warning(
-            f"step {state.global_step + 1}: {output.skip_reason} (losses {output.losses}); step skipped, weights and "
-            "optimizer state untouched"
-        )
-
-
-def check_nonfinite_limit(state: Any, output: Any, max_consecutive: int) -> None:
-    """Stop the run (RecipeError, saying what to change) after `max_consecutive` skipped steps in a row."""
-    from ..config_system import RecipeError
-
-    if state.consecutive_nonfinite >= max_consecutive:
-        raise RecipeError(
-            f"{state.consecutive_nonfinite} consecutive steps had non-finite losses or gradients (last: "
-            f"{output.skip_reason}). Lower learning_rate, enable max_grad_norm, or use bf16/fp32 instead of fp16."
-        )
-
-
 def save_final_supernets(
     output_dir: str | Path,
     model: nn.Module,
-    ema: Any = None,
+    ema: ModelEMA | None = None,
     processor: NASViTImageProcessor | None = None,
-    holdout: Any = None,
+    holdout: HoldoutSplit | None = None,
 ) -> dict[str, str]:
     """Save the trained supernet with the largest subnet active: `final/` holds what validation evaluated — the EMA
     weights when an EMA is kept — with `processor` (the evaluation protocol, at the largest resolution), and
@@ -489,7 +343,7 @@ TABLE4_EPOCHS = (1, 90, 180, 270, 360)
 SNAPSHOTS_FOLDER = "snapshots"
 
 
-def resolve_snapshot_epochs(snapshot_epochs: Any, num_epochs: int) -> list[int]:
+def resolve_snapshot_epochs(snapshot_epochs: str | list[int] | None, num_epochs: int) -> list[int]:
     """The (1-based) epochs whose end saves a snapshot: `snapshot_epochs` as a list of epochs, or `"table4"` for
     Table 4's epochs 1, 90, 180, 270 and 360 of 360 scaled to `num_epochs` (round(e · num_epochs / 360), at least 1):
     epochs 1, 100, 200, 300, 400 of a 400-epoch run. None or [] = no snapshots. Epochs past the run are dropped."""
@@ -519,17 +373,6 @@ def save_snapshot(
     return target
 
 
-def check_distributed_type(accelerator: Any) -> None:
-    """Sandwich training needs each rank's full gradients (DDP or one process), never sharded ones."""
-    from ..config_system import RecipeError
-
-    if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-        raise RecipeError(
-            f"{accelerator.distributed_type.value} shards gradients, but the gradient combination needs every "
-            "parameter's full supernet and subnet gradients on each rank: launch with DDP (--multi_gpu) instead."
-        )
-
-
 def build_optimizer(model: nn.Module, config: TrainingConfig, num_processes: int) -> torch.optim.AdamW:
     """AdamW over `build_param_groups` (no decay on norms, biases and `model.no_weight_decay()`); with `scale_lr`
     the learning rate is scaled by the total batch / 512 (the reference)."""
@@ -543,7 +386,9 @@ def build_optimizer(model: nn.Module, config: TrainingConfig, num_processes: int
     )
 
 
-def build_schedule(config: TrainingConfig, optimizer: torch.optim.Optimizer, batches_per_epoch: int) -> tuple:
+def build_schedule(
+    config: TrainingConfig, optimizer: torch.optim.Optimizer, batches_per_epoch: int
+) -> tuple[torch.optim.lr_scheduler.LRScheduler, int, int]:
     """`(lr_scheduler, steps_per_epoch, max_steps)`: optimiser steps per epoch of `batches_per_epoch` batches (per
     process), the run's length (`max_steps` or whole epochs) and the warmup + decay schedule over it."""
     from ..config_system import RecipeError

@@ -1,4 +1,9 @@
-"""The training configuration: one flat dataclass, loaded from YAML, overridable from the command line.
+"""The training configurations: flat dataclasses, loaded from YAML, overridable from the command line.
+
+`TrainingRunConfig` holds the keys every training recipe has (the model to start from, the data, the optimiser, the
+run's output, logging and checkpoints), declared once; `TrainingConfig` (supernet training, `recipes/train.py`) and
+`SegmentationTrainingConfig` (`nasvit_hf.training.segmentation`) add their own and set their own defaults
+(`recipe_defaults`).
 
 `TrainingConfig.from_yaml(path, overrides)` reads a YAML file of `key: value` pairs and applies `--key value`
 overrides (values parsed as YAML, so `--max_steps 20`, `--ema_decay null`, `--crop_scale [0.5,1.0]` work). Unknown
@@ -13,35 +18,104 @@ from typing import Any, ClassVar
 
 from ..config_system import ConfigMixin, check_field_ranges, load_yaml_mapping, parse_overrides
 
-__all__ = ["TrainingConfig", "load_yaml_mapping", "parse_overrides"]
+__all__ = ["TrainingConfig", "TrainingRunConfig", "load_yaml_mapping", "parse_overrides"]
 
 # Keys renamed after release 0.1.0 (as in NASViTConfig): still read, with a FutureWarning naming the new key.
 RENAMED_KEYS = {"layer_scale": "switchable_scaling", "teacher": "teachers"}
 
 
 @dataclass
-class TrainingConfig(ConfigMixin):
+class TrainingRunConfig(ConfigMixin):
+    """The keys of every training recipe: where the model starts, which data, the optimiser and the run's length, and
+    where the run writes its logs and checkpoints. Defaults are supernet training's; a recipe's config inherits the
+    keys and sets its own defaults with `recipe_defaults`."""
+
     # ---- model
-    search_space: Any = "tiny"  # a preset name ("tiny", "reference", "paper", "tiny-paper") or a search-space dict
-    model_name_or_path: str | None = None  # start from a saved supernet instead of random weights
-    switchable_scaling: str = "tokens"  # "tokens" (reference) | "width" (paper) | "shared" | "none"
+    model_name_or_path: str | None = None  # start from a saved model instead of random weights (classification: a
+    # supernet; segmentation: an exported classification subnet, or a segmentation model)
+    search_space: Any = "tiny"  # without model_name_or_path: a preset name ("tiny", "reference", "paper",
+    # "tiny-paper") or a search-space dict
     drop_path_rate: float = 0.0
-    drop_connect_rate: float = 0.0
-    dropout: float = 0.0
     # ---- data
-    dataset: str = "digits"  # "digits" (bundled scikit-learn digits), a Hub name, or "imagefolder"
+    dataset: str = "digits"  # a Hub name, or classification: "digits" (bundled scikit-learn digits), "imagefolder";
+    # segmentation: "digits_segmentation" (built in), "folder"
     dataset_config: str | None = None
-    data_dir: str | None = None  # for "imagefolder"
+    data_dir: str | None = None  # "imagefolder": one folder per class; "folder": <data_dir>/<split>/images/*.png|jpg
+    # + <data_dir>/<split>/masks/*.png
     train_split: str = "train"
     validation_split: str | None = "validation"
     image_column: str = "image"
-    label_column: str = "label"
-    image_size: int | None = None  # the dataloader's size; default: the space's largest resolution
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    num_workers: int = 0
+    # ---- optimisation
+    seed: int = 42
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    num_train_epochs: float = 3  # a fraction of an epoch is rounded up to whole steps
+    max_steps: int | None = None  # overrides num_train_epochs
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "cosine"  # classification: any transformers scheduler ("cosine_warmup_with_min_lr" =
+    # the reference); segmentation: "poly" (power 1, Segformer) | "cosine" | "constant"
+    max_grad_norm: float | None = 1.0
+    # ---- evaluation, logging, checkpoints
+    output_dir: str = "outputs/digits_tiny"
+    logging_steps: int = 1
+    checkpointing_steps: int | None = 500
+    checkpoints_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest": the run goes on with the config it
+    # recorded; the keys given with it are changes (checked)
+    overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
+
+    # Keys a resumed run may change (they do not change the model, data, optimisation or schedule); every other
+    # change fails with the list of keys. The keys in RESUME_GROWABLE_KEYS may only grow.
+    RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "num_workers",
+            "per_device_eval_batch_size",
+            "max_eval_samples",
+            "logging_steps",
+            "checkpointing_steps",
+            "checkpoints_total_limit",
+        }
+    )
+    RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+    # What NASVIT_STEP_SCALE scales (nasvit_hf.config_system): the run's length.
+    STEP_KEYS: ClassVar[dict[str, float]] = {"max_steps": 1, "num_train_epochs": 0}
+    # The range of every number key (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
+    FIELD_RANGES: ClassVar[dict[str, str]] = {
+        "drop_path_rate": "[0, 1)",
+        "max_train_samples": "[1, inf)",
+        "max_eval_samples": "[1, inf)",
+        "num_workers": "[0, 1024]",
+        "seed": "[0, 4294967295]",
+        "per_device_train_batch_size": "[1, inf)",
+        "per_device_eval_batch_size": "[1, inf)",
+        "num_train_epochs": "(0, inf)",  # a fraction of an epoch is rounded up to whole steps
+        "max_steps": "[1, inf)",
+        "learning_rate": "(0, inf)",
+        "weight_decay": "[0, inf)",
+        "max_grad_norm": "(0, inf)",
+        "logging_steps": "[1, inf)",
+        "checkpointing_steps": "[1, inf)",
+        "checkpoints_total_limit": "[0, inf)",
+    }
+
+
+@dataclass
+class TrainingConfig(TrainingRunConfig):
+    """Supernet training (`recipes/train.py`): `TrainingRunConfig`'s keys and these."""
+
+    # ---- model
+    switchable_scaling: str = "tokens"  # "tokens" (reference) | "width" (paper) | "shared" | "none"
+    drop_connect_rate: float = 0.0
+    dropout: float = 0.0
+    # ---- data
+    label_column: str = "label"
+    image_size: int | None = None  # the dataloader's size; default: the space's largest resolution
     holdout_per_class: int | None = None  # images per class held out of training for search (holdout.json)
     holdout_seed: int | None = None  # default: seed
-    num_workers: int = 0
     pin_memory: bool | None = None  # page-locked batches for fast host-to-GPU copies; None = when CUDA is available
     persistent_workers: bool = False  # the training loader's workers stay up between epochs (with num_workers > 0)
     prefetch_factor: int | None = None  # batches each worker loads ahead (with num_workers > 0); None = torch's 2
@@ -75,91 +149,58 @@ class TrainingConfig(ConfigMixin):
     teachers: Any = None  # AutoModelForImageClassification names/paths: a list, or one string ("a,b" = two)
     teacher_temperature: float = 1.0  # ensemble = mean of softmax(logits / T); the reference: 0.2
     # ---- optimisation
-    seed: int = 42
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 64
     gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 3  # a fraction of an epoch is rounded up to whole steps
-    max_steps: int | None = None  # overrides num_train_epochs
-    learning_rate: float = 3e-4
     scale_lr: bool = False  # learning_rate × total batch / 512 (the reference)
-    weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
-    lr_scheduler_type: str = "cosine"  # any transformers scheduler; "cosine_warmup_with_min_lr" = the reference
     min_lr_rate: float | None = None  # final lr / peak lr, for cosine_with_min_lr / cosine_warmup_with_min_lr
     warmup_lr_rate: float | None = None  # first warm-up lr / peak lr, for cosine_warmup_with_min_lr
     min_learning_rate: float | None = None  # final lr, scaled with learning_rate (scale_lr): instead of min_lr_rate
     warmup_learning_rate: float | None = None  # first warm-up lr, scaled with learning_rate: instead of warmup_lr_rate
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None  # overrides warmup_epochs
-    max_grad_norm: float | None = 1.0
     ema_decay: float | None = None  # e.g. 0.99985 (the reference)
     mixed_precision: str | None = None  # "no" | "fp16" | "bf16"; None = as `accelerate launch` says
     max_consecutive_nonfinite: int = 5
     deterministic: bool = False
     num_threads: int | None = None  # torch intra-op threads; None = torch's default (1 is faster on a busy CPU)
     # ---- evaluation, logging, checkpoints
-    output_dir: str = "outputs/digits_tiny"
     eval_every_epochs: int = 1
     calibration_batches: int = 64
     calibration_transform: str = "evaluation"  # BN recalibration images: "evaluation" | "training" (the reference)
     eval_archs: list = field(default_factory=list)  # extra archs to validate each epoch
-    logging_steps: int = 1
     report_to: str = "tensorboard"  # "tensorboard", "none", or any accelerate tracker name
-    checkpointing_steps: int | None = 500
-    checkpoints_total_limit: int | None = 3
     snapshot_epochs: Any = None  # epochs whose end saves snapshots/epoch_<E>/: a list, or "table4" (Table 4, scaled)
-    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest": the run goes on with the config it
-    # recorded; the keys given with it are changes (checked)
-    overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
     save_final_model: bool = True
     progress_bar: bool = True
 
-    # Keys a resumed run may change (they do not change the model, data, optimisation or schedule); every other
-    # change fails with the list of keys. The keys in RESUME_GROWABLE_KEYS may only grow.
-    RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "num_workers",
-            "pin_memory",
-            "persistent_workers",
-            "prefetch_factor",
-            "per_device_eval_batch_size",
-            "max_eval_samples",
-            "num_threads",
-            "eval_every_epochs",
-            "calibration_batches",
-            "eval_archs",
-            "logging_steps",
-            "report_to",
-            "checkpointing_steps",
-            "checkpoints_total_limit",
-            "snapshot_epochs",
-            "save_final_model",
-            "progress_bar",
-        }
-    )
-    RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+    # Keys a resumed run may change besides TrainingRunConfig's (they do not change the model, data, optimisation or
+    # schedule).
+    RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = TrainingRunConfig.RESUME_SAFE_KEYS | {
+        "pin_memory",
+        "persistent_workers",
+        "prefetch_factor",
+        "num_threads",
+        "eval_every_epochs",
+        "calibration_batches",
+        "eval_archs",
+        "report_to",
+        "snapshot_epochs",
+        "save_final_model",
+        "progress_bar",
+    }
     RENAMED_KEYS: ClassVar[dict[str, str]] = RENAMED_KEYS
     # What NASVIT_STEP_SCALE scales (nasvit_hf.config_system): the run's length and its warm-up.
-    STEP_KEYS: ClassVar[dict[str, float]] = {
-        "max_steps": 1,
-        "num_train_epochs": 0,
-        "warmup_steps": 0,
-        "warmup_epochs": 0,
-    }
+    STEP_KEYS: ClassVar[dict[str, float]] = {**TrainingRunConfig.STEP_KEYS, "warmup_steps": 0, "warmup_epochs": 0}
     # The range of every number key (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
     FIELD_RANGES: ClassVar[dict[str, str]] = {
-        "drop_path_rate": "[0, 1)",
+        **TrainingRunConfig.FIELD_RANGES,
         "drop_connect_rate": "[0, 1)",
         "dropout": "[0, 1)",
         "image_size": "[16, 4096]",
-        "max_train_samples": "[1, inf)",
-        "max_eval_samples": "[1, inf)",
         "holdout_per_class": "[1, inf)",
         "holdout_seed": "[0, 4294967295]",
-        "num_workers": "[0, 1024]",
         "prefetch_factor": "[1, 1024]",
         "randaugment_num_ops": "[0, 64]",
         "randaugment_magnitude": "[0, 30]",
@@ -176,14 +217,7 @@ class TrainingConfig(ConfigMixin):
         "projection_eps": "[0, inf)",
         "projection_start_epoch": "[0, inf)",
         "teacher_temperature": "(0, inf)",
-        "seed": "[0, 4294967295]",
-        "per_device_train_batch_size": "[1, inf)",
-        "per_device_eval_batch_size": "[1, inf)",
         "gradient_accumulation_steps": "[1, inf)",
-        "num_train_epochs": "(0, inf)",  # a fraction of an epoch is rounded up to whole steps
-        "max_steps": "[1, inf)",
-        "learning_rate": "(0, inf)",
-        "weight_decay": "[0, inf)",
         "adam_beta1": "[0, 1)",
         "adam_beta2": "[0, 1)",
         "adam_epsilon": "[0, inf)",
@@ -193,15 +227,11 @@ class TrainingConfig(ConfigMixin):
         "warmup_learning_rate": "[0, inf)",
         "warmup_epochs": "[0, inf)",
         "warmup_steps": "[0, inf)",
-        "max_grad_norm": "(0, inf)",
         "ema_decay": "[0, 1]",
         "max_consecutive_nonfinite": "[1, inf)",
         "num_threads": "[1, 1024]",
         "eval_every_epochs": "[1, inf)",
         "calibration_batches": "[1, inf)",
-        "logging_steps": "[1, inf)",
-        "checkpointing_steps": "[1, inf)",
-        "checkpoints_total_limit": "[0, inf)",
     }
 
     def __post_init__(self):

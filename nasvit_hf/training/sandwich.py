@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..config_system import check_field_ranges
-from ..models.configuration_nasvit import sample_arch
+from ..models.search_space_nasvit import sample_arch
 from .gradients import (
     AFTER_COMBINATION_TOLERANCE,
     GRANULARITIES,

@@ -8,16 +8,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..config_system import ConfigMixin, check_field_ranges, parse_overrides
+from ..config_system import check_field_ranges, parse_overrides, recipe_defaults
 from ..models import NASViTConfig, NASViTForSemanticSegmentation, NASViTSegmentationImageProcessor
-from ..models.configuration_nasvit import BACKBONE_STAGE_NAMES
+from ..models.search_space_nasvit import BACKBONE_STAGE_NAMES
+from .config import TrainingRunConfig
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -44,35 +49,40 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
-class SegmentationTrainingConfig(ConfigMixin):
+@recipe_defaults(
+    dataset="digits_segmentation",
+    per_device_train_batch_size=16,
+    per_device_eval_batch_size=16,
+    num_train_epochs=10,
+    learning_rate=1.0e-3,
+    weight_decay=0.01,
+    lr_scheduler_type="poly",
+    output_dir="outputs/segmentation_digits",
+    logging_steps=10,
+    checkpointing_steps=100,
+    checkpoints_total_limit=2,
+)
+class SegmentationTrainingConfig(TrainingRunConfig):
+    """Semantic segmentation fine-tuning (`recipes/train_segmentation.py`): `TrainingRunConfig`'s keys, with this
+    recipe's defaults, and these."""
+
     # ---- model
-    model_name_or_path: str | None = None  # an exported classification subnet (or a segmentation model) folder
-    search_space: Any = "tiny"  # without model_name_or_path: a preset name or a search-space dict ...
-    arch: Any = "largest"  # ... and "largest" | "smallest" | a preset name (nasvit_hf.presets) | an arch dict
+    arch: Any = "largest"  # without model_name_or_path: "largest" | "smallest" | a preset name (nasvit_hf.presets) |
+    # an arch dict
     num_windows: Any = "auto"  # k windows in total per stage (1, 4, 9, ...); "auto" = feature side // 7 per side
     decoder_hidden_size: int = 256
     out_features: list | None = None  # default: ["mb2", "mb3", "mb4", "mb6"] (strides 4-32)
     classifier_dropout: float = 0.1
-    drop_path_rate: float = 0.0
     # ---- data
-    dataset: str = "digits_segmentation"  # "digits_segmentation" (built in), "folder" (data_dir), or a Hub name
-    dataset_config: str | None = None
-    data_dir: str | None = None  # "folder": <data_dir>/<split>/images/*.png|jpg + <data_dir>/<split>/masks/*.png
-    train_split: str = "train"
-    validation_split: str | None = "validation"
-    image_column: str = "image"
     label_column: str | None = None  # default: the first of annotation, label, mask, semantic_segmentation, ...
     id2label: dict | None = None  # class names; required unless the data says (digits) or num_labels is given
     num_labels: int | None = None
     reduce_labels: bool = False  # ADE20K: 0 ("other") -> ignore, classes shift down by one
     ignore_index: int = 255
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
     digits_num_train: int = 512  # the built-in data's size
     digits_num_validation: int = 128
     digits_size: int = 64
     digits_label_mode: str = "digits"
-    num_workers: int = 0
     # ---- augmentation (image and mask together)
     crop_size: list = field(default_factory=lambda: [64, 64])  # [height, width]
     scale_base: list = field(default_factory=lambda: [64, 64])  # resize to fit this (keeping aspect) x a ratio ...
@@ -81,74 +91,36 @@ class SegmentationTrainingConfig(ConfigMixin):
     eval_short_side: int | None = None  # evaluation: resize the shorter side to this (None: keep); mIoU is always
     # computed at the original mask size
     # ---- optimisation
-    seed: int = 42
-    per_device_train_batch_size: int = 16
-    per_device_eval_batch_size: int = 16
-    num_train_epochs: float = 10
-    max_steps: int | None = None
-    learning_rate: float = 1.0e-3
     head_learning_rate_multiplier: float = 10.0  # Segformer: the decode head learns 10x faster
-    weight_decay: float = 0.01
-    lr_scheduler_type: str = "poly"  # "poly" (power 1, Segformer) | "cosine" | "constant"
     warmup_steps: int = 0
-    max_grad_norm: float | None = 1.0
     # ---- evaluation, logging, checkpoints
-    output_dir: str = "outputs/segmentation_digits"
     eval_every_steps: int | None = None  # default: once per epoch (and at the end)
-    logging_steps: int = 10
     report_to: str | None = "tensorboard"
-    checkpointing_steps: int | None = 100
-    checkpoints_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest": the run goes on with the config it
-    # recorded; the keys given with it are changes (checked)
-    overwrite_output_dir: bool = False  # delete an earlier run in output_dir and start over (else: refused)
 
-    # Keys a resumed run may change (see TrainingConfig); the keys in RESUME_GROWABLE_KEYS may only grow.
-    RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "num_workers",
-            "per_device_eval_batch_size",
-            "max_eval_samples",
-            "eval_short_side",
-            "eval_every_steps",
-            "logging_steps",
-            "report_to",
-            "checkpointing_steps",
-            "checkpoints_total_limit",
-        }
-    )
-    RESUME_GROWABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"max_steps", "num_train_epochs"})
+    # Keys a resumed run may change besides TrainingRunConfig's (see TrainingConfig).
+    RESUME_SAFE_KEYS: ClassVar[frozenset[str]] = TrainingRunConfig.RESUME_SAFE_KEYS | {
+        "eval_short_side",
+        "eval_every_steps",
+        "report_to",
+    }
     # What NASVIT_STEP_SCALE scales (nasvit_hf.config_system): the run's length and its warm-up.
-    STEP_KEYS: ClassVar[dict[str, float]] = {"max_steps": 1, "num_train_epochs": 0, "warmup_steps": 0}
+    STEP_KEYS: ClassVar[dict[str, float]] = {**TrainingRunConfig.STEP_KEYS, "warmup_steps": 0}
     # The range of every number key (`nasvit_hf.config_system.check_field_ranges`; floats must also be finite).
     FIELD_RANGES: ClassVar[dict[str, str]] = {
+        **TrainingRunConfig.FIELD_RANGES,
         "decoder_hidden_size": "[1, 65536]",
         "classifier_dropout": "[0, 1)",
-        "drop_path_rate": "[0, 1)",
         "num_labels": "[1, 1000000]",
         "ignore_index": "[-2147483648, 2147483647]",
-        "max_train_samples": "[1, inf)",
-        "max_eval_samples": "[1, inf)",
         "digits_num_train": "[1, 1000000]",
         "digits_num_validation": "[1, 1000000]",
         "digits_size": "[32, 427]",  # crops of scikit-learn's 427 x 640 sample photos
-        "num_workers": "[0, 1024]",
         "hflip": "[0, 1]",
         "eval_short_side": "[16, 8192]",
-        "seed": "[0, 4294967295]",
-        "per_device_train_batch_size": "[1, inf)",
-        "per_device_eval_batch_size": "[1, inf)",
-        "num_train_epochs": "(0, inf)",
-        "max_steps": "[1, inf)",
-        "learning_rate": "(0, inf)",
         "head_learning_rate_multiplier": "(0, inf)",
-        "weight_decay": "[0, inf)",
         "warmup_steps": "[0, inf)",
-        "max_grad_norm": "(0, inf)",
         "eval_every_steps": "[0, inf)",  # 0 or null: once per epoch
-        "logging_steps": "[1, inf)",
         "checkpointing_steps": "[0, inf)",  # 0 or null: no checkpoints
-        "checkpoints_total_limit": "[0, inf)",
     }
 
     def __post_init__(self) -> None:
@@ -456,10 +428,10 @@ def build_image_processor(config: SegmentationTrainingConfig) -> NASViTSegmentat
 @torch.no_grad()
 def evaluate_segmentation(
     model: torch.nn.Module,
-    dataloader: Any,
+    dataloader: DataLoader,
     num_labels: int,
     ignore_index: int = 255,
-    accelerator: Any = None,
+    accelerator: Accelerator | None = None,
 ) -> dict[str, Any]:
     """mIoU (local `evaluate` module) of `model` on batches from a `SegmentationTransform(train=False)` loader. The
     logits are resized to each ORIGINAL mask's size before the argmax, so the score does not depend on
@@ -501,7 +473,7 @@ def evaluate_segmentation(
 # ----------------------------------------------------------------------------------------------------------------------
 def build_segmentation_scheduler(
     config: SegmentationTrainingConfig, optimizer: torch.optim.Optimizer, max_steps: int, num_processes: int = 1
-) -> Any:
+) -> torch.optim.lr_scheduler.LRScheduler:
     """`poly` (power 1, to 0: Segformer), `cosine` or `constant` with `warmup_steps`, counted in the steps the
     prepared scheduler sees (Accelerate steps a prepared scheduler once per process). A run no longer than its
     warm-up works: it ends inside the warm-up, with a warning (`schedule_length`)."""
@@ -538,7 +510,9 @@ def segmentation_summary(
     return summary
 
 
-def save_segmentation_model(model: Any, config: SegmentationTrainingConfig, summary: dict[str, Any]) -> Path:
+def save_segmentation_model(
+    model: NASViTForSemanticSegmentation, config: SegmentationTrainingConfig, summary: dict[str, Any]
+) -> Path:
     """`<output_dir>/model` (weights, config, image processor; replaced atomically) and `summary.json`."""
     from ..utils.io import atomic_write_json, staging_folder
 
