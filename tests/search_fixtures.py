@@ -29,7 +29,7 @@ SEARCH_CONFIG = {
     "calibration": {"num_batches": 2},
     "predictor": {"num_subnets": 8, "n_estimators": 20},
     "evolution": {"population_size": 128, "parents": 16, "mutations": 16, "crossovers": 16, "generations": 5},
-    "latency": {"warmup": 1, "repeats": 3, "num_archs": 14, "holdout_fraction": 0.15},  # 12 fit, 2 held out
+    "latency": {"warmup": 1, "repeats": 3, "num_archs": 26, "holdout_fraction": 0.15},  # 22 fit, 4 held out
     "budgets": [
         {"name": "a0", "macs_fraction": 0.0108},
         {"name": "a2", "macs_fraction": 0.1367},

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from nasvit_hf.search import LatencyConfig, LatencyModel, SearchConfig
-from nasvit_hf.search.efficiency import LATENCY_FEATURE_NAMES
-from nasvit_hf.search.latency import min_fit_archs
+from nasvit_hf.search.latency import LATENCY_FEATURE_NAMES, min_fit_archs
 
 
 def _budgets(*entries):
@@ -47,7 +46,26 @@ BAD_SEARCH_CONFIGS = [
         "in a cycle",
     ),
     ("duplicate names", _budgets({"name": "a0", "macs_millions": 1}, {"name": "A0", "macs_millions": 2}), "more than"),
-    ("too few latency archs", {"latency": {"num_archs": 6}}, "it needs at least 12"),
+    ("too few latency archs", {"latency": {"num_archs": 6}}, "it needs at least 22"),
+    (
+        "unknown backend",
+        {"latency": {"backend": "tensorrt"}},
+        "latency.backend must be one of ['eager', 'onnxruntime']",
+    ),
+    ("int8 on eager", {"latency": {"quantize": "int8"}}, "set latency.backend: onnxruntime"),
+    ("int4", {"latency": {"backend": "onnxruntime", "quantize": "int4"}}, "latency.quantize must be null"),
+    (
+        "onnxruntime on cuda",
+        {"latency": {"backend": "onnxruntime", "device": "cuda"}},
+        "set latency.device: cpu",
+    ),
+    ("zero B rounds", {"latency": {"table12_rounds": 0}}, "latency.table12_rounds must be in [1, 100000], got 0"),
+    ("unknown clock", {"latency": {"clock": "cpu"}}, "latency.clock must be one of ['wall', 'process']"),
+    (
+        "process clock with threads",
+        {"latency": {"clock": "process", "num_threads": 2}},
+        "it needs latency.num_threads: 1 (got 2)",
+    ),
     ("holdout fraction 0", {"latency": {"holdout_fraction": 0}}, "holdout_fraction must be in (0, 1)"),
     ("holdout fraction 1", {"latency": {"holdout_fraction": 1.0}}, "holdout_fraction must be in (0, 1)"),
     ("zero repeats", {"latency": {"repeats": 0}}, "latency.repeats must be in [1, 1000000], got 0"),
@@ -64,28 +82,31 @@ def test_bad_search_config_is_refused_at_parse(case, raw, phrase):
 
 
 def test_too_few_latency_archs_says_how_many_are_enough():
-    with pytest.raises(ValueError, match="Set latency.num_archs to at least 16"):
-        LatencyConfig(num_archs=12, holdout_fraction=0.25)
-    assert LatencyConfig(num_archs=16, holdout_fraction=0.25).num_fit_archs == min_fit_archs() == 12
+    with pytest.raises(ValueError, match="Set latency.num_archs to at least 29"):
+        LatencyConfig(num_archs=28, holdout_fraction=0.25)
+    assert LatencyConfig(num_archs=29, holdout_fraction=0.25).num_fit_archs == min_fit_archs() == 22
+
+
+NUM_FEATURES = len(LATENCY_FEATURE_NAMES)
 
 
 def _features(n, seed=0):
     rng = np.random.default_rng(seed)
-    features = rng.uniform(1e5, 1e7, size=(n, len(LATENCY_FEATURE_NAMES)))
-    features[:, 3:] = rng.integers(1, 20, size=(n, 2))
+    features = rng.uniform(1e5, 1e7, size=(n, NUM_FEATURES))
+    features[:, -2:] = rng.integers(1, 20, size=(n, 2))  # the block counts
     return features
 
 
-GOOD = _features(20)
-GOOD_MS = 1.0 + GOOD @ np.array([2e-6, 5e-6, 1e-6, 0.3, 0.5])
+GOOD = _features(30)
+GOOD_MS = 1.0 + GOOD @ np.array([2e-6, 5e-6, 1e-6, 3e-6, 4e-6, 1e-7, 2e-7, 3e-7, 0.3, 0.5])
 
 BAD_FITS = [
-    ("too few archs", GOOD[:11], GOOD_MS[:11], "needs at least 12 measured archs"),
-    ("negative latency", GOOD, np.where(np.arange(20) == 3, -1.0, GOOD_MS), "finite and positive"),
-    ("NaN latency", GOOD, np.where(np.arange(20) == 3, np.nan, GOOD_MS), "finite and positive"),
+    ("too few archs", GOOD[:21], GOOD_MS[:21], "needs at least 22 measured archs"),
+    ("negative latency", GOOD, np.where(np.arange(30) == 3, -1.0, GOOD_MS), "finite and positive"),
+    ("NaN latency", GOOD, np.where(np.arange(30) == 3, np.nan, GOOD_MS), "finite and positive"),
     ("missing feature column", GOOD[:, :4], GOOD_MS, "one column per latency feature"),
-    ("negative feature", GOOD * np.where(np.arange(20) == 0, -1, 1)[:, None], GOOD_MS, "finite and non-negative"),
-    ("length mismatch", GOOD, GOOD_MS[:-1], "20 feature rows but 19 latencies"),
+    ("negative feature", GOOD * np.where(np.arange(30) == 0, -1, 1)[:, None], GOOD_MS, "finite and non-negative"),
+    ("length mismatch", GOOD, GOOD_MS[:-1], "30 feature rows but 29 latencies"),
 ]
 
 
@@ -104,11 +125,16 @@ def _state(**changes):
 
 BAD_STATES = [
     ("negative intercept", _state(intercept=-4.99), "could predict a negative latency"),
-    ("negative coefficient", _state(coefficients=[1e-6, -1e-6, 0, 0, 0]), "could predict a negative latency"),
+    ("negative coefficient", _state(coefficients=[1e-6, -1e-6] + [0] * 8), "could predict a negative latency"),
     ("infinite floor", _state(min_latency_ms=float("inf")), "could predict a negative latency"),
-    ("wrong length", _state(coefficients=[1e-6, 1e-6]), "needs 5 coefficients"),
-    ("strings", _state(coefficients=["a", "b", "c", "d", "e"]), "non-numeric values"),
-    ("other features", _state(feature_names=["macs"]), "expected"),
+    ("wrong length", _state(coefficients=[1e-6, 1e-6]), "needs 10 coefficients"),
+    ("strings", _state(coefficients=list("abcdefghij")), "non-numeric values"),
+    (
+        "unknown features",
+        _state(feature_names=["flops"] + LATENCY_FEATURE_NAMES[1:]),
+        "unknown or repeated names ['flops']",
+    ),
+    ("not a list of features", _state(feature_names="macs"), "must be a non-empty list of names"),
 ]
 
 
@@ -121,12 +147,12 @@ def test_bad_latency_model_state_is_refused_at_load(case, state, phrase):
 
 def test_latency_model_never_predicts_negative_or_below_the_fastest_measurement():
     # Latency that is best fitted with a large negative intercept (a steep line through fast, tiny archs).
-    features = _features(24, seed=1)
+    features = _features(30, seed=1)
     latencies = np.maximum(-5.0 + features[:, 0] * 2e-6 + features[:, 1] * 1e-6, 0.5)
     model = LatencyModel().fit(features, latencies)
     assert model.intercept >= 0 and np.all(model.coefficients >= 0)
     assert model.min_latency_ms == pytest.approx(latencies.min())
-    probes = np.vstack([np.zeros(5), features.min(axis=0), features * 0.01, features])
+    probes = np.vstack([np.zeros(NUM_FEATURES), features.min(axis=0), features * 0.01, features])
     predicted = model.predict(probes)
     assert np.all(predicted >= latencies.min()) and np.all(predicted > 0)
     # Monotone: a larger arch (every feature at least as large) is never predicted faster.

@@ -253,14 +253,14 @@ def test_step_scale_multiplies_the_declared_counts_from_file_defaults_and_comman
     assert "NASVIT_STEP_SCALE=0.05" in caplog.text and "max_steps 50 -> 3" in caplog.text
     search = SearchConfig.from_yaml(None, {"latency.repeats": 10})  # defaults of nested sections are scaled too
     assert (search.latency.repeats, search.predictor.num_subnets, search.evolution.generations) == (3, 52, 2)
-    assert search.latency.num_archs == 16  # the floor: what still fits a latency model
+    assert search.latency.num_archs == 29  # the floor: what still fits a latency model (22 after the held-out quarter)
 
 
 def test_step_scale_never_raises_a_count_and_is_off_when_unset(monkeypatch):
     monkeypatch.setenv("NASVIT_STEP_SCALE", "0.5")
     assert TrainingConfig.from_yaml(None, {"max_steps": 1, "warmup_steps": 0}).max_steps == 1
-    search = SearchConfig.from_yaml(None, {"latency.num_archs": 14, "latency.holdout_fraction": 0.05})
-    assert search.latency.num_archs == 14  # below its floor (16): kept
+    search = SearchConfig.from_yaml(None, {"latency.num_archs": 24, "latency.holdout_fraction": 0.05})
+    assert search.latency.num_archs == 24  # below its floor (29): kept
     monkeypatch.setenv("NASVIT_STEP_SCALE", "")
     assert TrainingConfig.from_yaml(None, {"max_steps": 50}).max_steps == 50
     assert SegmentationTrainingConfig.from_dict({"max_steps": 50}).max_steps == 50  # only from_yaml scales

@@ -256,6 +256,37 @@ def test_family_card_metadata_matches_the_subnet_cards():
         assert "unpickles" in card and "trust_program=True" in card and "torch.export.load(" not in card
 
 
+def test_b_model_card_names_the_runtime_and_the_table12_spread():
+    from nasvit_hf.hub import SubnetCard, render_model_card
+
+    arch = {"resolution": 192, "width": [16] * 9, "depth": [1] * 7, "kernel_size": [3] * 7, "expand_ratio": [1] * 7}
+    runtime = {"backend": "onnxruntime", "quantize": None, "clock": "wall", "versions": {"onnxruntime": "1.32.0"}}
+    latency = dict(
+        median_ms=4.0, q25_ms=3.9, q75_ms=4.1, repeats=3, warmup=1, batch_size=1, device="cpu", num_threads=1,
+        backend="onnxruntime", runtime=runtime,
+    )  # fmt: skip
+    table12 = {
+        "a_model": "a0", "same_arch_as_a": False, "a_latency_ms": 5.0, "b_latency_ms": 4.0,
+        "a_latency_quartiles_ms": [4.8, 5.3], "b_latency_quartiles_ms": [3.9, 4.2], "speedup_pct": 20.0,
+        "noise_pct": 4.0, "a_accuracy": 95.0, "b_accuracy": 95.5, "a_macs": 1e6, "b_macs": 2e6,
+        "measurement": {"rounds": 5, "repeats_per_round": 15, "batch_size": 1, "device": "cpu", "num_threads": 1,
+                        "machine": "m", "backend": "onnxruntime", "runtime": runtime},
+    }  # fmt: skip
+    card = render_model_card(
+        SubnetCard(
+            "b0", None, arch, 2_000_000, 1, latency, 95.5, "x", "y", "p", "s", "apache-2.0", 10, table12=table12
+        )
+    )
+    assert "- **Latency**: onnxruntime 1.32.0 (the graph `export_onnx` writes, fp32), batch 1" in card
+    assert "measured on onnxruntime 1.32.0" in card and "(packages: onnxruntime 1.32.0)" in card
+    assert (
+        "20.0 % faster, faster in every round and by more than the noise (how far one model's round medians spread: 4.0 %)"
+        in card
+    )
+    assert "| NASViT-A0 | 1.00 | 5.00 | 4.80-5.30 | 95.00 |" in card
+    assert "| NASViT-B0 | 2.00 | 4.00 | 3.90-4.20 | 95.50 |" in card
+
+
 def test_model_card_architecture_table_has_a_column_per_arch_field():
     """The card's table reads the arch schema: every per-stage field of `ARCH_FIELDS` (the paper's MLP ratio and
     windows too, for archs that carry them) is a column, with each stage's value."""

@@ -20,7 +20,7 @@ CHAIN_SEARCH_CONFIG = {
     "calibration": {"num_batches": 2},
     "predictor": {"num_subnets": 6, "n_estimators": 10},
     "evolution": {"population_size": 64, "parents": 8, "mutations": 8, "crossovers": 8, "generations": 3},
-    "latency": {"warmup": 1, "repeats": 2, "num_archs": 14, "holdout_fraction": 0.15, "table12_rounds": 1,
+    "latency": {"warmup": 1, "repeats": 2, "num_archs": 26, "holdout_fraction": 0.15, "table12_rounds": 1,
                 "table12_candidates": 2},
     "budgets": [
         {"name": "a0", "macs_fraction": 0.05},

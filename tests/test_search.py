@@ -112,9 +112,9 @@ def test_predictor_reports_rank_correlations_on_a_validation_half():
 
 def test_latency_model_recovers_a_linear_latency_and_reports_held_out_error():
     rng = np.random.default_rng(0)
-    features = rng.uniform(1e5, 1e7, size=(40, 5))
-    features[:, 3:] = rng.integers(1, 20, size=(40, 2))
-    latency = 1.0 + features @ np.array([2e-6, 5e-6, 1e-6, 0.3, 0.5])
+    features = rng.uniform(1e5, 1e7, size=(40, 10))
+    features[:, -2:] = rng.integers(1, 20, size=(40, 2))
+    latency = 1.0 + features @ np.array([2e-6, 5e-6, 1e-6, 3e-6, 4e-6, 1e-7, 2e-7, 3e-7, 0.3, 0.5])
     model = LatencyModel().fit(features[:30], latency[:30])
     metrics = model.evaluate(features[30:], latency[30:])
     assert metrics["mean_abs_pct_error"] < 1.0 and metrics["num_archs"] == 10
@@ -216,11 +216,13 @@ def test_search_writes_results_within_every_budget(search_dir):
         assert (search_dir / name).is_file(), name
     assert (search_dir / "pareto.png").stat().st_size > 10_000
     assert len(results.read_jsonl("candidates.jsonl")) == 8
-    assert len(results.read_jsonl("latency.jsonl")) == 14
+    assert len(results.read_jsonl("latency.jsonl")) == 26
     predictor = results.read_json("predictor.json")
     assert {"kendall_tau", "spearman_rho", "num_train", "num_validation"} <= set(predictor)
     latency = results.read_json("latency_model.json")
-    assert latency["holdout"]["num_archs"] == 2 and "measurement_noise_median_relative_iqr_pct" in latency
+    assert latency["holdout"]["num_archs"] == 4 and "measurement_noise_median_relative_iqr_pct" in latency
+    assert len(results.read_jsonl("latency_repeat.jsonl")) == 4 and latency["measurement_noise_run_to_run_pct"] >= 0
+    assert latency["runtime"]["backend"] == "eager" and latency["runtime"]["versions"]["torch"] == torch.__version__
     named = results.read_json("named.json")
     assert set(named) == {"a0", "a2", "b0"}
     for entry in (named["a0"], named["a2"]):
@@ -228,7 +230,10 @@ def test_search_writes_results_within_every_budget(search_dir):
         assert entry["provenance"].startswith("searched on supernet with search_test.yaml")
     assert named["b0"]["budget"]["value"] == named["a0"]["predicted_latency_ms"]
     assert named["b0"]["budget"]["nominal_measured_ms"] == named["a0"]["latency_ms"]
-    assert named["b0"]["predicted_latency_ms"] <= named["b0"]["budget"]["value"]
+    budget = named["b0"]["budget"]
+    assert budget["near_budget_pct"] == latency["holdout"]["mean_abs_pct_error"]
+    assert named["b0"]["predicted_latency_ms"] <= budget["value"]
+    assert named["b0"]["latency_measurement"]["runtime"]["backend"] == "eager"
     assert results.read_json("run.json")["status"] == "complete"
     fronts = results.read_json("pareto.json")
     accuracies = [p["accuracy"] for p in fronts["accuracy_vs_macs"]]

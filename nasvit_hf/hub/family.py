@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, has_marker, staging_folder
+from .model_card import runtime_words
 from .push import push_folder_to_hub, strip_local_paths
 
 __all__ = [
@@ -51,6 +52,13 @@ def _member(item) -> dict[str, Any]:
 def _sort_key(name: str) -> tuple[int, str]:
     order = {"a": 0, "b": 1}
     return (order.get(name[:1], 2) if len(name) == 2 and name[1:].isdigit() else 3, name)
+
+
+def _latency_cell(record: dict[str, Any], which: str) -> str:
+    """ "4.43 (4.31-4.60)": a Table 12 latency with its inter-quartile range when recorded."""
+    cell = f"{record[f'{which}_latency_ms']:.2f}"
+    spread = record.get(f"{which}_latency_quartiles_ms")
+    return cell + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread else "")
 
 
 def render_family_card(members: list, *, supernet: str, hub_org: str | None = None, prefix: str = "nasvit-") -> str:
@@ -89,15 +97,18 @@ def render_family_card(members: list, *, supernet: str, hub_org: str | None = No
         for member in table12:
             record = member["table12"]
             lines.append(
-                f"| {member['name'].upper()} | {record['a_model'].upper()} | {record['a_latency_ms']:.2f} | "
-                f"{record['b_latency_ms']:.2f} | {record['a_accuracy']:.2f} | {record['b_accuracy']:.2f} | "
+                f"| {member['name'].upper()} | {record['a_model'].upper()} | {_latency_cell(record, 'a')} | "
+                f"{_latency_cell(record, 'b')} | {record['a_accuracy']:.2f} | {record['b_accuracy']:.2f} | "
                 f"{'yes' if record.get('same_arch_as_a') else 'no'} |"
             )
-        machine = table12[0]["table12"].get("measurement", {}).get("machine", "the searching machine")
+        measurement = table12[0]["table12"].get("measurement", {})
+        machine = measurement.get("machine", "the searching machine")
         comparison = (
             "\n## B-models against their A-models (the paper's Table 12)\n\nEach B-model was searched with its "
-            "A-model's measured latency as the budget; the two were then timed in the same session, alternating, "
-            f"on {machine}. Accuracies are from the same search run.\n\n" + "\n".join(lines) + "\n"
+            f"A-model's latency as the budget, on {runtime_words(measurement)}; each candidate was then timed against "
+            "its A-model in the same session, alternating, and kept only when faster by more than the measurement "
+            f"noise, on {machine}. Latency: median (inter-quartile range). Accuracies are from the same search run."
+            "\n\n" + "\n".join(lines) + "\n"
         )
     provenance = sorted({strip_local_paths(m["provenance"]) for m in members if m.get("provenance")})
     return f"""---

@@ -21,7 +21,15 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..models.search_space_nasvit import ARCH_FIELDS, STAGE_NAMES, TRANSFORMER_STAGES, arch_per_stage
 
-__all__ = ["CITATION", "TEMPLATES_DIR", "SubnetCard", "build_model_card", "model_card_section", "render_model_card"]
+__all__ = [
+    "CITATION",
+    "TEMPLATES_DIR",
+    "SubnetCard",
+    "build_model_card",
+    "model_card_section",
+    "render_model_card",
+    "runtime_words",
+]
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 CARD_TAGS = ["nasvit", "vision", "image-classification", "neural-architecture-search", "nasvit_hf"]
@@ -67,6 +75,21 @@ class SubnetCard:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def runtime_words(measurement: dict[str, Any] | None) -> str:
+    """The runtime a latency was measured on, in words: "eager PyTorch 2.9.0" or "onnxruntime 1.23.0 (the graph
+    `export_onnx` writes, fp32)" (a `LatencyMeasurement.to_dict()`, or a Table 12 measurement)."""
+    measurement = measurement or {}
+    runtime = measurement.get("runtime") or {}
+    versions = runtime.get("versions") or {}
+    clock = " (CPU time of the measuring process)" if runtime.get("clock") == "process" else ""
+    if measurement.get("backend", runtime.get("backend", "eager")) == "onnxruntime":
+        graph = runtime.get("quantize") or "fp32"
+        version = f" {versions['onnxruntime']}" if versions.get("onnxruntime") else ""
+        return f"onnxruntime{version} (the graph `export_onnx` writes, {graph}){clock}"
+    version = f" {versions['torch']}" if versions.get("torch") else ""
+    return f"eager PyTorch{version}{clock}"
+
+
 def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the card's "Compared with its A-model" section shows (the search run's Table 12 record)."""
     if not record:
@@ -80,11 +103,23 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
     else:
         how = (
             f"Both were timed in the same session, in {measurement.get('rounds', '?')} alternating rounds of "
-            f"{measurement.get('repeats_per_round', '?')} runs (median of the round medians)"
+            f"{measurement.get('repeats_per_round', '?')} runs (median of the round medians): {title} was "
+            f"{record.get('speedup_pct', 0):.1f} % faster, faster in every round and by more than the noise (how far "
+            f"one model's round medians spread: {record.get('noise_pct', 0):.1f} %)"
         )
+
+    def spread(key: str) -> str:
+        low, high = record.get(key) or [None, None]
+        return "-" if low is None else f"{low:.2f}-{high:.2f}"
+
     return {
         "a_name": a_name,
         "how": how,
+        "runtime": runtime_words(measurement),
+        "versions": ", ".join(
+            f"{name} {version}" for name, version in ((measurement.get("runtime") or {}).get("versions") or {}).items()
+        )
+        or "not recorded",
         "batch_size": measurement.get("batch_size", 1),
         "device": measurement.get("device", "cpu"),
         "num_threads": measurement.get("num_threads", "?"),
@@ -93,6 +128,8 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
         "b_macs": f"{record['b_macs'] / 1e6:.2f}",
         "a_latency": f"{record['a_latency_ms']:.2f}",
         "b_latency": f"{record['b_latency_ms']:.2f}",
+        "a_spread": spread("a_latency_quartiles_ms"),
+        "b_spread": spread("b_latency_quartiles_ms"),
         "a_accuracy": f"{record['a_accuracy']:.2f}",
         "b_accuracy": f"{record['b_accuracy']:.2f}",
     }
@@ -201,6 +238,7 @@ def build_model_card(card: SubnetCard) -> ModelCard:
     latency = dict(card.latency)
     for key in ("median_ms", "q25_ms", "q75_ms"):
         latency[key] = f"{latency[key]:.2f}"
+    latency["runtime"] = runtime_words(card.latency)
     license_note = _LICENSE_NOTES.get(
         card.license, f"The weights are released under the license of the source supernet: `{card.license}`."
     )

@@ -119,7 +119,8 @@ def resolve_named_archs(names: list[str], config=None, searched: dict[str, Any] 
             spec = found["budget"]
             unit = "M MACs" if spec["metric"] == "macs" else "ms (predicted latency)"
             value = spec["value"] / 1e6 if spec["metric"] == "macs" else spec["value"]
-            how = {k: v for k, v in spec.items() if k not in ("metric", "value", "unit", "name")}
+            how = {k: v for k, v in spec.items() if k not in ("metric", "value", "unit", "name", "near_budget_pct")}
+            how = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in how.items()}
             budget = f"{spec['metric']} <= {value:.4g} {unit} ({', '.join(f'{k}: {v}' for k, v in how.items())})"
         resolved.append(
             NamedSubnet(entry.name, arch, provenance, entry.paper_top1, entry.paper_macs_millions, budget, table12)

@@ -4,7 +4,15 @@
 `segmentation` adds windowed attention and the Segformer decode head. Both agree with a traced count of the model.
 """
 
-from .classification import count_macs, count_parameters, stage_macs
+from .classification import OPERATOR_COUNT_NAMES, count_macs, count_parameters, operator_counts, stage_macs
 from .segmentation import count_segmentation_macs, window_grid
 
-__all__ = ["count_macs", "count_parameters", "count_segmentation_macs", "stage_macs", "window_grid"]
+__all__ = [
+    "OPERATOR_COUNT_NAMES",
+    "count_macs",
+    "count_parameters",
+    "count_segmentation_macs",
+    "operator_counts",
+    "stage_macs",
+    "window_grid",
+]

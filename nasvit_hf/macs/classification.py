@@ -21,7 +21,7 @@ from ..models.search_space_nasvit import (
     window_grid,
 )
 
-__all__ = ["count_macs", "count_parameters", "stage_macs"]
+__all__ = ["OPERATOR_COUNT_NAMES", "count_macs", "count_parameters", "operator_counts", "stage_macs"]
 
 
 def _out_size(size: int, stride: int) -> int:
@@ -29,7 +29,40 @@ def _out_size(size: int, stride: int) -> int:
     return -(-size // stride)
 
 
-def _mbconv_macs(
+# Operator classes of a forward pass, per image: MACs by kind of operator (they add up to `count_macs`), the
+# activation elements the element-wise and normalisation operators touch (memory traffic, not counted as MACs), and
+# the block counts (each block is a fixed number of operator calls: per-call overhead). `operator_counts` returns them
+# for a whole subnet; the latency model of search regresses measured latency on them.
+OPERATOR_COUNT_NAMES = (
+    "stem_conv_macs",  # the dense 3x3 stem convolution
+    "pointwise_macs",  # 1x1 convolutions (MBConv expansion / projection / shortcut, MBPool) and the head's linears
+    "depthwise_macs",  # depth-wise kxk convolutions (MBConv, and the transformer layers' value convolution)
+    "linear_macs",  # the transformer layers' q, k, v, output projection and MLPs
+    "attention_macs",  # the transformer layers' q·kᵀ, scores·v and talking-heads maps (grow with tokens²)
+    "conv_activations",  # elements of the MBConv (and stem, MBPool) feature maps: swish, SE, residual adds
+    "token_activations",  # elements of the transformer layers' token tensors: norms, swish, residual adds
+    "attention_scores",  # elements of the attention score maps: bias add, softmax, talking heads
+    "conv_blocks",  # MBConv blocks (the stem and the MBPool head counted as one each)
+    "transformer_layers",
+)
+_MACS_KINDS = OPERATOR_COUNT_NAMES[:5]
+
+
+def _counts(**values: int) -> dict[str, int]:
+    return {name: values.get(name, 0) for name in OPERATOR_COUNT_NAMES}
+
+
+def _add(total: dict[str, int], part: dict[str, int], times: int = 1) -> dict[str, int]:
+    for name, value in part.items():
+        total[name] += times * value
+    return total
+
+
+def _macs(counts: dict[str, int]) -> int:
+    return sum(counts[name] for name in _MACS_KINDS)
+
+
+def _mbconv_ops(
     c_in: int,
     c_out: int,
     kernel: int,
@@ -39,30 +72,36 @@ def _mbconv_macs(
     stride: int,
     height: int,
     width: int,
-) -> tuple[int, int, int]:
+) -> tuple[dict[str, int], int, int]:
     out_h, out_w = _out_size(height, stride), _out_size(width, stride)
-    macs = 0
+    pointwise = 0
+    activations = out_h * out_w * c_out
     if has_expansion:
         mid = make_divisible(round(c_in * expand), 8)
-        macs += height * width * c_in * mid
+        pointwise += height * width * c_in * mid
+        activations += height * width * mid
     else:
         mid = c_in
-    macs += out_h * out_w * mid * kernel * kernel
+    depthwise = out_h * out_w * mid * kernel * kernel
+    activations += out_h * out_w * mid
     if se:
-        macs += 2 * mid * make_divisible(mid // 4, 8)
-    macs += out_h * out_w * mid * c_out
+        pointwise += 2 * mid * make_divisible(mid // 4, 8)
+    pointwise += out_h * out_w * mid * c_out
     if c_in != c_out:
-        macs += out_h * out_w * c_in * c_out
-    return macs, out_h, out_w
+        pointwise += out_h * out_w * c_in * c_out
+    ops = _counts(pointwise_macs=pointwise, depthwise_macs=depthwise, conv_activations=activations, conv_blocks=1)
+    return ops, out_h, out_w
 
 
-def _attention_macs(channels: int, tokens: int, head_dim: int, value_expansion: int) -> int:
-    """The terms of one transformer layer that grow with tokens²: talking heads and the two matmuls."""
+def _attention_ops(channels: int, tokens: int, head_dim: int, value_expansion: int) -> tuple[int, int]:
+    """(MACs, score elements) of the terms of one transformer layer that grow with tokens²: talking heads and the
+    two matmuls."""
     heads = channels // head_dim
-    return 2 * tokens * tokens * heads * heads + tokens * tokens * (heads * head_dim + value_expansion * channels)
+    macs = 2 * tokens * tokens * heads * heads + tokens * tokens * (heads * head_dim + value_expansion * channels)
+    return macs, heads * tokens * tokens
 
 
-def _transformer_macs(
+def _transformer_ops(
     channels: int,
     height: int,
     width: int,
@@ -70,7 +109,7 @@ def _transformer_macs(
     value_expansion: int,
     mlp_ratio: int = 1,
     num_windows: int | str = 1,
-) -> int:
+) -> dict[str, int]:
     """One transformer layer on an height×width token grid: q, k, v, proj and the two MLPs (each C → r·C → C), the
     value's 3×3 depthwise conv, and the attention terms, per window over the padded window grid the model computes
     when `num_windows` partitions the grid."""
@@ -80,10 +119,23 @@ def _transformer_macs(
     value_conv = tokens * value_channels * 9
     windows_h, windows_w = window_grid(num_windows, height, width)
     if (windows_h, windows_w) == (1, 1):
-        return linear + value_conv + _attention_macs(channels, tokens, head_dim, value_expansion)
-    window_h, window_w = -(-height // windows_h), -(-width // windows_w)
-    count = -(-height // window_h) * -(-width // window_w)
-    return linear + value_conv + count * _attention_macs(channels, window_h * window_w, head_dim, value_expansion)
+        attention, scores = _attention_ops(channels, tokens, head_dim, value_expansion)
+    else:
+        window_h, window_w = -(-height // windows_h), -(-width // windows_w)
+        count = -(-height // window_h) * -(-width // window_w)
+        attention, scores = _attention_ops(channels, window_h * window_w, head_dim, value_expansion)
+        attention, scores = count * attention, count * scores
+    # Token tensors per layer: 3 norms + 3 residual adds on C, the value branch on value_channels, and the two MLPs'
+    # hidden activations on r·C each.
+    token_activations = tokens * (6 * channels + 2 * value_channels + 2 * mlp_ratio * channels)
+    return _counts(
+        linear_macs=linear,
+        depthwise_macs=value_conv,
+        attention_macs=attention,
+        token_activations=token_activations,
+        attention_scores=scores,
+        transformer_layers=1,
+    )
 
 
 def check_config(config: Any, function: str) -> NASViTConfig:
@@ -149,6 +201,49 @@ def _plan(config: NASViTConfig) -> _SpacePlan:
     return plan
 
 
+def _stage_ops(
+    config: NASViTConfig,
+    arch: dict[str, Any] | None,
+    image_size: tuple[int, int] | None,
+    validate: bool,
+    num_windows: int | str | list[int | str] | None,
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, int], tuple[int, int]]]]:
+    """(the arch, [(stage name, operator counts, output (h, w))] for the stem and every body stage)."""
+    if arch is None:
+        arch = config.arch
+    elif validate:
+        arch = config.validate_arch(arch)
+    plan = _plan(config)
+    height, width = check_image_size(image_size) if image_size is not None else (arch["resolution"],) * 2
+    height, width = _out_size(height, plan.stem_stride), _out_size(width, plan.stem_stride)
+    per_stage = arch_per_stage(arch)
+    override = config.num_windows if num_windows is None else normalize_num_windows(num_windows)
+    windows = dict(zip(TRANSFORMER_STAGES, resolve_num_windows(arch, override)))
+    head_dim, value_expansion = config.head_dim, config.value_expansion
+    channels = per_stage["first_conv"]["width"]
+    stem = _counts(
+        stem_conv_macs=height * width * channels * config.num_channels * 9,
+        conv_activations=height * width * channels,
+        conv_blocks=1,
+    )
+    result = [("first_conv", stem, (height, width))]
+    for name, has_expansion, se, stride, is_transformer in plan.stages:
+        values = per_stage[name]
+        c_out, depth, kernel, expand = values["width"], values["depth"], values["kernel_size"], values["expand_ratio"]
+        ops, height, width = _mbconv_ops(channels, c_out, kernel, expand, has_expansion, se, stride, height, width)
+        channels = c_out
+        if depth > 1:
+            if is_transformer:
+                layer = _transformer_ops(
+                    channels, height, width, head_dim, value_expansion, values["mlp_ratio"], windows[name]
+                )
+            else:
+                layer = _mbconv_ops(channels, channels, kernel, expand, has_expansion, se, 1, height, width)[0]
+            _add(ops, layer, depth - 1)
+        result.append((name, ops, (height, width)))
+    return arch, result
+
+
 def stage_macs(
     config: NASViTConfig,
     arch: dict[str, Any] | None = None,
@@ -164,34 +259,16 @@ def stage_macs(
     given, else the config's runtime `num_windows` where set, else the arch's.
     """
     check_config(config, "stage_macs")
-    if arch is None:
-        arch = config.arch
-    elif validate:
-        arch = config.validate_arch(arch)
-    plan = _plan(config)
-    height, width = check_image_size(image_size) if image_size is not None else (arch["resolution"],) * 2
-    height, width = _out_size(height, plan.stem_stride), _out_size(width, plan.stem_stride)
-    per_stage = arch_per_stage(arch)
-    override = config.num_windows if num_windows is None else normalize_num_windows(num_windows)
-    windows = dict(zip(TRANSFORMER_STAGES, resolve_num_windows(arch, override)))
-    head_dim, value_expansion = config.head_dim, config.value_expansion
-    channels = per_stage["first_conv"]["width"]
-    result = [("first_conv", height * width * channels * config.num_channels * 9, (height, width))]
-    for name, has_expansion, se, stride, is_transformer in plan.stages:
-        values = per_stage[name]
-        c_out, depth, kernel, expand = values["width"], values["depth"], values["kernel_size"], values["expand_ratio"]
-        macs, height, width = _mbconv_macs(channels, c_out, kernel, expand, has_expansion, se, stride, height, width)
-        channels = c_out
-        if depth > 1:
-            if is_transformer:
-                layer = _transformer_macs(
-                    channels, height, width, head_dim, value_expansion, values["mlp_ratio"], windows[name]
-                )
-            else:
-                layer = _mbconv_macs(channels, channels, kernel, expand, has_expansion, se, 1, height, width)[0]
-            macs += (depth - 1) * layer
-        result.append((name, macs, (height, width)))
-    return result
+    _, stages = _stage_ops(config, arch, image_size, validate, num_windows)
+    return [(name, _macs(ops), size) for name, ops, size in stages]
+
+
+def _head_ops(config: NASViTConfig, arch: dict[str, Any], size: tuple[int, int], num_labels: int) -> dict[str, int]:
+    """The MBPool head (1x1 expansion to 6·C, pooling, feature mix) and the classifier."""
+    height, width = size
+    c7, c_last = arch["width"][-2], arch["width"][-1]
+    pointwise = height * width * c7 * 6 * c7 + 6 * c7 * c_last + c_last * num_labels
+    return _counts(pointwise_macs=pointwise, conv_activations=height * width * 6 * c7, conv_blocks=1)
 
 
 def count_macs(
@@ -200,14 +277,22 @@ def count_macs(
     """Multiply-accumulates per image of the subnet `arch` (default: the config's active arch), the paper's
     convention, including the MBPool head and the classifier (`num_labels` defaults to the config's).
     `validate=False` skips checking the arch against the search space (for archs generated from the space)."""
-    num_labels = check_label_count(num_labels, check_config(config, "count_macs").num_labels)
-    stages = stage_macs(config, arch, validate=validate)
-    if arch is None:
-        arch = config.arch
-    height, width = stages[-1][2]
-    c7, c_last = arch["width"][-2], arch["width"][-1]
-    head = height * width * c7 * 6 * c7 + 6 * c7 * c_last + c_last * num_labels
-    return sum(macs for _, macs, _ in stages) + head
+    check_config(config, "count_macs")
+    return _macs(operator_counts(config, arch, num_labels, validate))
+
+
+def operator_counts(
+    config: NASViTConfig, arch: dict[str, Any] | None = None, num_labels: int | None = None, validate: bool = True
+) -> dict[str, int]:
+    """Per-image counts of the subnet `arch` by operator class (`OPERATOR_COUNT_NAMES`): MACs by kind of operator
+    (their sum is `count_macs`), the activation elements element-wise and normalisation operators touch, and the
+    number of blocks. What search's latency model is fitted on (`nasvit_hf.search.latency_features`)."""
+    num_labels = check_label_count(num_labels, check_config(config, "operator_counts").num_labels)
+    arch, stages = _stage_ops(config, arch, None, validate, None)
+    total = _head_ops(config, arch, stages[-1][2], num_labels)
+    for _, ops, _ in stages:
+        _add(total, ops)
+    return total
 
 
 def count_parameters(config: NASViTConfig, arch: dict[str, Any] | None = None, num_labels: int | None = None) -> int:

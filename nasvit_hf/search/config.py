@@ -24,6 +24,7 @@ from ..config_system import ConfigError, ConfigMixin, build_dataclass, check_fie
 from .evaluation import DataConfig
 from .evolution import EvolutionConfig
 from .latency import min_fit_archs
+from .runtimes import RuntimeSpec
 
 __all__ = ["BudgetSpec", "LatencyConfig", "PredictorConfig", "SearchConfig", "paper_macs_fraction", "resolve_device"]
 
@@ -132,6 +133,10 @@ class PredictorConfig:
 
 @dataclass
 class LatencyConfig:
+    backend: str = "eager"  # the runtime latency is measured on: eager | onnxruntime (nasvit_hf.search.runtimes)
+    quantize: str | None = None  # onnxruntime only: null (the fp32 graph) or int8 (export_onnx's int8 graph)
+    # wall: elapsed time; process: this process's CPU time, what an idle core would take (shared machines; 1 thread)
+    clock: str = "wall"
     device: str = "cpu"
     batch_size: int = 1
     warmup: int = 10
@@ -156,6 +161,7 @@ class LatencyConfig:
 
     def __post_init__(self):
         check_field_ranges(self)
+        self.runtime_spec()  # backend, quantize, clock, threads and device checked together
         needed = min_fit_archs()
         if self.num_fit_archs < needed:
             enough = next(n for n in range(needed, 100 * needed) if n - self._holdout(n) >= needed)
@@ -177,8 +183,16 @@ class LatencyConfig:
     def num_fit_archs(self) -> int:
         return self.num_archs - self.num_holdout_archs
 
+    def runtime_spec(self) -> RuntimeSpec:
+        """The runtime latencies are measured on (`nasvit_hf.search.runtimes`)."""
+        return RuntimeSpec(self.backend, self.device, self.num_threads, self.batch_size, self.quantize, self.clock)
+
     def measure_kwargs(self) -> dict[str, Any]:
+        """`measure_latency`'s arguments: the runtime and the protocol."""
         return {
+            "backend": self.backend,
+            "quantize": self.quantize,
+            "clock": self.clock,
             "device": self.device,
             "batch_size": self.batch_size,
             "warmup": self.warmup,
@@ -226,7 +240,7 @@ class SearchConfig(ConfigMixin):
         "evolution.generations": 2,
         "latency.warmup": 1,
         "latency.repeats": 3,
-        "latency.num_archs": 16,
+        "latency.num_archs": 29,  # 22 left to fit the latency model after the default quarter is held out
         "latency.table12_rounds": 1,
         "latency.table12_candidates": 1,
     }
@@ -289,6 +303,8 @@ class SearchConfig(ConfigMixin):
         """The config with `device` and `latency.device` checked against this machine (`resolve_device`: "auto"
         becomes what exists; an absent device is a ConfigError naming the override)."""
         self.device = resolve_device(self.device, "device")
+        if self.latency.backend == "onnxruntime" and self.latency.device in (None, "", "auto"):
+            self.latency.device = "cpu"  # onnxruntime is timed on its CPU execution provider
         self.latency.device = resolve_device(self.latency.device, "latency.device")
         return self
 

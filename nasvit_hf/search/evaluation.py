@@ -11,11 +11,9 @@ resolution). Supernet BN statistics are restored after each candidate, so evalua
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from torch import nn
 from ..calibration import calibrate_batchnorm, preserved_batchnorm_statistics
 from ..config_system import check_field_ranges
 from ..models.image_processing_nasvit import NASViTImageProcessor
+from .runtimes import torch_threads
 
 __all__ = [
     "DataConfig",
@@ -279,25 +278,6 @@ def load_evaluation_data(
         processor=processor,
         calibration_transform=transform_description,
     )
-
-
-@contextlib.contextmanager
-def torch_threads(num_threads: int | None):
-    """Run with `num_threads` intra-op threads (None: leave torch's setting), restoring the previous setting.
-
-    Tiny models are dominated by per-op overhead: on a busy CPU, extra OpenMP threads spin against other processes
-    and one thread can be 10x faster."""
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive integer or None (torch's default), got {num_threads!r}.")
-    previous = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @torch.no_grad()

@@ -1,9 +1,13 @@
-"""Latency: measuring a subnet on this machine, and a model that predicts it from the arch.
+"""Latency: measuring a subnet on the deployment runtime, and a model that predicts it from the arch.
 
 Measurement follows the usual protocol (batch 1, CPU by default): warm-up runs, then the median of timed repeats
-(the inter-quartile range is kept as the noise level). Search cannot afford to run every candidate, so a linear
-model with non-negative coefficients maps `latency_features(arch)` (convolution / transformer / head MACs and block
-counts) to milliseconds; it is fitted on measured archs and its error is reported on held-out measured archs.
+(the inter-quartile range is kept as the noise level), on the runtime `nasvit_hf.search.runtimes` names (eager
+PyTorch or onnxruntime through the deployment export). Search cannot afford to run every candidate, so a linear
+model with non-negative coefficients maps `latency_features(arch)` to milliseconds: the subnet's operator counts
+(`nasvit_hf.macs.operator_counts`: MACs by operator class, the activation elements element-wise operators touch, and
+block counts); it is fitted on measured archs, weighted so that it minimises the relative error, and its error is
+reported on held-out measured archs. Which operator classes it needs was measured (docs/search-and-export.md: the
+error with and without each feature group, on eager PyTorch and onnxruntime).
 
 The model cannot predict a negative latency, nor one below the fastest latency it was fitted on: the intercept is
 constrained to be non-negative like the coefficients (an unconstrained intercept once came out negative and gave a
@@ -14,27 +18,50 @@ needs `min_fit_archs()` measured archs (two per fitted parameter) to be fitted a
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
+from ..macs import OPERATOR_COUNT_NAMES, operator_counts
 from ..models.configuration_nasvit import NASViTConfig
-from .efficiency import LATENCY_FEATURE_NAMES, CachedEfficiency, latency_features
+from .efficiency import CachedEfficiency
 from .encoding import ArchEncoder
+from .runtimes import Clock, LatencyBackend, RuntimeSpec, Timed, make_backend, quartiles
 
 __all__ = [
+    "FEATURE_GROUPS",
+    "LATENCY_FEATURE_NAMES",
     "LatencyEfficiency",
     "LatencyMeasurement",
     "LatencyModel",
+    "latency_features",
     "measure_latency",
     "measure_subnet_latency",
+    "measure_timed",
     "min_fit_archs",
 ]
+
+# The operator counts the latency model is fitted on (all of `OPERATOR_COUNT_NAMES`), in groups: the ablation in
+# docs/search-and-export.md drops one group at a time.
+FEATURE_GROUPS: dict[str, list[str]] = {
+    "macs": [name for name in OPERATOR_COUNT_NAMES if name.endswith("_macs")],
+    "memory": ["conv_activations", "token_activations", "attention_scores"],
+    "overhead": ["conv_blocks", "transformer_layers"],
+}
+LATENCY_FEATURE_NAMES: list[str] = [name for group in FEATURE_GROUPS.values() for name in group]
+KNOWN_FEATURES = (*OPERATOR_COUNT_NAMES, "macs")  # "macs": the total (a one-feature baseline)
+
+
+def latency_features(
+    config: NASViTConfig, arch: dict[str, Any], names: list[str] | tuple[str, ...] = LATENCY_FEATURE_NAMES
+) -> np.ndarray:
+    """The features `names` of a subnet (`arch` must come from the config's space: it is not re-validated): its
+    operator counts per image (`nasvit_hf.macs.operator_counts`), and `"macs"` for their MACs total."""
+    counts = operator_counts(config, arch, validate=False)
+    counts["macs"] = sum(counts[name] for name in FEATURE_GROUPS["macs"])
+    return np.array([counts[name] for name in names], dtype=np.float64)
 
 
 def min_fit_archs(num_features: int = len(LATENCY_FEATURE_NAMES)) -> int:
@@ -51,7 +78,9 @@ class LatencyMeasurement:
     warmup: int
     batch_size: int
     device: str
-    num_threads: int
+    num_threads: int | None
+    backend: str = "eager"
+    runtime: dict[str, Any] | None = None  # `runtime_record`: backend settings, machine, package versions
 
     @property
     def relative_iqr(self) -> float:
@@ -62,20 +91,41 @@ class LatencyMeasurement:
         return asdict(self)
 
 
-@torch.no_grad()
+def measure_timed(backend: LatencyBackend, timed: Timed, *, warmup: int, repeats: int) -> LatencyMeasurement:
+    """Median and quartiles of `repeats` timed batches of a prepared subnet (after `warmup`) on `backend`."""
+    q25, median, q75 = quartiles(backend.time(timed, warmup=warmup, repeats=repeats))
+    spec = backend.spec
+    return LatencyMeasurement(
+        median_ms=median,
+        q25_ms=q25,
+        q75_ms=q75,
+        repeats=repeats,
+        warmup=warmup,
+        batch_size=spec.batch_size,
+        device=spec.device,
+        num_threads=timed.num_threads,
+        backend=spec.backend,
+        runtime={**backend.record(), **timed.details},
+    )
+
+
 def measure_latency(
     model: nn.Module,
     resolution: int,
     *,
-    device: str | torch.device = "cpu",
+    device: str = "cpu",
     batch_size: int = 1,
     warmup: int = 5,
     repeats: int = 20,
     num_threads: int | None = None,
+    backend: str = "eager",
+    quantize: str | None = None,
+    clock: str | Clock = "wall",
 ) -> LatencyMeasurement:
-    """Median wall time (ms) of `model(pixel_values=...)` on a random `(batch_size, 3, r, r)` input, after `warmup`
-    untimed runs. The model is moved to `device` and put in eval mode; `num_threads` sets torch's intra-op threads
-    for the measurement only."""
+    """Median wall time (ms) of one `(batch_size, 3, r, r)` batch through `model` on the runtime `backend` (eager
+    PyTorch, or onnxruntime on the graph `export_onnx` writes), after `warmup` untimed runs; `num_threads` sets the
+    runtime's intra-op threads for the measurement only; `clock` is "wall", "process" (CPU time, one thread) or a
+    clock function. The model's train/eval mode is restored."""
     if repeats < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}.")
     if num_threads is not None and (
@@ -86,42 +136,14 @@ def measure_latency(
         raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
     from .config import resolve_device  # an absent device: one error naming it, before the model is moved
 
-    device = torch.device(resolve_device(str(device), "device"))
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    device = resolve_device(str(device), "device")
+    named = clock if isinstance(clock, str) else "wall"
+    spec = RuntimeSpec(backend, device, num_threads, batch_size, quantize, named)
+    runtime = make_backend(spec, None if isinstance(clock, str) else clock)
     was_training = model.training
     try:
-        model.eval().to(device)
-        channels = getattr(getattr(model, "config", None), "num_channels", 3)
-        pixel_values = torch.randn(batch_size, channels, resolution, resolution, device=device)
-
-        def synchronize() -> None:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-
-        for _ in range(warmup):
-            model(pixel_values=pixel_values)
-        synchronize()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(pixel_values=pixel_values)
-            synchronize()
-            times.append((time.perf_counter() - start) * 1000.0)
-        quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-        return LatencyMeasurement(
-            median_ms=float(statistics.median(times)),
-            q25_ms=float(quartiles[0]),
-            q75_ms=float(quartiles[2]),
-            repeats=repeats,
-            warmup=warmup,
-            batch_size=batch_size,
-            device=str(device),
-            num_threads=torch.get_num_threads(),
-        )
+        return measure_timed(runtime, runtime.prepare(model, resolution), warmup=warmup, repeats=repeats)
     finally:
-        torch.set_num_threads(previous_threads)
         model.train(was_training)
 
 
@@ -132,30 +154,64 @@ def measure_subnet_latency(supernet: nn.Module, arch: dict[str, Any], **kwargs) 
 
 
 class LatencyModel:
-    """Linear latency model (milliseconds) on `latency_features`, with non-negative coefficients and intercept, whose
-    predictions are floored at the smallest latency it was fitted on (`min_latency_ms`)."""
+    """Linear latency model (milliseconds) on `latency_features` (`feature_names`, default all operator counts), with
+    non-negative coefficients and intercept, fitted to minimise the squared *relative* error (each arch weighted by
+    1 / latency², so a 5 ms subnet counts as much as a 50 ms one), and floored at the smallest latency it was fitted
+    on (`min_latency_ms`)."""
 
-    def __init__(self, coefficients: list[float] | None = None, intercept: float = 0.0, min_latency_ms: float = 0.0):
+    def __init__(
+        self,
+        coefficients: list[float] | None = None,
+        intercept: float = 0.0,
+        min_latency_ms: float = 0.0,
+        feature_names: list[str] | tuple[str, ...] = LATENCY_FEATURE_NAMES,
+        relative: bool = True,
+    ):
+        """`relative=False` fits the plain squared error in ms instead (the earlier model; for comparisons)."""
+        self.feature_names = self._check_names(feature_names)  # any names in memory (e.g. a benchmark's baseline)
+        self.relative = relative
         self.coefficients = None
         self.intercept = 0.0
         self.min_latency_ms = 0.0
         if coefficients is not None:
             self.load_state_dict(
-                {"coefficients": list(coefficients), "intercept": intercept, "min_latency_ms": min_latency_ms}
+                {
+                    "feature_names": self.feature_names,
+                    "coefficients": list(coefficients),
+                    "intercept": intercept,
+                    "min_latency_ms": min_latency_ms,
+                }
             )
+
+    @staticmethod
+    def _check_names(names: Any, known_only: bool = False) -> list[str]:
+        """Distinct names; `known_only`: all of them features `latency_features` computes (a saved model must be)."""
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"latency model feature_names must be a non-empty list of names, got {names!r}.")
+        unknown = [name for name in names if name not in KNOWN_FEATURES] if known_only else []
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(
+                f"latency model features {list(names)} hold unknown or repeated names {unknown}; known: "
+                f"{list(KNOWN_FEATURES)}."
+            )
+        return list(names)
 
     @property
     def is_fitted(self) -> bool:
         return self.coefficients is not None
 
+    def features(self, config: NASViTConfig, arch: dict[str, Any]) -> np.ndarray:
+        """This model's features of one arch."""
+        return latency_features(config, arch, self.feature_names)
+
     def _check_features(self, features: Any, what: str) -> np.ndarray:
         features = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        if features.ndim != 2 or features.shape[1] != len(LATENCY_FEATURE_NAMES):
+        if features.ndim != 2 or features.shape[1] != len(self.feature_names):
             raise ValueError(
-                f"{what} must have one column per latency feature {LATENCY_FEATURE_NAMES}, got shape {features.shape}."
+                f"{what} must have one column per latency feature {self.feature_names}, got shape {features.shape}."
             )
         if not np.isfinite(features).all() or (features < 0).any():
-            raise ValueError(f"{what} must be finite and non-negative (MACs and block counts).")
+            raise ValueError(f"{what} must be finite and non-negative (MACs, activation elements, block counts).")
         return features
 
     def fit(self, features: np.ndarray, latencies_ms: np.ndarray) -> LatencyModel:
@@ -178,10 +234,11 @@ class LatencyModel:
                 f"{latencies_ms.max():g}] ms."
             )
         # Scale the features so the non-negative least-squares solve is well conditioned; the constant column makes
-        # the intercept a non-negative coefficient too.
+        # the intercept a non-negative coefficient too. Weights 1/latency² make the squared residuals relative.
         scale = np.maximum(features.max(axis=0), 1.0)
         design = np.column_stack([features / scale, np.ones(len(features))])
-        regression = LinearRegression(positive=True, fit_intercept=False).fit(design, latencies_ms)
+        regression = LinearRegression(positive=True, fit_intercept=False)
+        regression.fit(design, latencies_ms, sample_weight=1.0 / latencies_ms**2 if self.relative else None)
         self.coefficients = regression.coef_[:-1] / scale
         self.intercept = float(regression.coef_[-1])
         self.min_latency_ms = float(latencies_ms.min())
@@ -207,7 +264,7 @@ class LatencyModel:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "feature_names": LATENCY_FEATURE_NAMES,
+            "feature_names": list(self.feature_names),
             "coefficients": None if self.coefficients is None else self.coefficients.tolist(),
             "intercept": self.intercept,
             "min_latency_ms": self.min_latency_ms,
@@ -215,12 +272,13 @@ class LatencyModel:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load a saved model, refusing one that could predict a negative latency (e.g. a tampered
-        `latency_model.json`, or one saved before the intercept was constrained: fit it again)."""
-        if state.get("feature_names", LATENCY_FEATURE_NAMES) != LATENCY_FEATURE_NAMES:
-            raise ValueError(
-                f"latency model state has features {state.get('feature_names')}, expected {LATENCY_FEATURE_NAMES}."
-            )
+        `latency_model.json`, or one saved before the intercept was constrained: fit it again) or whose features
+        are not known operator counts."""
+        if not isinstance(state, dict):
+            raise ValueError(f"latency model state must be a mapping, got {type(state).__name__}.")
+        names = self._check_names(state.get("feature_names", LATENCY_FEATURE_NAMES), known_only=True)
         if state.get("coefficients") is None:
+            self.feature_names = names
             self.coefficients, self.intercept, self.min_latency_ms = None, 0.0, 0.0
             return
         try:
@@ -229,10 +287,9 @@ class LatencyModel:
             floor = float(state.get("min_latency_ms", 0.0))
         except (TypeError, ValueError) as error:
             raise ValueError(f"latency model state holds non-numeric values: {error}.") from error
-        if coefficients.shape != (len(LATENCY_FEATURE_NAMES),):
+        if coefficients.shape != (len(names),):
             raise ValueError(
-                f"latency model state needs {len(LATENCY_FEATURE_NAMES)} coefficients ({LATENCY_FEATURE_NAMES}), "
-                f"got shape {coefficients.shape}."
+                f"latency model state needs {len(names)} coefficients ({names}), got shape {coefficients.shape}."
             )
         values = [*coefficients.tolist(), intercept, floor]
         if not all(math.isfinite(value) and value >= 0 for value in values):
@@ -240,6 +297,7 @@ class LatencyModel:
                 f"latency model state has a negative or non-finite coefficient, intercept ({intercept:g}) or floor "
                 f"({floor:g}): it could predict a negative latency. Fit the latency model again (rerun the search)."
             )
+        self.feature_names = names
         self.coefficients, self.intercept, self.min_latency_ms = coefficients, intercept, floor
 
 
@@ -256,4 +314,4 @@ class LatencyEfficiency(CachedEfficiency):
         self.model = model
 
     def value(self, arch: dict[str, Any]) -> float:
-        return float(self.model.predict(latency_features(self.config, arch))[0])
+        return float(self.model.predict(self.model.features(self.config, arch))[0])

@@ -33,6 +33,7 @@ RESULT_FILES = (
     "sampled_archs.json",
     "candidates.jsonl",
     "latency.jsonl",
+    "latency_repeat.jsonl",
     "predictor.json",
     "latency_model.json",
     "named.json",

@@ -7,6 +7,7 @@ skipped on resume when its output is there.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import numbers
 import time
@@ -23,13 +24,15 @@ from ..models.image_processing_nasvit import NASViTImageProcessor
 from ..models.modeling_nasvit import NASViTForImageClassification
 from ..utils.io import atomic_write_text
 from .config import BudgetSpec, SearchConfig, resolve_device
-from .efficiency import MacsEfficiency, latency_features
+from .efficiency import MacsEfficiency
 from .encoding import ArchEncoder
 from .evaluation import EvaluationData, evaluate_subnet, load_evaluation_data
 from .evolution import evolutionary_search
-from .latency import LatencyEfficiency, LatencyModel, measure_subnet_latency
+from .latency import LatencyEfficiency, LatencyModel, measure_timed
 from .predictor import AccuracyPredictor
 from .results import RESULT_FILES, SearchResults, pareto_front
+from .runtimes import Clock, LatencyBackend, Timed, make_backend
+from .table12 import compare_latency
 
 __all__ = ["SearchRun", "load_supernet", "load_supernet_processor", "supernet_fingerprint"]
 
@@ -85,7 +88,11 @@ class SearchRun:
         supernet_id: str | None = None,
         data: EvaluationData | None = None,
         processor: NASViTImageProcessor | None = None,
+        runtime: LatencyBackend | None = None,
+        clock: Clock | None = None,
     ):
+        """`runtime`: the backend latencies are measured on (default: the one `config.latency` names, timed with
+        `clock`, default the one `latency.clock` names)."""
         self.supernet = supernet
         self.model_config: NASViTConfig = supernet.config
         self.config = config
@@ -99,6 +106,10 @@ class SearchRun:
         self.processor = processor if processor is not None else (data.processor if data is not None else None)
         self.smallest_macs = count_macs(self.model_config, self.model_config.smallest_arch())
         self.largest_macs = count_macs(self.model_config, self.model_config.largest_arch())
+        self._runtime = runtime
+        self._clock = clock
+        self._timed: dict[str, Timed] = {}  # prepared named subnets and B-candidates, reused in one session
+        self._latency_report: dict[str, Any] | None = None
         self._run_record = self._check_run_file()
 
     @property
@@ -308,8 +319,28 @@ class SearchRun:
     # ---------------------------------------------------------------------------------------------------------------
     # Step 3: latency measurements and model
     # ---------------------------------------------------------------------------------------------------------------
-    def measure(self, arch: dict[str, Any]) -> dict[str, Any]:
-        return measure_subnet_latency(self.supernet, arch, **self.config.latency.measure_kwargs()).to_dict()
+    @property
+    def runtime(self) -> LatencyBackend:
+        """The runtime latencies are measured on (`latency.backend`: eager PyTorch or onnxruntime)."""
+        if self._runtime is None:
+            self._runtime = make_backend(self.config.latency.runtime_spec(), self._clock)
+        return self._runtime
+
+    def prepared(self, arch: dict[str, Any], keep: bool = False) -> Timed:
+        """The extracted subnet `arch` ready to time on the runtime (for onnxruntime: exported); `keep` holds it for
+        the rest of the session (named subnets and B-candidates are timed more than once)."""
+        key = json.dumps(arch, sort_keys=True)
+        timed = self._timed.get(key)
+        if timed is None:
+            timed = self.runtime.prepare(self.supernet.extract_subnet(arch), arch["resolution"])
+            if keep:
+                self._timed[key] = timed
+        return timed
+
+    def measure(self, arch: dict[str, Any], keep: bool = False) -> dict[str, Any]:
+        settings = self.config.latency
+        timed = self.prepared(arch, keep)
+        return measure_timed(self.runtime, timed, warmup=settings.warmup, repeats=settings.repeats).to_dict()
 
     def fit_latency_model(self) -> LatencyModel:
         settings = self.config.latency
@@ -318,22 +349,52 @@ class SearchRun:
         archs = [self.encoder.decode(row) for row in rows]
         num_holdout = settings.num_holdout_archs  # enough archs left to fit: checked by LatencyConfig
         done = {record["index"]: record for record in self._read_records("latency.jsonl", LATENCY_FIELDS)}
+        held_out: dict[int, Timed] = {}  # timed a second time at the end: the run-to-run noise
         for index, arch in enumerate(archs):
             if index in done:
                 continue
+            start = time.perf_counter()
+            timed = self.prepared(arch)
+            if index < num_holdout:
+                held_out[index] = timed
+            measurement = measure_timed(self.runtime, timed, warmup=settings.warmup, repeats=settings.repeats)
+            measurement = measurement.to_dict()
             record = {
                 "index": index,
                 "split": "holdout" if index < num_holdout else "fit",
                 "arch": arch,
-                "measurement": self.measure(arch),
+                "measurement": measurement,
+                "seconds": time.perf_counter() - start,  # preparing (for onnxruntime: exporting) and timing
             }
             self.results.append_jsonl("latency.jsonl", record)
             done[index] = record
         records = [done[i] for i in range(len(archs))]
-        features = np.stack([latency_features(self.model_config, r["arch"]) for r in records])
+        again = {}
+        for record in self.results.read_jsonl("latency_repeat.jsonl"):
+            self.results.check_record("latency_repeat.jsonl", record, {"index": int, "median_ms": numbers.Real})
+            again[record["index"]] = record
+        for index in range(num_holdout):
+            if index not in again:
+                timed = held_out.pop(index, None) or self.prepared(archs[index])
+                repeat = measure_timed(self.runtime, timed, warmup=settings.warmup, repeats=settings.repeats)
+                again[index] = {"index": index, "median_ms": repeat.median_ms}
+                self.results.append_jsonl("latency_repeat.jsonl", again[index])
+        held_out.clear()
+        run_to_run = float(
+            100
+            * np.median(
+                [
+                    abs(again[i]["median_ms"] - first) / ((again[i]["median_ms"] + first) / 2)
+                    for i in range(num_holdout)
+                    for first in [records[i]["measurement"]["median_ms"]]
+                ]
+            )
+        )
+        model = LatencyModel()
+        features = np.stack([model.features(self.model_config, r["arch"]) for r in records])
         measured = np.array([r["measurement"]["median_ms"] for r in records])
         fit = np.array([r["split"] == "fit" for r in records])
-        model = LatencyModel().fit(features[fit], measured[fit])
+        model.fit(features[fit], measured[fit])
         metrics = model.evaluate(features[~fit], measured[~fit])
         noise = float(
             100
@@ -344,21 +405,26 @@ class SearchRun:
                 ]
             )
         )
-        self.results.write_json(
-            "latency_model.json",
-            {
-                **model.state_dict(),
-                "holdout": metrics,
-                "fit_metrics": model.evaluate(features[fit], measured[fit]),
-                "measurement_noise_median_relative_iqr_pct": noise,
-                "settings": settings.__dict__,
-                "torch_threads_default": torch.get_num_threads(),
-            },
-        )
+        self._latency_report = {
+            **model.state_dict(),
+            "holdout": metrics,
+            "fit_metrics": model.evaluate(features[fit], measured[fit]),
+            "measurement_noise_median_relative_iqr_pct": noise,
+            # the held-out archs timed again after all the others: how far one arch's median moves in a session
+            "measurement_noise_run_to_run_pct": run_to_run,
+            "measurement_seconds": float(sum(r["seconds"] for r in records if isinstance(r.get("seconds"), float))),
+            "runtime": self.runtime.record(),
+            "settings": settings.__dict__,
+            "torch_threads_default": torch.get_num_threads(),
+        }
+        self.results.write_json("latency_model.json", self._latency_report)
         logger.info(
-            "latency model: held-out error %.1f %% (mean abs), measurement noise (IQR/median) %.1f %%",
+            "latency model (%s): held-out error %.1f %% (mean abs); measurement noise: IQR/median %.1f %%, run to "
+            "run %.1f %%",
+            settings.backend,
             metrics["mean_abs_pct_error"],
             noise,
+            run_to_run,
         )
         return model
 
@@ -409,10 +475,12 @@ class SearchRun:
         genes, family_note = self._family_member(budget, result, named)
         table12 = None
         if budget.latency_of is not None:
-            genes, table12 = self._no_slower_than(budget, result, named[budget.latency_of], genes)
+            table12_start = time.perf_counter()
+            genes, table12 = self._faster_than_reference(budget, result, named[budget.latency_of], latency, value)
+            table12["seconds"] = time.perf_counter() - table12_start
         arch = self.encoder.decode(genes)
         record = self._evaluate(arch, kind=f"searched:{budget.name}")
-        measurement = self.measure(arch)
+        measurement = self.measure(arch, keep=True)
         entry = {
             "name": budget.name,
             "arch": arch,
@@ -421,6 +489,7 @@ class SearchRun:
                 "metric": budget.metric,
                 "value": value,
                 **({"nominal_measured_ms": nominal} if nominal is not None else {}),
+                **({"near_budget_pct": self.near_budget_band()} if budget.latency_of is not None else {}),
                 "unit": "MACs" if budget.metric == "macs" else "ms (predicted by the latency model)",
             },
             "macs": record["macs"],
@@ -500,60 +569,91 @@ class SearchRun:
         )
         return result.genes, f"no arch within the budget found above the smaller budget's {floor / 1e6:.3f} M MACs"
 
-    def _no_slower_than(self, budget: BudgetSpec, result, reference: dict[str, Any], first: np.ndarray):
-        """Walk the B-candidates (best predicted first) and keep the first whose extracted subnet is measured no
-        slower than the reference A-model in an interleaved comparison (`compare_latency`); A's own arch is the
-        fallback. Returns (genes, Table 12 record)."""
-        from .table12 import compare_latency
+    def near_budget_band(self) -> float:
+        """How close to a budget (%) the latency model cannot tell archs apart: its held-out mean error."""
+        if self._latency_report is None:
+            raise RuntimeError("fit the latency model (fit_latency_model) before searching latency budgets.")
+        return float(self._latency_report["holdout"]["mean_abs_pct_error"])
 
+    def _faster_than_reference(
+        self, budget: BudgetSpec, result, reference: dict[str, Any], latency: LatencyEfficiency, value: float
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Walk the B-candidates (within A's predicted latency), best predicted first, that are predicted at least as
+        accurate as the A-model `reference`; re-time each against A on the runtime, alternating in the same session
+        (`compare_latency`), and keep the first measured faster than A by more than the noise. Else B is A's arch,
+        and the record says why. The latency model alone cannot decide for candidates predicted within its error of
+        the budget (`near_budget` in the record), and most winners of a search sit there. Returns (genes, Table 12
+        record)."""
         settings = self.config.latency
-        kwargs = settings.measure_kwargs()
+        a_name, b_name = budget.latency_of.upper(), budget.name.upper()
         reference_genes = self.encoder.encode(reference["arch"])
-        reference_model = self.supernet.extract_subnet(reference["arch"])
-        candidates = [first] + [g for g in result.final_population if not np.array_equal(g, first)]
-        checked = []
-        for genes in candidates[: settings.table12_candidates]:
-            if np.array_equal(genes, reference_genes):
+        reference_timed = self.prepared(reference["arch"], keep=True)
+        band = self.near_budget_band()
+        timing = {"rounds": settings.table12_rounds, "warmup": settings.warmup, "repeats": settings.repeats}
+        checked: list[dict[str, Any]] = []
+        for genes, score in zip(result.final_population, result.final_scores):
+            if len(checked) >= settings.table12_candidates:
                 break
+            if np.array_equal(genes, reference_genes) or score < reference["predicted_accuracy"]:
+                break  # A itself, or predicted less accurate than A: no B worth its name from here on
             arch = self.encoder.decode(genes)
-            paired = compare_latency(
-                reference_model,
-                reference["arch"]["resolution"],
-                self.supernet.extract_subnet(arch),
-                arch["resolution"],
-                rounds=settings.table12_rounds,
-                device=kwargs["device"],
-                batch_size=kwargs["batch_size"],
-                warmup=kwargs["warmup"],
-                repeats=kwargs["repeats"],
-                num_threads=kwargs["num_threads"],
+            predicted_ms = float(latency(genes[None])[0])
+            paired = compare_latency(self.runtime, reference_timed, self.prepared(arch, keep=True), **timing)
+            checked.append(
+                {
+                    "arch": arch,
+                    "predicted_accuracy": float(score),
+                    "predicted_latency_ms": predicted_ms,
+                    "near_budget": abs(predicted_ms / value - 1) * 100 <= band,
+                    "a_ms": paired.first_ms,
+                    "b_ms": paired.second_ms,
+                    "speedup_pct": paired.speedup_pct,
+                    "noise_pct": paired.noise_pct,
+                    "faster_every_round": paired.faster_every_round,
+                    "faster_beyond_noise": paired.faster_beyond_noise,
+                }
             )
-            checked.append({"arch": arch, "a_ms": paired.first_ms, "b_ms": paired.second_ms})
-            if paired.second_no_slower:
+            if paired.faster_beyond_noise:
                 return genes, {
                     "a_model": budget.latency_of,
                     "same_arch_as_a": False,
                     "a_latency_ms": paired.first_ms,
                     "b_latency_ms": paired.second_ms,
+                    "a_latency_quartiles_ms": paired.first_quartiles_ms,
+                    "b_latency_quartiles_ms": paired.second_quartiles_ms,
+                    "speedup_pct": paired.speedup_pct,
+                    "noise_pct": paired.noise_pct,
                     "measurement": paired.to_dict(),
                     "candidates_checked": len(checked),
+                    "candidates": checked,
                 }
-        # A's arch: no slower than itself by definition; timed once for the record.
-        from .latency import measure_latency
-
-        timing = measure_latency(reference_model, reference["arch"]["resolution"], **kwargs)
-        from .table12 import machine_description
-
+        # A's arch: timed once more for the record, in this session.
+        own = measure_timed(self.runtime, reference_timed, warmup=settings.warmup, repeats=settings.repeats)
+        if checked:
+            best = max(checked, key=lambda c: c["speedup_pct"])
+            rounds = "" if best["faster_every_round"] else ", not in every round"
+            note = (
+                f"none of the {len(checked)} candidate(s) within {a_name}'s predicted latency and predicted at least "
+                f"as accurate was measured faster than {a_name} in every round by more than the noise (best: "
+                f"{best['speedup_pct']:.1f} % faster{rounds}, noise {best['noise_pct']:.1f} %): {b_name} is "
+                f"{a_name}'s arch"
+            )
+        else:
+            note = (
+                f"no arch within {a_name}'s predicted latency is predicted more accurate than {a_name}: {b_name} is "
+                f"{a_name}'s arch"
+            )
         return reference_genes, {
             "a_model": budget.latency_of,
             "same_arch_as_a": True,
-            "a_latency_ms": timing.median_ms,
-            "b_latency_ms": timing.median_ms,
-            "measurement": {**timing.to_dict(), "machine": machine_description()},
+            "a_latency_ms": own.median_ms,
+            "b_latency_ms": own.median_ms,
+            "a_latency_quartiles_ms": [own.q25_ms, own.q75_ms],
+            "b_latency_quartiles_ms": [own.q25_ms, own.q75_ms],
+            "measurement": {**own.to_dict(), "machine": own.runtime["machine"]},
             "candidates_checked": len(checked),
-            "rejected": checked,
-            "note": f"no better-predicted candidate within the latency model's budget was measured no slower than "
-            f"{budget.latency_of.upper()}: {budget.name.upper()} is {budget.latency_of.upper()}'s arch",
+            "candidates": checked,
+            "note": note,
         }
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -583,6 +683,7 @@ class SearchRun:
                 continue  # done with the same budget and evolution settings
             named[budget.name] = self.search_budget(budget, order.index(budget.name), predictor, latency, named)
             self.results.write_json("named.json", named)
+        self._timed.clear()  # the prepared subnets (onnxruntime sessions) are not needed after the budgets
         self.write_pareto(candidates, named, latency)
         run = dict(self._run_record)
         run["status"] = "complete" if all(b.name in named for b in self.config.budgets) else "partial"

@@ -1,102 +1,104 @@
-"""The paper's Table 12 record: a latency-tuned B-model against the A-model whose measured latency is its budget,
-both timed in the same session on the same machine.
+"""The paper's Table 12 record: a latency-tuned B-model against the A-model whose latency is its budget, both timed
+in the same session, on the same runtime (`latency.backend`), on the same machine.
 
-Two latencies measured minutes apart on a shared CPU differ by tens of percent for the same model, so "B is no
-slower than A" is judged by `compare_latency`: the two extracted subnets are timed in alternating rounds (A, B, A,
-B, ...) after a common warm-up, and each one's latency is the median over all its rounds. The search picks, among
-the B-candidates ranked by predicted accuracy that the latency model puts within budget, the first one measured
-no slower than A this way (`SearchRun`); A's own arch always qualifies.
+Two latencies measured minutes apart on a shared CPU differ by tens of percent for the same model, so the two
+subnets are compared by `compare_latency`: timed in alternating rounds (A, B, B, A, ...) after a common warm-up,
+each one's latency the median of its round medians. B is kept only when it is faster than A **by more than the
+noise** (`PairedLatency.faster_beyond_noise`): B is faster in every round, and its speed-up, one minus the median
+over rounds of B's round median over A's, exceeds the noise of this session's measurements: how far the same
+model's round medians spread, (largest - smallest) / median, the larger of A's and B's (with a single round: the
+inter-quartile range over the median of its timed runs). Otherwise B is A's arch and the record says why
+(`SearchRun`).
 """
 
 from __future__ import annotations
 
-import platform
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-from torch import nn
-
-from .latency import measure_latency
+from .runtimes import LatencyBackend, Timed, machine_description, quartiles
 
 __all__ = ["PairedLatency", "compare_latency", "machine_description"]
 
 
-def machine_description() -> str:
-    """Where a latency was measured: CPU model (or CUDA device), OS, torch version."""
-    processor = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    processor = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{processor}; {platform.system()} {platform.release()}; torch {torch.__version__}"
-
-
 @dataclass
 class PairedLatency:
-    first_ms: float  # median over the first model's rounds
+    first_ms: float  # median over the first model's round medians
     second_ms: float
     rounds: int
     repeats_per_round: int
     first_rounds_ms: list[float]
     second_rounds_ms: list[float]
+    first_quartiles_ms: list[float]  # q25, q75 of all the first model's timed repeats
+    second_quartiles_ms: list[float]
+    speedup_pct: float  # 100 * (1 - median over rounds of second / first): > 0 when the second is faster
+    noise_pct: float  # 100 * the larger spread (max - min) / median of one model's round medians (one round: IQR)
+    within_round_iqr_pct: float  # 100 * median relative IQR of the timed runs within the rounds (both models)
+    faster_every_round: bool
     device: str
-    num_threads: int
+    num_threads: int | None
     batch_size: int
+    backend: str
     machine: str
+    runtime: dict[str, Any] | None = None
 
     @property
-    def second_no_slower(self) -> bool:
-        return self.second_ms <= self.first_ms
+    def faster_beyond_noise(self) -> bool:
+        """The second model is faster than the first in every round, by more than the session's noise."""
+        return self.faster_every_round and self.speedup_pct > self.noise_pct
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "faster_beyond_noise": self.faster_beyond_noise}
 
 
-@torch.no_grad()
 def compare_latency(
-    first: nn.Module,
-    first_resolution: int,
-    second: nn.Module,
-    second_resolution: int,
-    *,
-    rounds: int = 5,
-    device: str = "cpu",
-    batch_size: int = 1,
-    warmup: int = 5,
-    repeats: int = 15,
-    num_threads: int | None = None,
+    backend: LatencyBackend, first: Timed, second: Timed, *, rounds: int = 5, warmup: int = 5, repeats: int = 15
 ) -> PairedLatency:
-    """Time two models in `rounds` alternating rounds (`repeats` timed runs each, median per round) after `warmup`
-    runs of each; returns each model's median over its rounds."""
+    """Time two prepared subnets on `backend` in `rounds` alternating rounds (`repeats` timed runs each, median per
+    round) after `warmup` runs of each."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}.")
-    kwargs = dict(device=device, batch_size=batch_size, repeats=repeats, num_threads=num_threads)
-    measure_latency(first, first_resolution, warmup=warmup, **{**kwargs, "repeats": 1})
-    measure_latency(second, second_resolution, warmup=warmup, **{**kwargs, "repeats": 1})
-    first_rounds, second_rounds = [], []
-    threads = torch.get_num_threads()
+    for timed in (first, second):
+        backend.time(timed, warmup=warmup, repeats=1)
+    pooled: dict[int, list[float]] = {0: [], 1: []}
+    medians: dict[int, list[float]] = {0: [], 1: []}
+    spreads = []
     for index in range(rounds):
         # Alternate which goes first, so neither always runs right after the other's warm caches.
-        order = [(first, first_resolution, first_rounds), (second, second_resolution, second_rounds)]
-        for model, resolution, into in order if index % 2 == 0 else order[::-1]:
-            measurement = measure_latency(model, resolution, warmup=1, **kwargs)
-            into.append(measurement.median_ms)
-            threads = measurement.num_threads
+        order = [(0, first), (1, second)]
+        for which, timed in order if index % 2 == 0 else order[::-1]:
+            times = backend.time(timed, warmup=1, repeats=repeats)
+            q25, median, q75 = quartiles(times)
+            pooled[which].extend(times)
+            medians[which].append(median)
+            spreads.append((q75 - q25) / median if median > 0 else 0.0)
+    ratios = [b / a for a, b in zip(medians[0], medians[1]) if a > 0]
+    if rounds > 1:
+        noise = max(
+            (max(v) - min(v)) / statistics.median(v) if statistics.median(v) > 0 else 0.0 for v in medians.values()
+        )
+    else:
+        noise = statistics.median(spreads)
+    spec = backend.spec
+    first_q, second_q = quartiles(pooled[0]), quartiles(pooled[1])
     return PairedLatency(
-        first_ms=float(statistics.median(first_rounds)),
-        second_ms=float(statistics.median(second_rounds)),
+        first_ms=float(statistics.median(medians[0])),
+        second_ms=float(statistics.median(medians[1])),
         rounds=rounds,
         repeats_per_round=repeats,
-        first_rounds_ms=first_rounds,
-        second_rounds_ms=second_rounds,
-        device=str(device),
-        num_threads=threads,
-        batch_size=batch_size,
+        first_rounds_ms=medians[0],
+        second_rounds_ms=medians[1],
+        first_quartiles_ms=[first_q[0], first_q[2]],
+        second_quartiles_ms=[second_q[0], second_q[2]],
+        speedup_pct=float(100 * (1 - statistics.median(ratios))) if ratios else 0.0,
+        noise_pct=float(100 * noise),
+        within_round_iqr_pct=float(100 * statistics.median(spreads)),
+        faster_every_round=all(b < a for a, b in zip(medians[0], medians[1])),
+        device=spec.device,
+        num_threads=first.num_threads,
+        batch_size=spec.batch_size,
+        backend=spec.backend,
         machine=machine_description(),
+        runtime=backend.record(),
     )
