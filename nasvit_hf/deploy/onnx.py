@@ -126,7 +126,7 @@ def export_onnx(
             diffs: dict[int, float] = {}
             if options.verify:
                 runner = OnnxRunner(fp32)
-                diffs = prepared.verify(lambda inputs: runner.run(inputs.numpy()), "graph", options)
+                diffs = prepared.verify(lambda inputs: runner.run(inputs.numpy()), "graph")
             quantization = None
             if quantize:
                 quantization = quantize_onnx(fp32, temp, calibration.calibration)
@@ -140,7 +140,6 @@ def export_onnx(
             final,
             export_seconds,
             diffs,
-            options.atol if options.verify else None,
             opset=opset_used,
             graph=graph_used,
         )

@@ -60,12 +60,8 @@ def export_program(
             diffs: dict[int, float] = {}
             if options.verify:
                 runner = ProgramRunner(temp, trust_program=True)  # the file written just above
-                diffs = prepared.verify(
-                    lambda inputs: [output.numpy() for output in runner.run(inputs)], "program", options
-                )
-        report = prepared.report(
-            "torch.export", final, export_seconds, diffs, options.atol if options.verify else None
-        )
+                diffs = prepared.verify(lambda inputs: [output.numpy() for output in runner.run(inputs)], "program")
+        report = prepared.report("torch.export", final, export_seconds, diffs)
     logger.info(report.summary())
     return report
 
