@@ -256,14 +256,16 @@ def build_peer(name: str, args: argparse.Namespace, workdir: str, eager: bool) -
     return entry
 
 
-def session(path: str, threads: int | None, arena: bool = True):
+def session(path: str, threads: int | None, arena: bool = True, profile_prefix: str | None = None):
     """A plain onnxruntime session with `threads` intra-op threads (OnnxRunner's settings); `arena=False` returns
     its memory after every call instead of keeping the largest call's (for batch-32 blocks: two dozen sessions'
-    arenas at batch 32 held 15 GB, and the OOM killer stopped a run)."""
+    arenas at batch 32 held 15 GB, and the OOM killer stopped a run); `profile_prefix`: profile it (`profile()`)."""
     _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
 
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = arena
+    if profile_prefix is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -370,11 +372,8 @@ def profile(entries: list[Entry], wanted: list[str], runs: int = 20) -> str:
         if entry is None or backend not in entry.files:
             lines.append(f"{key}: not exported in this run")
             continue
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads, options.enable_profiling = 1, 1, True
-        options.profile_file_prefix = os.path.join(os.path.dirname(entry.files[backend]), f"profile-{key}")
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        sess = onnxruntime.InferenceSession(entry.files[backend], options, providers=["CPUExecutionProvider"])
+        prefix = os.path.join(os.path.dirname(entry.files[backend]), f"profile-{key}")
+        sess = session(entry.files[backend], 1, profile_prefix=prefix)
         flush_denormals()
         pixels = np.random.default_rng(0).standard_normal((1, 3, entry.resolution, entry.resolution), np.float32)
         for _ in range(runs):
