@@ -111,7 +111,8 @@ def export_onnx(
         program.model.doc_string = (
             f"NASViT {type(prepared.model).__name__} subnet; input pixel_values "
             f"({'batch' if options.dynamic_batch else options.batch_size}, {config.num_channels}, "
-            f"{prepared.image_size[0]}, {prepared.image_size[1]}) preprocessed as the nasvit.preprocessor metadata says."
+            f"{prepared.image_size[0]}, {prepared.image_size[1]}) preprocessed as the nasvit.preprocessor metadata "
+            "says."
         )
         for key, value in prepared.metadata().items():
             program.model.metadata_props[key] = value
