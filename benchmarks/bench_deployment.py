@@ -256,14 +256,16 @@ def build_peer(name: str, args: argparse.Namespace, workdir: str, eager: bool) -
     return entry
 
 
-def session(path: str, threads: int | None, arena: bool = True):
+def session(path: str, threads: int | None, arena: bool = True, profile_prefix: str | None = None):
     """A plain onnxruntime session with `threads` intra-op threads (OnnxRunner's settings); `arena=False` returns
     its memory after every call instead of keeping the largest call's (for batch-32 blocks: two dozen sessions'
-    arenas at batch 32 held 15 GB, and the OOM killer stopped a run)."""
+    arenas at batch 32 held 15 GB, and the OOM killer stopped a run); `profile_prefix`: profile it (`profile()`)."""
     _, onnxruntime, _ = require_extra("export", "the deployment benchmark")
 
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = arena
+    if profile_prefix is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -370,11 +372,8 @@ def profile(entries: list[Entry], wanted: list[str], runs: int = 20) -> str:
         if entry is None or backend not in entry.files:
             lines.append(f"{key}: not exported in this run")
             continue
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads, options.enable_profiling = 1, 1, True
-        options.profile_file_prefix = os.path.join(os.path.dirname(entry.files[backend]), f"profile-{key}")
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        sess = onnxruntime.InferenceSession(entry.files[backend], options, providers=["CPUExecutionProvider"])
+        prefix = os.path.join(os.path.dirname(entry.files[backend]), f"profile-{key}")
+        sess = session(entry.files[backend], 1, profile_prefix=prefix)
         flush_denormals()
         pixels = np.random.default_rng(0).standard_normal((1, 3, entry.resolution, entry.resolution), np.float32)
         for _ in range(runs):
@@ -592,27 +591,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def tables_text(args: argparse.Namespace, entries: list[Entry], results: dict, source: str, extra=()) -> str:
+    """The two tables (MACs matched, with `source` in its title; accuracy matched) and any `extra` paragraphs."""
+    return "\n\n".join(
+        [
+            f"MACs matched ({args.clock} time; {source}):",
+            mac_table(entries, results),
+            f"Accuracy matched (onnxruntime fp32, {args.clock} time, ms):",
+            accuracy_table([e for e in entries if e.top1 is not None], results),
+            *extra,
+        ]
+    )
+
+
+def write_tables(args: argparse.Namespace, tables: str, entries: list[Entry], results: dict) -> None:
+    """`tables` to `--markdown` and the plot to `--plot`, where asked."""
+    if args.markdown:
+        with open(f"{args.markdown}.tmp", "w") as handle:
+            handle.write(tables + "\n")
+        os.replace(f"{args.markdown}.tmp", args.markdown)
+    if args.plot:
+        plot([e for e in entries if e.top1 is not None], results, args.plot)
+
+
 def render(args: argparse.Namespace) -> dict[str, Any]:
     """The tables (and plot) of an earlier run (`--tables_from`), with this run's `--clock`."""
     with open(args.tables_from) as handle:
         saved = json.load(handle)
     fields = {"name", "label", "kind", "macs", "resolution", "top1", "source"}
     entries = [Entry(**{key: value for key, value in model.items() if key in fields}) for model in saved["models"]]
-    tables = "\n\n".join(
-        [
-            f"MACs matched ({args.clock} time; from {args.tables_from}, measured by: {saved.get('command')}):",
-            mac_table(entries, saved["results"]),
-            f"Accuracy matched (onnxruntime fp32, {args.clock} time, ms):",
-            accuracy_table([e for e in entries if e.top1 is not None], saved["results"]),
-        ]
-    )
+    source = f"from {args.tables_from}, measured by: {saved.get('command')}"
+    tables = tables_text(args, entries, saved["results"], source)
     print(tables)
-    if args.markdown:
-        with open(f"{args.markdown}.tmp", "w") as handle:
-            handle.write(tables + "\n")
-        os.replace(f"{args.markdown}.tmp", args.markdown)
-    if args.plot:
-        plot([e for e in entries if e.top1 is not None], saved["results"], args.plot)
+    write_tables(args, tables, entries, saved["results"])
     return saved
 
 
@@ -642,16 +653,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  {entries[-1].label}: exported ({entries[-1].info['onnx_export_seconds']:.0f} s)", flush=True)
         results = run(entries, args)
         profiles = profile(entries, args.profile) if args.profile else ""
-    tables = "\n\n".join(
-        [
-            f"MACs matched ({args.clock} time; onnxruntime fp32 and int8, eager PyTorch; ratios within each "
-            "thread/batch block):",
-            mac_table(entries, results),
-            f"Accuracy matched (onnxruntime fp32, {args.clock} time, ms):",
-            accuracy_table([e for e in entries if e.top1 is not None], results),
-        ]
-        + (["onnxruntime's profile (1 thread, batch 1):", profiles] if profiles else [])
-    )
+    source = "onnxruntime fp32 and int8, eager PyTorch; ratios within each thread/batch block"
+    extra = ["onnxruntime's profile (1 thread, batch 1):", profiles] if profiles else []
+    tables = tables_text(args, entries, results, source, extra)
     print(tables)
     total = time.perf_counter() - start
     print(f"total {total / 60:.1f} min")
@@ -672,12 +676,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(f"{args.output}.tmp", "w") as handle:
             json.dump(output, handle, indent=2, default=str)
         os.replace(f"{args.output}.tmp", args.output)
-    if args.markdown:
-        with open(f"{args.markdown}.tmp", "w") as handle:
-            handle.write(tables + "\n")
-        os.replace(f"{args.markdown}.tmp", args.markdown)
-    if args.plot:
-        plot([e for e in entries if e.top1 is not None], results, args.plot)
+    write_tables(args, tables, entries, results)
     return output
 
 

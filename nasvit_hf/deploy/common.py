@@ -377,32 +377,32 @@ def max_abs_diff(outputs: list[np.ndarray], references: tuple[torch.Tensor, ...]
 class PreparedExport:
     """An extracted subnet ready to trace: the model (eval, float32, CPU), its export wrapper, the example input
     (batch 2 for a dynamic batch: torch.export specialises dimensions of size 1), the output names and the dynamic
-    shapes to pass to the exporter."""
+    shapes to pass to the exporter, with the export's options."""
 
     model: NASViTPreTrainedModel
     wrapper: NASViTExportWrapper
     example: torch.Tensor
     output_names: list[str]
     dynamic_shapes: tuple[dict[int, Any], ...] | None
-    dynamic_batch: bool
-    batch_size: int
-    seed: int
-    image_size: tuple[int, int]  # (height, width)
+    options: ExportOptions
+    image_size: tuple[int, int]  # (height, width): `options.image_size` resolved by `export_image_size`
 
     def metadata(self) -> dict[str, str]:
-        return deployment_metadata(self.model, self.output_names, self.dynamic_batch, self.batch_size, self.image_size)
+        options = self.options
+        return deployment_metadata(
+            self.model, self.output_names, options.dynamic_batch, options.batch_size, self.image_size
+        )
 
-    def verify(
-        self, run: Callable[[torch.Tensor], list[np.ndarray]], what: str, options: ExportOptions
-    ) -> dict[int, float]:
+    def verify(self, run: Callable[[torch.Tensor], list[np.ndarray]], what: str) -> dict[int, float]:
         """Run `run` (the exported file's runtime) and the plain modules in eager PyTorch (`modules_only`: no fast
         path) on seeded inputs of each batch size (default: 1 and 4 for a dynamic batch, else the fixed batch) and
         require |exported − eager| <= atol + rtol·|eager|. Returns the largest difference per batch size; raises
         RuntimeError (nothing is written then)."""
+        options = self.options
         atol, rtol = options.atol, options.rtol
         diffs: dict[int, float] = {}
-        for size in options.verify_batch_sizes or ([1, 4] if self.dynamic_batch else [self.batch_size]):
-            inputs = example_pixel_values(self.model.config, size, self.seed + size, self.image_size)
+        for size in options.verify_batch_sizes or ([1, 4] if options.dynamic_batch else [options.batch_size]):
+            inputs = example_pixel_values(self.model.config, size, options.seed + size, self.image_size)
             with torch.no_grad(), modules_only(self.model):
                 expected = self.wrapper(inputs)
             with torch.no_grad():
@@ -419,21 +419,22 @@ class PreparedExport:
                     )
         return diffs
 
-    def report(self, format: str, path: str, export_seconds: float, diffs: dict[int, float], atol: float | None,
+    def report(self, format: str, path: str, export_seconds: float, diffs: dict[int, float],
                opset: int | None = None, graph: str | None = None) -> ExportReport:  # fmt: skip
+        """The `ExportReport` of the file at `path`; `atol` is the options' when verified (`diffs`), else None."""
         return ExportReport(
             format=format,
             path=path,
             image_size=self.image_size[0] if self.image_size[0] == self.image_size[1] else self.image_size,
-            dynamic_batch=self.dynamic_batch,
-            batch_size=None if self.dynamic_batch else self.batch_size,
+            dynamic_batch=self.options.dynamic_batch,
+            batch_size=None if self.options.dynamic_batch else self.options.batch_size,
             input_name="pixel_values",
             output_names=self.output_names,
             file_size_bytes=os.path.getsize(path),
             export_seconds=export_seconds,
             opset=opset,
             max_abs_diff=diffs,
-            atol=atol,
+            atol=self.options.atol if self.options.verify else None,
             graph=graph,
         )
 
@@ -444,21 +445,18 @@ def prepare_export(
 ) -> Iterator[PreparedExport]:
     """Load and check the subnet (`load_subnet_for_export`) and make it ready to trace at `options.image_size`
     (`export_image_size`); the model's mode is restored afterwards."""
-    dynamic_batch, batch_size, seed, image_size = (
-        options.dynamic_batch,
-        options.batch_size,
-        options.seed,
-        options.image_size,
-    )
+    batch_size = options.batch_size
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     model = load_subnet_for_export(model_or_path)
-    image_size = export_image_size(model, image_size)
+    image_size = export_image_size(model, options.image_size)
     with export_ready(model) as model:
         wrapper = NASViTExportWrapper(model).eval()
-        example = example_pixel_values(model.config, 2 if dynamic_batch else batch_size, seed, image_size)
+        example = example_pixel_values(
+            model.config, 2 if options.dynamic_batch else batch_size, options.seed, image_size
+        )
         dynamic_shapes = None
-        if dynamic_batch:
+        if options.dynamic_batch:
             dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
         yield PreparedExport(
             model,
@@ -466,8 +464,6 @@ def prepare_export(
             example,
             wrapper.output_names(example),
             dynamic_shapes,
-            dynamic_batch,
-            batch_size,
-            seed,
+            options,
             image_size,
         )

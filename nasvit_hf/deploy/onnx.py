@@ -110,8 +110,9 @@ def export_onnx(
         program.model.producer_name = "nasvit_hf"
         program.model.doc_string = (
             f"NASViT {type(prepared.model).__name__} subnet; input pixel_values "
-            f"({'batch' if options.dynamic_batch else options.batch_size}, {config.num_channels}, {prepared.image_size[0]}, "
-            f"{prepared.image_size[1]}) preprocessed as the nasvit.preprocessor metadata says."
+            f"({'batch' if options.dynamic_batch else options.batch_size}, {config.num_channels}, "
+            f"{prepared.image_size[0]}, {prepared.image_size[1]}) preprocessed as the nasvit.preprocessor metadata "
+            "says."
         )
         for key, value in prepared.metadata().items():
             program.model.metadata_props[key] = value
@@ -126,7 +127,7 @@ def export_onnx(
             diffs: dict[int, float] = {}
             if options.verify:
                 runner = OnnxRunner(fp32)
-                diffs = prepared.verify(lambda inputs: runner.run(inputs.numpy()), "graph", options)
+                diffs = prepared.verify(lambda inputs: runner.run(inputs.numpy()), "graph")
             quantization = None
             if quantize:
                 quantization = quantize_onnx(fp32, temp, calibration.calibration)
@@ -140,7 +141,6 @@ def export_onnx(
             final,
             export_seconds,
             diffs,
-            options.atol if options.verify else None,
             opset=opset_used,
             graph=graph_used,
         )

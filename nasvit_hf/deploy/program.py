@@ -42,10 +42,10 @@ def export_program(
 ) -> ExportReport:
     """`torch.export` an extracted subnet and save the `ExportedProgram` to `output` (`.pt2`) with `torch.export.save`.
 
-    `options` / `**settings` and the checks as `export_onnx` (`ExportOptions`): the saved file is loaded back and its module compared with PyTorch eager
-    (batch sizes 1 and 4 when `dynamic_batch`) before it is moved into place. The program returns a tuple of the
-    model's output tensors (`(logits,)` for classification); names and preprocessing are in the archive's
-    `nasvit.json` (read them with `ProgramRunner`).
+    `options` / `**settings` and the checks as `export_onnx` (`ExportOptions`): the saved file is loaded back and its
+    module compared with PyTorch eager (batch sizes 1 and 4 when `dynamic_batch`) before it is moved into place. The
+    program returns a tuple of the model's output tensors (`(logits,)` for classification); names and preprocessing
+    are in the archive's `nasvit.json` (read them with `ProgramRunner`).
     """
     options = ExportOptions.resolve(options, settings)
     with prepare_export(model_or_path, options) as prepared:
@@ -60,12 +60,8 @@ def export_program(
             diffs: dict[int, float] = {}
             if options.verify:
                 runner = ProgramRunner(temp, trust_program=True)  # the file written just above
-                diffs = prepared.verify(
-                    lambda inputs: [output.numpy() for output in runner.run(inputs)], "program", options
-                )
-        report = prepared.report(
-            "torch.export", final, export_seconds, diffs, options.atol if options.verify else None
-        )
+                diffs = prepared.verify(lambda inputs: [output.numpy() for output in runner.run(inputs)], "program")
+        report = prepared.report("torch.export", final, export_seconds, diffs)
     logger.info(report.summary())
     return report
 

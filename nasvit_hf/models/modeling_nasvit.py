@@ -978,7 +978,7 @@ class NASViTInferencePlanMixin:
     def inference_plan(self, pixel_values: torch.Tensor):
         """The `NASViTInferencePlan` that `forward` would run on `pixel_values` now, or None when the modules run
         (training mode, `inference_fast_path = False`, autograd, tracing, hooks: `inference_plan_for`)."""
-        if not fast_path_context_allows(self):
+        if self.training or not self.inference_fast_path:  # inference_plan_for checks the rest, once
             return None
         from .inference_nasvit import inference_plan_for  # the one seam to the fast path (see the class docstring)
 
