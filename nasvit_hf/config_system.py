@@ -565,8 +565,6 @@ def scale_step_counts(values: dict[str, Any], cls: type, defaults: bool = True) 
     step_keys = getattr(cls, "STEP_KEYS", {})
     if scale == 1.0 or not step_keys:
         return values
-    import copy
-
     values = copy.deepcopy(values)
     changed = []
     for key, minimum in step_keys.items():
