@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..config_system import ConfigMixin, check_field_ranges, load_yaml_mapping, parse_overrides
+from .pipeline import CALIBRATION_TRANSFORMS
+from .sandwich import SUBNET_SAMPLING
 
 __all__ = ["TrainingConfig", "TrainingRunConfig", "load_yaml_mapping", "parse_overrides"]
 
@@ -263,8 +265,8 @@ class TrainingConfig(TrainingRunConfig):
             "mixed_precision": [None, "no", "fp16", "bf16"],
             "data_pipeline": ["torchvision", "timm"],
             "eval_crop_mode": ["resolution", "reference"],
-            "subnet_sampling": ["synchronized", "per_rank"],
-            "calibration_transform": ["evaluation", "training"],
+            "subnet_sampling": list(SUBNET_SAMPLING),
+            "calibration_transform": list(CALIBRATION_TRANSFORMS),
             "random_erasing_mode": ["const", "rand", "pixel"],
         }
         for name, allowed in choices.items():
