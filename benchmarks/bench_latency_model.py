@@ -51,7 +51,7 @@ import nasvit_hf
 from nasvit_hf.macs import stage_macs
 from nasvit_hf.models.search_space_nasvit import TRANSFORMER_STAGES, sample_arch
 from nasvit_hf.presets import get_search_space
-from nasvit_hf.search import LatencyModel, RuntimeSpec, make_backend
+from nasvit_hf.search import LatencyModel, RuntimeSpec, SearchResults, make_backend
 from nasvit_hf.search.latency import (
     FEATURE_GROUPS,
     LATENCY_FEATURE_NAMES,
@@ -143,8 +143,8 @@ def measure(args: argparse.Namespace, output: Path) -> list[dict[str, Any]]:
         raise SystemExit(f"{output} holds a run with other settings; use another --output_dir.")
     backend = make_backend(RuntimeSpec(args.backend, "cpu", args.threads, args.batch_size, clock=args.clock))
     atomic_write_json(run_file, {"settings": settings, "runtime": backend.record()})
-    path = output / "measurements.jsonl"
-    done = {(r["index"], r["pass"]): r for r in _jsonl(path)}
+    results = SearchResults(output)  # its jsonl reader drops a torn last line from the file before more is appended
+    done = {(r["index"], r["pass"]): r for r in results.read_jsonl("measurements.jsonl")}
     kept = {}
 
     def prepare(index: int):
@@ -166,15 +166,13 @@ def measure(args: argparse.Namespace, output: Path) -> list[dict[str, Any]]:
         if (index, 1) in done:
             continue
         record = _timing(backend, timed, args, index, arch, 1, prepare_seconds, time.perf_counter(), reference)
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        results.append_jsonl("measurements.jsonl", record)
         done[(index, 1)] = record
         print(f"[{index + 1}/{len(archs)}] {arch['resolution']} px: {record['median_ms']:.2f} ms "
               f"(IQR {100 * record['relative_iqr']:.1f} %, prepared in {prepare_seconds:.1f} s)", flush=True)  # fmt: skip
     for index, timed in kept.items():  # the second pass: run-to-run noise in the same session
         record = _timing(backend, timed, args, index, archs[index], 2, 0.0, time.perf_counter(), reference)
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        results.append_jsonl("measurements.jsonl", record)
         done[(index, 2)] = record
     return [done[key] for key in sorted(done)]
 

@@ -394,8 +394,6 @@ def normalize_search_space(space: dict[str, Any]) -> dict[str, Any]:
         if name == "first_conv":
             entry["s"] = _stride(stage.get("s", 2), repr(name))
         elif name != "last_conv":
-            if name in TRANSFORMER_STAGES and min(entry["d"]) < 1:
-                raise ValueError(f"search_space[{name!r}]['d'] must be >= 1 (the first block is an MBConv).")
             entry["s"] = _stride(stage.get("s", 1), repr(name))
             entry["se"] = _flag(stage.get("se", False), repr(name))
         clean[name] = entry

@@ -18,7 +18,7 @@ BUDGET_METRICS = ("macs", "latency")
 # The budget's own keys besides metric / value / unit (BudgetSpec.to_dict and what the search adds).
 _BUDGET_NUMBERS = ("macs_millions", "macs_fraction", "latency_ms", "nominal_measured_ms", "near_budget_pct")
 _BUDGET_STRINGS = ("name", "latency_of")
-# The B-vs-A record's keys a model card and the family index read (table12.choose_b_model writes more).
+# The B-vs-A record's keys a model card and the family index read (b_vs_a.choose_b_model writes more).
 _TABLE12_NUMBERS = ("a_latency_ms", "b_latency_ms")
 
 

@@ -163,8 +163,8 @@ def replace_folder(temporary: str | os.PathLike, target: str | os.PathLike, mark
 @contextlib.contextmanager
 def staging_folder(target: str | os.PathLike, marker: str | None = None, overwrite: bool = True) -> Iterator[Path]:
     """A fresh hidden folder beside `target` to write into; on success it replaces `target` (`replace_folder`,
-    `marker` written into it first, every mode set from the umask: `apply_umask_modes`), on failure it is removed and `target` is untouched. Without `overwrite`, an
-    existing `target` is refused before anything is written."""
+    `marker` written into it first, every mode set from the umask: `apply_umask_modes`), on failure it is removed and
+    `target` is untouched. Without `overwrite`, an existing `target` is refused before anything is written."""
     target = Path(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists: pass --overwrite to replace it.")
