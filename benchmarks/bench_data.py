@@ -152,7 +152,7 @@ def check_same_outputs(ours, timm_dataset, pairs, count: int = 20) -> float:
 
     worst = 0.0
     for row, timm_row in pairs[:count]:
-        with seeded_rngs((ours.seed * 1_000_003 + ours.epoch * 100_003 + row) % (2**63 - 1)):
+        with seeded_rngs(ours.item_seed(row)):
             image, _ = timm_dataset[timm_row]
         worst = max(worst, float((ours[row]["pixel_values"] - image).abs().max()))
     return worst
@@ -172,7 +172,7 @@ class _SeededTimm(torch.utils.data.Dataset):
         from nasvit_hf.training.data import seeded_rngs
 
         row = self.our_row_of[timm_row]
-        with seeded_rngs((self.ours.seed * 1_000_003 + self.ours.epoch * 100_003 + row) % (2**63 - 1), restore=False):
+        with seeded_rngs(self.ours.item_seed(row), restore=False):
             return self.timm_dataset[timm_row]
 
 

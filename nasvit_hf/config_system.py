@@ -344,8 +344,8 @@ def in_range(value: float, spec: str) -> bool:
 
 def check_field_ranges(config: Any) -> None:
     """Refuse a number outside its field's declared range (`FIELD_RANGES` of the config's class: {field: "[low,
-    high)"}; `None` passes, for fields that may be null) and any non-finite float field. A ValueError names the key
-    (with the class's `CONFIG_SECTION`, e.g. `latency.num_threads`), the value and the range. Call it first in
+    high)"}; `None` passes only where the field's annotation allows it) and any non-finite float field. A ValueError
+    names the key (with the class's `CONFIG_SECTION`, e.g. `latency.num_threads`), the value and the range. Call it first in
     `__post_init__`."""
     cls = type(config)
     section = getattr(cls, "CONFIG_SECTION", "")
@@ -353,6 +353,9 @@ def check_field_ranges(config: Any) -> None:
     ranges = getattr(cls, "FIELD_RANGES", {})
     for f in dataclasses.fields(config):
         value, spec = getattr(config, f.name, None), ranges.get(f.name)
+        if spec is not None and value is None and not _annotation_allows_none(cls, f.name):
+            kind = "int" if _annotation_is_int(cls, f.name) else "float"
+            raise ValueError(f"{prefix}{f.name} must be of type {kind} in {spec}, got None.")
         if spec is not None and value is not None:  # a declared number: built in Python, nothing coerced it
             kind = "int" if _annotation_is_int(cls, f.name) else "float"
             integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
@@ -375,6 +378,14 @@ def _annotation_is_int(cls: type, name: str) -> bool:
         else {annotation}
     )
     return int in options and float not in options
+
+
+@cache
+def _annotation_allows_none(cls: type, name: str) -> bool:
+    annotation = typing.get_type_hints(cls)[name]
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(
+        annotation
+    )
 
 
 def _is_nested(annotation: Any) -> bool:
@@ -565,8 +576,6 @@ def scale_step_counts(values: dict[str, Any], cls: type, defaults: bool = True) 
     step_keys = getattr(cls, "STEP_KEYS", {})
     if scale == 1.0 or not step_keys:
         return values
-    import copy
-
     values = copy.deepcopy(values)
     changed = []
     for key, minimum in step_keys.items():

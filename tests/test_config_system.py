@@ -271,3 +271,21 @@ def test_step_scale_outside_zero_to_one_is_refused(monkeypatch, value):
     monkeypatch.setenv("NASVIT_STEP_SCALE", value)
     with pytest.raises(ConfigError, match=r"NASVIT_STEP_SCALE=.* must be a number in \(0, 1\]"):
         TrainingConfig.from_yaml(None, {})
+
+
+@pytest.mark.parametrize(
+    "build, phrase",
+    [
+        (lambda: TrainingConfig(hflip=None), "hflip must be of type float in [0, 1], got None"),
+        (lambda: SegmentationTrainingConfig(hflip=None), "hflip must be of type float in [0, 1], got None"),
+        (lambda: TrainingConfig(num_random_subnets=None), "num_random_subnets must be of type int"),
+    ],
+)
+def test_a_ranged_field_that_may_not_be_null_refuses_none_built_in_python(build, phrase):
+    with pytest.raises(ValueError) as raised:
+        build()
+    assert phrase in str(raised.value)
+
+
+def test_a_ranged_field_that_may_be_null_accepts_none():
+    assert TrainingConfig(image_size=None).image_size is None

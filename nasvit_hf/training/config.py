@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..config_system import ConfigMixin, check_field_ranges, load_yaml_mapping, parse_overrides
+from .pipeline import CALIBRATION_TRANSFORMS
+from .sandwich import SUBNET_SAMPLING
 
 __all__ = ["TrainingConfig", "TrainingRunConfig", "load_yaml_mapping", "parse_overrides"]
 
@@ -263,39 +265,13 @@ class TrainingConfig(TrainingRunConfig):
             "mixed_precision": [None, "no", "fp16", "bf16"],
             "data_pipeline": ["torchvision", "timm"],
             "eval_crop_mode": ["resolution", "reference"],
-            "subnet_sampling": ["synchronized", "per_rank"],
-            "calibration_transform": ["evaluation", "training"],
+            "subnet_sampling": list(SUBNET_SAMPLING),
+            "calibration_transform": list(CALIBRATION_TRANSFORMS),
             "random_erasing_mode": ["const", "rand", "pixel"],
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config {name} must be one of {allowed}, got {getattr(self, name)!r}.")
-        positive = [
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "gradient_accumulation_steps",
-            "eval_every_epochs",
-            "calibration_batches",
-            "logging_steps",
-            "max_consecutive_nonfinite",
-        ]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"config {name} must be >= 1, got {getattr(self, name)}.")
-        for name in [
-            "max_steps",
-            "checkpointing_steps",
-            "max_train_samples",
-            "max_eval_samples",
-            "image_size",
-            "holdout_per_class",
-        ]:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"config {name} must be >= 1 or null, got {value}.")
-        for name in ["drop_path_rate", "drop_connect_rate", "dropout", "hflip", "random_erasing", "label_smoothing"]:
-            if not 0.0 <= getattr(self, name) < 1.0 + (name in ("hflip", "random_erasing")):
-                raise ValueError(f"config {name} must be a probability, got {getattr(self, name)}.")
         for absolute, rate in (("min_learning_rate", "min_lr_rate"), ("warmup_learning_rate", "warmup_lr_rate")):
             value = getattr(self, absolute)
             if value is None:
@@ -313,15 +289,10 @@ class TrainingConfig(TrainingRunConfig):
             raise ValueError("dataset 'imagefolder' needs data_dir (a folder with one sub-folder per class).")
         if not isinstance(self.crop_scale, (list, tuple)) or len(self.crop_scale) != 2:
             raise ValueError(f"config crop_scale must be [low, high], got {self.crop_scale!r}.")
-        for name in ["mixup_prob", "mixup_switch_prob"]:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"config {name} must be a probability, got {getattr(self, name)}.")
         if self.teachers is not None and not (
             isinstance(self.teachers, list) and all(isinstance(name, str) for name in self.teachers)
         ):
             raise ValueError(f"config teachers must be a model name/path or a list of them, got {self.teachers!r}.")
-        if self.teacher_temperature <= 0:
-            raise ValueError(f"config teacher_temperature must be > 0, got {self.teacher_temperature}.")
         if self.auto_augment and self.data_pipeline != "timm":
             raise ValueError(
                 f"config auto_augment {self.auto_augment!r} is a timm policy: set data_pipeline: timm (the torchvision "

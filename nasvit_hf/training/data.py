@@ -201,6 +201,10 @@ class ImageClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def item_seed(self, index: int) -> int:
+        """The seed of item `index`'s transform in the current epoch (with `seed` set)."""
+        return (self.seed * 1_000_003 + self.epoch * 100_003 + int(index)) % (2**63 - 1)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
         if self._paths is not None:
@@ -212,8 +216,7 @@ class ImageClassificationDataset(Dataset):
         if self.seed is None:
             pixel_values = self.transform(image)
         else:
-            seed = (self.seed * 1_000_003 + self.epoch * 100_003 + index) % (2**63 - 1)
-            with seeded_rngs(seed, restore=get_worker_info() is None):
+            with seeded_rngs(self.item_seed(index), restore=get_worker_info() is None):
                 pixel_values = self.transform(image)
         return {"pixel_values": pixel_values, "labels": label}
 

@@ -106,8 +106,6 @@ class SandwichConfig:
 
     def __post_init__(self):
         check_field_ranges(self)
-        if self.num_random_subnets < 0:
-            raise ValueError(f"num_random_subnets must be >= 0, got {self.num_random_subnets}.")
         if self.distill_loss not in DISTILL_LOSSES:
             raise ValueError(f"distill_loss must be one of {list(DISTILL_LOSSES)}, got {self.distill_loss!r}.")
         if self.priority not in PRIORITIES:
@@ -116,11 +114,6 @@ class SandwichConfig:
             raise ValueError(f"granularity must be one of {list(GRANULARITIES)}, got {self.granularity!r}.")
         if self.alpha_min > self.alpha_max:
             raise ValueError(f"alpha_min must not exceed alpha_max, got {self.alpha_min} > {self.alpha_max}.")
-        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
-            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}.")
-        for name in ("drop_path_rate", "drop_connect_rate", "dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

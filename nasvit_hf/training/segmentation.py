@@ -138,8 +138,6 @@ class SegmentationTrainingConfig(TrainingRunConfig):
                 raise ValueError(f"{name} must be [height, width] in pixels, got {value!r}.")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, got {self.scale_range!r}.")
-        if not 0.0 <= self.hflip <= 1.0:
-            raise ValueError(f"hflip is a probability in [0, 1], got {self.hflip}.")
         if self.dataset == "folder" and not self.data_dir:
             raise ValueError("dataset: folder needs data_dir (with <split>/images and <split>/masks inside).")
         if self.out_features is not None and any(name not in BACKBONE_STAGE_NAMES for name in self.out_features):
