@@ -29,7 +29,7 @@ held-out quarter (the first archs sampled, as search holds them out) and as the 
   search did before.
 
 And a learning curve: the error of `all` fitted on fewer archs. `report.json` / `report.md` in the output folder;
-`--report DIR [DIR ...]` prints one table over several runs (the one in docs/search-and-export.md).
+`--report DIR [DIR ...]` prints one table over several runs (the one in docs/search-and-extract.md).
 """
 
 from __future__ import annotations

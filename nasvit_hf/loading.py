@@ -62,7 +62,7 @@ def read_nasvit_config(path: str | os.PathLike, what: str = "a NASViT model") ->
     config that fails its own checks (`NASViTConfig.__init__`)."""
     where = str(path)
     advice = (
-        "Pass a folder written by save_pretrained (recipes/train.py, recipes/export.py, "
+        "Pass a folder written by save_pretrained (recipes/train.py, recipes/extract.py, "
         "recipes/convert_official_checkpoint.py)."
     )
     try:
@@ -107,7 +107,7 @@ def load_pretrained_strict(
         raise CheckpointMismatchError(
             f"the checkpoint in {str(path)!r} does not match the {model_class.__name__} its config.json describes: "
             f"{'; '.join(problems)}. It is incomplete, corrupt or from another model; use a folder written by "
-            "save_pretrained (recipes/train.py, recipes/export.py, recipes/convert_official_checkpoint.py)."
+            "save_pretrained (recipes/train.py, recipes/extract.py, recipes/convert_official_checkpoint.py)."
         )
     return model
 
@@ -164,7 +164,7 @@ def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassi
 
 
 def load_supernet_processor(path: str | Path) -> NASViTImageProcessor | None:
-    """The image processor saved with a supernet (its evaluation protocol: search and export evaluate through it, and
+    """The image processor saved with a supernet (its evaluation protocol: search and extraction evaluate through it, and
     exported subnets carry it moved to their resolution), or None when the folder has none."""
     if not (Path(path) / "preprocessor_config.json").is_file():
         return None

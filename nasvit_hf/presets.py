@@ -14,7 +14,7 @@ transformer stage is not given (the smallest choice, 4, is used for mb4/mb5; mb6
 transformer "e: 1" is the MLP ratio and its Transformer-4 "k: 1" the number of windows: the entries carry both
 (`mlp_ratio` and `num_windows` all 1, the reference's fixed values), so they are archs of the "reference" and of the
 "paper" space alike (`TABLE13_PAPER_SPACE_MACS_MILLIONS` has their counts there). A0, A5 and B0–B2 have no published architecture:
-their entries carry only the paper's targets, and `recipes/export.py` (the search issue) derives them by search.
+their entries carry only the paper's targets, and `recipes/extract.py` (the search issue) derives them by search.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ for _name, (_macs, _top1) in _PAPER_A.items():
         name=_name,
         arch=None,
         provenance="NASViT paper, Table 6: MACs budget and ImageNet top-1 only; no architecture published that "
-        "matches the budget. Derived by search under the MACs budget (recipes/export.py).",
+        "matches the budget. Derived by search under the MACs budget (recipes/extract.py).",
         paper_macs_millions=float(_macs),
         paper_top1=_top1,
     )
@@ -234,7 +234,7 @@ for _name, (_of, _top1) in _PAPER_B.items():
         name=_name,
         arch=None,
         provenance="NASViT paper, Appendix C.2, Table 12: latency-tuned; no architecture published. Derived by "
-        f"latency-constrained search with the measured latency of {_of.upper()} as the budget (recipes/export.py).",
+        f"latency-constrained search with the measured latency of {_of.upper()} as the budget (recipes/extract.py).",
         paper_top1=_top1,
         latency_budget_of=_of,
     )

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     with staging_folder(output_dir, marker=CONVERSION_MARKER) as staging:  # checks ownership before converting
         model = load_reference_checkpoint(args.checkpoint, search_space, trust_checkpoint=args.trust_checkpoint)
         # The reference evaluates every subnet on resize 256 -> centre crop 224 -> bicubic resize to its resolution:
-        # its published accuracy holds under that protocol, which search and export then carry to every subnet.
+        # its published accuracy holds under that protocol, which search and extraction then carry to every subnet.
         processor = NASViTImageProcessor.for_resolution(model.config.arch["resolution"], crop_mode="reference")
         processor.save_pretrained(staging)
         model.save_pretrained(staging)

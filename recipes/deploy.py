@@ -14,7 +14,7 @@ With --quantize int8 the file is onnxruntime's static int8 quantization of that 
 --calibration_size images of --calibration_dataset (the supernet's held-out rows with --holdout, else its
 --calibration_split; "imagefolder" with --calibration_data_dir for images you name, one subfolder per class); the
 other images measure the top-1 of the fp32 and the int8 graph, recorded in the file's metadata and the report.
-A supernet folder is refused: extract a subnet first (recipes/export.py). The graphs take inputs at the subnet's
+A supernet folder is refused: extract a subnet first (recipes/extract.py). The graphs take inputs at the subnet's
 resolution only (`config.arch["resolution"]`): preprocess with the folder's image processor. A segmentation model
 exports at any size (`--image_size 512`, or `--image_size 512 1024` for height and width); its metadata then records a
 segmentation processor resizing to it.

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---- build: data, model, teacher, optimiser, schedule, sandwich trainer
     splits = load_classification_splits(config)
     if splits.holdout is not None and accelerator.is_main_process:
-        splits.holdout.save(config.output_dir)  # search and export find it beside the supernet (final/ too)
+        splits.holdout.save(config.output_dir)  # search and extraction find it beside the supernet (final/ too)
         logger.info(f"held out {len(splits.holdout)} training images for search: {config.output_dir}/holdout.json")
     model = build_supernet(config, splits[2])
     space = model.config.search_space

@@ -106,5 +106,5 @@ def run_without_nasvit(code: str, cwd: Path) -> str:
     return result.stdout
 
 
-# Search and export fixtures (toy supernet, search config, a complete search), computed once per session.
+# Search and extraction fixtures (toy supernet, search config, a complete search), computed once per session.
 from tests.search_fixtures import search_config_file, search_dir, toy_supernet_dir  # noqa: E402, F401

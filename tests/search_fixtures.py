@@ -1,4 +1,4 @@
-"""Fixtures of the search and export tests: a toy supernet trained in-session (tiny space, digits, a few dozen
+"""Fixtures of the search and extraction tests: a toy supernet trained in-session (tiny space, digits, a few dozen
 steps), a small search config, and a complete search of the toy supernet through recipes/search.py. Registered in
 tests/conftest.py so that session-scoped fixtures are computed once per session."""
 

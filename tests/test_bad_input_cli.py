@@ -51,8 +51,8 @@ CASES = [
     ("search", ["--supernet", "{tmp}/none", "--config", "recipes/configs/search_tiny.yaml"], "not a NASViT supernet"),
     ("search", ["--supernet", "x", "--config", "recipes/configs/search_tiny.yaml", "--latency.repets", "3"],
      "did you mean 'repeats'"),
-    ("export", ["--supernet", "x", "--names", "a0", "--output_dir", "o", "--push_to_hub"], "needs --hub_org"),
-    ("export", ["--supernet", "x", "--names", "z9", "--output_dir", "{tmp}/o"], "unknown subnet name"),
+    ("extract", ["--supernet", "x", "--names", "a0", "--output_dir", "o", "--push_to_hub"], "needs --hub_org"),
+    ("extract", ["--supernet", "x", "--names", "z9", "--output_dir", "{tmp}/o"], "unknown subnet name"),
     ("deploy", ["--model", "{tmp}/none", "--output", "{tmp}/m.onnx"], "{tmp}/none"),
     ("deploy", ["--model", "m", "--output", "o", "--batch_size", "two"], "batch_size must be of type int"),
     ("convert_official_checkpoint", ["--checkpoint", "{tmp}/none.pth", "--output_dir", "{tmp}/out"], "none.pth"),
@@ -78,9 +78,9 @@ INPUT_CASES = [
     ("search", ["--supernet", "{supernet}", "--config", TINY, "--output_dir", "{tmp}/o", "--data.calibration_batches", "3"],
      "keep one (on the command line: --calibration.num_batches N)"),
     ("search", ["--supernet", "{segmentation}", "--config", TINY, "--output_dir", "{tmp}/o"], "holds a single extracted subnet"),
-    ("export", ["--supernet", "{supernet}", "--arch_file", "{arch}", "--name", "family", "--output_dir", "{tmp}/o"], "is reserved"),
-    ("export", ["--supernet", "{supernet}", "--arch_file", "{arch}", "--name", "../x", "--output_dir", "{tmp}/o"], "not usable as a folder name"),
-    ("export", ["--supernet", "{supernet}", "--names", "a0", "--prefix", "../", "--output_dir", "{tmp}/o"], "must be a folder-name prefix"),
+    ("extract", ["--supernet", "{supernet}", "--arch_file", "{arch}", "--name", "family", "--output_dir", "{tmp}/o"], "is reserved"),
+    ("extract", ["--supernet", "{supernet}", "--arch_file", "{arch}", "--name", "../x", "--output_dir", "{tmp}/o"], "not usable as a folder name"),
+    ("extract", ["--supernet", "{supernet}", "--names", "a0", "--prefix", "../", "--output_dir", "{tmp}/o"], "must be a folder-name prefix"),
     ("train_segmentation", ["--id2label", "[a, b]"], "id2label must be of type dict"),
     ("deploy", ["--model", "{segmentation}", "--output", "{tmp}/o/m.onnx", "--image_size", "100000"], "more than the 67,108,864 allowed"),
     ("deploy", ["--model", "{segmentation}", "--output", "{tmp}/o/m.onnx", "--batch_size", "0"], "batch_size must be in [1, 65536]"),
@@ -206,26 +206,26 @@ def test_hints_name_the_recipes_own_keys():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("recipe", ["search", "export"])
+@pytest.mark.parametrize("recipe", ["search", "extract"])
 def test_a_config_device_that_does_not_exist_names_the_override(recipe, supernet_folder, tmp_path, capsys):
     config = tmp_path / "search.yaml"
     config.write_text("device: cuda\nbudgets:\n  - {name: a0, macs_fraction: 0.01}\n")
     argv = ["--supernet", supernet_folder, "--config", config, "--output_dir", tmp_path / "results"]
-    if recipe == "export":
+    if recipe == "extract":
         argv += ["--names", "a0"]
     line = _fail(recipe, argv, capsys)
     assert "device is 'cuda'" in line and "--device cpu" in line
     assert not (tmp_path / "results").exists()
 
 
-def test_export_refuses_an_existing_folder_without_overwrite_before_any_work(supernet_folder, tmp_path, capsys):
+def test_extract_refuses_an_existing_folder_without_overwrite_before_any_work(supernet_folder, tmp_path, capsys):
     existing = tmp_path / "exports" / "nasvit-a0"
     existing.mkdir(parents=True)
     (existing / "notes.txt").write_text("mine")
     argv = ["--supernet", supernet_folder, "--names", "a0", "--output_dir", tmp_path / "exports"]
-    assert "pass --overwrite" in _fail("export", argv, capsys)
-    line = _fail("export", [*argv, "--overwrite"], capsys)
-    assert "not an export of this tool" in line
+    assert "pass --overwrite" in _fail("extract", argv, capsys)
+    line = _fail("extract", [*argv, "--overwrite"], capsys)
+    assert "not a subnet saved by this tool" in line
     assert (existing / "notes.txt").read_text() == "mine"
 
 
@@ -277,7 +277,7 @@ def _all_recipe_keys() -> frozenset[str]:
 
     keys = recipe_keys(None, TrainingConfig) | recipe_keys(None, SegmentationTrainingConfig)
     keys |= recipe_keys(load_recipe("search").SearchOptions, SearchConfig)
-    keys |= recipe_keys(load_recipe("export").ExportOptions, SearchConfig)
+    keys |= recipe_keys(load_recipe("extract").ExtractOptions, SearchConfig)
     keys |= recipe_keys(load_recipe("deploy").DeployOptions) | recipe_keys(
         load_recipe("conflict_ratio").ConflictOptions
     )

@@ -29,13 +29,13 @@ def _export_folder(root: Path, readme: str = "# NASViT-A0\n", export_json: dict 
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "nasvit"}))
     (folder / "README.md").write_text(readme)
-    (folder / "nasvit_export.json").write_text(json.dumps(export_json or {"supernet": "supernet"}))
+    (folder / "nasvit_subnet.json").write_text(json.dumps(export_json or {"supernet": "supernet"}))
     return folder
 
 
 # (case, folder maker, push kwargs, api maker, error type, phrase)
 BAD_PUSHES = [
-    ("folder without config.json", lambda root: root, {}, FakeHfApi, ValueError, "not an exported model folder"),
+    ("folder without config.json", lambda root: root, {}, FakeHfApi, ValueError, "not a saved model folder"),
     ("repo id without owner", _export_folder, {"repo_id": "nasvit-a0"}, FakeHfApi, ValueError, "'<user or org>/<name>'"),
     ("repo id with two slashes", _export_folder, {"repo_id": "a/b/c"}, FakeHfApi, ValueError, "'<user or org>/<name>'"),
     ("repo id with empty name", _export_folder, {"repo_id": "my-org/"}, FakeHfApi, ValueError, "'<user or org>/<name>'"),
@@ -65,7 +65,7 @@ BAD_PUSHES = [
         "README.md: '/home/me/runs/supernet'",
     ),
     (
-        "nasvit_export.json with a local data folder",
+        "nasvit_subnet.json with a local data folder",
         lambda root: _export_folder(root, export_json={"evaluation": "top-1 on imagefolder:/data/imagenet"}),
         {},
         FakeHfApi,
@@ -102,7 +102,7 @@ def test_bad_push_is_refused_and_nothing_is_uploaded(
 def test_requested_private_repo_is_created_private_and_pushed(tmp_path):
     api = FakeHfApi()
     push_folder_to_hub(_export_folder(tmp_path), REPO, private=True, api=api)
-    assert api.repos[REPO] is True and api.uploaded[REPO] == ["README.md", "config.json", "nasvit_export.json"]
+    assert api.repos[REPO] is True and api.uploaded[REPO] == ["README.md", "config.json", "nasvit_subnet.json"]
 
 
 def test_private_existing_repo_is_pushed_to(tmp_path):
@@ -123,13 +123,13 @@ def test_exported_texts_keep_names_not_paths():
 def test_find_local_paths_ignores_urls_and_relative_paths(tmp_path):
     folder = _export_folder(
         tmp_path,
-        readme="https://huggingface.co/my-org/nasvit-a0 recipes/export.py `<user or org>/<name>` top-1/top-5\n",
+        readme="https://huggingface.co/my-org/nasvit-a0 recipes/extract.py `<user or org>/<name>` top-1/top-5\n",
     )
     assert find_local_paths(folder) == []
 
 
 def test_command_line_token_warns(caplog):
-    export = load_recipe("export")
+    export = load_recipe("extract")
     with caplog.at_level(logging.WARNING):
         options = export.parse_args(["--supernet", "s", "--names", "a0", "--output_dir", "o", "--hub_token", "hf_x"])
     assert options.hub_token == "hf_x"
@@ -138,7 +138,7 @@ def test_command_line_token_warns(caplog):
 
 def test_push_without_an_owner_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        load_recipe("export").parse_args(["--supernet", "s", "--names", "a0", "--output_dir", "o", "--push_to_hub"])
+        load_recipe("extract").parse_args(["--supernet", "s", "--names", "a0", "--output_dir", "o", "--push_to_hub"])
     assert exit_info.value.code == 2 and "--push_to_hub needs --hub_org" in capsys.readouterr().err
 
 

@@ -59,7 +59,7 @@ BAD_SEARCH_CONFIGS = [
         {"latency": {"backend": "onnxruntime", "device": "cuda"}},
         "set latency.device: cpu",
     ),
-    ("zero B rounds", {"latency": {"table12_rounds": 0}}, "latency.table12_rounds must be in [1, 100000], got 0"),
+    ("zero B rounds", {"latency": {"b_vs_a_rounds": 0}}, "latency.b_vs_a_rounds must be in [1, 100000], got 0"),
     ("unknown clock", {"latency": {"clock": "cpu"}}, "latency.clock must be one of ['wall', 'process']"),
     (
         "process clock with threads",

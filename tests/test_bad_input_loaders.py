@@ -1,6 +1,6 @@
 """The package's own loaders refuse checkpoints whose weights do not match their config.
 
-`load_supernet` (search and `recipes/export.py`), `load_subnet_for_export` (`recipes/deploy.py`) and the loader they
+`load_supernet` (search and `recipes/extract.py`), `load_subnet_for_export` (`recipes/deploy.py`) and the loader they
 share (`nasvit_hf.loading.load_nasvit_model`) are given a
 folder written by `save_pretrained` whose `model.safetensors` was then damaged (a weight removed, one added, one
 reshaped, a dtype-compatible but foreign file): each is refused with a `CheckpointMismatchError` (a `ValueError`)
@@ -175,7 +175,7 @@ def test_converter_input_that_is_not_a_reference_checkpoint_is_refused(tmp_path,
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# holdout.json (what search and export rank subnets on): a damaged or hand-edited file is refused when it is loaded,
+# holdout.json (what search and extraction rank subnets on): a damaged or hand-edited file is refused when it is loaded,
 # naming the file and what is wrong, instead of an IndexError deep inside `datasets`.
 # ----------------------------------------------------------------------------------------------------------------------
 def _valid_holdout() -> dict:

@@ -94,7 +94,7 @@ def test_typos_name_the_closest_key_in_every_config(cls, values, hint):
     [
         ("search", ["--supernet", "s", "--config", "c.yaml", "--ouput_dir", "x"], "did you mean 'output_dir'"),
         (
-            "export",
+            "extract",
             ["--supernet", "s", "--names", "a0", "--output_dir", "o", "--overwrit"],
             "did you mean 'overwrite'",
         ),
@@ -224,7 +224,7 @@ def _fields(cls, prefix=""):
         ("train", ["TrainingConfig"]),
         ("train_segmentation", ["SegmentationTrainingConfig"]),
         ("search", ["SearchOptions", "SearchConfig"]),
-        ("export", ["ExportOptions", "SearchConfig"]),
+        ("extract", ["ExtractOptions", "SearchConfig"]),
         ("deploy", ["DeployOptions"]),
         ("convert_official_checkpoint", ["ConvertOptions"]),
     ],

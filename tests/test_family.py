@@ -9,6 +9,7 @@ import json
 import pytest
 import yaml
 
+from nasvit_hf.config_system import ConfigError
 from tests.fake_hub import FakeHfApi
 from tests.search_fixtures import load_recipe
 from tests.test_holdout import write_image_folder
@@ -20,8 +21,8 @@ CHAIN_SEARCH_CONFIG = {
     "calibration": {"num_batches": 2},
     "predictor": {"num_subnets": 6, "n_estimators": 10},
     "evolution": {"population_size": 64, "parents": 8, "mutations": 8, "crossovers": 8, "generations": 3},
-    "latency": {"warmup": 1, "repeats": 2, "num_archs": 26, "holdout_fraction": 0.15, "table12_rounds": 1,
-                "table12_candidates": 2},
+    "latency": {"warmup": 1, "repeats": 2, "num_archs": 26, "holdout_fraction": 0.15, "b_vs_a_rounds": 1,
+                "b_vs_a_candidates": 2},
     "budgets": [
         {"name": "a0", "macs_fraction": 0.05},
         {"name": "a1", "macs_fraction": 0.3},
@@ -48,7 +49,7 @@ def chain(tmp_path_factory):
     config = root / "search_chain.yaml"
     config.write_text(yaml.safe_dump(CHAIN_SEARCH_CONFIG))
     exports = root / "exports"
-    load_recipe("export").main(
+    load_recipe("extract").main(
         ["--supernet", str(run / "final"), "--names", "a0", "a1", "b0", "--config", str(config),
          "--output_dir", str(exports), "--license", "apache-2.0"]
     )  # fmt: skip
@@ -74,7 +75,7 @@ def test_search_ranked_on_the_held_out_images_only(chain):
 def test_family_grows_in_macs_and_b_model_records_its_a_model(chain):
     named = json.loads((chain["exports"] / "search" / "named.json").read_text())
     assert named["a1"]["macs"] > named["a0"]["macs"]
-    record = named["b0"]["table12"]
+    record = named["b0"]["b_vs_a"]
     assert record["a_model"] == "a0" and record["b_latency_ms"] <= record["a_latency_ms"]
     assert record["a_accuracy"] == named["a0"]["accuracy"] and record["b_accuracy"] == named["b0"]["accuracy"]
     card = (chain["exports"] / "nasvit-b0" / "README.md").read_text()
@@ -116,7 +117,7 @@ def test_any_arch_exports_and_skipping_recalibration_is_recorded(chain, tmp_path
     arch = supernet.config.largest_arch()
     arch["resolution"] = 48
     (tmp_path / "arch.json").write_text(json.dumps(arch))
-    load_recipe("export").main(
+    load_recipe("extract").main(
         ["--supernet", str(chain["run"] / "final"), "--arch_file", str(tmp_path / "arch.json"), "--name", "mine",
          "--config", str(chain["config"]), "--output_dir", str(tmp_path / "out"), "--no_recalibration"]
     )  # fmt: skip
@@ -124,12 +125,12 @@ def test_any_arch_exports_and_skipping_recalibration_is_recorded(chain, tmp_path
     assert json.loads((folder / "config.json").read_text())["arch"] == arch
     card = (folder / "README.md").read_text()
     assert "**Not recalibrated.**" in card and "arch given in" in card
-    metadata = json.loads((folder / "nasvit_export.json").read_text())
+    metadata = json.loads((folder / "nasvit_subnet.json").read_text())
     assert metadata["calibration"] is None
     bad = dict(arch, resolution=50)
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="does not fit this supernet's search space.*resolution"):
-        load_recipe("export").main(
+        load_recipe("extract").main(
             ["--supernet", str(chain["run"] / "final"), "--arch_file", str(tmp_path / "bad.json"), "--name", "x",
              "--config", str(chain["config"]), "--output_dir", str(tmp_path / "out")]
         )  # fmt: skip
@@ -159,7 +160,7 @@ def test_cli_failures_are_one_line(chain, tmp_path):
     from tests.search_fixtures import ROOT
 
     result = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "export.py"), "--supernet", str(chain["run"] / "final"),
+        [sys.executable, str(ROOT / "recipes" / "extract.py"), "--supernet", str(chain["run"] / "final"),
          "--names", "table13-a1", "--output_dir", str(tmp_path), "--device", "cuda:7"],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
@@ -168,8 +169,33 @@ def test_cli_failures_are_one_line(chain, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_the_old_command_name_forwards_to_extract_with_a_one_line_warning(chain, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.search_fixtures import ROOT
+
+    def run(script, *args):
+        command = [sys.executable, str(ROOT / "recipes" / script), *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+
+    warning = "FutureWarning: recipes/export.py is now recipes/extract.py; the old name will be removed"
+    old, new = run("export.py", "--help"), run("extract.py", "--help")
+    assert old.returncode == new.returncode == 0 and old.stdout == new.stdout and "--names" in old.stdout
+    assert old.stderr.strip() == warning
+    failing = ["--supernet", str(chain["run"] / "final"), "--names", "table13-a1", "--output_dir", str(tmp_path),
+               "--device", "cuda:7"]  # fmt: skip
+    old, new = run("export.py", *failing), run("extract.py", *failing)
+    assert old.returncode == new.returncode == 2
+    assert old.stderr.splitlines()[0] == warning and warning not in new.stderr
+    assert old.stderr.splitlines()[-1] == new.stderr.splitlines()[-1] and "cuda:7" in new.stderr.splitlines()[-1]
+    with pytest.warns(FutureWarning, match="recipes/extract.py"):  # imported, as the tests used to
+        with pytest.raises(ConfigError, match="cuda:7"):
+            load_recipe("export").main(failing)
+
+
 def _export(chain, output_dir, *extra):
-    return load_recipe("export").main(
+    return load_recipe("extract").main(
         ["--supernet", str(chain["run"] / "final"), "--config", str(chain["config"]), "--output_dir", str(output_dir),
          "--no_recalibration", *extra]
     )  # fmt: skip

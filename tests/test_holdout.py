@@ -156,7 +156,7 @@ def test_bundled_mnist_has_5000_images_of_28_pixels():
 
 
 def test_search_recalibrates_through_the_training_augmentation_its_training_record_names(tmp_path):
-    """A run trained with calibration_transform: training records it; search and export then recalibrate BN on
+    """A run trained with calibration_transform: training records it; search and extraction then recalibrate BN on
     training images through that run's training augmentation (at its image_size, the same tensors for every
     resolution and every load), and the description (the model card's) says so."""
     supernet = tmp_path / "run" / "final"

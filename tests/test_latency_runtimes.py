@@ -280,7 +280,7 @@ FAKE_CLOCK_SEARCH = {
     **SEARCH_CONFIG,  # the toy supernet's search (tests/search_fixtures.py), with two budgets and 3 rounds for B
     "calibration": {"num_batches": 1},
     "predictor": {"num_subnets": 16, "n_estimators": 20},
-    "latency": {**SEARCH_CONFIG["latency"], "repeats": 5, "table12_rounds": 3, "table12_candidates": 3},
+    "latency": {**SEARCH_CONFIG["latency"], "repeats": 5, "b_vs_a_rounds": 3, "b_vs_a_candidates": 3},
     "budgets": [{"name": "a2", "macs_fraction": 0.1367}, {"name": "b2", "latency_of": "a2"}],
 }
 
@@ -303,7 +303,7 @@ def _linear_cost(config, arch):
 
 def test_b_model_is_kept_when_measured_faster_than_its_a_model(toy_supernet_dir, tmp_path):
     named, run = _search(toy_supernet_dir, tmp_path, _linear_cost)
-    record = named["b2"]["table12"]
+    record = named["b2"]["b_vs_a"]
     a_ms, b_ms = (
         _linear_cost(run.model_config, named["a2"]["arch"]),
         _linear_cost(run.model_config, named["b2"]["arch"]),
@@ -335,7 +335,7 @@ def test_b_model_is_a_when_no_candidate_is_measured_faster(toy_supernet_dir, tmp
     named, run = _search(
         toy_supernet_dir, tmp_path, lambda config, arch: _linear_cost(config, arch) + (100.0 if phase["b"] else 0.0)
     )
-    record = named["b2"]["table12"]
+    record = named["b2"]["b_vs_a"]
     assert named["b2"]["arch"] == named["a2"]["arch"] and record["same_arch_as_a"]
     assert record["candidates"] and "none of the" in record["note"] and "B2 is A2's arch" in record["note"]
     assert all(c["b_ms"] > 100 and not c["faster_beyond_noise"] for c in record["candidates"])
@@ -348,7 +348,7 @@ def test_b_model_is_a_when_no_candidate_is_measured_faster(toy_supernet_dir, tmp
 
 def test_b_candidates_are_within_the_budget_and_flagged_near_it(toy_supernet_dir, tmp_path):
     named, run = _search(toy_supernet_dir, tmp_path, _linear_cost)
-    budget, record = named["b2"]["budget"], named["b2"]["table12"]
+    budget, record = named["b2"]["budget"], named["b2"]["b_vs_a"]
     assert budget["near_budget_pct"] == run.near_budget_band() > 0
     assert record["candidates"]
     for candidate in record["candidates"]:

@@ -278,7 +278,7 @@ def test_named_entries_read_back_as_searched_subnets_and_write_the_same_json(sea
     raw = (search_dir / "named.json").read_text()
     named = read_named(SearchResults(search_dir), config)
     assert set(named) == set(json.loads(raw)) and all(isinstance(e, SearchedSubnet) for e in named.values())
-    assert named["b0"].table12 is not None and named["a0"].table12 is None
+    assert named["b0"].b_vs_a is not None and named["a0"].b_vs_a is None
     write_named(SearchResults(tmp_path), named)
     assert (tmp_path / "named.json").read_text() == raw  # same keys, same order, same values
 
@@ -296,7 +296,7 @@ NAMED_DAMAGE = [
     ("an unknown budget key", lambda e: {**e, "budget": {**e["budget"], "eval": "x"}}, "budget.eval"),
     ("a name under another key", lambda e: {**e, "name": "a0"}, "name is 'a0' under the key 'b0'"),
     ("an arch outside the space", lambda e: {**e, "arch": {**e["arch"], "resolution": 1000}}, "does not fit"),
-    ("a B-model record without its A", lambda e: {**e, "table12": {**e["table12"], "a_model": None}}, "a_model"),
+    ("a B-model record without its A", lambda e: {**e, "b_vs_a": {**e["b_vs_a"], "a_model": None}}, "a_model"),
 ]  # fmt: skip
 
 

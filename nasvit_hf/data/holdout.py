@@ -4,7 +4,7 @@ The paper (Appendix C.1) ranks subnets on a few images per class of ImageNet's *
 never saw (the reference README: 5 per class). `carve_holdout(dataset, per_class, seed)` picks `per_class` images of
 every class, class-balanced and seeded, and returns the rest for training together with a `HoldoutSplit`: the row
 indices, the images' file ids where the data has files (an `imagefolder`'s paths), the seed, and where the data came
-from. Training saves it as `holdout.json` in its output folder and beside the final supernet; search and export find
+from. Training saves it as `holdout.json` in its output folder and beside the final supernet; search and extraction find
 it there (`find_holdout`), rebuild exactly that split (`HoldoutSplit.select`, which checks that the data is the one
 training saw), and refuse to rank subnets on images the supernet was trained on.
 """

@@ -173,7 +173,7 @@ def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathL
 
     Raises `ValueError` for a supernet (more than one choice in some dimension of its search space): an export
     needs one fixed architecture, so extract it first (`model.extract_subnet(arch)`, then BN recalibration, as
-    `recipes/export.py` does).
+    `recipes/extract.py` does).
     """
     if isinstance(model_or_path, (str, os.PathLike)):
         model = _load_model(model_or_path)
@@ -192,7 +192,7 @@ def load_subnet_for_export(model_or_path: NASViTPreTrainedModel | str | os.PathL
             f"{where} is a supernet (more than one choice for {listed}); export needs one fixed "
             "architecture. Extract a subnet first: `subnet = supernet.extract_subnet(arch)`, recalibrate its "
             "BatchNorm (nasvit_hf.calibration.calibrate_batchnorm) and `subnet.save_pretrained(folder)`, or run "
-            "recipes/export.py, which does all three. Then export that subnet."
+            "recipes/extract.py, which does all three. Then export that subnet."
         )
     return model
 

@@ -225,7 +225,7 @@ def load_quantization_data(
 ) -> QuantizationData:
     """Calibration and evaluation images for an int8 export of `model`, from a labelled dataset.
 
-    `dataset` is what search and export read (`nasvit_hf.search.DataConfig`): "mnist_5k" / "digits" (bundled),
+    `dataset` is what search and extraction read (`nasvit_hf.search.DataConfig`): "mnist_5k" / "digits" (bundled),
     "imagefolder" (`data_dir`: class subfolders of images, the images the user names), or a `datasets` name or local
     path. With `holdout` (a supernet folder or its `holdout.json`), the images are the supernet's held-out rows of
     `split` (never trained on); else all of `split`. A seeded permutation gives `calibration_size` images for the int8

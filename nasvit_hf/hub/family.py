@@ -2,7 +2,7 @@
 them, and puts each B-model next to its A-model (the paper's Table 12); and pushing the family to the Hub (every
 member's folder, then the index repo).
 
-`recipes/export.py` writes the index to `<output_dir>/<prefix>family/` after exporting, and with `--push_to_hub`
+`recipes/extract.py` writes the index to `<output_dir>/<prefix>family/` after exporting, and with `--push_to_hub`
 pushes the members to `<hub_org>/<prefix><name>` and the index to `<hub_org>/<prefix>family`.
 """
 
@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, has_marker, staging_folder
-from .model_card import runtime_words
+from ..search.named import LEGACY_B_VS_A_KEY
+from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, staging_folder
+from .model_card import latency_cell, runtime_words
 from .push import push_folder_to_hub, strip_local_paths
 
 __all__ = [
@@ -46,19 +47,17 @@ _MEMBER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def _member(item) -> dict[str, Any]:
-    return item if isinstance(item, dict) else dict(item.__dict__)
+    """A member's record (a dict, or a SavedSubnet); a record written before the B-vs-A record was renamed (`table12`)
+    reads as `b_vs_a`."""
+    member = item if isinstance(item, dict) else dict(item.__dict__)
+    if LEGACY_B_VS_A_KEY in member:
+        member = {("b_vs_a" if key == LEGACY_B_VS_A_KEY else key): value for key, value in member.items()}
+    return member
 
 
 def _sort_key(name: str) -> tuple[int, str]:
     order = {"a": 0, "b": 1}
     return (order.get(name[:1], 2) if len(name) == 2 and name[1:].isdigit() else 3, name)
-
-
-def _latency_cell(record: dict[str, Any], which: str) -> str:
-    """ "4.43 (4.31-4.60)": a Table 12 latency with its inter-quartile range when recorded."""
-    cell = f"{record[f'{which}_latency_ms']:.2f}"
-    spread = record.get(f"{which}_latency_quartiles_ms")
-    return cell + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread else "")
 
 
 def render_family_card(members: list, *, supernet: str, hub_org: str | None = None, prefix: str = "nasvit-") -> str:
@@ -87,21 +86,21 @@ def render_family_card(members: list, *, supernet: str, hub_org: str | None = No
             f"{member['latency_ms']:.2f} | {member['accuracy']:.2f} | "
             f"{'yes' if member.get('recalibrated', True) else '**no**'} | {link(member)} |"
         )
-    table12 = [m for m in members if m.get("table12")]
+    b_models = [m for m in members if m.get("b_vs_a")]
     comparison = ""
-    if table12:
+    if b_models:
         lines = [
             "| B-model | its A-model | A latency (ms) | B latency (ms) | A top-1 (%) | B top-1 (%) | same arch |",
             "|---|---|---|---|---|---|---|",
         ]
-        for member in table12:
-            record = member["table12"]
+        for member in b_models:
+            record = member["b_vs_a"]
             lines.append(
-                f"| {member['name'].upper()} | {record['a_model'].upper()} | {_latency_cell(record, 'a')} | "
-                f"{_latency_cell(record, 'b')} | {record['a_accuracy']:.2f} | {record['b_accuracy']:.2f} | "
+                f"| {member['name'].upper()} | {record['a_model'].upper()} | {latency_cell(record, 'a')} | "
+                f"{latency_cell(record, 'b')} | {record['a_accuracy']:.2f} | {record['b_accuracy']:.2f} | "
                 f"{'yes' if record.get('same_arch_as_a') else 'no'} |"
             )
-        measurement = table12[0]["table12"].get("measurement", {})
+        measurement = b_models[0]["b_vs_a"].get("measurement", {})
         machine = measurement.get("machine", "the searching machine")
         comparison = (
             "\n## B-models against their A-models (the paper's Table 12)\n\nEach B-model was searched with its "
@@ -118,7 +117,7 @@ def render_family_card(members: list, *, supernet: str, hub_org: str | None = No
 # NASViT family of `{supernet}`
 
 {len(members)} subnets of one weight-sharing NASViT supernet (Gong et al., ICLR 2022), each exported by
-`nasvit_hf`'s `recipes/export.py` as a standalone `transformers` checkpoint with its own model card. Top-1 is
+`nasvit_hf`'s `recipes/extract.py` as a standalone `transformers` checkpoint with its own model card. Top-1 is
 measured on the split held out of the supernet's training (see each card for the images and the BN calibration);
 latency is batch 1 on the exporting machine.
 
@@ -219,15 +218,15 @@ def write_family_index(
     The index lists every export of the folder: the members of an earlier index whose folders are still there are
     kept (a new export of the same name replaces its entry), so a second export adds to the family. An index of
     another supernet, or a folder of that name the export did not write, is refused (`check_family_target`)."""
-    from .subnets import EXPORT_MARKER
+    from .subnets import is_saved_subnet
 
     supernet = strip_local_paths(supernet)  # the index is pushed: names, not local paths
     folder = family_folder(output_dir, prefix)
     earlier = check_family_target(output_dir, prefix, supernet_id) or {}
     records = {}
     for name, record in earlier.get("members", {}).items():
-        if has_marker(Path(output_dir) / f"{prefix}{name}", EXPORT_MARKER):
-            records[name] = {**record, "name": name}
+        if is_saved_subnet(Path(output_dir) / f"{prefix}{name}"):
+            records[name] = _member({**record, "name": name})
         else:
             logger.warning("family index: %s%s/ is gone, dropping it from the index", prefix, name)
     records.update({m["name"]: m for m in (_member(m) for m in members)})
@@ -240,7 +239,7 @@ def write_family_index(
                 "recalibrated": bool(m.get("recalibrated", True)),
                 "provenance": strip_local_paths(m.get("provenance", "")),
                 "repo_id": f"{hub_org}/{prefix}{name}" if hub_org else None,
-                **({"table12": m["table12"]} if m.get("table12") else {}),
+                **({"b_vs_a": m["b_vs_a"]} if m.get("b_vs_a") else {}),
             }
             for name, m in records.items()
         },

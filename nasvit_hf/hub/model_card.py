@@ -26,6 +26,8 @@ __all__ = [
     "TEMPLATES_DIR",
     "SubnetCard",
     "build_model_card",
+    "latency_cell",
+    "latency_spread",
     "model_card_section",
     "render_model_card",
     "runtime_words",
@@ -71,7 +73,7 @@ class SubnetCard:
     budget: str | None = None
     paper_top1: float | None = None
     paper_macs_millions: float | None = None
-    table12: dict[str, Any] | None = None  # B-models: {a_model, a_/b_latency_ms, a_/b_accuracy, measurement, ...}
+    b_vs_a: dict[str, Any] | None = None  # B-models: {a_model, a_/b_latency_ms, a_/b_accuracy, measurement, ...}
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,8 +92,22 @@ def runtime_words(measurement: dict[str, Any] | None) -> str:
     return f"eager PyTorch{version}{clock}"
 
 
-def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What the card's "Compared with its A-model" section shows (the search run's Table 12 record)."""
+def latency_spread(record: dict[str, Any], which: str) -> str | None:
+    """ "4.31-4.60": the inter-quartile range of a B-vs-A record's `which` ("a" or "b") latency, None if not recorded."""
+    spread = record.get(f"{which}_latency_quartiles_ms")
+    return f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else None
+
+
+def latency_cell(record: dict[str, Any], which: str) -> str:
+    """ "4.43 (4.31-4.60)": a B-vs-A record's `which` ("a" or "b") latency, median (inter-quartile range when
+    recorded): the one format of the cards, the family index and examples/family.py."""
+    spread = latency_spread(record, which)
+    return f"{record[f'{which}_latency_ms']:.2f}" + (f" ({spread})" if spread else "")
+
+
+def _b_vs_a_values(title: str, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the card's "Compared with its A-model" section shows (the search run's B-vs-A record, the paper's
+    Table 12)."""
     if not record:
         return None
     a_name = record["a_model"].upper()
@@ -107,10 +123,6 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
             f"{record.get('speedup_pct', 0):.1f} % faster, faster in every round and by more than the noise (how far "
             f"one model's round medians spread: {record.get('noise_pct', 0):.1f} %)"
         )
-
-    def spread(key: str) -> str:
-        low, high = record.get(key) or [None, None]
-        return "-" if low is None else f"{low:.2f}-{high:.2f}"
 
     return {
         "a_name": a_name,
@@ -128,8 +140,8 @@ def _table12_values(title: str, record: dict[str, Any] | None) -> dict[str, Any]
         "b_macs": f"{record['b_macs'] / 1e6:.2f}",
         "a_latency": f"{record['a_latency_ms']:.2f}",
         "b_latency": f"{record['b_latency_ms']:.2f}",
-        "a_spread": spread("a_latency_quartiles_ms"),
-        "b_spread": spread("b_latency_quartiles_ms"),
+        "a_spread": latency_spread(record, "a") or "-",
+        "b_spread": latency_spread(record, "b") or "-",
         "a_accuracy": f"{record['a_accuracy']:.2f}",
         "b_accuracy": f"{record['b_accuracy']:.2f}",
     }
@@ -262,7 +274,7 @@ def build_model_card(card: SubnetCard) -> ModelCard:
         arch_table=_arch_table(card.arch),
         arch_json=json.dumps(card.arch),
         calibration=card.calibration,
-        table12=_table12_values(card.name.upper(), card.table12),
+        b_vs_a=_b_vs_a_values(card.name.upper(), card.b_vs_a),
         repo=repo,
         deployment_section=model_card_section(repo, image_size=resolution).strip(),
         license_note=license_note,

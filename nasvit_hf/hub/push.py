@@ -61,7 +61,7 @@ def push_folder_to_hub(
     """Create `repo_id` (a model repo; no error when it exists) and upload `folder` to it. Returns the commit URL.
 
     Args:
-        folder: an exported model folder (config.json, weights, README.md model card).
+        folder: a saved model folder (config.json, weights, README.md model card).
         repo_id: `<user or organisation>/<name>`.
         token: None (recommended) reads `HF_TOKEN` or the `huggingface-cli login` token.
         private: None keeps the account's default visibility for a new repo; True requests a private repo and
@@ -72,7 +72,7 @@ def push_folder_to_hub(
     """
     folder = Path(folder)
     if require_config and not (folder / "config.json").is_file():
-        raise ValueError(f"{str(folder)!r} is not an exported model folder (no config.json).")
+        raise ValueError(f"{str(folder)!r} is not a saved model folder (no config.json).")
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"repo_id must be '<user or org>/<name>', got {repo_id!r}.")
     if private not in (None, True, False):
@@ -82,7 +82,7 @@ def push_folder_to_hub(
         listed = "; ".join(f"{name}: {path!r}" for name, path in leaks[:5])
         raise ValueError(
             f"{str(folder)!r} holds local paths that would be published ({listed}). Nothing was pushed: remove them "
-            "from these files (recipes/export.py writes names, not paths) and push again."
+            "from these files (recipes/extract.py writes names, not paths) and push again."
         )
     if api is None:
         from huggingface_hub import HfApi

@@ -5,7 +5,7 @@ A name resolves to an arch through the registry (`nasvit_hf.presets.NAMED_ARCHS`
 (the paper's Table 13) are used as printed; A0-A5 / B0-B2 carry only the paper's targets, and their arch comes from a
 search of the supernet at hand (`named.json` of a `SearchRun`), recorded with the provenance "searched on
 <supernet> with <config>". The package presets are never mutated: a searched arch lives in the search results and in
-the exported folder (config.json, README.md, nasvit_export.json).
+the saved folder (config.json, README.md, nasvit_subnet.json).
 """
 
 from __future__ import annotations
@@ -31,16 +31,19 @@ from .model_card import SubnetCard, render_model_card
 from .push import strip_local_paths
 
 __all__ = [
-    "EXPORT_MARKER",
+    "LEGACY_SUBNET_MARKERS",
     "NamedSubnet",
+    "SUBNET_MARKER",
     "SavedSubnet",
-    "check_export_target",
+    "check_subnet_target",
+    "is_saved_subnet",
     "named_subnet_from_arch",
     "resolve_named_archs",
     "save_subnet",
 ]
 
-EXPORT_MARKER = "nasvit_export.json"  # written into every export folder: only such folders are ever replaced
+SUBNET_MARKER = "nasvit_subnet.json"  # written into every saved subnet's folder: only such folders are ever replaced
+LEGACY_SUBNET_MARKERS = ("nasvit_export.json",)  # its earlier name: folders saved before are ours too
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class NamedSubnet:
     paper_top1: float | None = None
     paper_macs_millions: float | None = None
     budget: str | None = None
-    table12: dict[str, Any] | None = None  # B-models: measured against their A-model in the same search run
+    b_vs_a: dict[str, Any] | None = None  # B-models: measured against their A-model in the same search run
 
 
 @dataclass
@@ -67,7 +70,13 @@ class SavedSubnet:
     latency_ms: float
     provenance: str
     recalibrated: bool = True
-    table12: dict[str, Any] | None = None
+    b_vs_a: dict[str, Any] | None = None
+
+    @property
+    def table12(self) -> dict[str, Any] | None:
+        """Deprecated name of `b_vs_a`."""
+        warnings.warn("SavedSubnet.table12 is renamed b_vs_a; read b_vs_a.", FutureWarning, stacklevel=2)
+        return self.b_vs_a
 
 
 def named_subnet_from_arch(name: str, arch: Any, config, source: str) -> NamedSubnet:
@@ -78,7 +87,7 @@ def named_subnet_from_arch(name: str, arch: Any, config, source: str) -> NamedSu
             f"{source} must hold one arch as a JSON object with resolution, width, depth, kernel_size and "
             f"expand_ratio, got {type(arch).__name__}."
         )
-    if "arch" in arch and isinstance(arch["arch"], dict):  # a named.json / nasvit_export.json entry
+    if "arch" in arch and isinstance(arch["arch"], dict):  # a named.json / nasvit_subnet.json entry
         arch = arch["arch"]
     name = check_member_name(name)
     try:
@@ -120,7 +129,7 @@ def resolve_named_archs(
         arch = (config.validate_arch(found.arch) if config is not None else found.arch) if found else None
         provenance = found.provenance if found else ""
         budget = None
-        table12 = found.table12 if found else None
+        b_vs_a = found.b_vs_a if found else None
         if found:
             spec = found.budget
             unit = "M MACs" if spec["metric"] == "macs" else "ms (predicted latency)"
@@ -129,22 +138,27 @@ def resolve_named_archs(
             how = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in how.items()}
             budget = f"{spec['metric']} <= {value:.4g} {unit} ({', '.join(f'{k}: {v}' for k, v in how.items())})"
         resolved.append(
-            NamedSubnet(entry.name, arch, provenance, entry.paper_top1, entry.paper_macs_millions, budget, table12)
+            NamedSubnet(entry.name, arch, provenance, entry.paper_top1, entry.paper_macs_millions, budget, b_vs_a)
         )
     return resolved
 
 
-def check_export_target(output_dir: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse, before any work, an export folder that exists (without `overwrite`) or that this tool did not make."""
+def is_saved_subnet(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is a subnet folder this tool saved (it holds `SUBNET_MARKER`, or its earlier name)."""
+    return Path(folder).is_dir() and has_marker(folder, SUBNET_MARKER, LEGACY_SUBNET_MARKERS)
+
+
+def check_subnet_target(output_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse, before any work, a subnet folder that exists (without `overwrite`) or that this tool did not save."""
     target = Path(output_dir)
     if not target.exists():
         return
     if not overwrite:
-        raise FileExistsError(f"{target} already exists: pass --overwrite to replace this export.")
-    if not target.is_dir() or not has_marker(target, EXPORT_MARKER):
+        raise FileExistsError(f"{target} already exists: pass --overwrite to replace this saved subnet.")
+    if not is_saved_subnet(target):
         raise OwnershipError(
-            f"{target} exists and is not an export of this tool (no {EXPORT_MARKER} inside): refusing to replace it "
-            "even with --overwrite. Choose another --output_dir or --prefix, or move it away yourself."
+            f"{target} exists and is not a subnet saved by this tool (no {SUBNET_MARKER} inside): refusing to replace "
+            "it even with --overwrite. Choose another --output_dir or --prefix, or move it away yourself."
         )
 
 
@@ -164,9 +178,10 @@ def save_subnet(
 ) -> SavedSubnet:
     """Extract `named.arch`, recalibrate its BN statistics on `data.calibration`, measure top-1 on
     `data.evaluation` and latency, and write a complete Hub folder at `output_dir` (safetensors weights, config with
-    id2label, image processor, code for `trust_remote_code`, README.md model card, nasvit_export.json). An existing
-    folder is replaced only with `overwrite` and only if it is an earlier export (it holds `nasvit_export.json`); the
-    folder is checked before any work and replaced only once the new export is complete.
+    id2label, image processor, code for `trust_remote_code`, README.md model card, nasvit_subnet.json). An existing
+    folder is replaced only with `overwrite` and only if this tool saved it (it holds `nasvit_subnet.json`, or
+    `nasvit_export.json` from earlier versions); the folder is checked before any work and replaced only once the new
+    one is complete.
 
     The folder is meant to be pushed: `supernet_name` and the descriptions of the data keep only the last component
     of any local path (`/home/me/runs/supernet` -> `supernet`).
@@ -175,7 +190,7 @@ def save_subnet(
     is unused) and says so in the card: accuracy is usually far lower."""
     if named.arch is None:
         raise ValueError(f"{named.name} has no arch yet: search the supernet first (recipes/search.py).")
-    check_export_target(output_dir, overwrite)
+    check_subnet_target(output_dir, overwrite)
     arch = named.arch
     resolution = arch["resolution"]
     subnet = supernet.extract_subnet(arch)
@@ -216,16 +231,18 @@ def save_subnet(
         budget=named.budget and strip_local_paths(named.budget),
         paper_top1=named.paper_top1,
         paper_macs_millions=named.paper_macs_millions,
-        table12=named.table12,
+        b_vs_a=named.b_vs_a,
     )
     target = Path(output_dir)
-    with staging_folder(target, marker=EXPORT_MARKER, overwrite=overwrite) as temporary:
+    with staging_folder(
+        target, marker=SUBNET_MARKER, overwrite=overwrite, legacy_markers=LEGACY_SUBNET_MARKERS
+    ) as temporary:
         if data.processor is not None:  # the supernet's evaluation protocol, at this subnet's resolution
             data.processor.at_resolution(resolution).save_pretrained(temporary)
         subnet.save_pretrained(temporary)
         atomic_write_text(temporary / "README.md", render_model_card(card))
-        atomic_write_json(temporary / EXPORT_MARKER, {**asdict(card), "name": named.name, "nasvit_hf_export": 1})
-    logger.info("exported %s to %s: %.2f M MACs, top-1 %.2f %%", named.name, target, macs / 1e6, accuracy)
+        atomic_write_json(temporary / SUBNET_MARKER, {**asdict(card), "name": named.name, "nasvit_hf_subnet": 1})
+    logger.info("saved %s to %s: %.2f M MACs, top-1 %.2f %%", named.name, target, macs / 1e6, accuracy)
     return SavedSubnet(
         named.name,
         str(target),
@@ -236,7 +253,7 @@ def save_subnet(
         latency.median_ms,
         named.provenance,
         recalibrate,
-        named.table12,
+        named.b_vs_a,
     )
 
 
@@ -251,8 +268,26 @@ def export_subnet(*args, **kwargs) -> SavedSubnet:
     return save_subnet(*args, **kwargs)
 
 
+def check_export_target(output_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Deprecated name of `check_subnet_target`."""
+    warnings.warn(
+        "nasvit_hf.hub.subnets.check_export_target is renamed check_subnet_target; call check_subnet_target.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    check_subnet_target(output_dir, overwrite)
+
+
+# Old names still importable, with a FutureWarning: {old: (new, value)}.
+_RENAMED = {
+    "ExportedSubnet": ("SavedSubnet", lambda: SavedSubnet),
+    "EXPORT_MARKER": ("SUBNET_MARKER (folders holding the old marker are still recognised)", lambda: SUBNET_MARKER),
+}
+
+
 def __getattr__(name: str):
-    if name == "ExportedSubnet":
-        warnings.warn("ExportedSubnet is renamed SavedSubnet; import SavedSubnet.", FutureWarning, stacklevel=2)
-        return SavedSubnet
+    if name in _RENAMED:
+        new, value = _RENAMED[name]
+        warnings.warn(f"{name} is renamed {new}; import that.", FutureWarning, stacklevel=2)
+        return value()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

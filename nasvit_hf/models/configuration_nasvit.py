@@ -219,7 +219,7 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         return output
 
     # ----------------------------------------------------------------------------------------------------------------
-    # Search-space helpers (pure Python, used by the model, the MACs counter, search and export)
+    # Search-space helpers (pure Python, used by the model, the MACs counter, search and extraction)
     # ----------------------------------------------------------------------------------------------------------------
     @property
     def image_size(self) -> int:

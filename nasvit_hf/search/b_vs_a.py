@@ -132,10 +132,10 @@ def choose_b_model(
     reference_genes = encoder.encode(reference.arch)
     reference_timed = session.prepared(reference.arch, keep=True)
     band = session.near_budget_band()
-    timing = {"rounds": settings.table12_rounds, "warmup": settings.warmup, "repeats": settings.repeats}
+    timing = {"rounds": settings.b_vs_a_rounds, "warmup": settings.warmup, "repeats": settings.repeats}
     checked: list[dict[str, Any]] = []
     for genes, score in zip(result.final_population, result.final_scores):
-        if len(checked) >= settings.table12_candidates:
+        if len(checked) >= settings.b_vs_a_candidates:
             break
         if np.array_equal(genes, reference_genes) or score < reference.predicted_accuracy:
             break  # A itself, or predicted less accurate than A: no B worth its name from here on

@@ -144,8 +144,8 @@ class LatencyConfig:
     num_threads: int | None = 1
     num_archs: int = 64  # measured archs for the latency model
     holdout_fraction: float = 0.25  # of them, held out to report the model's error
-    table12_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.b_vs_a.compare_latency)
-    table12_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
+    b_vs_a_rounds: int = 5  # B vs A: interleaved timing rounds (nasvit_hf.search.b_vs_a.compare_latency)
+    b_vs_a_candidates: int = 8  # B-candidates timed against A before falling back to A's arch
 
     CONFIG_SECTION: ClassVar[str] = "latency"
     FIELD_RANGES: ClassVar[dict[str, str]] = {
@@ -155,8 +155,8 @@ class LatencyConfig:
         "num_threads": "[1, 1024]",
         "num_archs": "[1, 1000000]",
         "holdout_fraction": "(0, 1)",
-        "table12_rounds": "[1, 100000]",
-        "table12_candidates": "[1, 100000]",
+        "b_vs_a_rounds": "[1, 100000]",
+        "b_vs_a_candidates": "[1, 100000]",
     }
 
     def __post_init__(self):
@@ -241,13 +241,19 @@ class SearchConfig(ConfigMixin):
         "latency.warmup": 1,
         "latency.repeats": 3,
         "latency.num_archs": 29,  # 22 left to fit the latency model after the default quarter is held out
-        "latency.table12_rounds": 1,
-        "latency.table12_candidates": 1,
+        "latency.b_vs_a_rounds": 1,
+        "latency.b_vs_a_candidates": 1,
+    }
+    # Keys renamed after release 0.1.0 (named after the paper's Table 12, not what they do): still read, with a
+    # FutureWarning, from config files, the command line and saved search_config.yaml files.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "latency.table12_rounds": "latency.b_vs_a_rounds",
+        "latency.table12_candidates": "latency.b_vs_a_candidates",
     }
 
     @classmethod
     def accepted_keys(cls) -> list[str]:
-        return [*cls.field_names(), "calibration"]
+        return [*super().accepted_keys(), "calibration"]
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "search config") -> SearchConfig:
@@ -257,6 +263,7 @@ class SearchConfig(ConfigMixin):
         if not isinstance(raw, dict):
             raise ConfigError(f"{source} must be a mapping of sections, got {type(raw).__name__}.")
         cls.check_keys(raw, source)
+        raw = cls.rename_keys(raw, source)
         seed = raw.get("seed", 0)
         data = raw.get("data") or {}
         if not isinstance(data, dict):
@@ -296,6 +303,9 @@ class SearchConfig(ConfigMixin):
         for key in ("calibration_transform", "training_augmentation"):  # added later: unset, old searches resume
             if values["data"].get(key) is None:
                 values["data"].pop(key, None)
+        for old, new in self.RENAMED_KEYS.items():  # hashed under the old names: searches from before resume
+            (section_name, old_leaf), new_leaf = old.split("."), new.split(".")[1]
+            values[section_name] = {old_leaf if k == new_leaf else k: v for k, v in values[section_name].items()}
         value = values if section is None else values[section]
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,4 +1,4 @@
-"""Subnet evaluation for search and export: BN recalibration on held-out training images, then top-1 on a split
+"""Subnet evaluation for search and extraction: BN recalibration on held-out training images, then top-1 on a split
 that training never saw (paper, Appendix C.1: 5 images per class of the ImageNet train set; here the digits
 `search` split by default).
 

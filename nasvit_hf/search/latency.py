@@ -6,7 +6,7 @@ PyTorch or onnxruntime through the deployment export). Search cannot afford to r
 model with non-negative coefficients maps `latency_features(arch)` to milliseconds: the subnet's operator counts
 (`nasvit_hf.macs.operator_counts`: MACs by operator class, the activation elements element-wise operators touch, and
 block counts); it is fitted on measured archs, weighted so that it minimises the relative error, and its error is
-reported on held-out measured archs. Which operator classes it needs was measured (docs/search-and-export.md: the
+reported on held-out measured archs. Which operator classes it needs was measured (docs/search-and-extract.md: the
 error with and without each feature group, on eager PyTorch and onnxruntime).
 
 The model cannot predict a negative latency, nor one below the fastest latency it was fitted on: the intercept is
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 # The operator counts the latency model is fitted on (all of `OPERATOR_COUNT_NAMES`), in groups: the ablation in
-# docs/search-and-export.md drops one group at a time.
+# docs/search-and-extract.md drops one group at a time.
 FEATURE_GROUPS: dict[str, list[str]] = {
     "macs": [name for name in OPERATOR_COUNT_NAMES if name.endswith("_macs")],
     "memory": ["conv_activations", "token_activations", "attention_scores"],

@@ -1,25 +1,28 @@
 """One budget's searched subnet, as a search writes it into `named.json` (`{name: entry}`) and every reader reads it
 back: `SearchedSubnet`, a frozen dataclass whose `to_dict` is the JSON entry and whose `from_dict` refuses anything
 a search does not write (a missing or unknown key, a wrong type, a non-finite or negative number, an arch outside
-the supernet's space), naming the key. `read_named` / `write_named` read and write the whole file."""
+the supernet's space), naming the key. `read_named` / `write_named` read and write the whole file. An entry written
+before the B-vs-A record was renamed (`table12`, after the paper's table) reads as `b_vs_a`."""
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .results import SearchResults
 
-__all__ = ["BUDGET_METRICS", "SearchedSubnet", "read_named", "write_named"]
+__all__ = ["BUDGET_METRICS", "LEGACY_B_VS_A_KEY", "SearchedSubnet", "read_named", "write_named"]
 
 BUDGET_METRICS = ("macs", "latency")
 # The budget's own keys besides metric / value / unit (BudgetSpec.to_dict and what the search adds).
 _BUDGET_NUMBERS = ("macs_millions", "macs_fraction", "latency_ms", "nominal_measured_ms", "near_budget_pct")
 _BUDGET_STRINGS = ("name", "latency_of")
 # The B-vs-A record's keys a model card and the family index read (b_vs_a.choose_b_model writes more).
-_TABLE12_NUMBERS = ("a_latency_ms", "b_latency_ms")
+_B_VS_A_NUMBERS = ("a_latency_ms", "b_latency_ms")
+LEGACY_B_VS_A_KEY = "table12"  # the record's key in entries written before it was named for what it is
 
 
 def _number(value: Any, key: str, minimum: float | None = None, maximum: float | None = None) -> float | int:
@@ -59,12 +62,18 @@ class SearchedSubnet:
     evaluation: str
     calibration_batches: int
     family: str | None = None  # why a runner-up was taken (the family grows strictly in MACs)
-    table12: dict[str, Any] | None = field(default=None)  # B-models: measured against their A-model
+    b_vs_a: dict[str, Any] | None = field(default=None)  # B-models: measured against their A-model
+
+    @property
+    def table12(self) -> dict[str, Any] | None:
+        """Deprecated name of `b_vs_a`."""
+        warnings.warn("SearchedSubnet.table12 is renamed b_vs_a; read b_vs_a.", FutureWarning, stacklevel=2)
+        return self.b_vs_a
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON entry (`family` and `table12` only when set), in the order a search has always written it."""
+        """The JSON entry (`family` and `b_vs_a` only when set), in the order a search has always written it."""
         entry = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {key: value for key, value in entry.items() if value is not None or key not in ("family", "table12")}
+        return {key: value for key, value in entry.items() if value is not None or key not in ("family", "b_vs_a")}
 
     @classmethod
     def from_dict(cls, entry: Any, name: str | None = None, model_config=None) -> SearchedSubnet:
@@ -72,7 +81,11 @@ class SearchedSubnet:
         supernet's NASViTConfig, whose space the arch must fit). Raises ValueError naming the first wrong key."""
         if not isinstance(entry, dict):
             raise ValueError(f"an entry is a {type(entry).__name__}, not a mapping")
-        optional = {"family", "table12"}
+        if LEGACY_B_VS_A_KEY in entry:  # written before the rename
+            if "b_vs_a" in entry:
+                raise ValueError(f"both b_vs_a and its old name {LEGACY_B_VS_A_KEY}")
+            entry = {("b_vs_a" if key == LEGACY_B_VS_A_KEY else key): value for key, value in entry.items()}
+        optional = {"family", "b_vs_a"}
         known = {f.name for f in fields(cls)}
         missing = sorted(known - optional - set(entry))
         unknown = sorted(set(entry) - known)
@@ -120,13 +133,13 @@ class SearchedSubnet:
             _of_type(entry[key], key, str)
         if entry.get("family") is not None:
             _of_type(entry["family"], "family", str)
-        record = entry.get("table12")
+        record = entry.get("b_vs_a")
         if record is not None:
-            _of_type(record, "table12", dict)
-            _of_type(record.get("a_model"), "table12.a_model", str)
-            _of_type(record.get("same_arch_as_a"), "table12.same_arch_as_a", bool)
-            for key in _TABLE12_NUMBERS:
-                _number(record.get(key), f"table12.{key}", minimum=0)
+            _of_type(record, "b_vs_a", dict)
+            _of_type(record.get("a_model"), "b_vs_a.a_model", str)
+            _of_type(record.get("same_arch_as_a"), "b_vs_a.same_arch_as_a", bool)
+            for key in _B_VS_A_NUMBERS:
+                _number(record.get(key), f"b_vs_a.{key}", minimum=0)
         return values
 
 

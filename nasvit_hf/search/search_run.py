@@ -1,4 +1,4 @@
-"""The search pipeline behind `recipes/search.py` (and `recipes/export.py`): evaluate sampled subnets with BN
+"""The search pipeline behind `recipes/search.py` (and `recipes/extract.py`): evaluate sampled subnets with BN
 recalibration → fit the accuracy predictor → measure latencies and fit the latency model → constrained evolution per
 budget → evaluate the winners → Pareto fronts and plot. Every step persists to a `SearchResults` folder and is
 skipped on resume when its output is there.
@@ -204,19 +204,19 @@ class SearchRun:
         )
         seconds = time.perf_counter() - start
         genes, family_note = self.budgets.family_member(budget, result, named, self.macs)
-        table12 = None
+        b_vs_a = None
         if budget.latency_of is not None:
-            table12_start = time.perf_counter()
-            genes, table12 = choose_b_model(
+            b_vs_a_start = time.perf_counter()
+            genes, b_vs_a = choose_b_model(
                 self.latency_session, self.encoder, budget, result, named[budget.latency_of], latency, value
             )
-            table12["seconds"] = time.perf_counter() - table12_start
+            b_vs_a["seconds"] = time.perf_counter() - b_vs_a_start
         arch = self.encoder.decode(genes)
         record = self.evaluator.evaluate(arch, kind=f"searched:{budget.name}")
         measurement = self.latency_session.measure(arch, keep=True)
         reference = named[budget.latency_of] if budget.latency_of is not None else None
-        if table12 is not None:
-            table12.update(
+        if b_vs_a is not None:
+            b_vs_a.update(
                 {
                     "a_accuracy": reference.accuracy,
                     "b_accuracy": record["accuracy"],
@@ -255,7 +255,7 @@ class SearchRun:
             evaluation=self.data.description,
             calibration_batches=self.data.calibration_batches,
             family=family_note or None,
-            table12=table12,
+            b_vs_a=b_vs_a,
         )
         logger.info(
             "%s: %.2f M MACs, %.2f ms, top-1 %.2f %% (predicted %.2f %%)",

@@ -240,7 +240,7 @@ def build_classification_data(
 def load_classification_splits(config: TrainingConfig) -> TrainingSplits:
     """(train split, validation split or None, label names, held-out split or None, its rows) of the config's
     dataset: with `holdout_per_class`, a class-balanced, seeded split is carved out of the training images and
-    excluded from training (`nasvit_hf.data.carve_holdout`; save it beside the supernet for search and export)."""
+    excluded from training (`nasvit_hf.data.carve_holdout`; save it beside the supernet for search and extraction)."""
     return load_training_splits(
         ImageDataSource.from_config(config),
         holdout_per_class=config.holdout_per_class,

@@ -391,7 +391,7 @@ def segmentation_model_from_folder(path: str, settings: dict[str, Any]) -> NASVi
     if unexpected:
         raise CheckpointMismatchError(
             f"{path!r} does not hold the weights of the NASViT backbone its config.json describes ({len(unexpected)} "
-            f"missing, unexpected or reshaped: {', '.join(unexpected[:5])}); use a folder written by recipes/export.py "
+            f"missing, unexpected or reshaped: {', '.join(unexpected[:5])}); use a folder written by recipes/extract.py "
             "or save_pretrained."
         )
     labels = len(model_config.id2label)

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,20 +134,28 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[tuple[str
 
 
 def write_marker(folder: str | os.PathLike, marker: str, content: dict[str, Any] | None = None) -> None:
-    """Record that `folder` was made by the tool that owns `marker` (a file name, e.g. ".nasvit_export")."""
+    """Record that `folder` was made by the tool that owns `marker` (a file name, e.g. "nasvit_subnet.json")."""
     atomic_write_json(Path(folder) / marker, content or {})
 
 
-def has_marker(folder: str | os.PathLike, marker: str) -> bool:
-    return (Path(folder) / marker).is_file()
+def has_marker(folder: str | os.PathLike, marker: str, legacy_markers: Sequence[str] = ()) -> bool:
+    """Whether `folder` holds `marker` or one of `legacy_markers` (the names the same tool's marker had before)."""
+    return any((Path(folder) / name).is_file() for name in (marker, *legacy_markers))
 
 
-def replace_folder(temporary: str | os.PathLike, target: str | os.PathLike, marker: str | None = None) -> None:
+def replace_folder(
+    temporary: str | os.PathLike,
+    target: str | os.PathLike,
+    marker: str | None = None,
+    legacy_markers: Sequence[str] = (),
+) -> None:
     """Move a finished folder into place. An existing `target` is replaced only once the new one is complete and,
-    with `marker`, only if it holds that marker (else `OwnershipError`, and nothing is touched)."""
+    with `marker`, only if it holds that marker or one of `legacy_markers` (else `OwnershipError`, and nothing is
+    touched)."""
     temporary, target = Path(temporary), Path(target)
     if target.exists() or target.is_symlink():
-        if marker is not None and not (target.is_dir() and not target.is_symlink() and has_marker(target, marker)):
+        owned = target.is_dir() and not target.is_symlink() and has_marker(target, marker, legacy_markers)
+        if marker is not None and not owned:
             raise OwnershipError(
                 f"{target} exists and was not written by this tool (no {marker} marker inside): refusing to replace "
                 "it. Choose another output folder, or move it away yourself."
@@ -161,14 +169,20 @@ def replace_folder(temporary: str | os.PathLike, target: str | os.PathLike, mark
 
 
 @contextlib.contextmanager
-def staging_folder(target: str | os.PathLike, marker: str | None = None, overwrite: bool = True) -> Iterator[Path]:
+def staging_folder(
+    target: str | os.PathLike,
+    marker: str | None = None,
+    overwrite: bool = True,
+    legacy_markers: Sequence[str] = (),
+) -> Iterator[Path]:
     """A fresh hidden folder beside `target` to write into; on success it replaces `target` (`replace_folder`,
     `marker` written into it first, every mode set from the umask: `apply_umask_modes`), on failure it is removed and
-    `target` is untouched. Without `overwrite`, an existing `target` is refused before anything is written."""
+    `target` is untouched. Without `overwrite`, an existing `target` is refused before anything is written; with it,
+    only a `target` holding `marker` (or one of `legacy_markers`, its earlier names) is replaced."""
     target = Path(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists: pass --overwrite to replace it.")
-    if target.exists() and marker is not None and not has_marker(target, marker):
+    if target.exists() and marker is not None and not has_marker(target, marker, legacy_markers):
         raise OwnershipError(
             f"{target} exists and was not written by this tool (no {marker} marker inside): refusing to replace it. "
             "Choose another output folder, or move it away yourself."
@@ -181,7 +195,7 @@ def staging_folder(target: str | os.PathLike, marker: str | None = None, overwri
         if marker is not None and not has_marker(temporary, marker):
             write_marker(temporary, marker)
         apply_umask_modes(temporary)
-        replace_folder(temporary, target, marker=marker)
+        replace_folder(temporary, target, marker=marker, legacy_markers=legacy_markers)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -21,7 +21,7 @@ from tests.search_fixtures import load_recipe
 def export_dir(search_dir, toy_supernet_dir, search_config_file, tmp_path_factory):
     """a0 and b0 of the toy supernet, exported from the (complete) search of test_search."""
     output = tmp_path_factory.mktemp("export") / "out"
-    load_recipe("export").main(
+    load_recipe("extract").main(
         [
             "--supernet", toy_supernet_dir,
             "--names", "a0", "b0",
@@ -46,7 +46,7 @@ def test_exported_folder_is_a_complete_hub_checkpoint(export_dir, search_dir):
         "search_space_nasvit.py",
         "config_checks_nasvit.py",
         "image_processing_nasvit.py",
-        "nasvit_export.json",
+        "nasvit_subnet.json",
     ):
         assert (folder / name).is_file(), name
     config = json.loads((folder / "config.json").read_text())
@@ -70,7 +70,7 @@ def test_exported_folder_is_a_complete_hub_checkpoint(export_dir, search_dir):
         f"(batch, 3, {searched['arch']['resolution']}, {searched['arch']['resolution']})",
     ):
         assert fact in card, fact
-    metadata = json.loads((folder / "nasvit_export.json").read_text())
+    metadata = json.loads((folder / "nasvit_subnet.json").read_text())
     assert metadata["accuracy"] == pytest.approx(searched["accuracy"])  # same calibration data, same result
     assert metadata["latency"]["median_ms"] > 0
 
@@ -81,7 +81,7 @@ def test_exported_folder_loads_with_auto_classes_and_pipeline(export_dir):
 
     folder = export_dir / "nasvit-b0"
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
-    metadata = json.loads((folder / "nasvit_export.json").read_text())
+    metadata = json.loads((folder / "nasvit_subnet.json").read_text())
     data = load_evaluation_data(DataConfig(batch_size=32, calibration_batches=2, max_evaluation_samples=60))
     with torch_threads(1):  # as in the export (search config num_threads: 1): the same reductions, the same argmax
         accuracy = top1_accuracy(model, data.evaluation, model.config.arch["resolution"])
@@ -148,7 +148,7 @@ def test_export_cli_pushes_through_hf_api(export_dir, toy_supernet_dir, search_d
 
     api = FakeHfApi()
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: api)
-    load_recipe("export").main(
+    load_recipe("extract").main(
         [
             "--supernet", toy_supernet_dir, "--names", "a0", "--output_dir", str(export_dir / "pushed"),
             "--config", str(search_config_file), "--search_dir", str(search_dir),
@@ -166,14 +166,14 @@ def test_export_cli_pushes_through_hf_api(export_dir, toy_supernet_dir, search_d
     assert "private" not in api.calls[0][1]
     card = (export_dir / "pushed" / "nasvit-a0" / "README.md").read_text()
     assert "my-org/nasvit-a0" in card
-    for name in ("README.md", "nasvit_export.json", "config.json"):
+    for name in ("README.md", "nasvit_subnet.json", "config.json"):
         text = (export_dir / "pushed" / "nasvit-a0" / name).read_text()
         assert str(toy_supernet_dir) not in text and str(export_dir) not in text, name
 
 
 def test_unknown_subnet_name_is_a_clear_error(toy_supernet_dir, tmp_path):
     with pytest.raises(ValueError, match=r"unknown subnet name\(s\) \['z9'\]; known names: .*'a0'"):
-        load_recipe("export").main(
+        load_recipe("extract").main(
             ["--supernet", toy_supernet_dir, "--names", "a0", "z9", "--output_dir", str(tmp_path)]
         )
 
@@ -188,7 +188,7 @@ def test_paper_arch_that_does_not_fit_the_space_is_a_clear_error(toy_supernet_di
 
 def test_name_without_a_budget_in_the_config_is_a_clear_error(toy_supernet_dir, search_config_file, tmp_path):
     with pytest.raises(ValueError, match=r"\['a5'\] have no published arch and no budget"):
-        load_recipe("export").main(
+        load_recipe("extract").main(
             ["--supernet", toy_supernet_dir, "--names", "a5", "--output_dir", str(tmp_path),
              "--config", str(search_config_file)]
         )  # fmt: skip
@@ -231,7 +231,7 @@ def test_model_card_of_the_reference_license_says_non_commercial():
 
 
 def test_license_defaults_to_the_supernet_readme(tmp_path):
-    export = load_recipe("export")
+    export = load_recipe("extract")
     assert export.supernet_license(tmp_path) == "unknown"
     (tmp_path / "README.md").write_text("---\nlicense: cc-by-nc-4.0\ntags: [nasvit]\n---\n# supernet\n")
     assert export.supernet_license(tmp_path) == "cc-by-nc-4.0"
@@ -256,7 +256,7 @@ def test_family_card_metadata_matches_the_subnet_cards():
         assert "unpickles" in card and "trust_program=True" in card and "torch.export.load(" not in card
 
 
-def test_b_model_card_names_the_runtime_and_the_table12_spread():
+def test_b_model_card_names_the_runtime_and_the_b_vs_a_spread():
     from nasvit_hf.hub import SubnetCard, render_model_card
 
     arch = {"resolution": 192, "width": [16] * 9, "depth": [1] * 7, "kernel_size": [3] * 7, "expand_ratio": [1] * 7}
@@ -265,7 +265,7 @@ def test_b_model_card_names_the_runtime_and_the_table12_spread():
         median_ms=4.0, q25_ms=3.9, q75_ms=4.1, repeats=3, warmup=1, batch_size=1, device="cpu", num_threads=1,
         backend="onnxruntime", runtime=runtime,
     )  # fmt: skip
-    table12 = {
+    b_vs_a = {
         "a_model": "a0", "same_arch_as_a": False, "a_latency_ms": 5.0, "b_latency_ms": 4.0,
         "a_latency_quartiles_ms": [4.8, 5.3], "b_latency_quartiles_ms": [3.9, 4.2], "speedup_pct": 20.0,
         "noise_pct": 4.0, "a_accuracy": 95.0, "b_accuracy": 95.5, "a_macs": 1e6, "b_macs": 2e6,
@@ -273,9 +273,7 @@ def test_b_model_card_names_the_runtime_and_the_table12_spread():
                         "machine": "m", "backend": "onnxruntime", "runtime": runtime},
     }  # fmt: skip
     card = render_model_card(
-        SubnetCard(
-            "b0", None, arch, 2_000_000, 1, latency, 95.5, "x", "y", "p", "s", "apache-2.0", 10, table12=table12
-        )
+        SubnetCard("b0", None, arch, 2_000_000, 1, latency, 95.5, "x", "y", "p", "s", "apache-2.0", 10, b_vs_a=b_vs_a)
     )
     assert "- **Latency**: onnxruntime 1.32.0 (the graph `export_onnx` writes, fp32), batch 1" in card
     assert "measured on onnxruntime 1.32.0" in card and "(packages: onnxruntime 1.32.0)" in card
