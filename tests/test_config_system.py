@@ -160,6 +160,37 @@ def test_renamed_keys_still_load_with_a_future_warning():
     assert any(issubclass(w.category, FutureWarning) and "switchable_scaling" in str(w.message) for w in caught)
 
 
+def test_renamed_section_keys_still_load_from_a_config_file_with_a_future_warning(tmp_path):
+    path = tmp_path / "search.yaml"  # e.g. a search_config.yaml saved before the rename
+    path.write_text("latency:\n  table12_rounds: 3\n  table12_candidates: 2\n  repeats: 5\n")
+    with pytest.warns(FutureWarning) as caught:
+        config = SearchConfig.from_yaml(path)
+    assert [str(w.message).split(": ", 1)[1] for w in caught] == [
+        "key 'latency.table12_rounds' is deprecated, it is now 'latency.b_vs_a_rounds'.",
+        "key 'latency.table12_candidates' is deprecated, it is now 'latency.b_vs_a_candidates'.",
+    ]  # once each
+    assert (config.latency.b_vs_a_rounds, config.latency.b_vs_a_candidates, config.latency.repeats) == (3, 2, 5)
+    with pytest.warns(FutureWarning, match="latency.table12_candidates"):
+        assert SearchConfig.from_dict({"latency": {"table12_candidates": 4}}).latency.b_vs_a_candidates == 4
+
+
+def test_renamed_section_keys_still_load_from_the_command_line_with_a_future_warning():
+    with pytest.warns(FutureWarning, match="'latency.table12_rounds' is deprecated"):
+        _, overrides, _ = parse_command_line(["--latency.table12_rounds", "4"], None, SearchConfig)
+        config = SearchConfig.from_yaml(None, overrides)
+    assert config.latency.b_vs_a_rounds == 4 and config.latency.b_vs_a_candidates == 8
+    with pytest.raises(ConfigError, match="sets both 'latency.table12_rounds' .* keep only 'latency.b_vs_a_rounds'"):
+        SearchConfig.from_yaml(None, {"latency.table12_rounds": 4, "latency.b_vs_a_rounds": 5})
+
+
+def test_renamed_section_keys_keep_the_fingerprints_a_search_recorded_before_the_rename():
+    """run.json's section fingerprints (checked on resume) were hashed under the old names: a search started before the
+    rename resumes. The values are what the code before the rename computed for these configs."""
+    assert SearchConfig().fingerprint("latency") == "6a72587ee8cc53ed"
+    config = SearchConfig.from_dict({"latency": {"b_vs_a_rounds": 3, "b_vs_a_candidates": 2, "repeats": 5}})
+    assert (config.fingerprint("latency"), config.fingerprint()) == ("91b4370a67d9ae95", "6031b4a992ac2e6b")
+
+
 def test_field_help_comes_from_the_comment_on_the_field_line():
     helps = field_help(TrainingConfig)
     assert 'or "kl"' in helps["distill_loss"]

@@ -309,15 +309,83 @@ def test_model_card_architecture_table_has_a_column_per_arch_field():
     assert "MLP expansion ratio" not in _arch_table(reference)
 
 
-def test_the_old_hub_names_still_work_with_a_future_warning(monkeypatch):
-    """`export_subnet` / `ExportedSubnet` are `save_subnet` / `SavedSubnet` now ("export" is writing a graph)."""
+def test_the_old_hub_names_still_work_with_a_future_warning(monkeypatch, tmp_path):
+    """`export_subnet` / `ExportedSubnet` / `check_export_target` / `EXPORT_MARKER` / `.table12` are `save_subnet` /
+    `SavedSubnet` / `check_subnet_target` / `SUBNET_MARKER` / `.b_vs_a` now ("export" is writing a graph)."""
     import nasvit_hf.hub as hub
     from nasvit_hf.hub import subnets
 
     with pytest.warns(FutureWarning, match="ExportedSubnet is renamed SavedSubnet"):
         assert hub.ExportedSubnet is hub.SavedSubnet
+    with pytest.warns(FutureWarning, match="EXPORT_MARKER is renamed SUBNET_MARKER"):
+        assert subnets.EXPORT_MARKER == subnets.SUBNET_MARKER == "nasvit_subnet.json"
+    (tmp_path / "mine").mkdir()
+    with pytest.warns(FutureWarning, match="check_export_target is renamed check_subnet_target"):
+        with pytest.raises(subnets.OwnershipError, match="not a subnet saved by this tool"):
+            subnets.check_export_target(tmp_path / "mine", overwrite=True)
+    saved = hub.SavedSubnet("b0", "f", {}, 1, 1, 1.0, 1.0, "p", b_vs_a={"a_model": "a0"})
+    with pytest.warns(FutureWarning, match="SavedSubnet.table12 is renamed b_vs_a"):
+        assert saved.table12 == {"a_model": "a0"}
     calls = []
     monkeypatch.setattr(subnets, "save_subnet", lambda *args, **kwargs: calls.append((args, kwargs)) or "saved")
     with pytest.warns(FutureWarning, match="export_subnet is renamed save_subnet"):
         assert hub.export_subnet("supernet", "named", "folder", "data", supernet_name="s") == "saved"
     assert calls == [(("supernet", "named", "folder", "data"), {"supernet_name": "s"})]
+
+
+@pytest.mark.parametrize(
+    "markers, replaced",
+    [(["nasvit_subnet.json"], True), (["nasvit_export.json"], True), ([], False), (["nasvit_conversion.json"], False)],
+    ids=["current marker", "marker of earlier versions", "no marker", "another tool's marker"],
+)
+def test_overwrite_replaces_only_folders_holding_the_subnet_marker_or_its_earlier_name(tmp_path, markers, replaced):
+    from nasvit_hf.hub.subnets import check_subnet_target, is_saved_subnet
+    from nasvit_hf.utils.io import OwnershipError
+
+    folder = tmp_path / "nasvit-a0"
+    folder.mkdir()
+    for marker in markers:
+        (folder / marker).write_text("{}")
+    assert is_saved_subnet(folder) is replaced
+    if replaced:
+        check_subnet_target(folder, overwrite=True)
+    else:
+        with pytest.raises(OwnershipError, match="not a subnet saved by this tool .*nasvit_subnet.json"):
+            check_subnet_target(folder, overwrite=True)
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        check_subnet_target(folder, overwrite=False)
+
+
+def test_a_subnet_saved_by_an_earlier_version_is_replaced_with_overwrite(
+    toy_supernet_dir, search_dir, search_config_file, tmp_path
+):
+    """A folder holding only the marker's earlier name (nasvit_export.json) is ours: --overwrite replaces it whole."""
+    old = tmp_path / "out" / "nasvit-a0"
+    old.mkdir(parents=True)
+    (old / "nasvit_export.json").write_text(json.dumps({"name": "a0", "nasvit_hf_export": 1}))
+    (old / "stale.txt").write_text("from the earlier version")
+    load_recipe("extract").main(
+        ["--supernet", toy_supernet_dir, "--names", "a0", "--output_dir", str(tmp_path / "out"),
+         "--config", str(search_config_file), "--search_dir", str(search_dir), "--overwrite", "--no_recalibration"]
+    )  # fmt: skip
+    assert sorted(p.name for p in old.iterdir() if p.suffix == ".json" or p.suffix == ".txt") == [
+        "config.json",
+        "nasvit_subnet.json",
+        "preprocessor_config.json",
+    ]
+    assert json.loads((old / "nasvit_subnet.json").read_text())["name"] == "a0"
+
+
+def test_the_family_index_reads_b_vs_a_records_written_before_the_rename():
+    from nasvit_hf.hub import render_family_card
+
+    record = {
+        "a_model": "a0", "same_arch_as_a": False, "a_latency_ms": 5.0, "b_latency_ms": 4.0,
+        "a_latency_quartiles_ms": [4.8, 5.3], "b_latency_quartiles_ms": [3.9, 4.2], "a_accuracy": 95.0,
+        "b_accuracy": 95.5,
+    }  # fmt: skip
+    member = {"name": "b0", "macs": 1e6, "params": 1e5, "latency_ms": 4.0, "accuracy": 95.5, "provenance": "p"}
+    old, new = ({**member, key: record} for key in ("table12", "b_vs_a"))
+    card = render_family_card([old], supernet="s")
+    assert card == render_family_card([new], supernet="s")
+    assert "| B0 | A0 | 5.00 (4.80-5.30) | 4.00 (3.90-4.20) | 95.00 | 95.50 | no |" in card

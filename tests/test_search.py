@@ -283,6 +283,18 @@ def test_named_entries_read_back_as_searched_subnets_and_write_the_same_json(sea
     assert (tmp_path / "named.json").read_text() == raw  # same keys, same order, same values
 
 
+def test_a_named_entry_written_before_the_rename_reads_its_table12_record_as_b_vs_a(search_dir, tmp_path):
+    raw = json.loads((search_dir / "named.json").read_text())
+    raw["b0"] = {("table12" if key == "b_vs_a" else key): value for key, value in raw["b0"].items()}
+    (tmp_path / "named.json").write_text(json.dumps(raw))
+    named = read_named(SearchResults(tmp_path))
+    assert named["b0"] == read_named(SearchResults(search_dir))["b0"] and named["b0"].b_vs_a["a_model"] == "a0"
+    with pytest.warns(FutureWarning, match="SearchedSubnet.table12 is renamed b_vs_a"):
+        assert named["b0"].table12 is named["b0"].b_vs_a
+    write_named(SearchResults(tmp_path), named)
+    assert "table12" not in (tmp_path / "named.json").read_text()  # written back under the new name
+
+
 NAMED_DAMAGE = [
     ("not a mapping", lambda e: [e], "not a mapping"),
     ("a key missing", lambda e: {k: v for k, v in e.items() if k != "accuracy"}, "missing ['accuracy']"),
@@ -297,6 +309,7 @@ NAMED_DAMAGE = [
     ("a name under another key", lambda e: {**e, "name": "a0"}, "name is 'a0' under the key 'b0'"),
     ("an arch outside the space", lambda e: {**e, "arch": {**e["arch"], "resolution": 1000}}, "does not fit"),
     ("a B-model record without its A", lambda e: {**e, "b_vs_a": {**e["b_vs_a"], "a_model": None}}, "a_model"),
+    ("the record under both names", lambda e: {**e, "table12": e["b_vs_a"]}, "both b_vs_a and its old name table12"),
 ]  # fmt: skip
 
 
