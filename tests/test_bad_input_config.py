@@ -254,6 +254,30 @@ BAD_LIBRARY_CALLS = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("bad", [0, -3, True, 1.5, "2", np.float64(2.0)])
+def test_every_thread_setting_refuses_what_is_not_a_positive_integer_the_same_way(bad):
+    from nasvit_hf.search.runtimes import RuntimeSpec, check_num_threads
+
+    for call in (check_num_threads, lambda n: RuntimeSpec(num_threads=n), lambda n: torch_threads(n).__enter__()):
+        with pytest.raises(ValueError, match=r"num_threads must be a positive integer or None \(torch's default\)"):
+            call(bad)
+
+
+def test_every_thread_setting_takes_numpy_integers_as_ints():
+    from nasvit_hf.search.runtimes import RuntimeSpec, check_num_threads
+
+    assert check_num_threads(np.int64(2)) == 2 and type(check_num_threads(np.int64(2))) is int
+    spec = RuntimeSpec(num_threads=np.int32(1))
+    assert spec.num_threads == 1 and type(spec.num_threads) is int
+    previous = torch.get_num_threads()
+    with torch_threads(np.int64(1)):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == previous
+    config, subnet = _library()
+    resolution = config.smallest_arch()["resolution"]
+    assert measure_latency(subnet, resolution, warmup=0, repeats=1, num_threads=np.int64(1)).num_threads == 1
+
+
 @pytest.mark.parametrize("case, call, error, phrase", BAD_LIBRARY_CALLS, ids=[row[0] for row in BAD_LIBRARY_CALLS])
 def test_bad_library_arguments_are_named(case, call, error, phrase):
     with pytest.raises(error) as raised:

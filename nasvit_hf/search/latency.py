@@ -28,7 +28,7 @@ from ..macs import OPERATOR_COUNT_NAMES, operator_counts
 from ..models.configuration_nasvit import NASViTConfig
 from .efficiency import CachedEfficiency
 from .encoding import ArchEncoder
-from .runtimes import Clock, LatencyBackend, RuntimeSpec, Timed, make_backend, quartiles
+from .runtimes import Clock, LatencyBackend, RuntimeSpec, Timed, check_num_threads, make_backend, quartiles
 
 __all__ = [
     "FEATURE_GROUPS",
@@ -128,10 +128,7 @@ def measure_latency(
     clock function. The model's train/eval mode is restored."""
     if repeats < 1 or warmup < 0 or batch_size < 1:
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1; got {repeats}, {warmup}, {batch_size}.")
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive integer or None (torch's default), got {num_threads!r}.")
+    num_threads = check_num_threads(num_threads)  # before the device is resolved: the first wrong argument named
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
     from .config import resolve_device  # an absent device: one error naming it, before the model is moved

@@ -45,6 +45,7 @@ __all__ = [
     "OnnxRuntimeBackend",
     "RuntimeSpec",
     "Timed",
+    "check_num_threads",
     "machine_description",
     "make_backend",
     "runtime_record",
@@ -87,6 +88,16 @@ def _version(name: str) -> str | None:
         return None
 
 
+def check_num_threads(num_threads: Any) -> int | None:
+    """`num_threads` as an int (Python or numpy integers), or None (the runtime's default); anything else (a bool, a
+    float, a string, < 1) is a ValueError. The one check of every latency and thread setting."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive integer or None (torch's default), got {num_threads!r}.")
+    return int(num_threads)
+
+
 @dataclass(frozen=True)
 class RuntimeSpec:
     """Which runtime latency is measured on, and how (the search config's `latency` section chooses it)."""
@@ -99,6 +110,7 @@ class RuntimeSpec:
     clock: str = "wall"  # wall | process (`CLOCKS`)
 
     def __post_init__(self):
+        object.__setattr__(self, "num_threads", check_num_threads(self.num_threads))  # numpy ints become ints
         if self.clock not in CLOCKS:
             raise ValueError(f"latency.clock must be one of {list(CLOCKS)}, got {self.clock!r}.")
         if self.clock == "process" and self.num_threads != 1:
@@ -203,13 +215,10 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
     Tiny models are dominated by per-op overhead: on a busy CPU, extra OpenMP threads spin against other processes
     and one thread can be 10x faster."""
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive integer or None (torch's default), got {num_threads!r}.")
+    num_threads = check_num_threads(num_threads)
     previous = torch.get_num_threads()
     if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
+        torch.set_num_threads(num_threads)
     try:
         yield
     finally:
