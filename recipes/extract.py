@@ -24,7 +24,6 @@ family index (a card linking every member, family.json); --push_to_hub pushes th
 # is loaded as a file without a module in sys.modules (tests load it with importlib).
 import json
 import logging
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,11 +89,6 @@ def parse_args(argv: list[str] | None = None) -> ExtractOptions:
             raise ConfigError("--arch_file and --name go together: the arch to extract and the name to save it under.")
         if not options.names and not options.arch_file:
             raise ConfigError("nothing to extract: give --names and/or --arch_file with --name.")
-        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*|", options.prefix):
-            raise ConfigError(
-                f"--prefix {options.prefix!r} must be a folder-name prefix (letters, digits, '.', '-', '_'; no path): "
-                "the exports go inside --output_dir."
-            )
     if options.hub_token:
         logger.warning(
             "--hub_token puts the token in the process list and shell history; set HF_TOKEN or run "
@@ -127,12 +121,14 @@ def main(argv=None) -> list:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supernet_dir = Path(args.supernet)
     names = [name.lower() for name in args.names]
-    # Validate the names and the output folders before loading anything heavy.
+    # Validate the prefix, the family index (of this supernet, or none yet), exports.json, the names and the output
+    # folders before the supernet is loaded.
+    args.supernet_id = supernet_fingerprint(supernet_dir)
+    check_family_target(args.output_dir, args.prefix, args.supernet_id)
     resolve_named_archs(names)
     custom_name = check_member_name(args.name, args.prefix) if args.name else None
     for name in names + ([custom_name] if custom_name else []):
         check_subnet_target(Path(args.output_dir) / f"{args.prefix}{name}", args.overwrite)
-    check_family_target(args.output_dir, args.prefix)  # an index the export may add to, and exports.json
     arch = None
     if args.arch_file:
         try:
@@ -142,8 +138,6 @@ def main(argv=None) -> list:
         except json.JSONDecodeError as error:
             raise ConfigError(f"--arch_file {args.arch_file!r} is not JSON: {error}.") from None
     supernet = load_supernet(supernet_dir)
-    args.supernet_id = supernet_fingerprint(supernet_dir)
-    check_family_target(args.output_dir, args.prefix, args.supernet_id)  # a family holds one supernet's subnets
     config_path = Path(config_path) if config_path else default_config(supernet.config.search_space)
     config = SearchConfig.from_yaml(config_path, overrides).with_available_devices()
     config.with_evaluation_data(supernet_dir, overrides)  # its held-out split; never its training images

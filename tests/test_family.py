@@ -253,3 +253,21 @@ def test_the_family_index_is_never_overwritten_or_mixed(chain, tmp_path, setup, 
         _export(chain, exports, "--arch_file", str(arch), "--name", name)
     assert {p: p.read_bytes() for p in exports.rglob("*") if p.is_file()} == before
     assert not (exports / f"nasvit-{name}" / "config.json").exists()
+
+
+@pytest.mark.parametrize("prefix", ["../", "a/b-", "/abs-", ".hidden-", 3])
+def test_a_prefix_that_is_not_a_folder_name_prefix_is_refused_by_the_library(tmp_path, prefix):
+    from nasvit_hf.hub.family import check_family_target, family_folder, write_family_index
+
+    member = {"name": "a0", "macs": 1, "params": 1, "latency_ms": 1.0, "accuracy": 1.0, "provenance": "p"}
+    for call in (
+        lambda: family_folder(tmp_path, prefix),
+        lambda: check_family_target(tmp_path, prefix),
+        lambda: write_family_index([member], tmp_path, supernet="s", prefix=prefix),
+    ):
+        with pytest.raises(ValueError, match=r"--prefix .* must be a folder-name prefix \(letters"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+    assert (
+        family_folder(tmp_path, "") == tmp_path / "family" and family_folder(tmp_path, "my.v2_").name == "my.v2_family"
+    )

@@ -368,3 +368,17 @@ def test_relative_fit_keeps_small_archs_accurate():
         error = np.abs(model.predict(macs) - latency) / latency
         errors[relative] = (error.max(), error[:5].mean())
     assert errors[True][0] < errors[False][0] and errors[True][1] < errors[False][1] / 2
+
+
+def test_the_latency_configs_measure_arguments_are_its_runtime_spec_plus_the_protocol():
+    import dataclasses
+    import inspect
+
+    latency = SearchConfig.from_dict(
+        {"latency": {"num_threads": 2, "batch_size": 3, "warmup": 4, "repeats": 5, "device": "cpu"}}
+    ).latency
+    kwargs = latency.measure_kwargs()
+    assert set(kwargs) <= set(inspect.signature(measure_latency).parameters)
+    spec = RuntimeSpec(**{f.name: kwargs[f.name] for f in dataclasses.fields(RuntimeSpec)})
+    assert spec == latency.runtime_spec() and (kwargs["warmup"], kwargs["repeats"]) == (4, 5)
+    assert set(kwargs) == {f.name for f in dataclasses.fields(RuntimeSpec)} | {"warmup", "repeats"}

@@ -44,6 +44,7 @@ FAMILY_FILE = "family.json"  # the index's record; a <prefix>family folder witho
 EXPORTS_SUMMARY = "exports.json"  # beside the exports: one record per exported subnet
 RESERVED_NAMES = (FAMILY_SUFFIX,)  # names no subnet may take: <prefix>family is the index's folder
 _MEMBER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*|")  # a folder-name prefix: nothing that leaves --output_dir
 
 
 def _member(item) -> dict[str, Any]:
@@ -134,7 +135,13 @@ classifier = pipeline("image-classification", model="{(hub_org + "/") if hub_org
 
 
 def family_folder(output_dir: str | os.PathLike, prefix: str = "nasvit-") -> Path:
-    """Where the family index of the exports `<output_dir>/<prefix><name>` lives: `<output_dir>/<prefix>family`."""
+    """Where the family index of the subnets `<output_dir>/<prefix><name>` lives: `<output_dir>/<prefix>family`. A
+    `prefix` that is not a folder-name prefix (a path, `../`) is a ValueError."""
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"--prefix {prefix!r} must be a folder-name prefix (letters, digits, '.', '-', '_'; no path): the subnets "
+            "go inside --output_dir."
+        )
     return Path(output_dir) / f"{prefix}{FAMILY_SUFFIX}"
 
 

@@ -188,17 +188,9 @@ class LatencyConfig:
         return RuntimeSpec(self.backend, self.device, self.num_threads, self.batch_size, self.quantize, self.clock)
 
     def measure_kwargs(self) -> dict[str, Any]:
-        """`measure_latency`'s arguments: the runtime and the protocol."""
-        return {
-            "backend": self.backend,
-            "quantize": self.quantize,
-            "clock": self.clock,
-            "device": self.device,
-            "batch_size": self.batch_size,
-            "warmup": self.warmup,
-            "repeats": self.repeats,
-            "num_threads": self.num_threads,
-        }
+        """`measure_latency`'s arguments: the runtime (`runtime_spec`, whose fields are those arguments' names) and
+        the protocol (warm-up and repeats)."""
+        return {**asdict(self.runtime_spec()), "warmup": self.warmup, "repeats": self.repeats}
 
 
 @dataclass
