@@ -167,6 +167,22 @@ def test_old_and_new_key_with_different_values_is_an_error():
         NASViTConfig(layer_scale="width", switchable_scaling="shared")
 
 
+@pytest.mark.parametrize(
+    "old, new, value",
+    [("layer_scale", "switchable_scaling", "width"), ("layer_scale_init", "switchable_scaling_init", 0.5),
+     ("layer_scale_depth_slots", "switchable_scaling_depth_slots", 12)],
+)  # fmt: skip
+def test_an_old_key_beside_its_new_name_at_the_init_default_loads_the_old_value(old, new, value):
+    """The new name's default is read from NASViTConfig.__init__'s signature (one source), so a config that states
+    the default under the new name (as to_dict does) and a value under the old name takes the old value."""
+    import inspect
+
+    default = inspect.signature(NASViTConfig.__init__).parameters[new].default
+    with pytest.warns(FutureWarning, match=f"'{old}' is deprecated"):
+        config = NASViTConfig(**{old: value, new: default})
+    assert getattr(config, new) == value != default
+
+
 def test_training_config_reads_the_old_layer_scale_key_with_a_future_warning():
     from nasvit_hf.training.config import TrainingConfig
 

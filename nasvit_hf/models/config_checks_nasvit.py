@@ -8,9 +8,11 @@ imports only the standard library and its sibling `search_space_nasvit.py`.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from .search_space_nasvit import TRANSFORMER_STAGES, is_int
@@ -166,11 +168,13 @@ def check_attention_settings(
             raise ValueError(f"search_space[{name!r}]['c'] has widths {bad} not divisible by head_dim={head_dim}.")
 
 
-def pop_renamed_keys(kwargs: dict[str, Any], **current: Any) -> dict[str, Any]:
+def pop_renamed_keys(kwargs: dict[str, Any], init: Callable[..., Any], **current: Any) -> dict[str, Any]:
     """Take the release-0.1.0 names of `RENAMED_CONFIG_KEYS` out of `kwargs` and return `current` with their values.
 
+    `init` is the config's `__init__`: its signature's defaults tell a new name left at its default from one given.
     Each old name warns (FutureWarning) once per load; an old and a new name given different values is an error."""
-    defaults = {"switchable_scaling": "tokens", "switchable_scaling_init": 1e-4, "switchable_scaling_depth_slots": 10}
+    parameters = inspect.signature(init).parameters
+    defaults = {new: parameters[new].default for new in RENAMED_CONFIG_KEYS.values()}
     for old, new in RENAMED_CONFIG_KEYS.items():
         if old not in kwargs:
             continue

@@ -139,6 +139,7 @@ class NASViTConfig(BackboneConfigMixin, PretrainedConfig):
         self.arch = validate_arch(self.search_space, arch) if arch is not None else largest_arch(self.search_space)
         renamed = pop_renamed_keys(
             kwargs,
+            NASViTConfig.__init__,
             switchable_scaling=switchable_scaling,
             switchable_scaling_init=switchable_scaling_init,
             switchable_scaling_depth_slots=switchable_scaling_depth_slots,
