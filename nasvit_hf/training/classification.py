@@ -304,6 +304,16 @@ def validate_subnets(
     return results
 
 
+def _save_with_largest_subnet(supernet: nn.Module, folder: Path, processor: NASViTImageProcessor | None) -> None:
+    """`supernet` saved to `folder` with its largest subnet active, beside `processor` at that subnet's resolution:
+    the supernet folder every trained weight is written as (final/, final/raw/, snapshots)."""
+    supernet.sample_max_subnet()
+    folder.mkdir(parents=True, exist_ok=True)
+    if processor is not None:
+        processor.at_resolution(supernet.config.arch["resolution"]).save_pretrained(folder)
+    supernet.save_pretrained(folder)
+
+
 def save_final_supernets(
     output_dir: str | Path,
     model: nn.Module,
@@ -315,7 +325,7 @@ def save_final_supernets(
     weights when an EMA is kept — with `processor` (the evaluation protocol, at the largest resolution), and
     `final/raw/` the raw weights beside it (only with an EMA). Written into a staging folder: complete or absent.
     `holdout` (a `nasvit_hf.data.HoldoutSplit`, when training carved one out) is saved as `final/holdout.json`: search
-    and export find it beside the supernet (or the folder above, for `final/raw/`)."""
+    and extraction find it beside the supernet (or the folder above, for `final/raw/`)."""
     evaluated = ema.module if ema is not None else model
     final = Path(output_dir) / "final"
     with staging_folder(final) as temporary:
@@ -323,13 +333,8 @@ def save_final_supernets(
             (evaluated, Path(temporary)),
             (model if ema is not None else None, Path(temporary) / "raw"),
         ):
-            if supernet is None:
-                continue
-            supernet.sample_max_subnet()
-            folder.mkdir(parents=True, exist_ok=True)
-            if processor is not None:
-                processor.at_resolution(supernet.config.arch["resolution"]).save_pretrained(folder)
-            supernet.save_pretrained(folder)
+            if supernet is not None:
+                _save_with_largest_subnet(supernet, folder, processor)
         if holdout is not None:
             holdout.save(temporary)
     saved = {"final_model": str(final)}
@@ -365,10 +370,7 @@ def save_snapshot(
     active = model.active_arch
     target = Path(output_dir) / SNAPSHOTS_FOLDER / f"epoch_{epoch}"
     with staging_folder(target) as temporary:
-        model.sample_max_subnet()
-        if processor is not None:
-            processor.at_resolution(model.config.arch["resolution"]).save_pretrained(temporary)
-        model.save_pretrained(temporary)
+        _save_with_largest_subnet(model, Path(temporary), processor)
     model.set_active_subnet(active)
     return target
 
