@@ -21,7 +21,7 @@
    Kendall tau >= 0.5 on its validation half. Exit status 1 if one fails.
 
 --supernet DIR skips training and searches an existing supernet folder. Search and extraction write to
-<output_dir>/search[-<backend>] and exports[-<backend>]. Each step is skipped when its output is complete (rerun to
+<output_dir>/search[-<backend>] and subnets[-<backend>]. Each step is skipped when its output is complete (rerun to
 resume); --retrain starts over.
 """
 
@@ -147,12 +147,12 @@ def checks(named: dict, predictor: dict, max_drop: float, min_tau: float) -> lis
 
 
 def report(
-    supernet: Path, search_dir: Path, exports_dir: Path, results_dir: Path, suffix: str, seconds: dict, args
+    supernet: Path, search_dir: Path, subnets_dir: Path, results_dir: Path, suffix: str, seconds: dict, args
 ) -> bool:
     named = read_named(SearchResults(search_dir))
     predictor = json.loads((search_dir / "predictor.json").read_text())
     latency_model = json.loads((search_dir / "latency_model.json").read_text())
-    exports = {item["name"]: item for item in json.loads((exports_dir / "exports.json").read_text())}
+    exports = {item["name"]: item for item in json.loads((subnets_dir / "exports.json").read_text())}
     summary_file = supernet.parent / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     holdout = json.loads((supernet / "holdout.json").read_text())
@@ -271,7 +271,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     output_dir = Path(args.output_dir).resolve()
     if args.retrain and output_dir.exists():
-        for name in ("supernet", "search", "exports", "search-onnxruntime", "exports-onnxruntime"):
+        for name in ("supernet", "search", "subnets", "search-onnxruntime", "subnets-onnxruntime"):
             shutil.rmtree(output_dir / name, ignore_errors=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     seconds = {}
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
             output_dir / "train.log",
         )  # fmt: skip
     suffix = "" if args.latency_backend == "eager" else f"-{args.latency_backend}"
-    search_dir, exports_dir = output_dir / f"search{suffix}", output_dir / f"exports{suffix}"
+    search_dir, subnets_dir = output_dir / f"search{suffix}", output_dir / f"subnets{suffix}"
     latency = ["--latency.backend", args.latency_backend, "--latency.clock", args.latency_clock]
     seconds["search"] = run(
         "search",
@@ -306,14 +306,14 @@ def main(argv=None) -> int:
          "--output_dir", str(search_dir), *latency],
         output_dir / f"search{suffix}.log",
     )  # fmt: skip
-    seconds["export"] = run(
-        "export",
+    seconds["extract"] = run(
+        "extract",
         ["recipes/extract.py", "--supernet", str(supernet), "--names", *NAMES, "--config", args.search_config,
-         "--search_dir", str(search_dir), "--output_dir", str(exports_dir), "--overwrite", *latency],
-        output_dir / f"export{suffix}.log",
+         "--search_dir", str(search_dir), "--output_dir", str(subnets_dir), "--overwrite", *latency],
+        output_dir / f"extract{suffix}.log",
     )  # fmt: skip
     results_dir = Path(args.results_dir) if args.results_dir else output_dir
-    passed = report(supernet, search_dir, exports_dir, results_dir, suffix.replace("-", "_"), seconds, args)
+    passed = report(supernet, search_dir, subnets_dir, results_dir, suffix.replace("-", "_"), seconds, args)
     print("all checks passed" if passed else "SOME CHECKS FAILED (see above)")
     return 0 if passed else 1
 

@@ -3,11 +3,11 @@
 Hub checkpoints with model cards, re-deriving searched archs with one command. (Exporting is writing a graph:
 `recipes/deploy.py` / `nasvit_hf.deploy`. This command was `recipes/export.py`, which still forwards here.)
 
-    python recipes/extract.py --supernet outputs/digits_tiny/final --names a0 a1 a2 b0 --output_dir exports \
+    python recipes/extract.py --supernet outputs/digits_tiny/final --names a0 a1 a2 b0 --output_dir subnets \
         [--config recipes/configs/search_tiny.yaml] [--push_to_hub --hub_org my-org]
-    python recipes/extract.py --supernet nasvit-supernet --names table13-a1 --output_dir exports \
+    python recipes/extract.py --supernet nasvit-supernet --names table13-a1 --output_dir subnets \
         --data.dataset imagefolder --data.data_dir /data/imagenet   # a preset arch: no search, BN calibration data only
-    python recipes/extract.py --supernet outputs/digits_tiny/final --arch_file arch.json --name mine --output_dir exports
+    python recipes/extract.py --supernet outputs/digits_tiny/final --arch_file arch.json --name mine --output_dir subnets
 
 Names without a published arch (A0-A5, B0-B2) are searched first with --config (default: search_reference.yaml for
 the reference space, search_tiny.yaml otherwise; results in <output_dir>/search, resumable). Each subnet is then

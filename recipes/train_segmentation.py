@@ -3,7 +3,7 @@
 
     accelerate launch recipes/train_segmentation.py                 # built-in digits scenes, under a CPU minute
     accelerate launch recipes/train_segmentation.py --config recipes/configs/segmentation_ade20k.yaml \\
-        --model_name_or_path exports/nasvit-a1
+        --model_name_or_path subnets/nasvit-a1
     accelerate launch recipes/train_segmentation.py --max_steps 200 --resume_from_checkpoint latest  # train on
 
 Every key of `nasvit_hf.training.segmentation.SegmentationTrainingConfig` can be overridden as `--key value`. The

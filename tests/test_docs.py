@@ -477,23 +477,23 @@ def _check_search(folder: Path, result) -> None:
     assert "results in runs/tiny_search" in result.stdout
 
 
-def _check_export(names: list[str]):
+def _check_extract(names: list[str]):
     def check(folder: Path, result) -> None:
         from transformers import AutoModelForImageClassification, pipeline
 
         import nasvit_hf  # noqa: F401
 
         for name in names:
-            export = folder / "exports" / f"nasvit-{name}"
+            export = folder / "subnets" / f"nasvit-{name}"
             for file in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
                 assert (export / file).is_file(), export / file
-        first = folder / "exports" / f"nasvit-{names[0]}"
+        first = folder / "subnets" / f"nasvit-{names[0]}"
         assert AutoModelForImageClassification.from_pretrained(first).config.num_labels == 10
         from PIL import Image
 
         labels = pipeline("image-classification", model=str(first))(Image.new("RGB", (40, 30)))
         assert labels and {"label", "score"} <= set(labels[0])
-        assert (folder / "exports" / "nasvit-family" / "README.md").is_file()
+        assert (folder / "subnets" / "nasvit-family" / "README.md").is_file()
 
     return check
 
@@ -543,10 +543,10 @@ COMMAND_CHECKS = {
     "accelerate launch recipes/train.py --output_dir runs/try --resume_from_checkpoint latest": _check_try_resumed,
     "python recipes/search.py --supernet outputs/digits_tiny/final --config recipes/configs/search_tiny.yaml "
     "--output_dir runs/tiny_search": _check_search,
-    "python recipes/extract.py --supernet outputs/digits_tiny/final --names a0 a1 a2 b0 --output_dir exports "
-    "--search_dir runs/tiny_search": _check_export(["a0", "a1", "a2", "b0"]),
+    "python recipes/extract.py --supernet outputs/digits_tiny/final --names a0 a1 a2 b0 --output_dir subnets "
+    "--search_dir runs/tiny_search": _check_extract(["a0", "a1", "a2", "b0"]),
     "accelerate launch recipes/train_segmentation.py": _check_segmentation,
-    "python recipes/deploy.py --model exports/nasvit-a0 --output nasvit-a0.onnx --dynamic_batch --program "
+    "python recipes/deploy.py --model subnets/nasvit-a0 --output nasvit-a0.onnx --dynamic_batch --program "
     "nasvit-a0.pt2": _check_files("nasvit-a0.onnx", "nasvit-a0.pt2"),
     "accelerate launch recipes/train.py --resume_from_checkpoint latest": _check_default_resumed,
     "python recipes/conflict_ratio.py --supernet outputs/digits_tiny/final --config "
@@ -556,7 +556,7 @@ COMMAND_CHECKS = {
     "python recipes/train.py --help": _check_help("max_steps", "resume_from_checkpoint", "seed"),
     "python recipes/search.py --help": _check_help("supernet", "latency.repeats", "predictor.num_subnets"),
     "python recipes/extract.py --supernet outputs/digits_tiny/final --names a0 a1 a2 a3 a4 a5 b0 b1 b2 --output_dir "
-    "exports --search_dir runs/tiny_search --overwrite": _check_export(
+    "subnets --search_dir runs/tiny_search --overwrite": _check_extract(
         ["a0", "a1", "a2", "a3", "a4", "a5", "b0", "b1", "b2"]
     ),
     "accelerate launch recipes/train_segmentation.py --max_steps 200 --resume_from_checkpoint latest": (
