@@ -14,6 +14,7 @@ MESSAGE = "recipes/export.py is now recipes/extract.py; the old name will be rem
 
 _spec = importlib.util.spec_from_file_location("recipe_extract", Path(__file__).resolve().with_name("extract.py"))
 _extract = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault(_spec.name, _extract)  # its options' --help text is read from its source
 _spec.loader.exec_module(_extract)
 
 

@@ -121,12 +121,12 @@ def main(argv=None) -> list:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supernet_dir = Path(args.supernet)
     names = [name.lower() for name in args.names]
-    # Validate the prefix, the family index (of this supernet, or none yet), exports.json, the names and the output
+    # Validate the names, the prefix, the family index (of this supernet, or none yet), exports.json and the output
     # folders before the supernet is loaded.
-    args.supernet_id = supernet_fingerprint(supernet_dir)
-    check_family_target(args.output_dir, args.prefix, args.supernet_id)
     resolve_named_archs(names)
     custom_name = check_member_name(args.name, args.prefix) if args.name else None
+    args.supernet_id = supernet_fingerprint(supernet_dir)
+    check_family_target(args.output_dir, args.prefix, args.supernet_id)
     for name in names + ([custom_name] if custom_name else []):
         check_subnet_target(Path(args.output_dir) / f"{args.prefix}{name}", args.overwrite)
     arch = None
