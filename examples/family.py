@@ -37,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+from nasvit_hf.hub.family import read_subnets_summary
 from nasvit_hf.hub.model_card import latency_cell
 from nasvit_hf.search.named import read_named
 from nasvit_hf.search.results import SearchResults
@@ -152,7 +153,7 @@ def report(
     named = read_named(SearchResults(search_dir))
     predictor = json.loads((search_dir / "predictor.json").read_text())
     latency_model = json.loads((search_dir / "latency_model.json").read_text())
-    exports = {item["name"]: item for item in json.loads((subnets_dir / "exports.json").read_text())}
+    exports = {item["name"]: item for item in read_subnets_summary(subnets_dir)}
     summary_file = supernet.parent / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     holdout = json.loads((supernet / "holdout.json").read_text())

@@ -36,8 +36,8 @@ from nasvit_hf.hub.family import (
     check_family_target,
     check_member_name,
     push_family,
-    write_exports_summary,
     write_family_index,
+    write_subnets_summary,
 )
 from nasvit_hf.hub.subnets import check_subnet_target
 from nasvit_hf.loading import load_supernet, load_supernet_processor
@@ -121,7 +121,7 @@ def main(argv=None) -> list:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     supernet_dir = Path(args.supernet)
     names = [name.lower() for name in args.names]
-    # Validate the names, the prefix, the family index (of this supernet, or none yet), exports.json and the output
+    # Validate the names, the prefix, the family index (of this supernet, or none yet), subnets.json and the output
     # folders before the supernet is loaded.
     resolve_named_archs(names)
     custom_name = check_member_name(args.name, args.prefix) if args.name else None
@@ -203,7 +203,7 @@ def extract(args, names, supernet, supernet_dir: Path, config: SearchConfig, con
                 recalibrate=not args.no_recalibration,
             )
         )
-    write_exports_summary(exported, args.output_dir)  # earlier exports of the folder stay listed
+    write_subnets_summary(exported, args.output_dir)  # the subnets saved earlier into the folder stay listed
     index = write_family_index(
         exported,
         Path(args.output_dir),

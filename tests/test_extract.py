@@ -389,3 +389,24 @@ def test_the_family_index_reads_b_vs_a_records_written_before_the_rename():
     card = render_family_card([old], supernet="s")
     assert card == render_family_card([new], supernet="s")
     assert "| B0 | A0 | 5.00 (4.80-5.30) | 4.00 (3.90-4.20) | 95.00 | 95.50 | no |" in card
+
+
+def test_the_summary_of_saved_subnets_reads_its_earlier_name_and_writes_the_new_one(tmp_path):
+    from nasvit_hf.hub import family
+
+    old = [{"name": "a0", "macs": 1}, {"name": "b0", "macs": 2, "table12": {"a_model": "a0"}}]
+    (tmp_path / "exports.json").write_text(json.dumps(old))  # written by an earlier version
+    assert family.read_subnets_summary(tmp_path) == [old[0], {"name": "b0", "macs": 2, "b_vs_a": {"a_model": "a0"}}]
+    path = family.write_subnets_summary([{"name": "a0", "macs": 3}, {"name": "a1", "macs": 4}], tmp_path)
+    assert path == tmp_path / "subnets.json" and json.loads((tmp_path / "exports.json").read_text()) == old  # kept
+    assert json.loads(path.read_text()) == [
+        {"name": "a0", "macs": 3},
+        {"name": "b0", "macs": 2, "b_vs_a": {"a_model": "a0"}},
+        {"name": "a1", "macs": 4},
+    ]
+    assert [entry["name"] for entry in family.read_subnets_summary(tmp_path)] == ["a0", "b0", "a1"]
+    with pytest.warns(FutureWarning, match="EXPORTS_SUMMARY is renamed SUBNETS_SUMMARY"):
+        assert family.EXPORTS_SUMMARY == "subnets.json"
+    with pytest.warns(FutureWarning, match="write_exports_summary is renamed write_subnets_summary"):
+        family.write_exports_summary([{"name": "a2"}], tmp_path)
+    assert json.loads(path.read_text())[-1] == {"name": "a2"}

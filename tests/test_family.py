@@ -139,7 +139,7 @@ def test_any_arch_exports_and_skipping_recalibration_is_recorded(chain, tmp_path
 def test_push_to_hub_pushes_every_member_then_the_index(chain, tmp_path):
     from nasvit_hf.hub import push_family
 
-    exported = json.loads((chain["exports"] / "exports.json").read_text())
+    exported = json.loads((chain["exports"] / "subnets.json").read_text())
     api = FakeHfApi()
     urls = push_family(exported, chain["exports"] / "nasvit-family", "my-org", private=True, api=api)
     repos = [kwargs["repo_id"] for name, kwargs in api.calls if name == "create_repo"]
@@ -213,7 +213,7 @@ def test_a_second_export_adds_to_the_family_and_records_names_not_paths(chain, t
     _export(chain, exports, "--arch_file", str(arch_file), "--name", "mine")
     family = json.loads((exports / "nasvit-family" / "family.json").read_text())
     assert sorted(family["members"]) == ["a0", "a1", "b0", "mine"]  # the first export's members stay
-    assert sorted(e["name"] for e in json.loads((exports / "exports.json").read_text())) == ["a0", "a1", "b0", "mine"]
+    assert sorted(e["name"] for e in json.loads((exports / "subnets.json").read_text())) == ["a0", "a1", "b0", "mine"]
     card = (exports / "nasvit-family" / "README.md").read_text()
     assert "| MINE |" in card and "| A0 |" in card and "arch given in arch.json" in card
     from nasvit_hf.hub.push import find_local_paths
@@ -228,7 +228,8 @@ def test_a_second_export_adds_to_the_family_and_records_names_not_paths(chain, t
         ("reserved", "is reserved"),
         ("foreign_index", "is not a family index of this tool"),
         ("damaged_index", "is not a family index"),
-        ("foreign_summary", "is not an export summary of this tool"),
+        ("foreign_summary", "is not a summary of the subnets this tool saved"),
+        ("foreign_legacy_summary", "exports.json is not a summary of the subnets this tool saved"),
         ("other_supernet", "indexes the exports of another supernet"),
     ],
 )
@@ -242,6 +243,9 @@ def test_the_family_index_is_never_overwritten_or_mixed(chain, tmp_path, setup, 
     elif setup == "damaged_index":
         (index / "family.json").write_text('{"members": {"a0": {"macs": "many"}}}')
     elif setup == "foreign_summary":
+        (index / "family.json").write_text('{"members": {}}')
+        (exports / "subnets.json").write_text('{"mine": 1}')
+    elif setup == "foreign_legacy_summary":
         (index / "family.json").write_text('{"members": {}}')
         (exports / "exports.json").write_text('{"mine": 1}')
     elif setup == "other_supernet":

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +24,28 @@ from .model_card import latency_cell, runtime_words
 from .push import push_folder_to_hub, strip_local_paths
 
 __all__ = [
-    "EXPORTS_SUMMARY",
     "FAMILY_FILE",
     "FAMILY_SUFFIX",
+    "LEGACY_SUBNETS_SUMMARIES",
     "RESERVED_NAMES",
+    "SUBNETS_SUMMARY",
     "check_family_target",
     "check_member_name",
     "family_folder",
     "push_family",
     "read_family_index",
+    "read_subnets_summary",
     "render_family_card",
-    "write_exports_summary",
     "write_family_index",
+    "write_subnets_summary",
 ]
 
 logger = logging.getLogger(__name__)
 
 FAMILY_SUFFIX = "family"
 FAMILY_FILE = "family.json"  # the index's record; a <prefix>family folder without it is not the export's
-EXPORTS_SUMMARY = "exports.json"  # beside the exports: one record per exported subnet
+SUBNETS_SUMMARY = "subnets.json"  # beside the saved subnets: one record per subnet saved into the folder
+LEGACY_SUBNETS_SUMMARIES = ("exports.json",)  # its earlier name: still read (and left in place), never written
 RESERVED_NAMES = (FAMILY_SUFFIX,)  # names no subnet may take: <prefix>family is the index's folder
 _MEMBER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*|")  # a folder-name prefix: nothing that leaves --output_dir
@@ -207,7 +211,7 @@ def check_family_target(
             f"fingerprint {recorded}): a family holds the subnets of one supernet. Export into another --output_dir "
             "(or --prefix)."
         )
-    _read_exports_summary(output_dir)
+    read_subnets_summary(output_dir)
     return family
 
 
@@ -263,32 +267,55 @@ def write_family_index(
     return folder
 
 
-def _read_exports_summary(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    path = Path(output_dir) / EXPORTS_SUMMARY
-    if not path.exists():
-        return []
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        summary = None
-    if not isinstance(summary, list) or not all(
-        isinstance(e, dict) and isinstance(e.get("name"), str) for e in summary
-    ):
-        raise OwnershipError(
-            f"{path} is not an export summary of this tool (a JSON list of exports with their names): the export "
-            "would replace it. Move it away, or export into another --output_dir."
-        )
-    return summary
+def read_subnets_summary(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of `<output_dir>/subnets.json` (one per saved subnet; `[]` when there is none), after those of
+    `exports.json`, its earlier name, where an earlier version wrote one (a name in both: the newer record). A file of
+    that name that is not such a summary is an `OwnershipError`: the next extraction would replace it."""
+    records: dict[str, dict[str, Any]] = {}
+    for name in (*LEGACY_SUBNETS_SUMMARIES, SUBNETS_SUMMARY):
+        path = Path(output_dir) / name
+        if not path.exists():
+            continue
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            summary = None
+        if not isinstance(summary, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) for e in summary
+        ):
+            raise OwnershipError(
+                f"{path} is not a summary of the subnets this tool saved (a JSON list of records with their names): "
+                "the extraction would replace it. Move it away, or extract into another --output_dir."
+            )
+        records.update({entry["name"]: _member(entry) for entry in summary})
+    return list(records.values())
+
+
+def write_subnets_summary(saved: list, output_dir: str | os.PathLike) -> Path:
+    """`<output_dir>/subnets.json`: one record per subnet saved into the folder (`SavedSubnet`s or their dicts),
+    earlier ones kept (saving a name again replaces its record)."""
+    records = {entry["name"]: entry for entry in read_subnets_summary(output_dir)}
+    records.update({m["name"]: m for m in (_member(m) for m in saved)})
+    path = Path(output_dir) / SUBNETS_SUMMARY
+    atomic_write_json(path, list(records.values()))
+    return path
 
 
 def write_exports_summary(exported: list, output_dir: str | os.PathLike) -> Path:
-    """`<output_dir>/exports.json`: one record per export of the folder, earlier exports kept (a new export of the
-    same name replaces its record)."""
-    records = {entry["name"]: entry for entry in _read_exports_summary(output_dir)}
-    records.update({m["name"]: m for m in (_member(m) for m in exported)})
-    path = Path(output_dir) / EXPORTS_SUMMARY
-    atomic_write_json(path, list(records.values()))
-    return path
+    """Deprecated name of `write_subnets_summary` (which writes subnets.json, not exports.json)."""
+    warnings.warn(
+        "write_exports_summary is renamed write_subnets_summary (it writes subnets.json); call that.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return write_subnets_summary(exported, output_dir)
+
+
+def __getattr__(name: str):
+    if name == "EXPORTS_SUMMARY":  # the old name, with a FutureWarning
+        warnings.warn("EXPORTS_SUMMARY is renamed SUBNETS_SUMMARY; import that.", FutureWarning, stacklevel=2)
+        return SUBNETS_SUMMARY
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def push_family(
