@@ -1,5 +1,5 @@
 """BatchNorm recalibration: running statistics shared by all subnets are wrong for any single subnet, so before a
-subnet is evaluated or exported its statistics are reset and re-estimated on training images (the reference: 64
+subnet is evaluated or extracted its statistics are reset and re-estimated on training images (the reference: 64
 batches, cumulative average, model in train mode, no gradients)."""
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def calibrate_batchnorm(model: nn.Module, dataloader: Iterable, num_batches: int
 @contextlib.contextmanager
 def preserved_batchnorm_statistics(model: nn.Module):
     """Restore every BatchNorm's running statistics on exit: recalibrating a subnet to evaluate it (during training,
-    in search or export) leaves the supernet's statistics as they were."""
+    in search or extraction) leaves the supernet's statistics as they were."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [
         (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())

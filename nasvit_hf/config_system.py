@@ -1,4 +1,4 @@
-"""The one configuration system of every recipe (train, train_segmentation, search, export, deploy, convert).
+"""The one configuration system of every recipe (train, train_segmentation, search, extract, deploy, convert).
 
 A recipe's settings are dataclasses that inherit `ConfigMixin`:
 

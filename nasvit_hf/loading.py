@@ -1,4 +1,4 @@
-"""Loading NASViT checkpoints for the package's own tools (search, export, deployment, training from a folder): the
+"""Loading NASViT checkpoints for the package's own tools (search, extraction, deployment, training from a folder): the
 one home of loading.
 
 `read_nasvit_config` reads the config of a folder (or Hub id) that should hold a NASViT model and refuses anything
@@ -7,12 +7,12 @@ a JSON object, or one of another model type (transformers would only log a warni
 it).
 
 `from_pretrained` initialises missing weights at random and skips unexpected ones with only a log line: right for
-fine-tuning a checkpoint on another task, wrong when a tool is about to rank, export or deploy exactly the weights in
+fine-tuning a checkpoint on another task, wrong when a tool is about to rank, extract or deploy exactly the weights in
 the folder. `load_pretrained_strict` loads with transformers' `output_loading_info` and refuses any checkpoint whose
 weights do not match the model its config describes, naming the first few keys of each kind.
 
 `load_nasvit_model` puts the two together for a saved NASViT model of any class (the one its config.json names);
-`load_supernet` is the same for a supernet folder that search, export and the training tools rank subnets of, and
+`load_supernet` is the same for a supernet folder that search, extraction and the training tools rank subnets of, and
 `load_supernet_processor` reads the image processor saved beside it.
 """
 
@@ -165,7 +165,7 @@ def load_supernet(path: str | Path, device: str = "cpu") -> NASViTForImageClassi
 
 def load_supernet_processor(path: str | Path) -> NASViTImageProcessor | None:
     """The image processor saved with a supernet (its evaluation protocol: search and extraction evaluate through it, and
-    exported subnets carry it moved to their resolution), or None when the folder has none."""
+    extracted subnets carry it moved to their resolution), or None when the folder has none."""
     if not (Path(path) / "preprocessor_config.json").is_file():
         return None
     return NASViTImageProcessor.from_pretrained(path)

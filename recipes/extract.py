@@ -150,7 +150,7 @@ def main(argv=None) -> list:
 def extract(args, names, supernet, supernet_dir: Path, config: SearchConfig, config_path: Path, custom=None) -> list:
     extra = [custom] if custom is not None else []
     named = resolve_named_archs(names, supernet.config) + extra
-    processor = load_supernet_processor(supernet_dir)  # the supernet's evaluation protocol, carried by the exports
+    processor = load_supernet_processor(supernet_dir)  # the supernet's evaluation protocol, carried by the subnets
     to_search = [entry.name for entry in named if entry.arch is None]
     data = None
     if to_search:
@@ -185,11 +185,11 @@ def extract(args, names, supernet, supernet_dir: Path, config: SearchConfig, con
             "the source weights' license is unknown: pass --license (the reference checkpoint's is "
             "cc-by-nc-4.0); the model cards say it is not stated"
         )
-    exported = []
+    saved = []
     for entry in named:
         folder = Path(args.output_dir) / f"{args.prefix}{entry.name}"
         repo_id = f"{args.hub_org}/{folder.name}" if args.hub_org else None
-        exported.append(
+        saved.append(
             save_subnet(
                 supernet,
                 entry,
@@ -203,9 +203,9 @@ def extract(args, names, supernet, supernet_dir: Path, config: SearchConfig, con
                 recalibrate=not args.no_recalibration,
             )
         )
-    write_subnets_summary(exported, args.output_dir)  # the subnets saved earlier into the folder stay listed
+    write_subnets_summary(saved, args.output_dir)  # the subnets saved earlier into the folder stay listed
     index = write_family_index(
-        exported,
+        saved,
         Path(args.output_dir),
         supernet=supernet_dir.resolve().name,
         hub_org=args.hub_org,
@@ -214,7 +214,7 @@ def extract(args, names, supernet, supernet_dir: Path, config: SearchConfig, con
     )
     if args.push_to_hub:  # every member, then the index that links them
         push_family(
-            exported,
+            saved,
             index,
             args.hub_org,
             prefix=args.prefix,
@@ -222,12 +222,12 @@ def extract(args, names, supernet, supernet_dir: Path, config: SearchConfig, con
             private=True if args.hub_private else None,
         )
     print(f"{'name':<12}{'MACs (M)':>10}{'params (M)':>12}{'latency (ms)':>14}{'top-1 (%)':>11}  folder")
-    for item in exported:
+    for item in saved:
         print(
             f"{item.name:<12}{item.macs / 1e6:>10.2f}{item.params / 1e6:>12.3f}{item.latency_ms:>14.2f}"
             f"{item.accuracy:>11.2f}  {item.path}"
         )
-    return exported
+    return saved
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def test_export_cli_pushes_through_hf_api(export_dir, toy_supernet_dir, search_d
         ("create_repo", "my-org/nasvit-a0"),
         ("repo_info", "my-org/nasvit-a0"),
         ("upload_folder", "my-org/nasvit-a0"),
-        ("create_repo", "my-org/nasvit-family"),  # then the family index linking the exported subnets
+        ("create_repo", "my-org/nasvit-family"),  # then the family index linking the saved subnets
         ("repo_info", "my-org/nasvit-family"),
         ("upload_folder", "my-org/nasvit-family"),
     ]

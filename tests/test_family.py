@@ -230,7 +230,7 @@ def test_a_second_export_adds_to_the_family_and_records_names_not_paths(chain, t
         ("damaged_index", "is not a family index"),
         ("foreign_summary", "is not a summary of the subnets this tool saved"),
         ("foreign_legacy_summary", "exports.json is not a summary of the subnets this tool saved"),
-        ("other_supernet", "indexes the exports of another supernet"),
+        ("other_supernet", "indexes the subnets of another supernet"),
     ],
 )
 def test_the_family_index_is_never_overwritten_or_mixed(chain, tmp_path, setup, phrase):

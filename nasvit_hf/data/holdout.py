@@ -121,7 +121,7 @@ class HoldoutSplit:
         if len(dataset) != self.source.get("num_rows"):
             raise ValueError(
                 f"{where} was carved from {self.source.get('num_rows')} training rows, the data given has "
-                f"{len(dataset)}: point search/export at the data the supernet was trained on."
+                f"{len(dataset)}: point search and extraction at the data the supernet was trained on."
             )
         labels = [int(v) for v in dataset.select(self.indices)[self.label_column]] if self.indices else []
         if labels != list(self.labels):

@@ -1,8 +1,8 @@
-"""The family index: one card (README.md + family.json) that lists the exported subnets of one supernet, links
+"""The family index: one card (README.md + family.json) that lists the extracted subnets of one supernet, links
 them, and puts each B-model next to its A-model (the paper's Table 12); and pushing the family to the Hub (every
 member's folder, then the index repo).
 
-`recipes/extract.py` writes the index to `<output_dir>/<prefix>family/` after exporting, and with `--push_to_hub`
+`recipes/extract.py` writes the index to `<output_dir>/<prefix>family/` after saving the subnets, and with `--push_to_hub`
 pushes the members to `<hub_org>/<prefix><name>` and the index to `<hub_org>/<prefix>family`.
 """
 
@@ -43,7 +43,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FAMILY_SUFFIX = "family"
-FAMILY_FILE = "family.json"  # the index's record; a <prefix>family folder without it is not the export's
+FAMILY_FILE = "family.json"  # the index's record; a <prefix>family folder without it is not the extraction's
 SUBNETS_SUMMARY = "subnets.json"  # beside the saved subnets: one record per subnet saved into the folder
 LEGACY_SUBNETS_SUMMARIES = ("exports.json",)  # its earlier name: still read (and left in place), never written
 RESERVED_NAMES = (FAMILY_SUFFIX,)  # names no subnet may take: <prefix>family is the index's folder
@@ -70,7 +70,7 @@ def render_family_card(members: list, *, supernet: str, hub_org: str | None = No
     link), the B-vs-A comparison, and what the numbers were measured on."""
     members = sorted((_member(m) for m in members), key=lambda m: _sort_key(m["name"]))
     if not members:
-        raise ValueError("a family index needs at least one exported subnet.")
+        raise ValueError("a family index needs at least one extracted subnet.")
     metadata = {
         "library_name": "transformers",
         "pipeline_tag": "image-classification",
@@ -121,10 +121,10 @@ def render_family_card(members: list, *, supernet: str, hub_org: str | None = No
 
 # NASViT family of `{supernet}`
 
-{len(members)} subnets of one weight-sharing NASViT supernet (Gong et al., ICLR 2022), each exported by
+{len(members)} subnets of one weight-sharing NASViT supernet (Gong et al., ICLR 2022), each extracted by
 `nasvit_hf`'s `recipes/extract.py` as a standalone `transformers` checkpoint with its own model card. Top-1 is
 measured on the split held out of the supernet's training (see each card for the images and the BN calibration);
-latency is batch 1 on the exporting machine.
+latency is batch 1 on the extracting machine.
 
 {chr(10).join(rows)}
 {comparison}
@@ -150,7 +150,7 @@ def family_folder(output_dir: str | os.PathLike, prefix: str = "nasvit-") -> Pat
 
 
 def check_member_name(name: str, prefix: str = "nasvit-") -> str:
-    """`name` (lower-cased) if it can name an exported subnet: a folder name that is not the family index's own
+    """`name` (lower-cased) if it can name an extracted subnet: a folder name that is not the family index's own
     (`family`, `RESERVED_NAMES`); a ValueError says why not."""
     cleaned = str(name).strip().lower()
     if not _MEMBER_NAME.match(cleaned):
@@ -160,7 +160,7 @@ def check_member_name(name: str, prefix: str = "nasvit-") -> str:
         )
     if cleaned in RESERVED_NAMES:
         raise ValueError(
-            f"subnet name {name!r} is reserved: {prefix}{cleaned}/ holds the family index of the exports. Choose "
+            f"subnet name {name!r} is reserved: {prefix}{cleaned}/ holds the family index of the subnets. Choose "
             "another --name."
         )
     return cleaned
@@ -168,16 +168,16 @@ def check_member_name(name: str, prefix: str = "nasvit-") -> str:
 
 def read_family_index(output_dir: str | os.PathLike, prefix: str = "nasvit-") -> dict[str, Any] | None:
     """The checked `family.json` of the index in `output_dir`, or None when there is no index yet. A folder of that
-    name that the export did not write (no family.json), or a family.json that is not an index, is an error: the
-    export would otherwise replace it or drop its members."""
+    name that the extraction did not write (no family.json), or a family.json that is not an index, is an error: the
+    extraction would otherwise replace it or drop its members."""
     folder = family_folder(output_dir, prefix)
     if not folder.exists() and not folder.is_symlink():
         return None
     path = folder / FAMILY_FILE
     if not folder.is_dir() or folder.is_symlink() or not path.is_file():
         raise OwnershipError(
-            f"{folder} exists and is not a family index of this tool (no {FAMILY_FILE} inside): the export writes its "
-            "index there. Move it away, or export with another --output_dir or --prefix."
+            f"{folder} exists and is not a family index of this tool (no {FAMILY_FILE} inside): the extraction writes its "
+            "index there. Move it away, or extract with another --output_dir or --prefix."
         )
     try:
         family = json.loads(path.read_text(encoding="utf-8"))
@@ -201,14 +201,14 @@ def read_family_index(output_dir: str | os.PathLike, prefix: str = "nasvit-") ->
 def check_family_target(
     output_dir: str | os.PathLike, prefix: str = "nasvit-", supernet_id: str | None = None
 ) -> dict[str, Any] | None:
-    """Before an export into `output_dir`: the existing family index (None: none yet), refused when it is not an
+    """Before an extraction into `output_dir`: the existing family index (None: none yet), refused when it is not an
     index of this tool or belongs to another supernet (`supernet_id`: `nasvit_hf.search.supernet_fingerprint`)."""
     family = read_family_index(output_dir, prefix)
     recorded = (family or {}).get("supernet_fingerprint")
     if family is not None and supernet_id is not None and recorded is not None and recorded != supernet_id:
         raise ValueError(
-            f"{family_folder(output_dir, prefix)} indexes the exports of another supernet ({family.get('supernet')!r}, "
-            f"fingerprint {recorded}): a family holds the subnets of one supernet. Export into another --output_dir "
+            f"{family_folder(output_dir, prefix)} indexes the subnets of another supernet ({family.get('supernet')!r}, "
+            f"fingerprint {recorded}): a family holds the subnets of one supernet. Extract into another --output_dir "
             "(or --prefix)."
         )
     read_subnets_summary(output_dir)
@@ -226,9 +226,9 @@ def write_family_index(
 ) -> Path:
     """Write `<output_dir>/<prefix>family/` (README.md, family.json) and return the folder.
 
-    The index lists every export of the folder: the members of an earlier index whose folders are still there are
-    kept (a new export of the same name replaces its entry), so a second export adds to the family. An index of
-    another supernet, or a folder of that name the export did not write, is refused (`check_family_target`)."""
+    The index lists every subnet saved into the folder: the members of an earlier index whose folders are still there
+    are kept (saving a name again replaces its entry), so a second extraction adds to the family. An index of
+    another supernet, or a folder of that name the extraction did not write, is refused (`check_family_target`)."""
     from .subnets import is_saved_subnet
 
     supernet = strip_local_paths(supernet)  # the index is pushed: names, not local paths
@@ -350,7 +350,7 @@ def push_family(
         private=private,
         api=api,
         require_config=False,
-        commit_message=f"Upload the family index of {len(urls)} NASViT subnets (nasvit_hf export)",
+        commit_message=f"Upload the family index of {len(urls)} NASViT subnets (nasvit_hf extract)",
     )
     logger.info("pushed %d subnets and the family index to %s", len(urls) - 1, hub_org)
     return urls

@@ -1,4 +1,4 @@
-"""Model cards (README.md) of exported NASViT subnets, from Jinja templates through `huggingface_hub.ModelCard`.
+"""Model cards (README.md) of extracted NASViT subnets, from Jinja templates through `huggingface_hub.ModelCard`.
 
 The templates live in `nasvit_hf/hub/templates/`: `subnet_card.md` is the whole card (rendered with
 `ModelCard.from_template`, its Hub metadata from `ModelCardData`), `deployment_section.md` the section on ONNX /
@@ -48,7 +48,7 @@ CITATION = """@inproceedings{gong2022nasvit,
 _LICENSE_NOTES = {
     "cc-by-nc-4.0": "The weights derive from the reference NASViT checkpoint (facebookresearch/NASViT), released "
     "under CC-BY-NC 4.0: non-commercial use only, with attribution.",
-    "unknown": "The license of the source supernet's weights was not stated (set `--license` when exporting).",
+    "unknown": "The license of the source supernet's weights was not stated (set `--license` when extracting).",
 }
 
 
@@ -237,7 +237,7 @@ def model_card_section(
 
 
 def build_model_card(card: SubnetCard) -> ModelCard:
-    """The model card of an exported subnet as a `huggingface_hub.ModelCard`: Hub metadata (`ModelCardData`), what
+    """The model card of an extracted subnet as a `huggingface_hub.ModelCard`: Hub metadata (`ModelCardData`), what
     it is, summary, arch, BN calibration, provenance, usage, deployment, limits, license and citation."""
     card_data = ModelCardData(
         license=card.license if card.license != "unknown" else "other",
@@ -283,5 +283,5 @@ def build_model_card(card: SubnetCard) -> ModelCard:
 
 
 def render_model_card(card: SubnetCard) -> str:
-    """The README.md of an exported subnet (`build_model_card` as markdown)."""
+    """The README.md of an extracted subnet (`build_model_card` as markdown)."""
     return str(build_model_card(card)).strip() + "\n"

@@ -1,4 +1,4 @@
-"""Pushing exported folders to the Hugging Face Hub (`huggingface_hub.HfApi`: create the repo, upload the folder).
+"""Pushing saved model folders to the Hugging Face Hub (`huggingface_hub.HfApi`: create the repo, upload the folder).
 
 Safe by default:
 - `private=None` (the default) creates the repo with the account's or organisation's default visibility; nothing
@@ -32,7 +32,7 @@ def _local_paths_in(text: str) -> list[str]:
 
 def strip_local_paths(text: str) -> str:
     """`text` with every absolute local path replaced by its last component (`imagefolder:/data/in1k` ->
-    `imagefolder:in1k`): what exported files may say about where things lived on the exporting machine."""
+    `imagefolder:in1k`): what saved files may say about where things lived on the machine that wrote them."""
     for path in sorted(set(_local_paths_in(text)), key=len, reverse=True):
         text = text.replace(path, Path(path.replace("\\", "/").rstrip("/")).name or path)
     return text
@@ -102,6 +102,6 @@ def push_folder_to_hub(
         repo_id=repo_id,
         repo_type="model",
         folder_path=str(folder),
-        commit_message=commit_message or f"Upload {folder.name} (nasvit_hf export)",
+        commit_message=commit_message or f"Upload {folder.name} (nasvit_hf extract)",
     )
     return getattr(commit, "commit_url", None) or str(commit)

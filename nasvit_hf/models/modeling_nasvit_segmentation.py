@@ -226,7 +226,7 @@ class NASViTDecodeHead(nn.Module):
 class NASViTForSemanticSegmentation(NASViTSupernetMixin, NASViTPreTrainedModel):
     """NASViT backbone + Segformer all-MLP decode head (paper, Section 4.2).
 
-    Build it from an exported classification subnet, keeping its backbone weights (the MBPool head and classifier
+    Build it from an extracted classification subnet, keeping its backbone weights (the MBPool head and classifier
     are dropped; the decode head starts fresh):
 
     ```python

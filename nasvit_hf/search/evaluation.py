@@ -3,7 +3,7 @@ that training never saw (paper, Appendix C.1: 5 images per class of the ImageNet
 `search` split by default).
 
 Images are preprocessed once per resolution with the supernet's own image processor moved to that resolution
-(`processor.at_resolution(r)`: the evaluation protocol the exported subnets will carry, e.g. the reference's
+(`processor.at_resolution(r)`: the evaluation protocol the extracted subnets will carry, e.g. the reference's
 resize 256 → crop 224 → resize to r), or `NASViTImageProcessor.for_resolution(r)` without one, and kept as tensors for
 the resolution in use, so ranking many subnets costs only their forward passes (evaluate candidates grouped by
 resolution). Supernet BN statistics are restored after each candidate, so evaluation never changes the supernet.
@@ -376,7 +376,7 @@ def resolve_evaluation_data(
 def _resolve_evaluation_split(
     data: DataConfig, supernet_dir: str | Path, explicit: set[str] | None = None
 ) -> DataConfig:
-    """The data search/export use for a supernet: its held-out split when it was trained with `holdout_per_class`
+    """The data search and extraction use for a supernet: its held-out split when it was trained with `holdout_per_class`
     (found beside it: `nasvit_hf.data.find_holdout`), else `data` as configured, checked against the training
     record (`training_config.json`) so that subnets are never ranked on images the supernet was trained on.
 

@@ -131,7 +131,7 @@ class ClassificationData:
     """The loaders of a run. `train_dataset.set_epoch` and `sampler_generator.manual_seed(seed + epoch)` make each
     epoch's order and augmentation depend only on (seed, epoch), so a resumed run sees the same images.
     `eval_processor` is the run's evaluation protocol; `eval_loaders(resolution)` gives the (calibration,
-    validation) loaders preprocessed by it at an arch's resolution: the tensors the exported subnet's processor gives.
+    validation) loaders preprocessed by it at an arch's resolution: the tensors the extracted subnet's processor gives.
     `mixing` maps (pixel values, labels) to the largest subnet's targets (mixup/cutmix, label smoothing) or is None."""
 
     label_names: list[str]

@@ -34,7 +34,7 @@ class TrainingRunConfig(ConfigMixin):
 
     # ---- model
     model_name_or_path: str | None = None  # start from a saved model instead of random weights (classification: a
-    # supernet; segmentation: an exported classification subnet, or a segmentation model)
+    # supernet; segmentation: an extracted classification subnet, or a segmentation model)
     search_space: Any = "tiny"  # without model_name_or_path: a preset name ("tiny", "reference", "paper",
     # "tiny-paper") or a search-space dict
     drop_path_rate: float = 0.0

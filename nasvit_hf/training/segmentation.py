@@ -333,7 +333,7 @@ def _resolve_arch(config: NASViTConfig, arch: Any) -> dict[str, Any]:
 def build_segmentation_model(
     config: SegmentationTrainingConfig, id2label: dict[int, str]
 ) -> NASViTForSemanticSegmentation:
-    """From `model_name_or_path` (an exported classification subnet keeps its backbone weights; the decode head is
+    """From `model_name_or_path` (an extracted classification subnet keeps its backbone weights; the decode head is
     new) or, without one, a randomly initialised subnet `arch` of `search_space`."""
     label2id = {name: index for index, name in id2label.items()}
     settings = {
@@ -361,7 +361,7 @@ def build_segmentation_model(
 def segmentation_model_from_folder(path: str, settings: dict[str, Any]) -> NASViTForSemanticSegmentation:
     """`NASViTForSemanticSegmentation` from a saved NASViT folder with `settings` (labels, windows, head) applied.
 
-    From an exported classification subnet the backbone keeps its weights, the classification head is dropped and the
+    From an extracted classification subnet the backbone keeps its weights, the classification head is dropped and the
     decode head starts from scratch; from a segmentation model with another number of labels the classifier does. Both
     are what fine-tuning expects, so they are said in one log line instead of transformers' label-count warning and
     its table of MISSING weights. Anything else missing or of another shape is a `CheckpointMismatchError`."""
