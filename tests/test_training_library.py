@@ -176,6 +176,23 @@ def test_staging_folder_replaces_only_its_own_folders_and_cleans_up_on_failure(t
     assert (target / "v2").is_file() and not list(tmp_path.glob(".out.tmp-*"))
 
 
+def test_staging_folder_replaces_a_folder_holding_an_earlier_name_of_its_marker(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / ".made_by_me_v1").write_text("{}")
+    with pytest.raises(OwnershipError, match="was not written by this tool"):
+        with staging_folder(old, marker=".made_by_me"):  # without the earlier name it is not ours
+            pass
+    with staging_folder(old, marker=".made_by_me", legacy_markers=(".made_by_me_v1",)) as folder:
+        (folder / "v2").write_text("2")
+    assert sorted(p.name for p in old.iterdir()) == [".made_by_me", "v2"]  # the new marker, not the old one
+    with staging_folder(tmp_path / "plain") as folder:  # no marker: any existing folder is replaced (overwrite=True)
+        (folder / "a").write_text("a")
+    with staging_folder(tmp_path / "plain") as folder:
+        (folder / "b").write_text("b")
+    assert [p.name for p in (tmp_path / "plain").iterdir()] == ["b"]
+
+
 def test_the_summary_of_a_resumed_run_counts_this_sessions_steps(tmp_path):
     from nasvit_hf.training.loop import write_summary
 

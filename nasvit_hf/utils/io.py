@@ -154,8 +154,10 @@ def replace_folder(
     touched)."""
     temporary, target = Path(temporary), Path(target)
     if target.exists() or target.is_symlink():
-        owned = target.is_dir() and not target.is_symlink() and has_marker(target, marker, legacy_markers)
-        if marker is not None and not owned:
+        owned = marker is None or (
+            target.is_dir() and not target.is_symlink() and has_marker(target, marker, legacy_markers)
+        )
+        if not owned:
             raise OwnershipError(
                 f"{target} exists and was not written by this tool (no {marker} marker inside): refusing to replace "
                 "it. Choose another output folder, or move it away yourself."
