@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..search.named import LEGACY_B_VS_A_KEY
+from ..search.named import with_b_vs_a_key
 from ..utils.io import OwnershipError, atomic_write_json, atomic_write_text, staging_folder
 from .model_card import latency_cell, runtime_words
 from .push import push_folder_to_hub, strip_local_paths
@@ -54,10 +54,7 @@ _PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*|")  # a folder-name prefix: 
 def _member(item) -> dict[str, Any]:
     """A member's record (a dict, or a SavedSubnet); a record written before the B-vs-A record was renamed (`table12`)
     reads as `b_vs_a`."""
-    member = item if isinstance(item, dict) else dict(item.__dict__)
-    if LEGACY_B_VS_A_KEY in member:
-        member = {("b_vs_a" if key == LEGACY_B_VS_A_KEY else key): value for key, value in member.items()}
-    return member
+    return with_b_vs_a_key(item if isinstance(item, dict) else dict(item.__dict__))
 
 
 def _sort_key(name: str) -> tuple[int, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .results import SearchResults
 
-__all__ = ["BUDGET_METRICS", "LEGACY_B_VS_A_KEY", "SearchedSubnet", "read_named", "write_named"]
+__all__ = ["BUDGET_METRICS", "LEGACY_B_VS_A_KEY", "SearchedSubnet", "read_named", "with_b_vs_a_key", "write_named"]
 
 BUDGET_METRICS = ("macs", "latency")
 # The budget's own keys besides metric / value / unit (BudgetSpec.to_dict and what the search adds).
@@ -23,6 +23,16 @@ _BUDGET_STRINGS = ("name", "latency_of")
 # The B-vs-A record's keys a model card and the family index read (b_vs_a.choose_b_model writes more).
 _B_VS_A_NUMBERS = ("a_latency_ms", "b_latency_ms")
 LEGACY_B_VS_A_KEY = "table12"  # the record's key in entries written before it was named for what it is
+
+
+def with_b_vs_a_key(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` (a named.json entry, a family or summary member) with the B-vs-A record under `b_vs_a` when it was
+    written under its earlier name, `table12`; a record holding both is a ValueError."""
+    if LEGACY_B_VS_A_KEY not in record:
+        return record
+    if "b_vs_a" in record:
+        raise ValueError(f"both b_vs_a and its old name {LEGACY_B_VS_A_KEY}")
+    return {("b_vs_a" if key == LEGACY_B_VS_A_KEY else key): value for key, value in record.items()}
 
 
 def _number(value: Any, key: str, minimum: float | None = None, maximum: float | None = None) -> float | int:
@@ -81,10 +91,7 @@ class SearchedSubnet:
         supernet's NASViTConfig, whose space the arch must fit). Raises ValueError naming the first wrong key."""
         if not isinstance(entry, dict):
             raise ValueError(f"an entry is a {type(entry).__name__}, not a mapping")
-        if LEGACY_B_VS_A_KEY in entry:  # written before the rename
-            if "b_vs_a" in entry:
-                raise ValueError(f"both b_vs_a and its old name {LEGACY_B_VS_A_KEY}")
-            entry = {("b_vs_a" if key == LEGACY_B_VS_A_KEY else key): value for key, value in entry.items()}
+        entry = with_b_vs_a_key(entry)  # an entry written before the rename
         optional = {"family", "b_vs_a"}
         known = {f.name for f in fields(cls)}
         missing = sorted(known - optional - set(entry))
