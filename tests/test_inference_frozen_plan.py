@@ -55,7 +55,7 @@ def test_frozen_plan_matches_the_modules_on_random_tiny_archs(tiny_config, switc
     generator = torch.Generator().manual_seed(2)
     for arch in [model.config.smallest_arch(), model.config.largest_arch()] + [None] * 3:
         arch = model.set_active_subnet(arch) if arch is not None else model.sample_active_subnet(generator)
-        for batch_size in (3, 1, 3):  # the second 3 reuses the snapshot the first one took
+        for batch_size in (3, 1, 16, 3):  # the second 3 reuses the snapshot the first one took; 16 reorders weights
             pixel_values = torch.randn(batch_size, 3, arch["resolution"], arch["resolution"])
             assert_same_outputs(*plain_and_fast(model, pixel_values, output_hidden_states=True))
         subnet = model.extract_subnet(arch).eval().freeze_inference_plan()
@@ -137,8 +137,10 @@ def test_the_snapshot_is_dropped_by_train_load_move_and_subnet_switch(frozen_tin
 
 def test_a_frozen_model_can_be_copied_and_pickled_and_copies_keep_their_own_weights(frozen_tiny_model):
     arch = frozen_tiny_model.sample_max_subnet()
-    pixel_values = torch.randn(1, 3, arch["resolution"], arch["resolution"])
+    pixel_values = torch.randn(16, 3, arch["resolution"], arch["resolution"])  # large enough for oneDNN's layout
     _, fast = plain_and_fast(frozen_tiny_model, pixel_values)
+    if torch.backends.mkldnn.is_available():
+        assert any(key[1][0] == "onednn" for key in frozen_tiny_model.nasvit._frozen_plan), "no reordered weight"
     for clone in (copy.deepcopy(frozen_tiny_model), pickle.loads(pickle.dumps(frozen_tiny_model))):
         with torch.no_grad():
             torch.testing.assert_close(clone(pixel_values).logits, fast.logits, atol=0, rtol=0)

@@ -52,10 +52,18 @@ __all__ = [
 
 # Below this many tokens·batch rows, MKL's GEMM + a separate swish beats oneDNN's fused linear + swish.
 _FUSED_LINEAR_MIN_ROWS = 1024
+# Up to this many output pixels (batch · height · width), ATen's convolution + a separate swish beats oneDNN's fused
+# convolution + swish (~40 µs fixed cost per call on CPU), for 1×1 (True) and for depthwise / k×k (False) convs
+# (measured per conv of an A1-sized subnet at batch 1 and 16: docs/benchmarks.md).
+_ONEDNN_MIN_PIXELS = {True: 16384, False: 8192}
 
 
 def _mkldnn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _can_reorder_weights() -> bool:
+    return hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
 
 
 def inference_plan_for(model, pixel_values: torch.Tensor, frozen: dict | None = None) -> NASViTInferencePlan | None:
@@ -275,8 +283,8 @@ class NASViTInferencePlan:
             lambda: self._conv_bn_tensors(module, in_channels, out_channels, kernel_size, fold),
         )  # fmt: skip
         if fold:
-            return self._conv(hidden_states, weight, shift, stride, padding, groups, module.activation)
-        hidden_states = self._conv(hidden_states, weight, None, stride, padding, groups, False)
+            return self._conv(hidden_states, weight, shift, stride, padding, groups, module.activation, module)
+        hidden_states = self._conv(hidden_states, weight, None, stride, padding, groups, False, module)
         hidden_states = hidden_states.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
         return F.silu(hidden_states, inplace=True) if module.activation else hidden_states
 
@@ -299,8 +307,27 @@ class NASViTInferencePlan:
             return weight * scale.view(-1, 1, 1, 1), None, shift
         return weight.contiguous(), scale, shift
 
-    def _conv(self, hidden_states, weight, bias, stride: int, padding: int, groups: int, swish: bool):
-        if self.fused_kernels:
+    def _conv(self, hidden_states, weight, bias, stride: int, padding: int, groups: int, swish: bool, module=None):
+        """conv2d (+ swish): oneDNN's fused kernel for large outputs (in a frozen plan with the weight reordered
+        once into oneDNN's layout for this input, keyed on `module`), else ATen's convolution and a separate swish:
+        below `_ONEDNN_MIN_PIXELS` output pixels the fused kernel's fixed cost per call outweighs the swish pass."""
+        batch, _, height, width = hidden_states.shape
+        kernel_size = weight.shape[-1]
+        pixels = (
+            batch
+            * ((height + 2 * padding - kernel_size) // stride + 1)
+            * ((width + 2 * padding - kernel_size) // stride + 1)
+        )
+        pointwise = kernel_size == 1 and groups == 1
+        if self.fused_kernels and pixels > _ONEDNN_MIN_PIXELS[pointwise]:
+            if self.frozen is not None and module is not None and _can_reorder_weights():
+                shape = tuple(hidden_states.shape)
+                weight = self._derived(
+                    module, ("onednn", shape, tuple(weight.shape)),
+                    lambda: torch.ops.mkldnn._reorder_convolution_weight(
+                        weight, [padding, padding], [stride, stride], [1, 1], groups, list(shape)
+                    ),
+                )  # fmt: skip
             return torch.ops.mkldnn._convolution_pointwise(
                 hidden_states, weight, bias, [padding, padding], [stride, stride], [1, 1], groups,
                 "swish" if swish else "none", [], "",
@@ -335,7 +362,7 @@ class NASViTInferencePlan:
             if block.shortcut is None:
                 raise RuntimeError(f"no shortcut conv for {residual.shape[1]} -> {out_channels} channels")
             weight = self._weight(block.shortcut, block.shortcut.weight, out_channels, residual.shape[1])
-            residual = self._conv(residual, weight, None, 1, 0, 1, False)
+            residual = self._conv(residual, weight, None, 1, 0, 1, False, block.shortcut)
         return hidden_states.add_(residual)
 
     @staticmethod
@@ -377,7 +404,7 @@ class NASViTInferencePlan:
         value = value.view(batch, height, width, value_channels).permute(0, 3, 1, 2)
         if not self.channels_last:
             value = value.contiguous()
-        value = self._conv(value, tensors.value_conv, None, 1, 1, value_channels, False)
+        value = self._conv(value, tensors.value_conv, None, 1, 1, value_channels, False, attention.value_conv)
         value = value.permute(0, 2, 3, 1).reshape(batch, length, value_channels)
         if windows is None:
             query = query.view(batch, length, heads, head_dim).transpose(1, 2)
@@ -406,12 +433,8 @@ class NASViTInferencePlan:
             windows = key_mask.shape[1]
             scores = scores.view(-1, windows, heads, length, length).masked_fill_(key_mask, float("-inf"))
         scores = scores.view(count, heads, length, length).softmax(dim=-1).view(count, heads, length * length)
-        if key_mask is not None:
-            scores = torch.baddbmm(post_bias, post_weight.expand(count, heads, heads), scores)
-            return torch.matmul(scores.view(count, heads, length, length), value)
-        # (P + b)·v = P·v + b·Σ_tokens v: the post-map bias on the (N, h, 1, dv) token sum of v, not on the scores.
-        context = torch.matmul(torch.matmul(post_weight, scores).view(count, heads, length, length), value)
-        return context.add_(post_bias.unsqueeze(-1) * value.sum(dim=2, keepdim=True))
+        scores = torch.baddbmm(post_bias, post_weight.expand(count, heads, heads), scores)
+        return torch.matmul(scores.view(count, heads, length, length), value)
 
     def _windowed_attention_core(self, talking, windows: WindowGrid, heads, query, key, value, height, width):
         """Attention inside each window (as the modules' `_windowed_attention`): the (B, L, ·) q, k and conv'd v are

@@ -1033,6 +1033,11 @@ class NASViTInferencePlanMixin:
         self._drop_frozen_weights()
         return super()._load_from_state_dict(*args, **kwargs)
 
+    def __getstate__(self):
+        # A copy or a pickle stays frozen but takes no snapshot along (oneDNN's reordered weights cannot be copied).
+        state = super().__getstate__()
+        return dict(state, _frozen_plan={}) if state.get("_frozen_plan") else state
+
 
 class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
     """The NASViT backbone: stem conv → seven stages → MBPool head (pooled features).
