@@ -52,9 +52,9 @@ __all__ = [
 
 # Below this many tokens·batch rows, MKL's GEMM + a separate swish beats oneDNN's fused linear + swish.
 _FUSED_LINEAR_MIN_ROWS = 1024
-# Up to this many output pixels (batch · height · width), ATen's convolution + a separate swish beats oneDNN's fused
-# convolution + swish (~40 µs fixed cost per call on CPU), for 1×1 (True) and for depthwise / k×k (False) convs
-# (measured per conv of an A1-sized subnet at batch 1 and 16: docs/benchmarks.md).
+# Up to this many output pixels (batch · height · width), ATen's convolution + a separate swish beat oneDNN's fused
+# convolution + swish (a fixed cost per call that dominates small convs) for 1×1 (True) and for depthwise / k×k
+# (False) convs, in per-conv timings of an A1-sized subnet at batch 1 and 16 (docs/model.md).
 _ONEDNN_MIN_PIXELS = {True: 16384, False: 8192}
 
 
