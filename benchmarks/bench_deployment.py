@@ -12,7 +12,8 @@ Two tables come out of one run:
    LeViT-128S (305 M) from transformers' classes, exported the same way (`torch.onnx.export(dynamo=True)`, dynamic
    batch) and MobileNetV2 quantized the same way (`quantize_onnx`). Eager PyTorch (`model(x)` under
    `torch.inference_mode`, the inference plan) is timed at batch 1 for NASViT and the two peers: issue 14's eager
-   target (NASViT <= 0.8x MobileNetV2 at batch 1). `--modules_sizes` (default a1) also times the graph of the plain
+   target (NASViT <= 0.8x MobileNetV2 at batch 1); `eager-frozen` times NASViT after `freeze_inference_plan()`
+   (the derived weights kept between calls). `--modules_sizes` (default a1) also times the graph of the plain
    modules (`export_onnx(graph="modules")`), to show what the layout brings.
 2. Accuracy matched: the A-models (the paper's ImageNet top-1, Table 6) beside the models transformers ships at
    similar published top-1 (EfficientNet-B0, LeViT-128/192/256, SwiftFormer-XS/S/L1, MobileViT-S), built from their
@@ -58,7 +59,7 @@ from nasvit_hf.presets import NAMED_ARCHS, get_named_arch
 from nasvit_hf.utils.extras import require_extra
 
 PAPER_BUDGETS_MILLIONS = {"a0": 208, "a1": 309, "a2": 421, "a3": 528, "a4": 591, "a5": 757}
-BACKENDS = ["eager", "onnxruntime", "onnxruntime-int8", "onnxruntime-modules", "compile"]
+BACKENDS = ["eager", "eager-frozen", "onnxruntime", "onnxruntime-int8", "onnxruntime-modules", "compile"]
 IMAGENET_CLASSES = 1000
 ARENA_MAX_BATCH = 8  # larger batches run without onnxruntime's memory arena (session()); a call takes >= 100 ms there
 
@@ -127,6 +128,7 @@ class Entry:
     source: str
     files: dict[str, str] = field(default_factory=dict)  # backend -> ONNX file
     eager: torch.nn.Module | None = None
+    frozen: torch.nn.Module | None = None  # NASViT with `freeze_inference_plan()` (the eager-frozen backend)
     compiled: Any = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -192,6 +194,8 @@ def build_nasvit(name: str, args: argparse.Namespace, workdir: str) -> Entry:
     if "onnxruntime-modules" in args.backends and name in args.modules_sizes:
         path = os.path.join(workdir, f"{name}-modules.onnx")
         entry.files["onnxruntime-modules"] = export_onnx(model, path, dynamic_batch=True, graph="modules").path
+    if "eager-frozen" in args.backends:
+        entry.frozen = copy.deepcopy(model).freeze_inference_plan()
     if "compile" in args.backends and name in args.compile_sizes:
         entry.compiled = torch.compile(model)
     return entry
@@ -284,6 +288,8 @@ def callables(entries: list[Entry], threads: int, batch: int, args) -> dict[tupl
             calls[(entry.name, backend)] = lambda s=sess, f=feed: s.run(None, f)
         if entry.eager is not None and batch <= args.eager_max_batch:
             calls[(entry.name, "eager")] = lambda m=entry.eager, x=pixels: m(x).logits
+        if entry.frozen is not None and batch <= args.eager_max_batch:
+            calls[(entry.name, "eager-frozen")] = lambda m=entry.frozen, x=pixels: m(x).logits
         if entry.compiled is not None:
             calls[(entry.name, "compile")] = lambda m=entry.compiled, x=pixels: m(x).logits
     return calls
@@ -445,6 +451,13 @@ def mac_table(entries: list[Entry], results: dict) -> str:
                 f"{_fmt(fp32)} | {_ratio(fp32, mobilenet)} | {_ratio(fp32, levit)} | {_fmt(int8)} | "
                 f"{_ratio(fp32, int8)} | {_fmt(eager)} | {_ratio(eager, mobilenet_eager)} |"
             )
+            frozen = _ms(timings, entry.name, "eager-frozen")
+            if frozen is not None:
+                lines.append(
+                    f"| {result['threads']}, {result['batch']} | {label}, `freeze_inference_plan()` | "
+                    f"{entry.macs:.0f}, {entry.resolution} | | | | | | {_fmt(frozen)} | "
+                    f"{_ratio(frozen, mobilenet_eager)} |"
+                )
             modules = _ms(timings, entry.name, "onnxruntime-modules")
             if modules is not None:
                 lines.append(
@@ -531,7 +544,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="a0,a1,a2,a3,a4,a5", help="Comma-separated A-sizes (a0..a5).")
     parser.add_argument("--batch_sizes", default="1,32")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="Thread counts, each timed in turn.")
-    parser.add_argument("--backends", default="eager,onnxruntime,onnxruntime-int8,onnxruntime-modules",
+    parser.add_argument("--backends", default="eager,eager-frozen,onnxruntime,onnxruntime-int8,onnxruntime-modules",
                         help=f"Comma-separated subset of {BACKENDS}.")  # fmt: skip
     parser.add_argument("--peers", default=",".join(MAC_PEERS), help=f"MAC-matched peers: subset of {MAC_PEERS}.")
     parser.add_argument(
@@ -662,7 +675,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     output = {
         "results": results,
         "models": [
-            {key: value for key, value in vars(entry).items() if key not in ("eager", "compiled", "files")}
+            {key: value for key, value in vars(entry).items() if key not in ("eager", "frozen", "compiled", "files")}
             | {"info": {k: v for k, v in entry.info.items() if not k.startswith("_")}}
             for entry in entries
         ],

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.inference_nasvit import fold_batchnorm, talking_heads_pre_bias
+from ..models.inference_nasvit import fold_batchnorm, norm_then_linear, output_linear, talking_heads_pre_bias
 from ..models.modeling_nasvit import NASViTForImageClassification, NASViTModel, NASViTPreTrainedModel
 from ..models.search_space_nasvit import centre_crop_kernel, make_divisible
 
@@ -138,25 +138,6 @@ class _GraphMBConv(nn.Module):
         return self.projection(hidden_states, residual)
 
 
-def _norm_then_linear(norm, linear, channels: int, out_features: int, scale=None):
-    """Weight and bias of linear(norm_affine(x)) as one linear on the affine-free normalised x, times `scale`."""
-    weight, bias = linear.weight[:out_features, :channels], linear.bias[:out_features]
-    gain, shift = norm.weight[:channels], norm.bias[:channels]
-    bias = bias + weight @ shift
-    weight = weight * gain
-    if scale is not None:
-        weight, bias = weight * scale.view(-1, 1), bias * scale
-    return weight, bias
-
-
-def _output_linear(linear, in_features: int, channels: int, scale):
-    """Weight and bias of linear(x) · scale (a layer-scale vector, or 1.0)."""
-    weight, bias = linear.weight[:channels, :in_features], linear.bias[:channels]
-    if isinstance(scale, torch.Tensor):
-        return weight * scale.view(-1, 1), bias * scale
-    return weight, bias
-
-
 class _GraphAttention(nn.Module):
     """(q, k, v) maps of one layer -> the (B, h, dv, L) context: scores, talking heads, softmax (its own module so
     that int8 quantization can keep it in float: `nasvit_hf.deploy.quantize.FLOAT_MODULES`)."""
@@ -204,20 +185,20 @@ class _GraphTransformerLayer(nn.Module):
         scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
         norm = layer.norm1
         query_scale = torch.full_like(norm.weight[:channels], attention.head_dim**-0.5)
-        query = _norm_then_linear(norm, attention.q, channels, channels, query_scale)
-        key = _norm_then_linear(norm, attention.k, channels, channels)
-        value = _norm_then_linear(norm, attention.v, channels, value_channels)
+        query = norm_then_linear(norm, attention.q, channels, channels, query_scale)
+        key = norm_then_linear(norm, attention.k, channels, channels)
+        value = norm_then_linear(norm, attention.v, channels, value_channels)
         self.eps = norm.eps
         self.qkv = _GraphConv.linear(torch.cat([query[0], key[0], value[0]]), torch.cat([query[1], key[1], value[1]]))
         value_conv = attention.value_conv.weight[:value_channels]
         self.value_conv = _GraphConv(value_conv, None, 1, 1, value_channels)
         self.attention = _GraphAttention(attention, heads, height, width)
-        self.proj = _GraphConv.linear(*_output_linear(attention.proj, value_channels, channels, scale_attn))
+        self.proj = _GraphConv.linear(*output_linear(attention.proj, value_channels, channels, scale_attn))
         hidden = layer.active_mlp_ratio * channels
         mlp = []
         for mlp_module, mlp_norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2)):
-            fc1 = _GraphConv.linear(*_norm_then_linear(mlp_norm, mlp_module.fc1, channels, hidden))
-            fc2 = _GraphConv.linear(*_output_linear(mlp_module.fc2, hidden, channels, scale_mlp))
+            fc1 = _GraphConv.linear(*norm_then_linear(mlp_norm, mlp_module.fc1, channels, hidden))
+            fc2 = _GraphConv.linear(*output_linear(mlp_module.fc2, hidden, channels, scale_mlp))
             mlp.append(nn.ModuleList([fc1, fc2]))
         self.mlp = nn.ModuleList(mlp)
 

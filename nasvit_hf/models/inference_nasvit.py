@@ -45,21 +45,33 @@ __all__ = [
     "NASViTInferencePlan",
     "fold_batchnorm",
     "inference_plan_for",
+    "norm_then_linear",
+    "output_linear",
     "talking_heads_pre_bias",
 ]
 
 # Below this many tokens·batch rows, MKL's GEMM + a separate swish beats oneDNN's fused linear + swish.
 _FUSED_LINEAR_MIN_ROWS = 1024
+# Up to this many output pixels (batch · height · width), ATen's convolution + a separate swish beat oneDNN's fused
+# convolution + swish (a fixed cost per call that dominates small convs) for 1×1 (True) and for depthwise / k×k
+# (False) convs, in per-conv timings of an A1-sized subnet at batch 1 and 16 (docs/model.md).
+_ONEDNN_MIN_PIXELS = {True: 16384, False: 8192}
 
 
 def _mkldnn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def inference_plan_for(model, pixel_values: torch.Tensor) -> NASViTInferencePlan | None:
+def _can_reorder_weights() -> bool:
+    return hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
+
+
+def inference_plan_for(model, pixel_values: torch.Tensor, frozen: dict | None = None) -> NASViTInferencePlan | None:
     """The plan to run `model` (a `NASViTModel` or `NASViTBackbone`) on `pixel_values` now, or None for the modules'
     own path: training mode, the switch off, a gradient that could flow to a parameter, `torch.compile` /
-    `torch.export` / `torch.jit` tracing, a global forward hook or a dispatch mode (`fast_path_context_allows`)."""
+    `torch.export` / `torch.jit` tracing, a global forward hook or a dispatch mode (`fast_path_context_allows`).
+    `frozen`: the model's store of derived tensors once `freeze_inference_plan()` was called (None: derive them every
+    call)."""
     if not fast_path_context_allows(model) or torch.compiler.is_compiling():
         return None
     if torch.is_grad_enabled() and any(parameter.requires_grad for parameter in model.parameters()):
@@ -71,7 +83,7 @@ def inference_plan_for(model, pixel_values: torch.Tensor) -> NASViTInferencePlan
         and pixel_values.device.type == "cpu"
         and _mkldnn_available()
     )
-    return NASViTInferencePlan(model, fused_kernels=fused, channels_last=True)
+    return NASViTInferencePlan(model, fused_kernels=fused, channels_last=True, frozen=frozen)
 
 
 def _batchnorm_scale_shift(norm, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,50 +154,180 @@ def _runs_as_planned(module) -> bool:
     return True
 
 
+def norm_then_linear(norm, linear, channels: int, out_features: int, scale=None):
+    """Weight and bias of linear(norm_affine(x)) as one linear on the affine-free normalised x, times `scale`."""
+    weight, bias = linear.weight[:out_features, :channels], linear.bias[:out_features]
+    gain, shift = norm.weight[:channels], norm.bias[:channels]
+    bias = bias + weight @ shift
+    weight = weight * gain
+    if scale is not None:
+        weight, bias = weight * scale.view(-1, 1), bias * scale
+    return weight, bias
+
+
+def output_linear(linear, in_features: int, channels: int, scale):
+    """Weight and bias of linear(x) · scale (a layer-scale vector, or 1.0)."""
+    weight, bias = linear.weight[:channels, :in_features], linear.bias[:channels]
+    if isinstance(scale, torch.Tensor):
+        return weight * scale.view(-1, 1), bias * scale
+    return weight, bias
+
+
+class _LayerTensors:
+    """What a transformer layer's plan multiplies with, at one geometry: either views of the modules' tensors
+    (`folded=False`: norms keep their affine, q / k / v are three linears, layer scales apply in the residual adds) or
+    the frozen plan's folded copies (norm affines and layer scales folded into the linears, q / k / v as one)."""
+
+    def __init__(self, layer, channels: int, length: int, heads: int, grid: tuple[int, int], folded: bool):
+        attention = layer.attention
+        head_dim = attention.head_dim
+        value_channels = attention.value_expansion * channels
+        hidden = layer.active_mlp_ratio * channels
+        self.eps, self.split = layer.norm1.eps, (channels, channels, value_channels)
+        self.value_conv = attention.value_conv.weight[:value_channels]
+        pre_bias = talking_heads_pre_bias(attention, heads, *grid).unsqueeze(0)
+        # 1/√d of q·kᵀ folded into the first talking-heads map (it is linear in the scores).
+        pre_weight = attention.talking_heads_pre.weight[:heads, :heads] * head_dim**-0.5
+        post = attention.talking_heads_post
+        self.talking = (pre_weight, pre_bias, post.weight[:heads, :heads], post.bias[:heads].view(1, heads, 1))
+        scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
+        scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
+        mlps = ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2))
+        if folded:
+            qkv = [norm_then_linear(layer.norm1, linear, channels, out) for linear, out in zip(
+                (attention.q, attention.k, attention.v), self.split
+            )]  # fmt: skip
+            self.norm1 = None
+            self.qkv = [(torch.cat([weight for weight, _ in qkv]), torch.cat([bias for _, bias in qkv]))]
+            self.proj = output_linear(attention.proj, value_channels, channels, scale_attn)
+            self.mlps = [
+                (
+                    None,
+                    norm_then_linear(norm, mlp.fc1, channels, hidden),
+                    output_linear(mlp.fc2, hidden, channels, scale_mlp),
+                )
+                for mlp, norm in mlps
+            ]
+            self.scale_attn = self.scale_mlp = 1.0
+            self.value_conv = self.value_conv.contiguous()
+        else:
+            norm = layer.norm1
+            self.norm1 = (norm.weight[:channels], norm.bias[:channels])
+            self.qkv = [
+                (linear.weight[:out, :channels], linear.bias[:out])
+                for linear, out in zip((attention.q, attention.k, attention.v), self.split)
+            ]
+            self.proj = (attention.proj.weight[:channels, :value_channels], attention.proj.bias[:channels])
+            self.mlps = [
+                (
+                    (norm.weight[:channels], norm.bias[:channels]),
+                    (mlp.fc1.weight[:hidden, :channels], mlp.fc1.bias[:hidden]),
+                    (mlp.fc2.weight[:channels, :hidden], mlp.fc2.bias[:channels]),
+                )
+                for mlp, norm in mlps
+            ]
+            self.scale_attn, self.scale_mlp = scale_attn, scale_mlp
+
+
 class NASViTInferencePlan:
     """Runs the active subnet of a `NASViTModel` (or `NASViTBackbone`) from its tensors as they are now (see the
-    module docstring); made per call by `inference_plan_for`, it holds no tensors.
+    module docstring); made per call by `inference_plan_for`, it holds no tensors of its own.
 
     Args:
         model: the `NASViTModel` or `NASViTBackbone` (eval mode).
         fused_kernels: run convolutions (and large linear + swish) through oneDNN's fused kernels (CPU, float32).
         channels_last: keep activations in channels_last memory.
+        frozen: the model's store of derived tensors after `freeze_inference_plan()`: every folded weight is
+            derived once, on first use, and reused until the store is cleared (`train()`, `load_state_dict`, `.to()`,
+            `set_active_subnet`); None: derived from the modules at every call.
     """
 
-    def __init__(self, model, fused_kernels: bool, channels_last: bool):
+    def __init__(self, model, fused_kernels: bool, channels_last: bool, frozen: dict | None = None):
         self.model = model
         self.fused_kernels = fused_kernels
         self.channels_last = channels_last
+        self.frozen = frozen
+
+    def _derived(self, module, key, compute):
+        """`compute()`: at every call, or in a frozen plan once per (module, key)."""
+        if self.frozen is None:
+            return compute()
+        value = self.frozen.get((module, key))  # modules hash by identity (a copy of the model maps to its copies)
+        if value is None:
+            value = self.frozen[(module, key)] = compute()
+        return value
+
+    def _weight(self, module, weight: torch.Tensor, *sizes: int) -> torch.Tensor:
+        """`weight[:sizes[0], :sizes[1], ...]` (a view; a contiguous copy in a frozen plan)."""
+        index = tuple(slice(size) for size in sizes)
+        if self.frozen is None:
+            return weight[index] if weight.shape[: len(sizes)] != sizes else weight
+        return self._derived(module, ("weight", sizes), lambda: weight[index].contiguous())
 
     # ---------------------------------------------------------------------------------------------------------------
     def _conv_bn(self, module, hidden_states: torch.Tensor, out_channels: int, kernel_size: int) -> torch.Tensor:
         """A `NASViTConvBN` at the given active sizes: conv → BN (eval) → swish as one convolution (+ one addcmul
-        where folding the BN into the weight would touch more numbers than applying it to the output)."""
+        where folding the BN into the weight would touch more numbers than applying it to the output: never in a
+        frozen plan, which folds once)."""
         conv, in_channels = module.conv, hidden_states.shape[1]
+        groups = in_channels if conv.depthwise else 1
+        if conv.depthwise:
+            out_channels = in_channels
+        padding, stride = kernel_size // 2, conv.stride
+        outputs = hidden_states.shape[0] * out_channels * hidden_states.shape[2] * hidden_states.shape[3]
+        fold = self.frozen is not None or out_channels * (in_channels // groups) * kernel_size**2 <= outputs // (
+            stride * stride
+        )
+        weight, scale, shift = self._derived(
+            module, ("conv", in_channels, out_channels, kernel_size, fold),
+            lambda: self._conv_bn_tensors(module, in_channels, out_channels, kernel_size, fold),
+        )  # fmt: skip
+        if fold:
+            return self._conv(hidden_states, weight, shift, stride, padding, groups, module.activation, module)
+        hidden_states = self._conv(hidden_states, weight, None, stride, padding, groups, False, module)
+        hidden_states = hidden_states.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
+        return F.silu(hidden_states, inplace=True) if module.activation else hidden_states
+
+    @staticmethod
+    def _conv_bn_tensors(module, in_channels: int, out_channels: int, kernel_size: int, fold: bool):
+        """(weight, scale, shift) of a conv → BN at these sizes: the weight with the BN folded in (`fold`, scale then
+        unused) or as it is."""
+        conv = module.conv
         weight = conv.weight
         if conv.depthwise:
-            groups, out_channels = in_channels, in_channels
             if in_channels != weight.shape[0]:
                 weight = weight[:in_channels]
-        else:
-            groups = 1
-            if weight.shape[:2] != (out_channels, in_channels):
-                weight = weight[:out_channels, :in_channels]
+        elif weight.shape[:2] != (out_channels, in_channels):
+            weight = weight[:out_channels, :in_channels]
         weight = centre_crop_kernel(weight, kernel_size)
         scale, shift = _batchnorm_scale_shift(module.norm, out_channels)
         if conv.bias is not None:
             shift = torch.addcmul(shift, conv.bias[:out_channels], scale)
-        padding, stride = kernel_size // 2, conv.stride
-        outputs = hidden_states.shape[0] * out_channels * hidden_states.shape[2] * hidden_states.shape[3]
-        if weight.numel() <= outputs // (stride * stride):
-            weight = weight * scale.view(-1, 1, 1, 1)
-            return self._conv(hidden_states, weight, shift, stride, padding, groups, module.activation)
-        hidden_states = self._conv(hidden_states, weight.contiguous(), None, stride, padding, groups, False)
-        hidden_states = hidden_states.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
-        return F.silu(hidden_states, inplace=True) if module.activation else hidden_states
+        if fold:
+            return weight * scale.view(-1, 1, 1, 1), None, shift
+        return weight.contiguous(), scale, shift
 
-    def _conv(self, hidden_states, weight, bias, stride: int, padding: int, groups: int, swish: bool):
-        if self.fused_kernels:
+    def _conv(self, hidden_states, weight, bias, stride: int, padding: int, groups: int, swish: bool, module=None):
+        """conv2d (+ swish): oneDNN's fused kernel for large outputs (in a frozen plan with the weight reordered
+        once into oneDNN's layout for this input, keyed on `module`), else ATen's convolution and a separate swish:
+        below `_ONEDNN_MIN_PIXELS` output pixels the fused kernel's fixed cost per call outweighs the swish pass."""
+        batch, _, height, width = hidden_states.shape
+        kernel_size = weight.shape[-1]
+        pixels = (
+            batch
+            * ((height + 2 * padding - kernel_size) // stride + 1)
+            * ((width + 2 * padding - kernel_size) // stride + 1)
+        )
+        pointwise = kernel_size == 1 and groups == 1
+        if self.fused_kernels and pixels > _ONEDNN_MIN_PIXELS[pointwise]:
+            if self.frozen is not None and module is not None and _can_reorder_weights():
+                shape = tuple(hidden_states.shape)
+                weight = self._derived(
+                    module, ("onednn", shape, tuple(weight.shape)),
+                    lambda: torch.ops.mkldnn._reorder_convolution_weight(
+                        weight, [padding, padding], [stride, stride], [1, 1], groups, list(shape)
+                    ),
+                )  # fmt: skip
             return torch.ops.mkldnn._convolution_pointwise(
                 hidden_states, weight, bias, [padding, padding], [stride, stride], [1, 1], groups,
                 "swish" if swish else "none", [], "",
@@ -207,8 +349,10 @@ class NASViTInferencePlan:
             hidden = make_divisible(mid // 4, 8)
             reduce, expand = block.squeeze_excite.reduce, block.squeeze_excite.expand
             scale = hidden_states.mean(dim=(2, 3))
-            scale = F.relu(F.linear(scale, reduce.weight[:hidden, :mid].flatten(1), reduce.bias[:hidden]), True)
-            scale = F.hardsigmoid(F.linear(scale, expand.weight[:mid, :hidden].flatten(1), expand.bias[:mid]), True)
+            reduce_weight = self._weight(reduce, reduce.weight.flatten(1), hidden, mid)
+            scale = F.relu(F.linear(scale, reduce_weight, reduce.bias[:hidden]), True)
+            expand_weight = self._weight(expand, expand.weight.flatten(1), mid, hidden)
+            scale = F.hardsigmoid(F.linear(scale, expand_weight, expand.bias[:mid]), True)
             hidden_states = hidden_states.mul_(scale.view(*scale.shape, 1, 1))
         hidden_states = self._conv_bn(block.projection, hidden_states, out_channels, 1)
         if block.stride == 2:
@@ -217,19 +361,18 @@ class NASViTInferencePlan:
         if residual.shape[1] != out_channels:
             if block.shortcut is None:
                 raise RuntimeError(f"no shortcut conv for {residual.shape[1]} -> {out_channels} channels")
-            residual = F.conv2d(residual, block.shortcut.weight[:out_channels, : residual.shape[1]])
+            weight = self._weight(block.shortcut, block.shortcut.weight, out_channels, residual.shape[1])
+            residual = self._conv(residual, weight, None, 1, 0, 1, False, block.shortcut)
         return hidden_states.add_(residual)
 
     @staticmethod
-    def _token_norm(norm, tokens: torch.Tensor) -> torch.Tensor:
-        """`NASViTTokenNorm`: layer norm over (tokens, channels), then the per-channel affine in place."""
-        channels = tokens.shape[-1]
-        normed = F.layer_norm(tokens, tokens.shape[1:], eps=norm.eps)
-        return normed.mul_(norm.weight[:channels]).add_(norm.bias[:channels])
+    def _token_norm(tokens: torch.Tensor, eps: float, affine) -> torch.Tensor:
+        """`NASViTTokenNorm`: layer norm over (tokens, channels), then the per-channel `affine` (weight, bias) in
+        place (None: folded into the next linear)."""
+        normed = F.layer_norm(tokens, tokens.shape[1:], eps=eps)
+        return normed if affine is None else normed.mul_(affine[0]).add_(affine[1])
 
-    def _linear_silu(self, hidden_states: torch.Tensor, linear, out_features: int) -> torch.Tensor:
-        weight = linear.weight[:out_features, : hidden_states.shape[-1]]
-        bias = linear.bias[:out_features]
+    def _linear_silu(self, hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if self.fused_kernels and hidden_states.shape[0] * hidden_states.shape[1] >= _FUSED_LINEAR_MIN_ROWS:
             return torch.ops.mkldnn._linear_pointwise(hidden_states, weight.contiguous(), bias, "swish", [], "")
         return F.silu(F.linear(hidden_states, weight, bias), inplace=True)
@@ -245,42 +388,37 @@ class NASViTInferencePlan:
         attention = layer.attention
         batch, length, channels = tokens.shape
         heads, head_dim = channels // attention.head_dim, attention.head_dim
-        value_channels = attention.value_expansion * channels
-        normed = self._token_norm(layer.norm1, tokens)
-        query = F.linear(normed, attention.q.weight[:channels, :channels], attention.q.bias[:channels])
-        key = F.linear(normed, attention.k.weight[:channels, :channels], attention.k.bias[:channels])
-        value = F.linear(normed, attention.v.weight[:value_channels, :channels], attention.v.bias[:value_channels])
+        grid = attention.window_grid(height, width)
+        windows = None if grid == (1, 1) else WindowGrid.for_grid(height, width, grid, tokens.device)
+        grid_size = (height, width) if windows is None else (windows.window_h, windows.window_w)
+        key = ("layer", channels, length, grid_size, layer.active_depth, layer.active_mlp_ratio)
+        folded = self.frozen is not None
+        tensors = self._derived(layer, key, lambda: _LayerTensors(layer, channels, length, heads, grid_size, folded))
+        normed = self._token_norm(tokens, tensors.eps, tensors.norm1)
+        if len(tensors.qkv) == 1:
+            query, key, value = F.linear(normed, *tensors.qkv[0]).split(tensors.split, dim=-1)
+            value = value.contiguous()
+        else:
+            query, key, value = (F.linear(normed, weight, bias) for weight, bias in tensors.qkv)
+        value_channels = value.shape[-1]
         value = value.view(batch, height, width, value_channels).permute(0, 3, 1, 2)
         if not self.channels_last:
             value = value.contiguous()
-        value = self._conv(value, attention.value_conv.weight[:value_channels], None, 1, 1, value_channels, False)
+        value = self._conv(value, tensors.value_conv, None, 1, 1, value_channels, False, attention.value_conv)
         value = value.permute(0, 2, 3, 1).reshape(batch, length, value_channels)
-        grid = attention.window_grid(height, width)
-        windows = None if grid == (1, 1) else WindowGrid.for_grid(height, width, grid, tokens.device)
-        grid_height, grid_width = (height, width) if windows is None else (windows.window_h, windows.window_w)
-        pre_bias = talking_heads_pre_bias(attention, heads, grid_height, grid_width).unsqueeze(0)
-        # 1/√d of q·kᵀ folded into the first talking-heads map (it is linear in the scores).
-        pre_weight = attention.talking_heads_pre.weight[:heads, :heads] * head_dim**-0.5
-        post = attention.talking_heads_post
-        talking = (pre_weight, pre_bias, post.weight[:heads, :heads], post.bias[:heads].view(1, heads, 1))
         if windows is None:
             query = query.view(batch, length, heads, head_dim).transpose(1, 2)
             key_t = key.view(batch, length, heads, head_dim).permute(0, 2, 3, 1)
             value = value.view(batch, length, heads, value_channels // heads).transpose(1, 2)
-            context = self._attention_core(talking, query, key_t, value)
+            context = self._attention_core(tensors.talking, query, key_t, value)
             context = context.transpose(1, 2).reshape(batch, length, value_channels)
         else:
-            context = self._windowed_attention_core(talking, windows, heads, query, key, value, height, width)
+            context = self._windowed_attention_core(tensors.talking, windows, heads, query, key, value, height, width)
         context = F.silu(context, inplace=True)
-        scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
-        scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
-        proj = F.linear(context, attention.proj.weight[:channels, :value_channels], attention.proj.bias[:channels])
-        tokens = self._residual(tokens, proj, scale_attn)
-        hidden_features = layer.active_mlp_ratio * channels
-        for mlp, norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2)):
-            hidden = self._linear_silu(self._token_norm(norm, tokens), mlp.fc1, hidden_features)
-            update = F.linear(hidden, mlp.fc2.weight[:channels, :hidden_features], mlp.fc2.bias[:channels])
-            tokens = self._residual(tokens, update, scale_mlp)
+        tokens = self._residual(tokens, F.linear(context, *tensors.proj), tensors.scale_attn)
+        for norm, fc1, fc2 in tensors.mlps:
+            hidden = self._linear_silu(self._token_norm(tokens, tensors.eps, norm), *fc1)
+            tokens = self._residual(tokens, F.linear(hidden, *fc2), tensors.scale_mlp)
         return tokens
 
     @staticmethod
@@ -369,7 +507,7 @@ class NASViTInferencePlan:
             pooled = self._conv_bn(head.final_expand, hidden_states, 6 * channels, 1).mean(dim=(2, 3))
             out_channels, mix = head.active_out_channels, head.feature_mix
             mix_bias = mix.bias[:out_channels] if mix.bias is not None else None
-            pooled = F.linear(pooled, mix.weight[:out_channels, : 6 * channels].flatten(1), mix_bias)
+            pooled = F.linear(pooled, self._weight(mix, mix.weight.flatten(1), out_channels, 6 * channels), mix_bias)
             pooled = F.silu(pooled, inplace=True)
         else:
             pooled = head(hidden_states)

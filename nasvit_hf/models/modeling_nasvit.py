@@ -702,6 +702,7 @@ class NASViTSupernetMixin:
     def set_active_subnet(self, arch: dict[str, Any]) -> dict[str, Any]:
         """Run the subnet `arch` (validated against the search space) from now on; returns the clean arch."""
         arch = self.config.validate_arch(arch)
+        _set_frozen_plans(self, None, only_clear=True)
         self._apply_arch(arch)
         self.config.arch = arch
         return self.active_arch
@@ -773,6 +774,24 @@ class NASViTPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["NASViTTransformerLayer", "NASViTMBConvBlock"]
+
+    def freeze_inference_plan(self):
+        """Make the eval-mode inference plan keep the weights it derives (BatchNorm folded into the convolutions,
+        norm affines and layer scales into the linears, sliced weights made contiguous) instead of deriving them at
+        every call: faster, most of all for small inputs (docs/benchmarks.md), like timm's `reparameterize_model`.
+
+        The derived weights are a snapshot, taken on each input geometry's first eval call: in-place edits of the
+        weights after that (`param.data.mul_(...)`, a numpy view) are not seen until the snapshot is dropped, which
+        `train()`, `load_state_dict`, `.to()` / `.half()` / ..., `set_active_subnet` and `unfreeze_inference_plan()`
+        do. Without this call (the default, and what `pipeline()` runs) the plan never answers with stale weights.
+        Returns the model."""
+        _set_frozen_plans(self, {})
+        return self
+
+    def unfreeze_inference_plan(self):
+        """Undo `freeze_inference_plan()`: drop the snapshot; derive the weights at every call again."""
+        _set_frozen_plans(self, None)
+        return self
 
     def no_weight_decay(self) -> set[str]:
         """Names of the parameters kept out of weight decay besides norms and biases (timm's convention, read by
@@ -963,6 +982,17 @@ def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
     return per_stage["first_conv"]["width"]
 
 
+def _set_frozen_plans(model: nn.Module, store: dict | None, only_clear: bool = False) -> None:
+    """Give every inference-plan model in `model` a fresh store (`{}`: frozen) or none; `only_clear`: empty the
+    stores of frozen ones."""
+    for module in model.modules():
+        if isinstance(module, NASViTInferencePlanMixin):
+            if only_clear:
+                module._drop_frozen_weights()
+            else:
+                module._frozen_plan = None if store is None else {}
+
+
 class NASViTInferencePlanMixin:
     """The eval-mode inference plan's switch and its one seam, for the models whose forward runs a
     `NASViTInferencePlan` (`NASViTModel`, `NASViTBackbone`).
@@ -970,10 +1000,12 @@ class NASViTInferencePlanMixin:
     The plan lives in `inference_nasvit.py`, which builds on this file (it reads the modules' tensors and the
     geometry above); this file never imports it at import time, so the reference forward reads, runs and trains
     without it. `inference_plan` imports it on the first eval-mode call (a relative import, so `save_pretrained`
-    copies the plan's file beside this one and `trust_remote_code` folders run it too). The plan holds nothing
-    between calls."""
+    copies the plan's file beside this one and `trust_remote_code` folders run it too). By default the plan holds
+    nothing between calls; after `freeze_inference_plan()` it keeps the weights it derives (`_frozen_plan`), which
+    `train()`, `load_state_dict`, `.to()` / `.float()` / ... and `set_active_subnet` drop."""
 
     inference_fast_path: bool = True
+    _frozen_plan: dict | None = None  # None: derive from the modules at every call
 
     def inference_plan(self, pixel_values: torch.Tensor):
         """The `NASViTInferencePlan` that `forward` would run on `pixel_values` now, or None when the modules run
@@ -982,7 +1014,29 @@ class NASViTInferencePlanMixin:
             return None
         from .inference_nasvit import inference_plan_for  # the one seam to the fast path (see the class docstring)
 
-        return inference_plan_for(self, pixel_values)
+        return inference_plan_for(self, pixel_values, self._frozen_plan)
+
+    def _drop_frozen_weights(self) -> None:
+        if self._frozen_plan:
+            self._frozen_plan = {}
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._drop_frozen_weights()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._drop_frozen_weights()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._drop_frozen_weights()
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        # A copy or a pickle stays frozen but takes no snapshot along (oneDNN's reordered weights cannot be copied).
+        state = super().__getstate__()
+        return dict(state, _frozen_plan={}) if state.get("_frozen_plan") else state
 
 
 class NASViTModel(NASViTInferencePlanMixin, NASViTSupernetMixin, NASViTPreTrainedModel):
