@@ -52,10 +52,19 @@ __all__ = [
 
 # Below this many tokens·batch rows, MKL's GEMM + a separate swish beats oneDNN's fused linear + swish.
 _FUSED_LINEAR_MIN_ROWS = 1024
-# Up to this many output pixels (batch · height · width), ATen's convolution + a separate swish beat oneDNN's fused
-# convolution + swish (a fixed cost per call that dominates small convs) for 1×1 (True) and for depthwise / k×k
-# (False) convs, in per-conv timings of an A1-sized subnet at batch 1 and 16 (docs/model.md).
-_ONEDNN_MIN_PIXELS = {True: 16384, False: 8192}
+# Where oneDNN's fused convolution + swish beats ATen's convolution + a separate in-place swish on CPU (oneDNN has a
+# fixed cost per call that dominates small convs; reordering its weights once, as a frozen plan does, lowers it):
+# per-conv timings of an A1-sized subnet at batch 1 and 16, `python benchmarks/bench_conv_kernels.py`.
+_ONEDNN_MIN_POINTWISE_MACS = {False: 8_000_000, True: 4_000_000}  # 1×1 convs, by whether the weight is reordered
+_ONEDNN_MIN_SPATIAL_PIXELS = 8192  # depthwise / k×k convs with a plain weight (a reordered one always wins)
+
+
+def onednn_conv(pointwise: bool, out_pixels: int, macs: int, reordered: bool) -> bool:
+    """Whether the plan runs a conv (`pointwise`: 1×1, ungrouped) with `out_pixels` output pixels (batch · height ·
+    width) and `macs` multiply-adds through oneDNN (its weight `reordered` into oneDNN's layout) rather than ATen."""
+    if pointwise:
+        return macs >= _ONEDNN_MIN_POINTWISE_MACS[reordered]
+    return reordered or out_pixels > _ONEDNN_MIN_SPATIAL_PIXELS
 
 
 def _mkldnn_available() -> bool:
@@ -308,9 +317,9 @@ class NASViTInferencePlan:
         return weight.contiguous(), scale, shift
 
     def _conv(self, hidden_states, weight, bias, stride: int, padding: int, groups: int, swish: bool, module=None):
-        """conv2d (+ swish): oneDNN's fused kernel for large outputs (in a frozen plan with the weight reordered
-        once into oneDNN's layout for this input, keyed on `module`), else ATen's convolution and a separate swish:
-        below `_ONEDNN_MIN_PIXELS` output pixels the fused kernel's fixed cost per call outweighs the swish pass."""
+        """conv2d (+ swish): oneDNN's fused kernel where it is faster (`onednn_conv`; in a frozen plan with the weight
+        reordered once into oneDNN's layout for this input, keyed on `module`), else ATen's convolution and a separate
+        in-place swish."""
         batch, _, height, width = hidden_states.shape
         kernel_size = weight.shape[-1]
         pixels = (
@@ -318,9 +327,10 @@ class NASViTInferencePlan:
             * ((height + 2 * padding - kernel_size) // stride + 1)
             * ((width + 2 * padding - kernel_size) // stride + 1)
         )
-        pointwise = kernel_size == 1 and groups == 1
-        if self.fused_kernels and pixels > _ONEDNN_MIN_PIXELS[pointwise]:
-            if self.frozen is not None and module is not None and _can_reorder_weights():
+        reordered = self.frozen is not None and module is not None and _can_reorder_weights()
+        macs = pixels * weight.shape[0] * weight.shape[1] * kernel_size * kernel_size
+        if self.fused_kernels and onednn_conv(kernel_size == 1 and groups == 1, pixels, macs, reordered):
+            if reordered:
                 shape = tuple(hidden_states.shape)
                 weight = self._derived(
                     module, ("onednn", shape, tuple(weight.shape)),
