@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.inference_nasvit import fold_batchnorm, norm_then_linear, output_linear, talking_heads_pre_bias
+from ..models.inference_nasvit import fold_batchnorm, folded_layer_linears, talking_heads_pre_bias
 from ..models.modeling_nasvit import NASViTForImageClassification, NASViTModel, NASViTPreTrainedModel
 from ..models.search_space_nasvit import centre_crop_kernel, make_divisible
 
@@ -181,26 +181,17 @@ class _GraphTransformerLayer(nn.Module):
         length = height * width  # the switchable scaling's token count
         heads = channels // attention.head_dim
         value_channels = attention.value_expansion * channels
-        scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
-        scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
-        norm = layer.norm1
-        query_scale = torch.full_like(norm.weight[:channels], attention.head_dim**-0.5)
-        query = norm_then_linear(norm, attention.q, channels, channels, query_scale)
-        key = norm_then_linear(norm, attention.k, channels, channels)
-        value = norm_then_linear(norm, attention.v, channels, value_channels)
-        self.eps = norm.eps
-        self.qkv = _GraphConv.linear(torch.cat([query[0], key[0], value[0]]), torch.cat([query[1], key[1], value[1]]))
+        query_scale = torch.full_like(layer.norm1.weight[:channels], attention.head_dim**-0.5)
+        qkv, proj, mlps = folded_layer_linears(layer, channels, length, query_scale)
+        self.eps = layer.norm1.eps
+        self.qkv = _GraphConv.linear(*qkv)
         value_conv = attention.value_conv.weight[:value_channels]
         self.value_conv = _GraphConv(value_conv, None, 1, 1, value_channels)
         self.attention = _GraphAttention(attention, heads, height, width)
-        self.proj = _GraphConv.linear(*output_linear(attention.proj, value_channels, channels, scale_attn))
-        hidden = layer.active_mlp_ratio * channels
-        mlp = []
-        for mlp_module, mlp_norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2)):
-            fc1 = _GraphConv.linear(*norm_then_linear(mlp_norm, mlp_module.fc1, channels, hidden))
-            fc2 = _GraphConv.linear(*output_linear(mlp_module.fc2, hidden, channels, scale_mlp))
-            mlp.append(nn.ModuleList([fc1, fc2]))
-        self.mlp = nn.ModuleList(mlp)
+        self.proj = _GraphConv.linear(*proj)
+        self.mlp = nn.ModuleList(
+            nn.ModuleList([_GraphConv.linear(*fc1), _GraphConv.linear(*fc2)]) for fc1, fc2 in mlps
+        )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = tokens.shape

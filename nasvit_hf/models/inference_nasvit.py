@@ -44,9 +44,8 @@ from .search_space_nasvit import centre_crop_kernel, make_divisible
 __all__ = [
     "NASViTInferencePlan",
     "fold_batchnorm",
+    "folded_layer_linears",
     "inference_plan_for",
-    "norm_then_linear",
-    "output_linear",
     "talking_heads_pre_bias",
 ]
 
@@ -163,7 +162,7 @@ def _runs_as_planned(module) -> bool:
     return True
 
 
-def norm_then_linear(norm, linear, channels: int, out_features: int, scale=None):
+def _norm_then_linear(norm, linear, channels: int, out_features: int, scale=None):
     """Weight and bias of linear(norm_affine(x)) as one linear on the affine-free normalised x, times `scale`."""
     weight, bias = linear.weight[:out_features, :channels], linear.bias[:out_features]
     gain, shift = norm.weight[:channels], norm.bias[:channels]
@@ -174,12 +173,34 @@ def norm_then_linear(norm, linear, channels: int, out_features: int, scale=None)
     return weight, bias
 
 
-def output_linear(linear, in_features: int, channels: int, scale):
+def _output_linear(linear, in_features: int, channels: int, scale):
     """Weight and bias of linear(x) · scale (a layer-scale vector, or 1.0)."""
     weight, bias = linear.weight[:channels, :in_features], linear.bias[:channels]
     if isinstance(scale, torch.Tensor):
         return weight * scale.view(-1, 1), bias * scale
     return weight, bias
+
+
+def folded_layer_linears(layer, channels: int, length: int, query_scale=None):
+    """The linears of a transformer layer at `channels` wide and `length` tokens with its token norms' affines and
+    its layer scales folded in: ((weight, bias) of q / k / v as one, with `query_scale` on q; proj; [(fc1, fc2) of
+    mlp2, then of mlp1]: their run order)."""
+    attention = layer.attention
+    value_channels = attention.value_expansion * channels
+    hidden = layer.active_mlp_ratio * channels
+    scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
+    scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
+    norm = layer.norm1
+    query = _norm_then_linear(norm, attention.q, channels, channels, query_scale)
+    key = _norm_then_linear(norm, attention.k, channels, channels)
+    value = _norm_then_linear(norm, attention.v, channels, value_channels)
+    qkv = (torch.cat([query[0], key[0], value[0]]), torch.cat([query[1], key[1], value[1]]))
+    proj = _output_linear(attention.proj, value_channels, channels, scale_attn)
+    mlps = [
+        (_norm_then_linear(mlp_norm, mlp.fc1, channels, hidden), _output_linear(mlp.fc2, hidden, channels, scale_mlp))
+        for mlp, mlp_norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2))
+    ]
+    return qkv, proj, mlps
 
 
 class _LayerTensors:
@@ -199,24 +220,10 @@ class _LayerTensors:
         pre_weight = attention.talking_heads_pre.weight[:heads, :heads] * head_dim**-0.5
         post = attention.talking_heads_post
         self.talking = (pre_weight, pre_bias, post.weight[:heads, :heads], post.bias[:heads].view(1, heads, 1))
-        scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
-        scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
-        mlps = ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2))
         if folded:
-            qkv = [norm_then_linear(layer.norm1, linear, channels, out) for linear, out in zip(
-                (attention.q, attention.k, attention.v), self.split
-            )]  # fmt: skip
-            self.norm1 = None
-            self.qkv = [(torch.cat([weight for weight, _ in qkv]), torch.cat([bias for _, bias in qkv]))]
-            self.proj = output_linear(attention.proj, value_channels, channels, scale_attn)
-            self.mlps = [
-                (
-                    None,
-                    norm_then_linear(norm, mlp.fc1, channels, hidden),
-                    output_linear(mlp.fc2, hidden, channels, scale_mlp),
-                )
-                for mlp, norm in mlps
-            ]
+            qkv, self.proj, mlps = folded_layer_linears(layer, channels, length)
+            self.norm1, self.qkv = None, [qkv]
+            self.mlps = [(None, fc1, fc2) for fc1, fc2 in mlps]
             self.scale_attn = self.scale_mlp = 1.0
             self.value_conv = self.value_conv.contiguous()
         else:
@@ -233,9 +240,10 @@ class _LayerTensors:
                     (mlp.fc1.weight[:hidden, :channels], mlp.fc1.bias[:hidden]),
                     (mlp.fc2.weight[:channels, :hidden], mlp.fc2.bias[:channels]),
                 )
-                for mlp, norm in mlps
+                for mlp, norm in ((layer.mlp2, layer.norm3), (layer.mlp1, layer.norm2))
             ]
-            self.scale_attn, self.scale_mlp = scale_attn, scale_mlp
+            self.scale_attn = layer._scale(layer.layer_scale_attn, length, channels)
+            self.scale_mlp = layer._scale(layer.layer_scale_mlp, length, channels)
 
 
 class NASViTInferencePlan:

@@ -702,7 +702,8 @@ class NASViTSupernetMixin:
     def set_active_subnet(self, arch: dict[str, Any]) -> dict[str, Any]:
         """Run the subnet `arch` (validated against the search space) from now on; returns the clean arch."""
         arch = self.config.validate_arch(arch)
-        _set_frozen_plans(self, None, only_clear=True)
+        for module in _inference_plan_models(self):
+            module._drop_frozen_weights()
         self._apply_arch(arch)
         self.config.arch = arch
         return self.active_arch
@@ -785,12 +786,14 @@ class NASViTPreTrainedModel(PreTrainedModel):
         `train()`, `load_state_dict`, `.to()` / `.half()` / ..., `set_active_subnet` and `unfreeze_inference_plan()`
         do. Without this call (the default, and what `pipeline()` runs) the plan never answers with stale weights.
         Returns the model."""
-        _set_frozen_plans(self, {})
+        for module in _inference_plan_models(self):
+            module._frozen_plan = {}
         return self
 
     def unfreeze_inference_plan(self):
         """Undo `freeze_inference_plan()`: drop the snapshot; derive the weights at every call again."""
-        _set_frozen_plans(self, None)
+        for module in _inference_plan_models(self):
+            module._frozen_plan = None
         return self
 
     def no_weight_decay(self) -> set[str]:
@@ -982,15 +985,9 @@ def apply_arch_to_stages(stages: nn.ModuleList, arch: dict[str, Any]) -> int:
     return per_stage["first_conv"]["width"]
 
 
-def _set_frozen_plans(model: nn.Module, store: dict | None, only_clear: bool = False) -> None:
-    """Give every inference-plan model in `model` a fresh store (`{}`: frozen) or none; `only_clear`: empty the
-    stores of frozen ones."""
-    for module in model.modules():
-        if isinstance(module, NASViTInferencePlanMixin):
-            if only_clear:
-                module._drop_frozen_weights()
-            else:
-                module._frozen_plan = None if store is None else {}
+def _inference_plan_models(model: nn.Module):
+    """The modules of `model` (itself included) whose forward runs an inference plan."""
+    return (module for module in model.modules() if isinstance(module, NASViTInferencePlanMixin))
 
 
 class NASViTInferencePlanMixin:
