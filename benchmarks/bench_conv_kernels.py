@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_deployment import a_sized_arch  # noqa: E402
+from common import time_callables_wall_and_cpu  # noqa: E402
 
 import nasvit_hf  # noqa: E402
 from nasvit_hf.models import inference_nasvit  # noqa: E402
@@ -70,19 +70,6 @@ def kernels(shape, weight, bias, stride, padding, groups, swish) -> dict:
     return {"aten": aten, "onednn": onednn(weight), "onednn-reordered": onednn(packed)}
 
 
-def time_interleaved(calls: dict, rounds: int) -> dict[str, float]:
-    times = {name: [] for name in calls}
-    with torch.inference_mode():
-        for call in calls.values():
-            call()
-        for _ in range(rounds):
-            for name, call in calls.items():
-                start = time.thread_time()
-                call()
-                times[name].append(time.thread_time() - start)
-    return {name: statistics.median(values) * 1e6 for name, values in times.items()}
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="a1", help="A-size (a0..a5) of the subnet, as bench_deployment.py picks it.")
@@ -104,7 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
         names = ("aten", "onednn", "onednn-reordered")
         rows, totals = [], dict.fromkeys([*names, "plan", "best for plan", "frozen plan", "best for frozen"], 0.0)
         for shape, weight, bias, stride, padding, groups, swish in record_convs(model, pixel_values):
-            timing = time_interleaved(kernels(shape, weight, bias, stride, padding, groups, swish), args.rounds)
+            calls = kernels(shape, weight, bias, stride, padding, groups, swish)
+            _, cpu = time_callables_wall_and_cpu(calls, args.rounds, warmup=1, cpu_clock=time.thread_time)
+            timing = {name: seconds * 1e6 for name, seconds in cpu.items()}
             size = weight.shape[-1]
             out_pixels = shape[0] * ((shape[2] + 2 * padding - size) // stride + 1) ** 2
             macs = out_pixels * weight.shape[0] * weight.shape[1] * size * size

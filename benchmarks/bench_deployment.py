@@ -51,12 +51,15 @@ from typing import Any
 import numpy as np
 import torch
 
-import nasvit_hf
-from nasvit_hf.deploy import export_onnx, quantize_onnx
-from nasvit_hf.deploy.common import MAX_DYNAMIC_BATCH
-from nasvit_hf.models.search_space_nasvit import sample_arch
-from nasvit_hf.presets import NAMED_ARCHS, get_named_arch
-from nasvit_hf.utils.extras import require_extra
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import time_callables_wall_and_cpu  # noqa: E402
+
+import nasvit_hf  # noqa: E402
+from nasvit_hf.deploy import export_onnx, quantize_onnx  # noqa: E402
+from nasvit_hf.deploy.common import MAX_DYNAMIC_BATCH  # noqa: E402
+from nasvit_hf.models.search_space_nasvit import sample_arch  # noqa: E402
+from nasvit_hf.presets import NAMED_ARCHS, get_named_arch  # noqa: E402
+from nasvit_hf.utils.extras import require_extra  # noqa: E402
 
 PAPER_BUDGETS_MILLIONS = {"a0": 208, "a1": 309, "a2": 421, "a3": 528, "a4": 591, "a5": 757}
 BACKENDS = ["eager", "eager-frozen", "onnxruntime", "onnxruntime-int8", "onnxruntime-modules", "compile"]
@@ -317,25 +320,11 @@ def flush_denormals() -> None:
 def time_round_robin(calls: dict, repeats: int) -> dict[tuple[str, str], dict[str, float]]:
     """Median wall and thread-CPU milliseconds of each call: one warm-up each, then `repeats` rounds in which every
     call runs once, in an order rotated every round."""
-    keys = list(calls)
     flush_denormals()  # after every session of this block is built: creating one can clear the flags
-    wall: dict[tuple[str, str], list[float]] = {key: [] for key in keys}
-    cpu: dict[tuple[str, str], list[float]] = {key: [] for key in keys}
-    with torch.inference_mode():
-        for key in keys:
-            calls[key]()
-        for round_index in range(repeats):
-            shift = round_index % len(keys)
-            for key in keys[shift:] + keys[:shift]:
-                start_cpu, start = time.thread_time(), time.perf_counter()
-                calls[key]()
-                wall[key].append(time.perf_counter() - start)
-                cpu[key].append(time.thread_time() - start_cpu)
+    wall, cpu = time_callables_wall_and_cpu(calls, repeats, warmup=1, cpu_clock=time.thread_time)
     if not denormals_flushed():
         raise RuntimeError("denormals stopped being flushed to zero while timing; the timings are not comparable")
-    return {
-        key: {"ms": 1000 * statistics.median(wall[key]), "cpu_ms": 1000 * statistics.median(cpu[key])} for key in keys
-    }
+    return {key: {"ms": 1000 * wall[key], "cpu_ms": 1000 * cpu[key]} for key in calls}
 
 
 def run(entries: list[Entry], args) -> dict[str, dict[str, Any]]:

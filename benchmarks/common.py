@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import torch
 
@@ -16,12 +16,17 @@ def time_callables(fns: dict[str, Callable[[], object]], repeats: int = 10, warm
 
 
 def time_callables_wall_and_cpu(
-    fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Median wall time and median CPU time of this process (seconds) per callable, from the same interleaved calls.
+    fns: dict[Hashable, Callable[[], object]],
+    repeats: int = 10,
+    warmup: int = 2,
+    cpu_clock: Callable[[], float] = time.process_time,
+) -> tuple[dict[Hashable, float], dict[Hashable, float]]:
+    """Median wall time and median CPU time (seconds) per callable, from the same interleaved calls.
 
-    On a machine shared with other jobs, wall time includes the time other processes held the cores; the process's
-    CPU time (all its threads) does not, so with one intra-op thread it is the steadier measure of the work done.
+    On a machine shared with other jobs, wall time includes the time other processes held the cores; CPU time does
+    not, so with one intra-op thread it is the steadier measure of the work done. `cpu_clock`: the process's CPU
+    time (all its threads, the default) or `time.thread_time` (the calling thread only: onnxruntime's and torch's
+    one-thread work runs on it, other threads of the process do not count).
     """
     names = list(fns)
     with torch.inference_mode():
@@ -33,9 +38,9 @@ def time_callables_wall_and_cpu(
         for round_index in range(repeats):
             shift = round_index % len(names)
             for name in names[shift:] + names[:shift]:
-                start, start_cpu = time.perf_counter(), time.process_time()
+                start, start_cpu = time.perf_counter(), cpu_clock()
                 fns[name]()
-                cpu[name].append(time.process_time() - start_cpu)
+                cpu[name].append(cpu_clock() - start_cpu)
                 wall[name].append(time.perf_counter() - start)
     return (
         {name: statistics.median(values) for name, values in wall.items()},
