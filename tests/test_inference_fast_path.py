@@ -76,19 +76,30 @@ def random_tiny_model(tiny_config):
     return model
 
 
-@pytest.mark.parametrize("switchable_scaling", ["tokens", "width", "shared", "none"])
-def test_plan_matches_the_modules_on_random_tiny_archs(tiny_config, switchable_scaling):
+def check_random_tiny_archs(tiny_config, switchable_scaling: str, batch_sizes=(3,), frozen: bool = False) -> None:
+    """The plan (`frozen`: after `freeze_inference_plan()`) matches the modules on the smallest, largest and three
+    random archs of the tiny space, as a supernet at each of `batch_sizes` in turn and as an extracted subnet."""
     tiny_config.switchable_scaling = switchable_scaling
     torch.manual_seed(0)
     model = NASViTForImageClassification(tiny_config).eval()
     randomize_batchnorm_and_scales(model, seed=1)
+    if frozen:
+        model.freeze_inference_plan()
     generator = torch.Generator().manual_seed(2)
     for arch in [model.config.smallest_arch(), model.config.largest_arch()] + [None] * 3:
         arch = model.set_active_subnet(arch) if arch is not None else model.sample_active_subnet(generator)
-        pixel_values = torch.randn(3, 3, arch["resolution"], arch["resolution"])
-        assert_same_outputs(*plain_and_fast(model, pixel_values, output_hidden_states=True))
+        for batch_size in batch_sizes:
+            pixel_values = torch.randn(batch_size, 3, arch["resolution"], arch["resolution"])
+            assert_same_outputs(*plain_and_fast(model, pixel_values, output_hidden_states=True))
         subnet = model.extract_subnet(arch).eval()
+        if frozen:
+            subnet.freeze_inference_plan()
         assert_same_outputs(*plain_and_fast(subnet, pixel_values))
+
+
+@pytest.mark.parametrize("switchable_scaling", ["tokens", "width", "shared", "none"])
+def test_plan_matches_the_modules_on_random_tiny_archs(tiny_config, switchable_scaling):
+    check_random_tiny_archs(tiny_config, switchable_scaling)
 
 
 def test_plan_matches_the_modules_on_random_reference_archs():

@@ -14,7 +14,13 @@ from nasvit_hf import NASViTForImageClassification
 from nasvit_hf.models import inference_nasvit
 from nasvit_hf.models.inference_nasvit import NASViTInferencePlan
 from tests.conftest import randomize_batchnorm_and_scales
-from tests.test_inference_fast_path import ATOL, assert_same_outputs, plain_and_fast, plain_path
+from tests.test_inference_fast_path import (
+    ATOL,
+    assert_same_outputs,
+    check_random_tiny_archs,
+    plain_and_fast,
+    plain_path,
+)
 
 
 @pytest.fixture
@@ -47,19 +53,8 @@ def count_derivations(monkeypatch) -> dict[str, int]:
 
 @pytest.mark.parametrize("switchable_scaling", ["tokens", "width", "shared", "none"])
 def test_frozen_plan_matches_the_modules_on_random_tiny_archs(tiny_config, switchable_scaling):
-    tiny_config.switchable_scaling = switchable_scaling
-    torch.manual_seed(0)
-    model = NASViTForImageClassification(tiny_config).eval()
-    randomize_batchnorm_and_scales(model, seed=1)
-    model.freeze_inference_plan()
-    generator = torch.Generator().manual_seed(2)
-    for arch in [model.config.smallest_arch(), model.config.largest_arch()] + [None] * 3:
-        arch = model.set_active_subnet(arch) if arch is not None else model.sample_active_subnet(generator)
-        for batch_size in (3, 1, 16, 3):  # the second 3 reuses the snapshot the first one took; 16 reorders weights
-            pixel_values = torch.randn(batch_size, 3, arch["resolution"], arch["resolution"])
-            assert_same_outputs(*plain_and_fast(model, pixel_values, output_hidden_states=True))
-        subnet = model.extract_subnet(arch).eval().freeze_inference_plan()
-        assert_same_outputs(*plain_and_fast(subnet, pixel_values))
+    # The second 3 reuses the snapshot the first one took; 16 reorders oneDNN weights.
+    check_random_tiny_archs(tiny_config, switchable_scaling, batch_sizes=(3, 1, 16, 3), frozen=True)
 
 
 @pytest.mark.parametrize("num_windows", [4, "auto", [1, 4, 1, 4]])
